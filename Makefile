@@ -1,0 +1,40 @@
+# The two commands a new user runs: `make demo` and `make test`. Both install into .venv if needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Use the shared MNIST copy when it sits beside the checkout; otherwise the loader searches
+# ~/.cache/infinimodal, downloads where it can, or falls back to a packaged subset.
+ifeq ($(INFINIMODAL_DATA),)
+ifneq ($(wildcard ../shared/data/mnist),)
+export INFINIMODAL_DATA := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: install demo test test-slow bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first: the local CPU build. Anything installed later that accepts 2.13.0 keeps it.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m infinimodal.demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,66 @@
+"""What the stick-breaking families share: truncation, prior concentration, and what the decoder reads.
+
+The latent variable is the vector of K - 1 sticks v in (0, 1)^(K-1); the stick weights pi follow
+from `infinimodal.stick_breaking`. The generative model is "decoder(f(pi))" for a fixed bijection f,
+so the choice of f does not change the model class, only how well-conditioned the decoder's input is
+(DESIGN.md section 5 found raw pi, mostly tiny entries, halves the ELBO):
+
+- ``pi``: the weights themselves (K values, as in Nalisnick & Smyth 2017);
+- ``logpi``: log pi (K values);
+- ``logitv``: logit v = log v - log(1 - v) (K - 1 values).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..stick_breaking import clamp_sticks, expected_stick_weights, log_stick_weights
+from .base import LatentFamily
+
+DECODER_INPUTS = ("pi", "logpi", "logitv")
+
+
+class StickLatent(LatentFamily):
+    """Base of the stick-breaking families: K - 1 sticks with a Beta(1, alpha) prior (or its match)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        n_params: int,
+        truncation: int = 50,
+        alpha: float = 5.0,
+        decoder_input: str = "logpi",
+    ) -> None:
+        if truncation < 2:
+            raise ValueError(f"truncation K must be at least 2 (one stick), got {truncation}")
+        if not alpha > 0:
+            raise ValueError(f"the prior concentration alpha must be positive, got {alpha}")
+        if decoder_input not in DECODER_INPUTS:
+            raise ValueError(f"decoder input must be one of {', '.join(DECODER_INPUTS)}, got {decoder_input!r}")
+        super().__init__(hidden_size, n_params=n_params, latent_size=truncation - 1)
+        self.truncation = truncation
+        self.alpha = float(alpha)
+        self.decoder_input_mode = decoder_input
+        self.decoder_input_size = truncation - 1 if decoder_input == "logitv" else truncation
+
+    def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
+        return clamp_sticks(super().rsample(q, n_samples))
+
+    def decoder_input(self, v: Tensor) -> Tensor:
+        v = clamp_sticks(v)
+        if self.decoder_input_mode == "logitv":
+            return torch.log(v) - torch.log1p(-v)
+        log_pi = log_stick_weights(v)
+        return log_pi if self.decoder_input_mode == "logpi" else log_pi.exp()
+
+    def expected_weights(self, q: Distribution) -> Tensor:
+        return expected_stick_weights(q.mean)
+
+    def representation(self, q: Distribution) -> Tensor:
+        # The posterior mean of pi, as in the SB-VAE paper's kNN experiments.
+        return self.expected_weights(q)
+
+    def extra_config(self) -> dict:
+        return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input_mode}
