@@ -7,8 +7,10 @@ validation ELBO), `metrics.csv` (per-epoch curves) and, after evaluation, `eval.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -90,6 +92,12 @@ def build_model(config: TrainConfig, input_size: int = 784) -> VAE:
     return VAE(input_size, latent, hidden=config.hidden)
 
 
+#: Lightning messages that say nothing to a user of this tool: the run directory holds config.json before
+#: training starts, and one data loader process is the right choice on small machines.
+_LIGHTNING_NOISE = (".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*")
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
+
+
 class _StopOnNonFinite(Callback):
     """A run whose loss turns NaN or infinite fails loudly instead of 'finishing'."""
 
@@ -145,7 +153,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     )
     plan = VAETrainingPlan(model, lr=config.lr, kl_warmup=config.kl_warmup)
     started = time.perf_counter()
-    trainer.fit(plan, datamodule=data)
+    with warnings.catch_warnings():
+        for noise in _LIGHTNING_NOISE:
+            warnings.filterwarnings("ignore", message=noise)
+        trainer.fit(plan, datamodule=data)
     record["train_seconds"] = time.perf_counter() - started
     record["best_val_elbo"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")

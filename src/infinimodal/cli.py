@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 
 from . import __version__
 
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InfinimodalError
 
     try:
-        with warnings.catch_warnings():
-            # Lightning's advice about dataloader workers is noise on 2-core machines.
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            _run(args)
+        _run(args)
     except InfinimodalError as exc:
         if debug:
             raise

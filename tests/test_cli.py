@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from infinimodal import api
+from infinimodal.cli import main
+from infinimodal.errors import InfinimodalError
+
+TINY = ["--max-train", "300", "--epochs", "2", "--hidden", "64", "--batch-size", "50", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def beta_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "beta"
+    assert main(["train", "--data", "mnist", "--latent", "beta", "--truncation", "10", "--alpha", "3", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_config_checkpoint_and_curves(beta_run):
+    config = json.loads((beta_run / "config.json").read_text())
+    assert config["latent"] == "beta" and config["truncation"] == 10 and config["alpha"] == 3.0
+    assert config["n_train"] == 300 and config["best_val_elbo"] < 0
+    assert (beta_run / "model.ckpt").is_file()
+    curves = pd.read_csv(beta_run / "metrics.csv")
+    assert {"val_elbo", "train_elbo", "train_kl", "val_kl", "kl_weight"} <= set(curves.columns)
+    assert curves["val_elbo"].notna().sum() == 2  # one validation per epoch
+    # KL warm-up (default 10 epochs = 60 steps of 6 batches): weight = step / 60, averaged per epoch
+    weights = curves["kl_weight"].dropna().to_numpy()
+    assert weights == pytest.approx([2.5 / 60, 8.5 / 60], abs=1e-5)
+
+
+def test_evaluate_writes_every_key(beta_run, capsys):
+    assert main(["evaluate", str(beta_run), "--iw-samples", "5", "--max-test", "100", "--quiet"]) == 0
+    result = json.loads((beta_run / "eval.json").read_text())
+    for key in ("elbo", "log_likelihood", "iw_samples", "knn_error", "active_dims", "kl_active", "sticks_99"):
+        assert key in result
+    assert set(result["knn_error"]) == {"3", "5", "10"}
+    assert result["iw_samples"] == 5 and result["n_test"] == 100
+    assert all(0 <= v <= 1 for v in result["knn_error"].values())
+    assert 1 <= result["sticks_99"] <= 10
+    assert result["log_likelihood"] >= result["elbo"] - 5  # the bound tightens, up to sampling noise
+    assert "log_likelihood" in capsys.readouterr().out
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(beta_run):
+    model, config = api.load(beta_run)
+    curves = pd.read_csv(beta_run / "metrics.csv")
+    best = curves["val_elbo"].max()
+    assert json.loads((beta_run / "config.json").read_text())["best_val_elbo"] == pytest.approx(best, rel=1e-6)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "kumaraswamy", "logitnormal"])
+def test_every_family_trains_and_evaluates_end_to_end(latent, tmp_path):
+    out = tmp_path / latent
+    extra = ["--latent-dim", "8"] if latent == "gaussian" else ["--truncation", "8"]
+    assert main(["train", "--latent", latent, *extra, *TINY, "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "3", "--max-test", "50", "--quiet"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert ("sticks_99" in result) == (latent != "gaussian")
+    assert len(result["kl_per_dim"]) == (8 if latent == "gaussian" else 7)
+
+
+def test_same_seed_same_model(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        main(["train", "--latent", "logitnormal", "--truncation", "6", "--max-train", "200", "--epochs", "1", "--hidden", "32", "--quiet", "--seed", "7", "--out", str(out)])
+        outs.append(api.load(out)[0].state_dict())
+    for key in outs[0]:
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=0, atol=0)
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nowhere")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a finished run directory" in err and "Traceback" not in err
+    assert main(["train", "--latent", "beta", "--truncation", "1", "--out", str(tmp_path / "x")]) != 0
+    assert "--truncation must be at least 2" in capsys.readouterr().err
+    assert main(["train", "--alpha", "-1", "--out", str(tmp_path / "y")]) != 0
+    assert "--alpha must be a positive number" in capsys.readouterr().err
+
+
+def test_console_script_reports_errors_with_exit_code(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, "-m", "infinimodal.cli", "evaluate", str(tmp_path / "missing")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "config.json is missing" in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "infinimodal.cli", "train", "--latent", "nope", "--out", "x"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "invalid choice: 'nope'" in usage.stderr
+
+
+def test_diverging_training_fails_loudly(tmp_path, monkeypatch):
+    from infinimodal.model import VAE
+
+    original = VAE.forward
+
+    def poisoned(self, x, kl_weight=1.0):
+        out = original(self, x, kl_weight)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VAE, "forward", poisoned)
+    config = api.TrainConfig(latent="beta", truncation=5, hidden=[16], epochs=1, max_train=100)
+    with pytest.raises(InfinimodalError, match="training diverged: loss is nan"):
+        api.train(config, tmp_path / "nan", progress=False)
