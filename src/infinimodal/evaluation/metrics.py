@@ -8,7 +8,10 @@
 - `active_dims`: active units, Cov_x(E_q[z_d]) > 0.01 (Burda et al. 2016), on the latent variable the
   prior is placed on (z, or the sticks v);
 - `kl_active`: dimensions or sticks whose mean KL to the prior exceeds 0.05 nats;
-- `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi.
+- `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
+- `knn_error_decoder_input` (stick families): kNN error on the posterior mean of v mapped to what the
+  decoder reads (logit v or log pi). E[pi] squashes every small stick towards zero, which hides what a
+  decoder reading logit v or log pi separates, so both are reported.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ KNN_K = (3, 5, 10)
 def encode(model: VAE, x: np.ndarray, batch_size: int = 1000) -> dict[str, np.ndarray]:
     """Posterior summaries of every row of x: representation, mean of z, per-dimension KL, ELBO, E[pi]."""
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {"representation": [], "mean": [], "kl_per_dim": [], "elbo": [], "weights": []}
+    parts: dict[str, list[np.ndarray]] = {
+        "representation": [], "decoder_space": [], "mean": [], "kl_per_dim": [], "elbo": [], "weights": []
+    }
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[start : start + batch_size])
         q = model.posterior(xb)
         out = model(xb)
         parts["representation"].append(model.latent.representation(q).numpy())
+        parts["decoder_space"].append(model.latent.decoder_space_representation(q).numpy())
         parts["mean"].append(q.mean.numpy())
         parts["kl_per_dim"].append(out.kl_per_dim.numpy())
         parts["elbo"].append(out.elbo.numpy())
@@ -96,4 +102,5 @@ def evaluate_model(
         covered = sticks_to_cover(torch.from_numpy(test["weights"]), 0.99).numpy()
         result["sticks_99"] = float(covered.mean())
         result["mean_stick_weights"] = [float(v) for v in test["weights"].mean(0)]
+        result["knn_error_decoder_input"] = knn_errors(train["decoder_space"], train_y, test["decoder_space"], test_y)
     return result

@@ -87,6 +87,10 @@ class LatentFamily(nn.Module):
         """The deterministic summary of a posterior used for kNN and probes."""
         raise NotImplementedError
 
+    def decoder_space_representation(self, q: Distribution) -> Tensor:
+        """The posterior mean mapped to what the decoder reads (logit E[v], log E[pi], ...)."""
+        return self.decoder_input(q.mean)
+
     def expected_weights(self, q: Distribution) -> Tensor | None:
         """E_q[pi] for stick families, None for families without stick weights."""
         return None

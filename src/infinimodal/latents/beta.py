@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta
@@ -43,11 +42,6 @@ class BetaSticks(StickLatent):
 
     name = "beta"
 
-    def __init__(self, hidden_size: int, truncation: int = 50, alpha: float = 5.0, decoder_input: str = "logpi") -> None:
-        super().__init__(hidden_size, n_params=2, truncation=truncation, alpha=alpha, decoder_input=decoder_input)
-        self.register_buffer("prior_a", torch.ones(self.latent_size))
-        self.register_buffer("prior_b", torch.full((self.latent_size,), self.alpha))
-
     def evidence(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         raw_a, raw_b = self.head_params(hidden)
         return F.softplus(raw_a), F.softplus(raw_b)
@@ -60,6 +54,3 @@ class BetaSticks(StickLatent):
     def posterior(self, hidden: Tensor) -> Beta:
         e_a, e_b = self.evidence(hidden)
         return Beta(self.prior_a + e_a, self.prior_b + e_b)
-
-    def prior(self) -> Beta:
-        return Beta(self.prior_a, self.prior_b)

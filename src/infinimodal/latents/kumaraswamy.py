@@ -135,16 +135,8 @@ class KumaraswamySticks(StickLatent):
 
     name = "kumaraswamy"
 
-    def __init__(self, hidden_size: int, truncation: int = 50, alpha: float = 5.0, decoder_input: str = "logpi") -> None:
-        super().__init__(hidden_size, n_params=2, truncation=truncation, alpha=alpha, decoder_input=decoder_input)
-        self.register_buffer("prior_a", torch.ones(self.latent_size))
-        self.register_buffer("prior_b", torch.full((self.latent_size,), self.alpha))
-
     def posterior(self, hidden: Tensor) -> Kumaraswamy:
         raw_a, raw_b = self.head_params(hidden)
         a = (MIN_CONCENTRATION + F.softplus(raw_a)).clamp_max(MAX_CONCENTRATION)
         b = (MIN_CONCENTRATION + F.softplus(raw_b)).clamp_max(MAX_CONCENTRATION)
         return Kumaraswamy(a, b)
-
-    def prior(self) -> Beta:
-        return Beta(self.prior_a, self.prior_b)

@@ -86,8 +86,8 @@ class LogitNormalSticks(StickLatent):
 
     name = "logitnormal"
 
-    def __init__(self, hidden_size: int, truncation: int = 50, alpha: float = 5.0, decoder_input: str = "logpi") -> None:
-        super().__init__(hidden_size, n_params=2, truncation=truncation, alpha=alpha, decoder_input=decoder_input)
+    def __init__(self, hidden_size: int, **settings) -> None:
+        super().__init__(hidden_size, **settings)
         mean, std = beta_matched_logit_moments(self.alpha)
         self.register_buffer("prior_loc", torch.full((self.latent_size,), mean))
         self.register_buffer("prior_scale", torch.full((self.latent_size,), std))
