@@ -16,7 +16,7 @@ from torch.distributions import Distribution
 
 from .latents import LatentFamily
 from .likelihoods import LIKELIHOODS
-from .nets import mlp
+from .nets import full_precision, mlp
 
 
 @dataclass
@@ -56,7 +56,7 @@ class VAE(nn.Module):
 
     def observation(self, z: Tensor) -> Distribution:
         """p(x | z) for latent samples z of shape [..., latent_size]."""
-        return self._likelihood(self.decoder(self.latent.decoder_input(z)))
+        return self._likelihood(full_precision(self.decoder(self.latent.decoder_input(z))))
 
     def forward(self, x: Tensor, kl_weight: float = 1.0) -> LossOutput:
         q = self.posterior(x)

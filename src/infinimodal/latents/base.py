@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
+from ..nets import full_precision
+
 _PRODUCT_RULES: dict[type, Callable[[Sequence[Distribution]], Distribution]] = {}
 
 
@@ -72,7 +74,7 @@ class LatentFamily(nn.Module):
 
     def head_params(self, hidden: Tensor) -> tuple[Tensor, ...]:
         """Split the head's output into its `n_params` raw parameter blocks of size latent_size."""
-        return tuple(self.head(hidden).chunk(self.n_params, dim=-1))
+        return tuple(full_precision(self.head(hidden)).chunk(self.n_params, dim=-1))
 
     def posterior(self, hidden: Tensor) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
