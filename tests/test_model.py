@@ -128,3 +128,21 @@ def test_mixed_precision_keeps_distributions_and_likelihood_in_float32(family):
     assert out.loss.dtype == torch.float32 and out.kl_per_dim.dtype == torch.float32
     reference = model(x)  # fp32 throughout: bf16 matmuls change the loss by well under a percent
     assert out.kl.mean().item() == pytest.approx(reference.kl.mean().item(), rel=0.05)
+
+
+@pytest.mark.parametrize("link", ["exp", "softplus"])
+def test_beta_evidence_links_give_proper_posteriors_even_for_extreme_encoder_outputs(link):
+    family = build_latent("beta", 4, truncation=3, alpha=2.0, evidence=link)
+    with torch.no_grad():
+        family.head.weight.zero_()
+        family.head.bias.copy_(torch.tensor([-1e4, 0.0, 1e4, 50.0]))  # e_a for 2 sticks, then e_b
+    q = family.posterior(torch.zeros(1, 4))
+    a, b = q.concentration1, q.concentration0
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+    assert (a >= 1).all() and (b >= 2.0).all()  # evidence never removes prior pseudo-counts
+    assert torch.isfinite(family.kl_per_dim(q)).all()
+
+
+def test_unknown_evidence_link_is_refused():
+    with pytest.raises(ValueError, match="evidence link"):
+        build_latent("beta", 4, evidence="square")

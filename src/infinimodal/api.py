@@ -44,6 +44,7 @@ class TrainConfig:
     truncation: int = 50  # stick families: K weights from K - 1 sticks
     alpha: float = 5.0
     decoder_input: str = DEFAULT_DECODER_INPUT  # stick families: pi, logpi or logitv
+    evidence: str = "exp"  # beta: how encoder outputs become pseudo-counts (exp or softplus)
     hidden: list[int] = field(default_factory=lambda: [500])
     epochs: int = 50
     batch_size: int = 100
@@ -79,6 +80,8 @@ class TrainConfig:
             raise InfinimodalError(f"--hidden needs positive layer sizes, got {self.hidden}")
 
     def latent_settings(self) -> dict:
+        if self.latent == "beta":
+            return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input, "evidence": self.evidence}
         if self.latent in STICK_FAMILIES:
             return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input}
         return {"latent_dim": self.latent_dim}

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--truncation", type=int, default=defaults.truncation, help="stick families: K")
     train.add_argument("--alpha", type=float, default=defaults.alpha, help="prior concentration, Beta(1, alpha)")
     train.add_argument("--decoder-input", default=defaults.decoder_input, choices=DECODER_INPUTS)
+    train.add_argument("--evidence", default=defaults.evidence, choices=["exp", "softplus"], help="beta: evidence link")
     train.add_argument("--hidden", type=_hidden_sizes, default=defaults.hidden, help="MLP layer sizes, e.g. 500")
     train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
@@ -81,7 +82,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         config = api.TrainConfig(
             data=args.data, data_dir=args.data_dir, latent=args.latent, latent_dim=args.latent_dim,
-            truncation=args.truncation, alpha=args.alpha, decoder_input=args.decoder_input, hidden=args.hidden,
+            truncation=args.truncation, alpha=args.alpha, decoder_input=args.decoder_input, evidence=args.evidence,
+            hidden=args.hidden,
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
             binarize=args.binarize, seed=args.seed, max_train=args.max_train, precision=args.precision,
         )

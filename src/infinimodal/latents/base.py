@@ -109,7 +109,3 @@ class LatentFamily(nn.Module):
     def sample_prior(self, n: int) -> Tensor:
         with torch.no_grad():
             return self.rsample(self.prior(), n)
-
-    def extra_config(self) -> dict:
-        """Family settings that a saved config needs to rebuild this family."""
-        return {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta
@@ -37,14 +38,30 @@ def beta_product(factors: Sequence[Beta]) -> Beta:
     return Beta(a, b)
 
 
+#: How the encoder's raw outputs become evidence. A sharp posterior needs evidence in the hundreds
+#: (the logit of v ~ Beta(a, b) has variance psi'(a) + psi'(b), about 1/a + 1/b), which a linear layer
+#: reaches slowly through softplus but at once through exp.
+EVIDENCE_LINKS = ("exp", "softplus")
+#: exp(15) = 3.3e6 pseudo-counts: sharper than float32 sticks can resolve anyway.
+MAX_LOG_EVIDENCE = 15.0
+
+
 class BetaSticks(StickLatent):
-    """Sticks v_k ~ Beta(1 + e_a, alpha + e_b), evidence e = softplus(encoder output) >= 0."""
+    """Sticks v_k ~ Beta(1 + e_a, alpha + e_b), evidence e = exp(encoder output) (or softplus) >= 0."""
 
     name = "beta"
 
+    def __init__(self, hidden_size: int, evidence: str = "exp", **settings) -> None:
+        if evidence not in EVIDENCE_LINKS:
+            raise ValueError(f"evidence link must be one of {', '.join(EVIDENCE_LINKS)}, got {evidence!r}")
+        super().__init__(hidden_size, **settings)
+        self.evidence_link = evidence
+
     def evidence(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        raw_a, raw_b = self.head_params(hidden)
-        return F.softplus(raw_a), F.softplus(raw_b)
+        raw = self.head_params(hidden)
+        if self.evidence_link == "exp":
+            return tuple(torch.exp(r.clamp_max(MAX_LOG_EVIDENCE)) for r in raw)
+        return tuple(F.softplus(r) for r in raw)
 
     def expert(self, hidden: Tensor) -> Beta:
         """The encoder's expert Beta(1 + e_a, 1 + e_b), before the prior is multiplied in."""

@@ -74,6 +74,3 @@ class StickLatent(LatentFamily):
     def representation(self, q: Distribution) -> Tensor:
         # The posterior mean of pi, as in the SB-VAE paper's kNN experiments.
         return self.expected_weights(q)
-
-    def extra_config(self) -> dict:
-        return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input_mode}
