@@ -69,7 +69,7 @@ def test_same_seed_same_model(tmp_path):
     for name in ("a", "b"):
         out = tmp_path / name
         main(["train", "--latent", "logitnormal", "--truncation", "6", "--max-train", "200", "--epochs", "1", "--hidden", "32", "--quiet", "--seed", "7", "--out", str(out)])
-        outs.append(api.load(out)[0].state_dict())
+        outs.append(api.load(out)[0].module.state_dict())
     for key in outs[0]:
         torch.testing.assert_close(outs[0][key], outs[1][key], rtol=0, atol=0)
 
@@ -94,16 +94,16 @@ def test_console_script_reports_errors_with_exit_code(tmp_path):
 
 
 def test_diverging_training_fails_loudly(tmp_path, monkeypatch):
-    from infinimodal.model import VAE
+    from infinimodal.model import MultimodalModule
 
-    original = VAE.forward
+    original = MultimodalModule.forward
 
-    def poisoned(self, x, kl_weight=1.0):
-        out = original(self, x, kl_weight)
+    def poisoned(self, data, mask, kl_weight=1.0):
+        out = original(self, data, mask, kl_weight)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(VAE, "forward", poisoned)
+    monkeypatch.setattr(MultimodalModule, "forward", poisoned)
     config = api.TrainConfig(latent="beta", truncation=5, hidden=[16], epochs=1, max_train=100)
     with pytest.raises(InfinimodalError, match="training diverged: loss is nan"):
         api.train(config, tmp_path / "nan", progress=False)

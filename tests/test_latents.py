@@ -75,6 +75,18 @@ def test_kumaraswamy_kl_against_quadrature_on_the_whole_range(prior):
     assert relative.max() < 1e-3, f"a={a[worst]}, b={b[worst]}: {ours[worst]} vs {reference[worst]}"
 
 
+def test_kumaraswamy_kl_against_quadrature_on_the_encoders_range():
+    # The encoder's sticks are Kumaraswamy(1 + e_a, alpha + e_b) with evidence up to 1e4 pseudo-counts.
+    alpha = 5.0
+    values = [1.0, 3.0, 30.0, 300.0, 3000.0, 10_001.0]
+    a, b = np.array(list(itertools.product(values, [v - 1 + alpha for v in values]))).T
+    ours = kl_divergence(Kumaraswamy(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(alpha, dtype=torch.float64))).numpy()
+    reference = np.array([reference_kl_kuma_beta(ai, bi, 1.0, alpha) for ai, bi in zip(a, b)])
+    relative = np.abs(ours - reference) / np.maximum(np.abs(reference), 1e-3)
+    worst = int(np.argmax(relative))
+    assert relative.max() < 1e-3, f"a={a[worst]}, b={b[worst]}: {ours[worst]} vs {reference[worst]}"
+
+
 def test_kumaraswamy_kl_in_float32_matches_float64():
     a = torch.tensor(GRID).repeat_interleave(len(GRID))
     b = torch.tensor(GRID).repeat(len(GRID))

@@ -1,4 +1,6 @@
-"""Product rules against the numerically normalised product of the expert densities."""
+"""Product rules and subset fusion against the numerically normalised product of densities (scipy quadrature)."""
+
+import math
 
 import numpy as np
 import pytest
@@ -6,16 +8,26 @@ import scipy.integrate as si
 import torch
 from torch.distributions import Beta, Normal
 
-from infinimodal.latents import BetaSticks, Kumaraswamy, LogitNormal, ProductNotClosedForm, product
+from infinimodal.latents import (
+    LATENT_FAMILIES,
+    BetaSticks,
+    Kumaraswamy,
+    LogitNormal,
+    build_latent,
+    product,
+)
 
 
-def normalised_product_moments(log_densities, lo, hi):
-    """Mean and variance of the density proportional to exp(sum of log densities), by quadrature."""
+def normalised_product_moments(log_densities, lo, hi, points=None):
+    """Normaliser, mean and variance of the density proportional to exp(sum of log densities), by quadrature."""
     f = lambda x: np.exp(sum(ld(x) for ld in log_densities))  # noqa: E731
-    z = si.quad(f, lo, hi, limit=400, epsabs=0, epsrel=1e-12)[0]
-    m1 = si.quad(lambda x: x * f(x), lo, hi, limit=400, epsabs=0, epsrel=1e-12)[0] / z
-    m2 = si.quad(lambda x: x * x * f(x), lo, hi, limit=400, epsabs=0, epsrel=1e-12)[0] / z
-    return z, m1, m2 - m1**2
+    kw = dict(limit=500, epsabs=0, epsrel=1e-12)
+    if points is not None:
+        kw["points"] = points
+    z = si.quad(f, lo, hi, **kw)[0]
+    m1 = si.quad(lambda x: x * f(x), lo, hi, **kw)[0] / z
+    m2 = si.quad(lambda x: (x - m1) ** 2 * f(x), lo, hi, **kw)[0] / z
+    return z, m1, m2
 
 
 def log_density(dist):
@@ -24,6 +36,9 @@ def log_density(dist):
 
 def f64(*values):
     return [torch.tensor(v, dtype=torch.float64) for v in values]
+
+
+# --- product(experts, prior) ----------------------------------------------------------------------
 
 
 def test_gaussian_product_is_the_normalised_product():
@@ -39,29 +54,22 @@ def test_beta_product_is_the_normalised_product():
     experts = [Beta(*f64(2.5, 1.5)), Beta(*f64(1.2, 3.0)), Beta(*f64(0.7, 1.1))]
     prior = Beta(*f64(1.0, 5.0))
     result = product(experts, prior=prior)
-    _, mean, var = normalised_product_moments([log_density(d) for d in experts + [prior]], 0, 1)
+    z, mean, var = normalised_product_moments([log_density(d) for d in experts + [prior]], 0, 1)
     assert result.mean.item() == pytest.approx(mean, rel=1e-7)
     assert result.variance.item() == pytest.approx(var, rel=1e-7)
-    # and the density itself, pointwise
-    z, _, _ = normalised_product_moments([log_density(d) for d in experts + [prior]], 0, 1)
-    for v in [0.05, 0.3, 0.7]:
+    for v in [0.05, 0.3, 0.7]:  # and the density itself, pointwise
         unnormalised = np.exp(sum(log_density(d)(v) for d in experts + [prior]))
         assert result.log_prob(torch.tensor(v, dtype=torch.float64)).exp().item() == pytest.approx(unnormalised / z, rel=1e-7)
 
 
 def test_beta_evidence_posterior_is_prior_times_expert():
-    family = BetaSticks(hidden_size=8, truncation=6, alpha=3.0)
-    hidden = torch.randn(4, 8)
-    direct = family.posterior(hidden)
-    via_product = product([family.expert(hidden)], prior=family.prior())
+    family = BetaSticks(truncation=6, alpha=3.0)
+    raw = torch.randn(4, family.head_size)
+    e_a, e_b = family.evidence(raw)
+    via_product = product([Beta(1 + e_a, 1 + e_b)], prior=family.prior())
+    direct = family.posterior(raw)
     torch.testing.assert_close(direct.concentration1, via_product.concentration1)
     torch.testing.assert_close(direct.concentration0, via_product.concentration0)
-    # evidence adds: two experts' evidence gives the posterior of their summed evidence
-    e1 = family.expert(hidden)
-    e2 = family.expert(hidden.flip(0))
-    joint = product([e1, e2], prior=family.prior())
-    torch.testing.assert_close(joint.concentration1, 1 + (e1.concentration1 - 1) + (e2.concentration1 - 1))
-    torch.testing.assert_close(joint.concentration0, 3.0 + (e1.concentration0 - 1) + (e2.concentration0 - 1))
 
 
 def test_improper_beta_product_is_refused():
@@ -73,18 +81,129 @@ def test_logitnormal_product_is_exact_in_logit_space():
     experts = [LogitNormal(*f64(0.5, 1.0)), LogitNormal(*f64(-2.0, 0.7))]
     prior = LogitNormal(*f64(-1.0, 1.5))
     result = product(experts, prior=prior)
-    # densities of x = logit(v) are the base Gaussians; their normalised product must be result's base
     logit_densities = [log_density(d.base_dist) for d in experts + [prior]]
     _, mean, var = normalised_product_moments(logit_densities, -30, 30)
     assert result.loc.item() == pytest.approx(mean, rel=1e-8)
     assert result.scale.item() ** 2 == pytest.approx(var, rel=1e-8)
 
 
-def test_kumaraswamy_product_raises_a_clear_error():
-    with pytest.raises(ProductNotClosedForm, match="no closed form"):
-        product([Kumaraswamy(*f64(2.0, 3.0)), Kumaraswamy(*f64(1.0, 1.0))])
+KUMARASWAMY_CASES = [
+    [(2, 6), (3, 8)],
+    [(1, 20), (1, 30)],  # evidence-free a: exponential tail in logit space, sharp on the other side
+    [(10, 10), (10, 10)],
+    [(5, 5), (1, 40)],  # conflicting experts
+    [(30, 6), (20, 7)],
+    [(1.5, 5), (1.2, 5.5), (2, 7)],
+    [(3, 50), (40, 6)],
+    [(1, 5000), (2, 300)],  # sticks near 0
+    [(200, 5), (50, 8)],  # sticks near 1
+    [(1000, 1000), (3, 5)],
+    [(0.5, 0.7), (0.8, 2.0)],  # singular at 0, still integrable
+]
+
+
+def kuma_log_density(a, b):
+    return lambda v: math.log(a) + math.log(b) + (a - 1) * math.log(v) + (b - 1) * math.log1p(-(v**a))
+
+
+@pytest.mark.parametrize("experts", KUMARASWAMY_CASES)
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_kumaraswamy_product_has_the_moments_of_the_normalised_product(experts, with_prior):
+    factors = [kuma_log_density(a, b) for a, b in experts]
+    prior = Beta(*f64(1.0, 5.0)) if with_prior else None
+    if with_prior:
+        factors.append(log_density(prior))
+    _, mean, var = normalised_product_moments(factors, 0, 1, points=[1e-9, 1e-6, 1e-3, 0.1, 0.5, 0.9, 0.999, 1 - 1e-6])
+    result = product([Kumaraswamy(*f64(a, b)) for a, b in experts], prior=prior)
+    assert isinstance(result, Beta)  # the projection (mean and variance matched)
+    assert result.mean.item() == pytest.approx(mean, rel=5e-4)
+    assert result.variance.item() == pytest.approx(var, rel=5e-4)
+
+
+def test_kumaraswamy_product_is_differentiable_and_refuses_divergent_products():
+    a = torch.tensor([2.0, 3.0], requires_grad=True)
+    b = torch.tensor([6.0, 8.0], requires_grad=True)
+    q = product([Kumaraswamy(a[0], b[0]), Kumaraswamy(a[1], b[1])])
+    q.mean.backward()
+    assert torch.isfinite(a.grad).all() and (a.grad != 0).all()
+    with pytest.raises(ValueError, match="not normalisable"):
+        product([Kumaraswamy(*f64(0.3, 2.0)), Kumaraswamy(*f64(0.4, 2.0))])
 
 
 def test_mixed_families_are_refused():
     with pytest.raises(TypeError, match="one family"):
         product([Beta(*f64(2.0, 3.0))], prior=Normal(*f64(0.0, 1.0)))
+
+
+# --- fuse: subset posteriors p(z) prod_m q_m(z) / p(z) ----------------------------------------------
+
+
+def family_with_one_dimension(name):
+    settings = {"latent_dim": 1} if name == "gaussian" else {"truncation": 2, "alpha": 3.0}
+    return build_latent(name, **settings).double()
+
+
+def scalar(dist, b, m):
+    """The scalar distribution at row b, modality/subset m, dimension 0 of a [batch, M, 1] distribution."""
+    return type(dist)(**{k: getattr(dist, k)[b, m, 0] for k in dist.arg_constraints})
+
+
+@pytest.mark.parametrize("name", list(LATENT_FAMILIES))
+def test_fuse_is_the_normalised_product_with_the_prior_divided_out(name):
+    torch.manual_seed(0)
+    family = family_with_one_dimension(name)
+    raw = torch.randn(2, 3, family.head_size, dtype=torch.float64) * 1.5  # 2 rows, 3 modalities
+    unimodal = family.posterior(raw)
+    subsets = torch.tensor([[[1, 0, 1], [1, 1, 1], [0, 1, 0]], [[1, 1, 0], [0, 0, 1], [1, 1, 1]]], dtype=torch.bool)
+    fused = family.fuse(unimodal, subsets)
+    prior = family.prior()
+    prior_scalar = type(prior)(**{k: getattr(prior, k)[0] for k in prior.arg_constraints})
+    lo, hi = (-30.0, 30.0) if name == "gaussian" else (0.0, 1.0)
+    for b in range(2):
+        for s in range(3):
+            members = [m for m in range(3) if subsets[b, s, m]]
+            logs = [log_density(prior_scalar)]
+            for m in members:
+                q, p = log_density(scalar(unimodal, b, m)), log_density(prior_scalar)
+                logs.append(lambda x, q=q, p=p: q(x) - p(x))
+            _, mean, var = normalised_product_moments(logs, lo, hi)
+            result = scalar(fused, b, s)
+            tolerance = 5e-4 if name == "kumaraswamy" else 1e-7  # Kumaraswamy: the Beta projection's moments
+            assert result.mean.item() == pytest.approx(mean, rel=tolerance), (b, s)
+            assert result.variance.item() == pytest.approx(var, rel=tolerance), (b, s)
+
+
+@pytest.mark.parametrize("name", list(LATENT_FAMILIES))
+def test_a_missing_modality_contributes_nothing(name):
+    torch.manual_seed(1)
+    family = build_latent(name, **({"latent_dim": 4} if name == "gaussian" else {"truncation": 5}))
+    unimodal = family.posterior(torch.randn(3, 3, family.head_size))
+    with_gap = family.fuse(unimodal, torch.tensor([[[1, 0, 1]]] * 3, dtype=torch.bool))
+    kept = family.posterior(torch.randn(3, 3, family.head_size))  # modality 1 replaced by anything else
+    kept_params = {k: getattr(kept, k).clone() for k in kept.arg_constraints}
+    for k in kept_params:
+        kept_params[k][:, [0, 2]] = getattr(unimodal, k)[:, [0, 2]]
+    other = family.fuse(type(unimodal)(**kept_params), torch.tensor([[[1, 0, 1]]] * 3, dtype=torch.bool))
+    for k in with_gap.arg_constraints:
+        torch.testing.assert_close(getattr(with_gap, k), getattr(other, k))
+
+
+@pytest.mark.parametrize("name", list(LATENT_FAMILIES))
+def test_a_subset_of_one_modality_is_that_modality(name):
+    family = build_latent(name, **({"latent_dim": 4} if name == "gaussian" else {"truncation": 5}))
+    unimodal = family.posterior(torch.randn(3, 1, family.head_size))
+    fused = family.fuse(unimodal, torch.ones(3, 1, 1, dtype=torch.bool))
+    torch.testing.assert_close(fused.mean, unimodal.mean, rtol=1e-5, atol=1e-6)
+    assert type(fused) is type(unimodal)  # with one modality, Kumaraswamy stays the SB-VAE's own posterior
+
+
+def test_kumaraswamy_fusion_uses_no_more_memory_per_subset_than_its_grid():
+    # 16 modalities, 40 subsets: the fused posteriors are one batched computation, finite and proper
+    family = build_latent("kumaraswamy", truncation=8, alpha=2.0)
+    unimodal = family.posterior(torch.randn(4, 16, family.head_size) * 3)
+    subsets = torch.rand(4, 40, 16) < 0.5
+    subsets[:, :, 0] = True
+    fused = family.fuse(unimodal, subsets)
+    assert fused.concentration1.shape == (4, 40, 7)
+    assert torch.isfinite(fused.concentration1).all() and (fused.concentration1 > 0).all()
+    assert torch.isfinite(family.kl_per_dim(fused)).all()

@@ -1,7 +1,14 @@
-"""The user-facing facade: train a model into a run directory, load it back, evaluate it.
+"""The user-facing facade: `MultimodalVAE` (fit / embed / impute / sample / evaluate / save / load) and the
+run-directory functions the command line uses (`train`, `load`, `evaluate`).
 
-A run directory holds `config.json` (the `TrainConfig`), `model.ckpt` (the best checkpoint by
-validation ELBO), `metrics.csv` (per-epoch curves) and, after evaluation, `eval.json`.
+A run directory holds `config.json` (the `TrainConfig` and the modalities), `model.ckpt` (the best
+checkpoint by validation ELBO), `metrics.csv` (per-epoch curves) and, after evaluation, `eval.json`.
+
+    from infinimodal import MultimodalVAE, Modality
+    vae = MultimodalVAE([Modality("mri", (90,)), Modality("pet", (90,))], latent="beta", aggregator="mopoe")
+    vae.fit(data, epochs=50)
+    z = vae.embed(arrays)               # posterior means, rows with missing modalities included
+    filled = vae.impute(arrays)         # the NaN rows of each modality filled in
 """
 
 from __future__ import annotations
@@ -9,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import numpy as np
@@ -20,86 +29,117 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from .data import binarize_fixed, load_mnist
+from .aggregators import AGGREGATORS, MoE, build_aggregator
+from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
 from .data.mnist import FALLBACK_SOURCE
-from .errors import InfinimodalError
-from .evaluation import evaluate_model
-from .latents import LATENT_FAMILIES, STICK_FAMILIES, build_latent
-from .latents.sticks import DEFAULT_DECODER_INPUT
-from .model import VAE
-from .training import ArrayDataModule, VAETrainingPlan
+from .errors import DataError, InfinimodalError, format_rows
+from .evaluation import encode, evaluate_model, load_classifiers
+from .latents import LATENT_FAMILIES, build_latent
+from .latents.beta import EVIDENCE_LINKS
+from .latents.sticks import DECODER_INPUTS, DEFAULT_DECODER_INPUT
+from .modality import Modality
+from .model import MultimodalModule
+from .training import MultimodalDataModule, TrainingPlan
 
-DATASETS = ("mnist",)
-BINARIZATIONS = ("dynamic", "static")
-#: Seeds of the fixed binarisations, shared by every run so models are scored on the same digits.
-VALID_BINARIZATION_SEED, TEST_BINARIZATION_SEED, TRAIN_BINARIZATION_SEED = 1, 2, 3
+PRECISIONS = ("32", "bf16-mixed")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InfinimodalError(message)
 
 
 @dataclass
-class TrainConfig:
-    data: str = "mnist"
-    data_dir: str | None = None
+class ModelConfig:
+    """Everything that defines the network (besides the modalities)."""
+
     latent: str = "beta"
     latent_dim: int = 50  # gaussian only
     truncation: int = 50  # stick families: K weights from K - 1 sticks
     alpha: float = 5.0
     decoder_input: str = DEFAULT_DECODER_INPUT  # stick families: pi, logpi or logitv
     evidence: str = "exp"  # beta: how encoder outputs become pseudo-counts (exp or softplus)
+    aggregator: str = "mopoe"
+    poe_subsets: int = 1  # poe: random subsets per step besides the joint and unimodal terms
+    moe_samples: int = 1  # moe: importance samples (K > 1: the IWAE bound, by default trained with DReG)
+    moe_estimator: str = "auto"  # moe: stratified, iwae or dreg (auto: stratified for K = 1, dreg beyond)
+    max_enumerate: int = 6  # mopoe: enumerate all subsets up to this many modalities, sample beyond
     hidden: list[int] = field(default_factory=lambda: [500])
+
+    def validate(self) -> None:
+        _check(self.latent in LATENT_FAMILIES, f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
+        _check(self.aggregator in AGGREGATORS, f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}")
+        _check(self.decoder_input in DECODER_INPUTS, f"unknown decoder input {self.decoder_input!r}: choose one of {', '.join(DECODER_INPUTS)}")
+        _check(self.evidence in EVIDENCE_LINKS, f"unknown evidence link {self.evidence!r}: choose one of {', '.join(EVIDENCE_LINKS)}")
+        _check(self.latent_dim >= 1, f"--latent-dim must be at least 1, got {self.latent_dim}")
+        _check(self.truncation >= 2, f"--truncation must be at least 2, got {self.truncation}")
+        _check(self.alpha > 0 and math.isfinite(self.alpha), f"--alpha must be a positive number, got {self.alpha}")
+        _check(self.poe_subsets >= 0, f"--poe-subsets must be >= 0, got {self.poe_subsets}")
+        _check(self.moe_samples >= 1, f"--moe-samples must be at least 1, got {self.moe_samples}")
+        _check(self.moe_estimator in ("auto", *MoE.ESTIMATORS), f"--moe-estimator must be auto or one of {', '.join(MoE.ESTIMATORS)}")
+        _check(self.max_enumerate >= 1, f"--max-enumerate must be at least 1, got {self.max_enumerate}")
+        _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
+
+    def latent_settings(self) -> dict:
+        if self.latent == "gaussian":
+            return {"latent_dim": self.latent_dim}
+        settings = {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input}
+        return settings | ({"evidence": self.evidence} if self.latent == "beta" else {})
+
+    def aggregator_settings(self) -> dict:
+        return {
+            "poe_subsets": self.poe_subsets, "iw_samples": self.moe_samples, "estimator": self.moe_estimator,
+            "max_enumerate": self.max_enumerate,
+        }
+
+    def model_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """A training run: the model, the data and the optimisation."""
+
+    data: str = "mnist"
+    data_dir: str | None = None
+    likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
+    data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
     lr: float = 1e-3
     kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to 1
-    binarize: str = "dynamic"
+    binarize: str = "dynamic"  # mnist
     seed: int = 0
     max_train: int | None = None
     precision: str = "32"
 
     def validate(self) -> None:
-        if self.data not in DATASETS:
-            raise InfinimodalError(f"unknown data {self.data!r}: this version trains on {', '.join(DATASETS)}")
-        if self.latent not in LATENT_FAMILIES:
-            raise InfinimodalError(f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
-        if self.binarize not in BINARIZATIONS:
-            raise InfinimodalError(f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
-        positive = {"latent_dim": self.latent_dim, "epochs": self.epochs, "batch_size": self.batch_size}
-        for name, value in positive.items():
-            if value < 1:
-                raise InfinimodalError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.truncation < 2:
-            raise InfinimodalError(f"--truncation must be at least 2, got {self.truncation}")
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise InfinimodalError(f"--alpha must be a positive number, got {self.alpha}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InfinimodalError(f"--lr must be a positive number, got {self.lr}")
-        if self.kl_warmup < 0:
-            raise InfinimodalError(f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
-        if self.max_train is not None and self.max_train < 1:
-            raise InfinimodalError(f"--max-train must be at least 1, got {self.max_train}")
-        if any(h < 1 for h in self.hidden) or not self.hidden:
-            raise InfinimodalError(f"--hidden needs positive layer sizes, got {self.hidden}")
-
-    def latent_settings(self) -> dict:
-        if self.latent == "beta":
-            return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input, "evidence": self.evidence}
-        if self.latent in STICK_FAMILIES:
-            return {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input}
-        return {"latent_dim": self.latent_dim}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        super().validate()
+        _check(self.binarize in BINARIZATIONS, f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
+        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
+        _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
+        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
 
 
-def build_model(config: TrainConfig, input_size: int = 784) -> VAE:
-    latent = build_latent(config.latent, config.hidden[-1], **config.latent_settings())
-    return VAE(input_size, latent, hidden=config.hidden)
+def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:
+    latent = build_latent(config.latent, **config.latent_settings())
+    aggregator = build_aggregator(config.aggregator, **config.aggregator_settings())
+    return MultimodalModule(modalities, latent, aggregator, hidden=config.hidden)
 
 
 #: Lightning messages that say nothing to a user of this tool: the run directory holds config.json before
 #: training starts, and one data loader process is the right choice on small machines.
-_LIGHTNING_NOISE = (".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*")
+_LIGHTNING_NOISE = (
+    ".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*", ".*smaller than the logging interval.*"
+)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
 
 
@@ -115,12 +155,223 @@ class _StopOnNonFinite(Callback):
             )
 
 
-def _load_data(config: TrainConfig):
-    mnist = load_mnist(config.data_dir)
+class MultimodalVAE:
+    """A multimodal VAE over any latent family and aggregator: the Python facade.
+
+    modalities: the `Modality` specs (their order is the model's modality order);
+    latent: gaussian, beta, kumaraswamy or logitnormal; aggregator: poe, moe or mopoe;
+    seed: of the initial weights; settings: any other `ModelConfig` field (truncation, alpha, latent_dim, hidden, ...).
+    """
+
+    def __init__(
+        self, modalities: Sequence[Modality], latent: str = "beta", aggregator: str = "mopoe", seed: int = 0, **settings
+    ) -> None:
+        self.config = ModelConfig(latent=latent, aggregator=aggregator, **settings)
+        self.config.validate()
+        self.modalities = list(modalities)
+        with torch.random.fork_rng():  # the initial weights depend on `seed` only, not on the caller's RNG state
+            torch.manual_seed(seed)
+            self.module = build_module(self.modalities, self.config)
+        self.module.eval()
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    # --- training --------------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: MultimodalData,
+        epochs: int = 50,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        kl_warmup: float = 10.0,
+        seed: int = 0,
+        precision: str = "32",
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> "MultimodalVAE":
+        """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
+        into `out_dir` (a temporary folder when None)."""
+        if [m.to_dict() for m in data.modalities] != [m.to_dict() for m in self.modalities]:
+            raise InfinimodalError(
+                f"the data's modalities {[m.to_dict() for m in data.modalities]} differ from the model's "
+                f"{[m.to_dict() for m in self.modalities]}"
+            )
+        L.seed_everything(seed, workers=True, verbose=False)
+        with tempfile.TemporaryDirectory() as scratch:
+            out = Path(out_dir) if out_dir is not None else Path(scratch)
+            out.mkdir(parents=True, exist_ok=True)
+            checkpoint = ModelCheckpoint(
+                dirpath=out, filename="model", monitor="val_elbo", mode="max", save_top_k=1, enable_version_counter=False
+            )
+            trainer = L.Trainer(
+                max_epochs=epochs,
+                accelerator="auto",
+                devices=1,
+                precision=precision,
+                logger=CSVLogger(save_dir=out, name="", version=""),
+                callbacks=[checkpoint, _StopOnNonFinite()],
+                enable_progress_bar=progress,
+                enable_model_summary=False,
+                deterministic=True,
+                log_every_n_steps=50,
+            )
+            self.module.train()
+            plan = TrainingPlan(self.module, lr=lr, kl_warmup=kl_warmup)
+            started = time.perf_counter()
+            with warnings.catch_warnings():
+                for noise in _LIGHTNING_NOISE:
+                    warnings.filterwarnings("ignore", message=noise)
+                trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=batch_size, seed=seed))
+            self.train_seconds = time.perf_counter() - started
+            self.best_val_elbo = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+            self._load_weights(Path(checkpoint.best_model_path))
+        self.module.eval()
+        return self
+
+    def _load_weights(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        self.module.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        self.module.cpu().eval()
+
+    # --- inputs ------------------------------------------------------------------------------------------
+
+    def as_split(self, arrays: dict[str, np.ndarray] | Split, source: str = "the input") -> Split:
+        """Arrays keyed by modality (rows of NaN = missing; an absent key = missing everywhere) as a Split."""
+        if isinstance(arrays, Split):
+            return arrays
+        unknown = set(arrays) - set(self.names) - {"labels", "split"}
+        if unknown:
+            raise DataError(f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})")
+        lengths = {name: len(arrays[name]) for name in self.names if name in arrays}
+        if not lengths:
+            raise DataError(f"{source}: holds none of the model's modalities ({', '.join(self.names)})")
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"{source}: modalities have different numbers of rows: {lengths}")
+        n = next(iter(lengths.values()))
+        out, columns = {}, []
+        for modality in self.modalities:
+            if modality.name not in arrays:
+                out[modality.name] = np.zeros((n, *modality.shape), dtype=np.float32)
+                columns.append(np.zeros(n, dtype=bool))
+                continue
+            values = np.asarray(arrays[modality.name], dtype=np.float32)
+            if values.shape[1:] != modality.shape:
+                raise DataError(f"modality {modality.name!r} in {source}: rows of shape {values.shape[1:]}, the model expects {modality.shape}")
+            flat = values.reshape(n, -1)
+            missing = np.isnan(flat).all(axis=1)
+            partial = np.isnan(flat).any(axis=1) & ~missing
+            if partial.any():
+                raise DataError(f"modality {modality.name!r} in {source}: rows {format_rows(partial)} are partly NaN; a row is observed or missing as a whole")
+            out[modality.name] = np.where(missing.reshape(-1, *[1] * len(modality.shape)), 0.0, values).astype(np.float32)
+            columns.append(~missing)
+        mask = np.stack(columns, axis=1)
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            raise DataError(f"{source}: rows {format_rows(empty)} have no modality observed")
+        return Split(out, mask)
+
+    def _given_mask(self, mask: np.ndarray, given: Sequence[str] | None, source: str) -> np.ndarray:
+        if given is None:
+            return mask
+        unknown = [g for g in given if g not in self.names]
+        if unknown:
+            raise InfinimodalError(f"unknown modalities {', '.join(unknown)}: this model has {', '.join(self.names)}")
+        limited = mask & np.isin(self.names, list(given))[None, :]
+        empty = ~limited.any(axis=1)
+        if empty.any():
+            raise DataError(f"{source}: rows {format_rows(empty)} have none of the given modalities ({', '.join(given)}) observed")
+        return limited
+
+    # --- using a trained model ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(self, arrays, given: Sequence[str] | None = None, decoder_space: bool = False) -> np.ndarray:
+        """Posterior means given the observed modalities (only those in `given`, when set): E[pi] for stick
+        families, E[z] for Gaussians; `decoder_space=True` gives what the decoder reads (logit E[v], ...)."""
+        split = self.as_split(arrays)
+        split = Split(split.arrays, self._given_mask(split.mask, given, "the input"), split.labels)
+        return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
+
+    @torch.no_grad()
+    def impute(self, arrays, batch_size: int = 500) -> dict[str, np.ndarray]:
+        """Every modality's missing rows replaced by E[x_m | z] at the posterior mean of z given the row's
+        observed modalities; observed rows are returned unchanged."""
+        split = self.as_split(arrays)
+        filled = {name: split.arrays[name].copy() for name in self.names}
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            batch = split.batch(rows)
+            q = self.module.posterior(batch["data"], batch["mask"])
+            generated = self.module.decode_mean(q.mean)
+            for m, name in enumerate(self.names):
+                missing = ~split.mask[rows, m]
+                filled[name][rows[missing]] = generated[name][torch.from_numpy(missing)].numpy()
+        return filled
+
+    @torch.no_grad()
+    def sample(self, n: int, arrays=None, given: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """E[x_m | z] for every modality, z from the prior (n draws) or, with `arrays`, from the posterior given
+        the first n rows' observed modalities (only those in `given`, when set)."""
+        if arrays is None:
+            return {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n)).items()}
+        split = self.as_split(arrays)
+        split = split.take(slice(0, n))
+        mask = self._given_mask(split.mask, given, "the input")
+        batch = split.batch(np.arange(len(split)))
+        q = self.module.posterior(batch["data"], torch.from_numpy(mask))
+        return {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()}
+
+    def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
+        """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal)."""
+        classifiers = None
+        if coherence and len(self.modalities) > 1 and data.train.labels is not None:
+            classifiers = load_classifiers(data, progress=progress)
+        return evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
+
+    # --- files ------------------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        record = self.config.model_fields() | (extra or {}) | {"modalities": [m.to_dict() for m in self.modalities]}
+        (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        torch.save({"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}, out / "model.ckpt")
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, modalities: Sequence[Modality] | None = None) -> "MultimodalVAE":
+        """Rebuild a saved model. Models with custom networks need the same `modalities` passed again."""
+        run = Path(directory)
+        for name in ("config.json", "model.ckpt"):
+            if not (run / name).is_file():
+                raise InfinimodalError(f"{run} is not a finished run directory: {name} is missing")
+        record = json.loads((run / "config.json").read_text())
+        saved = [Modality.from_dict(m) for m in record.get("modalities", [{"name": "image", "shape": [784], "likelihood": "bernoulli"}])]
+        if modalities is None:
+            custom = [m["name"] for m in record.get("modalities", []) if m.get("custom_networks")]
+            if custom:
+                raise InfinimodalError(f"{run}: modalities {', '.join(custom)} have custom networks; pass the same modalities to load()")
+            modalities = saved
+        elif [m.to_dict() | {"custom_networks": False} for m in modalities] != [m.to_dict() for m in saved]:
+            raise InfinimodalError(f"{run}: the modalities given differ from the saved ones")
+        config = ModelConfig.from_dict(record)
+        vae = cls(modalities, **config.model_fields())
+        vae._load_weights(run / "model.ckpt")
+        return vae
+
+
+# --- run directories (the command line) ---------------------------------------------------------------
+
+
+def load_data(config: TrainConfig, progress: bool = True) -> MultimodalData:
+    data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress)
     if config.max_train is not None:
-        mnist.train.images = mnist.train.images[: config.max_train]
-        mnist.train.labels = mnist.train.labels[: config.max_train]
-    return mnist
+        data.train = data.train.take(slice(0, config.max_train))
+    return data
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
@@ -128,84 +379,43 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    mnist = _load_data(config)
-    model = build_model(config, mnist.train.images.shape[1])
-
-    train_x = mnist.train.images if config.binarize == "dynamic" else binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
-    valid_x = binarize_fixed(mnist.valid.images, VALID_BINARIZATION_SEED)
-    data = ArrayDataModule(
-        train_x, mnist.train.labels, valid_x, mnist.valid.labels,
-        batch_size=config.batch_size, dynamic_binarization=config.binarize == "dynamic", seed=config.seed,
-    )
-    record = asdict(config) | {"data_source": mnist.source, "n_train": len(train_x), "n_valid": len(valid_x)}
+    data = load_data(config, progress)
+    vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
+    record = asdict(config) | {
+        "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
+        "modalities": [m.to_dict() for m in data.modalities],
+    }
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-
-    checkpoint = ModelCheckpoint(
-        dirpath=out, filename="model", monitor="val_elbo", mode="max", save_top_k=1, enable_version_counter=False
-    )
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator="auto",
-        devices=1,
-        precision=config.precision,
-        logger=CSVLogger(save_dir=out, name="", version=""),
-        callbacks=[checkpoint, _StopOnNonFinite()],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        deterministic=True,
-        log_every_n_steps=50,
-    )
-    plan = VAETrainingPlan(model, lr=config.lr, kl_warmup=config.kl_warmup)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        for noise in _LIGHTNING_NOISE:
-            warnings.filterwarnings("ignore", message=noise)
-        trainer.fit(plan, datamodule=data)
-    record["train_seconds"] = time.perf_counter() - started
-    record["best_val_elbo"] = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    vae.fit(data, config.epochs, config.batch_size, config.lr, config.kl_warmup, config.seed, config.precision, out, progress)
+    record |= {"train_seconds": vae.train_seconds, "best_val_elbo": vae.best_val_elbo}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
 
 
-def load(run_dir: str | Path) -> tuple[VAE, TrainConfig]:
-    """Rebuild the model of a run directory from its config.json and best checkpoint."""
-    run = Path(run_dir)
-    for name in ("config.json", "model.ckpt"):
-        if not (run / name).is_file():
-            raise InfinimodalError(f"{run} is not a finished run directory: {name} is missing")
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    model = build_model(config)
-    state = torch.load(run / "model.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    model.eval()
-    return model, config
+def load(run_dir: str | Path) -> tuple[MultimodalVAE, TrainConfig]:
+    """The model of a run directory (best checkpoint) and its training configuration."""
+    vae = MultimodalVAE.load(run_dir)
+    return vae, TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
 
 
-def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, progress: bool = True) -> dict:
+def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
     """Evaluate a run on its test set and write `eval.json` (see `infinimodal.evaluation.metrics`)."""
-    if iw_samples < 1:
-        raise InfinimodalError(f"--iw-samples must be at least 1, got {iw_samples}")
-    if max_test is not None and max_test < 1:
-        raise InfinimodalError(f"--max-test must be at least 1, got {max_test}")
-    model, config = load(run_dir)
-    mnist = _load_data(config)
+    _check(iw_samples >= 1, f"--iw-samples must be at least 1, got {iw_samples}")
+    _check(max_test is None or max_test >= 1, f"--max-test must be at least 1, got {max_test}")
+    vae, config = load(run_dir)
+    data = load_data(config, progress)
     trained_on = json.loads((Path(run_dir) / "config.json").read_text()).get("data_source")
-    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (mnist.source == FALLBACK_SOURCE):
+    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
         raise InfinimodalError(
-            f"{run_dir} was trained on MNIST from {trained_on}, but evaluation found {mnist.source}; "
+            f"{run_dir} was trained on MNIST from {trained_on}, but evaluation found {data.source}; "
             "point INFINIMODAL_DATA (or the run's data_dir) at the same data"
         )
-    test_x = binarize_fixed(mnist.test.images, TEST_BINARIZATION_SEED)
-    test_y = mnist.test.labels
-    if max_test is not None:
-        test_x, test_y = test_x[:max_test], test_y[:max_test]
-    train_x = binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
     started = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        result = evaluate_model(model, train_x, mnist.train.labels, test_x, test_y, iw_samples, progress=progress)
+        result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress)
     result["latent"] = config.latent
+    result["aggregator"] = config.aggregator
     result["eval_seconds"] = time.perf_counter() - started
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

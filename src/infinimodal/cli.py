@@ -1,7 +1,11 @@
-"""`infinimodal` on the command line: train and evaluate.
+"""`infinimodal` on the command line: train, evaluate, sample, impute, embed.
 
-    infinimodal train --data mnist --latent beta --out runs/beta
-    infinimodal evaluate runs/beta --iw-samples 1000
+    infinimodal train --data polymnist:5 --latent beta --aggregator mopoe --out runs/poly
+    infinimodal evaluate runs/poly --iw-samples 1000
+    infinimodal sample runs/poly --n 16 --out samples.png
+    infinimodal sample runs/poly --n 16 --given m0,m1 --data polymnist:5 --out cross.png
+    infinimodal impute runs/mine --data subjects.npz --out filled.npz
+    infinimodal embed runs/poly --data polymnist:5 --given m0 --out z.npy
 
 Problems are reported as one line on stderr with a non-zero exit; `--debug` (or
 INFINIMODAL_DEBUG=1) shows the traceback instead.
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -37,9 +42,27 @@ def _hidden_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _likelihood(text: str) -> tuple[str, str]:
+    name, sep, likelihood = text.partition("=")
+    if not sep or not name or not likelihood:
+        raise argparse.ArgumentTypeError(f"expected MODALITY=LIKELIHOOD, e.g. counts=poisson, got {text!r}")
+    return name, likelihood
+
+
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated modality names, e.g. m0,m1")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .api import BINARIZATIONS, DATASETS, TrainConfig
+    from .aggregators import AGGREGATORS
+    from .api import PRECISIONS, TrainConfig
+    from .data import BINARIZATIONS
     from .latents import DECODER_INPUTS, LATENT_FAMILIES
+    from .latents.beta import EVIDENCE_LINKS
+    from .likelihoods import LIKELIHOODS
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="infinimodal", description="Stick-breaking multimodal VAEs.")
@@ -48,23 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model into a run directory")
-    train.add_argument("--data", default=defaults.data, choices=DATASETS)
+    train.add_argument("--data", default=defaults.data, help="mnist, polymnist:M, noisy-mnist, synthetic[:k=v,...], or a .npz/.h5mu file")
     train.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files (default: search)")
+    train.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the data set's construction or split")
+    train.add_argument("--likelihood", type=_likelihood, action="append", default=[], metavar="MODALITY=NAME",
+                       help=f"data files: a modality's likelihood ({', '.join(LIKELIHOODS)}); default: inferred")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
+    train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     train.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim, help="gaussian: dimension D")
     train.add_argument("--truncation", type=int, default=defaults.truncation, help="stick families: K")
     train.add_argument("--alpha", type=float, default=defaults.alpha, help="prior concentration, Beta(1, alpha)")
     train.add_argument("--decoder-input", default=defaults.decoder_input, choices=DECODER_INPUTS)
-    train.add_argument("--evidence", default=defaults.evidence, choices=["exp", "softplus"], help="beta: evidence link")
-    train.add_argument("--hidden", type=_hidden_sizes, default=defaults.hidden, help="MLP layer sizes, e.g. 500")
+    train.add_argument("--evidence", default=defaults.evidence, choices=EVIDENCE_LINKS, help="beta: evidence link")
+    train.add_argument("--poe-subsets", type=int, default=defaults.poe_subsets, help="poe: random subset terms per step")
+    train.add_argument("--moe-samples", type=_positive_int, default=defaults.moe_samples, help="moe: importance samples K")
+    train.add_argument("--moe-estimator", default=defaults.moe_estimator, choices=["auto", "stratified", "iwae", "dreg"],
+                       help="moe: auto = stratified ELBO for K = 1, IWAE bound with DReG gradients for K > 1")
+    train.add_argument("--max-enumerate", type=_positive_int, default=defaults.max_enumerate, help="mopoe: enumerate subsets up to this many modalities")
+    train.add_argument("--hidden", type=_hidden_sizes, default=defaults.hidden, help="MLP layer sizes, e.g. 500 (CNNs: the dense width)")
     train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup, help="epochs of linear KL warm-up")
-    train.add_argument("--binarize", default=defaults.binarize, choices=BINARIZATIONS)
-    train.add_argument("--precision", default=defaults.precision, choices=["32", "bf16-mixed"])
+    train.add_argument("--binarize", default=defaults.binarize, choices=BINARIZATIONS, help="mnist: training binarisation")
+    train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training digits")
+    train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training rows")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--out", required=True, help="run directory to write")
 
@@ -72,28 +104,112 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--iw-samples", type=_positive_int, default=1000)
     evaluate.add_argument("--max-test", type=_positive_int, default=None)
+    evaluate.add_argument("--no-coherence", action="store_true", help="skip coherence (and its classifiers)")
     evaluate.add_argument("--quiet", action="store_true")
+
+    sample = commands.add_parser("sample", help="generate every modality, from the prior or given modalities")
+    sample.add_argument("run_dir")
+    sample.add_argument("--n", type=_positive_int, default=16, help="samples (with --data: the first N rows)")
+    sample.add_argument("--given", type=_names, default=None, help="condition on these modalities of --data")
+    sample.add_argument("--data", default=None, help="where the given modalities come from (a data spec or file)")
+    sample.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="FILE.png (a picture) or FILE.npz (arrays)")
+
+    impute = commands.add_parser("impute", help="fill the missing (all-NaN) rows of a data file")
+    impute.add_argument("run_dir")
+    impute.add_argument("--data", required=True, help="a .npz file with one array per modality")
+    impute.add_argument("--out", required=True, help="the .npz to write")
+
+    embed = commands.add_parser("embed", help="posterior means of every row of a data set or file")
+    embed.add_argument("run_dir")
+    embed.add_argument("--data", required=True, help="a data spec (its --split) or a .npz/.h5mu file (all rows)")
+    embed.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    embed.add_argument("--given", type=_names, default=None, help="use only these modalities")
+    embed.add_argument("--decoder-space", action="store_true", help="stick families: logit E[v] (what the decoder reads) instead of E[pi]")
+    embed.add_argument("--out", required=True, help="the .npy to write")
     return parser
 
 
+def _rows_of(spec: str, split: str, run_dir: str):
+    """Rows to use with a trained model: all rows of a file, or one split of a data set built like the run's."""
+    from .api import load, load_data
+    from .data.files import SUFFIXES, read_table
+
+    vae, config = load(run_dir)
+    if Path(spec).suffix in SUFFIXES:
+        if Path(spec).suffix == ".npz":
+            import numpy as np
+
+            with np.load(spec, allow_pickle=False) as archive:
+                return vae, {k: archive[k] for k in archive.files}
+        modalities, table, _ = read_table(spec, config.likelihoods)
+        return vae, table
+    config.data = spec
+    return vae, load_data(config, progress=False).split(split)
+
+
 def _run(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from . import api
+    from .errors import InfinimodalError
 
     if args.command == "train":
         config = api.TrainConfig(
-            data=args.data, data_dir=args.data_dir, latent=args.latent, latent_dim=args.latent_dim,
-            truncation=args.truncation, alpha=args.alpha, decoder_input=args.decoder_input, evidence=args.evidence,
-            hidden=args.hidden,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
-            binarize=args.binarize, seed=args.seed, max_train=args.max_train, precision=args.precision,
+            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
+            latent=args.latent, aggregator=args.aggregator, latent_dim=args.latent_dim, truncation=args.truncation,
+            alpha=args.alpha, decoder_input=args.decoder_input, evidence=args.evidence, poe_subsets=args.poe_subsets,
+            moe_samples=args.moe_samples, moe_estimator=args.moe_estimator, max_enumerate=args.max_enumerate, hidden=args.hidden, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, binarize=args.binarize, seed=args.seed,
+            max_train=args.max_train, precision=args.precision,
         )
         out = api.train(config, args.out, progress=not args.quiet)
-        print(f"trained {config.latent} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "evaluate":
-        result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, progress=not args.quiet)
-        summary = {k: result[k] for k in ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99") if k in result}
-        print(json.dumps(summary))
+        result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
+        keys = ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
+        print(json.dumps({k: result[k] for k in keys if k in result}))
         print(f"wrote {args.run_dir}/eval.json")
+    elif args.command == "sample":
+        import torch
+
+        out = Path(args.out)
+        if out.suffix not in (".png", ".npz"):
+            raise InfinimodalError(f"--out must end in .png or .npz, got {out.name}")
+        if args.given is not None and args.data is None:
+            raise InfinimodalError("--given needs --data: the data the given modalities come from")
+        torch.manual_seed(args.seed)
+        if args.data is not None:
+            vae, rows = _rows_of(args.data, args.split, args.run_dir)
+            inputs = vae.as_split(rows, args.data).take(slice(0, args.n))
+            samples = vae.sample(args.n, inputs, given=args.given)
+        else:
+            vae, _ = api.load(args.run_dir)
+            inputs, samples = None, vae.sample(args.n)
+        if out.suffix == ".npz":
+            np.savez(out, **samples)
+        else:
+            from .evaluation.plots import sample_figure
+
+            given = args.given or (vae.names if inputs is not None else [])
+            sample_figure(vae.modalities, samples, out, inputs=inputs, given=given)
+        print(f"wrote {len(next(iter(samples.values())))} samples of {', '.join(samples)} to {out}")
+    elif args.command == "impute":
+        if not args.data.endswith(".npz") or not args.out.endswith(".npz"):
+            raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz)")
+        vae, rows = _rows_of(args.data, "test", args.run_dir)
+        split = vae.as_split(rows, args.data)
+        filled = vae.impute(split)
+        extra = {k: v for k, v in rows.items() if k not in vae.names}
+        np.savez(args.out, **filled, **extra)
+        counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
+        print(f"imputed missing rows {json.dumps(counts)} of {len(split)}; wrote {args.out}")
+    elif args.command == "embed":
+        vae, rows = _rows_of(args.data, args.split, args.run_dir)
+        codes = vae.embed(vae.as_split(rows, args.data), given=args.given, decoder_space=args.decoder_space)
+        np.save(args.out, codes)
+        print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,91 +1,195 @@
-"""The variational autoencoder as a plain `nn.Module`: encode -> posterior -> sample -> decode -> loss.
+"""The multimodal variational autoencoder as a plain `nn.Module`: encode -> aggregate -> decode -> loss.
 
-It knows nothing of Lightning or files. The latent family supplies every distribution; the loss is
-`kl_divergence` and `log_prob`.
+It knows nothing of Lightning or files. Each modality has an encoder, a linear head that gives its
+unimodal posterior through the latent family, a decoder and a likelihood. The latent family supplies
+every latent distribution and the aggregator the objective; the loss is `kl_divergence` and `log_prob`.
+A single-modality model is the M = 1 case (the SB-VAE of Nalisnick & Smyth 2017 with any family).
+
+Missing modalities: `mask[b, m]` says whether modality m is observed for row b. Encoders only ever see
+observed rows, likelihoods only ever score observed rows, and what the data tensors hold in the other
+rows is never read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .aggregators import Aggregator, LossOutput
 from .latents import LatentFamily
-from .likelihoods import LIKELIHOODS
-from .nets import full_precision, mlp
+from .likelihoods import build_likelihood
+from .mixture import MixturePosterior
+from .modality import Modality
+from .nets import default_decoder, default_encoder, full_precision
+
+__all__ = ["LossOutput", "MultimodalModule"]
 
 
-@dataclass
-class LossOutput:
-    """Per-batch results. `loss` is what the optimiser minimises; the rest are per-sample diagnostics."""
-
-    loss: Tensor  # scalar: -(reconstruction - kl_weight * kl), batch mean
-    elbo: Tensor  # [batch], with KL weight 1
-    reconstruction: Tensor  # [batch], log p(x | z) at one posterior sample
-    kl: Tensor  # [batch]
-    kl_per_dim: Tensor  # [batch, latent_size]
-
-
-class VAE(nn.Module):
-    """Single-modality VAE over any latent family, with an MLP encoder and decoder."""
-
+class MultimodalModule(nn.Module):
     def __init__(
         self,
-        input_size: int,
+        modalities: Sequence[Modality],
         latent: LatentFamily,
+        aggregator: Aggregator,
         hidden: Sequence[int] = (500,),
-        likelihood: str = "bernoulli",
     ) -> None:
         super().__init__()
-        if not hidden:
-            raise ValueError("the encoder needs at least one hidden layer")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
-        params_per_feature, self._likelihood = LIKELIHOODS[likelihood]
-        self.input_size = input_size
+        if not modalities:
+            raise ValueError("a model needs at least one modality")
+        names = [m.name for m in modalities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality names must be unique, got {names}")
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
+        self.modalities = list(modalities)
+        self.names = names
         self.latent = latent
-        self.encoder = mlp(input_size, hidden)
-        self.decoder = mlp(latent.decoder_input_size, list(reversed(hidden)), params_per_feature * input_size)
+        self.aggregator = aggregator
+        self.encoders = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.likelihoods = nn.ModuleDict()
+        for modality in self.modalities:
+            likelihood = build_likelihood(modality.likelihood, modality.shape)
+            encoder = modality.encoder if modality.encoder is not None else default_encoder(modality.shape, hidden)
+            decoder = modality.decoder if modality.decoder is not None else default_decoder(
+                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params
+            )
+            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood.n_params)
+            key = _key(modality.name)
+            self.encoders[key] = encoder
+            self.heads[key] = nn.Linear(features, latent.head_size)
+            self.decoders[key] = decoder
+            self.likelihoods[key] = likelihood
 
-    def posterior(self, x: Tensor) -> Distribution:
-        return self.latent.posterior(self.encoder(x))
+    @property
+    def n_modalities(self) -> int:
+        return len(self.modalities)
 
-    def observation(self, z: Tensor) -> Distribution:
-        """p(x | z) for latent samples z of shape [..., latent_size]."""
-        return self._likelihood(full_precision(self.decoder(self.latent.decoder_input(z))))
+    # --- encoding ------------------------------------------------------------------------------------
 
-    def forward(self, x: Tensor, kl_weight: float = 1.0) -> LossOutput:
-        q = self.posterior(x)
-        z = self.latent.rsample(q)
-        reconstruction = self.observation(z).log_prob(x).sum(-1)
-        kl_per_dim = self.latent.kl_per_dim(q)
-        kl = kl_per_dim.sum(-1)
-        loss = -(reconstruction - kl_weight * kl).mean()
-        return LossOutput(loss, reconstruction - kl, reconstruction, kl, kl_per_dim)
+    def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor) -> Distribution:
+        """q(z | x_m) for every modality, batch shape [batch, M, latent_size].
+
+        Rows where a modality is missing get the head output 0 (a finite placeholder that every
+        aggregator ignores through the mask); its encoder never runs on them.
+        """
+        batch = mask.shape[0]
+        raws = []
+        for m, name in enumerate(self.names):
+            observed = mask[:, m]
+            if bool(observed.all()):
+                raws.append(full_precision(self.heads[_key(name)](self.encoders[_key(name)](data[name]))))
+                continue
+            rows = observed.nonzero().squeeze(-1)
+            head = self.heads[_key(name)]
+            raw = torch.zeros(batch, self.latent.head_size, device=mask.device, dtype=head.weight.dtype)
+            if len(rows):
+                out = full_precision(head(self.encoders[_key(name)](data[name].index_select(0, rows))))
+                raw = raw.index_copy(0, rows, out)
+            raws.append(raw)
+        return self.latent.posterior(torch.stack(raws, dim=1))
+
+    def posterior(self, data: dict[str, Tensor], mask: Tensor) -> MixturePosterior:
+        """q(z | the modalities observed in `mask`), as the aggregator defines it."""
+        return self.aggregator.posterior(self, self.unimodal_posteriors(data, mask), mask)
+
+    # --- decoding ------------------------------------------------------------------------------------
+
+    def observation(self, name: str, z: Tensor) -> Distribution:
+        """p(x_name | z) for latent samples z of shape [n, latent_size]."""
+        return self._observation(name, self.latent.decoder_input(z))
+
+    def _observation(self, name: str, code: Tensor) -> Distribution:
+        likelihood = self.likelihoods[_key(name)]
+        params = self.decoders[_key(name)](code)
+        return likelihood(params.reshape(code.shape[0], likelihood.n_params, *likelihood.shape))
+
+    def log_likelihoods(
+        self, z: Tensor, data: dict[str, Tensor], select: Tensor, rows: Tensor | None = None
+    ) -> Tensor:
+        """log p(x_m[rows[r]] | z[r]) for every r and modality m with select[r, m], 0 elsewhere: [R, M].
+
+        z: [R, latent_size]; rows: the data row each z belongs to (default: r itself); select: [R, M] bool.
+        Decoders run only on the selected rows.
+        """
+        code = self.latent.decoder_input(z)
+        columns = []
+        for m, name in enumerate(self.names):
+            chosen = select[:, m]
+            x = data[name] if rows is None else data[name].index_select(0, rows)
+            if bool(chosen.all()):
+                columns.append(self._log_prob(name, code, x))
+                continue
+            idx = chosen.nonzero().squeeze(-1)
+            column = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+            if len(idx):
+                column = column.index_copy(0, idx, self._log_prob(name, code.index_select(0, idx), x.index_select(0, idx)).to(z.dtype))
+            columns.append(column)
+        return torch.stack(columns, dim=-1)
+
+    def _log_prob(self, name: str, code: Tensor, x: Tensor) -> Tensor:
+        return self._observation(name, code).log_prob(x)
+
+    def decode_mean(self, z: Tensor) -> dict[str, Tensor]:
+        """E[x_m | z] for every modality (Bernoulli probabilities, Gaussian means, Poisson rates, ...)."""
+        code = self.latent.decoder_input(z)
+        return {name: self._observation(name, code).mean for name in self.names}
+
+    # --- objectives ----------------------------------------------------------------------------------
+
+    def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:
+        return self.aggregator.loss(self, data, mask, kl_weight)
 
     @torch.no_grad()
-    def log_likelihood(self, x: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:
-        """Importance-sampled log p(x) (the IWAE bound of Burda et al. 2016) with the posterior as proposal.
+    def log_likelihood(self, data: dict[str, Tensor], mask: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:
+        """Importance-sampled log p(X_observed) (the IWAE bound of Burda et al. 2016), proposal = q(z | X).
 
-        log p(x) ~= logsumexp_s [log p(x | z_s) + log p(z_s) - log q(z_s | x)] - log S, computed `chunk`
-        samples at a time and combined by a running logsumexp, so memory does not grow with S.
+        log p(X) ~= logsumexp_s [sum_m log p(x_m | z_s) + log p(z_s) - log q(z_s | X)] - log S, computed
+        `chunk` samples at a time and combined by a running logsumexp, so memory does not grow with S.
         """
-        q = self.posterior(x)
-        prior = self.latent.prior()
-        running = torch.full((x.shape[0],), -math.inf, device=x.device)
+        q = self.posterior(data, mask)
+        batch = mask.shape[0]
+        running = torch.full((batch,), -math.inf, device=mask.device)
         done = 0
         while done < n_samples:
             s = min(chunk, n_samples - done)
             z = self.latent.rsample(q, s)  # [s, batch, latent_size]
-            log_w = (
-                self.observation(z).log_prob(x.expand(s, *x.shape)).sum(-1)
-                + prior.log_prob(z).sum(-1)
-                - q.log_prob(z).sum(-1)
-            )
+            flat = z.reshape(s * batch, -1)
+            rows = torch.arange(batch, device=mask.device).repeat(s)
+            log_lik = self.log_likelihoods(flat, data, mask.repeat(s, 1), rows).sum(-1).view(s, batch)
+            log_w = log_lik + self.latent.log_prior(z) - q.log_prob(z)
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             done += s
         return running - math.log(n_samples)
+
+
+def _key(name: str) -> str:
+    """Submodule key of a modality: prefixed, so that names like "values" or "keys" cannot clash with ModuleDict."""
+    return f"mod_{name}"
+
+
+def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, n_params: int) -> int:
+    """Dry-run the networks on two zero rows; return the encoder's feature size or say what does not fit."""
+    with torch.no_grad():
+        try:
+            features = encoder(torch.zeros(2, *modality.shape))
+        except Exception as exc:  # a user's module: any failure is reported with what was expected
+            raise ValueError(f"modality {modality.name!r}: the encoder fails on a batch of shape {(2, *modality.shape)}: {exc}") from exc
+        if features.dim() != 2 or features.shape[0] != 2:
+            raise ValueError(f"modality {modality.name!r}: the encoder must return [batch, features], got {tuple(features.shape)}")
+        try:
+            params = decoder(torch.zeros(2, code_size))
+        except Exception as exc:
+            raise ValueError(f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}: {exc}") from exc
+        expected = n_params * math.prod(modality.shape)
+        if params.numel() != 2 * expected:
+            raise ValueError(
+                f"modality {modality.name!r}: the decoder must return {n_params} x {modality.shape} parameters per row "
+                f"({modality.likelihood}), got {tuple(params.shape)}"
+            )
+    return features.shape[1]

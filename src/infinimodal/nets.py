@@ -1,13 +1,21 @@
-"""Default networks: multilayer perceptrons (the SB-VAE paper used one hidden layer of 500 ReLUs)."""
+"""Default networks: MLPs for vectors (the SB-VAE paper used one hidden layer of 500 ReLUs) and a small CNN
+for (C, H, W) images, as in the MVAE / MMVAE / MoPoE image experiments.
+
+An encoder maps a batch [n, *shape] to features [n, F]; a decoder maps the latent code [n, d] to
+likelihood parameters [n, n_params, *shape].
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 _HALF = (torch.bfloat16, torch.float16)
+#: Channels of the two stride-2 convolutions of the image networks.
+CONV_CHANNELS = (32, 64)
 
 
 def full_precision(t: Tensor) -> Tensor:
@@ -29,3 +37,79 @@ def mlp(in_features: int, hidden: Sequence[int], out_features: int | None = None
     if out_features is not None:
         layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Flatten, then an MLP; features = the last hidden layer."""
+
+    def __init__(self, shape: tuple[int, ...], hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = mlp(math.prod(shape), hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.n_params = n_params
+        self.net = mlp(in_features, list(reversed(hidden)), n_params * math.prod(shape))
+
+    def forward(self, code: Tensor) -> Tensor:
+        return self.net(code).view(code.shape[0], self.n_params, *self.shape)
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 4x4 convolutions (32, 64 channels), then a dense layer of `width` ReLUs."""
+
+    def __init__(self, shape: tuple[int, int, int], width: int) -> None:
+        super().__init__()
+        channels, height, breadth = shape
+        c1, c2 = CONV_CHANNELS
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, c1, 4, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, 4, 2, 1), nn.ReLU(), nn.Flatten()
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, channels, height, breadth)).shape[1]
+        self.dense = nn.Sequential(nn.Linear(flat, width), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dense(self.conv(x))
+
+
+class ConvDecoder(nn.Module):
+    """The mirror image: dense layers to a 64-channel map of a quarter the size, two transposed convolutions.
+
+    Sizes that are not multiples of 4 are generated one step larger and cropped.
+    """
+
+    def __init__(self, in_features: int, shape: tuple[int, int, int], width: int, n_params: int) -> None:
+        super().__init__()
+        channels, height, breadth = shape
+        c1, c2 = CONV_CHANNELS
+        self.shape = tuple(shape)
+        self.n_params = n_params
+        self.grid = (math.ceil(height / 4), math.ceil(breadth / 4))
+        self.dense = nn.Sequential(
+            nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, c2 * self.grid[0] * self.grid[1]), nn.ReLU()
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(c1, n_params * channels, 4, 2, 1)
+        )
+
+    def forward(self, code: Tensor) -> Tensor:
+        out = self.deconv(self.dense(code).view(code.shape[0], CONV_CHANNELS[1], *self.grid))
+        _, height, breadth = self.shape
+        return out[:, :, :height, :breadth].reshape(code.shape[0], self.n_params, *self.shape)
+
+
+def default_encoder(shape: tuple[int, ...], hidden: Sequence[int]) -> nn.Module:
+    return ConvEncoder(shape, hidden[-1]) if len(shape) == 3 else MLPEncoder(shape, hidden)
+
+
+def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int) -> nn.Module:
+    if len(shape) == 3:
+        return ConvDecoder(in_features, shape, hidden[-1], n_params)
+    return MLPDecoder(in_features, shape, hidden, n_params)

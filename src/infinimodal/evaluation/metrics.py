@@ -1,27 +1,45 @@
-"""Evaluation of a trained model on held-out data, with the SB-VAE paper's protocol.
+"""Evaluation of a trained model on held-out data.
 
-- `elbo`: mean single-sample ELBO on the test set (nats);
-- `log_likelihood`: mean importance-sampled log p(x) with S samples (Burda et al. 2016);
-- `knn_error`: k-nearest-neighbour classification error (fraction) on the latent representation,
-  fitted on training latents, k = 3, 5, 10 (posterior mean of pi for stick families, posterior mean
-  of z for Gaussians);
+Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
+
+- `elbo`: mean ELBO on the test set (the aggregator's own bound on log p(X_observed), nats);
+- `log_likelihood`: mean importance-sampled log p(X_observed) with S samples (Burda et al. 2016), the
+  proposal being the model's joint posterior;
+- `knn_error`: k-nearest-neighbour classification error (fraction) on the joint representation, fitted
+  on training representations, k = 3, 5, 10 (posterior mean of pi for stick families, of z for Gaussians);
 - `active_dims`: active units, Cov_x(E_q[z_d]) > 0.01 (Burda et al. 2016), on the latent variable the
   prior is placed on (z, or the sticks v);
-- `kl_active`: dimensions or sticks whose mean KL to the prior exceeds 0.05 nats;
+- `kl_active`: dimensions or sticks whose mean KL to the prior exceeds 0.05 nats (for mixtures, the
+  components' weighted KL, which bounds the mixture's from above);
 - `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
-- `knn_error_decoder_input` (stick families): kNN error on the posterior mean of v mapped to what the
-  decoder reads (logit v or log pi). E[pi] squashes every small stick towards zero, which hides what a
-  decoder reading logit v or log pi separates, so both are reported.
+  `per_modality_sticks_99`: the same for each modality's own posterior;
+- `knn_error_decoder_input` (stick families): kNN error on the posterior mean mapped to what the decoder
+  reads (logit v or log pi). E[pi] squashes every small stick towards zero, which hides what a decoder
+  reading logit v or log pi separates, so both are reported;
+- `linear_probe_accuracy` (multimodal): keyed by the number k of given modalities, the mean over subsets
+  of size k of a logistic-regression probe's test accuracy on the posterior mean given that subset;
+- `coherence` (multimodal, labelled): `conditional[k]` is the mean over subsets S of size k and target
+  modalities m not in S of the accuracy of m's classifier on x_m generated from z ~ q(z | X_S);
+  `joint` is the fraction of samples from the prior whose generated modalities all get the same label;
+  `coherence_classifier_accuracy` gives each classifier's own test accuracy;
+- `shared_factor_r2` (synthetic data): linear R^2 of the true shared factors from the representation.
+
+Subsets are enumerated up to 5 modalities; beyond, `max_subsets` per size are drawn at random.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import torch
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from tqdm.auto import tqdm
 
-from ..model import VAE
+from ..data import MultimodalData, Split
+from ..model import MultimodalModule
 from ..stick_breaking import sticks_to_cover
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -29,40 +47,77 @@ KL_ACTIVE_THRESHOLD = 0.05
 KNN_K = (3, 5, 10)
 
 
+def subsets_by_size(n_modalities: int, max_subsets: int = 10, seed: int = 0) -> dict[int, list[tuple[int, ...]]]:
+    """Subsets of modality indices grouped by size: all of them for M <= 5, else up to `max_subsets` per size."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for size in range(1, n_modalities + 1):
+        if math.comb(n_modalities, size) <= max_subsets or n_modalities <= 5:
+            out[size] = list(itertools.combinations(range(n_modalities), size))
+        else:
+            chosen = set()
+            while len(chosen) < max_subsets:
+                chosen.add(tuple(sorted(rng.choice(n_modalities, size, replace=False).tolist())))
+            out[size] = sorted(chosen)
+    return out
+
+
+def _restricted(mask: torch.Tensor, subset: tuple[int, ...] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask limited to `subset` and which rows have all of the subset observed."""
+    if subset is None:
+        return mask, torch.ones(mask.shape[0], dtype=torch.bool)
+    keep = torch.zeros(mask.shape[1], dtype=torch.bool)
+    keep[list(subset)] = True
+    limited = mask & keep
+    complete = mask[:, list(subset)].all(-1)
+    # rows lacking the subset keep their full mask so the posterior is defined; callers drop them
+    return torch.where(complete.unsqueeze(-1), limited, mask), complete
+
+
 @torch.no_grad()
-def encode(model: VAE, x: np.ndarray, batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """Posterior summaries of every row of x: representation, mean of z, per-dimension KL, ELBO, E[pi]."""
+def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] | None] = (None,), batch_size: int = 500, elbo: bool = False) -> list[dict]:
+    """Posterior summaries of every row for each subset of given modalities (None = all observed).
+
+    Encoders run once per batch; each subset's posterior is aggregated from the same unimodal posteriors.
+    Returns per subset: representation, decoder_space, mean, kl_per_dim, weights (stick families),
+    rows (which rows had the whole subset observed) and, for the first entry with elbo=True, elbo.
+    """
     model.eval()
-    parts: dict[str, list[np.ndarray]] = {
-        "representation": [], "decoder_space": [], "mean": [], "kl_per_dim": [], "elbo": [], "weights": []
-    }
-    for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start : start + batch_size])
-        q = model.posterior(xb)
-        out = model(xb)
-        parts["representation"].append(model.latent.representation(q).numpy())
-        parts["decoder_space"].append(model.latent.decoder_space_representation(q).numpy())
-        parts["mean"].append(q.mean.numpy())
-        parts["kl_per_dim"].append(out.kl_per_dim.numpy())
-        parts["elbo"].append(out.elbo.numpy())
-        weights = model.latent.expected_weights(q)
-        if weights is not None:
-            parts["weights"].append(weights.numpy())
-    return {key: np.concatenate(value) for key, value in parts.items() if value}
+    parts: list[dict[str, list]] = [dict() for _ in subsets]
+    for start in range(0, len(split), batch_size):
+        batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
+        data, mask = batch["data"], batch["mask"]
+        unimodal = model.unimodal_posteriors(data, mask)
+        for out, subset in zip(parts, subsets):
+            limited, complete = _restricted(mask, subset)
+            q = model.aggregator.posterior(model, unimodal, limited)
+            values = {
+                "representation": model.latent.representation(q),
+                "decoder_space": model.latent.decoder_space_representation(q),
+                "mean": q.mean,
+                "kl_per_dim": model.latent.kl_per_dim(q),
+                "rows": complete,
+            }
+            weights = model.latent.expected_weights(q)
+            if weights is not None:
+                values["weights"] = weights
+            for key, value in values.items():
+                out.setdefault(key, []).append(value.numpy())
+        if elbo:
+            parts[0].setdefault("elbo", []).append(model(data, mask).elbo.numpy())
+    return [{key: np.concatenate(value) for key, value in out.items()} for out in parts]
 
 
 @torch.no_grad()
-def importance_log_likelihood(
-    model: VAE, x: np.ndarray, n_samples: int = 1000, batch_size: int = 100, progress: bool = True
-) -> np.ndarray:
-    """Per-row importance-sampled log p(x), batched over rows and samples so memory stays flat."""
+def importance_log_likelihood(model: MultimodalModule, split: Split, n_samples: int = 1000, batch_size: int = 100, progress: bool = True) -> np.ndarray:
+    """Per-row importance-sampled log p(X_observed), batched over rows and samples so memory stays flat."""
     model.eval()
     chunk = max(1, min(n_samples, 10_000 // batch_size))
     values = []
-    starts = range(0, len(x), batch_size)
+    starts = range(0, len(split), batch_size)
     for start in tqdm(starts, desc=f"log p(x), {n_samples} samples", disable=not progress, leave=False):
-        xb = torch.from_numpy(x[start : start + batch_size])
-        values.append(model.log_likelihood(xb, n_samples=n_samples, chunk=chunk).numpy())
+        batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
+        values.append(model.log_likelihood(batch["data"], batch["mask"], n_samples=n_samples, chunk=chunk).numpy())
     return np.concatenate(values)
 
 
@@ -74,33 +129,139 @@ def knn_errors(train_rep: np.ndarray, train_y: np.ndarray, test_rep: np.ndarray,
     return errors
 
 
+def probe_accuracy(train_rep, train_y, test_rep, test_y) -> float:
+    """A logistic-regression probe on standardised representations (the MoPoE protocol's linear classifier)."""
+    mean, std = train_rep.mean(0), train_rep.std(0) + 1e-8
+    probe = LogisticRegression(max_iter=1000).fit((train_rep - mean) / std, train_y)
+    return float(probe.score((test_rep - mean) / std, test_y))
+
+
+def r2_of_factors(train_rep, train_factors, test_rep, test_factors) -> float:
+    return float(LinearRegression().fit(train_rep, train_factors).score(test_rep, test_factors))
+
+
+@torch.no_grad()
+def coherence(model: MultimodalModule, split: Split, classifiers, subsets: dict[int, list], n_joint: int = 1000, batch_size: int = 500, progress: bool = True) -> dict:
+    """Conditional coherence by number of given modalities on `split`, and joint coherence from prior samples.
+
+    classifiers: one per modality, in the model's modality order.
+    """
+    model.eval()
+    labels = torch.from_numpy(split.labels)
+    names = model.names
+    n_modalities = len(names)
+    by_subset: dict[tuple, list[float]] = {}
+    work = [s for size in range(1, n_modalities) for s in subsets.get(size, [])]
+    for subset in tqdm(work, desc="coherence", disable=not progress, leave=False):
+        correct = {m: 0 for m in range(n_modalities) if m not in subset}
+        counted = 0
+        for start in range(0, len(split), batch_size):
+            batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
+            limited, complete = _restricted(batch["mask"], subset)
+            if not bool(complete.any()):
+                continue
+            rows = complete.nonzero().squeeze(-1)
+            data_rows = {k: v.index_select(0, rows) for k, v in batch["data"].items()}
+            q = model.posterior(data_rows, limited.index_select(0, rows))
+            generated = model.decode_mean(model.latent.rsample(q))
+            for m in correct:
+                prediction = classifiers[m].predict(generated[names[m]])
+                correct[m] += int((prediction == labels[start:][rows]).sum())
+            counted += len(rows)
+        if counted:
+            by_subset[subset] = [correct[m] / counted for m in correct]
+    conditional = {}
+    for size in range(1, n_modalities):
+        scores = [np.mean(by_subset[s]) for s in subsets.get(size, []) if s in by_subset]
+        if scores:
+            conditional[str(size)] = float(np.mean(scores))
+    z = model.latent.sample_prior(n_joint)
+    generated = model.decode_mean(z)
+    predictions = torch.stack([c.predict(generated[name]) for c, name in zip(classifiers, names)], dim=1)
+    joint = float((predictions == predictions[:, :1]).all(dim=1).float().mean())
+    return {"conditional": conditional, "joint": joint}
+
+
 def evaluate_model(
-    model: VAE,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
+    model: MultimodalModule,
+    data: MultimodalData,
     iw_samples: int = 1000,
+    max_test: int | None = None,
+    probe_train: int = 10_000,
+    coherence_classifiers=None,
+    max_subsets: int = 10,
     progress: bool = True,
 ) -> dict:
-    """All metrics of the module docstring, on binary train/test arrays."""
-    train = encode(model, train_x)
-    test = encode(model, test_x)
-    mean_kl = test["kl_per_dim"].mean(0)
+    """All metrics of the module docstring. Coherence is computed when classifiers are given."""
+    test = data.test if max_test is None else data.test.take(slice(0, max_test))
+    train = data.train_for_evaluation()
+    names = [m.name for m in data.modalities]
+    n_modalities = len(names)
+    multimodal = n_modalities > 1
+    subsets = subsets_by_size(n_modalities, max_subsets) if multimodal else {}
+    singles = [(m,) for m in range(n_modalities)] if multimodal else []
+    probe_subsets = [s for size in sorted(subsets) for s in subsets[size]]
+
+    test_codes = encode(model, test, [None, *singles, *probe_subsets], elbo=True)
+    joint_test, single_test, probe_test = test_codes[0], test_codes[1 : 1 + len(singles)], test_codes[1 + len(singles) :]
+    labelled = train.labels is not None and test.labels is not None
+    joint_train = encode(model, train)[0] if labelled else None
+    # probes fit on a random subset of the training rows (one logistic regression per subset of modalities)
+    probe_rows = np.sort(np.random.default_rng(0).permutation(len(train))[:probe_train])
+    probe_train_codes = encode(model, train.take(probe_rows), probe_subsets) if labelled and multimodal else []
+
+    mean_kl = joint_test["kl_per_dim"].mean(0)
     result = {
-        "elbo": float(test["elbo"].mean()),
-        "log_likelihood": float(importance_log_likelihood(model, test_x, iw_samples, progress=progress).mean()),
+        "elbo": float(joint_test["elbo"].mean()),
+        "log_likelihood": float(importance_log_likelihood(model, test, iw_samples, progress=progress).mean()),
         "iw_samples": int(iw_samples),
-        "knn_error": knn_errors(train["representation"], train_y, test["representation"], test_y),
-        "active_dims": int((np.var(test["mean"], axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
+        "active_dims": int((np.var(joint_test["mean"], axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
         "kl_active": int((mean_kl > KL_ACTIVE_THRESHOLD).sum()),
         "kl_per_dim": [float(v) for v in mean_kl],
-        "n_test": int(len(test_x)),
-        "n_train_knn": int(len(train_x)),
+        "n_test": int(len(test)),
+        "modalities": names,
     }
-    if "weights" in test:
-        covered = sticks_to_cover(torch.from_numpy(test["weights"]), 0.99).numpy()
+    stick = "weights" in joint_test
+    if labelled:
+        result["knn_error"] = knn_errors(joint_train["representation"], train.labels, joint_test["representation"], test.labels)
+        result["n_train_knn"] = int(len(train))
+        if stick:
+            result["knn_error_decoder_input"] = knn_errors(joint_train["decoder_space"], train.labels, joint_test["decoder_space"], test.labels)
+    else:
+        result["knn_error"] = None
+        result["notes"] = ["the data have no labels: kNN error, probes and coherence are not computed"]
+    if stick:
+        covered = sticks_to_cover(torch.from_numpy(joint_test["weights"]), 0.99).numpy()
         result["sticks_99"] = float(covered.mean())
-        result["mean_stick_weights"] = [float(v) for v in test["weights"].mean(0)]
-        result["knn_error_decoder_input"] = knn_errors(train["decoder_space"], train_y, test["decoder_space"], test_y)
+        result["sticks_99_histogram"] = np.bincount(covered, minlength=len(mean_kl) + 2)[1:].tolist()
+        result["mean_stick_weights"] = [float(v) for v in joint_test["weights"].mean(0)]
+        if multimodal:
+            result["per_modality_sticks_99"] = {
+                name: float(sticks_to_cover(torch.from_numpy(codes["weights"][codes["rows"]]), 0.99).float().mean())
+                for name, codes in zip(names, single_test)
+            }
+    if multimodal:
+        result["per_modality_kl_active"] = {
+            name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in zip(names, single_test)
+        }
+    if multimodal and labelled:
+        probe_labels = train.labels[probe_rows]
+        accuracy: dict[str, list[float]] = {}
+        for subset, tr, te in zip(probe_subsets, probe_train_codes, probe_test):
+            train_rows, test_rows = np.flatnonzero(tr["rows"]), np.flatnonzero(te["rows"])
+            if len(train_rows) and len(test_rows):
+                score = probe_accuracy(tr["representation"][train_rows], probe_labels[train_rows], te["representation"][test_rows], test.labels[test_rows])
+                accuracy.setdefault(str(len(subset)), []).append(score)
+        result["linear_probe_accuracy"] = {k: float(np.mean(v)) for k, v in accuracy.items()}
+        result["probe_train_rows"] = int(len(probe_rows))
+    if coherence_classifiers is not None and labelled and multimodal:
+        result["coherence"] = coherence(model, test, coherence_classifiers, subsets, progress=progress)
+        result["coherence_classifier_accuracy"] = {c.name: c.test_accuracy for c in coherence_classifiers}
+    if data.truth is not None and data.truth.get("shared", 0) > 0 and labelled:
+        factors = data.truth["shared_factors"]
+        test_factors = factors["test"][: len(test)]
+        result["shared_factor_r2"] = r2_of_factors(joint_train["representation"], factors["train"], joint_test["representation"], test_factors)
+        if stick:
+            result["shared_factor_r2_decoder_input"] = r2_of_factors(joint_train["decoder_space"], factors["train"], joint_test["decoder_space"], test_factors)
+        result["true_dims"] = int(data.truth["true_dims"])
     return result

@@ -1,9 +1,19 @@
 """What every latent family provides, and the product-of-experts dispatch.
 
-A latent family is an `nn.Module` that owns the encoder head (hidden features -> posterior
-Distribution), the prior, and the map from a latent sample to what the decoder reads. The model
-never asks which family it holds: it calls these methods, and the loss is `kl_divergence` and
-`log_prob` on the Distributions they return.
+A latent family is an `nn.Module` that knows the prior, turns an encoder head's raw output into a
+unimodal posterior Distribution, fuses unimodal posteriors into subset posteriors, and maps a latent
+sample to what the decoder reads. The model never asks which family it holds: it calls these methods,
+and the loss is `kl_divergence` and `log_prob` on the Distributions they return.
+
+**Unimodal posteriors already contain the prior.** Every family parameterises q(z | x_m) as the prior
+times an expert (for Beta sticks: Beta(1 + e_a, alpha + e_b) with evidence e >= 0; for Gaussians:
+precision 1 + lambda with lambda >= 0). The posterior given a subset S of modalities is then
+
+    q(z | X_S)  ∝  p(z) prod_{m in S} q(z | x_m) / p(z),
+
+which for exponential families is one sum of natural parameters, eta_S = eta_p + sum_m (eta_m - eta_p),
+always proper, and a missing modality (weight 0) contributes nothing. `fuse` evaluates it for many
+subsets at once from a [batch, subsets, modalities] 0/1 tensor.
 
 `product(experts, prior=None)` multiplies expert densities and returns the normalised product as a
 Distribution, dispatched on the experts' class the way `torch.distributions.kl_divergence` is
@@ -18,20 +28,27 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
+from ..mixture import MixturePosterior
 from ..nets import full_precision
 
 _PRODUCT_RULES: dict[type, Callable[[Sequence[Distribution]], Distribution]] = {}
+#: Other classes a rule multiplies in (a Kumaraswamy rule accepts the Beta prior).
+_ALSO_ACCEPTED: dict[type, tuple[type, ...]] = {}
 
 
 class ProductNotClosedForm(NotImplementedError):
     """Raised for families whose product of experts has no closed form."""
 
 
-def register_product(cls: type) -> Callable:
-    """Decorator: `@register_product(Beta)` registers the product rule for Beta experts."""
+def register_product(cls: type, also: tuple[type, ...] = ()) -> Callable:
+    """Decorator: `@register_product(Beta)` registers the product rule for Beta experts.
+
+    `also`: further factor classes the rule accepts (e.g. a Beta prior among Kumaraswamy experts).
+    """
 
     def decorator(rule: Callable[[Sequence[Distribution]], Distribution]) -> Callable:
         _PRODUCT_RULES[cls] = rule
+        _ALSO_ACCEPTED[cls] = also
         return rule
 
     return decorator
@@ -46,12 +63,13 @@ def product(experts: Sequence[Distribution], prior: Distribution | None = None) 
     factors = list(experts) + ([prior] if prior is not None else [])
     if not factors:
         raise ValueError("product() needs at least one expert")
-    kinds = {type(f) for f in factors}
-    if len(kinds) > 1:
-        names = ", ".join(sorted(k.__name__ for k in kinds))
-        raise TypeError(f"product() needs experts of one family, got {names}")
     for cls in type(factors[0]).__mro__:
         if cls in _PRODUCT_RULES:
+            allowed = _ALSO_ACCEPTED.get(cls, ())
+            strangers = {type(f) for f in factors if not isinstance(f, (cls, *allowed))}
+            if strangers:
+                names = ", ".join(sorted({type(factors[0]).__name__} | {k.__name__ for k in strangers}))
+                raise TypeError(f"product() needs experts of one family, got {names}")
             return _PRODUCT_RULES[cls](factors)
     raise ProductNotClosedForm(f"no product rule is registered for {type(factors[0]).__name__}")
 
@@ -61,22 +79,30 @@ class LatentFamily(nn.Module):
 
     #: Name used in configs and on the command line.
     name: str = ""
+    #: Raw encoder-head outputs per latent dimension.
+    n_params: int = 2
     #: Dimension of the latent variable z that the prior is placed on.
     latent_size: int
     #: Dimension of the vector the decoder reads.
     decoder_input_size: int
 
-    def __init__(self, hidden_size: int, n_params: int, latent_size: int) -> None:
+    def __init__(self, latent_size: int) -> None:
         super().__init__()
         self.latent_size = latent_size
-        self.head = nn.Linear(hidden_size, n_params * latent_size)
-        self.n_params = n_params
 
-    def head_params(self, hidden: Tensor) -> tuple[Tensor, ...]:
-        """Split the head's output into its `n_params` raw parameter blocks of size latent_size."""
-        return tuple(full_precision(self.head(hidden)).chunk(self.n_params, dim=-1))
+    @property
+    def head_size(self) -> int:
+        """Outputs of the linear head that each modality's encoder ends with."""
+        return self.n_params * self.latent_size
 
-    def posterior(self, hidden: Tensor) -> Distribution:  # pragma: no cover - abstract
+    def raw_params(self, raw: Tensor) -> tuple[Tensor, ...]:
+        """Split a head's output [..., n_params * latent_size] into n_params blocks, in float32."""
+        return tuple(full_precision(raw).chunk(self.n_params, dim=-1))
+
+    # --- what each family defines -------------------------------------------------------------
+
+    def posterior(self, raw: Tensor) -> Distribution:  # pragma: no cover - abstract
+        """The unimodal posterior q(z | x_m) (prior times expert) from a head's raw output."""
         raise NotImplementedError
 
     def prior(self) -> Distribution:  # pragma: no cover - abstract
@@ -86,8 +112,32 @@ class LatentFamily(nn.Module):
         raise NotImplementedError
 
     def representation(self, q: Distribution) -> Tensor:  # pragma: no cover - abstract
-        """The deterministic summary of a posterior used for kNN and probes."""
+        """The deterministic summary of a posterior used for kNN, probes and embeddings."""
         raise NotImplementedError
+
+    def natural(self, q: Distribution) -> tuple[Tensor, ...]:  # pragma: no cover - abstract
+        """Natural parameters (up to a constant offset) of an exponential-family posterior."""
+        raise NotImplementedError
+
+    def from_natural(self, eta: tuple[Tensor, ...]) -> Distribution:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- shared behaviour -----------------------------------------------------------------------
+
+    def fuse(self, posteriors: Distribution, subsets: Tensor) -> Distribution:
+        """Subset posteriors p(z) prod_{m in S} q_m(z) / p(z), for exponential families.
+
+        posteriors: unimodal posteriors with batch shape [batch, M, latent_size];
+        subsets: [batch, S, M] weights (0/1: which modalities each subset holds).
+        Returns a Distribution with batch shape [batch, S, latent_size].
+        """
+        device_type = subsets.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            prior_eta = self.natural(self.prior())
+            fused = tuple(
+                p + torch.einsum("bsm,bml->bsl", subsets.to(q.dtype), q - p) for q, p in zip(self.natural(posteriors), prior_eta)
+            )
+        return self.from_natural(fused)
 
     def decoder_space_representation(self, q: Distribution) -> Tensor:
         """The posterior mean mapped to what the decoder reads (logit E[v], log E[pi], ...)."""
@@ -98,13 +148,23 @@ class LatentFamily(nn.Module):
         return None
 
     def kl_per_dim(self, q: Distribution) -> Tensor:
-        """KL(q || prior) for each latent dimension or stick, shape [batch, latent_size]."""
+        """KL(q || prior) for each latent dimension or stick, shape [batch, latent_size].
+
+        For a mixture posterior this is the weighted sum of its components' KLs, an upper bound on the
+        mixture's own KL (convexity) that, unlike it, splits over dimensions.
+        """
+        if isinstance(q, MixturePosterior):
+            return q.average(self.kl_per_dim)
         return kl_divergence(q, self.prior())
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         """Reparameterised sample(s) of z, kept where the decoder and log densities are finite."""
         shape = torch.Size() if n_samples is None else torch.Size([n_samples])
         return q.rsample(shape)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z), summed over latent dimensions."""
+        return self.prior().log_prob(z).sum(-1)
 
     def sample_prior(self, n: int) -> Tensor:
         with torch.no_grad():

@@ -47,27 +47,34 @@ MAX_LOG_EVIDENCE = 15.0
 
 
 class BetaSticks(StickLatent):
-    """Sticks v_k ~ Beta(1 + e_a, alpha + e_b), evidence e = exp(encoder output) (or softplus) >= 0."""
+    """Sticks v_k ~ Beta(1 + e_a, alpha + e_b), evidence e = exp(head output) (or softplus) >= 0."""
 
     name = "beta"
 
-    def __init__(self, hidden_size: int, evidence: str = "exp", **settings) -> None:
+    def __init__(self, evidence: str = "exp", **settings) -> None:
         if evidence not in EVIDENCE_LINKS:
             raise ValueError(f"evidence link must be one of {', '.join(EVIDENCE_LINKS)}, got {evidence!r}")
-        super().__init__(hidden_size, **settings)
+        super().__init__(**settings)
         self.evidence_link = evidence
 
-    def evidence(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        raw = self.head_params(hidden)
-        if self.evidence_link == "exp":
-            return tuple(torch.exp(r.clamp_max(MAX_LOG_EVIDENCE)) for r in raw)
-        return tuple(F.softplus(r) for r in raw)
+    def evidence(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """The expert's pseudo-counts (e_a, e_b) >= 0 from a head's raw output."""
+        return evidence_from_raw(self.raw_params(raw), self.evidence_link)
 
-    def expert(self, hidden: Tensor) -> Beta:
-        """The encoder's expert Beta(1 + e_a, 1 + e_b), before the prior is multiplied in."""
-        e_a, e_b = self.evidence(hidden)
-        return Beta(1 + e_a, 1 + e_b)
-
-    def posterior(self, hidden: Tensor) -> Beta:
-        e_a, e_b = self.evidence(hidden)
+    def posterior(self, raw: Tensor) -> Beta:
+        e_a, e_b = self.evidence(raw)
         return Beta(self.prior_a + e_a, self.prior_b + e_b)
+
+    def natural(self, q: Beta) -> tuple[Tensor, Tensor]:
+        # (a - 1, b - 1) are Beta's natural parameters; the constant offset cancels in fuse's differences.
+        return q.concentration1, q.concentration0
+
+    def from_natural(self, eta: tuple[Tensor, Tensor]) -> Beta:
+        return Beta(*eta)
+
+
+def evidence_from_raw(raw: tuple[Tensor, ...], link: str) -> tuple[Tensor, ...]:
+    """Non-negative pseudo-counts: exp (clamped at MAX_LOG_EVIDENCE) or softplus of the raw outputs."""
+    if link == "exp":
+        return tuple(torch.exp(r.clamp_max(MAX_LOG_EVIDENCE)) for r in raw)
+    return tuple(F.softplus(r) for r in raw)

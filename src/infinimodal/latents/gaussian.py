@@ -1,8 +1,10 @@
 """Gaussian latents: the baseline every stick-breaking model is compared against.
 
-Posterior N(mu, diag sigma^2) from the encoder, prior N(0, I) of dimension D (Kingma & Welling 2014).
-The product of Gaussian experts is Gaussian: precisions add and the mean is the precision-weighted
-mean (Wu & Goodman 2018, "Multimodal Generative Models for Scalable Weakly-Supervised Learning").
+Prior N(0, I) of dimension D (Kingma & Welling 2014). The unimodal posterior is the prior times a
+Gaussian expert: the head gives the posterior mean mu and the expert's precision lambda = exp(r) >= 0,
+so q(z | x_m) = N(mu, 1 / (1 + lambda)). Products of Gaussians are Gaussian: precisions add and the
+mean is the precision-weighted mean (Wu & Goodman 2018, "Multimodal Generative Models for Scalable
+Weakly-Supervised Learning"), so PoE and MoPoE are exact.
 """
 
 from __future__ import annotations
@@ -10,14 +12,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Normal
 
 from .base import LatentFamily, register_product
 
-#: Smallest posterior scale: keeps log sigma and the KL finite when the encoder saturates.
-MIN_SCALE = 1e-4
+#: exp(18) = 6.6e7: posterior scales down to ~1.2e-4, which keeps log sigma and the KL finite.
+MAX_LOG_PRECISION = 18.0
 
 
 @register_product(Normal)
@@ -29,26 +30,44 @@ def normal_product(factors: Sequence[Normal]) -> Normal:
     return Normal(weighted / total_precision, total_precision.rsqrt())
 
 
+def normal_natural(q: Normal) -> tuple[Tensor, Tensor]:
+    """(precision * mean, precision): linear in the natural parameters, so products are sums."""
+    precision = q.scale.pow(-2)
+    return precision * q.loc, precision
+
+
+def normal_from_natural(eta: tuple[Tensor, Tensor]) -> Normal:
+    weighted_mean, precision = eta
+    return Normal(weighted_mean / precision, precision.rsqrt())
+
+
 class GaussianLatent(LatentFamily):
     """z ~ N(mu, sigma^2) in D dimensions; the decoder reads z and kNN uses the posterior mean."""
 
     name = "gaussian"
 
-    def __init__(self, hidden_size: int, latent_dim: int = 50) -> None:
-        super().__init__(hidden_size, n_params=2, latent_size=latent_dim)
+    def __init__(self, latent_dim: int = 50) -> None:
+        super().__init__(latent_dim)
         self.decoder_input_size = latent_dim
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
 
-    def posterior(self, hidden: Tensor) -> Normal:
-        loc, raw_scale = self.head_params(hidden)
-        return Normal(loc, F.softplus(raw_scale) + MIN_SCALE)
+    def posterior(self, raw: Tensor) -> Normal:
+        loc, log_expert_precision = self.raw_params(raw)
+        precision = 1.0 + torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
+        return Normal(loc, precision.rsqrt())
 
     def prior(self) -> Normal:
         return Normal(self.prior_loc, self.prior_scale)
 
+    def natural(self, q: Normal) -> tuple[Tensor, Tensor]:
+        return normal_natural(q)
+
+    def from_natural(self, eta: tuple[Tensor, Tensor]) -> Normal:
+        return normal_from_natural(eta)
+
     def decoder_input(self, z: Tensor) -> Tensor:
         return z
 
-    def representation(self, q: Normal) -> Tensor:
+    def representation(self, q) -> Tensor:
         return q.mean

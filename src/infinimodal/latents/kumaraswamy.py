@@ -1,14 +1,15 @@
 """Kumaraswamy sticks, the SB-VAE's own family (Nalisnick & Smyth 2017).
 
 Kumaraswamy(a, b) has density a b v^(a-1) (1 - v^a)^(b-1) on (0, 1) and the closed-form inverse CDF
-v = (1 - u^(1/b))^(1/a), so it reparameterises without implicit gradients. Two things are done here
+v = (1 - u^(1/b))^(1/a), so it reparameterises without implicit gradients. Three things are done here
 that torch's own `Kumaraswamy` does not do:
 
 1. sampling and `log_prob` are computed in log space (`expm1`/`log1p`), so that sticks near 0 or 1
    do not cancel to exactly 0 or 1 in float32;
-2. KL(Kumaraswamy(a, b) || Beta(alpha, beta)) is registered with `torch.distributions.kl`.
+2. KL(Kumaraswamy(a, b) || Beta(alpha, beta)) is registered with `torch.distributions.kl`;
+3. products of experts, which have no closed form, are computed numerically and projected onto a Beta.
 
-The KL is  -H(q) - (alpha - 1) E[log v] - (beta - 1) E[log(1 - v)] + log B(alpha, beta), with the
+**KL.** KL = -H(q) - (alpha - 1) E[log v] - (beta - 1) E[log(1 - v)] + log B(alpha, beta), with the
 entropy and E[log v] = -(psi(b + 1) + gamma) / a in closed form. E[log(1 - v)] has none; the SB-VAE
 code truncates the series -sum_m (b / m) B(1 + m / a, b) after 10 terms, whose tail decays like
 m^(-1-b) and so is badly truncated for b <= 1 (8.33 vs 6.78 at a=5, b=1). We instead integrate
@@ -18,30 +19,39 @@ m^(-1-b) and so is badly truncated for b <= 1 (8.33 vs 6.78 at a=5, b=1). We ins
 with fixed-node tanh-sinh (double exponential) quadrature in float64, which converges exponentially
 despite the log singularity at y = 0 and the algebraic one at y = 1; nodes are generated in log
 space (log y = logsigmoid(u), log(1 - y) = logsigmoid(-u)) so neither endpoint loses precision.
-The result is differentiable in (a, b) by autograd. Tests check it against scipy quadrature.
+145 nodes keep the relative error below 1e-4 for a, b from 0.05 to 2e4 (tests check [0.05, 50] and
+the encoder's range against scipy quadrature). The result is differentiable in (a, b) by autograd.
 
-The product of Kumaraswamy experts has no closed form: `product` raises until an approximation
-is chosen for multimodal models.
+**Encoder parameterisation.** Like Beta sticks, the head outputs evidence e >= 0 on top of the prior
+Beta(1, alpha) = Kumaraswamy(1, alpha): q(v | x_m) = Kumaraswamy(1 + e_a, alpha + e_b). Every factor
+q_m / p is then bounded on (0, 1), so every product of experts is a proper density.
+
+**Product of experts (approximate).** q(v | X_S) ∝ p(v) prod_m q_m(v) / p(v) is not a Kumaraswamy.
+We compute its mean and variance by the trapezoid rule on a grid in logit space (placed by a first
+pass, 161 nodes, differentiable) and return the Beta with that mean and variance. Tests compare
+the moments with scipy quadrature of the exact product; docs/results.md reports the distance between
+the exact product and its Beta projection. With one modality nothing is projected: q(v | x_m) is
+the encoder's Kumaraswamy itself, as in the SB-VAE.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Beta, register_kl
+from torch.distributions import Beta, Distribution, register_kl
 from torch.distributions import Kumaraswamy as TorchKumaraswamy
 from torch.distributions.utils import euler_constant
 
-from .base import ProductNotClosedForm, register_product
+from .base import register_product
 from .sticks import StickLatent
 
-#: Range of the encoder's (a, b): the KL is verified to 1e-3 relative error on [0.05, 50].
-MIN_CONCENTRATION = 0.05
-MAX_CONCENTRATION = 50.0
+#: Evidence is exp(head output) capped at 1e4 pseudo-counts, the range the KL is verified on.
+MAX_LOG_EVIDENCE = math.log(1e4)
 
 
 class Kumaraswamy(TorchKumaraswamy):
@@ -64,17 +74,27 @@ class Kumaraswamy(TorchKumaraswamy):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        a, b = self.concentration1, self.concentration0
-        log_v = torch.log(value)
-        log_1m_va = torch.log(-torch.expm1(a * log_v))  # log(1 - v^a)
-        return torch.log(a) + torch.log(b) + (a - 1) * log_v + (b - 1) * log_1m_va
+        return kumaraswamy_log_density(torch.log(value), self.concentration1, self.concentration0)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(Kumaraswamy, _instance)
         return super().expand(batch_shape, _instance=new)
 
 
-def _tanh_sinh_nodes(step: float = 1 / 6, half_width: float = 6.0) -> tuple[Tensor, Tensor, Tensor]:
+def kumaraswamy_log_density(log_v: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """log of a b v^(a-1) (1 - v^a)^(b-1), from log v (so v within float eps of 1 stays exact)."""
+    return torch.log(a) + torch.log(b) + (a - 1) * log_v + (b - 1) * torch.log(-torch.expm1(a * log_v))
+
+
+def beta_log_density(log_v: Tensor, log_1mv: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    log_norm = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+    return (a - 1) * log_v + (b - 1) * log_1mv - log_norm
+
+
+# --- KL to a Beta prior ---------------------------------------------------------------------------
+
+
+def _tanh_sinh_nodes(step: float = 1 / 12, half_width: float = 6.0) -> tuple[Tensor, Tensor, Tensor]:
     """Nodes of tanh-sinh quadrature on (0, 1) as (log y, log(1 - y), log weight), float64.
 
     y = sigmoid(pi sinh t), t on a grid of the given step; |t| <= 6 reaches y ~ exp(-633), the most that float64 resolves in log(1 - y).
@@ -110,7 +130,7 @@ def expected_log_v(a: Tensor, b: Tensor) -> Tensor:
 
 @register_kl(TorchKumaraswamy, Beta)
 def kl_kumaraswamy_beta(q: TorchKumaraswamy, p: Beta) -> Tensor:
-    """KL(Kumaraswamy(a, b) || Beta(alpha, beta)), accurate for a, b in [0.05, 50]."""
+    """KL(Kumaraswamy(a, b) || Beta(alpha, beta)), accurate for a, b in [0.05, 2e4]."""
     a, b = q.concentration1, q.concentration0
     alpha, beta = p.concentration1, p.concentration0
     log_beta_fn = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
@@ -122,21 +142,143 @@ def kl_kumaraswamy_beta(q: TorchKumaraswamy, p: Beta) -> Tensor:
     )
 
 
-@register_product(TorchKumaraswamy)
-def kumaraswamy_product(factors: Sequence[TorchKumaraswamy]):
-    raise ProductNotClosedForm(
-        "the product of Kumaraswamy experts has no closed form; use the 'beta' latent family "
-        "(exact products of evidence) or 'logitnormal' for product-of-experts models"
-    )
+# --- products, projected onto a Beta ---------------------------------------------------------------
+
+#: The product is integrated on a uniform grid in logit space, centred on its mean, spanning +-24 standard
+#: deviations with 161 nodes (0.3 sd apart). Logit densities are analytic in a strip around the real axis,
+#: so the trapezoid rule converges geometrically; the wide span covers the exponential tails that
+#: evidence-free sticks (a or b near 1) have, and the spacing resolves their sharp other side
+#: (v^a (1 - v)^b with b >> a needed 0.4 sd; 65 nodes at 0.75 sd were off by 1e-2).
+GRID_NODES = 161
+GRID_HALF_WIDTH = 24.0
+_GRID = torch.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, GRID_NODES, dtype=torch.float64)
+_MAX_LOGIT = 80.0
+
+
+def logit_moments_approx(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Approximate mean and precision of logit(v), v ~ Kumaraswamy(a, b), through its moment-matched Beta.
+
+    Only used to place quadrature nodes: the quadrature itself is exact for any placement that covers
+    the mass.
+    """
+    a64, b64 = a.double(), b.double()
+    log_raw_moment = lambda n: torch.log(b64) + torch.lgamma(1 + n / a64) + torch.lgamma(b64) - torch.lgamma(1 + n / a64 + b64)  # noqa: E731
+    m1 = torch.exp(log_raw_moment(1))
+    var = (torch.exp(log_raw_moment(2)) - m1 * m1).clamp_min(1e-300)
+    total = (m1 * (1 - m1) / var - 1).clamp_min(1e-6)
+    mean, precision = beta_logit_moments(m1 * total, (1 - m1) * total)
+    return mean.to(a.dtype), precision.to(a.dtype)
+
+
+def beta_logit_moments(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and precision of logit(v) for v ~ Beta(a, b): psi(a) - psi(b) and 1 / (psi'(a) + psi'(b))."""
+    return torch.digamma(a) - torch.digamma(b), 1.0 / (torch.polygamma(1, a) + torch.polygamma(1, b))
+
+
+def _moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor):
+    """Mean and variance of v and of logit v under the density ∝ exp(log_factor(log v, log(1 - v))).
+
+    Trapezoid rule on x = center + scale u in logit space, u on a uniform grid; the Jacobian
+    dv/dx = v (1 - v) is included and the constant node weight cancels in the normalisation, so any
+    centre and scale whose grid resolves the peak and covers the tails give the same answer.
+    """
+    u = _GRID.to(center)
+    x = (center.unsqueeze(-1) + scale.unsqueeze(-1) * u).clamp(-_MAX_LOGIT, _MAX_LOGIT)
+    log_v, log_1mv = F.logsigmoid(x), F.logsigmoid(-x)
+    p = torch.softmax(log_factor(log_v, log_1mv) + log_v + log_1mv, dim=-1)
+    v = torch.exp(log_v)
+    mean_v = (p * v).sum(-1)
+    var_v = (p * (v - mean_v.unsqueeze(-1)).pow(2)).sum(-1)
+    mean_x = (p * x).sum(-1)
+    var_x = (p * (x - mean_x.unsqueeze(-1)).pow(2)).sum(-1)
+    return mean_v, var_v, mean_x, var_x
+
+
+def project_to_beta(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, precision: Tensor) -> Beta:
+    """The Beta with the mean and variance of the normalised density ∝ exp(log_factor).
+
+    center/precision: a rough Gaussian guess of logit v, used (without gradient) to place a first, wide
+    grid; the second, differentiable pass is centred on the first pass's logit mean and spread.
+    """
+    with torch.no_grad():
+        _, _, mean_x, var_x = _moments_on_grid(log_factor, center, 2.0 * precision.clamp_min(1e-6).rsqrt())
+    mean_v, var_v, _, _ = _moments_on_grid(log_factor, mean_x, var_x.clamp_min(1e-12).sqrt())
+    eps = torch.finfo(mean_v.dtype).eps
+    mean_v = mean_v.clamp(eps, 1 - eps)
+    total = (mean_v * (1 - mean_v) / var_v.clamp_min(1e-30) - 1).clamp_min(eps)
+    return Beta(mean_v * total, (1 - mean_v) * total)
+
+
+@register_product(TorchKumaraswamy, also=(Beta,))
+def kumaraswamy_product(factors: Sequence[TorchKumaraswamy]) -> Beta:
+    """prod_m Kumaraswamy(a_m, b_m), normalised numerically and projected onto a Beta (mean and variance).
+
+    Proper when sum(a_m - 1) > -1 and sum(b_m - 1) > -1 (the densities' behaviour at 0 and at 1). A Beta
+    factor (a prior) may be among the factors.
+    """
+    a = [f.concentration1 for f in factors]
+    b = [f.concentration0 for f in factors]
+    near_zero = sum(x - 1 for x in a)
+    near_one = sum(x - 1 for x in b)
+    if bool((near_zero <= -1).any()) or bool((near_one <= -1).any()):
+        raise ValueError(
+            "the product of these Kumaraswamy experts is not normalisable (it diverges at 0 or 1); "
+            "experts written as evidence, Kumaraswamy(1 + e_a, alpha + e_b), always have a proper product"
+        )
+
+    def log_factor(log_v: Tensor, log_1mv: Tensor) -> Tensor:
+        total = 0.0
+        for f in factors:
+            ai, bi = f.concentration1.unsqueeze(-1), f.concentration0.unsqueeze(-1)
+            if isinstance(f, Beta):
+                total = total + beta_log_density(log_v, log_1mv, ai, bi)
+            else:
+                total = total + kumaraswamy_log_density(log_v, ai, bi)
+        return total
+
+    guesses = [(beta_logit_moments if isinstance(f, Beta) else logit_moments_approx)(ai, bi) for f, ai, bi in zip(factors, a, b)]
+    precision = sum(p for _, p in guesses)
+    center = sum(m * p for m, p in guesses) / precision
+    return project_to_beta(log_factor, center.detach(), precision.detach())
 
 
 class KumaraswamySticks(StickLatent):
-    """Sticks v_k ~ Kumaraswamy(a, b), a, b = 0.05 + softplus(encoder output), capped at 50."""
+    """Sticks v_k ~ Kumaraswamy(1 + e_a, alpha + e_b), evidence e = exp(head output) <= 1e4."""
 
     name = "kumaraswamy"
 
-    def posterior(self, hidden: Tensor) -> Kumaraswamy:
-        raw_a, raw_b = self.head_params(hidden)
-        a = (MIN_CONCENTRATION + F.softplus(raw_a)).clamp_max(MAX_CONCENTRATION)
-        b = (MIN_CONCENTRATION + F.softplus(raw_b)).clamp_max(MAX_CONCENTRATION)
-        return Kumaraswamy(a, b)
+    def posterior(self, raw: Tensor) -> Kumaraswamy:
+        e_a, e_b = (torch.exp(r.clamp_max(MAX_LOG_EVIDENCE)) for r in self.raw_params(raw))
+        return Kumaraswamy(self.prior_a + e_a, self.prior_b + e_b)
+
+    def fuse(self, posteriors: Distribution, subsets: Tensor) -> Distribution:
+        """p(v) prod_{m in S} q_m(v) / p(v), projected onto a Beta (see the module docstring).
+
+        With a single modality in the model a subset's posterior is that modality's Kumaraswamy, exactly.
+        """
+        batch, n_subsets, n_modalities = subsets.shape
+        a, b = posteriors.concentration1, posteriors.concentration0  # [batch, M, L]
+        if n_modalities == 1:
+            shape = (batch, n_subsets, a.shape[-1])
+            return Kumaraswamy(a.expand(shape), b.expand(shape))
+        with torch.autocast(device_type=subsets.device.type, enabled=False):
+            weights = subsets.to(a.dtype)  # [batch, S, M]
+            prior_a, prior_b = self.prior_a, self.prior_b
+
+            def log_factor(log_v: Tensor, log_1mv: Tensor) -> Tensor:  # nodes: [batch, S, L, N]
+                log_prior = beta_log_density(log_v, log_1mv, prior_a[:, None], prior_b[:, None])
+                total = log_prior
+                for m in range(n_modalities):
+                    a_m, b_m = a[:, None, m, :, None], b[:, None, m, :, None]
+                    w_m = weights[:, :, m, None, None]
+                    total = total + w_m * (kumaraswamy_log_density(log_v, a_m, b_m) - log_prior)
+                return total
+
+            # node placement: Gaussian product of the experts' approximate logit laws, prior divided out
+            with torch.no_grad():
+                mean, precision = logit_moments_approx(a, b)  # [batch, M, L]
+                prior_mean, prior_precision = beta_logit_moments(prior_a, prior_b)
+                eta = prior_precision * prior_mean + torch.einsum("bsm,bml->bsl", weights, precision * mean - prior_precision * prior_mean)
+                lam = prior_precision + torch.einsum("bsm,bml->bsl", weights, precision - prior_precision)
+                lam = torch.maximum(lam, 0.5 * prior_precision)
+            return project_to_beta(log_factor, eta / lam, lam)

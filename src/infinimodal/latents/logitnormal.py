@@ -18,13 +18,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Normal, SigmoidTransform, TransformedDistribution, constraints
 
 from ..stick_breaking import clamp_sticks
 from .base import register_product
-from .gaussian import MIN_SCALE, normal_product
+from .gaussian import MAX_LOG_PRECISION, normal_from_natural, normal_natural, normal_product
 from .sticks import StickLatent
 
 # Gauss-Hermite nodes for E[sigmoid(x)], x ~ N(mu, s^2): int exp(-t^2) f(mu + sqrt(2) s t) dt / sqrt(pi)
@@ -54,12 +53,23 @@ class LogitNormal(TransformedDistribution):
         log_v, log_1mv = torch.log(value), torch.log1p(-value)
         return self.base_dist.log_prob(log_v - log_1mv) - log_v - log_1mv
 
+    def _on_nodes(self) -> tuple[Tensor, Tensor]:
+        """sigmoid at the Gauss-Hermite nodes of the logit's law, and the normalised weights."""
+        t = _HERMITE_T.to(self.loc)
+        w = _HERMITE_W.to(self.loc) / math.sqrt(math.pi)
+        x = self.loc.unsqueeze(-1) + math.sqrt(2.0) * self.scale.unsqueeze(-1) * t
+        return torch.sigmoid(x), w
+
     @property
     def mean(self) -> Tensor:
-        t = _HERMITE_T.to(self.loc)
-        w = _HERMITE_W.to(self.loc)
-        x = self.loc.unsqueeze(-1) + math.sqrt(2.0) * self.scale.unsqueeze(-1) * t
-        return (torch.sigmoid(x) * w).sum(-1) / math.sqrt(math.pi)
+        v, w = self._on_nodes()
+        return (v * w).sum(-1)
+
+    @property
+    def variance(self) -> Tensor:
+        v, w = self._on_nodes()
+        mean = (v * w).sum(-1, keepdim=True)
+        return ((v - mean).pow(2) * w).sum(-1)
 
     def expand(self, batch_shape, _instance=None):
         return LogitNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape))
@@ -82,19 +92,31 @@ def logitnormal_product(factors: Sequence[LogitNormal]) -> LogitNormal:
 
 
 class LogitNormalSticks(StickLatent):
-    """Sticks v_k = sigmoid(x_k), x_k ~ N(mu, sigma^2), prior matched to Beta(1, alpha) in logit space."""
+    """Sticks v_k = sigmoid(x_k), x_k ~ N(mu, sigma^2), prior matched to Beta(1, alpha) in logit space.
+
+    As for Gaussians, the head gives the posterior mean of the logit and an expert precision
+    lambda = exp(r) >= 0 on top of the prior's: 1 / sigma^2 = 1 / sigma_0^2 + lambda.
+    """
 
     name = "logitnormal"
 
-    def __init__(self, hidden_size: int, **settings) -> None:
-        super().__init__(hidden_size, **settings)
+    def __init__(self, **settings) -> None:
+        super().__init__(**settings)
         mean, std = beta_matched_logit_moments(self.alpha)
         self.register_buffer("prior_loc", torch.full((self.latent_size,), mean))
         self.register_buffer("prior_scale", torch.full((self.latent_size,), std))
 
-    def posterior(self, hidden: Tensor) -> LogitNormal:
-        loc, raw_scale = self.head_params(hidden)
-        return LogitNormal(loc, F.softplus(raw_scale) + MIN_SCALE)
+    def posterior(self, raw: Tensor) -> LogitNormal:
+        loc, log_expert_precision = self.raw_params(raw)
+        precision = self.prior_scale.pow(-2) + torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
+        return LogitNormal(loc, precision.rsqrt())
 
     def prior(self) -> LogitNormal:
         return LogitNormal(self.prior_loc, self.prior_scale)
+
+    def natural(self, q: LogitNormal) -> tuple[Tensor, Tensor]:
+        return normal_natural(q.base_dist)
+
+    def from_natural(self, eta: tuple[Tensor, Tensor]) -> LogitNormal:
+        logits = normal_from_natural(eta)
+        return LogitNormal(logits.loc, logits.scale)

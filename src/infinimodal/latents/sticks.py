@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Beta, Distribution
 
+from ..mixture import MixturePosterior
 from ..stick_breaking import clamp_sticks, expected_stick_weights, log_stick_weights
 from .base import LatentFamily
 
@@ -27,16 +28,12 @@ DEFAULT_DECODER_INPUT = "logitv"
 class StickLatent(LatentFamily):
     """Base of the stick-breaking families: K - 1 sticks with the GEM prior v_k ~ Beta(1, alpha).
 
-    Subclasses provide `posterior` (the encoder head); a family whose prior is not the Beta itself
-    (logit-normal) overrides `prior` too.
+    Subclasses provide `posterior` (from the encoder head's raw output) and the fusion rule; a family
+    whose prior is not the Beta itself (logit-normal) overrides `prior` too.
     """
-
-    #: raw encoder outputs per stick
-    n_params: int = 2
 
     def __init__(
         self,
-        hidden_size: int,
         truncation: int = 50,
         alpha: float = 5.0,
         decoder_input: str = DEFAULT_DECODER_INPUT,
@@ -47,7 +44,7 @@ class StickLatent(LatentFamily):
             raise ValueError(f"the prior concentration alpha must be positive, got {alpha}")
         if decoder_input not in DECODER_INPUTS:
             raise ValueError(f"decoder input must be one of {', '.join(DECODER_INPUTS)}, got {decoder_input!r}")
-        super().__init__(hidden_size, n_params=self.n_params, latent_size=truncation - 1)
+        super().__init__(latent_size=truncation - 1)
         self.truncation = truncation
         self.alpha = float(alpha)
         self.decoder_input_mode = decoder_input
@@ -69,6 +66,9 @@ class StickLatent(LatentFamily):
         return log_pi if self.decoder_input_mode == "logpi" else log_pi.exp()
 
     def expected_weights(self, q: Distribution) -> Tensor:
+        # Under a mixture the sticks are not independent: E[pi] is the weighted sum of the components' E[pi].
+        if isinstance(q, MixturePosterior):
+            return q.average(self.expected_weights)
         return expected_stick_weights(q.mean)
 
     def representation(self, q: Distribution) -> Tensor:

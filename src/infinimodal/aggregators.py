@@ -1,0 +1,292 @@
+"""How unimodal posteriors become a joint posterior, and the objective that trains it: PoE, MoE, MoPoE.
+
+Every aggregator works for every latent family: it asks the family to `fuse` unimodal posteriors into
+subset posteriors (exact for exponential families) and otherwise uses only `rsample`, `log_prob` and
+`kl_divergence`. Missing modalities enter as a [batch, M] availability mask: a missing modality is
+never in a subset, never a mixture component and never reconstructed.
+
+- `poe` (Wu & Goodman 2018, MVAE): q(z | X_S) ∝ p(z) prod_{m in S} q(z | x_m) / p(z). Trained on the
+  sub-sampled ELBO: the joint term, one term per available modality, and `poe_subsets` random subsets,
+  each term reconstructing the modalities of its subset.
+- `moe` (Shi et al. 2019, MMVAE): q(z | X) = mean over available m of q(z | x_m). Stratified ELBO:
+  samples of each unimodal posterior reconstruct every available modality, log q is the mixture's
+  (logsumexp over experts). With `iw_samples` K > 1: the importance-weighted bound with K samples from
+  the mixture, trained with the doubly reparameterised (DReG) gradient of Tucker et al. 2019; other
+  estimators: the stratified IWAE bound, or the mixture-sampled one with the plain gradient. (DReG on stratified
+  samples, as in the MMVAE code, is biased; see `MoE._from_mixture`.)
+- `mopoe` (Sutter et al. 2021): uniform mixture over the non-empty subsets of the available modalities
+  of their PoE posteriors. One subset per row is sampled for reconstruction (decoders run once), and the
+  KL is the weighted sum of subset KLs, a lower bound on the ELBO because the KL of a mixture is at most
+  the mixture of KLs. Up to `max_enumerate` modalities all 2^M - 1 subsets are enumerated; beyond, each
+  row draws `sampled_subsets` uniform non-empty subsets, so a step costs O(M).
+
+To add an aggregator: subclass `Aggregator` (a `loss` and a `posterior`) and add a line to `AGGREGATORS`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from .mixture import MixturePosterior, detach_distribution
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import MultimodalModule
+
+
+@dataclass
+class LossOutput:
+    """Per-batch results. `loss` is what the optimiser minimises; the rest are per-row diagnostics."""
+
+    loss: Tensor  # scalar
+    elbo: Tensor  # [batch]: the aggregator's bound on log p(X_available), KL weight 1
+    reconstruction: Tensor  # [batch]: its reconstruction part, sum over available modalities
+    kl: Tensor  # [batch]: its KL part
+    kl_per_dim: Tensor  # [batch, latent_size] (mixtures: the components' weighted KLs)
+
+
+# --- subsets ---------------------------------------------------------------------------------------
+
+
+def nonempty_subsets(n_modalities: int, device=None) -> Tensor:
+    """All 2^M - 1 non-empty subsets of M modalities as a [2^M - 1, M] bool tensor, smallest first."""
+    rows = [
+        [m in chosen for m in range(n_modalities)]
+        for size in range(1, n_modalities + 1)
+        for chosen in itertools.combinations(range(n_modalities), size)
+    ]
+    return torch.tensor(rows, dtype=torch.bool, device=device)
+
+
+def sample_subsets(mask: Tensor, n: int, max_tries: int = 64) -> Tensor:
+    """n subsets per row drawn uniformly from the non-empty subsets of that row's available modalities.
+
+    Each available modality joins with probability 1/2; empty draws are redrawn (rejection sampling is
+    exactly uniform). A row still empty after `max_tries` draws (probability 2^-64) gets one modality.
+    """
+    available = mask.unsqueeze(1).expand(mask.shape[0], n, mask.shape[1])
+    subsets = available & (torch.rand(available.shape, device=mask.device) < 0.5)
+    for _ in range(max_tries):
+        empty = ~subsets.any(-1)
+        if not bool(empty.any()):
+            return subsets
+        redraw = available & (torch.rand(available.shape, device=mask.device) < 0.5)
+        subsets = torch.where(empty.unsqueeze(-1), redraw, subsets)
+    empty = ~subsets.any(-1)
+    first = torch.nn.functional.one_hot(available.float().argmax(-1), mask.shape[1]).bool()
+    return torch.where(empty.unsqueeze(-1), first, subsets)
+
+
+def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int) -> tuple[Tensor, Tensor]:
+    """Subsets for a mixture over the non-empty subsets of each row's available modalities.
+
+    Returns (subsets [batch, S, M] bool, weights [batch, S]) with uniform weights over the valid
+    subsets. With M <= max_enumerate every subset of the M modalities is intersected with the row's
+    mask: each non-empty subset of the available ones then appears 2^(M - available) times, so uniform
+    weights over the non-empty intersections are uniform over the subsets of the available modalities.
+    """
+    n_modalities = mask.shape[1]
+    if n_modalities <= max_enumerate:
+        subsets = nonempty_subsets(n_modalities, mask.device).unsqueeze(0) & mask.unsqueeze(1)
+    else:
+        subsets = sample_subsets(mask, n_sampled)
+    weights = subsets.any(-1).float()
+    return subsets, weights / weights.sum(-1, keepdim=True)
+
+
+# --- aggregators -----------------------------------------------------------------------------------
+
+
+class Aggregator:
+    """Base class: `loss` trains, `posterior` is q(z | the modalities in `mask`) for evaluation and generation."""
+
+    name = ""
+
+    def settings(self) -> dict:
+        return {}
+
+    def loss(self, model: "MultimodalModule", data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def posterior(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
+        raise NotImplementedError
+
+
+class PoE(Aggregator):
+    name = "poe"
+
+    def __init__(self, poe_subsets: int = 1) -> None:
+        if poe_subsets < 0:
+            raise ValueError(f"poe_subsets must be >= 0, got {poe_subsets}")
+        self.poe_subsets = poe_subsets
+
+    def settings(self) -> dict:
+        return {"poe_subsets": self.poe_subsets}
+
+    def terms(self, mask: Tensor) -> Tensor:
+        """[batch, T, M]: the joint, each single modality, then `poe_subsets` random subsets (MVAE)."""
+        n_modalities = mask.shape[1]
+        if n_modalities == 1:
+            return mask.unsqueeze(1)
+        single = torch.eye(n_modalities, dtype=torch.bool, device=mask.device).unsqueeze(0) & mask.unsqueeze(1)
+        parts = [mask.unsqueeze(1), single]
+        if self.poe_subsets:
+            parts.append(sample_subsets(mask, self.poe_subsets))
+        return torch.cat(parts, dim=1)
+
+    def loss(self, model, data, mask, kl_weight=1.0):
+        unimodal = model.unimodal_posteriors(data, mask)
+        subsets = self.terms(mask)  # [B, T, M]
+        batch, n_terms, n_modalities = subsets.shape
+        fused = model.latent.fuse(unimodal, subsets)
+        z = model.latent.rsample(fused)  # [B, T, L]
+        kl_per_dim = model.latent.kl_per_dim(fused)  # [B, T, L]
+        rows = torch.arange(batch, device=mask.device).repeat_interleave(n_terms)
+        log_lik = model.log_likelihoods(z.reshape(batch * n_terms, -1), data, subsets.reshape(-1, n_modalities), rows)
+        reconstruction = log_lik.view(batch, n_terms, n_modalities).sum(-1)
+        kl = kl_per_dim.sum(-1)
+        valid = subsets.any(-1).float()
+        objective = (valid * (reconstruction - kl_weight * kl)).sum(1)
+        return LossOutput(-objective.mean(), reconstruction[:, 0] - kl[:, 0], reconstruction[:, 0], kl[:, 0], kl_per_dim[:, 0])
+
+    def posterior(self, model, unimodal, mask):
+        fused = model.latent.fuse(unimodal, mask.unsqueeze(1))
+        return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
+
+
+class MoE(Aggregator):
+    name = "moe"
+
+    ESTIMATORS = ("stratified", "iwae", "dreg")
+
+    def __init__(self, iw_samples: int = 1, estimator: str = "auto") -> None:
+        """estimator: "stratified" (every expert samples K times; K = 1 is MMVAE's ELBO), "iwae" (K samples from
+        the mixture, plain gradient) or "dreg" (the same bound, DReG gradient); "auto": stratified for K = 1,
+        dreg for K > 1."""
+        if iw_samples < 1:
+            raise ValueError(f"iw_samples must be at least 1, got {iw_samples}")
+        if estimator == "auto":
+            estimator = "stratified" if iw_samples == 1 else "dreg"
+        if estimator not in self.ESTIMATORS:
+            raise ValueError(f"unknown MoE estimator {estimator!r}; choose one of auto, {', '.join(self.ESTIMATORS)}")
+        self.iw_samples = iw_samples
+        self.estimator = estimator
+
+    def settings(self) -> dict:
+        return {"iw_samples": self.iw_samples, "estimator": self.estimator}
+
+    def loss(self, model, data, mask, kl_weight=1.0):
+        unimodal = model.unimodal_posteriors(data, mask)  # [B, M, L]
+        if self.estimator == "stratified":
+            out = self._stratified(model, data, mask, unimodal, kl_weight)
+        else:
+            dreg = self.estimator == "dreg" and torch.is_grad_enabled()
+            out = self._from_mixture(model, data, mask, unimodal, kl_weight, dreg)
+        out.kl_per_dim = model.latent.kl_per_dim(MixturePosterior(unimodal, mask.float()))
+        return out
+
+    def _stratified(self, model, data, mask, unimodal, kl_weight) -> LossOutput:
+        """Every expert samples K times; each stratum's samples reconstruct every available modality and are
+        weighted against the mixture. K = 1: the MMVAE ELBO; K > 1: the stratified IWAE bound, plain gradient."""
+        batch, n_modalities = mask.shape
+        k = self.iw_samples
+        z = model.latent.rsample(unimodal, k)  # [K, B, M, L]
+        log_q = MixturePosterior(unimodal, mask.float()).log_prob(z.transpose(1, 2)).transpose(1, 2)  # [K, B, M]
+        log_p = model.latent.log_prior(z)
+        rows = torch.arange(batch, device=mask.device).repeat_interleave(n_modalities).repeat(k)
+        # stratum m of row b reconstructs every available modality of b (nothing for a missing stratum)
+        select = (mask.unsqueeze(1) & mask.unsqueeze(2)).reshape(batch * n_modalities, n_modalities).repeat(k, 1)
+        log_lik = model.log_likelihoods(z.reshape(k * batch * n_modalities, -1), data, select, rows)
+        reconstruction = log_lik.view(k, batch, n_modalities, n_modalities).sum(-1)  # [K, B, M]
+        log_w = reconstruction + kl_weight * (log_p - log_q)
+        objective = log_w[0] if k == 1 else torch.logsumexp(log_w, dim=0) - math.log(k)
+        strata = mask.float()
+        n_available = strata.sum(-1)
+        loss = -((strata * objective).sum(-1) / n_available).mean()
+        with torch.no_grad():
+            elbo = (strata * (reconstruction + log_p - log_q).mean(0)).sum(-1) / n_available  # single-sample ELBO
+            recon = (strata * reconstruction.mean(0)).sum(-1) / n_available
+        return LossOutput(loss, elbo, recon, recon - elbo, None)
+
+    def _from_mixture(self, model, data, mask, unimodal, kl_weight, dreg: bool) -> LossOutput:
+        """The IWAE bound with K samples drawn from the mixture itself; with `dreg`, its DReG gradient
+        (Tucker et al. 2019), else the plain reparameterised one.
+
+        DReG's identity E_q[f(z) d log q(z)] = E[df/dz dz/dphi] needs the samples to come from the q whose
+        density is in the weights. Stratified samples come from one expert each while the weights use the
+        mixture, so stratified DReG (as in the MMVAE code) is biased: tests/test_model.py measures it. Here
+        each sample picks its expert at random (with weights that do not depend on phi) and is then
+        reparameterised, which keeps the identity exact.
+        """
+        batch = mask.shape[0]
+        k = self.iw_samples
+        mixture = MixturePosterior(unimodal, mask.float())
+        z = model.latent.rsample(mixture, k)  # [K, B, L]
+        proposal = MixturePosterior(detach_distribution(unimodal), mask.float()) if dreg else mixture  # DReG: q cut from the graph
+        log_q = proposal.log_prob(z)  # [K, B]
+        log_p = model.latent.log_prior(z)
+        rows = torch.arange(batch, device=mask.device).repeat(k)
+        reconstruction = model.log_likelihoods(z.reshape(k * batch, -1), data, mask.repeat(k, 1), rows).sum(-1).view(k, batch)
+        log_w = reconstruction + kl_weight * (log_p - log_q)
+        if dreg:
+            weights = torch.softmax(log_w.detach(), dim=0)  # normalised importance weights, [K, B]
+            z.register_hook(lambda grad: grad * weights.unsqueeze(-1))  # the path to the encoders gets w^2
+            loss = -(weights * log_w).sum(0).mean()  # its value is not the bound; its gradient is DReG's
+        else:
+            loss = -(torch.logsumexp(log_w, dim=0) - math.log(k)).mean()
+        with torch.no_grad():
+            elbo = (reconstruction + log_p - log_q).mean(0)
+            recon = reconstruction.mean(0)
+        return LossOutput(loss, elbo, recon, recon - elbo, None)
+
+    def posterior(self, model, unimodal, mask):
+        return MixturePosterior(unimodal, mask.float())
+
+
+class MoPoE(Aggregator):
+    name = "mopoe"
+
+    def __init__(self, max_enumerate: int = 6, sampled_subsets: int | None = None) -> None:
+        self.max_enumerate = max_enumerate
+        self.sampled_subsets = sampled_subsets
+
+    def settings(self) -> dict:
+        return {"max_enumerate": self.max_enumerate, "sampled_subsets": self.sampled_subsets}
+
+    def subsets(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        n_sampled = self.sampled_subsets or 2 * mask.shape[1]
+        return subsets_of_available(mask, self.max_enumerate, n_sampled)
+
+    def loss(self, model, data, mask, kl_weight=1.0):
+        unimodal = model.unimodal_posteriors(data, mask)
+        subsets, weights = self.subsets(mask)
+        fused = model.latent.fuse(unimodal, subsets)  # [B, S, L]
+        kl_per_dim = (weights.unsqueeze(-1) * model.latent.kl_per_dim(fused)).sum(1)  # [B, L]
+        z = model.latent.rsample(MixturePosterior(fused, weights))  # one subset per row
+        reconstruction = model.log_likelihoods(z, data, mask).sum(-1)
+        kl = kl_per_dim.sum(-1)
+        loss = -(reconstruction - kl_weight * kl).mean()
+        return LossOutput(loss, reconstruction - kl, reconstruction, kl, kl_per_dim)
+
+    def posterior(self, model, unimodal, mask):
+        subsets, weights = self.subsets(mask)
+        return MixturePosterior(model.latent.fuse(unimodal, subsets), weights)
+
+
+AGGREGATORS: dict[str, type[Aggregator]] = {cls.name: cls for cls in (PoE, MoE, MoPoE)}
+
+
+def build_aggregator(name: str, **settings) -> Aggregator:
+    """The aggregator `name`, given whichever of `settings` its constructor takes (the rest belong to others)."""
+    if name not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
+    cls = AGGREGATORS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in settings.items() if k in accepted and v is not None})

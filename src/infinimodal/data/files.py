@@ -1,0 +1,180 @@
+"""User data from files: `.npz` (one array per modality) and `.h5mu` (MuData, the single-cell format).
+
+**npz.** Every array is a modality whose first axis is the rows (subjects), except two reserved names:
+`labels` (optional, one per row: integers or strings) and `split` (optional, "train"/"valid"/"test" per
+row; otherwise a seeded 80/10/10 split). A float row that is entirely NaN means the modality is missing
+for that row; a row with some NaN but not all, or any infinity, is an error naming the modality, the
+file and the rows. A row with no modality at all is an error naming the rows. Nothing is dropped.
+
+**h5mu** (needs `pip install infinimodal[h5mu]`). Each `mdata.mod[name].X` is a modality (sparse
+matrices are densified); rows missing from a modality's AnnData are missing; labels are read from
+`mdata.obs["labels"]` (or "label") when present.
+
+Likelihoods are inferred from the observed values (binary -> bernoulli, non-negative integers ->
+poisson, otherwise gaussian) unless given, and the values are checked against the likelihood's support.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, format_rows
+from ..likelihoods import LIKELIHOODS, infer_likelihood
+from ..modality import Modality
+from .multimodal import MultimodalData, Split
+
+RESERVED = ("labels", "split")
+SPLIT_NAMES = ("train", "valid", "test")
+SUFFIXES = (".npz", ".h5mu")
+
+
+def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> tuple[list[Modality], Split, np.ndarray | None]:
+    """Read a file into modalities, one Split holding every row, and the optional split column."""
+    path = Path(path)
+    likelihoods = dict(likelihoods or {})
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        raw, labels, split = _read_npz(path)
+    elif path.suffix == ".h5mu":
+        raw, labels, split = _read_h5mu(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .h5mu")
+    if not raw:
+        raise DataError(f"{path}: holds no modality arrays (only {', '.join(RESERVED)})")
+    unknown = set(likelihoods) - set(raw)
+    if unknown:
+        raise DataError(f"{path}: likelihoods given for {', '.join(sorted(unknown))}, which the file does not hold ({', '.join(raw)})")
+    n = len(next(iter(raw.values())))
+    modalities, arrays, columns = [], {}, []
+    for name, values in raw.items():
+        if len(values) != n:
+            raise DataError(f"modality {name!r} in {path}: {len(values)} rows, but {next(iter(raw))!r} has {n}")
+        modality, array, observed = _modality(path, name, values, likelihoods.get(name))
+        modalities.append(modality)
+        arrays[name] = array
+        columns.append(observed)
+    mask = np.stack(columns, axis=1)
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        raise DataError(f"{path}: rows {format_rows(empty)} have no modality at all (every modality is missing)")
+    if labels is not None and len(labels) != n:
+        raise DataError(f"{path}: {len(labels)} labels for {n} rows")
+    if split is not None and len(split) != n:
+        raise DataError(f"{path}: {len(split)} split entries for {n} rows")
+    return modalities, Split(arrays, mask, labels), split
+
+
+def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None) -> tuple[Modality, np.ndarray, np.ndarray]:
+    where = f"modality {name!r} in {path}"
+    if likelihood is not None and likelihood not in LIKELIHOODS:
+        raise DataError(f"{where}: unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
+    if likelihood == "categorical" and values.ndim == 1:
+        values = _one_hot(where, values)
+    if values.ndim == 1:
+        values = values[:, None]
+    values = values.astype(np.float32) if values.dtype != np.float64 else values
+    flat = values.reshape(len(values), -1)
+    nan = np.isnan(flat)
+    missing = nan.all(axis=1)
+    partial = nan.any(axis=1) & ~missing
+    if partial.any():
+        raise DataError(
+            f"{where}: rows {format_rows(partial)} have some values missing (NaN) but not all; "
+            "a modality is either observed or missing as a whole row"
+        )
+    infinite = np.isinf(flat).any(axis=1)
+    if infinite.any():
+        raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
+    observed = ~missing
+    chosen = likelihood or infer_likelihood(values[observed])
+    problem = LIKELIHOODS[chosen].check(values[observed])
+    if problem:
+        raise DataError(f"{where}: {problem} (among observed rows)")
+    array = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), 0.0, values).astype(np.float32)
+    return Modality(name, values.shape[1:], chosen), array, observed
+
+
+def _one_hot(where: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        observed = ~np.isnan(values)
+        if not np.all(values[observed] == np.round(values[observed])):
+            raise DataError(f"{where}: categorical codes must be integers")
+    else:
+        observed = np.ones(len(values), dtype=bool)
+    codes = values[observed].astype(np.int64)
+    if codes.size and codes.min() < 0:
+        raise DataError(f"{where}: categorical codes must be >= 0")
+    n_classes = max(2, int(codes.max()) + 1 if codes.size else 2)
+    out = np.full((len(values), n_classes), np.nan, dtype=np.float32)
+    out[observed] = np.eye(n_classes, dtype=np.float32)[codes]
+    return out
+
+
+def _labels(values) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    return np.unique(values.astype(str), return_inverse=True)[1].astype(np.int64)
+
+
+def _read_npz(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            contents = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as .npz: {exc}") from exc
+    labels = _labels(contents.pop("labels")) if "labels" in contents else None
+    split = contents.pop("split").astype(str) if "split" in contents else None
+    return contents, labels, split
+
+
+def _read_h5mu(path: Path):
+    try:
+        import mudata
+    except ImportError as exc:
+        raise DataError(f"{path}: reading .h5mu needs the optional dependency: pip install 'infinimodal[h5mu]'") from exc
+    try:
+        mdata = mudata.read_h5mu(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read as .h5mu: {exc}") from exc
+    n = mdata.n_obs
+    raw = {}
+    for name, adata in mdata.mod.items():
+        x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        position = np.asarray(mdata.obsmap[name])  # 1-based row in the modality, 0 where absent
+        full = np.full((n, *x.shape[1:]), np.nan, dtype=np.float64)
+        present = position > 0
+        full[present] = x[position[present] - 1]
+        raw[name] = full
+    labels = None
+    for column in ("labels", "label"):
+        if column in mdata.obs:
+            labels = _labels(mdata.obs[column].to_numpy())
+            break
+    return raw, labels, None
+
+
+def file_dataset(path: str | Path, likelihoods: dict[str, str] | None = None, seed: int = 0) -> MultimodalData:
+    """A file as a training data set: its `split` column, or a seeded 80/10/10 split."""
+    modalities, table, split = read_table(path, likelihoods)
+    n = len(table)
+    if split is not None:
+        unknown = ~np.isin(split, SPLIT_NAMES)
+        if unknown.any():
+            raise DataError(f"{path}: split entries must be train, valid or test; rows {format_rows(unknown)} are not")
+        parts = {name: np.flatnonzero(split == name) for name in SPLIT_NAMES}
+    else:
+        if n < 10:
+            raise DataError(f"{path}: {n} rows are too few to split into train/valid/test (need 10, or a 'split' array)")
+        order = np.random.default_rng(seed).permutation(n)
+        parts = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
+    empty = [name for name, rows in parts.items() if len(rows) == 0]
+    if empty:
+        raise DataError(f"{path}: the {', '.join(empty)} split is empty")
+    splits = {name: table.take(rows) for name, rows in parts.items()}
+    return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], str(Path(path).resolve()))

@@ -1,0 +1,90 @@
+"""A mixture of mean-field posteriors: the joint posterior of MoE (over modalities) and MoPoE (over subsets).
+
+q(z) = sum_c w_c q_c(z), with components of any latent family stacked along the second-to-last batch
+dimension. It is a `torch.distributions.Distribution` whose event is the whole latent vector (the
+mixture does not factorise over dimensions), so `log_prob` returns one value per row:
+
+    log q(z) = logsumexp_c [log w_c + sum_d log q_c(z_d)].
+
+`rsample` picks a component per row from w, then returns that component's reparameterised sample: the
+gradient flows through the chosen component (the choice itself carries none, as in Shi et al. 2019 and
+Sutter et al. 2021, whose objectives never differentiate through it).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+
+class MixturePosterior(Distribution):
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, components: Distribution, weights: Tensor, validate_args: bool | None = None) -> None:
+        """components: batch shape [..., C, L], scalar events; weights: [..., C], non-negative, any scale."""
+        if components.event_shape != torch.Size():
+            raise ValueError("mixture components must be per-dimension (scalar-event) distributions")
+        *batch, n_components, latent = components.batch_shape
+        if weights.shape[-1] != n_components:
+            raise ValueError(f"{weights.shape[-1]} weights for {n_components} components")
+        self.components = components
+        total = weights.sum(-1, keepdim=True)
+        if bool((total <= 0).any()):
+            raise ValueError("every row of a mixture needs at least one component with positive weight")
+        self.weights = weights / total
+        super().__init__(torch.Size(batch), torch.Size([latent]), validate_args=False)
+
+    @property
+    def n_components(self) -> int:
+        return self.weights.shape[-1]
+
+    def component_log_prob(self, value: Tensor) -> Tensor:
+        """log q_c(z) for every component: [..., C]."""
+        return self.components.log_prob(value.unsqueeze(-2)).sum(-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        log_w = torch.log(self.weights)  # -inf for absent components, which logsumexp ignores
+        return torch.logsumexp(self.component_log_prob(value) + log_w, dim=-1)
+
+    def choose(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Component index per row: [*sample_shape, *batch]."""
+        flat = self.weights.reshape(-1, self.n_components)
+        n = int(torch.Size(sample_shape).numel())
+        idx = torch.multinomial(flat, n, replacement=True).T  # [n, rows]
+        return idx.reshape(*sample_shape, *self.batch_shape)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
+        everything = self.components.rsample(sample_shape)  # [*s, *batch, C, L]
+        idx = self.choose(sample_shape)
+        idx = idx[..., None, None].expand(*idx.shape, 1, everything.shape[-1])
+        return everything.gather(-2, idx).squeeze(-2)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def average(self, per_component: Callable[[Distribution], Tensor]) -> Tensor:
+        """sum_c w_c f(q_c) for a function returning [..., C, L] (a moment, a KL per dimension, ...)."""
+        return (self.weights.unsqueeze(-1) * per_component(self.components)).sum(-2)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.average(lambda c: c.mean)
+
+    @property
+    def support(self):
+        return self.components.support
+
+
+def detach_distribution(q: Distribution) -> Distribution:
+    """The same law with its parameters cut from the autograd graph (rebuilt from `arg_constraints`).
+
+    DReG evaluates the proposal's density this way, so that the encoder's gradient flows only through
+    the samples.
+    """
+    return type(q)(**{name: getattr(q, name).detach() for name in q.arg_constraints})

@@ -1,0 +1,55 @@
+"""What a modality is: a name, the shape of one observation, a likelihood, and optionally its own networks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .likelihoods import LIKELIHOODS
+
+
+@dataclass
+class Modality:
+    """One kind of measurement of the subjects.
+
+    shape: of one observation, e.g. (784,) for a flat image, (3, 28, 28) for an RGB image (the default
+        networks are then a small CNN), (20,) for 20 tabular features, (C,) one-hot for a categorical.
+    likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`.
+    encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
+    decoder: optional module mapping the latent code [n, d] to likelihood parameters with
+        n_params * prod(shape) values per row (any shape that reshapes to [n, n_params, *shape]).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    likelihood: str = "gaussian"
+    encoder: nn.Module | None = field(default=None, repr=False, compare=False)
+    decoder: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"modality names must be non-empty letters, digits, '-' or '_', got {self.name!r}")
+        if not self.shape or min(self.shape) < 1:
+            raise ValueError(f"modality {self.name!r}: shape must be positive sizes, got {self.shape}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"modality {self.name!r}: unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
+            )
+
+    @property
+    def is_image(self) -> bool:
+        """(C, H, W) observations get convolutional default networks."""
+        return len(self.shape) == 3
+
+    @property
+    def custom(self) -> bool:
+        return self.encoder is not None or self.decoder is not None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Modality":
+        return cls(values["name"], tuple(values["shape"]), values["likelihood"])
