@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,9 @@ if "INFINIMODAL_DATA" not in os.environ and (SHARED_DATA / "mnist").is_dir():
     os.environ["INFINIMODAL_DATA"] = str(SHARED_DATA)
 # Nothing in the tests may reach for the network.
 os.environ.setdefault("INFINIMODAL_OFFLINE", "1")
+# Built data sets and cached classifiers go to a fresh folder: tests neither read nor fill the user's cache.
+os.environ["INFINIMODAL_CACHE"] = tempfile.mkdtemp(prefix="infinimodal-test-cache-")
+atexit.register(shutil.rmtree, os.environ["INFINIMODAL_CACHE"], True)
 
 torch.set_num_threads(2)
 

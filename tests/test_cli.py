@@ -107,3 +107,92 @@ def test_diverging_training_fails_loudly(tmp_path, monkeypatch):
     config = api.TrainConfig(latent="beta", truncation=5, hidden=[16], epochs=1, max_train=100)
     with pytest.raises(InfinimodalError, match="training diverged: loss is nan"):
         api.train(config, tmp_path / "nan", progress=False)
+
+
+# --- multimodal commands ---------------------------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+SYNTHETIC = "synthetic:modalities=3,shared=2,private=1,features=5,n=400,missing=0.3"
+SMALL = ["--epochs", "2", "--hidden", "16", "--batch-size", "50", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def multimodal_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mopoe"
+    assert main(["train", "--data", SYNTHETIC, "--latent", "beta", "--aggregator", "mopoe", "--truncation", "6", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_multimodal_train_and_evaluate(multimodal_run):
+    config = json.loads((multimodal_run / "config.json").read_text())
+    assert config["aggregator"] == "mopoe" and [m["name"] for m in config["modalities"]] == ["x0", "x1", "x2"]
+    assert main(["evaluate", str(multimodal_run), "--iw-samples", "4", "--quiet"]) == 0
+    result = json.loads((multimodal_run / "eval.json").read_text())
+    assert set(result["linear_probe_accuracy"]) == {"1", "2", "3"}
+    assert set(result["coherence"]["conditional"]) == {"1", "2"}
+    assert set(result["per_modality_sticks_99"]) == {"x0", "x1", "x2"}
+    assert result["iw_samples"] == 4 and result["aggregator"] == "mopoe"
+
+
+@pytest.mark.parametrize("aggregator", ["poe", "moe"])
+def test_other_aggregators_train_from_the_command_line(aggregator, tmp_path):
+    extra = ["--moe-samples", "3"] if aggregator == "moe" else ["--poe-subsets", "2"]
+    out = tmp_path / aggregator
+    assert main(["train", "--data", SYNTHETIC, "--latent", "gaussian", "--latent-dim", "4", "--aggregator", aggregator, *extra, *SMALL, "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "3", "--no-coherence", "--quiet"]) == 0
+    assert "coherence" not in json.loads((out / "eval.json").read_text())
+
+
+def test_sample_writes_pictures_and_arrays(multimodal_run, tmp_path):
+    import matplotlib.pyplot as plt
+
+    assert main(["sample", str(multimodal_run), "--n", "5", "--out", str(tmp_path / "prior.png")]) == 0
+    image = plt.imread(tmp_path / "prior.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0.01
+    assert main(["sample", str(multimodal_run), "--n", "4", "--given", "x0,x1,x2", "--data", SYNTHETIC, "--out", str(tmp_path / "given.npz")]) == 0
+    with np.load(tmp_path / "given.npz") as arrays:
+        assert {k: arrays[k].shape for k in arrays.files} == {"x0": (4, 5), "x1": (4, 5), "x2": (4, 5)}
+    assert main(["sample", str(multimodal_run), "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_impute_fills_the_missing_rows_of_a_file(multimodal_run, tmp_path):
+    rng = np.random.default_rng(0)
+    x0, x1, x2 = (rng.standard_normal((8, 5)) for _ in range(3))
+    x1[[2, 5]] = np.nan
+    x2[[0]] = np.nan
+    np.savez(tmp_path / "gaps.npz", x0=x0, x1=x1, x2=x2, labels=np.arange(8))
+    assert main(["impute", str(multimodal_run), "--data", str(tmp_path / "gaps.npz"), "--out", str(tmp_path / "filled.npz")]) == 0
+    with np.load(tmp_path / "filled.npz") as filled:
+        assert np.isfinite(filled["x1"]).all() and np.isfinite(filled["x2"]).all()
+        np.testing.assert_array_equal(filled["x1"][[0, 1, 3, 4, 6, 7]], x1[[0, 1, 3, 4, 6, 7]].astype(np.float32))
+        np.testing.assert_array_equal(filled["x0"], x0.astype(np.float32))
+        np.testing.assert_array_equal(filled["labels"], np.arange(8))
+    x0[3, 1] = np.nan
+    np.savez(tmp_path / "bad.npz", x0=x0, x1=x1, x2=x2)
+    assert main(["impute", str(multimodal_run), "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "no.npz")]) == 2
+
+
+def test_embed_writes_one_row_per_data_row(multimodal_run, tmp_path, capsys):
+    assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--out", str(tmp_path / "z.npy")]) == 0
+    codes = np.load(tmp_path / "z.npy")
+    assert codes.shape == (40, 6) and np.isfinite(codes).all()
+    assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--decoder-space", "--out", str(tmp_path / "v.npy")]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (40, 5)
+    assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--given", "x7", "--out", str(tmp_path / "n.npy")]) == 2
+    assert "unknown modalities x7" in capsys.readouterr().err
+
+
+def test_polymnist_trains_from_the_command_line(tmp_path):
+    from tests.test_data import fake_mnist
+
+    mnist = fake_mnist(tmp_path / "mnist", n_train=120, n_test=30)
+    out = tmp_path / "poly"
+    args = ["--data", "polymnist:2", "--data-dir", str(mnist), "--latent", "beta", "--aggregator", "poe", "--truncation", "5"]
+    assert main(["train", *args, "--epochs", "1", "--hidden", "16", "--batch-size", "25", "--quiet", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--quiet"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["coherence_classifier_accuracy"]) == {"m0", "m1"}
+    # the data set is rebuilt like the run's (its data_dir, its seed), and m0 conditions every modality
+    assert main(["sample", str(out), "--n", "3", "--given", "m0", "--data", "polymnist:2", "--out", str(tmp_path / "cross.png")]) == 0
+    assert (tmp_path / "cross.png").stat().st_size > 1000

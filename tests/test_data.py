@@ -109,3 +109,203 @@ def test_fallback_to_packaged_subset_warns(tmp_path, monkeypatch):
     # shuffled before splitting: every split holds every class
     for split in (data.train, data.valid, data.test):
         assert set(np.unique(split.labels)) == set(range(10))
+
+
+# --- multimodal data sets ----------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+import torch  # noqa: E402
+
+from infinimodal.data import load_dataset  # noqa: E402
+from infinimodal.data.cache import cache_root  # noqa: E402
+from infinimodal.data.images import rotate, texture  # noqa: E402
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A 200-image fake MNIST, and a private cache."""
+    monkeypatch.setenv("INFINIMODAL_CACHE", str(tmp_path / "cache"))
+    return fake_mnist(tmp_path / "mnist", n_train=200, n_test=40)
+
+
+def test_polymnist_rows_share_a_label_and_show_different_digits_on_unique_textures(tiny_mnist):
+    data = load_dataset("polymnist:3", data_dir=str(tiny_mnist), progress=False)
+    assert data.names == ["m0", "m1", "m2"] and all(m.shape == (3, 28, 28) and m.likelihood == "laplace" for m in data.modalities)
+    raw = load_mnist(tiny_mnist)
+    folder = next((cache_root() / "polymnist").iterdir())
+    for split_name, part in (("train", raw.train), ("test", raw.test)):
+        split = data.split(split_name)
+        np.testing.assert_array_equal(split.labels, part.labels)
+        digits = part.images.reshape(-1, 28, 28) > 0.5
+        for m in range(3):
+            source = np.load(folder / f"{split_name}__m{m}_source.npy")  # partner row, crop top, crop left
+            partner, top, left = source.T
+            assert (part.labels[partner] == part.labels).all()  # same digit class in every modality
+            if m:
+                assert (partner != np.arange(len(partner)))[np.bincount(part.labels)[part.labels] > m].all()
+            # the binarised digit colour-inverts a crop of modality m's texture, exactly
+            background = texture(m)
+            for i in range(0, len(partner), 37):
+                crop = background[:, top[i] : top[i] + 28, left[i] : left[i] + 28]
+                expected = np.round(np.where(digits[partner[i]][None], 1 - crop, crop) * 255).astype(np.uint8)
+                np.testing.assert_array_equal(split.arrays[f"m{m}"][i], expected)
+    textures = [texture(m) for m in range(16)]
+    for a in range(16):
+        for b in range(a + 1, 16):
+            assert np.abs(textures[a] - textures[b]).mean() > 0.05  # every modality has its own background
+
+
+def test_polymnist_is_cached_and_seeded(tiny_mnist, capsys):
+    first = load_dataset("polymnist:2", data_dir=str(tiny_mnist), progress=True)
+    assert "building polymnist" in capsys.readouterr().out
+    again = load_dataset("polymnist:2", data_dir=str(tiny_mnist), progress=True)
+    assert "building" not in capsys.readouterr().out  # read back from the cache
+    np.testing.assert_array_equal(first.train.arrays["m1"], again.train.arrays["m1"])
+    other = load_dataset("polymnist:2", data_dir=str(tiny_mnist), seed=1, progress=False)
+    assert not np.array_equal(first.train.arrays["m1"], other.train.arrays["m1"])
+    with pytest.raises(DataError, match="2 <= M <= 16"):
+        load_dataset("polymnist:17", data_dir=str(tiny_mnist))
+    with pytest.raises(DataError, match="polymnist:M"):
+        load_dataset("polymnist:five", data_dir=str(tiny_mnist))
+
+
+def test_rotation_matches_numpy_quarter_turns():
+    image = np.zeros((1, 28, 28), np.float32)
+    image[0, 2:6, 10:18] = 1
+    np.testing.assert_allclose(rotate(image, np.array([90.0]))[0], np.rot90(image[0], -1), atol=1e-5)
+    np.testing.assert_allclose(rotate(image, np.array([-90.0]))[0], np.rot90(image[0], 1), atol=1e-5)
+    np.testing.assert_allclose(rotate(image, np.array([0.0]))[0], image[0], atol=1e-6)
+
+
+def test_noisy_mnist_views(tiny_mnist):
+    data = load_dataset("noisy-mnist", data_dir=str(tiny_mnist), progress=False)
+    assert data.names == ["view1", "view2"]
+    raw = load_mnist(tiny_mnist)
+    folder = next((cache_root() / "noisy-mnist").iterdir())
+    angles = np.load(folder / "train__angles.npy")
+    partner = np.load(folder / "train__partner.npy")
+    assert angles.min() >= -45 and angles.max() <= 45 and angles.std() > 15  # U(-45, 45)
+    images = raw.train.images.reshape(-1, 28, 28)
+    view1 = data.train.arrays["view1"][:, 0] / 255.0
+    np.testing.assert_allclose(view1, rotate(images, angles), atol=0.5 / 255 + 1e-6)
+    view2 = data.train.arrays["view2"][:, 0] / 255.0
+    assert (raw.train.labels[partner] == raw.train.labels).all() and (partner != np.arange(len(partner))).any()
+    noise = view2 - images[partner]
+    assert noise.min() >= -0.5 / 255 - 1e-6  # noise is non-negative, then clipped at 1
+    dark = images[partner] == 0  # where the digit is 0 the noise is never clipped: it is U(0, 1) itself
+    assert dark.sum() > 100 and 0.4 < noise[dark].mean() < 0.6 and noise[dark].max() <= 1.0
+
+
+def test_synthetic_data_carry_their_truth():
+    data = load_dataset("synthetic:modalities=4,shared=2,private=3,features=7,n=500,missing=0.3,seed=5")
+    assert data.names == ["x0", "x1", "x2", "x3"] and all(m.shape == (7,) for m in data.modalities)
+    assert data.truth["true_dims"] == 2 + 4 * 3
+    assert len(data.train) + len(data.valid) + len(data.test) == 500
+    for split in ("train", "valid", "test"):
+        part = data.split(split)
+        assert part.mask.any(axis=1).all()  # every row keeps a modality
+        assert data.truth["shared_factors"][split].shape == (len(part), 2)
+        assert (part.arrays["x1"][~part.mask[:, 1]] == 0).all()
+    assert 0.55 < data.train.mask.mean() < 0.85
+    assert set(np.unique(data.train.labels)) <= set(range(4))
+    again = load_dataset("synthetic:modalities=4,shared=2,private=3,features=7,n=500,missing=0.3,seed=5")
+    np.testing.assert_array_equal(data.train.arrays["x2"], again.train.arrays["x2"])
+    with pytest.raises(DataError, match="settings are"):
+        load_dataset("synthetic:modalities=3,latent=4")
+    with pytest.raises(DataError, match="missing"):
+        load_dataset("synthetic:missing=1.5")
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_missing_rows_inferred_likelihoods_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    counts = rng.poisson(3.0, (n, 5)).astype(float)
+    binary = (rng.random((n, 6)) < 0.5).astype(float)
+    real = rng.standard_normal((n, 2, 3))
+    counts[[3, 7]] = np.nan
+    real[[7, 11, 12]] = np.nan
+    labels = np.array(["cat", "dog"] * 20)
+    path = write_npz(tmp_path / "d.npz", counts=counts, binary=binary, real=real, labels=labels, group=rng.integers(0, 3, n))
+    data = load_dataset(str(path), likelihoods={"group": "categorical"})
+    likelihoods = {m.name: (m.likelihood, m.shape) for m in data.modalities}
+    assert likelihoods == {"counts": ("poisson", (5,)), "binary": ("bernoulli", (6,)), "real": ("gaussian", (2, 3)), "group": ("categorical", (3,))}
+    assert len(data.train) + len(data.valid) + len(data.test) == n  # nothing dropped
+    from infinimodal.data import read_table
+
+    _, table, _ = read_table(path, {"group": "categorical"})
+    names = [m.name for m in data.modalities]
+    assert not table.mask[3, names.index("counts")] and not table.mask[7].tolist()[names.index("real")]
+    assert table.mask.sum() == 4 * n - 5
+    assert np.isfinite(table.arrays["counts"]).all() and (table.arrays["counts"][3] == 0).all()
+    assert set(np.unique(table.labels)) == {0, 1}
+    assert (table.arrays["group"].sum(1) == 1).all()
+
+
+def test_npz_errors_name_the_modality_the_file_and_the_rows(tmp_path):
+    good = np.zeros((12, 3))
+    partial = good.copy()
+    partial[4, 1] = np.nan
+    with pytest.raises(DataError, match=r"modality 'a' in .*bad1.npz: rows 4 have some values missing"):
+        load_dataset(str(write_npz(tmp_path / "bad1.npz", a=partial, b=good)))
+    empty_a, empty_b = good.copy(), good.copy()
+    empty_a[[2, 9]] = np.nan
+    empty_b[[2, 9]] = np.nan
+    with pytest.raises(DataError, match=r"bad2.npz: rows 2, 9 have no modality at all"):
+        load_dataset(str(write_npz(tmp_path / "bad2.npz", a=empty_a, b=empty_b)))
+    with pytest.raises(DataError, match=r"modality 'b' in .*bad3.npz: 11 rows, but 'a' has 12"):
+        load_dataset(str(write_npz(tmp_path / "bad3.npz", a=good, b=good[:11])))
+    negative = np.abs(good) + 1
+    negative[5, 0] = -1
+    with pytest.raises(DataError, match=r"modality 'a' in .*bad4.npz: poisson data must be non-negative integers; rows 5"):
+        load_dataset(str(write_npz(tmp_path / "bad4.npz", a=negative, b=good)), likelihoods={"a": "poisson"})
+    infinite = good.copy()
+    infinite[1, 2] = np.inf
+    with pytest.raises(DataError, match=r"rows 1 hold infinite values"):
+        load_dataset(str(write_npz(tmp_path / "bad5.npz", a=infinite, b=good)))
+    with pytest.raises(DataError, match=r"likelihoods given for c"):
+        load_dataset(str(write_npz(tmp_path / "ok.npz", a=good, b=good)), likelihoods={"c": "poisson"})
+    with pytest.raises(DataError, match="unknown data"):
+        load_dataset("nothing-like-this")
+
+
+def test_npz_split_column_is_honoured(tmp_path):
+    split = np.array(["train"] * 6 + ["valid"] * 2 + ["test"] * 2)
+    path = write_npz(tmp_path / "s.npz", a=np.arange(30.0).reshape(10, 3), split=split)
+    data = load_dataset(str(path))
+    assert (len(data.train), len(data.valid), len(data.test)) == (6, 2, 2)
+    np.testing.assert_array_equal(data.test.arrays["a"][:, 0], [24.0, 27.0])
+
+
+def test_h5mu_modalities_with_missing_cells(tmp_path):
+    import anndata  # the h5mu extra is part of the dev install, so this test always runs
+    import mudata
+
+    rng = np.random.default_rng(0)
+    rna = anndata.AnnData(rng.poisson(2.0, (30, 8)).astype(np.float32))
+    rna.obs_names = [f"cell{i}" for i in range(30)]
+    rna.var_names = [f"gene{j}" for j in range(8)]
+    atac = anndata.AnnData((rng.random((20, 5)) < 0.3).astype(np.float32))
+    atac.obs_names = [f"cell{i}" for i in range(10, 30)]  # the first ten cells have no ATAC
+    atac.var_names = [f"peak{j}" for j in range(5)]
+    mdata = mudata.MuData({"rna": rna, "atac": atac})
+    mdata.obs["labels"] = ["a", "b", "c"] * 10
+    path = tmp_path / "cells.h5mu"
+    mdata.write(path)
+    from infinimodal.data import read_table
+
+    modalities, table, _ = read_table(path)
+    assert {m.name: m.likelihood for m in modalities} == {"rna": "poisson", "atac": "bernoulli"}
+    names = [m.name for m in modalities]
+    order = list(mdata.obs_names)
+    atac_observed = table.mask[:, names.index("atac")]
+    assert atac_observed.sum() == 20
+    assert not any(atac_observed[order.index(f"cell{i}")] for i in range(10))
+    row = order.index("cell15")
+    np.testing.assert_array_equal(table.arrays["atac"][row], atac[atac.obs_names == "cell15"].X[0])
+    assert len(np.unique(table.labels)) == 3

@@ -194,10 +194,10 @@ class MultimodalVAE:
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None)."""
-        if [m.to_dict() for m in data.modalities] != [m.to_dict() for m in self.modalities]:
+        if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
-                f"the data's modalities {[m.to_dict() for m in data.modalities]} differ from the model's "
-                f"{[m.to_dict() for m in self.modalities]}"
+                f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
+                f"{[m.signature() for m in self.modalities]}"
             )
         L.seed_everything(seed, workers=True, verbose=False)
         with tempfile.TemporaryDirectory() as scratch:
@@ -356,7 +356,7 @@ class MultimodalVAE:
             if custom:
                 raise InfinimodalError(f"{run}: modalities {', '.join(custom)} have custom networks; pass the same modalities to load()")
             modalities = saved
-        elif [m.to_dict() | {"custom_networks": False} for m in modalities] != [m.to_dict() for m in saved]:
+        elif [m.signature() for m in modalities] != [m.signature() for m in saved]:
             raise InfinimodalError(f"{run}: the modalities given differ from the saved ones")
         config = ModelConfig.from_dict(record)
         vae = cls(modalities, **config.model_fields())

@@ -42,7 +42,7 @@ from .nets import full_precision
 #: Smallest learned scale (Gaussian, Laplace): a per-pixel scale that shrinks to zero on constant pixels
 #: would make the log-density unbounded; 1e-3 caps it at about 6 nats per feature.
 MIN_SCALE = 1e-3
-#: exp(20) ~ 5e8 counts: far beyond any count data, and keeps the rate finite in float32.
+#: Rates within exp(+-20) ~ 5e8 / 2e-9: beyond any count data, and log p(x) stays finite when the decoder saturates.
 MAX_LOG_RATE = 20.0
 
 
@@ -137,7 +137,7 @@ class PoissonLikelihood(Likelihood):
     name = "poisson"
 
     def forward(self, params: Tensor) -> Distribution:
-        rate = torch.exp(full_precision(params[:, 0]).clamp_max(MAX_LOG_RATE))
+        rate = torch.exp(full_precision(params[:, 0]).clamp(-MAX_LOG_RATE, MAX_LOG_RATE))
         return self._independent(Poisson(rate, validate_args=False))
 
     @staticmethod
@@ -155,7 +155,7 @@ class NegativeBinomialLikelihood(Likelihood):
         self.raw_inverse_dispersion = nn.Parameter(torch.full(self.shape, math.log(math.expm1(10.0))))
 
     def forward(self, params: Tensor) -> Distribution:
-        log_mean = full_precision(params[:, 0]).clamp_max(MAX_LOG_RATE)
+        log_mean = full_precision(params[:, 0]).clamp(-MAX_LOG_RATE, MAX_LOG_RATE)
         r = F.softplus(self.raw_inverse_dispersion) + 1e-4
         # torch's NegativeBinomial(total_count=r, logits=l) has mean r * exp(l)
         return self._independent(NegativeBinomial(total_count=r, logits=log_mean - torch.log(r), validate_args=False))

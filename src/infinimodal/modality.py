@@ -47,6 +47,10 @@ class Modality:
     def custom(self) -> bool:
         return self.encoder is not None or self.decoder is not None
 
+    def signature(self) -> tuple:
+        """What data must agree on with a model: name, shape and likelihood (not the networks)."""
+        return self.name, self.shape, self.likelihood
+
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
 

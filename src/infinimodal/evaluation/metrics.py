@@ -17,7 +17,8 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   reads (logit v or log pi). E[pi] squashes every small stick towards zero, which hides what a decoder
   reading logit v or log pi separates, so both are reported;
 - `linear_probe_accuracy` (multimodal): keyed by the number k of given modalities, the mean over subsets
-  of size k of a logistic-regression probe's test accuracy on the posterior mean given that subset;
+  of size k of a logistic-regression probe's test accuracy on the posterior mean given that subset
+  (fitted on `probe_train_rows` training rows; stick families also `..._decoder_input`, as for kNN);
 - `coherence` (multimodal, labelled): `conditional[k]` is the mean over subsets S of size k and target
   modalities m not in S of the accuracy of m's classifier on x_m generated from z ~ q(z | X_S);
   `joint` is the fraction of samples from the prior whose generated modalities all get the same label;
@@ -246,13 +247,14 @@ def evaluate_model(
         }
     if multimodal and labelled:
         probe_labels = train.labels[probe_rows]
-        accuracy: dict[str, list[float]] = {}
-        for subset, tr, te in zip(probe_subsets, probe_train_codes, probe_test):
-            train_rows, test_rows = np.flatnonzero(tr["rows"]), np.flatnonzero(te["rows"])
-            if len(train_rows) and len(test_rows):
-                score = probe_accuracy(tr["representation"][train_rows], probe_labels[train_rows], te["representation"][test_rows], test.labels[test_rows])
-                accuracy.setdefault(str(len(subset)), []).append(score)
-        result["linear_probe_accuracy"] = {k: float(np.mean(v)) for k, v in accuracy.items()}
+        for space, suffix in [("representation", "")] + ([("decoder_space", "_decoder_input")] if stick else []):
+            accuracy: dict[str, list[float]] = {}
+            for subset, tr, te in zip(probe_subsets, probe_train_codes, probe_test):
+                train_rows, test_rows = np.flatnonzero(tr["rows"]), np.flatnonzero(te["rows"])
+                if len(train_rows) and len(test_rows):
+                    score = probe_accuracy(tr[space][train_rows], probe_labels[train_rows], te[space][test_rows], test.labels[test_rows])
+                    accuracy.setdefault(str(len(subset)), []).append(score)
+            result[f"linear_probe_accuracy{suffix}"] = {k: float(np.mean(v)) for k, v in accuracy.items()}
         result["probe_train_rows"] = int(len(probe_rows))
     if coherence_classifiers is not None and labelled and multimodal:
         result["coherence"] = coherence(model, test, coherence_classifiers, subsets, progress=progress)

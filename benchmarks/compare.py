@@ -1,0 +1,78 @@
+"""Train and evaluate several models on the same data, budget and seeds; print one JSON line per run.
+
+    python benchmarks/compare.py --data synthetic:shared=3,private=1 --models gaussian/mopoe beta/mopoe \\
+        --epochs 20 --seeds 0 1 --out runs/synthetic [--set truncation=20 latent_dim=20 hidden=256,256]
+
+Each model is LATENT/AGGREGATOR, optionally with its own settings after a colon
+(beta/mopoe:alpha=2,decoder_input=logpi). Runs already evaluated in OUT are read back, not retrained,
+so an interrupted comparison resumes. `benchmarks/format_table.py` turns the run directories into a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from infinimodal import api
+
+SUMMARY = (
+    "elbo", "log_likelihood", "iw_samples", "knn_error", "knn_error_decoder_input", "active_dims", "kl_active",
+    "sticks_99", "per_modality_sticks_99", "linear_probe_accuracy", "coherence", "coherence_classifier_accuracy",
+    "shared_factor_r2", "shared_factor_r2_decoder_input", "true_dims", "eval_seconds",
+)
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """'truncation=20' 'hidden=256,256' -> TrainConfig values, typed like the defaults."""
+    defaults = api.TrainConfig()
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"unknown setting {key!r}")
+        default = getattr(defaults, key)
+        if isinstance(default, list):
+            out[key] = [int(v) for v in value.split(",")]
+        elif isinstance(default, int) or key == "max_train":
+            out[key] = int(value)
+        elif isinstance(default, float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig settings shared by every model")
+    parser.add_argument("--iw-samples", type=int, default=1000)
+    parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--no-coherence", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    shared = parse_settings(args.set)
+    for seed in args.seeds:
+        for spec in args.models:
+            name, _, own = spec.partition(":")
+            latent, _, aggregator = name.partition("/")
+            settings = shared | parse_settings([p for p in own.split(",") if p])
+            run = Path(args.out) / f"{name.replace('/', '_')}{'_' + own.replace('=', '').replace(',', '_') if own else ''}_s{seed}"
+            if not (run / "eval.json").is_file():
+                config = api.TrainConfig(data=args.data, latent=latent, aggregator=aggregator or "mopoe", epochs=args.epochs, seed=seed, **settings)
+                api.train(config, run, progress=False)
+                api.evaluate(run, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=False)
+            result = json.loads((run / "eval.json").read_text())
+            config = json.loads((run / "config.json").read_text())
+            line = {"run": str(run), "model": spec, "seed": seed, "epochs": config["epochs"],
+                    "seconds_per_epoch": round(config["train_seconds"] / config["epochs"], 2)}
+            print(json.dumps(line | {k: result[k] for k in SUMMARY if k in result}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The Python facade: fit, embed, impute, sample, evaluate, save, load, custom networks."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from infinimodal import Modality, MultimodalVAE
+from infinimodal.data import load_dataset
+from infinimodal.errors import DataError, InfinimodalError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic:modalities=3,shared=2,private=1,features=6,n=600,missing=0.25")
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tmp_path_factory):
+    vae = MultimodalVAE(data.modalities, latent="beta", aggregator="mopoe", truncation=8, hidden=[32])
+    return vae.fit(data, epochs=8, batch_size=50, lr=3e-3, kl_warmup=1, progress=False, out_dir=tmp_path_factory.mktemp("fit"))
+
+
+def arrays_with_gaps(data, n=30):
+    split = data.test.take(slice(0, n))
+    arrays = {}
+    for m, name in enumerate(data.names):
+        values = split.arrays[name].astype(np.float64).copy()
+        values[~split.mask[:, m]] = np.nan
+        arrays[name] = values
+    return arrays, split.mask
+
+
+def test_fit_improves_the_validation_bound_and_keeps_the_best_weights(fitted, data):
+    import pandas as pd
+
+    assert fitted.best_val_elbo is not None and np.isfinite(fitted.best_val_elbo)
+    assert fitted.train_seconds > 0
+    untrained = MultimodalVAE(data.modalities, latent="beta", aggregator="mopoe", truncation=8, hidden=[32])
+    batch = data.valid.batch(np.arange(len(data.valid)))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        before = untrained.module(batch["data"], batch["mask"]).elbo.mean().item()
+        torch.manual_seed(0)
+        after = fitted.module(batch["data"], batch["mask"]).elbo.mean().item()
+    assert after > before + 2
+    assert after == pytest.approx(fitted.best_val_elbo, abs=1.0)  # the kept weights are the best epoch's
+
+
+def test_embed_gives_a_row_per_input_row_and_respects_given(fitted, data):
+    arrays, mask = arrays_with_gaps(data)
+    codes = fitted.embed(arrays)
+    assert codes.shape == (30, 8) and np.isfinite(codes).all()
+    np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-5)  # E[pi] lies on the simplex
+    decoder_space = fitted.embed(arrays, decoder_space=True)
+    assert decoder_space.shape == (30, 7)
+    # giving only x0 uses only x0: rows lacking x0 are named in the error
+    with pytest.raises(DataError, match="none of the given modalities"):
+        fitted.embed(arrays, given=["x0"])
+    rows = mask[:, 0]
+    only_x0 = fitted.embed({"x0": arrays["x0"][rows]})
+    np.testing.assert_allclose(fitted.embed({k: v[rows] for k, v in arrays.items()}, given=["x0"]), only_x0, rtol=1e-5, atol=1e-6)
+
+
+def test_impute_fills_exactly_the_missing_rows(fitted, data):
+    arrays, mask = arrays_with_gaps(data)
+    filled = fitted.impute(arrays)
+    for m, name in enumerate(data.names):
+        observed = mask[:, m]
+        assert np.isfinite(filled[name]).all()
+        np.testing.assert_array_equal(filled[name][observed], arrays[name][observed].astype(np.float32))
+        assert (~observed).any()
+        assert not np.allclose(filled[name][~observed], 0.0)
+    # an imputation is a decoded posterior mean: it depends on what was observed
+    changed = {k: v.copy() for k, v in arrays.items()}
+    row = int(np.flatnonzero(~mask[:, 1] & mask[:, 0])[0])
+    changed["x0"][row] += 3.0
+    assert not np.allclose(fitted.impute(changed)["x1"][row], filled["x1"][row])
+
+
+def test_sample_from_the_prior_and_from_given_modalities(fitted, data):
+    prior = fitted.sample(7)
+    assert {k: v.shape for k, v in prior.items()} == {name: (7, 6) for name in data.names}
+    arrays, mask = arrays_with_gaps(data)
+    complete = mask.all(1)
+    given = {k: v[complete] for k, v in arrays.items()}
+    conditional = fitted.sample(5, given, given=["x0", "x2"])
+    assert all(v.shape == (5, 6) and np.isfinite(v).all() for v in conditional.values())
+
+
+def test_save_and_load_give_the_same_model(fitted, data, tmp_path):
+    fitted.save(tmp_path / "run")
+    again = MultimodalVAE.load(tmp_path / "run")
+    arrays, _ = arrays_with_gaps(data)
+    np.testing.assert_array_equal(again.embed(arrays), fitted.embed(arrays))
+    assert again.config == fitted.config
+    with pytest.raises(InfinimodalError, match="not a finished run directory"):
+        MultimodalVAE.load(tmp_path / "elsewhere")
+
+
+def test_input_problems_name_the_modality_and_rows(fitted):
+    with pytest.raises(DataError, match="are not modalities of this model"):
+        fitted.embed({"x0": np.zeros((2, 6)), "x9": np.zeros((2, 6))})
+    with pytest.raises(DataError, match=r"modality 'x1' in the input: rows of shape \(5,\)"):
+        fitted.embed({"x1": np.zeros((2, 5))})
+    partial = np.zeros((3, 6))
+    partial[2, :3] = np.nan
+    with pytest.raises(DataError, match=r"modality 'x0' in the input: rows 2 are partly NaN"):
+        fitted.impute({"x0": partial})
+    empty = np.full((2, 6), np.nan)
+    with pytest.raises(DataError, match="rows 0, 1 have no modality observed"):
+        fitted.impute({"x0": empty})
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(6, 9), nn.Tanh())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_custom_networks_are_used_and_checked(data, tmp_path):
+    encoder = TinyEncoder()
+    decoder = nn.Sequential(nn.Linear(7, 12))  # logit v (7 values) -> 2 x 6 (gaussian: location; scale is learned)
+    mods = [Modality("x0", (6,), "gaussian", encoder=encoder, decoder=nn.Linear(7, 6)), *data.modalities[1:]]
+    vae = MultimodalVAE(mods, latent="beta", truncation=8, hidden=[16])
+    assert vae.module.encoders["mod_x0"] is encoder and vae.module.heads["mod_x0"].in_features == 9
+    vae.fit(data, epochs=1, batch_size=100, progress=False)
+    vae.save(tmp_path / "custom")
+    with pytest.raises(InfinimodalError, match="custom networks; pass the same modalities"):
+        MultimodalVAE.load(tmp_path / "custom")
+    again = MultimodalVAE.load(tmp_path / "custom", modalities=mods)
+    arrays, _ = arrays_with_gaps(data)
+    np.testing.assert_allclose(again.embed(arrays), vae.embed(arrays), rtol=1e-6)
+    wrong = [Modality("x0", (6,), "gaussian", decoder=decoder), *data.modalities[1:]]
+    with pytest.raises(ValueError, match=r"modality 'x0': the decoder must return 1 x \(6,\) parameters per row"):
+        MultimodalVAE(wrong, latent="beta", truncation=8)
+
+
+def test_fit_refuses_data_of_other_modalities(data):
+    vae = MultimodalVAE([Modality("x0", (6,)), Modality("x1", (6,))], hidden=[8], truncation=4)
+    with pytest.raises(InfinimodalError, match="differ from the model's"):
+        vae.fit(data, epochs=1, progress=False)
+
+
+def test_evaluate_reports_multimodal_metrics(fitted, data):
+    result = fitted.evaluate(data, iw_samples=5, max_test=40, progress=False)
+    assert set(result["linear_probe_accuracy"]) == {"1", "2", "3"}
+    assert set(result["linear_probe_accuracy_decoder_input"]) == {"1", "2", "3"}
+    assert set(result["coherence"]["conditional"]) == {"1", "2"} and 0 <= result["coherence"]["joint"] <= 1
+    assert set(result["coherence_classifier_accuracy"]) == set(data.names)
+    assert set(result["per_modality_sticks_99"]) == set(data.names)
+    assert result["true_dims"] == 2 + 3 * 1 and -1 <= result["shared_factor_r2"] <= 1
+    assert len(result["sticks_99_histogram"]) == 8 and sum(result["sticks_99_histogram"]) == 40

@@ -1,0 +1,74 @@
+"""Evaluation pieces: subsets, probes, coherence wiring, classifier cache."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infinimodal import MultimodalVAE
+from infinimodal.data import load_dataset
+from infinimodal.evaluation import classifiers as classifier_module
+from infinimodal.evaluation import coherence, load_classifiers, subsets_by_size
+from infinimodal.evaluation.metrics import probe_accuracy
+
+
+def test_subsets_by_size_enumerates_small_and_samples_large():
+    small = subsets_by_size(3)
+    assert {k: len(v) for k, v in small.items()} == {1: 3, 2: 3, 3: 1}
+    large = subsets_by_size(8, max_subsets=10)
+    for size, chosen in large.items():
+        assert len(chosen) == min(10, math.comb(8, size))
+        assert len(set(chosen)) == len(chosen) and all(len(s) == size for s in chosen)
+
+
+def test_probe_is_perfect_on_separable_codes_and_chance_on_noise():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 2000)
+    separable = np.eye(4)[labels] * 3 + rng.normal(0, 0.3, (2000, 4))
+    assert probe_accuracy(separable[:1000], labels[:1000], separable[1000:], labels[1000:]) > 0.99
+    noise = rng.normal(size=(2000, 4))
+    assert probe_accuracy(noise[:1000], labels[:1000], noise[1000:], labels[1000:]) < 0.35
+
+
+class Constant:
+    def __init__(self, name, label):
+        self.name, self.label, self.test_accuracy = name, label, 0.0
+
+    def predict(self, x):
+        return torch.full((len(x),), self.label, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = load_dataset("synthetic:modalities=3,shared=2,private=1,features=5,n=300")
+    vae = MultimodalVAE(data.modalities, latent="gaussian", aggregator="moe", latent_dim=3, hidden=[8])
+    return data, vae
+
+
+def test_coherence_counts_what_the_classifiers_say(small):
+    data, vae = small
+    subsets = subsets_by_size(3)
+    agreeing = [Constant(n, 0) for n in data.names]
+    result = coherence(vae.module, data.test, agreeing, subsets, n_joint=50, progress=False)
+    share_of_zeros = float((data.test.labels == 0).mean())
+    assert result["conditional"] == {"1": pytest.approx(share_of_zeros), "2": pytest.approx(share_of_zeros)}
+    assert result["joint"] == 1.0
+    disagreeing = [Constant(n, i) for i, n in enumerate(data.names)]
+    assert coherence(vae.module, data.test, disagreeing, subsets, n_joint=50, progress=False)["joint"] == 0.0
+
+
+def test_classifiers_are_trained_once_and_cached(small, monkeypatch):
+    data, _ = small
+    first = load_classifiers(data, progress=False)
+    assert [c.name for c in first] == data.names and all(0 <= c.test_accuracy <= 1 for c in first)
+    assert max(c.test_accuracy for c in first) > 0.5  # the labels depend on the shared factors every modality sees
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("retrained a cached classifier")
+
+    monkeypatch.setattr(classifier_module, "train_classifier", refuse)
+    again = load_classifiers(data, progress=False)
+    x = torch.from_numpy(data.test.arrays["x0"][:20])
+    torch.testing.assert_close(again[0].predict(x), first[0].predict(x))
+    assert [c.test_accuracy for c in again] == [c.test_accuracy for c in first]
