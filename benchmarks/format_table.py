@@ -1,36 +1,120 @@
-"""Markdown rows for docs/results.md from run directories (config.json + eval.json), so no figure is copied by hand.
+"""Markdown tables for docs/results.md from run directories (config.json + eval.json), so no figure is copied by hand.
 
-    python benchmarks/format_table.py runs/paper/*_s0
+    python benchmarks/format_table.py paper runs/paper/*
+    python benchmarks/format_table.py multimodal runs/polymnist5/*
+    python benchmarks/format_table.py synthetic runs/synthetic/*
+
+Runs are grouped by (latent, aggregator, settings); with several seeds a cell shows mean ± standard deviation.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 
-def row(run: Path) -> str:
-    config = json.loads((run / "config.json").read_text())
-    result = json.loads((run / "eval.json").read_text())
-    size = f"D={config['latent_dim']}" if config["latent"] == "gaussian" else f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
-    knn = " / ".join(f"{100 * result['knn_error'][k]:.2f}" for k in ("3", "5", "10"))
-    knn_dec = result.get("knn_error_decoder_input")
-    knn_dec = " / ".join(f"{100 * knn_dec[k]:.2f}" for k in ("3", "5", "10")) if knn_dec else "same"
-    sticks = f"{result['sticks_99']:.1f}" if "sticks_99" in result else "-"
-    return (
-        f"| {config['latent']} ({size}) | {config['seed']} | {config['epochs']} | {-result['log_likelihood']:.2f} | {-result['elbo']:.2f} "
-        f"| {knn} | {knn_dec} | {result['active_dims']} | {result['kl_active']} | {sticks} | {config['train_seconds'] / config['epochs']:.1f} |"
-    )
+
+def load(runs: list[str]) -> dict[str, list[tuple[dict, dict]]]:
+    groups: dict[str, list] = defaultdict(list)
+    for path in runs:
+        run = Path(path)
+        if not (run / "eval.json").is_file():
+            continue
+        config = json.loads((run / "config.json").read_text())
+        result = json.loads((run / "eval.json").read_text())
+        groups[describe(config)].append((config, result))
+    return groups
+
+
+def describe(config: dict) -> str:
+    if config["latent"] == "gaussian":
+        size = f"D={config['latent_dim']}"
+    else:
+        size = f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
+    n_modalities = len(config.get("modalities", [0]))
+    aggregator = f"{config['aggregator']}, " if n_modalities > 1 else ""
+    return f"{config['latent']} ({aggregator}{size})"
+
+
+def cell(values, scale: float = 1.0, digits: int = 2) -> str:
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def seeds(items) -> str:
+    return ",".join(str(c["seed"]) for c, _ in items)
+
+
+def paper(groups) -> None:
+    print("| model | seeds | epochs | -log p(x) (S=1000) | -ELBO | kNN error % k=3 / 5 / 10 (E[pi], paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, items in groups.items():
+        results = [r for _, r in items]
+        knn = " / ".join(cell([r["knn_error"][k] for r in results], 100) for k in ("3", "5", "10"))
+        dec = [r.get("knn_error_decoder_input") for r in results]
+        knn_dec = " / ".join(cell([d[k] for d in dec], 100) for k in ("3", "5", "10")) if all(dec) else "same"
+        print(
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([-r['log_likelihood'] for r in results])} | {cell([-r['elbo'] for r in results])} "
+            f"| {knn} | {knn_dec} | {cell([r['active_dims'] for r in results], digits=1)} | {cell([r['kl_active'] for r in results], digits=1)} "
+            f"| {cell([r.get('sticks_99') for r in results], digits=1)} | {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=0)} |"
+        )
+
+
+def by_count(results, key: str, count: str) -> str:
+    return cell([r[key][count] for r in results if key in r and count in r[key]], digits=3)
+
+
+def multimodal(groups) -> None:
+    n = max(len(items[0][0]["modalities"]) for items in groups.values())
+    given = [str(k) for k in range(1, n + 1)]
+    print(f"| model | seeds | epochs | probe, given {' / '.join(given)} | conditional coherence, given {' / '.join(given[:-1])} | joint coherence | log p(X) | -ELBO | KL-active | sticks_99 | s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, items in groups.items():
+        results = [r for _, r in items]
+        probe = " / ".join(by_count(results, "linear_probe_accuracy", k) for k in given)
+        coherence = " / ".join(cell([r["coherence"]["conditional"].get(k) for r in results if "coherence" in r], digits=3) for k in given[:-1])
+        print(
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {probe} | {coherence} | {cell([r['coherence']['joint'] for r in results if 'coherence' in r], digits=3)} "
+            f"| {cell([r['log_likelihood'] for r in results], digits=1)} | {cell([-r['elbo'] for r in results], digits=1)} | {cell([r['kl_active'] for r in results], digits=1)} "
+            f"| {cell([r.get('sticks_99') for r in results], digits=1)} | {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=0)} |"
+        )
+    accuracy = next((r["coherence_classifier_accuracy"] for items in groups.values() for _, r in items if "coherence_classifier_accuracy" in r), None)
+    if accuracy:
+        print()
+        print("Coherence classifiers' own test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+
+
+def synthetic(groups) -> None:
+    n = max(len(items[0][0]["modalities"]) for items in groups.values())
+    given = [str(k) for k in range(1, n + 1)]
+    print(f"| model | seeds | epochs | test ELBO | log p(X) | probe, given {' / '.join(given)} | R^2 shared factors (E[pi] / decoder space) | KL-active (truth) | sticks_99 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, items in groups.items():
+        results = [r for _, r in items]
+        probe = " / ".join(by_count(results, "linear_probe_accuracy", k) for k in given)
+        r2 = cell([r.get("shared_factor_r2") for r in results], digits=3)
+        r2_dec = [r.get("shared_factor_r2_decoder_input") for r in results]
+        if all(v is not None for v in r2_dec):
+            r2 += " / " + cell(r2_dec, digits=3)
+        print(
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([r['elbo'] for r in results])} | {cell([r['log_likelihood'] for r in results])} | {probe} "
+            f"| {r2} | {cell([r['kl_active'] for r in results], digits=1)} ({results[0].get('true_dims', '?')}) | {cell([r.get('sticks_99') for r in results], digits=1)} |"
+        )
 
 
 def main() -> None:
-    print("| model | seed | epochs | -log p(x) (S=1000) | -ELBO | kNN error % k=3/5/10 (paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for path in sys.argv[1:]:
-        run = Path(path)
-        if (run / "eval.json").is_file():
-            print(row(run))
+    kind, runs = sys.argv[1], sys.argv[2:]
+    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic}
+    if kind not in tables:
+        raise SystemExit(f"usage: format_table.py {{{','.join(tables)}}} RUN_DIR...")
+    tables[kind](load(runs))
 
 
 if __name__ == "__main__":

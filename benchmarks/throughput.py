@@ -1,11 +1,17 @@
-"""Training-step throughput of each latent family, measured side by side in one process.
+"""Training-step throughput, measured side by side in one process; prints one JSON object.
 
-Prints one JSON object: per family, median milliseconds per training step (forward + backward + Adam) on a
-batch of 100 MNIST-sized inputs with the paper's MLP (784-500-latent-500-784), and the ratio to the Gaussian
-baseline; also the cost of the Kumaraswamy KL (quadrature) against torch's closed-form Beta KL, and fp32 against
-bf16 autocast for one family. Ratios, not absolute times, are what to compare: machines here are noisy.
+- `mnist`: each latent family in the SB-VAE setting (one modality, 784 Bernoulli pixels, MLP 784-500-latent),
+  median ms per step (forward + backward + Adam, batch 100) and the ratio to the Gaussian baseline;
+- `polymnist5`: gaussian and beta with each aggregator on five 3x28x28 modalities with the default CNNs
+  (dense width 256), ms per step and the ratio to gaussian/mopoe, and the seconds a 50,000-row epoch takes;
+- `modalities`: MoPoE's cost per step against the number of modalities M (tabular, 20 features each), to
+  check that subset sampling keeps it linear beyond `max_enumerate`;
+- the Kumaraswamy KL (quadrature) against torch's closed-form Beta KL, and bf16 autocast against fp32.
 
-    python benchmarks/throughput.py [--steps 60]
+Families and settings are interleaved round-robin so machine noise hits all alike; compare ratios, not
+absolute times (machines here are noisy).
+
+    python benchmarks/throughput.py [--steps 30] [--quick]
 """
 
 from __future__ import annotations
@@ -18,65 +24,106 @@ import time
 import torch
 from torch.distributions import Beta, kl_divergence
 
+from infinimodal.aggregators import build_aggregator
 from infinimodal.latents import LATENT_FAMILIES, Kumaraswamy, build_latent
-from infinimodal.model import VAE
+from infinimodal.modality import Modality
+from infinimodal.model import MultimodalModule
 
 
-def step_times(model: VAE, x: torch.Tensor, steps: int, autocast: bool = False) -> list[float]:
+def make(modalities, family: str, aggregator: str, hidden, size: int = 50) -> MultimodalModule:
+    settings = {"latent_dim": size} if family == "gaussian" else {"truncation": size, "alpha": 5.0}
+    return MultimodalModule(modalities, build_latent(family, **settings), build_aggregator(aggregator), hidden=hidden)
+
+
+def batch_for(modalities, n: int):
+    data = {}
+    for m in modalities:
+        data[m.name] = torch.bernoulli(torch.full((n, *m.shape), 0.15)) if m.likelihood == "bernoulli" else torch.rand(n, *m.shape)
+    return data, torch.ones(n, len(modalities), dtype=torch.bool)
+
+
+def step_times(model, data, mask, steps: int, autocast: bool = False) -> list[float]:
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
-    for i in range(steps + 5):
+    for i in range(steps + 2):
         started = time.perf_counter()
         optimiser.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(x).loss
+            loss = model(data, mask).loss
         loss.backward()
         optimiser.step()
-        if i >= 5:  # warm-up steps excluded
+        if i >= 2:  # warm-up steps excluded
             times.append(time.perf_counter() - started)
     return times
 
 
+def interleaved(models: dict, data, mask, steps: int, rounds: int = 3) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            samples[name] += step_times(model, data, mask, max(1, steps // rounds))
+    return {name: 1000 * statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and settings (a smoke run)")
     args = parser.parse_args()
+    steps = 6 if args.quick else args.steps
     torch.manual_seed(0)
-    x = torch.bernoulli(torch.full((100, 784), 0.15))
-    result: dict = {"batch": 100, "threads": torch.get_num_threads(), "ms_per_step": {}}
-    models = {}
-    for name in LATENT_FAMILIES:
-        settings = {"latent_dim": 50} if name == "gaussian" else {"truncation": 50, "alpha": 5.0}
-        models[name] = VAE(784, build_latent(name, 500, **settings), hidden=[500])
-    # interleave families round-robin so that machine noise hits all of them alike
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(3):
-        for name, model in models.items():
-            samples[name] += step_times(model, x, args.steps // 3)
-    for name, values in samples.items():
-        result["ms_per_step"][name] = round(1000 * statistics.median(values), 3)
-    base = result["ms_per_step"]["gaussian"]
-    result["ratio_to_gaussian"] = {k: round(v / base, 3) for k, v in result["ms_per_step"].items()}
+    result: dict = {"threads": torch.get_num_threads(), "steps": steps}
 
-    a = torch.rand(100, 49) * 5 + 0.1
-    b = torch.rand(100, 49) * 5 + 0.1
+    mnist = [Modality("image", (784,), "bernoulli")]
+    data, mask = batch_for(mnist, 100)
+    ms = interleaved({f: make(mnist, f, "poe", [500]) for f in LATENT_FAMILIES}, data, mask, steps)
+    result["mnist"] = {"ms_per_step": {k: round(v, 2) for k, v in ms.items()}, "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()}}
+
+    poly = [Modality(f"m{i}", (3, 28, 28), "laplace") for i in range(5)]
+    data, mask = batch_for(poly, 100)
+    aggregators = ["mopoe"] if args.quick else ["poe", "moe", "mopoe"]
+    models = {f"{f}/{a}": make(poly, f, a, [256]) for f in ("gaussian", "beta") for a in aggregators}
+    ms = interleaved(models, data, mask, max(3, steps // 3))
+    base = ms["gaussian/mopoe"]
+    result["polymnist5"] = {
+        "ms_per_step": {k: round(v, 1) for k, v in ms.items()},
+        "ratio_to_gaussian_mopoe": {k: round(v / base, 3) for k, v in ms.items()},
+        "seconds_per_50k_epoch": {k: round(v * 500 / 1000, 1) for k, v in ms.items()},
+    }
+
+    per_m = {}
+    for n_modalities in ([2, 8] if args.quick else [2, 4, 6, 8, 12, 16]):
+        mods = [Modality(f"x{i}", (20,), "gaussian") for i in range(n_modalities)]
+        data, mask = batch_for(mods, 128)
+        per_m[str(n_modalities)] = round(interleaved({"m": make(mods, "beta", "mopoe", [64])}, data, mask, steps, rounds=1)["m"], 2)
+    result["mopoe_ms_per_step_by_modalities"] = per_m
+
+    a = torch.rand(100, 49) * 5 + 1
+    b = torch.rand(100, 49) * 5 + 5
     prior = Beta(torch.ones(49), torch.full((49,), 5.0))
 
-    def kl_ms(make):
+    def kl_ms(law):
         times = []
-        for _ in range(30):
+        for _ in range(20):
             aa, bb = a.clone().requires_grad_(), b.clone().requires_grad_()
             started = time.perf_counter()
-            kl_divergence(make(aa, bb), prior).sum().backward()
+            kl_divergence(law(aa, bb), prior).sum().backward()
             times.append(time.perf_counter() - started)
         return 1000 * statistics.median(times)
 
     kuma, beta = kl_ms(Kumaraswamy), kl_ms(Beta)
     result["kl_ms_forward_backward"] = {"kumaraswamy_quadrature": round(kuma, 3), "beta_closed_form": round(beta, 3), "ratio": round(kuma / beta, 2)}
 
-    fp32 = statistics.median(step_times(models["beta"], x, args.steps))
-    bf16 = statistics.median(step_times(models["beta"], x, args.steps, autocast=True))
-    result["beta_bf16_autocast_speedup"] = round(fp32 / bf16, 3)
+    data, mask = batch_for(mnist, 100)
+    model = make(mnist, "beta", "poe", [500])
+    fp32 = statistics.median(step_times(model, data, mask, steps))
+    bf16 = statistics.median(step_times(model, data, mask, steps, autocast=True))
+    result["mnist_beta_bf16_autocast_speedup"] = round(fp32 / bf16, 3)
+    data, mask = batch_for(poly, 50)
+    model = make(poly, "beta", "mopoe", [256])
+    fp32 = statistics.median(step_times(model, data, mask, 3))
+    bf16 = statistics.median(step_times(model, data, mask, 3, autocast=True))
+    result["polymnist5_cnn_bf16_autocast_speedup"] = round(fp32 / bf16, 3)
     print(json.dumps(result))
 
 

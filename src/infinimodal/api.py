@@ -367,9 +367,13 @@ class MultimodalVAE:
 # --- run directories (the command line) ---------------------------------------------------------------
 
 
-def load_data(config: TrainConfig, progress: bool = True) -> MultimodalData:
+def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = False) -> MultimodalData:
+    """The run's data set; with `limit_train`, only the first `max_train` training rows (what training sees).
+
+    Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
+    """
     data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress)
-    if config.max_train is not None:
+    if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
     return data
 
@@ -379,7 +383,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(config, progress)
+    data = load_data(config, progress, limit_train=True)
     vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
     record = asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files (default: search)")
     train.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the data set's construction or split")
     train.add_argument("--likelihood", type=_likelihood, action="append", default=[], metavar="MODALITY=NAME",
-                       help=f"data files: a modality's likelihood ({', '.join(LIKELIHOODS)}); default: inferred")
+                       help=f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / laplace:S with a fixed scale S; * = every modality)")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     train.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim, help="gaussian: dimension D")

@@ -85,16 +85,24 @@ class BernoulliLikelihood(Likelihood):
 
 
 class _LocationScale(Likelihood):
-    """Location from the decoder, one learned scale per feature (softplus, floored at MIN_SCALE)."""
+    """Location from the decoder; one learned scale per feature (softplus, floored at MIN_SCALE), or a fixed
+    scale for every feature ("laplace:0.75", as the MoPoE PolyMNIST experiments use)."""
 
     family: type[Distribution]
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    def __init__(self, shape: tuple[int, ...], scale: float | None = None) -> None:
         super().__init__(shape)
-        # softplus(0.5413) = 1: start at unit scale, the scale of standardised data
-        self.raw_scale = nn.Parameter(torch.full(self.shape, 0.5413))
+        if scale is None:
+            # softplus(0.5413) = 1: start at unit scale, the scale of standardised data
+            self.raw_scale = nn.Parameter(torch.full(self.shape, 0.5413))
+        else:
+            if not scale > 0:
+                raise ValueError(f"a fixed {self.name} scale must be positive, got {scale}")
+            self.register_buffer("fixed_scale", torch.full(self.shape, float(scale)))
 
     def scale(self) -> Tensor:
+        if hasattr(self, "fixed_scale"):
+            return self.fixed_scale
         return F.softplus(self.raw_scale) + MIN_SCALE
 
     def forward(self, params: Tensor) -> Distribution:
@@ -186,10 +194,31 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 }
 
 
-def build_likelihood(name: str, shape: tuple[int, ...]) -> Likelihood:
+#: Likelihoods that take an argument after a colon: a fixed scale ("gaussian:0.1", "laplace:0.75").
+WITH_FIXED_SCALE = ("gaussian", "laplace")
+
+
+def likelihood_class(spec: str) -> type[Likelihood]:
+    """The class of a likelihood spec ("laplace", "laplace:0.75"); ValueError saying what is allowed otherwise."""
+    name, colon, argument = spec.partition(":")
     if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](shape)
+        raise ValueError(f"unknown likelihood {spec!r}; choose one of {', '.join(LIKELIHOODS)} (gaussian:S, laplace:S for a fixed scale S)")
+    if colon:
+        if name not in WITH_FIXED_SCALE:
+            raise ValueError(f"likelihood {name!r} takes no argument, got {spec!r}")
+        try:
+            scale = float(argument)
+        except ValueError:
+            raise ValueError(f"likelihood {spec!r}: the fixed scale must be a number") from None
+        if not scale > 0:
+            raise ValueError(f"likelihood {spec!r}: the fixed scale must be positive")
+    return LIKELIHOODS[name]
+
+
+def build_likelihood(spec: str, shape: tuple[int, ...]) -> Likelihood:
+    cls = likelihood_class(spec)
+    _, colon, argument = spec.partition(":")
+    return cls(shape, scale=float(argument)) if colon else cls(shape)
 
 
 def infer_likelihood(values: np.ndarray) -> str:

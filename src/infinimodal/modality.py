@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .likelihoods import LIKELIHOODS
+from .likelihoods import likelihood_class
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Modality:
 
     shape: of one observation, e.g. (784,) for a flat image, (3, 28, 28) for an RGB image (the default
         networks are then a small CNN), (20,) for 20 tabular features, (C,) one-hot for a categorical.
-    likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`.
+    likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`, or gaussian:S / laplace:S for a fixed scale S.
     encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
     decoder: optional module mapping the latent code [n, d] to likelihood parameters with
         n_params * prod(shape) values per row (any shape that reshapes to [n, n_params, *shape]).
@@ -33,10 +33,10 @@ class Modality:
             raise ValueError(f"modality names must be non-empty letters, digits, '-' or '_', got {self.name!r}")
         if not self.shape or min(self.shape) < 1:
             raise ValueError(f"modality {self.name!r}: shape must be positive sizes, got {self.shape}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"modality {self.name!r}: unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
-            )
+        try:
+            likelihood_class(self.likelihood)
+        except ValueError as exc:
+            raise ValueError(f"modality {self.name!r}: {exc}") from None
 
     @property
     def is_image(self) -> bool:

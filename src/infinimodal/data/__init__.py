@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
+from ..likelihoods import likelihood_class
+from ..modality import Modality
 from .files import SUFFIXES, file_dataset, read_table
 from .images import noisy_mnist_dataset, polymnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
@@ -39,8 +43,6 @@ def load_dataset(
     (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split).
     """
     name, _, rest = spec.partition(":")
-    if likelihoods and name in ("mnist", "polymnist", "noisy-mnist", "synthetic"):
-        raise DataError(f"{spec}: likelihoods can only be chosen for data files; built-in data sets fix theirs")
     if spec == "mnist":
         data = mnist_dataset(data_dir, binarize)
     elif name == "polymnist":
@@ -54,11 +56,34 @@ def load_dataset(
     elif name == "synthetic":
         data = synthetic_dataset(rest)
     elif Path(spec).suffix in SUFFIXES:
-        data = file_dataset(spec, likelihoods, seed=seed)
+        data = file_dataset(spec, {k: v for k, v in (likelihoods or {}).items() if k != "*"}, seed=seed)
     else:
         raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, or a .npz / .h5mu file")
+    if likelihoods:
+        override_likelihoods(data, likelihoods)
     data.validate()
     return data
+
+
+def override_likelihoods(data: MultimodalData, likelihoods: dict[str, str]) -> None:
+    """Replace modalities' likelihoods ("*" = every modality), checking the names and the data's support."""
+    unknown = set(likelihoods) - set(data.names) - {"*"}
+    if unknown:
+        raise DataError(f"{data.source}: likelihoods given for {', '.join(sorted(unknown))}, which are not among its modalities ({', '.join(data.names)})")
+    for m, modality in enumerate(data.modalities):
+        chosen = likelihoods.get(modality.name, likelihoods.get("*"))
+        if chosen is None or chosen == modality.likelihood:
+            continue
+        try:
+            cls = likelihood_class(chosen)
+        except ValueError as exc:
+            raise DataError(f"modality {modality.name!r} of {data.source}: {exc}") from None
+        observed = data.train.arrays[modality.name][np.flatnonzero(data.train.mask[:, m])[:1000]]
+        observed = observed / 255.0 if observed.dtype == np.uint8 else observed
+        problem = cls.check(np.asarray(observed))
+        if problem:
+            raise DataError(f"modality {modality.name!r} of {data.source}: {problem}")
+        data.modalities[m] = Modality(modality.name, modality.shape, chosen)
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, format_rows
-from ..likelihoods import LIKELIHOODS, infer_likelihood
+from ..likelihoods import infer_likelihood, likelihood_class
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
 
@@ -69,8 +69,11 @@ def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> t
 
 def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None) -> tuple[Modality, np.ndarray, np.ndarray]:
     where = f"modality {name!r} in {path}"
-    if likelihood is not None and likelihood not in LIKELIHOODS:
-        raise DataError(f"{where}: unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
+    if likelihood is not None:
+        try:
+            likelihood_class(likelihood)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
     if values.dtype.kind not in "biuf":
         raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
     if likelihood == "categorical" and values.ndim == 1:
@@ -92,7 +95,7 @@ def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None)
         raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
     observed = ~missing
     chosen = likelihood or infer_likelihood(values[observed])
-    problem = LIKELIHOODS[chosen].check(values[observed])
+    problem = likelihood_class(chosen).check(values[observed])
     if problem:
         raise DataError(f"{where}: {problem} (among observed rows)")
     array = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), 0.0, values).astype(np.float32)

@@ -56,7 +56,7 @@ def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_classifier(
-    data: MultimodalData, m: int, epochs: int = 3, batch_size: int = 128, seed: int = 0, progress: bool = True
+    data: MultimodalData, m: int, epochs: int = 5, batch_size: int = 128, seed: int = 0, progress: bool = True
 ) -> ModalityClassifier:
     modality = data.modalities[m]
     n_classes = int(max(data.train.labels.max(), data.test.labels.max())) + 1
