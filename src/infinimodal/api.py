@@ -112,7 +112,8 @@ class TrainConfig(ModelConfig):
     epochs: int = 50
     batch_size: int = 100
     lr: float = 1e-3
-    kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to 1
+    kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to kl_weight
+    kl_weight: float = 1.0  # the KL weight after warm-up (beta of the beta-VAE; 1 trains the ELBO itself)
     binarize: str = "dynamic"  # mnist
     seed: int = 0
     max_train: int | None = None
@@ -125,6 +126,7 @@ class TrainConfig(ModelConfig):
         _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
+        _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
 
@@ -187,6 +189,7 @@ class MultimodalVAE:
         batch_size: int = 100,
         lr: float = 1e-3,
         kl_warmup: float = 10.0,
+        kl_weight: float = 1.0,
         seed: int = 0,
         precision: str = "32",
         out_dir: str | Path | None = None,
@@ -219,7 +222,7 @@ class MultimodalVAE:
                 log_every_n_steps=50,
             )
             self.module.train()
-            plan = TrainingPlan(self.module, lr=lr, kl_warmup=kl_warmup)
+            plan = TrainingPlan(self.module, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight)
             started = time.perf_counter()
             with warnings.catch_warnings():
                 for noise in _LIGHTNING_NOISE:
@@ -390,7 +393,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         "modalities": [m.to_dict() for m in data.modalities],
     }
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-    vae.fit(data, config.epochs, config.batch_size, config.lr, config.kl_warmup, config.seed, config.precision, out, progress)
+    vae.fit(
+        data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
+        kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
+    )
     record |= {"train_seconds": vae.train_seconds, "best_val_elbo": vae.best_val_elbo}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return out

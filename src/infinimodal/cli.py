@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--kl-warmup", type=float, default=defaults.kl_warmup, help="epochs of linear KL warm-up")
+    train.add_argument("--kl-weight", type=float, default=defaults.kl_weight, help="KL weight after warm-up (beta-VAE's beta; 1 = ELBO)")
     train.add_argument("--binarize", default=defaults.binarize, choices=BINARIZATIONS, help="mnist: training binarisation")
     train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     train.add_argument("--seed", type=int, default=defaults.seed)
@@ -161,7 +162,7 @@ def _run(args: argparse.Namespace) -> None:
             latent=args.latent, aggregator=args.aggregator, latent_dim=args.latent_dim, truncation=args.truncation,
             alpha=args.alpha, decoder_input=args.decoder_input, evidence=args.evidence, poe_subsets=args.poe_subsets,
             moe_samples=args.moe_samples, moe_estimator=args.moe_estimator, max_enumerate=args.max_enumerate, hidden=args.hidden, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, binarize=args.binarize, seed=args.seed,
+            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
             max_train=args.max_train, precision=args.precision,
         )
         out = api.train(config, args.out, progress=not args.quiet)

@@ -15,19 +15,21 @@ from .model import MultimodalModule
 
 
 class TrainingPlan(L.LightningModule):
-    """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to 1 over `kl_warmup` epochs."""
+    """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to `kl_weight` (beta of the
+    beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1)."""
 
-    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0) -> None:
+    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0, kl_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.lr = lr
         self.kl_warmup = kl_warmup
+        self.final_kl_weight = kl_weight
 
     def kl_weight(self) -> float:
         if self.kl_warmup <= 0:
-            return 1.0
+            return self.final_kl_weight
         steps_per_epoch = max(1, int(self.trainer.num_training_batches))
-        return min(1.0, self.global_step / (self.kl_warmup * steps_per_epoch))
+        return self.final_kl_weight * min(1.0, self.global_step / (self.kl_warmup * steps_per_epoch))
 
     def training_step(self, batch, batch_idx):
         weight = self.kl_weight()

@@ -148,7 +148,7 @@ def coherence(model: MultimodalModule, split: Split, classifiers, subsets: dict[
     classifiers: one per modality, in the model's modality order.
     """
     model.eval()
-    labels = torch.from_numpy(split.labels)
+    labels = torch.from_numpy(np.array(split.labels))  # a copy: cached arrays are read-only memory maps
     names = model.names
     n_modalities = len(names)
     by_subset: dict[tuple, list[float]] = {}
