@@ -29,8 +29,12 @@ from .mnist import load_mnist
 from .multimodal import MultimodalData, Split
 
 MAX_POLYMNIST_MODALITIES = 16
-TEXTURE_SIZE = 128
+#: Textures are 512 pixels square (crops from 235,225 positions), with features sized as on a 128-pixel tile.
+TEXTURE_SIZE = 512
+TEXTURE_FEATURE_SCALE = 128
 CROP = 28
+#: Part of every cache key: a change to how the data sets are built must not reuse an old build.
+BUILD_VERSION = 2
 
 
 # --- textures ------------------------------------------------------------------------------------
@@ -41,36 +45,48 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarr
     return (field - field.mean()) / (field.std() + 1e-12)
 
 
+def _palette_map(t: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Map t in [0, 1] through three colours (low, middle, high): [3, H, W]."""
+    low = np.clip(1 - 2 * t, 0, 1)
+    high = np.clip(2 * t - 1, 0, 1)
+    mid = 1 - low - high
+    return low[None] * palette[0][:, None, None] + mid[None] * palette[2][:, None, None] + high[None] * palette[1][:, None, None]
+
+
 def texture(index: int, seed: int = 0, size: int = TEXTURE_SIZE) -> np.ndarray:
     """A procedural RGB texture in [0, 1], shape [3, size, size], distinct for each index.
 
-    The pattern (marble veins, stripes, cells, multi-scale noise) cycles with index % 4, and every index
-    has its own palette of three colours and its own frequencies.
+    The pattern (marble veins, stripes, cells, multi-scale noise) cycles with index % 4; every index has its
+    own frequencies and two palettes of three colours, blended by a slowly varying field. Like the
+    photographs of the original PolyMNIST, the texture is large and not periodic, so a 28x28 crop is
+    close to unique: its position is not a two-number summary that a model could learn before the digit.
     """
     rng = np.random.default_rng([seed, index, 7919])
-    y, x = np.mgrid[0:size, 0:size] / size
+    y, x = np.mgrid[0:size, 0:size] / TEXTURE_FEATURE_SCALE  # features keep their size in pixels
     kind = index % 4
     if kind == 0:  # marble: a sinusoid bent by smooth noise
         angle = rng.uniform(0, math.pi)
         turbulence = _smooth_noise(rng, size, rng.uniform(4, 10))
         t = np.sin(2 * math.pi * rng.uniform(3, 8) * (x * math.cos(angle) + y * math.sin(angle)) + 2.5 * turbulence)
-    elif kind == 1:  # stripes of two widths, blurred
+    elif kind == 1:  # stripes of two widths, bent slowly
         angle = rng.uniform(0, math.pi)
-        u = x * math.cos(angle) + y * math.sin(angle)
+        u = x * math.cos(angle) + y * math.sin(angle) + 0.3 * _smooth_noise(rng, size, 40)
         t = np.tanh(4 * np.sin(2 * math.pi * rng.uniform(6, 14) * u)) + 0.5 * np.sin(2 * math.pi * rng.uniform(1, 3) * u)
     elif kind == 2:  # cells: distance to the nearest of random points
-        points = rng.random((int(rng.integers(12, 30)), 2))
-        d = np.min(np.hypot(x[..., None] - points[:, 1], y[..., None] - points[:, 0]), axis=-1)
+        points = rng.random((int(rng.integers(12, 30) * (size / TEXTURE_FEATURE_SCALE) ** 2), 2)) * size / TEXTURE_FEATURE_SCALE
+        d = np.full((size, size), np.inf)
+        for start in range(0, len(points), 64):
+            chunk = points[start : start + 64]
+            d = np.minimum(d, np.min(np.hypot(x[..., None] - chunk[:, 1], y[..., None] - chunk[:, 0]), axis=-1))
         t = np.sin(d * rng.uniform(20, 40))
     else:  # noise at two scales
         t = _smooth_noise(rng, size, rng.uniform(1.0, 2.5)) + _smooth_noise(rng, size, rng.uniform(5, 12))
     t = (t - t.min()) / (t.max() - t.min() + 1e-12)
-    palette = rng.random((3, 3))  # three colours, RGB
-    palette[1] = 1 - palette[0]  # keep contrast between the ends
-    low = np.clip(1 - 2 * t, 0, 1)
-    high = np.clip(2 * t - 1, 0, 1)
-    mid = 1 - low - high
-    image = low[None] * palette[0][:, None, None] + mid[None] * palette[2][:, None, None] + high[None] * palette[1][:, None, None]
+    palettes = rng.random((2, 3, 3))  # two palettes of three colours, RGB
+    palettes[:, 1] = 1 - palettes[:, 0]  # keep contrast between the ends
+    blend = _smooth_noise(rng, size, size / 8)
+    blend = (blend - blend.min()) / (blend.max() - blend.min() + 1e-12)
+    image = (1 - blend)[None] * _palette_map(t, palettes[0]) + blend[None] * _palette_map(t, palettes[1])
     return image.astype(np.float32)
 
 
@@ -122,7 +138,7 @@ def polymnist_dataset(n_modalities: int, data_dir=None, seed: int = 0, progress:
             splits[split_name] = arrays
         return splits, {"modalities": n_modalities, "seed": seed, "mnist": mnist.source}
 
-    splits, _ = cached_build("polymnist", f"M{n_modalities}-seed{seed}-{key}", build, progress)
+    splits, _ = cached_build("polymnist", f"v{BUILD_VERSION}-M{n_modalities}-seed{seed}-{key}", build, progress)
     modalities = [Modality(name, (3, CROP, CROP), "laplace") for name in names]
     return _image_dataset(modalities, splits, f"polymnist:{n_modalities} (seed {seed}) from MNIST at {mnist.source}")
 
@@ -178,7 +194,7 @@ def noisy_mnist_dataset(data_dir=None, seed: int = 0, progress: bool = True) -> 
             }
         return splits, {"seed": seed, "mnist": mnist.source}
 
-    splits, _ = cached_build("noisy-mnist", f"seed{seed}-{key}", build, progress)
+    splits, _ = cached_build("noisy-mnist", f"v{BUILD_VERSION}-seed{seed}-{key}", build, progress)
     modalities = [Modality("view1", (1, 28, 28), "laplace"), Modality("view2", (1, 28, 28), "laplace")]
     return _image_dataset(modalities, splits, f"noisy-mnist (seed {seed}) from MNIST at {mnist.source}")
 
