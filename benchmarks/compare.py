@@ -44,6 +44,12 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
+def _trained(run: Path) -> bool:
+    """A run whose training finished (its config records the training time) is evaluated, not retrained."""
+    config = run / "config.json"
+    return (run / "model.ckpt").is_file() and config.is_file() and "train_seconds" in json.loads(config.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -64,8 +70,9 @@ def main() -> None:
             settings = shared | parse_settings([p for p in own.split(",") if p])
             run = Path(args.out) / f"{name.replace('/', '_')}{'_' + own.replace('=', '').replace(',', '_') if own else ''}_s{seed}"
             if not (run / "eval.json").is_file():
-                config = api.TrainConfig(data=args.data, latent=latent, aggregator=aggregator or "mopoe", epochs=args.epochs, seed=seed, **settings)
-                api.train(config, run, progress=False)
+                if not _trained(run):
+                    config = api.TrainConfig(data=args.data, latent=latent, aggregator=aggregator or "mopoe", epochs=args.epochs, seed=seed, **settings)
+                    api.train(config, run, progress=False)
                 api.evaluate(run, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=False)
             result = json.loads((run / "eval.json").read_text())
             config = json.loads((run / "config.json").read_text())
