@@ -36,7 +36,12 @@ def describe(config: dict) -> str:
         size = f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
     n_modalities = len(config.get("modalities", [0]))
     aggregator = f"{config['aggregator']}, " if n_modalities > 1 else ""
-    return f"{config['latent']} ({aggregator}{size})"
+    # settings away from their defaults, so runs that differ in them are not pooled as seeds
+    extra = [f"{key}={config[key]:g}" for key, default in (("lr", 1e-3), ("kl_weight", 1.0)) if config.get(key, default) != default]
+    extra += [f"likelihood {name}={law}" for name, law in sorted(config.get("likelihoods", {}).items())]
+    if config.get("max_train"):
+        extra.append(f"max_train={config['max_train']}")
+    return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"
 
 
 def cell(values, scale: float = 1.0, digits: int = 2) -> str:
@@ -53,7 +58,8 @@ def seeds(items) -> str:
 
 
 def paper(groups) -> None:
-    print("| model | seeds | epochs | -log p(x) (S=1000) | -ELBO | kNN error % k=3 / 5 / 10 (E[pi], paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |")
+    samples = "/".join(str(s) for s in sorted({r["iw_samples"] for items in groups.values() for _, r in items}))
+    print(f"| model | seeds | epochs | -log p(x) (S={samples}) | -ELBO | kNN error % k=3 / 5 / 10 (E[pi], paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]

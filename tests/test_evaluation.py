@@ -72,3 +72,13 @@ def test_classifiers_are_trained_once_and_cached(small, monkeypatch):
     x = torch.from_numpy(data.test.arrays["x0"][:20])
     torch.testing.assert_close(again[0].predict(x), first[0].predict(x))
     assert [c.test_accuracy for c in again] == [c.test_accuracy for c in first]
+
+
+def test_classifier_cache_key_ignores_the_models_likelihood_but_not_the_data():
+    spec = "synthetic:modalities=2,shared=2,private=1,features=5,n=200"
+    plain = load_dataset(spec)
+    relabelled_law = load_dataset(spec, likelihoods={"*": "laplace"})
+    assert [m.likelihood for m in relabelled_law.modalities] != [m.likelihood for m in plain.modalities]
+    assert classifier_module.data_fingerprint(relabelled_law) == classifier_module.data_fingerprint(plain)
+    other_data = load_dataset("synthetic:modalities=2,shared=2,private=1,features=5,n=200,seed=1")
+    assert classifier_module.data_fingerprint(other_data) != classifier_module.data_fingerprint(plain)
