@@ -100,18 +100,22 @@ def multimodal(groups) -> None:
 def synthetic(groups) -> None:
     n = max(len(items[0][0]["modalities"]) for items in groups.values())
     given = [str(k) for k in range(1, n + 1)]
-    print(f"| model | seeds | epochs | test ELBO | log p(X) | probe, given {' / '.join(given)} | R^2 shared factors (E[pi] / decoder space) | KL-active (truth) | sticks_99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| model | seeds | epochs | test ELBO | log p(X) | probe, given {' / '.join(given)} | probe in decoder space | R^2 shared factors (E[pi] / decoder space) | KL-active (truth) | sticks_99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
         probe = " / ".join(by_count(results, "linear_probe_accuracy", k) for k in given)
+        if all("linear_probe_accuracy_decoder_input" in r for r in results):
+            probe_dec = " / ".join(by_count(results, "linear_probe_accuracy_decoder_input", k) for k in given)
+        else:
+            probe_dec = "same"
         r2 = cell([r.get("shared_factor_r2") for r in results], digits=3)
         r2_dec = [r.get("shared_factor_r2_decoder_input") for r in results]
         if all(v is not None for v in r2_dec):
             r2 += " / " + cell(r2_dec, digits=3)
         print(
             f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([r['elbo'] for r in results])} | {cell([r['log_likelihood'] for r in results])} | {probe} "
-            f"| {r2} | {cell([r['kl_active'] for r in results], digits=1)} ({results[0].get('true_dims', '?')}) | {cell([r.get('sticks_99') for r in results], digits=1)} |"
+            f"| {probe_dec} | {r2} | {cell([r['kl_active'] for r in results], digits=1)} ({results[0].get('true_dims', '?')}) | {cell([r.get('sticks_99') for r in results], digits=1)} |"
         )
 
 
