@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -41,7 +42,13 @@ def test_evaluate_writes_every_key(beta_run, capsys):
     assert set(result["knn_error"]) == {"3", "5", "10"}
     assert result["iw_samples"] == 5 and result["n_test"] == 100
     assert all(0 <= v <= 1 for v in result["knn_error"].values())
-    assert 1 <= result["sticks_99"] <= 10
+    # sticks_99 against a count made here from the model's own E[pi] on the same 100 test rows
+    vae, config = api.load(beta_run)
+    test = api.load_data(config, progress=False).test.take(slice(0, 100))
+    weights = vae.embed(test.arrays)
+    needed = (np.cumsum(weights, axis=1) < 0.99).sum(axis=1) + 1
+    assert result["sticks_99"] == pytest.approx(needed.mean(), abs=1e-6)
+    assert result["sticks_99_histogram"] == np.bincount(needed, minlength=11)[1:].tolist()  # rows needing 1..K sticks, K = 10
     assert result["log_likelihood"] >= result["elbo"] - 5  # the bound tightens, up to sampling noise
     assert "log_likelihood" in capsys.readouterr().out
 
@@ -82,6 +89,17 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert "--truncation must be at least 2" in capsys.readouterr().err
     assert main(["train", "--alpha", "-1", "--out", str(tmp_path / "y")]) != 0
     assert "--alpha must be a positive number" in capsys.readouterr().err
+    assert main(["train", "--kl-weight", "0", "--out", str(tmp_path / "z")]) != 0
+    assert "--kl-weight must be a positive number" in capsys.readouterr().err
+
+
+def test_kl_weight_is_the_weight_after_warm_up(tmp_path):
+    out = tmp_path / "kl"
+    assert main(["train", "--latent", "gaussian", "--latent-dim", "4", "--kl-warmup", "1", "--kl-weight", "2.5", *TINY, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["kl_weight"] == 2.5
+    # 6 batches per epoch: epoch 0 ramps 0..5/6 of 2.5 (mean 2.5 * 2.5 / 6), epoch 1 stays at 2.5
+    weights = pd.read_csv(out / "metrics.csv")["kl_weight"].dropna().to_numpy()
+    assert weights == pytest.approx([2.5 * 2.5 / 6, 2.5], abs=1e-5)
 
 
 def test_console_script_reports_errors_with_exit_code(tmp_path):
