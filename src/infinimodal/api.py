@@ -143,6 +143,7 @@ _LIGHTNING_NOISE = (
     ".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*", ".*smaller than the logging interval.*"
 )
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
+log = logging.getLogger("infinimodal")
 
 
 class _StopOnNonFinite(Callback):
@@ -155,6 +156,16 @@ class _StopOnNonFinite(Callback):
                 f"training diverged: loss is {loss.item()} at epoch {trainer.current_epoch}, batch {batch_idx}; "
                 "try a smaller --lr or a longer --kl-warmup"
             )
+
+
+class _LogEpochs(Callback):
+    """One line per epoch in the `infinimodal` log (the run directory's infinimodal.log on the command line)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
+        log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
 
 
 class MultimodalVAE:
@@ -215,7 +226,7 @@ class MultimodalVAE:
                 devices=1,
                 precision=precision,
                 logger=CSVLogger(save_dir=out, name="", version=""),
-                callbacks=[checkpoint, _StopOnNonFinite()],
+                callbacks=[checkpoint, _StopOnNonFinite(), _LogEpochs()],
                 enable_progress_bar=progress,
                 enable_model_summary=False,
                 deterministic=True,
@@ -303,7 +314,8 @@ class MultimodalVAE:
         """Every modality's missing rows replaced by E[x_m | z] at the posterior mean of z given the row's
         observed modalities; observed rows are returned unchanged."""
         split = self.as_split(arrays)
-        filled = {name: split.arrays[name].copy() for name in self.names}
+        # images stored as uint8 intensities come back as floats in [0, 1], the scale the model generates in
+        filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
             batch = split.batch(rows)
@@ -393,12 +405,14 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         "modalities": [m.to_dict() for m in data.modalities],
     }
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("training %s / %s on %s (%d training rows) into %s", config.latent, config.aggregator, data.source, len(data.train), out)
     vae.fit(
         data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
     )
     record |= {"train_seconds": vae.train_seconds, "best_val_elbo": vae.best_val_elbo}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("trained in %.0f s; best validation ELBO %s", vae.train_seconds, vae.best_val_elbo)
     return out
 
 
@@ -428,4 +442,5 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     result["aggregator"] = config.aggregator
     result["eval_seconds"] = time.perf_counter() - started
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)", result["eval_seconds"], result["elbo"], result["log_likelihood"], iw_samples)
     return result

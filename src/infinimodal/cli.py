@@ -1,20 +1,24 @@
-"""`infinimodal` on the command line: train, evaluate, sample, impute, embed.
+"""`infinimodal` on the command line: train, evaluate, report, compare, sample, impute, embed.
 
     infinimodal train --data polymnist:5 --latent beta --aggregator mopoe --out runs/poly
     infinimodal evaluate runs/poly --iw-samples 1000
+    infinimodal report runs/poly                       # runs/poly/report.html and runs/poly/figures/*.png
+    infinimodal compare runs/poly runs/poly-gaussian --out poly.html
     infinimodal sample runs/poly --n 16 --out samples.png
     infinimodal sample runs/poly --n 16 --given m0,m1 --data polymnist:5 --out cross.png
     infinimodal impute runs/mine --data subjects.npz --out filled.npz
     infinimodal embed runs/poly --data polymnist:5 --given m0 --out z.npy
 
 Problems are reported as one line on stderr with a non-zero exit; `--debug` (or
-INFINIMODAL_DEBUG=1) shows the traceback instead.
+INFINIMODAL_DEBUG=1) shows the traceback instead. Commands that work on a run directory also log what
+they did to DIR/infinimodal.log.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -108,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-coherence", action="store_true", help="skip coherence (and its classifiers)")
     evaluate.add_argument("--quiet", action="store_true")
 
+    report = commands.add_parser("report", help="write DIR/report.html: figures of what the model learned")
+    report.add_argument("run_dir")
+    report.add_argument("--max-rows", type=_positive_int, default=2000, help="test rows for the maps and stick statistics")
+    report.add_argument("--examples", type=_positive_int, default=8, help="rows per generation / imputation / per-dimension figure")
+    report.add_argument("--max-dims", type=_positive_int, default=16, help="most latent dimensions in the per-dimension figure")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    compare = commands.add_parser("compare", help="several runs side by side in one HTML page")
+    compare.add_argument("run_dirs", nargs="+")
+    compare.add_argument("--out", required=True, help="the .html file to write (its figures go to <name>_figures/)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+
     sample = commands.add_parser("sample", help="generate every modality, from the prior or given modalities")
     sample.add_argument("run_dir")
     sample.add_argument("--n", type=_positive_int, default=16, help="samples (with --data: the first N rows)")
@@ -172,6 +188,16 @@ def _run(args: argparse.Namespace) -> None:
         keys = ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
         print(json.dumps({k: result[k] for k in keys if k in result}))
         print(f"wrote {args.run_dir}/eval.json")
+    elif args.command == "report":
+        from .evaluation.report import write_report
+
+        path = write_report(args.run_dir, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
+        print(f"wrote {path} (figures in {path.parent / 'figures'})")
+    elif args.command == "compare":
+        from .evaluation.report import compare_runs
+
+        path = compare_runs(args.run_dirs, args.out, progress=not args.quiet)
+        print(f"wrote {path}")
     elif args.command == "sample":
         import torch
 
@@ -213,6 +239,47 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 
+class _log_to:
+    """Log the infinimodal and Lightning messages of a command on a run directory to DIR/infinimodal.log
+    (train creates DIR; the other commands log only into a directory that exists)."""
+
+    LOGGERS = ("infinimodal", "lightning.pytorch")
+
+    def __init__(self, args: argparse.Namespace, argv: list[str]) -> None:
+        directory = args.out if args.command == "train" else getattr(args, "run_dir", None)
+        self.directory = Path(directory) if directory else None
+        self.create = args.command == "train"
+        self.argv = argv
+        self.handler = None
+
+    def __enter__(self):
+        if self.directory is None or not (self.directory.is_dir() or self.create):
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(self.directory / "infinimodal.log")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self.handler)
+        logger = logging.getLogger("infinimodal")
+        self.level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.info("infinimodal %s %s", __version__, " ".join(self.argv))
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if self.handler is not None:
+            logger = logging.getLogger("infinimodal")
+            if value is not None:
+                logger.error("failed: %s: %s", type(value).__name__, value)
+            else:
+                logger.info("done")
+            for name in self.LOGGERS:
+                logging.getLogger(name).removeHandler(self.handler)
+            logger.setLevel(self.level)
+            self.handler.close()
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -220,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InfinimodalError
 
     try:
-        _run(args)
+        with _log_to(args, sys.argv[1:] if argv is None else argv):
+            _run(args)
     except InfinimodalError as exc:
         if debug:
             raise

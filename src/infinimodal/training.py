@@ -37,6 +37,7 @@ class TrainingPlan(L.LightningModule):
         n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train_elbo", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_reconstruction", out.reconstruction.mean(), on_step=False, on_epoch=True, batch_size=n)
         self.log("train_kl", out.kl.mean(), on_step=False, on_epoch=True, batch_size=n)
         self.log("kl_weight", weight, on_step=False, on_epoch=True, batch_size=n)
         return out.loss

@@ -1,8 +1,8 @@
-"""Figures (matplotlib, no display needed).
+"""Figures (matplotlib, no display needed), one function per kind, arrays in and a PNG out.
 
-`sample_figure`: one panel per column of samples, rows = samples. Image modalities ((C, H, W), or flat
-vectors whose length is a square of at least 64 pixels, such as MNIST's 784) are shown as images stacked
-top to bottom; tabular modalities as a heat map of samples x features.
+Image modalities ((C, H, W), or flat vectors whose length is a square of at least 64 pixels, such as
+MNIST's 784) are drawn as images; tabular ones as heat maps (rows x features). Every figure goes
+through `_style()` so that fonts, sizes and colours agree across a report, and `_save` writes it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,44 @@ import numpy as np  # noqa: E402
 from ..data import Split  # noqa: E402
 from ..modality import Modality  # noqa: E402
 
+#: One look for every figure of a report.
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.grid": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "image.interpolation": "nearest",
+}
+#: Joint posterior first, then one colour per modality, the same in every figure.
+JOINT_COLOUR = "black"
+HEATMAP = "viridis"
+MISSING_COLOUR = "#dddddd"
+
+
+def _style():
+    return plt.rc_context(STYLE)
+
+
+def modality_colour(index: int) -> str:
+    return plt.get_cmap("tab10")(index % 10)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+# --- images and heat maps ------------------------------------------------------------------------------
+
 
 def as_images(modality: Modality, values: np.ndarray) -> np.ndarray | None:
     """[n, H, W, C] in [0, 1] for image-like modalities, None for tabular ones."""
@@ -34,13 +72,70 @@ def as_images(modality: Modality, values: np.ndarray) -> np.ndarray | None:
     return np.clip(images, 0.0, 1.0)
 
 
-def _strip(images: np.ndarray) -> np.ndarray:
-    """Stack [n, H, W, C] images top to bottom with a 1-pixel white gap."""
-    n, h, w, c = images.shape
-    out = np.ones((n * (h + 1) - 1, w, c))
-    for i, image in enumerate(images):
-        out[i * (h + 1) : i * (h + 1) + h] = image
-    return out[..., 0] if c == 1 else out
+def is_image(modality: Modality) -> bool:
+    return as_images(modality, np.zeros((1, *modality.shape), dtype=np.float32)) is not None
+
+
+def mosaic(images: np.ndarray, gap: int = 1) -> np.ndarray:
+    """[rows, cols, H, W, C] images as one [rows*(H+gap)-gap, cols*(W+gap)-gap, C] picture on white.
+
+    NaN images (missing rows) are drawn in light grey."""
+    rows, cols, h, w, c = images.shape
+    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, 3))
+    grey = np.asarray(matplotlib.colors.to_rgb(MISSING_COLOUR))
+    for r in range(rows):
+        for col in range(cols):
+            image = images[r, col]
+            tile = np.broadcast_to(grey, (h, w, 3)) if np.isnan(image).all() else np.broadcast_to(np.nan_to_num(image, nan=1.0), (h, w, 3))
+            out[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = tile
+    return out
+
+
+def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, limits: tuple[float, float] | None = None) -> None:
+    """One modality's rows: images stacked top to bottom, or a rows x features heat map (NaN rows grey) with
+    colour limits `limits` (shared by every column of the modality, so data and generation compare)."""
+    flat = values.reshape(len(values), -1).astype(np.float64)
+    missing = np.isnan(flat).all(axis=1)
+    images = as_images(modality, np.where(np.isnan(values), 0.0, values))
+    if images is not None:
+        images = images.astype(np.float64)
+        images[missing] = np.nan
+        ax.imshow(mosaic(images[:, None]), vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        cmap = plt.get_cmap(HEATMAP).copy()
+        cmap.set_bad(MISSING_COLOUR)
+        vmin, vmax = limits if limits is not None else (None, None)
+        shown = ax.imshow(np.ma.masked_invalid(flat), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xlabel("feature")
+        ax.set_ylabel("row")
+        fig.colorbar(shown, ax=ax, fraction=0.05)
+    ax.set_title(title, fontsize=9)
+
+
+def columns_figure(columns: Sequence[tuple[str, Modality, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
+    """Side by side columns (title, modality, values [n, *shape]) of the same n rows; NaN rows are missing."""
+    n = len(columns[0][2])
+    widths = [1.0 if is_image(m) else 2.2 for _, m, _ in columns]
+    with _style():
+        fig, axes = plt.subplots(
+            1, len(columns), figsize=(sum(widths) * 1.3 + 0.6, 0.45 * n + 1.4), squeeze=False,
+            gridspec_kw={"width_ratios": widths},
+        )
+        limits = {}
+        for name in {m.name for _, m, _ in columns}:
+            values = np.concatenate([v.reshape(-1) for _, m, v in columns if m.name == name])
+            values = values[np.isfinite(values)]
+            if len(values):
+                low, high = np.percentile(values, [1, 99])
+                limits[name] = (float(low), float(high) if high > low else float(low) + 1e-6)
+        for ax, (label, modality, values) in zip(axes[0], columns):
+            _draw_column(fig, ax, modality, values, label, limits.get(modality.name))
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        return _save(fig, path)
 
 
 def sample_figure(
@@ -53,25 +148,213 @@ def sample_figure(
         observed = inputs.batch(np.arange(len(inputs)))["data"]  # floats in [0, 1] whatever the storage
         for m, modality in enumerate(modalities):
             if modality.name in given:
-                values = np.where(inputs.mask[:, m].reshape(-1, *[1] * len(modality.shape)), observed[modality.name].numpy(), np.nan)
-                columns.append((f"{modality.name}\n(given)", modality, values))
+                keep = inputs.mask[:, m].reshape(-1, *[1] * len(modality.shape))
+                columns.append((f"{modality.name}\n(given)", modality, np.where(keep, observed[modality.name].numpy(), np.nan)))
     columns += [(f"{m.name}\n(generated)", m, samples[m.name]) for m in modalities]
-    fig, axes = plt.subplots(1, len(columns), figsize=(1.6 * len(columns) + 1, 0.5 * len(samples[modalities[0].name]) + 1.5), squeeze=False)
-    for ax, (title, modality, values) in zip(axes[0], columns):
-        images = as_images(modality, np.nan_to_num(values, nan=1.0))
-        if images is not None:
-            ax.imshow(_strip(images), cmap="gray" if images.shape[-1] == 1 else None, vmin=0, vmax=1)
+    return columns_figure(columns, path)
+
+
+def image_grid_figure(modality: Modality, values: np.ndarray, path: str | Path, columns: int = 8, title: str | None = None) -> Path:
+    """Many samples of one image modality as a grid, `columns` per row."""
+    images = as_images(modality, values)
+    rows = math.ceil(len(images) / columns)
+    padded = np.full((rows * columns, *images.shape[1:]), np.nan)
+    padded[: len(images)] = images
+    grid = padded.reshape(rows, columns, *images.shape[1:])
+    with _style():
+        fig, ax = plt.subplots(figsize=(0.8 * columns + 0.4, 0.8 * rows + 0.6))
+        ax.imshow(mosaic(grid), vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if title:
+            ax.set_title(title)
+        return _save(fig, path)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def curves_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
+    """ELBO, reconstruction and KL per epoch, training and validation (keys `train_elbo`, `val_kl`, ...),
+    with the KL weight of the warm-up on the KL panel's right axis."""
+    panels = [("elbo", "ELBO (nats)"), ("reconstruction", "reconstruction log-likelihood (nats)"), ("kl", "KL to the prior (nats)")]
+    with _style():
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+        for ax, (key, label) in zip(axes, panels):
+            for split, style in (("train", "-"), ("val", "--")):
+                values = curves.get(f"{split}_{key}")
+                if values is not None and np.isfinite(values).any():
+                    ax.plot(epochs, values, style, marker="o", markersize=3, color=JOINT_COLOUR if split == "train" else "tab:blue",
+                            label="training" if split == "train" else "validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.legend(loc="best")
+        weight = curves.get("kl_weight")
+        if weight is not None and np.isfinite(weight).any():
+            twin = axes[2].twinx()
+            twin.plot(epochs, weight, ":", color="tab:gray")
+            twin.set_ylabel("KL weight (warm-up)", color="tab:gray")
+            twin.set_ylim(0, max(1.05, float(np.nanmax(weight)) * 1.05))
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def overlay_curves_figure(runs: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]], path: str | Path) -> Path:
+    """Validation ELBO and KL per epoch of several runs on shared axes (the compare page)."""
+    with _style():
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        for i, (name, (epochs, curves)) in enumerate(runs.items()):
+            for ax, key in zip(axes, ("val_elbo", "val_kl")):
+                if key in curves:
+                    ax.plot(epochs, curves[key], marker="o", markersize=3, color=modality_colour(i), label=name)
+        axes[0].set_ylabel("validation ELBO (nats)")
+        axes[1].set_ylabel("validation KL (nats)")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.legend(loc="best")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+# --- latent space --------------------------------------------------------------------------------------
+
+
+def map_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path, class_names: Sequence[str] | None = None) -> Path:
+    """2-D maps (title, coordinates [n, 2], integer labels or None), coloured by label, one panel each."""
+    n_panels = len(panels)
+    n_cols = min(3, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    all_labels = np.concatenate([lab for _, _, lab in panels if lab is not None]) if any(lab is not None for _, _, lab in panels) else None
+    classes = np.unique(all_labels) if all_labels is not None else None
+    with _style():
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols + 1.2, 4.0 * n_rows), squeeze=False)
+        for ax in axes.flat[n_panels:]:
+            ax.axis("off")
+        for ax, (title, coords, labels) in zip(axes.flat, panels):
+            if labels is None:
+                ax.scatter(coords[:, 0], coords[:, 1], s=3, color="tab:gray", linewidths=0)
+            elif len(classes) <= 20:
+                cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+                for c, value in enumerate(classes):
+                    chosen = labels == value
+                    name = class_names[c] if class_names is not None else str(value)
+                    ax.scatter(coords[chosen, 0], coords[chosen, 1], s=3, color=cmap(c), linewidths=0, label=name)
+            else:
+                shown = ax.scatter(coords[:, 0], coords[:, 1], s=3, c=labels, cmap=HEATMAP, linewidths=0)
+                fig.colorbar(shown, ax=ax, label="label")
+            ax.set_title(f"{title} ({len(coords)} rows)")
+            ax.set_xlabel("t-SNE 1")
+            ax.set_ylabel("t-SNE 2")
             ax.set_xticks([])
             ax.set_yticks([])
+        if classes is not None and len(classes) <= 20:
+            handles, names = axes.flat[0].get_legend_handles_labels()
+            fig.legend(handles, names, loc="center right", title="label", markerscale=4)
+            fig.tight_layout(rect=(0, 0, 0.92, 1))
         else:
-            flat = values.reshape(len(values), -1)
-            shown = ax.imshow(flat, aspect="auto", cmap="viridis", interpolation="nearest")
-            ax.set_xlabel("feature")
-            ax.set_ylabel("sample")
-            fig.colorbar(shown, ax=ax, fraction=0.05)
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+            fig.tight_layout()
+        return _save(fig, path)
+
+
+def stick_usage_figure(
+    kl: dict[str, np.ndarray], weights: dict[str, np.ndarray] | None, path: str | Path, threshold: float = 0.05,
+    unit: str = "stick",
+) -> Path:
+    """Mean stick weight E[pi_k] (stick families) and mean KL to the prior, per stick or dimension, for the
+    joint posterior (first key, bars) and each modality's own posterior (lines)."""
+    panels = ([("weights", weights, "mean weight E[pi_k]", True)] if weights is not None else []) + [("kl", kl, "mean KL to the prior (nats)", False)]
+    with _style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4), squeeze=False)
+        for ax, (key, values, label, log) in zip(axes[0], panels):
+            for i, (name, vector) in enumerate(values.items()):
+                index = np.arange(1, len(vector) + 1)
+                if i == 0:
+                    ax.bar(index, vector, color="lightgray", edgecolor="gray", linewidth=0.5, label=name)
+                else:
+                    ax.plot(index, vector, marker="o", markersize=2.5, linewidth=1, color=modality_colour(i - 1), label=name)
+            if key == "kl":
+                ax.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"active: KL > {threshold}")
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel(f"{unit} k")
+            ax.set_ylabel(label)
+            ax.legend(loc="upper right")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def sticks_99_figure(counts: dict[str, np.ndarray], truncation: int, path: str | Path) -> Path:
+    """Distribution over test rows of the number of sticks holding 99 % of E[pi], joint and per modality."""
+    bins = np.arange(0.5, truncation + 1.5)
+    with _style():
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for i, (name, values) in enumerate(counts.items()):
+            colour = "lightgray" if i == 0 else modality_colour(i - 1)
+            kind = "stepfilled" if i == 0 else "step"
+            ax.hist(values, bins=bins, histtype=kind, color=colour, edgecolor="gray" if i == 0 else colour, linewidth=1.2,
+                    density=True, label=f"{name} (mean {np.mean(values):.1f})")
+        ax.set_xlabel("sticks holding 99 % of E[pi] (sticks_99)")
+        ax.set_ylabel("fraction of test rows")
+        ax.set_xlim(0.5, min(truncation, int(max(v.max() for v in counts.values())) + 2) + 0.5)
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def per_dimension_figure(
+    modality: Modality, alone: np.ndarray, first: np.ndarray, alone_dims: Sequence[int], first_dims: Sequence[int],
+    path: str | Path, unit: str = "stick",
+) -> Path:
+    """Decodes of one modality driven by one latent dimension at a time and by the first k dimensions.
+
+    alone [len(alone_dims), n, *shape]: row r sweeps dimension alone_dims[r] over its prior quantiles;
+    first [len(first_dims), n, *shape]: row r draws first_dims[0..r] from the prior; everything else sits at
+    its prior median (see `infinimodal.evaluation.report.dimension_sweeps`). Images: a grid per panel;
+    tabular: a heat map of each feature's standard deviation across the row's n decodes (how much the
+    dimension, or the first k, move that feature)."""
+    panels = (
+        (alone, [f"{unit} {d + 1}" for d in alone_dims], f"one {unit} alone, over its prior quantiles"),
+        (first, [f"first {r + 1}" if unit == "stick" else f"+ {unit} {d + 1}" for r, d in enumerate(first_dims)], f"first k {unit}s drawn from the prior"),
+    )
+    rows = max(len(alone_dims), len(first_dims))
+    with _style():
+        if is_image(modality):
+            n = alone.shape[1]
+            fig, axes = plt.subplots(1, 2, figsize=(2 * (0.55 * n + 1.3), 0.55 * rows + 1.2))
+            for ax, (values, names, title) in zip(axes, panels):
+                flat = as_images(modality, values.reshape(-1, *modality.shape))
+                images = flat.reshape(len(names), n, *flat.shape[1:])
+                ax.imshow(mosaic(images), vmin=0, vmax=1)
+                h = images.shape[2] + 1
+                ax.set_yticks(np.arange(len(names)) * h + h / 2 - 1, names)
+                ax.set_xticks([])
+                ax.set_title(title)
+        else:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * rows + 1.8))
+            for ax, (values, names, title) in zip(axes, panels):
+                spread = values.reshape(len(names), values.shape[1], -1).std(axis=1)
+                shown = ax.imshow(spread, aspect="auto", cmap=HEATMAP)
+                ax.set_yticks(np.arange(len(names)), names)
+                ax.set_xlabel("feature")
+                ax.set_title(title + ": spread of each feature", fontsize=9)
+                fig.colorbar(shown, ax=ax, fraction=0.05, label="std of E[x | z] across the row")
+        fig.suptitle(f"modality {modality.name}")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def sorted_kl_figure(runs: dict[str, np.ndarray], path: str | Path, threshold: float = 0.05) -> Path:
+    """Mean KL per latent dimension or stick of several runs, sorted from largest (the compare page):
+    how many dimensions each model uses and how much information each carries."""
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        for i, (name, kl) in enumerate(runs.items()):
+            values = np.sort(np.asarray(kl))[::-1]
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2.5, color=modality_colour(i), label=name)
+        ax.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"active: KL > {threshold}")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("dimension or stick, by decreasing KL")
+        ax.set_ylabel("mean KL to the prior (nats)")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        return _save(fig, path)
