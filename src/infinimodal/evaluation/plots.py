@@ -104,8 +104,7 @@ def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, li
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        cmap = plt.get_cmap(HEATMAP).copy()
-        cmap.set_bad(MISSING_COLOUR)
+        cmap = plt.get_cmap(HEATMAP).with_extremes(bad=MISSING_COLOUR)
         vmin, vmax = limits if limits is not None else (None, None)
         shown = ax.imshow(np.ma.masked_invalid(flat), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_xlabel("feature")

@@ -142,6 +142,13 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, b
     return "\n".join(lines)
 
 
+def _tables_side_by_side(rows: Sequence[Sequence[str]], header: Sequence[str], columns: int) -> str:
+    """A long two-column table cut into `columns` tables next to each other (less scrolling)."""
+    size = max(1, math.ceil(len(rows) / columns))
+    parts = [_table(rows[i : i + size], header) for i in range(0, len(rows), size)]
+    return '<div class="tables">' + "".join(parts) + "</div>"
+
+
 def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
@@ -333,14 +340,7 @@ def write_report(
 
         step("stick usage")
         # stick usage ----------------------------------------------------------------------------------
-        kl = {"joint": joint["kl_per_dim"].mean(0)}
-        weights = {"joint": joint["weights"].mean(0)} if stick else None
-        for name, part in zip(names, single):
-            chosen = part["rows"]
-            if chosen.any():
-                kl[name] = part["kl_per_dim"][chosen].mean(0)
-                if stick:
-                    weights[name] = part["weights"][chosen].mean(0)
+        kl, weights, counts = latent_usage(joint, single, names, stick)
         sticks = sections["sticks"]
         if stick:
             sticks.intro = (
@@ -356,10 +356,6 @@ def write_report(
             )
         sticks.figures.append(Figure(plots.stick_usage_figure(kl, weights, figures_dir / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit), f"usage per {unit}"))
         if stick:
-            counts = {"joint": sticks_to_cover(torch.from_numpy(joint["weights"]), 0.99).numpy()}
-            for name, part in zip(names, single):
-                if part["rows"].any():
-                    counts[name] = sticks_to_cover(torch.from_numpy(part["weights"][part["rows"]]), 0.99).numpy()
             sticks.figures.append(Figure(plots.sticks_99_figure(counts, module.latent.truncation, figures_dir / "sticks_99.png"), "sticks_99 over the test rows"))
             usage = [[name, f"{np.mean(c):.2f}", str(int(np.median(c))), str(int(c.max())), str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum()))]
                      for name, c in counts.items()]
@@ -411,10 +407,11 @@ def write_report(
             for name, m in zip(names, modalities):
                 values = generated[name].astype(np.float64)
                 values[~usable.numpy()] = np.nan  # rows where the given subset is not observed: nothing to condition on
-                columns.append((f"{name}\n| {label}", m, values))
+                columns.append((f"{name}\n(reconstructed)" if label == "reconstruction" else f"{name}\n| {label}", m, values))
             stem = "reconstruction" if subset is None else f"given_{names[subset[0]]}"
-            path = plots.columns_figure(columns, figures_dir / f"{stem}.png", title=f"generated from {label}")
-            generation.figures.append(Figure(path, f"every modality generated from {label}"))
+            heading = "reconstruction" if label == "reconstruction" else f"generated from {label}"
+            path = plots.columns_figure(columns, figures_dir / f"{stem}.png", title=heading)
+            generation.figures.append(Figure(path, heading if label == "reconstruction" else f"every modality generated from {label}"))
 
         step("imputation")
         # imputation ------------------------------------------------------------------------------------------
@@ -469,6 +466,23 @@ def write_report(
     return out
 
 
+def latent_usage(joint: dict, single: Sequence[dict], names: Sequence[str], stick: bool) -> tuple[dict, dict | None, dict | None]:
+    """Per posterior ("joint", then each modality over the rows where it is observed): mean KL per dimension,
+    mean E[pi] per stick and each row's sticks_99 (the last two None for Gaussian latents)."""
+    kl = {"joint": joint["kl_per_dim"].mean(0)}
+    weights = {"joint": joint["weights"].mean(0)} if stick else None
+    counts = {"joint": sticks_to_cover(torch.from_numpy(joint["weights"]), 0.99).numpy()} if stick else None
+    for name, part in zip(names, single):
+        chosen = part["rows"]
+        if not chosen.any():
+            continue
+        kl[name] = part["kl_per_dim"][chosen].mean(0)
+        if stick:
+            weights[name] = part["weights"][chosen].mean(0)
+            counts[name] = sticks_to_cover(torch.from_numpy(part["weights"][chosen]), 0.99).numpy()
+    return kl, weights, counts
+
+
 def _summary(section: Section, record: dict, evaluation: dict | None, names: list[str], stick: bool) -> None:
     latent = record.get("latent")
     size = f"K = {record.get('truncation')} (alpha = {record.get('alpha')})" if stick else f"D = {record.get('latent_dim')}"
@@ -490,7 +504,7 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
 def _config(section: Section, record: dict, test, modalities) -> None:
     section.intro = "The run's config.json: every setting it was trained with, and its modalities."
     settings = [[key, _format(value) if not isinstance(value, dict) else json.dumps(value)] for key, value in record.items() if key != "modalities"]
-    section.html.append(_table(settings, ["setting", "value"]))
+    section.html.append(_tables_side_by_side(settings, ["setting", "value"], 3))
     observed = test.mask.mean(axis=0)
     section.html.append(_table(
         [[m.name, " x ".join(map(str, m.shape)), m.likelihood, f"{100 * observed[i]:.1f} %"] for i, m in enumerate(modalities)],
@@ -504,7 +518,7 @@ def _metrics(section: Section, evaluation: dict | None, run: Path) -> None:
         return
     section.intro = "The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below."
     flat = _flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
-    section.html.append(_table([[k, _format(v)] for k, v in flat.items()], ["metric", "value"]))
+    section.html.append(_tables_side_by_side([[k, _format(v)] for k, v in flat.items()], ["metric", "value"], 3))
     for note in evaluation.get("notes", []):
         section.html.append(_note(note))
 
@@ -528,6 +542,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 13px; color: #555; }
 p.intro { font-size: 14px; max-width: 1000px; }
 p.note { font-size: 14px; color: #7a5a00; background: #fff8e1; padding: 6px 10px; border-radius: 4px; }
+.tables { display: flex; flex-wrap: wrap; gap: 0 24px; align-items: flex-start; }
 .side { display: grid; gap: 12px; }
 .side > div { min-width: 0; }
 .side img { max-width: 100%; height: auto; border: 1px solid #eee; }
