@@ -320,3 +320,15 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[0] > 900  # the whole page, longer than one screen
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 100  # not blank: text, figures, colour
+
+
+def test_demo_ends_with_the_report_of_its_run(tmp_path, capsys):
+    from infinimodal import demo
+
+    out = tmp_path / "demo"
+    demo.main(["--epochs", "1", "--max-train", "500", "--iw-samples", "5", "--max-test", "300", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == f"report (open in a browser): {(out / 'report.html').resolve()}"
+    page = (out / "report.html").read_text()
+    assert all(f'<section id="{key}">' in page for key, _ in SECTIONS)
+    assert "report written" in (out / "infinimodal.log").read_text()

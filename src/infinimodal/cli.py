@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -239,47 +238,6 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 
-class _log_to:
-    """Log the infinimodal and Lightning messages of a command on a run directory to DIR/infinimodal.log
-    (train creates DIR; the other commands log only into a directory that exists)."""
-
-    LOGGERS = ("infinimodal", "lightning.pytorch")
-
-    def __init__(self, args: argparse.Namespace, argv: list[str]) -> None:
-        directory = args.out if args.command == "train" else getattr(args, "run_dir", None)
-        self.directory = Path(directory) if directory else None
-        self.create = args.command == "train"
-        self.argv = argv
-        self.handler = None
-
-    def __enter__(self):
-        if self.directory is None or not (self.directory.is_dir() or self.create):
-            return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(self.directory / "infinimodal.log")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        for name in self.LOGGERS:
-            logging.getLogger(name).addHandler(self.handler)
-        logger = logging.getLogger("infinimodal")
-        self.level = logger.level
-        logger.setLevel(logging.INFO)
-        logger.info("infinimodal %s %s", __version__, " ".join(self.argv))
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if self.handler is not None:
-            logger = logging.getLogger("infinimodal")
-            if value is not None:
-                logger.error("failed: %s: %s", type(value).__name__, value)
-            else:
-                logger.info("done")
-            for name in self.LOGGERS:
-                logging.getLogger(name).removeHandler(self.handler)
-            logger.setLevel(self.level)
-            self.handler.close()
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -287,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InfinimodalError
 
     try:
-        with _log_to(args, sys.argv[1:] if argv is None else argv):
+        from .api import log_to
+
+        directory = args.out if args.command == "train" else getattr(args, "run_dir", None)
+        words = sys.argv[1:] if argv is None else argv
+        with log_to(directory, f"infinimodal {' '.join(words)}", create=args.command == "train"):
             _run(args)
     except InfinimodalError as exc:
         if debug:

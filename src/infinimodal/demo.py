@@ -1,4 +1,5 @@
-"""`make demo`: train a Beta stick-breaking VAE on MNIST for a few minutes, evaluate it, print the figures.
+"""`make demo`: train a Beta stick-breaking VAE on MNIST for a few minutes, evaluate it, print the figures,
+and write the run's report (DIR/report.html).
 
     python -m infinimodal.demo [--epochs N] [--out DIR]
 """
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from . import api
+from .evaluation.report import write_report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,25 +22,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--iw-samples", type=int, default=200)
     parser.add_argument("--max-test", type=int, default=2000)
+    parser.add_argument("--max-train", type=int, default=None, help="train on the first N digits only (a quick look)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    with api.log_to(args.out, "python -m infinimodal.demo " + " ".join(argv if argv is not None else sys.argv[1:]), create=True):
+        run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    config = api.TrainConfig(latent="beta", truncation=50, alpha=5.0, epochs=args.epochs)
+    config = api.TrainConfig(latent="beta", truncation=50, alpha=5.0, epochs=args.epochs, max_train=args.max_train)
     print(f"infinimodal demo: Beta stick-breaking VAE, K={config.truncation}, alpha={config.alpha}, "
           f"{config.epochs} epochs on MNIST (decoder reads {config.decoder_input})")
-    out = api.train(config, args.out)
-    result = api.evaluate(out, iw_samples=args.iw_samples, max_test=args.max_test)
+    out = api.train(config, args.out, progress=not args.quiet)
+    result = api.evaluate(out, iw_samples=args.iw_samples, max_test=args.max_test, progress=not args.quiet)
     source = json.loads((Path(out) / "config.json").read_text())["data_source"]
     knn = ", ".join(f"k={k}: {100 * v:.2f}%" for k, v in result["knn_error"].items())
     print()
     print(f"data: {source}; test digits scored: {result['n_test']}")
     print(f"test ELBO:                 {result['elbo']:.2f} nats")
     print(f"test log p(x), {result['iw_samples']} samples: {result['log_likelihood']:.2f} nats")
+    decoder_knn = ", ".join(f"k={k}: {100 * v:.2f}%" for k, v in result["knn_error_decoder_input"].items())
     print(f"kNN error on E[pi]:        {knn}")
+    print(f"kNN error on logit E[v]:   {decoder_knn} (what the decoder reads; E[pi] squashes late sticks)")
     print(f"sticks covering 99% mass:  {result['sticks_99']:.1f} of {config.truncation}")
     print(f"sticks with KL > 0.05:     {result['kl_active']} of {config.truncation - 1}; active units: {result['active_dims']}")
     print(f"run directory:             {Path(out).resolve()} (config.json, model.ckpt, metrics.csv, eval.json)")
+    print()
+    report = write_report(out, progress=not args.quiet)
     print(f"total time:                {time.perf_counter() - started:.0f} s")
+    print(f"report (open in a browser): {report.resolve()}")
 
 
 if __name__ == "__main__":
