@@ -438,6 +438,19 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
     return data
 
 
+def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> MultimodalData:
+    """The data set a run was trained on, refusing a different MNIST copy (the packaged subset instead of the
+    full set, or the other way round), which would score the model on digits of another distribution."""
+    data = load_data(config, progress)
+    trained_on = json.loads((Path(run_dir) / "config.json").read_text()).get("data_source")
+    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
+        raise InfinimodalError(
+            f"{run_dir} was trained on MNIST from {trained_on}, but this machine has {data.source}; "
+            "point INFINIMODAL_DATA (or the run's data_dir) at the same data"
+        )
+    return data
+
+
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train a model and write config.json, model.ckpt and metrics.csv into `out_dir`."""
     config.validate()
@@ -472,13 +485,7 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     _check(iw_samples >= 1, f"--iw-samples must be at least 1, got {iw_samples}")
     _check(max_test is None or max_test >= 1, f"--max-test must be at least 1, got {max_test}")
     vae, config = load(run_dir)
-    data = load_data(config, progress)
-    trained_on = json.loads((Path(run_dir) / "config.json").read_text()).get("data_source")
-    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
-        raise InfinimodalError(
-            f"{run_dir} was trained on MNIST from {trained_on}, but evaluation found {data.source}; "
-            "point INFINIMODAL_DATA (or the run's data_dir) at the same data"
-        )
+    data = load_run_data(run_dir, config, progress)
     started = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)

@@ -261,13 +261,13 @@ def write_report(
 
     max_rows: test rows encoded for the maps and stick statistics; examples: rows shown in the generation,
     imputation and per-dimension figures; max_dims: most latent dimensions in the per-dimension figure."""
-    from ..api import load, load_data
+    from ..api import load, load_run_data
 
     run = Path(run_dir)
     started = time.perf_counter()
     vae, config = load(run)
     record = json.loads((run / "config.json").read_text())
-    data = load_data(config, progress=progress)
+    data = load_run_data(run, config, progress=progress)
     test = data.test
     module, modalities, names = vae.module, vae.modalities, vae.names
     stick = isinstance(module.latent, StickLatent)
