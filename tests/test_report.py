@@ -123,8 +123,41 @@ def test_a_report_run_again_replaces_its_figures(image_run):
 
 def test_commands_log_to_the_run_directory(image_run):
     lines = (image_run / "infinimodal.log").read_text()
-    assert "epoch 2:" in lines and "val_elbo" in lines  # training, one line per epoch
     assert "evaluated in" in lines and "report written" in lines
+    # one line per epoch, with that epoch's training and validation means as metrics.csv has them
+    epochs, curves = read_curves(image_run / "metrics.csv")
+    for epoch in epochs:
+        line = re.search(rf"epoch {epoch}: (.*)", lines).group(1)
+        logged = {k: float(v) for k, v in (item.split(" ") for item in line.split(", "))}
+        for key in ("train_elbo", "val_elbo", "kl_weight"):
+            assert logged[key] == pytest.approx(curves[key][epoch - 1], abs=1e-3)
+    logger = __import__("logging").getLogger("infinimodal")
+    assert logger.handlers == [] and logger.level == 0  # nothing left attached after the commands
+
+
+def test_report_of_odd_inputs(tmp_path):
+    """RGB images, a categorical modality, a mixture (MoE) posterior, 3 test rows (too few for a map), one of
+    them missing a modality, in a directory whose name needs HTML escaping."""
+    rng = np.random.default_rng(1)
+    n = 200
+    labels = rng.integers(0, 3, n)
+    rgb = np.clip(rng.random((3, 3, 8, 8))[labels] + 0.1 * rng.normal(size=(n, 3, 8, 8)), 0, 1).astype(np.float32)
+    category = np.eye(3, dtype=np.float32)[labels]
+    category[-1] = np.nan
+    split = np.array(["train"] * 180 + ["valid"] * 17 + ["test"] * 3)
+    np.savez(tmp_path / "odd.npz", rgb=rgb, cat=category, labels=labels, split=split)
+    out = tmp_path / "a&<b"
+    assert main(["train", "--data", str(tmp_path / "odd.npz"), "--likelihood", "cat=categorical", "--latent", "beta", "--truncation", "5",
+                 "--aggregator", "moe", *SMALL, "--out", str(out)]) == 0
+    assert main(["report", str(out), "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "a&amp;&lt;b" in page and "a&<b" not in page
+    assert page.count("No map of the") == 3  # joint, rgb (3 rows), cat (2 rows)
+    names = {f.stem for f in (out / "figures").glob("*.png")}
+    assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
+                     "given_cat", "imputation", "prior_samples"}
+    for blob in _embedded_pngs(page):
+        _check_png(blob)
 
 
 def test_progress_bars_show_unless_quiet(gaussian_run, capfd):
@@ -237,7 +270,7 @@ def test_compare_puts_runs_side_by_side(image_run, gaussian_run, tmp_path, capsy
     assert "trained on different data" in page and "gaussian has no eval.json" in page
     assert (tmp_path / "both_figures" / "curves.png").is_file()
     blobs = _embedded_pngs(page)
-    assert len(blobs) >= 2 + 2 * 5 - 1  # overlays, then five figures per run (the gaussian run has all five)
+    assert len(blobs) == 3 + 2 * 5  # curves, KL spectra, sticks_99 (the beta run), then five figures per run
     for blob in blobs:
         _check_png(blob)
 
@@ -251,6 +284,9 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     (twin / "eval.json").write_text(json.dumps(result))
     out = tmp_path / "twins.html"
     assert main(["compare", str(image_run), str(twin), "--out", str(out), "--quiet"]) == 0
+    # the twin's report predates its new eval.json: compare wrote it again
+    assert (twin / "report.html").stat().st_mtime >= (twin / "eval.json").stat().st_mtime
+    assert "test ELBO</td><td>" + f"{result['elbo']:.4g}" in (twin / "report.html").read_text()
     page = out.read_text()
     row = re.search(r"<tr><td>elbo</td><td>([^<]*(?:<b>)?[^<]*)(?:</b>)?</td><td>(<b>)?", page)
     assert row is not None and row.group(2) == "<b>"  # the twin's ELBO is the bold one

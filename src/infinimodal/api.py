@@ -206,9 +206,8 @@ def _version() -> str:
 class _LogEpochs(Callback):
     """One line per epoch in the `infinimodal` log (the run directory's infinimodal.log on the command line)."""
 
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer, pl_module):
+        # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
         log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
 

@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .api import log_to
 
-        directory = args.out if args.command == "train" else getattr(args, "run_dir", None)
+        # the commands that write into a run directory log there; sample / impute / embed only read it
+        directory = {"train": getattr(args, "out", None), "evaluate": getattr(args, "run_dir", None), "report": getattr(args, "run_dir", None)}.get(args.command)
         words = sys.argv[1:] if argv is None else argv
         with log_to(directory, f"infinimodal {' '.join(words)}", create=args.command == "train"):
             _run(args)

@@ -62,7 +62,7 @@ def _save(fig, path: str | Path) -> Path:
 def as_images(modality: Modality, values: np.ndarray) -> np.ndarray | None:
     """[n, H, W, C] in [0, 1] for image-like modalities, None for tabular ones."""
     shape = modality.shape
-    if len(shape) == 3:
+    if len(shape) == 3 and shape[0] in (1, 3):  # grey or RGB; other channel counts are drawn as heat maps
         images = np.moveaxis(values, 1, -1)
     elif len(shape) == 1 and shape[0] >= 64 and math.isqrt(shape[0]) ** 2 == shape[0]:
         side = math.isqrt(shape[0])

@@ -46,6 +46,7 @@ from .metrics import KL_ACTIVE_THRESHOLD, encode
 log = logging.getLogger("infinimodal")
 
 FIGURES = "figures"
+MIN_MAP_ROWS = 4
 REPORT = "report.html"
 SECTIONS = (
     ("summary", "Summary"),
@@ -161,8 +162,8 @@ def tsne_map(points: np.ndarray, progress: bool = True, desc: str = "t-SNE", see
     from openTSNE import TSNE
 
     points = np.asarray(points, dtype=np.float64)
-    if len(points) < 4:
-        raise InfinimodalError(f"a t-SNE map needs at least 4 rows, got {len(points)}")
+    if len(points) < MIN_MAP_ROWS:
+        raise InfinimodalError(f"a t-SNE map needs at least {MIN_MAP_ROWS} rows, got {len(points)}")
     perplexity = float(min(30.0, (len(points) - 1) / 3.0))
     every = 10
     total = 250 + 500  # openTSNE's early-exaggeration and main phases
@@ -274,6 +275,7 @@ def write_report(
     unit = "stick" if stick else "dimension"
     figures_dir = run / FIGURES
     figures_dir.mkdir(exist_ok=True)
+    (run / REPORT).unlink(missing_ok=True)  # a report that fails half-way leaves no page over the wrong figures
     for old in figures_dir.glob("*.png"):  # a rerun must not leave figures of an earlier model behind
         old.unlink()
     evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else None
@@ -321,11 +323,17 @@ def write_report(
         # latent maps ------------------------------------------------------------------------------------
         space = "decoder_space" if stick else "representation"
         space_name = {"logitv": "logit E[v]", "logpi": "log E[pi]", "pi": "E[pi]"}.get(config.decoder_input, "E[pi]") if stick else "E[z]"
-        panels = [("joint posterior", joint[space], sample.labels)]
+        candidates = [("joint posterior", joint[space], sample.labels)]
         for name, part in zip(names, single):
             chosen = part["rows"]
-            if chosen.sum() >= 4:
-                panels.append((f"given {name} only", part[space][chosen], None if sample.labels is None else sample.labels[chosen]))
+            candidates.append((f"given {name} only", part[space][chosen], None if sample.labels is None else sample.labels[chosen]))
+        panels = [c for c in candidates if len(c[1]) >= MIN_MAP_ROWS and c[1].shape[1] >= 2]
+        for title, points, _ in candidates:
+            if len(points) < MIN_MAP_ROWS or points.shape[1] < 2:
+                sections["maps"].html.append(_note(
+                    f"No map of the {title}: {len(points)} test rows of {points.shape[1]} latent values "
+                    f"(a t-SNE map needs at least {MIN_MAP_ROWS} rows and 2 values)."
+                ))
         maps = []
         for title, points, labels in tqdm(panels, desc="latent maps", disable=not progress, leave=False):
             maps.append((title, tsne_map(points, progress=progress, desc=f"t-SNE, {title}", seed=seed), labels))
@@ -336,7 +344,8 @@ def write_report(
         )
         if sample.labels is None:
             sections["maps"].html.append(_note("The data have no labels: the maps are not coloured."))
-        sections["maps"].figures.append(Figure(plots.map_figure(maps, figures_dir / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
+        if maps:
+            sections["maps"].figures.append(Figure(plots.map_figure(maps, figures_dir / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
 
         step("stick usage")
         # stick usage ----------------------------------------------------------------------------------
@@ -383,8 +392,8 @@ def write_report(
 
         step("reconstructions and cross-modal generation")
         # reconstructions and cross-modal generation ----------------------------------------------------------
-        complete = np.flatnonzero(test.mask.all(axis=1))
-        shown = complete[:examples] if len(complete) >= examples else np.arange(min(examples, len(test)))
+        complete = np.flatnonzero(test.mask.all(axis=1))  # rows with every modality first: their data are all shown
+        shown = np.concatenate([complete, np.flatnonzero(~test.mask.all(axis=1))])[:examples]
         truth = _observed(test, shown, modalities)
         batch = test.batch(shown)
         generation = sections["generation"]
@@ -613,6 +622,15 @@ def _labels(runs: Sequence[Path]) -> list[str]:
     return labels
 
 
+def _report_is_current(run: Path) -> bool:
+    """A report exists and is newer than the model and the metrics it shows."""
+    page = run / REPORT
+    if not page.is_file() or not (run / FIGURES).is_dir():
+        return False
+    inputs = [run / name for name in ("model.ckpt", "eval.json", "metrics.csv") if (run / name).is_file()]
+    return all(page.stat().st_mtime >= path.stat().st_mtime for path in inputs)
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool = True, **report_settings) -> Path:
     """Write the compare page `out` (HTML) and its figures into `<out stem>_figures/` next to it.
 
@@ -630,8 +648,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
     started = time.perf_counter()
     labels = _labels(runs)
     for run in runs:
-        if not (run / REPORT).is_file() or not (run / FIGURES).is_dir():
-            log.info("compare: %s has no report yet; writing it", run)
+        if not _report_is_current(run):
+            log.info("compare: %s has no report of its current model and metrics; writing it", run)
             write_report(run, progress=progress, **report_settings)
     records = [json.loads((r / "config.json").read_text()) for r in runs]
     evaluations = [json.loads((r / "eval.json").read_text()) if (r / "eval.json").is_file() else None for r in runs]
@@ -692,9 +710,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
     for stem, title in SIDE_BY_SIDE:
         side.html.append(f"<h3>{html.escape(title)}</h3>")
         cells = []
-        for label, run in zip(labels, runs):
-            found = sorted((run / FIGURES).glob(f"{stem}*.png"))
-            cell = embed_png(found[0], f"{label}: {title}") if found else _note("not in this run's report")
+        for label, run, record in zip(labels, runs, records):
+            first = record["modalities"][0]["name"] if record.get("modalities") else "image"
+            path = run / FIGURES / (f"{stem}_{first}.png" if stem == "per_dimension" else f"{stem}.png")
+            cell = embed_png(path, f"{label}: {title}") if path.is_file() else _note("not in this run's report")
             cells.append(f"<div><b>{html.escape(label)}</b><br>{cell}</div>")
         side.html.append(f'<div class="side" style="grid-template-columns: {columns}">' + "".join(cells) + "</div>")
     sections.append(side)
