@@ -281,6 +281,7 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     result = json.loads((twin / "eval.json").read_text())
     result["elbo"] += 1.0  # the twin is better on ELBO, worse on kNN error
     result["knn_error"] = {k: v + 0.1 for k, v in result["knn_error"].items()}
+    result["iw_samples"] *= 2
     (twin / "eval.json").write_text(json.dumps(result))
     out = tmp_path / "twins.html"
     assert main(["compare", str(image_run), str(twin), "--out", str(out), "--quiet"]) == 0
@@ -292,6 +293,7 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     assert row is not None and row.group(2) == "<b>"  # the twin's ELBO is the bold one
     knn = re.search(r"<tr><td>knn_error / 3</td><td>(<b>)?", page)
     assert knn.group(1) == "<b>"  # the original's kNN error is the bold one
+    assert "different numbers of importance samples" in page and "different numbers of test rows" not in page
 
 
 def test_compare_needs_two_runs_and_an_html_file(image_run, tmp_path, capsys):

@@ -352,6 +352,7 @@ def sorted_kl_figure(runs: dict[str, np.ndarray], path: str | Path, threshold: f
             ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2.5, color=modality_colour(i), label=name)
         ax.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"active: KL > {threshold}")
         ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0)  # KLs are non-negative: no room for symlog's negative half
         ax.set_xlabel("dimension or stick, by decreasing KL")
         ax.set_ylabel("mean KL to the prior (nats)")
         ax.legend(loc="upper right")

@@ -684,6 +684,11 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
         if sign and sum(v is not None for v in numbers) > 1:
             best = max(sign * v for v in numbers if v is not None)
             bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
+    scored = [e for e in evaluations if e is not None]
+    for key, what in (("n_test", "numbers of test rows"), ("iw_samples", "numbers of importance samples")):
+        if len({e.get(key) for e in scored}) > 1:
+            metrics.html.append(_note(f"The runs were evaluated with different {what} ({key}): their metrics are not directly comparable; "
+                                      "evaluate them alike (infinimodal evaluate DIR --iw-samples S --max-test N)."))
     for label, e in zip(labels, evaluations):
         if e is None:
             metrics.html.append(_note(f"{label} has no eval.json: run `infinimodal evaluate` on it."))
