@@ -154,3 +154,21 @@ def test_evaluate_reports_multimodal_metrics(fitted, data):
     assert set(result["per_modality_sticks_99"]) == set(data.names)
     assert result["true_dims"] == 2 + 3 * 1 and -1 <= result["shared_factor_r2"] <= 1
     assert len(result["sticks_99_histogram"]) == 8 and sum(result["sticks_99_histogram"]) == 40
+
+
+def test_impute_returns_uint8_images_as_floats_in_the_model_scale():
+    """Images stored as uint8 intensities (the image data sets' storage) come back scaled to [0, 1], imputed rows
+    as the decoder's probabilities: not cast into uint8, which would turn every imputed value into 0."""
+    from infinimodal.data import Split
+
+    vae = MultimodalVAE([Modality("img", (16,), "bernoulli"), Modality("tab", (3,), "gaussian")], latent="beta", truncation=4, hidden=[8])
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 16)).astype(np.uint8)
+    mask = np.ones((6, 2), dtype=bool)
+    mask[[1, 4], 0] = False
+    split = Split({"img": image, "tab": rng.normal(size=(6, 3)).astype(np.float32)}, mask)
+    filled = vae.impute(split)
+    assert filled["img"].dtype == np.float32
+    np.testing.assert_allclose(filled["img"][mask[:, 0]], image[mask[:, 0]] / 255.0, rtol=1e-6)
+    imputed = filled["img"][~mask[:, 0]]
+    assert ((imputed > 0) & (imputed < 1)).all()  # Bernoulli probabilities of an untrained decoder
