@@ -13,7 +13,7 @@ export INFINIMODAL_DATA := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install chromium demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -27,7 +27,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m infinimodal.demo
 
-test: install
+# The report's browser test opens pages in headless Chromium (Debian package chromium): installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=""; if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
+	  || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; }
+
+test: install chromium
 	$(PY) -m pytest -q
 
 test-slow: install

@@ -137,6 +137,16 @@ def columns_figure(columns: Sequence[tuple[str, Modality, np.ndarray]], path: st
         return _save(fig, path)
 
 
+def observed_rows(split: Split, rows: np.ndarray, modalities: Sequence[Modality]) -> dict[str, np.ndarray]:
+    """The rows' data as floats (intensities scaled to [0, 1] whatever the storage), NaN where missing."""
+    batch = split.batch(rows)["data"]
+    out = {}
+    for m, modality in enumerate(modalities):
+        keep = split.mask[rows, m].reshape(-1, *[1] * len(modality.shape))
+        out[modality.name] = np.where(keep, batch[modality.name].numpy(), np.nan)
+    return out
+
+
 def sample_figure(
     modalities: Sequence[Modality], samples: dict[str, np.ndarray], path: str | Path,
     inputs: Split | None = None, given: Sequence[str] = (),
@@ -144,11 +154,8 @@ def sample_figure(
     """Generated samples of every modality, preceded by the given inputs when there are any."""
     columns = []
     if inputs is not None:
-        observed = inputs.batch(np.arange(len(inputs)))["data"]  # floats in [0, 1] whatever the storage
-        for m, modality in enumerate(modalities):
-            if modality.name in given:
-                keep = inputs.mask[:, m].reshape(-1, *[1] * len(modality.shape))
-                columns.append((f"{modality.name}\n(given)", modality, np.where(keep, observed[modality.name].numpy(), np.nan)))
+        observed = observed_rows(inputs, np.arange(len(inputs)), modalities)
+        columns += [(f"{m.name}\n(given)", m, observed[m.name]) for m in modalities if m.name in given]
     columns += [(f"{m.name}\n(generated)", m, samples[m.name]) for m in modalities]
     return columns_figure(columns, path)
 

@@ -237,16 +237,6 @@ def _decode(module, z: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
             for name, m in zip(module.names, module.modalities)}
 
 
-def _observed(split, rows: np.ndarray, modalities) -> dict[str, np.ndarray]:
-    """The rows' data as floats in [0, 1] scale where stored as intensities, NaN where missing."""
-    batch = split.batch(rows)["data"]
-    out = {}
-    for m, modality in enumerate(modalities):
-        keep = split.mask[rows, m].reshape(-1, *[1] * len(modality.shape))
-        out[modality.name] = np.where(keep, batch[modality.name].numpy(), np.nan)
-    return out
-
-
 # --- the report ------------------------------------------------------------------------------------------
 
 
@@ -394,7 +384,7 @@ def write_report(
         # reconstructions and cross-modal generation ----------------------------------------------------------
         complete = np.flatnonzero(test.mask.all(axis=1))  # rows with every modality first: their data are all shown
         shown = np.concatenate([complete, np.flatnonzero(~test.mask.all(axis=1))])[:examples]
-        truth = _observed(test, shown, modalities)
+        truth = plots.observed_rows(test, shown, modalities)
         batch = test.batch(shown)
         generation = sections["generation"]
         generation.intro = (
@@ -428,7 +418,7 @@ def write_report(
         partial = np.flatnonzero(~test.mask.all(axis=1))
         if len(partial):
             chosen = partial[:examples]
-            observed = _observed(test, chosen, modalities)
+            observed = plots.observed_rows(test, chosen, modalities)
             filled = vae.impute(test.take(chosen))
             columns = []
             for m, (name, modality) in enumerate(zip(names, modalities)):
@@ -674,7 +664,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
 
     metrics = Section("metrics", "Test metrics", intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold.")
     flat = [_flatten({k: v for k, v in e.items() if k not in LONG_METRICS}) if e is not None else {} for e in evaluations]
-    names = [k for k in dict.fromkeys(k for f in flat for k in f)]
+    names = list(dict.fromkeys(k for f in flat for k in f))
     rows, bold = [], set()
     for r, key in enumerate(names):
         values = [f.get(key) for f in flat]
