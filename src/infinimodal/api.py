@@ -39,6 +39,7 @@ from .latents.beta import EVIDENCE_LINKS
 from .latents.sticks import DECODER_INPUTS, DEFAULT_DECODER_INPUT
 from .modality import Modality
 from .model import MultimodalModule
+from .runfiles import load_weights, read_config
 from .training import MultimodalDataModule, TrainingPlan
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -83,6 +84,8 @@ class ModelConfig:
     def latent_settings(self) -> dict:
         if self.latent == "gaussian":
             return {"latent_dim": self.latent_dim}
+        if self.latent == "gated":
+            return {"latent_dim": self.latent_dim, "alpha": self.alpha, "evidence": self.evidence}
         settings = {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input}
         return settings | ({"evidence": self.evidence} if self.latent == "beta" else {})
 
@@ -290,8 +293,7 @@ class MultimodalVAE:
         return self
 
     def _load_weights(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        self.module.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        load_weights(self.module, path)  # tensors only: a checkpoint cannot run code (runfiles.py)
         self.module.cpu().eval()
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -408,8 +410,11 @@ class MultimodalVAE:
         for name in ("config.json", "model.ckpt"):
             if not (run / name).is_file():
                 raise InfinimodalError(f"{run} is not a finished run directory: {name} is missing")
-        record = json.loads((run / "config.json").read_text())
-        saved = [Modality.from_dict(m) for m in record.get("modalities", [{"name": "image", "shape": [784], "likelihood": "bernoulli"}])]
+        record = read_config(run / "config.json")
+        try:
+            saved = [Modality.from_dict(m) for m in record.get("modalities", [{"name": "image", "shape": [784], "likelihood": "bernoulli"}])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InfinimodalError(f"{run / 'config.json'}: a modality entry is malformed ({type(exc).__name__}: {exc})") from None
         if modalities is None:
             custom = [m["name"] for m in record.get("modalities", []) if m.get("custom_networks")]
             if custom:
@@ -417,8 +422,13 @@ class MultimodalVAE:
             modalities = saved
         elif [m.signature() for m in modalities] != [m.signature() for m in saved]:
             raise InfinimodalError(f"{run}: the modalities given differ from the saved ones")
-        config = ModelConfig.from_dict(record)
-        vae = cls(modalities, **config.model_fields())
+        try:
+            config = ModelConfig.from_dict(record)
+            vae = cls(modalities, **config.model_fields())
+        except InfinimodalError as exc:
+            raise InfinimodalError(f"{run / 'config.json'}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise InfinimodalError(f"{run / 'config.json'}: settings that do not describe a model ({type(exc).__name__}: {exc})") from None
         vae._load_weights(run / "model.ckpt")
         return vae
 
@@ -441,7 +451,7 @@ def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = Tru
     """The data set a run was trained on, refusing a different MNIST copy (the packaged subset instead of the
     full set, or the other way round), which would score the model on digits of another distribution."""
     data = load_data(config, progress)
-    trained_on = json.loads((Path(run_dir) / "config.json").read_text()).get("data_source")
+    trained_on = read_config(Path(run_dir) / "config.json").get("data_source")
     if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
         raise InfinimodalError(
             f"{run_dir} was trained on MNIST from {trained_on}, but this machine has {data.source}; "
@@ -476,7 +486,15 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
 def load(run_dir: str | Path) -> tuple[MultimodalVAE, TrainConfig]:
     """The model of a run directory (best checkpoint) and its training configuration."""
     vae = MultimodalVAE.load(run_dir)
-    return vae, TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+    path = Path(run_dir) / "config.json"
+    config = TrainConfig.from_dict(read_config(path))
+    try:
+        config.validate()
+    except InfinimodalError as exc:
+        raise InfinimodalError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        raise InfinimodalError(f"{path}: a setting has the wrong type ({exc})") from None
+    return vae, config
 
 
 def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:

@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InfinimodalError
-from ..latents.sticks import StickLatent
+from ..runfiles import read_config, read_json_object
 from ..stick_breaking import sticks_to_cover
 from . import plots
 from .metrics import KL_ACTIVE_THRESHOLD, encode
@@ -257,18 +257,18 @@ def write_report(
     run = Path(run_dir)
     started = time.perf_counter()
     vae, config = load(run)
-    record = json.loads((run / "config.json").read_text())
+    record = read_config(run / "config.json")
     data = load_run_data(run, config, progress=progress)
     test = data.test
     module, modalities, names = vae.module, vae.modalities, vae.names
-    stick = isinstance(module.latent, StickLatent)
+    stick = module.latent.has_sticks
     unit = "stick" if stick else "dimension"
     figures_dir = run / FIGURES
     figures_dir.mkdir(exist_ok=True)
     (run / REPORT).unlink(missing_ok=True)  # a report that fails half-way leaves no page over the wrong figures
     for old in figures_dir.glob("*.png"):  # a rerun must not leave figures of an earlier model behind
         old.unlink()
-    evaluation = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else None
+    evaluation = read_json_object(run / "eval.json") if (run / "eval.json").is_file() else None
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(test))[: min(max_rows, len(test))])
     sample = test.take(rows)
@@ -291,7 +291,7 @@ def write_report(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         # summary, configuration, metrics --------------------------------------------------------------
-        _summary(sections["summary"], record, evaluation, names, stick)
+        _summary(sections["summary"], record, evaluation, names, module.latent)
         _config(sections["config"], record, test, modalities)
         _metrics(sections["metrics"], evaluation, run)
         curves_path = run / "metrics.csv"
@@ -482,9 +482,8 @@ def latent_usage(joint: dict, single: Sequence[dict], names: Sequence[str], stic
     return kl, weights, counts
 
 
-def _summary(section: Section, record: dict, evaluation: dict | None, names: list[str], stick: bool) -> None:
-    latent = record.get("latent")
-    size = f"K = {record.get('truncation')} (alpha = {record.get('alpha')})" if stick else f"D = {record.get('latent_dim')}"
+def _summary(section: Section, record: dict, evaluation: dict | None, names: list[str], family) -> None:
+    latent, stick, size = record.get("latent"), family.has_sticks, family.describe()
     rows = [
         ["data", f"{record.get('data')} ({record.get('data_source', '')})"],
         ["modalities", ", ".join(names)],
@@ -495,7 +494,7 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         rows.append(["test ELBO", _format(evaluation.get("elbo"))])
         rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", _format(evaluation.get("log_likelihood"))])
         if stick and "sticks_99" in evaluation:
-            rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {record.get('truncation')}"])
+            rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
         rows.append(["dimensions with KL > 0.05", str(evaluation.get("kl_active"))])
     section.html.append(_table(rows))
 
@@ -641,8 +640,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
         if not _report_is_current(run):
             log.info("compare: %s has no report of its current model and metrics; writing it", run)
             write_report(run, progress=progress, **report_settings)
-    records = [json.loads((r / "config.json").read_text()) for r in runs]
-    evaluations = [json.loads((r / "eval.json").read_text()) if (r / "eval.json").is_file() else None for r in runs]
+    records = [read_config(r / "config.json") for r in runs]
+    evaluations = [read_json_object(r / "eval.json") if (r / "eval.json").is_file() else None for r in runs]
     figures_dir = out.parent / f"{out.stem}_figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = []

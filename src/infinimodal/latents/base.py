@@ -85,6 +85,8 @@ class LatentFamily(nn.Module):
     latent_size: int
     #: Dimension of the vector the decoder reads.
     decoder_input_size: int
+    #: Whether the family has stick-breaking weights (E[pi], sticks_99, a truncation).
+    has_sticks: bool = False
 
     def __init__(self, latent_size: int) -> None:
         super().__init__()
@@ -121,6 +123,10 @@ class LatentFamily(nn.Module):
 
     def from_natural(self, eta: tuple[Tensor, ...]) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """The family's size and prior in a few words, for reports ("D = 50", "K = 50 (alpha = 5)")."""
+        return f"D = {self.latent_size}"
 
     # --- shared behaviour -----------------------------------------------------------------------
 

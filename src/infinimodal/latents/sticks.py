@@ -32,6 +32,8 @@ class StickLatent(LatentFamily):
     whose prior is not the Beta itself (logit-normal) overrides `prior` too.
     """
 
+    has_sticks = True
+
     def __init__(
         self,
         truncation: int = 50,
@@ -54,6 +56,9 @@ class StickLatent(LatentFamily):
 
     def prior(self) -> Distribution:
         return Beta(self.prior_a, self.prior_b)
+
+    def describe(self) -> str:
+        return f"K = {self.truncation} (alpha = {self.alpha:g}), decoder reads {self.decoder_input_mode}"
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         return clamp_sticks(super().rsample(q, n_samples))
