@@ -18,7 +18,7 @@ MODALITIES = [Modality("bits", (12,), "bernoulli"), Modality("values", (5,), "ga
 
 
 def latent(family: str, **settings):
-    defaults = {"truncation": 5, "alpha": 3.0} if family in STICK_FAMILIES else {"latent_dim": 4}
+    defaults = {"truncation": 5, "alpha": 3.0, "latent_dim": 4}  # each family takes the settings it has
     return build_latent(family, **(defaults | settings))
 
 
@@ -48,7 +48,7 @@ def test_one_training_step_changes_every_weight(family, aggregator):
     data, mask = batch()
     mask[::3, 1] = False  # some rows miss a modality
     out = model(data, mask)
-    assert torch.isfinite(out.loss) and out.elbo.shape == (32,) and out.kl_per_dim.shape == (32, model.latent.latent_size)
+    assert torch.isfinite(out.loss) and out.elbo.shape == (32,) and out.kl_per_dim.shape == (32, model.latent.n_dimensions)
     out.loss.backward()
     optimiser.step()
     after = model.state_dict()
@@ -96,11 +96,15 @@ ONE_D = {
     "beta": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
     "kumaraswamy": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
     "logitnormal": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
+    "gated": ({"latent_dim": 1, "alpha": 3.0}, ((-10.0, 10.0), (0.0, 1.0))),  # one value g and one stick v
 }
 
 
 def exact_log_marginal(model, data, mask, lo, hi, n=100_001) -> np.ndarray:
-    """log p(X_observed) = log int p(z) prod_m p(x_m | z) dz for a one-dimensional latent, by Simpson's rule."""
+    """log p(X_observed) = log int p(z) prod_m p(x_m | z) dz for a one-dimensional latent, by Simpson's rule;
+    for a two-dimensional one ((lo, hi) pairs per dimension) by Simpson's rule on a product grid."""
+    if isinstance(lo, tuple):
+        return exact_log_marginal_2d(model, data, mask, lo, hi)
     grid = torch.linspace(lo, hi, n, dtype=torch.float64)[1:-1]
     z = grid.view(-1, 1)
     with torch.no_grad():
@@ -113,6 +117,22 @@ def exact_log_marginal(model, data, mask, lo, hi, n=100_001) -> np.ndarray:
     peak = log_joint.max(0).values
     integral = si.simpson(torch.exp(log_joint - peak).numpy(), x=grid.numpy(), axis=0)
     return np.log(integral) + peak.numpy()
+
+
+def exact_log_marginal_2d(model, data, mask, first, second, n=1201) -> np.ndarray:
+    axes = [torch.linspace(lo, hi, n, dtype=torch.float64)[1:-1] for lo, hi in (first, second)]
+    z = torch.cartesian_prod(*axes)  # [(n-2)^2, 2]
+    with torch.no_grad():
+        log_joint = model.latent.prior().log_prob(z).sum(-1).unsqueeze(1).expand(-1, mask.shape[0]).clone()
+        for m, name in enumerate(model.names):
+            obs = model.observation(name, z)
+            for b in range(mask.shape[0]):
+                if mask[b, m]:
+                    log_joint[:, b] += obs.log_prob(data[name][b].expand(len(z), *data[name].shape[1:]))
+    peak = log_joint.max(0).values
+    values = torch.exp(log_joint - peak).numpy().reshape(n - 2, n - 2, -1)
+    inner = si.simpson(values, x=axes[1].numpy(), axis=1)
+    return np.log(si.simpson(inner, x=axes[0].numpy(), axis=0)) + peak.numpy()
 
 
 def fit_encoders(model, data, mask, steps=200):

@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Beta, Normal
 
 from infinimodal.latents import (
+    GatedPosterior,
     LATENT_FAMILIES,
     BetaSticks,
     Kumaraswamy,
@@ -139,8 +140,7 @@ def test_mixed_families_are_refused():
 
 
 def family_with_one_dimension(name):
-    settings = {"latent_dim": 1} if name == "gaussian" else {"truncation": 2, "alpha": 3.0}
-    return build_latent(name, **settings).double()
+    return build_latent(name, latent_dim=1, truncation=2, alpha=3.0).double()
 
 
 def scalar(dist, b, m):
@@ -148,35 +148,43 @@ def scalar(dist, b, m):
     return type(dist)(**{k: getattr(dist, k)[b, m, 0] for k in dist.arg_constraints})
 
 
+def scalar_parts(dist):
+    """(part, integration range) for each kind of scalar a family's posterior holds: the gated family's values
+    (Gaussian) and sticks (Beta) are fused independently, every other family has one kind."""
+    if isinstance(dist, GatedPosterior):
+        return [(dist.values, (-30.0, 30.0)), (dist.sticks, (0.0, 1.0))]
+    return [(dist, (-30.0, 30.0) if isinstance(dist, Normal) else (0.0, 1.0))]
+
+
 @pytest.mark.parametrize("name", list(LATENT_FAMILIES))
 def test_fuse_is_the_normalised_product_with_the_prior_divided_out(name):
     torch.manual_seed(0)
     family = family_with_one_dimension(name)
     raw = torch.randn(2, 3, family.head_size, dtype=torch.float64) * 1.5  # 2 rows, 3 modalities
-    unimodal = family.posterior(raw)
     subsets = torch.tensor([[[1, 0, 1], [1, 1, 1], [0, 1, 0]], [[1, 1, 0], [0, 0, 1], [1, 1, 1]]], dtype=torch.bool)
-    fused = family.fuse(unimodal, subsets)
-    prior = family.prior()
-    prior_scalar = type(prior)(**{k: getattr(prior, k)[0] for k in prior.arg_constraints})
-    lo, hi = (-30.0, 30.0) if name == "gaussian" else (0.0, 1.0)
-    for b in range(2):
-        for s in range(3):
-            members = [m for m in range(3) if subsets[b, s, m]]
-            logs = [log_density(prior_scalar)]
-            for m in members:
-                q, p = log_density(scalar(unimodal, b, m)), log_density(prior_scalar)
-                logs.append(lambda x, q=q, p=p: q(x) - p(x))
-            _, mean, var = normalised_product_moments(logs, lo, hi)
-            result = scalar(fused, b, s)
-            tolerance = 5e-4 if name == "kumaraswamy" else 1e-7  # Kumaraswamy: the Beta projection's moments
-            assert result.mean.item() == pytest.approx(mean, rel=tolerance), (b, s)
-            assert result.variance.item() == pytest.approx(var, rel=tolerance), (b, s)
+    unimodal_all = family.posterior(raw)
+    fused_all = family.fuse(unimodal_all, subsets)
+    prior_all = family.prior()
+    for (unimodal, (lo, hi)), (fused, _), (prior, _) in zip(scalar_parts(unimodal_all), scalar_parts(fused_all), scalar_parts(prior_all)):
+        prior_scalar = type(prior)(**{k: getattr(prior, k)[0] for k in prior.arg_constraints})
+        for b in range(2):
+            for s in range(3):
+                members = [m for m in range(3) if subsets[b, s, m]]
+                logs = [log_density(prior_scalar)]
+                for m in members:
+                    q, p = log_density(scalar(unimodal, b, m)), log_density(prior_scalar)
+                    logs.append(lambda x, q=q, p=p: q(x) - p(x))
+                _, mean, var = normalised_product_moments(logs, lo, hi)
+                result = scalar(fused, b, s)
+                tolerance = 5e-4 if name == "kumaraswamy" else 1e-7  # Kumaraswamy: the Beta projection's moments
+                assert result.mean.item() == pytest.approx(mean, rel=tolerance), (b, s)
+                assert result.variance.item() == pytest.approx(var, rel=tolerance), (b, s)
 
 
 @pytest.mark.parametrize("name", list(LATENT_FAMILIES))
 def test_a_missing_modality_contributes_nothing(name):
     torch.manual_seed(1)
-    family = build_latent(name, **({"latent_dim": 4} if name == "gaussian" else {"truncation": 5}))
+    family = build_latent(name, latent_dim=4, truncation=5)
     unimodal = family.posterior(torch.randn(3, 3, family.head_size))
     with_gap = family.fuse(unimodal, torch.tensor([[[1, 0, 1]]] * 3, dtype=torch.bool))
     kept = family.posterior(torch.randn(3, 3, family.head_size))  # modality 1 replaced by anything else
@@ -190,7 +198,7 @@ def test_a_missing_modality_contributes_nothing(name):
 
 @pytest.mark.parametrize("name", list(LATENT_FAMILIES))
 def test_a_subset_of_one_modality_is_that_modality(name):
-    family = build_latent(name, **({"latent_dim": 4} if name == "gaussian" else {"truncation": 5}))
+    family = build_latent(name, latent_dim=4, truncation=5)
     unimodal = family.posterior(torch.randn(3, 1, family.head_size))
     fused = family.fuse(unimodal, torch.ones(3, 1, 1, dtype=torch.bool))
     torch.testing.assert_close(fused.mean, unimodal.mean, rtol=1e-5, atol=1e-6)

@@ -82,12 +82,9 @@ class ModelConfig:
         _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
 
     def latent_settings(self) -> dict:
-        if self.latent == "gaussian":
-            return {"latent_dim": self.latent_dim}
-        if self.latent == "gated":
-            return {"latent_dim": self.latent_dim, "alpha": self.alpha, "evidence": self.evidence}
-        settings = {"truncation": self.truncation, "alpha": self.alpha, "decoder_input": self.decoder_input}
-        return settings | ({"evidence": self.evidence} if self.latent == "beta" else {})
+        """Every latent setting; `build_latent` passes each family the ones its constructor takes."""
+        return {"latent_dim": self.latent_dim, "truncation": self.truncation, "alpha": self.alpha,
+                "decoder_input": self.decoder_input, "evidence": self.evidence}
 
     def aggregator_settings(self) -> dict:
         return {

@@ -11,6 +11,10 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   prior is placed on (z, or the sticks v);
 - `kl_active`: dimensions or sticks whose mean KL to the prior exceeds 0.05 nats (for mixtures, the
   components' weighted KL, which bounds the mixture's from above);
+- `kl_span_99`: how many leading dimensions (in index order) hold 99 % of the total mean KL: equal to
+  `kl_active` for a perfectly ordered latent, up to the latent size for an unordered one;
+- `kl_order_spearman`: Spearman correlation of dimension index and mean KL (-1: information decreases
+  strictly with the index; None when every dimension has the same KL);
 - `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
   `per_modality_sticks_99`: the same for each modality's own posterior;
 - `knn_error_decoder_input` (stick families): kNN error on the posterior mean mapped to what the decoder
@@ -35,6 +39,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from tqdm.auto import tqdm
@@ -120,6 +125,23 @@ def importance_log_likelihood(model: MultimodalModule, split: Split, n_samples: 
         batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
         values.append(model.log_likelihood(batch["data"], batch["mask"], n_samples=n_samples, chunk=chunk).numpy())
     return np.concatenate(values)
+
+
+def kl_span(mean_kl: np.ndarray, share: float = 0.99) -> int:
+    """Smallest k such that dimensions 1..k hold `share` of the total mean KL (0 when there is no KL at all)."""
+    kl = np.clip(np.asarray(mean_kl, dtype=np.float64), 0.0, None)
+    total = kl.sum()
+    if total <= 0:
+        return 0
+    return int(np.searchsorted(np.cumsum(kl) / total, share - 1e-12) + 1)
+
+
+def kl_order_spearman(mean_kl: np.ndarray) -> float | None:
+    """Spearman's rank correlation of the dimension index and its mean KL (None if the KL is constant)."""
+    kl = np.asarray(mean_kl, dtype=np.float64)
+    if len(kl) < 2 or np.ptp(kl) == 0:
+        return None
+    return float(spearmanr(np.arange(len(kl)), kl).statistic)
 
 
 def knn_errors(train_rep: np.ndarray, train_y: np.ndarray, test_rep: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
@@ -219,6 +241,8 @@ def evaluate_model(
         "active_dims": int((np.var(joint_test["mean"], axis=0) > ACTIVE_UNIT_THRESHOLD).sum()),
         "kl_active": int((mean_kl > KL_ACTIVE_THRESHOLD).sum()),
         "kl_per_dim": [float(v) for v in mean_kl],
+        "kl_span_99": kl_span(mean_kl, 0.99),
+        "kl_order_spearman": kl_order_spearman(mean_kl),
         "n_test": int(len(test)),
         "modalities": names,
     }

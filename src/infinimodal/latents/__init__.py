@@ -6,8 +6,11 @@ its `product` rule, then add one line to `LATENT_FAMILIES`.
 Importing this package registers KL(Kumaraswamy || Beta) with `torch.distributions.kl`.
 """
 
+import inspect
+
 from .base import LatentFamily, ProductNotClosedForm, product, register_product
-from .beta import BetaSticks, beta_product
+from .beta import BetaSticks, StableBeta, beta_product
+from .gated import GatedPosterior, GatedSticks, gated_product
 from .gaussian import GaussianLatent, normal_product
 from .kumaraswamy import Kumaraswamy, KumaraswamySticks, kl_kumaraswamy_beta, kumaraswamy_product
 from .logitnormal import LogitNormal, LogitNormalSticks, beta_matched_logit_moments
@@ -18,16 +21,29 @@ LATENT_FAMILIES: dict[str, type[LatentFamily]] = {
     "beta": BetaSticks,
     "kumaraswamy": KumaraswamySticks,
     "logitnormal": LogitNormalSticks,
+    "gated": GatedSticks,
 }
 
+#: Families whose latent variable is the sticks themselves (truncation K, decoder input pi / log pi / logit v).
 STICK_FAMILIES = tuple(name for name, cls in LATENT_FAMILIES.items() if issubclass(cls, StickLatent))
 
 
+def family_settings(name: str) -> tuple[str, ...]:
+    """The settings the family called `name` takes: its constructor's keyword parameters."""
+    parameters = inspect.signature(LATENT_FAMILIES[name].__init__).parameters
+    return tuple(p for p in parameters if p != "self" and parameters[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def build_latent(name: str, **settings) -> LatentFamily:
-    """Instantiate the family called `name` with its settings (latent_dim, or truncation/alpha/decoder_input)."""
+    """Instantiate the family called `name` with whichever of `settings` it takes (latent_dim, truncation, alpha,
+    decoder_input, evidence, ...): the rest belong to other families, so one config serves them all."""
     if name not in LATENT_FAMILIES:
         raise ValueError(f"unknown latent family {name!r}; choose one of {', '.join(LATENT_FAMILIES)}")
-    return LATENT_FAMILIES[name](**settings)
+    cls = LATENT_FAMILIES[name]
+    accepted = set(family_settings(name))
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
+        accepted |= set(inspect.signature(StickLatent.__init__).parameters) - {"self"}  # subclasses passing **settings on
+    return cls(**{k: v for k, v in settings.items() if k in accepted})
 
 
 __all__ = [
@@ -35,6 +51,8 @@ __all__ = [
     "STICK_FAMILIES",
     "DECODER_INPUTS",
     "BetaSticks",
+    "GatedPosterior",
+    "GatedSticks",
     "GaussianLatent",
     "Kumaraswamy",
     "KumaraswamySticks",
@@ -42,10 +60,12 @@ __all__ = [
     "LogitNormal",
     "LogitNormalSticks",
     "ProductNotClosedForm",
+    "StableBeta",
     "StickLatent",
     "beta_matched_logit_moments",
     "beta_product",
     "build_latent",
+    "gated_product",
     "kl_kumaraswamy_beta",
     "kumaraswamy_product",
     "normal_product",

@@ -124,6 +124,12 @@ class LatentFamily(nn.Module):
     def from_natural(self, eta: tuple[Tensor, ...]) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def n_dimensions(self) -> int:
+        """Latent dimensions as reports count them: the length of `kl_per_dim` (latent_size unless a family
+        sums several scalars per dimension)."""
+        return self.latent_size
+
     def describe(self) -> str:
         """The family's size and prior in a few words, for reports ("D = 50", "K = 50 (alpha = 5)")."""
         return f"D = {self.latent_size}"

@@ -1,0 +1,174 @@
+"""The stick-gated Gaussian family against independent references, and that it learns an ordered latent."""
+
+import json
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.integrate as si
+import scipy.stats as st
+import torch
+from torch.distributions import Beta, kl_divergence
+
+from infinimodal.cli import main
+from infinimodal.evaluation.metrics import kl_order_spearman, kl_span
+from infinimodal.latents import GatedPosterior, GatedSticks, StableBeta, build_latent, product
+from infinimodal.mixture import MixturePosterior
+
+mpmath.mp.dps = 50
+
+
+def random_posterior(batch=(4,), dims=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    shape = (*batch, dims)
+    return GatedPosterior(
+        torch.randn(shape, generator=g, dtype=dtype), torch.rand(shape, generator=g, dtype=dtype) + 0.2,
+        torch.rand(shape, generator=g, dtype=dtype) * 4 + 1, torch.rand(shape, generator=g, dtype=dtype) * 8 + 1,
+    )
+
+
+def test_log_prob_and_kl_against_scipy():
+    q, p = random_posterior(seed=1), random_posterior(seed=2)
+    z = q.sample()
+    log_q = q.log_prob(z).numpy()
+    g, v = z[..., :5].numpy(), z[..., 5:].numpy()
+    np.testing.assert_allclose(log_q[..., :5], st.norm.logpdf(g, q.loc.numpy(), q.scale.numpy()), rtol=1e-10)
+    np.testing.assert_allclose(log_q[..., 5:], st.beta.logpdf(v, q.concentration1.numpy(), q.concentration0.numpy()), rtol=1e-10)
+    kl = kl_divergence(q, p).numpy()
+    for i in [0, 3]:
+        for d in [0, 4]:
+            normal_q, normal_p = st.norm(q.loc[i, d].item(), q.scale[i, d].item()), st.norm(p.loc[i, d].item(), p.scale[i, d].item())
+            ref = si.quad(lambda x: normal_q.pdf(x) * (normal_q.logpdf(x) - normal_p.logpdf(x)), -40, 40, limit=200)[0]
+            assert kl[i, d] == pytest.approx(ref, rel=1e-7)
+            beta_q = st.beta(q.concentration1[i, d].item(), q.concentration0[i, d].item())
+            beta_p = st.beta(p.concentration1[i, d].item(), p.concentration0[i, d].item())
+            ref = si.quad(lambda x: beta_q.pdf(x) * (beta_q.logpdf(x) - beta_p.logpdf(x)), 0, 1, limit=200)[0]
+            assert kl[i, 5 + d] == pytest.approx(ref, rel=1e-6)
+
+
+def test_the_gate_is_the_remaining_stick_and_decreases():
+    family = GatedSticks(latent_dim=6, alpha=3.0).double()
+    z = family.rsample(family.prior(), 200)
+    code = family.decoder_input(z).numpy()
+    g, v = z[..., :6].numpy(), z[..., 6:].numpy()
+    gate = np.cumprod(1.0 - v, axis=-1)  # plain products, not the family's log-space cumsum
+    np.testing.assert_allclose(code, g * gate, rtol=1e-9, atol=1e-300)
+    assert (np.diff(gate, axis=-1) <= 0).all()
+
+
+def test_representation_and_weights_are_the_posterior_means():
+    family = GatedSticks(latent_dim=5, alpha=3.0).double()
+    q = random_posterior(batch=(3,), seed=4)
+    torch.manual_seed(0)
+    draws = family.rsample(q, 200_000)
+    codes = family.decoder_input(draws)
+    mc = codes.mean(0).numpy()
+    se = (codes.std(0) / math.sqrt(len(codes))).numpy()
+    assert (np.abs(family.representation(q).numpy() - mc) < 5 * se + 1e-6).all()
+    v = draws[..., 5:]
+    weights = torch.cat([v, torch.ones_like(v[..., :1])], -1) * torch.cat([torch.ones_like(v[..., :1]), torch.cumprod(1 - v, -1)], -1)
+    np.testing.assert_allclose(family.expected_weights(q).numpy(), weights.mean(0).numpy(), atol=3e-3)
+    # a mixture's representation is its components' average
+    mixture = MixturePosterior(random_posterior(batch=(3, 2), seed=5), torch.tensor([[0.25, 0.75]] * 3, dtype=torch.float64))
+    components = family.representation(mixture.components)
+    np.testing.assert_allclose(family.representation(mixture).numpy(), (0.25 * components[:, 0] + 0.75 * components[:, 1]).numpy())
+
+
+def test_kl_per_dimension_sums_the_value_and_the_stick():
+    family = GatedSticks(latent_dim=4, alpha=2.0).double()
+    q = random_posterior(dims=4, seed=6)
+    prior = family.prior()
+    per_dim = family.kl_per_dim(q)
+    expected = kl_divergence(q.values, prior.values) + kl_divergence(Beta(q.concentration1, q.concentration0), Beta(prior.concentration1, prior.concentration0))
+    torch.testing.assert_close(per_dim, expected)
+    assert per_dim.shape == (4, family.n_dimensions)
+
+
+def test_product_of_experts_is_exact_for_values_and_sticks():
+    a, b = random_posterior(seed=7), random_posterior(seed=8)
+    fused = product([a, b])
+    precision = a.scale.pow(-2) + b.scale.pow(-2)
+    torch.testing.assert_close(fused.scale, precision.rsqrt())
+    torch.testing.assert_close(fused.loc, (a.loc * a.scale.pow(-2) + b.loc * b.scale.pow(-2)) / precision)
+    torch.testing.assert_close(fused.concentration1, a.concentration1 + b.concentration1 - 1)
+    torch.testing.assert_close(fused.concentration0, a.concentration0 + b.concentration0 - 1)
+
+
+def test_an_untrained_dimension_sits_at_the_prior_and_costs_nothing():
+    family = build_latent("gated", latent_dim=3, alpha=4.0)
+    q = family.posterior(torch.full((2, family.head_size), -40.0))  # no evidence, zero mean
+    q = GatedPosterior(torch.zeros_like(q.loc), q.scale, q.concentration1, q.concentration0)
+    assert family.kl_per_dim(q).abs().max() < 1e-6
+
+
+# --- float64 Beta: the encoder's evidence reaches exp(15) ------------------------------------------------
+
+
+def mp_beta_kl(a1, b1, a2, b2):
+    a1, b1, a2, b2 = (mpmath.mpf(x) for x in (a1, b1, a2, b2))
+    lb = lambda a, b: mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b)  # noqa: E731
+    return float(lb(a2, b2) - lb(a1, b1) + (a1 - a2) * mpmath.digamma(a1) + (b1 - b2) * mpmath.digamma(b1)
+                 + (a2 - a1 + b2 - b1) * mpmath.digamma(a1 + b1))
+
+
+def mp_beta_logpdf(v, a, b):
+    v, a, b = mpmath.mpf(v), mpmath.mpf(a), mpmath.mpf(b)
+    return float((a - 1) * mpmath.log(v) + (b - 1) * mpmath.log1p(-v) - (mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b)))
+
+
+@pytest.mark.parametrize("evidence", [1e2, 1e4, 1e6, math.exp(15)])
+def test_stable_beta_matches_mpmath_at_large_evidence_in_float32(evidence):
+    a = torch.tensor([1.0 + evidence, 1.0 + 0.3 * evidence], dtype=torch.float32)
+    b = torch.tensor([5.0 + 2.0 * evidence, 5.0 + evidence], dtype=torch.float32)
+    q, p = StableBeta(a, b), StableBeta(torch.ones(2), torch.full((2,), 5.0))
+    kl = kl_divergence(q, p)
+    for i in range(2):
+        assert kl[i].item() == pytest.approx(mp_beta_kl(a[i].item(), b[i].item(), 1.0, 5.0), abs=2e-3, rel=1e-6)
+    v = torch.tensor([a[0].item() / (a[0].item() + b[0].item()), a[1].item() / (a[1].item() + b[1].item())], dtype=torch.float32)
+    log_q = q.log_prob(v)
+    for i in range(2):
+        assert log_q[i].item() == pytest.approx(mp_beta_logpdf(v[i].item(), a[i].item(), b[i].item()), abs=2e-3)
+    assert kl.dtype == torch.float32 and log_q.dtype == torch.float32
+
+
+def test_torch_float32_beta_is_what_stable_beta_replaces():
+    evidence = 1e6
+    a, b = torch.tensor([1.0 + evidence]), torch.tensor([5.0 + 2 * evidence])
+    torch_kl = kl_divergence(Beta(a, b), Beta(torch.ones(1), torch.full((1,), 5.0))).item()
+    assert abs(torch_kl - mp_beta_kl(a.item(), b.item(), 1.0, 5.0)) > 0.1  # the cancellation this family avoids
+
+
+def test_beta_sticks_use_the_stable_beta():
+    family = build_latent("beta", truncation=4, alpha=5.0)
+    assert isinstance(family.posterior(torch.zeros(2, family.head_size)), StableBeta)
+    assert isinstance(family.prior(), StableBeta)
+
+
+# --- metrics of order ---------------------------------------------------------------------------------
+
+
+def test_kl_span_and_order_on_hand_made_spectra():
+    assert kl_span(np.array([3.0, 2.0, 1.0, 0.0, 0.0])) == 3
+    assert kl_span(np.array([0.0, 0.0, 1.0])) == 3
+    assert kl_span(np.array([1.0, 0.0, 0.0, 0.001])) == 1  # 0.1 % of the KL at the end is below the 1 % left out
+    assert kl_span(np.zeros(4)) == 0
+    assert kl_order_spearman(np.array([5.0, 4.0, 3.0, 1.0])) == pytest.approx(-1.0)
+    assert kl_order_spearman(np.array([1.0, 2.0, 3.0])) == pytest.approx(1.0)
+    assert kl_order_spearman(np.ones(3)) is None
+
+
+def test_a_gated_run_learns_ordered_dimensions(tmp_path):
+    """Three tabular modalities from 2 shared + 1 private factors each (5 true dimensions), 16 dimensions:
+    the information ends up in the leading dimensions, which a Gaussian latent has no reason to do."""
+    out = tmp_path / "gated"
+    data = "synthetic:shared=2,private=1,features=8,n=3000"
+    common = ["--data", data, "--aggregator", "poe", "--latent-dim", "16", "--hidden", "64", "--epochs", "6", "--kl-warmup", "1",
+              "--batch-size", "64", "--lr", "3e-3", "--quiet"]
+    assert main(["train", *common, "--latent", "gated", "--alpha", "5", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "5", "--no-coherence", "--quiet"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert 3 <= result["kl_active"] <= 8
+    assert result["kl_span_99"] <= result["kl_active"] + 2
+    assert result["kl_order_spearman"] < -0.6
+    assert len(result["kl_per_dim"]) == 16 and "sticks_99" in result
