@@ -18,7 +18,7 @@ from pathlib import Path
 from infinimodal import api
 
 SUMMARY = (
-    "elbo", "log_likelihood", "iw_samples", "knn_error", "knn_error_decoder_input", "active_dims", "kl_active", "kl_span_99", "kl_order_spearman",
+    "elbo", "log_likelihood", "iw_samples", "knn_error", "knn_error_decoder_input", "active_dims", "kl_active", "kl_span_99", "kl_order_spearman", "truncation_elbo_change",
     "sticks_99", "per_modality_sticks_99", "linear_probe_accuracy", "coherence", "coherence_classifier_accuracy",
     "shared_factor_r2", "shared_factor_r2_decoder_input", "true_dims", "eval_seconds",
 )

@@ -13,6 +13,10 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   components' weighted KL, which bounds the mixture's from above);
 - `kl_span_99`: how many leading dimensions (in index order) hold 99 % of the total mean KL: equal to
   `kl_active` for a perfectly ordered latent, up to the latent size for an unordered one;
+- `truncation_elbo_change`: how much the dimensions after the first `kl_span_99` matter: the ELBO
+  E_q[log p(X, z) - log q(z)] of the joint posterior q against the same bound with every later dimension
+  of q set to its prior (`keep` dimensions kept; same samples count, `samples` per row). A latent whose
+  trailing dimensions carry nothing loses (almost) nothing;
 - `kl_order_spearman`: Spearman correlation of dimension index and mean KL (-1: information decreases
   strictly with the index; None when every dimension has the same KL);
 - `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
@@ -125,6 +129,26 @@ def importance_log_likelihood(model: MultimodalModule, split: Split, n_samples: 
         batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
         values.append(model.log_likelihood(batch["data"], batch["mask"], n_samples=n_samples, chunk=chunk).numpy())
     return np.concatenate(values)
+
+
+@torch.no_grad()
+def truncation_elbo(model: MultimodalModule, split: Split, keep: int | None, n_samples: int = 10, batch_size: int = 250) -> float:
+    """Mean over rows of E_q[log p(X_observed, z) - log q(z)] for the joint posterior q, with every dimension from
+    `keep` on set to the prior (None: q itself), by `n_samples` draws per row."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(split), batch_size):
+        batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
+        data, mask = batch["data"], batch["mask"]
+        q = model.posterior(data, mask)
+        if keep is not None:
+            q = model.latent.truncated(q, keep)
+        n = mask.shape[0]
+        z = model.latent.rsample(q, n_samples)  # [S, n, L]
+        rows = torch.arange(n).repeat(n_samples)
+        log_lik = model.log_likelihoods(z.reshape(n_samples * n, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, n)
+        total += float((log_lik + model.latent.log_prior(z) - q.log_prob(z)).mean(0).sum())
+    return total / len(split)
 
 
 def kl_span(mean_kl: np.ndarray, share: float = 0.99) -> int:
@@ -246,6 +270,13 @@ def evaluate_model(
         "n_test": int(len(test)),
         "modalities": names,
     }
+    keep = result["kl_span_99"]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        full = truncation_elbo(model, test, None)
+        torch.manual_seed(0)
+        cut = truncation_elbo(model, test, keep)
+    result["truncation_elbo_change"] = {"keep": keep, "of": int(len(mean_kl)), "elbo": full, "elbo_truncated": cut, "change": cut - full, "samples": 10}
     stick = "weights" in joint_test
     if labelled:
         result["knn_error"] = knn_errors(joint_train["representation"], train.labels, joint_test["representation"], test.labels)

@@ -169,6 +169,18 @@ class LatentFamily(nn.Module):
             return q.average(self.kl_per_dim)
         return kl_divergence(q, self.prior())
 
+    def truncated(self, q: Distribution, keep: int) -> Distribution:
+        """q with every dimension from index `keep` on replaced by the prior (all of a dimension's scalars).
+
+        Every family's posterior parameters are [..., n_dimensions] tensors named as in `arg_constraints`, and
+        the prior's parameters carry the same names (a Kumaraswamy(1, alpha) posterior is the Beta(1, alpha)
+        prior), so one rule serves them all; a mixture truncates each component."""
+        if isinstance(q, MixturePosterior):
+            return MixturePosterior(self.truncated(q.components, keep), q.weights)
+        prior = self.prior()
+        kept = torch.arange(self.n_dimensions, device=q.mean.device) < keep
+        return type(q)(**{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints})
+
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         """Reparameterised sample(s) of z, kept where the decoder and log densities are finite."""
         shape = torch.Size() if n_samples is None else torch.Size([n_samples])
