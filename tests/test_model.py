@@ -245,25 +245,26 @@ def test_sixteen_modalities_train_at_linear_cost():
 # --- DReG ---------------------------------------------------------------------------------------
 
 
-def encoder_gradients(model, data, mask, repeats):
+def encoder_gradients(model, data, mask, repeats, kl_weight=1.0):
     grads = []
     for _ in range(repeats):
         model.zero_grad()
-        model(data, mask).loss.backward()
+        model(data, mask, kl_weight=kl_weight).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for name, p in model.named_parameters() if name.startswith("heads")]))
     return torch.stack(grads)
 
 
-def test_dreg_is_an_unbiased_lower_variance_gradient_of_the_importance_weighted_bound():
+@pytest.mark.parametrize("kl_weight", [0.2, 1.0, 3.0])
+def test_dreg_is_an_unbiased_lower_variance_gradient_of_the_importance_weighted_bound(kl_weight):
     torch.manual_seed(0)
     mods = [Modality("a", (4,), "gaussian"), Modality("b", (3,), "gaussian")]
     model = MultimodalModule(mods, build_latent("gaussian", latent_dim=2), MoE(iw_samples=4), hidden=[6]).double()
     data = {"a": torch.randn(5, 4, dtype=torch.float64), "b": torch.randn(5, 3, dtype=torch.float64)}
     mask = torch.ones(5, 2, dtype=torch.bool)
     mask[0, 1] = False
-    dreg = encoder_gradients(model, data, mask, 2000)
+    dreg = encoder_gradients(model, data, mask, 2000, kl_weight)
     model.aggregator = MoE(iw_samples=4, estimator="iwae")  # the same bound, differentiated through q's density too
-    iwae = encoder_gradients(model, data, mask, 2000)
+    iwae = encoder_gradients(model, data, mask, 2000, kl_weight)
     assert unbiased(dreg, iwae)
     assert dreg.var(0).sum() < iwae.var(0).sum()
 

@@ -237,7 +237,11 @@ class MoE(Aggregator):
         log_w = reconstruction + kl_weight * (log_p - log_q)
         if dreg:
             weights = torch.softmax(log_w.detach(), dim=0)  # normalised importance weights, [K, B]
-            z.register_hook(lambda grad: grad * weights.unsqueeze(-1))  # the path to the encoders gets w^2
+            # For log w = r + beta (log p - log q) the score term -beta w~ d log q / d phi becomes, by DReG's
+            # identity, -beta w~ (1 - w~) on the sample path: the path to the encoders gets w~ (1 - beta + beta w~),
+            # which is w~^2 only at beta = 1 (the KL warm-up and --kl-weight use other betas).
+            path_weight = (1.0 - kl_weight + kl_weight * weights).unsqueeze(-1)
+            z.register_hook(lambda grad: grad * path_weight)
             loss = -(weights * log_w).sum(0).mean()  # its value is not the bound; its gradient is DReG's
         else:
             loss = -(torch.logsumexp(log_w, dim=0) - math.log(k)).mean()
