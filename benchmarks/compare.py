@@ -11,6 +11,7 @@ so an interrupted comparison resumes. `benchmarks/format_table.py` turns the run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,19 +26,19 @@ SUMMARY = (
 
 
 def parse_settings(pairs: list[str]) -> dict:
-    """'truncation=20' 'hidden=256,256' -> TrainConfig values, typed like the defaults."""
-    defaults = api.TrainConfig()
+    """'truncation=20' 'hidden=256,256' -> TrainConfig values, typed by the config's field types."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(api.TrainConfig)}
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if not hasattr(defaults, key):
+        if key not in types:
             raise SystemExit(f"unknown setting {key!r}")
-        default = getattr(defaults, key)
-        if isinstance(default, list):
+        kind = types[key]
+        if kind.startswith("list"):
             out[key] = [int(v) for v in value.split(",")]
-        elif isinstance(default, int) or key == "max_train":
+        elif kind.startswith("int"):
             out[key] = int(value)
-        elif isinstance(default, float):
+        elif kind.startswith("float"):
             out[key] = float(value)
         else:
             out[key] = value

@@ -23,7 +23,7 @@ def latent(family: str, **settings):
 
 
 def small_model(family: str, aggregator: str = "mopoe", modalities=MODALITIES, **settings) -> MultimodalModule:
-    return MultimodalModule(modalities, latent(family, **settings), build_aggregator(aggregator, iw_samples=3), hidden=[16])
+    return MultimodalModule(modalities, latent(family, **settings), build_aggregator(aggregator, moe_samples=3), hidden=[16])
 
 
 def batch(n=32, seed=0, modalities=MODALITIES):
@@ -342,7 +342,7 @@ def test_extreme_head_outputs_keep_every_family_finite(family):
 
 
 def test_unknown_evidence_link_and_aggregator_are_refused():
-    with pytest.raises(ValueError, match="evidence link"):
+    with pytest.raises(ValueError, match="--evidence must be one of"):
         build_latent("beta", evidence="square")
     with pytest.raises(ValueError, match="unknown aggregator"):
         build_aggregator("sum")

@@ -25,10 +25,9 @@ To add an aggregator: subclass `Aggregator` (a `loss` and a `posterior`) and add
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +35,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from .mixture import MixturePosterior, detach_distribution
+from .settings import Settings, setting
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import MultimodalModule
@@ -104,10 +104,35 @@ def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int) -> tu
 # --- aggregators -----------------------------------------------------------------------------------
 
 
+@dataclass
+class PoESettings(Settings):
+    owner = "poe"
+    poe_subsets: int = setting(1, "random subset terms per step besides the joint and unimodal ones", check=lambda v: v >= 0, requirement=">= 0")
+
+
+@dataclass
+class MoESettings(Settings):
+    owner = "moe"
+    moe_samples: int = setting(1, "importance samples K per row in training (K > 1: the IWAE bound)", check=lambda v: v >= 1, requirement="at least 1")
+    moe_estimator: str = setting("auto", "auto = stratified ELBO for K = 1, IWAE bound with DReG gradients for K > 1",
+                                 choices=("auto", "stratified", "iwae", "dreg"))
+
+
+@dataclass
+class MoPoESettings(Settings):
+    owner = "mopoe"
+    max_enumerate: int = setting(6, "enumerate all subsets up to this many modalities, sample them beyond", check=lambda v: v >= 1, requirement="at least 1")
+
+
 class Aggregator:
     """Base class: `loss` trains, `posterior` is q(z | the modalities in `mask`) for evaluation and generation."""
 
     name = ""
+    Settings: type[Settings] = Settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Aggregator":
+        return cls(**asdict(settings))
 
     def settings(self) -> dict:
         return {}
@@ -121,6 +146,7 @@ class Aggregator:
 
 class PoE(Aggregator):
     name = "poe"
+    Settings = PoESettings
 
     def __init__(self, poe_subsets: int = 1) -> None:
         if poe_subsets < 0:
@@ -163,6 +189,11 @@ class PoE(Aggregator):
 
 class MoE(Aggregator):
     name = "moe"
+    Settings = MoESettings
+
+    @classmethod
+    def from_settings(cls, settings: MoESettings) -> "MoE":
+        return cls(iw_samples=settings.moe_samples, estimator=settings.moe_estimator)
 
     ESTIMATORS = ("stratified", "iwae", "dreg")
 
@@ -256,6 +287,7 @@ class MoE(Aggregator):
 
 class MoPoE(Aggregator):
     name = "mopoe"
+    Settings = MoPoESettings
 
     def __init__(self, max_enumerate: int = 6, sampled_subsets: int | None = None) -> None:
         self.max_enumerate = max_enumerate
@@ -288,9 +320,9 @@ AGGREGATORS: dict[str, type[Aggregator]] = {cls.name: cls for cls in (PoE, MoE, 
 
 
 def build_aggregator(name: str, **settings) -> Aggregator:
-    """The aggregator `name`, given whichever of `settings` its constructor takes (the rest belong to others)."""
+    """The aggregator `name`, from the entries of `settings` that its `Settings` declares (validated; the rest
+    belong to others)."""
     if name not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
     cls = AGGREGATORS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in settings.items() if k in accepted and v is not None})
+    return cls.from_settings(cls.Settings.from_values(settings))

@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,17 +29,16 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from .aggregators import AGGREGATORS, MoE, build_aggregator
+from .aggregators import AGGREGATORS, build_aggregator
 from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .latents import LATENT_FAMILIES, build_latent
-from .latents.beta import EVIDENCE_LINKS
-from .latents.sticks import DECODER_INPUTS, DEFAULT_DECODER_INPUT
 from .modality import Modality
 from .model import MultimodalModule
 from .runfiles import load_weights, read_config
+from .settings import Settings, field_default, merged_fields
 from .training import MultimodalDataModule, TrainingPlan
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -50,47 +49,59 @@ def _check(condition: bool, message: str) -> None:
         raise InfinimodalError(message)
 
 
-@dataclass
-class ModelConfig:
-    """Everything that defines the network (besides the modalities)."""
+#: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
+DEFAULT_LATENT = "beta"
+DEFAULT_AGGREGATOR = "mopoe"
 
-    latent: str = "beta"
-    latent_dim: int = 50  # gaussian only
-    truncation: int = 50  # stick families: K weights from K - 1 sticks
-    alpha: float = 5.0
-    decoder_input: str = DEFAULT_DECODER_INPUT  # stick families: pi, logpi or logitv
-    evidence: str = "exp"  # beta: how encoder outputs become pseudo-counts (exp or softplus)
-    aggregator: str = "mopoe"
-    poe_subsets: int = 1  # poe: random subsets per step besides the joint and unimodal terms
-    moe_samples: int = 1  # moe: importance samples (K > 1: the IWAE bound, by default trained with DReG)
-    moe_estimator: str = "auto"  # moe: stratified, iwae or dreg (auto: stratified for K = 1, dreg beyond)
-    max_enumerate: int = 6  # mopoe: enumerate all subsets up to this many modalities, sample beyond
-    hidden: list[int] = field(default_factory=lambda: [500])
+
+def component_settings() -> list[type[Settings]]:
+    """Every latent family's and aggregator's settings class, registry order (each class once)."""
+    return list(dict.fromkeys(settings for _, settings in named_component_settings()))
+
+
+def named_component_settings() -> list[tuple[str, type[Settings]]]:
+    """(registry name, settings class) of every latent family, then every aggregator."""
+    return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [(name, cls.Settings) for name, cls in AGGREGATORS.items()]
+
+
+def _option_fields() -> list[tuple]:
+    """One ModelConfig field per option of any family or aggregator (a name shared by several is one field).
+    Where the components that share a name disagree on its default (alpha), the field defaults to None:
+    the chosen component's own default, which `resolve` fills in."""
+    out = []
+    for name, entries in merged_fields(component_settings()).items():
+        defaults = [field_default(f) for _, f in entries]
+        first = entries[0][1]
+        agreed = all(d == defaults[0] for d in defaults)
+        out.append((name, first.type if agreed else f"{first.type} | None", field(default=defaults[0] if agreed else None)))
+    return out
+
+
+class _ModelConfigMethods:
+    """The behaviour of `ModelConfig`, whose fields are generated from the registered settings classes."""
 
     def validate(self) -> None:
         _check(self.latent in LATENT_FAMILIES, f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
         _check(self.aggregator in AGGREGATORS, f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}")
-        _check(self.decoder_input in DECODER_INPUTS, f"unknown decoder input {self.decoder_input!r}: choose one of {', '.join(DECODER_INPUTS)}")
-        _check(self.evidence in EVIDENCE_LINKS, f"unknown evidence link {self.evidence!r}: choose one of {', '.join(EVIDENCE_LINKS)}")
-        _check(self.latent_dim >= 1, f"--latent-dim must be at least 1, got {self.latent_dim}")
-        _check(self.truncation >= 2, f"--truncation must be at least 2, got {self.truncation}")
-        _check(self.alpha > 0 and math.isfinite(self.alpha), f"--alpha must be a positive number, got {self.alpha}")
-        _check(self.poe_subsets >= 0, f"--poe-subsets must be >= 0, got {self.poe_subsets}")
-        _check(self.moe_samples >= 1, f"--moe-samples must be at least 1, got {self.moe_samples}")
-        _check(self.moe_estimator in ("auto", *MoE.ESTIMATORS), f"--moe-estimator must be auto or one of {', '.join(MoE.ESTIMATORS)}")
-        _check(self.max_enumerate >= 1, f"--max-enumerate must be at least 1, got {self.max_enumerate}")
-        _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
+        try:
+            _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
+        except TypeError:
+            raise InfinimodalError(f"--hidden needs a list of positive layer sizes, got {self.hidden!r}") from None
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Fill the chosen family's and aggregator's unset options with their defaults, and check them."""
+        for settings_class in (LATENT_FAMILIES[self.latent].Settings, AGGREGATORS[self.aggregator].Settings):
+            resolved = settings_class.from_values({f.name: getattr(self, f.name) for f in fields(settings_class)})
+            for f in fields(settings_class):
+                setattr(self, f.name, getattr(resolved, f.name))
 
     def latent_settings(self) -> dict:
-        """Every latent setting; `build_latent` passes each family the ones its constructor takes."""
-        return {"latent_dim": self.latent_dim, "truncation": self.truncation, "alpha": self.alpha,
-                "decoder_input": self.decoder_input, "evidence": self.evidence}
+        """The chosen family's options (`build_latent` validates them)."""
+        return {f.name: getattr(self, f.name) for f in fields(LATENT_FAMILIES[self.latent].Settings)}
 
     def aggregator_settings(self) -> dict:
-        return {
-            "poe_subsets": self.poe_subsets, "iw_samples": self.moe_samples, "estimator": self.moe_estimator,
-            "max_enumerate": self.max_enumerate,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(AGGREGATORS[self.aggregator].Settings)}
 
     def model_fields(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
@@ -99,6 +110,18 @@ class ModelConfig:
     def from_dict(cls, values: dict):
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [("latent", "str", field(default=DEFAULT_LATENT)), ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)), *_option_fields(),
+     ("hidden", "list[int]", field(default_factory=lambda: [500]))],
+    bases=(_ModelConfigMethods,),
+    namespace={"__module__": __name__},
+)
+ModelConfig.__doc__ = """Everything that defines the network besides the modalities: the latent family, the aggregator, the
+hidden layers, and one field per option that a family or aggregator declares in its `Settings` (generated,
+so a new family's options appear here, in config.json and on the command line without editing this file)."""
 
 
 @dataclass

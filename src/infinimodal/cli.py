@@ -59,12 +59,44 @@ def _names(text: str) -> list[str]:
     return names
 
 
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_option_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """One flag per option that a latent family or aggregator declares (its `Settings` fields), with each
+    owner's help and default; returns the option names. Unset flags are None: the chosen component's default."""
+    from dataclasses import fields
+
+    from .api import component_settings, named_component_settings
+    from .settings import field_default, flag, merged_fields
+
+    names = []
+    for name, entries in merged_fields(component_settings()).items():
+        first = entries[0][1]
+        described: dict[tuple, list[str]] = {}
+        for owner, settings in named_component_settings():
+            for f in fields(settings):
+                if f.name == name:
+                    described.setdefault((f.metadata["help"], field_default(f)), []).append(owner)
+        text = "; ".join(f"{', '.join(owners)}: {help} (default {default})" for (help, default), owners in described.items())
+        parser.add_argument(flag(name), dest=name, type=_FLAG_TYPES[first.type], default=None, choices=first.metadata.get("choices"), help=text)
+        names.append(name)
+    return names
+
+
+def option_values(args: argparse.Namespace) -> dict:
+    """The component options given on the command line (the unset ones are left to the defaults)."""
+    from .api import component_settings
+    from .settings import merged_fields
+
+    return {name: getattr(args, name) for name in merged_fields(component_settings()) if getattr(args, name) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .aggregators import AGGREGATORS
     from .api import PRECISIONS, TrainConfig
     from .data import BINARIZATIONS
-    from .latents import DECODER_INPUTS, LATENT_FAMILIES
-    from .latents.beta import EVIDENCE_LINKS
+    from .latents import LATENT_FAMILIES
     from .likelihoods import LIKELIHOODS
 
     defaults = TrainConfig()
@@ -81,16 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / laplace:S with a fixed scale S; * = every modality)")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
-    train.add_argument("--latent-dim", type=_positive_int, default=defaults.latent_dim, help="gaussian: dimension D")
-    train.add_argument("--truncation", type=int, default=defaults.truncation, help="stick families: K")
-    train.add_argument("--alpha", type=float, default=defaults.alpha, help="prior concentration, Beta(1, alpha)")
-    train.add_argument("--decoder-input", default=defaults.decoder_input, choices=DECODER_INPUTS)
-    train.add_argument("--evidence", default=defaults.evidence, choices=EVIDENCE_LINKS, help="beta: evidence link")
-    train.add_argument("--poe-subsets", type=int, default=defaults.poe_subsets, help="poe: random subset terms per step")
-    train.add_argument("--moe-samples", type=_positive_int, default=defaults.moe_samples, help="moe: importance samples K")
-    train.add_argument("--moe-estimator", default=defaults.moe_estimator, choices=["auto", "stratified", "iwae", "dreg"],
-                       help="moe: auto = stratified ELBO for K = 1, IWAE bound with DReG gradients for K > 1")
-    train.add_argument("--max-enumerate", type=_positive_int, default=defaults.max_enumerate, help="mopoe: enumerate subsets up to this many modalities")
+    add_option_flags(train)
     train.add_argument("--hidden", type=_hidden_sizes, default=defaults.hidden, help="MLP layer sizes, e.g. 500 (CNNs: the dense width)")
     train.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
     train.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
@@ -174,11 +197,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         config = api.TrainConfig(
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
-            latent=args.latent, aggregator=args.aggregator, latent_dim=args.latent_dim, truncation=args.truncation,
-            alpha=args.alpha, decoder_input=args.decoder_input, evidence=args.evidence, poe_subsets=args.poe_subsets,
-            moe_samples=args.moe_samples, moe_estimator=args.moe_estimator, max_enumerate=args.max_enumerate, hidden=args.hidden, epochs=args.epochs,
+            latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision,
+            max_train=args.max_train, precision=args.precision, **option_values(args),
         )
         out = api.train(config, args.out, progress=not args.quiet)
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")

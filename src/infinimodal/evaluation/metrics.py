@@ -20,7 +20,9 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
 - `kl_order_spearman`: Spearman correlation of dimension index and mean KL (-1: information decreases
   strictly with the index; None when every dimension has the same KL);
 - `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
-  `per_modality_sticks_99`: the same for each modality's own posterior;
+  `per_modality_sticks_99`: the same for each modality's own posterior (`per_modality_kl_active` and
+  `per_modality_kl_span_99`: each modality's own KL-active dimensions and leading dimensions holding 99 % of
+  its KL, for every family);
 - `knn_error_decoder_input` (stick families): kNN error on the posterior mean mapped to what the decoder
   reads (logit v or log pi). E[pi] squashes every small stick towards zero, which hides what a decoder
   reading logit v or log pi separates, so both are reported;
@@ -300,6 +302,7 @@ def evaluate_model(
         result["per_modality_kl_active"] = {
             name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in zip(names, single_test)
         }
+        result["per_modality_kl_span_99"] = {name: kl_span(codes["kl_per_dim"][codes["rows"]].mean(0)) for name, codes in zip(names, single_test)}
     if multimodal and labelled:
         probe_labels = train.labels[probe_rows]
         for space, suffix in [("representation", "")] + ([("decoder_space", "_decoder_input")] if stick else []):

@@ -312,7 +312,7 @@ def write_report(
         step("latent maps")
         # latent maps ------------------------------------------------------------------------------------
         space = "decoder_space" if stick else "representation"
-        space_name = {"logitv": "logit E[v]", "logpi": "log E[pi]", "pi": "E[pi]"}.get(config.decoder_input, "E[pi]") if stick else "E[z]"
+        space_name = module.latent.decoder_space_name if stick else module.latent.representation_name
         candidates = [("joint posterior", joint[space], sample.labels)]
         for name, part in zip(names, single):
             chosen = part["rows"]

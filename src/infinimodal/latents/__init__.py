@@ -6,7 +6,7 @@ its `product` rule, then add one line to `LATENT_FAMILIES`.
 Importing this package registers KL(Kumaraswamy || Beta) with `torch.distributions.kl`.
 """
 
-import inspect
+import dataclasses
 
 from .base import LatentFamily, ProductNotClosedForm, product, register_product
 from .beta import BetaSticks, StableBeta, beta_product
@@ -28,22 +28,14 @@ LATENT_FAMILIES: dict[str, type[LatentFamily]] = {
 STICK_FAMILIES = tuple(name for name, cls in LATENT_FAMILIES.items() if issubclass(cls, StickLatent))
 
 
-def family_settings(name: str) -> tuple[str, ...]:
-    """The settings the family called `name` takes: its constructor's keyword parameters."""
-    parameters = inspect.signature(LATENT_FAMILIES[name].__init__).parameters
-    return tuple(p for p in parameters if p != "self" and parameters[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-
 def build_latent(name: str, **settings) -> LatentFamily:
-    """Instantiate the family called `name` with whichever of `settings` it takes (latent_dim, truncation, alpha,
-    decoder_input, evidence, ...): the rest belong to other families, so one config serves them all."""
+    """Instantiate the family called `name` with the entries of `settings` that its `Settings` declares
+    (validated; None or absent: the family's default). The rest belong to other families, so one config
+    serves them all."""
     if name not in LATENT_FAMILIES:
         raise ValueError(f"unknown latent family {name!r}; choose one of {', '.join(LATENT_FAMILIES)}")
     cls = LATENT_FAMILIES[name]
-    accepted = set(family_settings(name))
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
-        accepted |= set(inspect.signature(StickLatent.__init__).parameters) - {"self"}  # subclasses passing **settings on
-    return cls(**{k: v for k, v in settings.items() if k in accepted})
+    return cls(**dataclasses.asdict(cls.Settings.from_values(settings)))
 
 
 __all__ = [

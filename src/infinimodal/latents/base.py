@@ -87,6 +87,8 @@ class LatentFamily(nn.Module):
     decoder_input_size: int
     #: Whether the family has stick-breaking weights (E[pi], sticks_99, a truncation).
     has_sticks: bool = False
+    #: The family's typed options (`infinimodal.settings.Settings`): config fields and command-line flags.
+    Settings: type = None  # type: ignore[assignment]
 
     def __init__(self, latent_size: int) -> None:
         super().__init__()
@@ -129,6 +131,13 @@ class LatentFamily(nn.Module):
         """Latent dimensions as reports count them: the length of `kl_per_dim` (latent_size unless a family
         sums several scalars per dimension)."""
         return self.latent_size
+
+    #: How reports name `representation` and `decoder_space_representation`.
+    representation_name = "E[z]"
+
+    @property
+    def decoder_space_name(self) -> str:
+        return self.representation_name
 
     def describe(self) -> str:
         """The family's size and prior in a few words, for reports ("D = 50", "K = 50 (alpha = 5)")."""

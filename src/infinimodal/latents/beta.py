@@ -27,8 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta, register_kl
 
+from dataclasses import dataclass
+
+from ..settings import setting
 from .base import register_product
-from .sticks import StickLatent
+from .sticks import StickLatent, StickSettings
 
 
 class StableBeta(Beta):
@@ -82,10 +85,17 @@ EVIDENCE_LINKS = ("exp", "softplus")
 MAX_LOG_EVIDENCE = 15.0
 
 
+@dataclass
+class BetaSettings(StickSettings):
+    owner = "beta"
+    evidence: str = setting("exp", "how encoder outputs become evidence (pseudo-counts)", choices=EVIDENCE_LINKS)
+
+
 class BetaSticks(StickLatent):
     """Sticks v_k ~ Beta(1 + e_a, alpha + e_b), evidence e = exp(head output) (or softplus) >= 0."""
 
     name = "beta"
+    Settings = BetaSettings
 
     def __init__(self, evidence: str = "exp", **settings) -> None:
         if evidence not in EVIDENCE_LINKS:

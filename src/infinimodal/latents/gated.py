@@ -17,13 +17,28 @@ Both factors keep exact products of experts: the values' precisions add (Gaussia
 family), so PoE and MoPoE stay exact. The latent vector the prior is placed on is [g_1..g_D, v_1..v_D]
 (2D scalars); `kl_per_dim` reports D values, dimension k's value KL plus its stick's KL.
 
-The representation used for kNN and probes is the posterior mean of the gated code, E[g_k] E[r_k] (exact
-for the mean-field posterior, where g and the sticks are independent); `expected_weights` gives the
-stick-breaking weights E[pi] of the D sticks, so `sticks_99` is defined as for the other stick families.
+Two posteriors, chosen by the setting `expert`:
+
+- ``value``: mean-field, each expert is a Gaussian on the value g (q(g) independent of the sticks). The
+  decoder then sees g * r with the gate's sampling noise: r_k's spread multiplies the value.
+- ``code``: each expert is a Gaussian likelihood on the gated code z = g * r with precision lambda and mean m,
+  so q(g | v) = N(0, 1) * N(g r; m, 1 / lambda) = N(lambda m r / (1 + lambda r^2), 1 / (1 + lambda r^2)).
+  With the gate open (lambda r^2 >> 1) the decoder reads z ~ N(m, 1 / lambda) whatever the gate's own noise;
+  as r -> 0 the expert loses its grip and g returns to its prior, so a late dimension can only carry
+  information as precisely as its gate is open: the order comes from the prior's shrinking gates without
+  injecting their noise into the decoder. Experts still multiply exactly (lambda and lambda m add across
+  modalities, conditionally on v), and KL(q || p) = KL(q(v) || p(v)) + E_q(v)[KL(q(g | v) || N(0, 1))], the
+  second term estimated with one draw of the sticks (unbiased; the sticks' part is exact).
+
+The representation used for kNN and probes is the posterior mean of the gated code: E[g_k] E[r_k] for
+``value`` (exact, g and the sticks being independent), and for ``code`` the conditional mean of z at the
+sticks' mean (a plug-in); `expected_weights` gives the stick-breaking weights E[pi] of the D sticks, so
+`sticks_99` is defined as for the other stick families.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -31,6 +46,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
 from ..mixture import MixturePosterior
+from ..settings import Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights
 from .base import LatentFamily, register_product
 from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
@@ -124,21 +140,112 @@ def remaining_stick(v: Tensor) -> Tensor:
     return torch.exp(torch.cumsum(torch.log1p(-clamp_sticks(v)), dim=-1))
 
 
+class CodeGatedPosterior(Distribution):
+    """q(v) q(g | v): StableBeta sticks, and values g | v = N(0, 1) times a Gaussian expert on the code g * r(v).
+
+    expert_loc m and expert_precision lambda >= 0 describe the expert on the gated code (lambda = 0: the prior).
+    Batch shape [..., 2D], scalar events ([..., :D] values, [..., D:] sticks); `log_prob` gives per-scalar
+    terms whose sum is log q(g, v) (a value's term depends on the sticks before it)."""
+
+    arg_constraints = {
+        "expert_loc": constraints.real, "expert_precision": constraints.nonnegative,
+        "concentration1": constraints.positive, "concentration0": constraints.positive,
+    }
+    has_rsample = True
+
+    def __init__(self, expert_loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
+        self.expert_loc, self.expert_precision = torch.broadcast_tensors(expert_loc, expert_precision)
+        self.sticks = StableBeta(concentration1, concentration0, validate_args=validate_args)
+        if self.expert_loc.shape != self.sticks.batch_shape:
+            raise ValueError(f"experts {tuple(self.expert_loc.shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
+        *batch, dims = self.expert_loc.shape
+        super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
+
+    @property
+    def dims(self) -> int:
+        return self.expert_loc.shape[-1]
+
+    @property
+    def concentration1(self) -> Tensor:
+        return self.sticks.concentration1
+
+    @property
+    def concentration0(self) -> Tensor:
+        return self.sticks.concentration0
+
+    @property
+    def support(self):
+        return constraints.real
+
+    def values_given(self, v: Tensor) -> Normal:
+        """q(g | v): precision 1 + lambda r^2, mean lambda m r / (1 + lambda r^2)."""
+        r = remaining_stick(v)
+        precision = 1.0 + self.expert_precision * r.square()
+        return Normal(self.expert_precision * self.expert_loc * r / precision, precision.rsqrt())
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        g, v = value[..., : self.dims], value[..., self.dims :]
+        return torch.cat(torch.broadcast_tensors(self.values_given(v).log_prob(g), self.sticks.log_prob(v)), dim=-1)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        v = clamp_sticks(self.sticks.rsample(sample_shape))
+        return torch.cat([self.values_given(v).rsample(), v], dim=-1)
+
+    def plug_in_code(self) -> Tensor:
+        """The conditional mean of the code z = g r at the sticks' mean: lambda m r^2 / (1 + lambda r^2)."""
+        r = torch.cumprod(1.0 - self.sticks.mean, dim=-1)
+        return self.expert_precision * self.expert_loc * r.square() / (1.0 + self.expert_precision * r.square())
+
+    @property
+    def mean(self) -> Tensor:
+        """E[v] exactly; for the values E[g | v] at v = E[v] (a plug-in: E[g] has no closed form)."""
+        return torch.cat([self.values_given(self.sticks.mean).mean, self.sticks.mean], dim=-1)
+
+
+@register_kl(CodeGatedPosterior, CodeGatedPosterior)
+def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
+    """KL(p(v) || q(v)) exactly, and KL(p(g | v) || q(g | v)) at one draw v ~ p(v) (unbiased for its mean over v)."""
+    v = clamp_sticks(p.sticks.rsample())
+    return torch.cat(torch.broadcast_tensors(kl_divergence(p.values_given(v), q.values_given(v)), kl_divergence(p.sticks, q.sticks)), dim=-1)
+
+
+#: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
+DEFAULT_GATE_ALPHA = 20.0
+EXPERTS = ("value", "code")
+
+
+@dataclass
+class GatedSettings(Settings):
+    owner = "gated"
+    latent_dim: int = setting(50, "dimensions D (each a value and a stick)", check=lambda v: v >= 1, requirement="at least 1")
+    alpha: float = setting(DEFAULT_GATE_ALPHA, "stick prior Beta(1, alpha): the prior gate of dimension k is (alpha / (1 + alpha))^k",
+                           check=positive, requirement="a positive number")
+    evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
+    expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
+
+
 class GatedSticks(LatentFamily):
     """D Gaussian values gated by the remaining stick of D Beta(1, alpha) sticks (see the module docstring)."""
 
     name = "gated"
     has_sticks = True
+    Settings = GatedSettings
+    representation_name = "E[g r]"
     n_params = 4  # value mean, value expert log-precision, stick evidence e_a, e_b: per dimension
 
-    def __init__(self, latent_dim: int = 50, alpha: float = 5.0, evidence: str = "exp") -> None:
+    EXPERTS = EXPERTS
+
+    def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value") -> None:
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
         if not alpha > 0:
             raise ValueError(f"the prior concentration alpha must be positive, got {alpha}")
         if evidence not in EVIDENCE_LINKS:
             raise ValueError(f"evidence link must be one of {', '.join(EVIDENCE_LINKS)}, got {evidence!r}")
+        if expert not in self.EXPERTS:
+            raise ValueError(f"gated expert must be one of {', '.join(self.EXPERTS)}, got {expert!r}")
         super().__init__(latent_size=2 * latent_dim)
+        self.expert = expert
         self.latent_dim = latent_dim
         self.truncation = latent_dim + 1  # stick-breaking weights: D sticks and the rest
         self.alpha = float(alpha)
@@ -154,30 +261,42 @@ class GatedSticks(LatentFamily):
         return self.latent_dim
 
     def describe(self) -> str:
-        return f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g})"
+        return f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}, {self.describe_expert()})"
 
     @property
     def head_size(self) -> int:
         return self.n_params * self.latent_dim
 
-    def prior(self) -> GatedPosterior:
+    def prior(self) -> GatedPosterior | CodeGatedPosterior:
+        if self.expert == "code":
+            return CodeGatedPosterior(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.prior_b)
         return GatedPosterior(self.prior_loc, self.prior_scale, self.prior_a, self.prior_b)
 
-    def posterior(self, raw: Tensor) -> GatedPosterior:
+    def posterior(self, raw: Tensor) -> GatedPosterior | CodeGatedPosterior:
         loc, log_expert_precision, raw_a, raw_b = self.raw_params(raw)
-        precision = 1.0 + torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
+        expert_precision = torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
         e_a, e_b = evidence_from_raw((raw_a, raw_b), self.evidence_link)
-        return GatedPosterior(loc, precision.rsqrt(), self.prior_a + e_a, self.prior_b + e_b)
+        if self.expert == "code":
+            return CodeGatedPosterior(loc, expert_precision, self.prior_a + e_a, self.prior_b + e_b)
+        return GatedPosterior(loc, (1.0 + expert_precision).rsqrt(), self.prior_a + e_a, self.prior_b + e_b)
 
-    def natural(self, q: GatedPosterior) -> tuple[Tensor, Tensor]:
-        # values: (precision * mean, precision); sticks: (a, b), Beta's natural parameters up to a constant
-        precision = q.scale.pow(-2)
-        return torch.cat([precision * q.loc, q.concentration1], -1), torch.cat([precision, q.concentration0], -1)
+    def natural(self, q: GatedPosterior | CodeGatedPosterior) -> tuple[Tensor, Tensor]:
+        # values: (precision * mean, precision) of the value's posterior, or of the code's expert (which adds
+        # across modalities given the sticks); sticks: (a, b), Beta's natural parameters up to a constant
+        if isinstance(q, CodeGatedPosterior):
+            precision, loc = q.expert_precision, q.expert_loc
+        else:
+            precision, loc = q.scale.pow(-2), q.loc
+        return torch.cat([precision * loc, q.concentration1], -1), torch.cat([precision, q.concentration0], -1)
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> GatedPosterior:
+    def from_natural(self, eta: tuple[Tensor, Tensor]) -> GatedPosterior | CodeGatedPosterior:
         first, second = eta
         d = self.latent_dim
         precision = second[..., :d]
+        if self.expert == "code":
+            # an expert of precision 0 (no modality, or the prior alone) has mean 0
+            loc = torch.where(precision > 0, first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny), torch.zeros_like(precision))
+            return CodeGatedPosterior(loc, precision, first[..., d:], second[..., d:])
         return GatedPosterior(first[..., :d] / precision, precision.rsqrt(), first[..., d:], second[..., d:])
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
@@ -195,6 +314,9 @@ class GatedSticks(LatentFamily):
         kl = kl_divergence(q, self.prior())
         return kl[..., : self.latent_dim] + kl[..., self.latent_dim :]
 
+    def describe_expert(self) -> str:
+        return "experts on the gated code" if self.expert == "code" else "experts on the values"
+
     def expected_gate(self, q: Distribution) -> Tensor:
         """E[r_k] = prod_{j<=k} (1 - E[v_j]) for independent sticks (mixtures: the components' average)."""
         if isinstance(q, MixturePosterior):
@@ -205,6 +327,8 @@ class GatedSticks(LatentFamily):
         """E[g_k r_k] = E[g_k] E[r_k] per mean-field component; a mixture averages its components'."""
         if isinstance(q, MixturePosterior):
             return q.average(self.representation)
+        if isinstance(q, CodeGatedPosterior):
+            return q.plug_in_code()
         return q.values.mean * self.expected_gate(q)
 
     def decoder_space_representation(self, q: Distribution) -> Tensor:

@@ -9,12 +9,14 @@ Weakly-Supervised Learning"), so PoE and MoPoE are exact.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Normal
 
+from ..settings import Settings, setting
 from .base import LatentFamily, register_product
 
 #: exp(18) = 6.6e7: posterior scales down to ~1.2e-4, which keeps log sigma and the KL finite.
@@ -41,10 +43,17 @@ def normal_from_natural(eta: tuple[Tensor, Tensor]) -> Normal:
     return Normal(weighted_mean / precision, precision.rsqrt())
 
 
+@dataclass
+class GaussianSettings(Settings):
+    owner = "gaussian"
+    latent_dim: int = setting(50, "latent dimension D", check=lambda v: v >= 1, requirement="at least 1")
+
+
 class GaussianLatent(LatentFamily):
     """z ~ N(mu, sigma^2) in D dimensions; the decoder reads z and kNN uses the posterior mean."""
 
     name = "gaussian"
+    Settings = GaussianSettings
 
     def __init__(self, latent_dim: int = 50) -> None:
         super().__init__(latent_dim)

@@ -12,17 +12,27 @@ so the choice of f does not change the model class, only how well-conditioned th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.distributions import Beta, Distribution
 
 from ..mixture import MixturePosterior
+from ..settings import Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights, log_stick_weights
 from .base import LatentFamily
 
 DECODER_INPUTS = ("pi", "logpi", "logitv")
 #: Chosen by measurement on MNIST (docs/results.md): logit v gave the best ELBO and log p(x).
 DEFAULT_DECODER_INPUT = "logitv"
+
+
+@dataclass
+class StickSettings(Settings):
+    owner = "stick families"
+    truncation: int = setting(50, "truncation K: K weights from K - 1 sticks", check=lambda v: v >= 2, requirement="at least 2")
+    alpha: float = setting(5.0, "prior concentration of the sticks, Beta(1, alpha)", check=positive, requirement="a positive number")
+    decoder_input: str = setting(DEFAULT_DECODER_INPUT, "what the decoder reads", choices=DECODER_INPUTS)
 
 
 class StickLatent(LatentFamily):
@@ -33,6 +43,12 @@ class StickLatent(LatentFamily):
     """
 
     has_sticks = True
+    Settings = StickSettings
+    representation_name = "E[pi]"
+
+    @property
+    def decoder_space_name(self) -> str:
+        return {"logitv": "logit E[v]", "logpi": "log E[pi]", "pi": "E[pi]"}[self.decoder_input_mode]
 
     def __init__(
         self,

@@ -1,0 +1,85 @@
+"""Typed settings that each latent family and aggregator declares beside its code.
+
+A family or aggregator owns a `Settings` dataclass whose fields are its options, each made with `setting(...)`
+(default, help, allowed values, a check). From those fields, and nothing else:
+
+- `infinimodal.api.ModelConfig` gets one field per option name (shared names, such as `alpha`, are one field),
+  so config.json records them;
+- the command line gets one flag per option (`--latent-dim` for `latent_dim`), with its help and choices;
+- `build_latent` / `build_aggregator` validate the chosen component's options and pass them on.
+
+So a new family with a new option is one file and one registry line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+from .errors import InfinimodalError
+
+
+class SettingError(InfinimodalError, ValueError):
+    """A setting outside its allowed values: a user's error (one line) and a ValueError for library callers."""
+
+
+def setting(default: Any, help: str, *, choices: Iterable | None = None, check: Callable[[Any], bool] | None = None,
+            requirement: str = "") -> Any:
+    """A settings field: its default, a help text, optionally the allowed values or a check (with what it requires)."""
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "check": check, "requirement": requirement}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def positive(value) -> bool:
+    return value > 0 and value == value and value != float("inf")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a settings field: latent_dim -> --latent-dim."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class Settings:
+    """Base of the settings dataclasses (see the module docstring)."""
+
+    #: One line for the command line's help: which component these settings belong to.
+    owner = ""
+
+    def validate(self) -> None:
+        """Raise one InfinimodalError line naming the flag for a value outside its choices or failing its check."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices, check = f.metadata.get("choices"), f.metadata.get("check")
+            if choices is not None and value not in choices:
+                raise SettingError(f"{flag(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            try:
+                fine = check is None or check(value)
+            except TypeError:
+                fine = False
+            if not fine:
+                raise SettingError(f"{flag(f.name)} must be {f.metadata.get('requirement') or 'valid'}, got {value!r}")
+
+    @classmethod
+    def from_values(cls, values: dict) -> "Settings":
+        """The settings from the entries of `values` that are its fields (None: the field's default), validated."""
+        names = {f.name for f in fields(cls)}
+        settings = cls(**{k: v for k, v in values.items() if k in names and v is not None})
+        settings.validate()
+        return settings
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def merged_fields(classes: Iterable[type[Settings]]) -> dict[str, list[tuple[type[Settings], dataclasses.Field]]]:
+    """Every option name across the settings classes, with the classes (and fields) that declare it, in order."""
+    merged: dict[str, list] = {}
+    for cls in classes:
+        for f in fields(cls):
+            merged.setdefault(f.name, []).append((cls, f))
+    return merged
