@@ -309,3 +309,29 @@ def test_h5mu_modalities_with_missing_cells(tmp_path):
     row = order.index("cell15")
     np.testing.assert_array_equal(table.arrays["atac"][row], atac[atac.obs_names == "cell15"].X[0])
     assert len(np.unique(table.labels)) == 3
+
+
+def test_rotated_mnist_turns_the_digits_about_their_centre(mnist_dir):
+    from infinimodal.data import load_dataset
+
+    upright, rotated = load_dataset("mnist", str(mnist_dir)), load_dataset("mnist-rotated", str(mnist_dir))
+    assert [len(upright.split(s)) for s in ("train", "valid", "test")] == [len(rotated.split(s)) for s in ("train", "valid", "test")]
+    np.testing.assert_array_equal(upright.test.labels, rotated.test.labels)
+    rows = np.arange(28)[:, None] - 13.5
+
+    def spreads(images):
+        """Mean squared distance of the ink from the centre along the rows and along the columns."""
+        ink = images.reshape(-1, 28, 28).astype(np.float64)
+        total = ink.sum(axis=(1, 2))
+        return (ink * rows**2).sum(axis=(1, 2)) / total, (ink * rows.T**2).sum(axis=(1, 2)) / total
+
+    up_rows, up_cols = spreads(upright.test.arrays["image"][:2000])
+    rot_rows, rot_cols = spreads(rotated.test.arrays["image"][:2000])
+    # upright digits are tall (more spread along the rows); turned by uniform angles they are tall and wide alike
+    assert up_rows.mean() > 1.5 * up_cols.mean()
+    assert rot_rows.mean() == pytest.approx(rot_cols.mean(), rel=0.05)
+    # a rotation about the centre keeps the radial spread (the corners lose a little ink)
+    assert (rot_rows + rot_cols).mean() == pytest.approx((up_rows + up_cols).mean(), rel=0.05)
+    # every pass builds the same digits
+    again = load_dataset("mnist-rotated", str(mnist_dir))
+    np.testing.assert_array_equal(again.test.arrays["image"], rotated.test.arrays["image"])

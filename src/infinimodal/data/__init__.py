@@ -5,6 +5,7 @@
 | spec | modalities |
 |---|---|
 | `mnist` | image: 784 binarised pixels (Bernoulli), the SB-VAE protocol |
+| `mnist-rotated` | image: the same digits, each rotated by U(0, 360) degrees (MNIST+rot) |
 | `polymnist:M` | m0..m{M-1}: RGB 3x28x28 (Laplace), M = 2..16 |
 | `noisy-mnist` | view1 (rotated digit), view2 (same class, noisy): 1x28x28 (Laplace) |
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
@@ -21,12 +22,12 @@ from ..errors import DataError
 from ..likelihoods import likelihood_class
 from ..modality import Modality
 from .files import SUFFIXES, file_dataset, read_table
-from .images import noisy_mnist_dataset, polymnist_dataset
+from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .synthetic import synthetic_dataset
 
-BUILTIN = ("mnist", "polymnist:M", "noisy-mnist", "synthetic[:settings]")
+BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]")
 
 
 def load_dataset(
@@ -45,6 +46,8 @@ def load_dataset(
     name, _, rest = spec.partition(":")
     if spec == "mnist":
         data = mnist_dataset(data_dir, binarize)
+    elif spec == "mnist-rotated":
+        data = rotated_mnist_dataset(data_dir, binarize)
     elif name == "polymnist":
         try:
             n_modalities = int(rest)

@@ -205,15 +205,18 @@ VALID_BINARIZATION_SEED, TEST_BINARIZATION_SEED = 1, 2
 BINARIZATIONS = ("dynamic", "static")
 
 
-def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynamic") -> MultimodalData:
+def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynamic", transform=None) -> MultimodalData:
     """Binarised MNIST as a one-modality data set ("image", 784 Bernoulli pixels), the SB-VAE protocol.
 
     Validation and test digits are binarised once with fixed seeds; training digits are either binarised
-    afresh for every batch (dynamic) or once (static).
+    afresh for every batch (dynamic) or once (static). `transform(images, split_name)`, when given, maps each
+    split's grey-level digits [n, 784] before binarisation (the rotated variant).
     """
     if binarize not in BINARIZATIONS:
         raise DataError(f"unknown binarisation {binarize!r}: choose {' or '.join(BINARIZATIONS)}")
     mnist = load_mnist(path)
+    if transform is not None:
+        mnist = MNIST(*(DigitSplit(transform(part.images, name), part.labels) for name, part in zip(("train", "valid", "test"), (mnist.train, mnist.valid, mnist.test))), mnist.source)
     train = mnist.train.images if binarize == "dynamic" else binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
 
     def split(images: np.ndarray, labels: np.ndarray) -> Split:
