@@ -3,6 +3,7 @@
     python benchmarks/format_table.py paper runs/paper/*
     python benchmarks/format_table.py multimodal runs/polymnist5/*
     python benchmarks/format_table.py synthetic runs/synthetic/*
+    python benchmarks/format_table.py ordered runs/ordered/mnist/*
 
 Runs are grouped by (latent, aggregator, settings); with several seeds a cell shows mean ± standard deviation.
 """
@@ -32,6 +33,8 @@ def load(runs: list[str]) -> dict[str, list[tuple[dict, dict]]]:
 def describe(config: dict) -> str:
     if config["latent"] == "gaussian":
         size = f"D={config['latent_dim']}"
+    elif config["latent"] == "gated":
+        size = f"D={config['latent_dim']}, alpha={config['alpha']:g}" + (", experts on the code" if config.get("expert") == "code" else "")
     else:
         size = f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
     n_modalities = len(config.get("modalities", [0]))
@@ -119,9 +122,28 @@ def synthetic(groups) -> None:
         )
 
 
+def ordered(groups) -> None:
+    """Fit, order and adaptivity side by side (docs/results.md section 7)."""
+    print("| model | seeds | epochs | -log p(x) | -ELBO | kNN error % k=3 / 5 / 10 | KL-active (truth) | kl_span_99 | Spearman(index, KL) "
+          "| ELBO change, dims after kl_span_99 at the prior | kl_span_99 per modality | s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, items in groups.items():
+        results = [r for _, r in items]
+        knn = " / ".join(cell([r["knn_error"][k] for r in results if r.get("knn_error")], 100) for k in ("3", "5", "10"))
+        truth = results[0].get("true_dims")
+        per_modality = [r.get("per_modality_kl_span_99") for r in results]
+        spans = " / ".join(cell([p[m] for p in per_modality], digits=1) for m in per_modality[0]) if all(per_modality) else "-"
+        print(
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([-r['log_likelihood'] for r in results])} | {cell([-r['elbo'] for r in results])} "
+            f"| {knn} | {cell([r['kl_active'] for r in results], digits=1)}{f' ({truth})' if truth else ''} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
+            f"| {cell([r.get('kl_order_spearman') for r in results])} | {cell([r['truncation_elbo_change']['change'] for r in results if 'truncation_elbo_change' in r])} "
+            f"| {spans} | {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=1)} |"
+        )
+
+
 def main() -> None:
     kind, runs = sys.argv[1], sys.argv[2:]
-    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic}
+    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered}
     if kind not in tables:
         raise SystemExit(f"usage: format_table.py {{{','.join(tables)}}} RUN_DIR...")
     tables[kind](load(runs))

@@ -209,3 +209,35 @@ def test_truncation_elbo_against_a_direct_monte_carlo(tmp_path):
     full = truncation_elbo(vae.module, test, keep=None)
     torch.manual_seed(3)
     assert truncation_elbo(vae.module, test, keep=4) == pytest.approx(full, abs=1e-5)
+
+
+def test_the_default_model_is_the_stick_gated_latent(tmp_path):
+    from infinimodal import MultimodalVAE, api
+    from infinimodal.modality import Modality
+
+    config = api.TrainConfig()
+    config.validate()
+    assert (config.latent, config.aggregator, config.alpha, config.expert) == ("gated", "mopoe", 30.0, "value")
+    assert MultimodalVAE([Modality("x", (3,))], hidden=[4]).config.latent == "gated"
+    out = tmp_path / "default"
+    assert main(["train", "--data", "synthetic:n=300,features=4", "--epochs", "1", "--hidden", "8", "--latent-dim", "3", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    assert record["latent"] == "gated" and record["alpha"] == 30.0 and record["latent_dim"] == 3
+    # another family keeps its own default for the shared option
+    beta = api.TrainConfig(latent="beta")
+    beta.validate()
+    assert beta.alpha == 5.0
+
+
+def test_report_of_a_gated_run_names_its_code_and_order(tmp_path):
+    import html as html_module
+
+    out = tmp_path / "gated_report"
+    assert main(["train", "--data", "synthetic:n=400,features=4,missing=0.2", "--epochs", "1", "--hidden", "8", "--latent-dim", "4",
+                 "--quiet", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    assert main(["report", str(out), "--quiet"]) == 0
+    page = html_module.unescape((out / "report.html").read_text())
+    result = json.loads((out / "eval.json").read_text())
+    assert f"leading dimensions holding 99 % of the KL</td><td>{result['kl_span_99']} of 4" in page.replace("\n", "")
+    assert "E[g r]" in page and "values gated by 4 sticks (alpha = 30" in page

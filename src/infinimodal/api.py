@@ -5,7 +5,7 @@ A run directory holds `config.json` (the `TrainConfig` and the modalities), `mod
 checkpoint by validation ELBO), `metrics.csv` (per-epoch curves) and, after evaluation, `eval.json`.
 
     from infinimodal import MultimodalVAE, Modality
-    vae = MultimodalVAE([Modality("mri", (90,)), Modality("pet", (90,))], latent="beta", aggregator="mopoe")
+    vae = MultimodalVAE([Modality("mri", (90,)), Modality("pet", (90,))], latent="gated", aggregator="mopoe")
     vae.fit(data, epochs=50)
     z = vae.embed(arrays)               # posterior means, rows with missing modalities included
     filled = vae.impute(arrays)         # the NaN rows of each modality filled in
@@ -50,7 +50,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 #: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
-DEFAULT_LATENT = "beta"
+DEFAULT_LATENT = "gated"
 DEFAULT_AGGREGATOR = "mopoe"
 
 
@@ -244,7 +244,7 @@ class MultimodalVAE:
     """
 
     def __init__(
-        self, modalities: Sequence[Modality], latent: str = "beta", aggregator: str = "mopoe", seed: int = 0, **settings
+        self, modalities: Sequence[Modality], latent: str = DEFAULT_LATENT, aggregator: str = DEFAULT_AGGREGATOR, seed: int = 0, **settings
     ) -> None:
         self.config = ModelConfig(latent=latent, aggregator=aggregator, **settings)
         self.config.validate()

@@ -496,6 +496,9 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         if stick and "sticks_99" in evaluation:
             rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
         rows.append(["dimensions with KL > 0.05", str(evaluation.get("kl_active"))])
+        if "kl_span_99" in evaluation:
+            rows.append(["leading dimensions holding 99 % of the KL", f"{evaluation['kl_span_99']} of {family.n_dimensions}"])
+            rows.append(["Spearman correlation of dimension index and KL (-1: ordered)", _format(evaluation.get("kl_order_spearman"))])
     section.html.append(_table(rows))
 
 

@@ -210,7 +210,7 @@ def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
 
 
 #: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
-DEFAULT_GATE_ALPHA = 20.0
+DEFAULT_GATE_ALPHA = 30.0
 EXPERTS = ("value", "code")
 
 
