@@ -132,8 +132,19 @@ def test_custom_networks_are_used_and_checked(data, tmp_path):
     with pytest.raises(InfinimodalError, match="custom networks; pass the same modalities"):
         MultimodalVAE.load(tmp_path / "custom")
     again = MultimodalVAE.load(tmp_path / "custom", modalities=mods)
+    assert again.module.encoders["mod_x0"] is not encoder  # the loaded model owns a copy
     arrays, _ = arrays_with_gaps(data)
     np.testing.assert_allclose(again.embed(arrays), vae.embed(arrays), rtol=1e-6)
+    # a second run with the same Modality objects: loading it leaves the first loaded model as it was
+    before = again.embed(arrays)
+    other = MultimodalVAE(mods, latent="beta", truncation=8, hidden=[16], seed=5)
+    with torch.no_grad():
+        for p in other.module.encoders["mod_x0"].parameters():
+            p.add_(1.0)  # the shared encoder object now holds other weights
+    other.save(tmp_path / "custom2")
+    second = MultimodalVAE.load(tmp_path / "custom2", modalities=mods)
+    np.testing.assert_allclose(again.embed(arrays), before, rtol=1e-6)
+    assert not np.allclose(second.embed(arrays), before, rtol=1e-3)
     wrong = [Modality("x0", (6,), "gaussian", decoder=decoder), *data.modalities[1:]]
     with pytest.raises(ValueError, match=r"modality 'x0': the decoder must return 1 x \(6,\) parameters per row"):
         MultimodalVAE(wrong, latent="beta", truncation=8)

@@ -242,6 +242,25 @@ def test_sixteen_modalities_train_at_linear_cost():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_mopoe_inference_beyond_enumeration_is_deterministic():
+    """With more modalities than it enumerates, MoPoE draws subsets: inference draws the same ones every call
+    (embed and impute give one answer), without touching the global random state; training draws fresh ones."""
+    mods = [Modality(f"m{i}", (3,), "gaussian") for i in range(8)]
+    model = MultimodalModule(mods, latent("gated"), MoPoE(max_enumerate=4), hidden=[8]).eval()
+    data = {m.name: torch.randn(6, 3) for m in mods}
+    mask = torch.rand(6, 8) < 0.6
+    mask[:, 0] = True
+    with torch.no_grad():
+        first = model.posterior(data, mask)
+        state = torch.get_rng_state()
+        second = model.posterior(data, mask)
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.testing.assert_close(model.latent.representation(first), model.latent.representation(second))
+        torch.testing.assert_close(first.weights, second.weights)
+        draws = [model.aggregator.subsets(mask)[0] for _ in range(2)]
+    assert not torch.equal(*draws)  # training's subsets stay random
+
+
 # --- DReG ---------------------------------------------------------------------------------------
 
 

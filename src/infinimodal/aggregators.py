@@ -65,26 +65,26 @@ def nonempty_subsets(n_modalities: int, device=None) -> Tensor:
     return torch.tensor(rows, dtype=torch.bool, device=device)
 
 
-def sample_subsets(mask: Tensor, n: int, max_tries: int = 64) -> Tensor:
+def sample_subsets(mask: Tensor, n: int, max_tries: int = 64, generator: torch.Generator | None = None) -> Tensor:
     """n subsets per row drawn uniformly from the non-empty subsets of that row's available modalities.
 
     Each available modality joins with probability 1/2; empty draws are redrawn (rejection sampling is
     exactly uniform). A row still empty after `max_tries` draws (probability 2^-64) gets one modality.
     """
     available = mask.unsqueeze(1).expand(mask.shape[0], n, mask.shape[1])
-    subsets = available & (torch.rand(available.shape, device=mask.device) < 0.5)
+    subsets = available & (torch.rand(available.shape, device=mask.device, generator=generator) < 0.5)
     for _ in range(max_tries):
         empty = ~subsets.any(-1)
         if not bool(empty.any()):
             return subsets
-        redraw = available & (torch.rand(available.shape, device=mask.device) < 0.5)
+        redraw = available & (torch.rand(available.shape, device=mask.device, generator=generator) < 0.5)
         subsets = torch.where(empty.unsqueeze(-1), redraw, subsets)
     empty = ~subsets.any(-1)
     first = torch.nn.functional.one_hot(available.float().argmax(-1), mask.shape[1]).bool()
     return torch.where(empty.unsqueeze(-1), first, subsets)
 
 
-def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int) -> tuple[Tensor, Tensor]:
+def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Subsets for a mixture over the non-empty subsets of each row's available modalities.
 
     Returns (subsets [batch, S, M] bool, weights [batch, S]) with uniform weights over the valid
@@ -96,7 +96,7 @@ def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int) -> tu
     if n_modalities <= max_enumerate:
         subsets = nonempty_subsets(n_modalities, mask.device).unsqueeze(0) & mask.unsqueeze(1)
     else:
-        subsets = sample_subsets(mask, n_sampled)
+        subsets = sample_subsets(mask, n_sampled, generator=generator)
     weights = subsets.any(-1).float()
     return subsets, weights / weights.sum(-1, keepdim=True)
 
@@ -296,9 +296,12 @@ class MoPoE(Aggregator):
     def settings(self) -> dict:
         return {"max_enumerate": self.max_enumerate, "sampled_subsets": self.sampled_subsets}
 
-    def subsets(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+    #: Seed of the subsets that inference draws beyond `max_enumerate` modalities (see `posterior`).
+    INFERENCE_SEED = 0
+
+    def subsets(self, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         n_sampled = self.sampled_subsets or 2 * mask.shape[1]
-        return subsets_of_available(mask, self.max_enumerate, n_sampled)
+        return subsets_of_available(mask, self.max_enumerate, n_sampled, generator)
 
     def loss(self, model, data, mask, kl_weight=1.0):
         unimodal = model.unimodal_posteriors(data, mask)
@@ -312,7 +315,13 @@ class MoPoE(Aggregator):
         return LossOutput(loss, reconstruction - kl, reconstruction, kl, kl_per_dim)
 
     def posterior(self, model, unimodal, mask):
-        subsets, weights = self.subsets(mask)
+        """The mixture over the available subsets. Beyond `max_enumerate` modalities its subsets are drawn with a
+        generator seeded by INFERENCE_SEED at every call, so embed, impute and evaluation give the same answer on
+        the same rows every time (training keeps drawing fresh subsets); the caller's random state is untouched."""
+        generator = None
+        if mask.shape[1] > self.max_enumerate:
+            generator = torch.Generator(device=mask.device).manual_seed(self.INFERENCE_SEED)
+        subsets, weights = self.subsets(mask, generator)
         return MixturePosterior(model.latent.fuse(unimodal, subsets), weights)
 
 

@@ -425,7 +425,8 @@ class MultimodalVAE:
 
     @classmethod
     def load(cls, directory: str | Path, modalities: Sequence[Modality] | None = None) -> "MultimodalVAE":
-        """Rebuild a saved model. Models with custom networks need the same `modalities` passed again."""
+        """Rebuild a saved model. Models with custom networks need the same `modalities` passed again; the loaded
+        model holds copies of their networks, so the modules passed in (and models built on them) are untouched."""
         run = Path(directory)
         for name in ("config.json", "model.ckpt"):
             if not (run / name).is_file():
@@ -442,6 +443,10 @@ class MultimodalVAE:
             modalities = saved
         elif [m.signature() for m in modalities] != [m.signature() for m in saved]:
             raise InfinimodalError(f"{run}: the modalities given differ from the saved ones")
+        else:
+            # the loaded model gets its own copies of custom networks: loading into the caller's modules would
+            # silently overwrite any other model built or loaded with the same Modality objects
+            modalities = [m.with_copied_networks() for m in modalities]
         try:
             config = ModelConfig.from_dict(record)
             vae = cls(modalities, **config.model_fields())

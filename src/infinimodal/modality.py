@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -50,6 +52,10 @@ class Modality:
     def signature(self) -> tuple:
         """What data must agree on with a model: name, shape and likelihood (not the networks)."""
         return self.name, self.shape, self.likelihood
+
+    def with_copied_networks(self) -> "Modality":
+        """The same modality with deep copies of its custom encoder and decoder (None stays None)."""
+        return dataclasses.replace(self, encoder=copy.deepcopy(self.encoder), decoder=copy.deepcopy(self.decoder))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
