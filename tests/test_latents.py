@@ -225,6 +225,34 @@ def test_logitnormal_with_huge_logits_stays_finite():
     assert torch.isfinite(loc.grad).all()
 
 
+def test_logitnormal_family_reads_and_differentiates_large_logits():
+    """The family's latent is the logit itself: the decoder reads 14 ... 20 as they are, the gradient with
+    respect to the logit's mean does not vanish, and log q is the Normal density at the sample."""
+    from infinimodal.latents import build_latent
+    from infinimodal.stick_breaking import stick_weights
+
+    family = build_latent("logitnormal", truncation=8, alpha=3.0, decoder_input="logitv").double()
+    loc = torch.tensor([14.0, 16.0, 18.0, 20.0, -14.0, -18.0, -20.0], dtype=torch.float64, requires_grad=True)
+    q = type(family.prior())(loc, torch.full((7,), 1e-3, dtype=torch.float64))
+    x = family.rsample(q)
+    code = family.decoder_input(x)
+    np.testing.assert_allclose(code.detach().numpy(), loc.detach().numpy(), atol=0.01)
+    code.sum().backward()
+    np.testing.assert_allclose(loc.grad.numpy(), 1.0)
+    np.testing.assert_allclose(q.log_prob(x).detach().numpy(), st.norm.logpdf(x.detach().numpy(), loc.detach().numpy(), 1e-3), rtol=1e-9)
+    # log pi from the logits, against the weights of v = sigmoid(x) computed in float64 by plain products
+    for mode in ("logpi", "pi"):
+        other = build_latent("logitnormal", truncation=8, alpha=3.0, decoder_input=mode).double()
+        logits = torch.tensor([[-3.0, 0.5, 2.0, -1.0, 4.0, -2.0, 1.0]], dtype=torch.float64)
+        expected = stick_weights(torch.sigmoid(logits)).numpy()
+        got = other.decoder_input(logits).numpy()
+        np.testing.assert_allclose(np.exp(got) if mode == "logpi" else got, expected, rtol=1e-10)
+    # E[pi] uses E[sigmoid(x)]: against Monte Carlo
+    q = type(family.prior())(torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([1.5, 0.7], dtype=torch.float64))
+    mc = torch.sigmoid(q.sample((400_000,))).mean(0)
+    np.testing.assert_allclose(q.stick_mean.numpy(), mc.numpy(), atol=3e-3)
+
+
 # --- Gaussian ------------------------------------------------------------------------------------
 
 

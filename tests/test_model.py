@@ -95,7 +95,7 @@ ONE_D = {
     "gaussian": ({"latent_dim": 1}, (-10.0, 10.0)),
     "beta": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
     "kumaraswamy": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
-    "logitnormal": ({"truncation": 2, "alpha": 3.0}, (0.0, 1.0)),
+    "logitnormal": ({"truncation": 2, "alpha": 3.0}, (-25.0, 15.0)),  # the latent is the stick's logit
     "gated": ({"latent_dim": 1, "alpha": 3.0}, ((-10.0, 10.0), (0.0, 1.0))),  # one value g and one stick v
 }
 

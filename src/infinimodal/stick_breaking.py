@@ -39,6 +39,15 @@ def log_stick_weights(v: Tensor) -> Tensor:
     return log_v_padded + remaining_before
 
 
+def log_stick_weights_from_logits(x: Tensor) -> Tensor:
+    """log pi (shape [..., K]) from the sticks' logits x = logit v (shape [..., K - 1]), with no clamping:
+    log v = logsigmoid(x) and log(1 - v) = logsigmoid(-x) stay finite and exact for any finite x."""
+    remaining = torch.cumsum(torch.nn.functional.logsigmoid(-x), dim=-1)
+    remaining_before = torch.cat([torch.zeros_like(remaining[..., :1]), remaining], dim=-1)
+    log_v_padded = torch.cat([torch.nn.functional.logsigmoid(x), torch.zeros_like(x[..., :1])], dim=-1)
+    return log_v_padded + remaining_before
+
+
 def stick_weights(v: Tensor) -> Tensor:
     """pi (shape [..., K]) from sticks v (shape [..., K - 1]); sums to one."""
     return torch.exp(log_stick_weights(v))

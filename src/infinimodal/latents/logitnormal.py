@@ -9,6 +9,12 @@ invariant under the shared bijection), which torch's TransformedDistribution KL 
 The product of experts is taken in logit space: the densities of logit(v) are Gaussian and multiply
 to a Gaussian (precisions add). In v-space this is the product of the experts' densities divided by
 the Jacobian (v (1 - v))^(M-1), which is what "exact in logit space" means here.
+
+The family's latent variable is the logit x = logit v itself (`StickLogits`, a Normal): sampling,
+log densities and the decoder's input never pass through v, so nothing saturates. (Going x -> sigmoid ->
+clamp(1e-6) -> logit made the decoder read 13.8 for every logit from 14 to 20, zeroed the gradient for
+|loc| >= 14 and scored log q at the clamped point.) The KL is the Gaussian KL of the logits, as before.
+`LogitNormal`, the law of v, remains for users and for products.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal, SigmoidTransform, TransformedDistribution, constraints
 
-from ..stick_breaking import clamp_sticks
+from ..mixture import MixturePosterior
+from ..stick_breaking import clamp_sticks, log_stick_weights_from_logits, stick_weights
 from .base import register_product
 from .gaussian import MAX_LOG_PRECISION, normal_from_natural, normal_natural, normal_product
 from .sticks import StickLatent
@@ -75,6 +82,22 @@ class LogitNormal(TransformedDistribution):
         return LogitNormal(self.loc.expand(batch_shape), self.scale.expand(batch_shape))
 
 
+class StickLogits(Normal):
+    """The law of the sticks' logits x = logit v, x ~ N(loc, scale^2): the logit-normal family's latent variable.
+
+    `stick_mean` is E[v] = E[sigmoid(x)] by 48-node Gauss-Hermite quadrature."""
+
+    @property
+    def stick_mean(self) -> Tensor:
+        t = _HERMITE_T.to(self.loc)
+        w = _HERMITE_W.to(self.loc) / math.sqrt(math.pi)
+        x = self.loc.unsqueeze(-1) + math.sqrt(2.0) * self.scale.unsqueeze(-1) * t
+        return (torch.sigmoid(x) * w).sum(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        return StickLogits(self.loc.expand(batch_shape), self.scale.expand(batch_shape))
+
+
 def beta_matched_logit_moments(alpha: float) -> tuple[float, float]:
     """Mean and standard deviation of logit(v) for v ~ Beta(1, alpha)."""
     from scipy.special import digamma, polygamma
@@ -106,17 +129,33 @@ class LogitNormalSticks(StickLatent):
         self.register_buffer("prior_loc", torch.full((self.latent_size,), mean))
         self.register_buffer("prior_scale", torch.full((self.latent_size,), std))
 
-    def posterior(self, raw: Tensor) -> LogitNormal:
+    def posterior(self, raw: Tensor) -> StickLogits:
         loc, log_expert_precision = self.raw_params(raw)
         precision = self.prior_scale.pow(-2) + torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
-        return LogitNormal(loc, precision.rsqrt())
+        return StickLogits(loc, precision.rsqrt())
 
-    def prior(self) -> LogitNormal:
-        return LogitNormal(self.prior_loc, self.prior_scale)
+    def prior(self) -> StickLogits:
+        return StickLogits(self.prior_loc, self.prior_scale)
 
-    def natural(self, q: LogitNormal) -> tuple[Tensor, Tensor]:
-        return normal_natural(q.base_dist)
+    def natural(self, q: StickLogits) -> tuple[Tensor, Tensor]:
+        return normal_natural(q)
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> LogitNormal:
+    def from_natural(self, eta: tuple[Tensor, Tensor]) -> StickLogits:
         logits = normal_from_natural(eta)
-        return LogitNormal(logits.loc, logits.scale)
+        return StickLogits(logits.loc, logits.scale)
+
+    def rsample(self, q, n_samples: int | None = None) -> Tensor:
+        # logits are real numbers: nothing to clamp
+        shape = torch.Size() if n_samples is None else torch.Size([n_samples])
+        return q.rsample(shape)
+
+    def decoder_input(self, x: Tensor) -> Tensor:
+        if self.decoder_input_mode == "logitv":
+            return x
+        log_pi = log_stick_weights_from_logits(x)
+        return log_pi if self.decoder_input_mode == "logpi" else log_pi.exp()
+
+    def expected_weights(self, q) -> Tensor:
+        if isinstance(q, MixturePosterior):
+            return q.average(self.expected_weights)
+        return stick_weights(q.stick_mean)
