@@ -241,3 +241,14 @@ def test_report_of_a_gated_run_names_its_code_and_order(tmp_path):
     result = json.loads((out / "eval.json").read_text())
     assert f"leading dimensions holding 99 % of the KL</td><td>{result['kl_span_99']} of 4" in page.replace("\n", "")
     assert "E[g r]" in page and "values gated by 4 sticks (alpha = 30" in page
+
+
+def test_eval_names_the_posterior_family_a_run_really_uses():
+    from infinimodal.aggregators import build_aggregator
+
+    kumaraswamy = build_latent("kumaraswamy", truncation=4)
+    assert "Beta projection" in kumaraswamy.posterior_description(build_aggregator("mopoe").fuses, 2)
+    assert "Beta projection" in kumaraswamy.posterior_description(build_aggregator("poe").fuses, 3)
+    assert kumaraswamy.posterior_description(build_aggregator("moe").fuses, 3) == "kumaraswamy"  # a mixture of the experts themselves
+    assert kumaraswamy.posterior_description(build_aggregator("poe").fuses, 1) == "kumaraswamy"  # one modality: the SB-VAE posterior
+    assert build_latent("gated").posterior_description(True, 3) == "gated"

@@ -287,13 +287,31 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     assert main(["compare", str(image_run), str(twin), "--out", str(out), "--quiet"]) == 0
     # the twin's report predates its new eval.json: compare wrote it again
     assert (twin / "report.html").stat().st_mtime >= (twin / "eval.json").stat().st_mtime
-    assert "test ELBO</td><td>" + f"{result['elbo']:.4g}" in (twin / "report.html").read_text()
+    assert "test ELBO (the mopoe bound)</td><td>" + f"{result['elbo']:.4g}" in (twin / "report.html").read_text()
     page = out.read_text()
     row = re.search(r"<tr><td>elbo</td><td>([^<]*(?:<b>)?[^<]*)(?:</b>)?</td><td>(<b>)?", page)
     assert row is not None and row.group(2) == "<b>"  # the twin's ELBO is the bold one
     knn = re.search(r"<tr><td>knn_error / 3</td><td>(<b>)?", page)
     assert knn.group(1) == "<b>"  # the original's kNN error is the bold one
     assert "different numbers of importance samples" in page and "different numbers of test rows" not in page
+
+
+def test_compare_does_not_rank_elbos_of_different_aggregators(image_run, tmp_path):
+    twin = tmp_path / "poe_twin"
+    shutil.copytree(image_run, twin)
+    config = json.loads((twin / "config.json").read_text())
+    config["aggregator"] = "poe"  # the same weights read as a PoE model: its ELBO is another bound
+    (twin / "config.json").write_text(json.dumps(config))
+    result = json.loads((twin / "eval.json").read_text())
+    result["elbo"] += 1.0
+    result["log_likelihood"] += 1.0
+    (twin / "eval.json").write_text(json.dumps(result))
+    out = tmp_path / "aggregators.html"
+    assert main(["compare", str(image_run), str(twin), "--out", str(out), "--quiet"]) == 0
+    page = out.read_text()
+    elbo = re.search(r"<tr><td>elbo</td>(.*?)</tr>", page).group(1)
+    assert "<b>" not in elbo and "ELBO is its own bound" in page
+    assert "<b>" in re.search(r"<tr><td>log_likelihood</td>(.*?)</tr>", page).group(1)  # a bound on the same log p(X)
 
 
 def test_compare_needs_two_runs_and_an_html_file(image_run, tmp_path, capsys):

@@ -134,8 +134,8 @@ class Aggregator:
     def from_settings(cls, settings: Settings) -> "Aggregator":
         return cls(**asdict(settings))
 
-    def settings(self) -> dict:
-        return {}
+    #: Whether the aggregator multiplies experts into fused subset posteriors (PoE, MoPoE) or mixes them (MoE).
+    fuses = True
 
     def loss(self, model: "MultimodalModule", data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:  # pragma: no cover
         raise NotImplementedError
@@ -152,9 +152,6 @@ class PoE(Aggregator):
         if poe_subsets < 0:
             raise ValueError(f"poe_subsets must be >= 0, got {poe_subsets}")
         self.poe_subsets = poe_subsets
-
-    def settings(self) -> dict:
-        return {"poe_subsets": self.poe_subsets}
 
     def terms(self, mask: Tensor) -> Tensor:
         """[batch, T, M]: the joint, each single modality, then `poe_subsets` random subsets (MVAE)."""
@@ -190,6 +187,7 @@ class PoE(Aggregator):
 class MoE(Aggregator):
     name = "moe"
     Settings = MoESettings
+    fuses = False
 
     @classmethod
     def from_settings(cls, settings: MoESettings) -> "MoE":
@@ -209,9 +207,6 @@ class MoE(Aggregator):
             raise ValueError(f"unknown MoE estimator {estimator!r}; choose one of auto, {', '.join(self.ESTIMATORS)}")
         self.iw_samples = iw_samples
         self.estimator = estimator
-
-    def settings(self) -> dict:
-        return {"iw_samples": self.iw_samples, "estimator": self.estimator}
 
     def loss(self, model, data, mask, kl_weight=1.0):
         unimodal = model.unimodal_posteriors(data, mask)  # [B, M, L]
@@ -292,9 +287,6 @@ class MoPoE(Aggregator):
     def __init__(self, max_enumerate: int = 6, sampled_subsets: int | None = None) -> None:
         self.max_enumerate = max_enumerate
         self.sampled_subsets = sampled_subsets
-
-    def settings(self) -> dict:
-        return {"max_enumerate": self.max_enumerate, "sampled_subsets": self.sampled_subsets}
 
     #: Seed of the subsets that inference draws beyond `max_enumerate` modalities (see `posterior`).
     INFERENCE_SEED = 0

@@ -534,6 +534,10 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
         result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress)
     result["latent"] = config.latent
     result["aggregator"] = config.aggregator
+    # the posterior family the run really uses (Kumaraswamy sticks fused under PoE / MoPoE are Beta projections)
+    result["posterior_family"] = vae.module.latent.posterior_description(vae.module.aggregator.fuses, len(vae.modalities))
+    # each aggregator's ELBO is its own bound (PoE: joint; MoE: mixture; MoPoE: mixture of subset KLs)
+    result["elbo_bound"] = f"{config.aggregator} ELBO"
     result["eval_seconds"] = time.perf_counter() - started
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)", result["eval_seconds"], result["elbo"], result["log_likelihood"], iw_samples)

@@ -491,7 +491,9 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         ["training", f"{record.get('epochs')} epochs on {record.get('n_train')} rows, {_format(record.get('train_seconds'))} s; best validation ELBO {_format(record.get('best_val_elbo'))}"],
     ]
     if evaluation is not None:
-        rows.append(["test ELBO", _format(evaluation.get("elbo"))])
+        if evaluation.get("posterior_family") and evaluation["posterior_family"] != latent:
+            rows.append(["posterior family", evaluation["posterior_family"]])
+        rows.append([f"test ELBO (the {record.get('aggregator')} bound)", _format(evaluation.get("elbo"))])
         rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", _format(evaluation.get("log_likelihood"))])
         if stick and "sticks_99" in evaluation:
             rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
@@ -593,6 +595,8 @@ def render_page(title: str, sections: Sequence[Section], footer: str = "", base:
 HIGHER_IS_BETTER = ("elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
                     "coherence / joint", "shared_factor_r2", "shared_factor_r2_decoder_input")
 LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input")
+#: Metrics that are a different bound under each aggregator: bold only among runs of one aggregator.
+AGGREGATOR_BOUNDS = ("elbo",)
 #: Each run's figures shown side by side on the compare page (file stem, title).
 SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_dimension", "samples per latent dimension (first modality)"),
                 ("reconstruction", "reconstructions"), ("prior_samples", "samples from the prior"))
@@ -671,11 +675,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
     for r, key in enumerate(names):
         values = [f.get(key) for f in flat]
         rows.append([key, *(_format(v) for v in values)])
-        sign = _direction(key)
+        sign = 0 if key in AGGREGATOR_BOUNDS and len({rec.get("aggregator") for rec in records}) > 1 else _direction(key)
         numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
         if sign and sum(v is not None for v in numbers) > 1:
             best = max(sign * v for v in numbers if v is not None)
             bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
+    if len({rec.get("aggregator") for rec in records}) > 1:
+        metrics.html.append(_note("The runs use different aggregators, and each aggregator's ELBO is its own bound (PoE: the joint posterior's; "
+                                  "MoE: the mixture's; MoPoE: with a mixture of subset KLs), so no ELBO is set in bold: compare log_likelihood."))
     scored = [e for e in evaluations if e is not None]
     for key, what in (("n_test", "numbers of test rows"), ("iw_samples", "numbers of importance samples")):
         if len({e.get(key) for e in scored}) > 1:

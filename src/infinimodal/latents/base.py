@@ -132,6 +132,15 @@ class LatentFamily(nn.Module):
         sums several scalars per dimension)."""
         return self.latent_size
 
+    #: What a fused (several-modality) posterior of this family is, where it differs from the family itself.
+    fused_posterior: str | None = None
+
+    def posterior_description(self, fuses: bool, n_modalities: int) -> str:
+        """The posterior family a run really uses: e.g. Kumaraswamy sticks whose fused subsets are Beta projections."""
+        if fuses and n_modalities > 1 and self.fused_posterior:
+            return f"{self.name} for one modality; {self.fused_posterior} for posteriors fused from several"
+        return self.name
+
     #: How reports name `representation` and `decoder_space_representation`.
     representation_name = "E[z]"
 

@@ -246,6 +246,7 @@ class KumaraswamySticks(StickLatent):
     """Sticks v_k ~ Kumaraswamy(1 + e_a, alpha + e_b), evidence e = exp(head output) <= 1e4."""
 
     name = "kumaraswamy"
+    fused_posterior = "a Beta projection of the Kumaraswamy product (moments matched)"
 
     def posterior(self, raw: Tensor) -> Kumaraswamy:
         e_a, e_b = (torch.exp(r.clamp_max(MAX_LOG_EVIDENCE)) for r in self.raw_params(raw))
