@@ -105,11 +105,29 @@ def test_input_problems_name_the_modality_and_rows(fitted):
         fitted.embed({"x1": np.zeros((2, 5))})
     partial = np.zeros((3, 6))
     partial[2, :3] = np.nan
-    with pytest.raises(DataError, match=r"modality 'x0' in the input: rows 2 are partly NaN"):
+    with pytest.raises(DataError, match=r"modality 'x0' in the input: rows 2 have some values missing \(NaN\) but not all"):
         fitted.impute({"x0": partial})
     empty = np.full((2, 6), np.nan)
     with pytest.raises(DataError, match="rows 0, 1 have no modality observed"):
         fitted.impute({"x0": empty})
+
+
+@pytest.mark.parametrize("values, message", [
+    (np.array([[np.inf] * 6, [0.0] * 6]), "rows 0 hold infinite values"),
+    (np.array([["a"] * 6, ["b"] * 6]), "values must be numbers, got dtype <U1"),
+    (np.zeros((0, 6)), "holds no rows"),
+    (np.array([[1e30] * 6, [0.0] * 6]), "rows 0 hold values beyond"),
+])
+def test_arrays_given_to_a_trained_model_pass_the_file_checks(fitted, values, message):
+    for use in (fitted.impute, fitted.embed, lambda a: fitted.sample(1, a)):
+        with pytest.raises(DataError, match=f"modality 'x0' in the input: {message}"):
+            use({"x0": values})
+
+
+def test_a_likelihoods_support_is_checked_at_prediction_time(tmp_path):
+    counts = MultimodalVAE([Modality("c", (3,), "poisson"), Modality("g", (2,), "gaussian")], latent="gaussian", latent_dim=2, hidden=[4])
+    with pytest.raises(DataError, match=r"modality 'c' in the input: poisson data must be non-negative integers; rows 1"):
+        counts.impute({"c": np.array([[1.0, 2.0, 0.0], [0.5, 1.0, 1.0]]), "g": np.zeros((2, 2))})
 
 
 class TinyEncoder(nn.Module):

@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from .aggregators import AGGREGATORS, build_aggregator
 from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
+from .data.files import check_rows
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
@@ -337,16 +338,18 @@ class MultimodalVAE:
                 out[modality.name] = np.zeros((n, *modality.shape), dtype=np.float32)
                 columns.append(np.zeros(n, dtype=bool))
                 continue
-            values = np.asarray(arrays[modality.name], dtype=np.float32)
+            values = np.asarray(arrays[modality.name])
+            where = f"modality {modality.name!r} in {source}"
+            if values.dtype.kind not in "biuf":
+                raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
+            if values.ndim == 1 and modality.shape == (1,):
+                values = values[:, None]
             if values.shape[1:] != modality.shape:
-                raise DataError(f"modality {modality.name!r} in {source}: rows of shape {values.shape[1:]}, the model expects {modality.shape}")
-            flat = values.reshape(n, -1)
-            missing = np.isnan(flat).all(axis=1)
-            partial = np.isnan(flat).any(axis=1) & ~missing
-            if partial.any():
-                raise DataError(f"modality {modality.name!r} in {source}: rows {format_rows(partial)} are partly NaN; a row is observed or missing as a whole")
-            out[modality.name] = np.where(missing.reshape(-1, *[1] * len(modality.shape)), 0.0, values).astype(np.float32)
-            columns.append(~missing)
+                raise DataError(f"{where}: rows of shape {values.shape[1:]}, the model expects {modality.shape}")
+            # the same checks as a data file's (finite, whole-row NaN, the likelihood's support): one validator
+            array, observed, _ = check_rows(where, values, modality.likelihood)
+            out[modality.name] = array
+            columns.append(observed)
         mask = np.stack(columns, axis=1)
         empty = ~mask.any(axis=1)
         if empty.any():

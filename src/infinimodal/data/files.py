@@ -67,6 +67,48 @@ def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> t
     return modalities, Split(arrays, mask, labels), split
 
 
+#: Beyond this magnitude a squared deviation overflows float32 (3.4e38): such values are refused, not trained on.
+MAX_ABS_VALUE = 1e18
+
+
+def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The one validator of a modality's rows, used for data files and for every array given to a trained model
+    (impute, embed, sample --given): numbers only, each row observed or missing (NaN) as a whole, finite, of a
+    magnitude float32 can square, and within the likelihood's support (inferred when None).
+
+    Returns (float32 array with missing rows zeroed, observed mask, likelihood). Errors name `where` and the rows."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
+    if values.ndim == 0 or len(values) == 0:
+        raise DataError(f"{where}: holds no rows (an array of shape {values.shape})")
+    values = values.astype(np.float32) if values.dtype != np.float64 else values
+    flat = values.reshape(len(values), -1)
+    if flat.shape[1] == 0:
+        raise DataError(f"{where}: rows hold no values (an array of shape {values.shape})")
+    nan = np.isnan(flat)
+    missing = nan.all(axis=1)
+    partial = nan.any(axis=1) & ~missing
+    if partial.any():
+        raise DataError(
+            f"{where}: rows {format_rows(partial)} have some values missing (NaN) but not all; "
+            "a modality is either observed or missing as a whole row"
+        )
+    infinite = np.isinf(flat).any(axis=1)
+    if infinite.any():
+        raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
+    huge = (np.abs(np.where(nan, 0.0, flat)) > MAX_ABS_VALUE).any(axis=1)
+    if huge.any():
+        raise DataError(f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, which float32 arithmetic cannot square; rescale this modality")
+    observed = ~missing
+    chosen = likelihood or infer_likelihood(values[observed])
+    problem = likelihood_class(chosen).check(values[observed])
+    if problem:
+        raise DataError(f"{where}: {problem} (among observed rows)")
+    array = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), 0.0, values).astype(np.float32)
+    return array, observed, chosen
+
+
 def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None) -> tuple[Modality, np.ndarray, np.ndarray]:
     where = f"modality {name!r} in {path}"
     if likelihood is not None:
@@ -80,25 +122,7 @@ def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None)
         values = _one_hot(where, values)
     if values.ndim == 1:
         values = values[:, None]
-    values = values.astype(np.float32) if values.dtype != np.float64 else values
-    flat = values.reshape(len(values), -1)
-    nan = np.isnan(flat)
-    missing = nan.all(axis=1)
-    partial = nan.any(axis=1) & ~missing
-    if partial.any():
-        raise DataError(
-            f"{where}: rows {format_rows(partial)} have some values missing (NaN) but not all; "
-            "a modality is either observed or missing as a whole row"
-        )
-    infinite = np.isinf(flat).any(axis=1)
-    if infinite.any():
-        raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
-    observed = ~missing
-    chosen = likelihood or infer_likelihood(values[observed])
-    problem = likelihood_class(chosen).check(values[observed])
-    if problem:
-        raise DataError(f"{where}: {problem} (among observed rows)")
-    array = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), 0.0, values).astype(np.float32)
+    array, observed, chosen = check_rows(where, values, likelihood)
     return Modality(name, values.shape[1:], chosen), array, observed
 
 
