@@ -33,7 +33,9 @@ from infinimodal.model import MultimodalModule
 
 
 def make(modalities, family: str, aggregator: str, hidden, size: int = 50) -> MultimodalModule:
-    settings = {"latent_dim": size} if family == "gaussian" else {"truncation": size, "alpha": 5.0}
+    # each family takes the options it declares: D = size for gaussian / gated, K = size for the stick families
+    # (alpha: the paper's 5 for stick families, the gated family's own default)
+    settings = {"latent_dim": size, "truncation": size, "alpha": None if family == "gated" else 5.0}
     return MultimodalModule(modalities, build_latent(family, **settings), build_aggregator(aggregator), hidden=hidden)
 
 

@@ -130,7 +130,7 @@ def test_a_damaged_checkpoint_gives_one_line(run, tmp_path, capsys, damage, mess
     ("[1, 2]", "expected a JSON object"),
     ('{"modalities": 3}', "'modalities' must be a list"),
     ('{"modalities": [{"name": "x0"}]}', "modality entry is malformed"),
-    ("REPLACE truncation=abc", "config.json"),
+    ("REPLACE latent_dim=abc", "config.json"),
     ("REPLACE latent=nonsense", "unknown latent"),
     ("REPLACE epochs=zero", "config.json"),
 ])
