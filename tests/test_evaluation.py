@@ -82,3 +82,18 @@ def test_classifier_cache_key_ignores_the_models_likelihood_but_not_the_data():
     assert classifier_module.data_fingerprint(relabelled_law) == classifier_module.data_fingerprint(plain)
     other_data = load_dataset("synthetic:modalities=2,shared=2,private=1,features=5,n=200,seed=1")
     assert classifier_module.data_fingerprint(other_data) != classifier_module.data_fingerprint(plain)
+
+
+def test_coherence_over_several_batches_scores_each_row_against_its_own_label():
+    """Batches of 7 rows and missing modalities: a constant classifier's accuracy on a subset is the share of
+    label 0 among exactly the rows that observe the subset, which a wrong batch offset would not give."""
+    data = load_dataset("synthetic:modalities=3,shared=2,private=1,features=5,n=400,missing=0.3")
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8])
+    subsets = subsets_by_size(3)
+    result = coherence(vae.module, data.test, [Constant(n, 0) for n in data.names], subsets, n_joint=20, batch_size=7, progress=False)
+    labels, mask = np.asarray(data.test.labels), data.test.mask
+    for size in ("1", "2"):
+        shares = [float((labels[mask[:, list(s)].all(axis=1)] == 0).mean()) for s in subsets[int(size)]]
+        assert result["conditional"][size] == pytest.approx(np.mean(shares))
+    # the offset matters here: the share among the first rows of each batch differs from the whole
+    assert not mask.all()
