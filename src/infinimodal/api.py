@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 import warnings
@@ -32,6 +33,8 @@ from lightning.pytorch.loggers import CSVLogger
 from .aggregators import AGGREGATORS, build_aggregator
 from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
 from .data.files import check_rows
+from .data.standardize import forward as standardize_values
+from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
@@ -142,6 +145,7 @@ class TrainConfig(ModelConfig):
     seed: int = 0
     max_train: int | None = None
     precision: str = "32"
+    standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
 
     def validate(self) -> None:
         super().validate()
@@ -180,6 +184,20 @@ class _StopOnNonFinite(Callback):
                 f"training diverged: loss is {loss.item()} at epoch {trainer.current_epoch}, batch {batch_idx}; "
                 "try a smaller --lr or a longer --kl-warmup"
             )
+
+
+def _divergence(exc: ValueError, trainer) -> Exception:
+    """A distribution built from NaN or infinite parameters during training, as one line naming the step and the
+    parameter (torch's own message prints the whole tensor); any other ValueError is returned unchanged."""
+    found = re.search(r"Expected parameter (\w+) \(([^)]*)\)", str(exc))
+    if not found:
+        return exc
+    kind = re.search(r"of distribution (\w+)", str(exc))
+    return InfinimodalError(
+        f"training diverged at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: the {kind.group(1) if kind else 'latent'} "
+        f"parameter {found.group(1)} ({found.group(2)}) became NaN or infinite; try a smaller --lr, a longer --kl-warmup, "
+        "or standardised inputs (data files are standardised unless --no-standardize)"
+    )
 
 
 class log_to:
@@ -254,6 +272,8 @@ class MultimodalVAE:
             torch.manual_seed(seed)
             self.module = build_module(self.modalities, self.config)
         self.module.eval()
+        #: {modality: {"mean", "std"}} of standardised modalities: inputs are mapped in, outputs back out
+        self.standardization: dict = {}
 
     @property
     def names(self) -> list[str]:
@@ -281,6 +301,9 @@ class MultimodalVAE:
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
                 f"{[m.signature() for m in self.modalities]}"
             )
+        if self.standardization and data.standardization and self.standardization != data.standardization:
+            raise InfinimodalError("the data are standardised with other statistics than this model's; fit on the data set it was built for")
+        self.standardization = dict(data.standardization)  # saved with the model; inputs and outputs are mapped with it
         L.seed_everything(seed, workers=True, verbose=False)
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
@@ -306,7 +329,10 @@ class MultimodalVAE:
             with warnings.catch_warnings():
                 for noise in _LIGHTNING_NOISE:
                     warnings.filterwarnings("ignore", message=noise)
-                trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=batch_size, seed=seed))
+                try:
+                    trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=batch_size, seed=seed))
+                except ValueError as exc:
+                    raise _divergence(exc, trainer) from None
             self.train_seconds = time.perf_counter() - started
             self.best_val_elbo = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
             self._load_weights(Path(checkpoint.best_model_path))
@@ -348,6 +374,8 @@ class MultimodalVAE:
                 raise DataError(f"{where}: rows of shape {values.shape[1:]}, the model expects {modality.shape}")
             # the same checks as a data file's (finite, whole-row NaN, the likelihood's support): one validator
             array, observed, _ = check_rows(where, values, modality.likelihood)
+            if modality.name in self.standardization:  # the user's units -> the units the model was trained in
+                array = standardize_values(self.standardization[modality.name], array, observed)
             out[modality.name] = array
             columns.append(observed)
         mask = np.stack(columns, axis=1)
@@ -379,34 +407,47 @@ class MultimodalVAE:
         return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
 
     @torch.no_grad()
-    def impute(self, arrays, batch_size: int = 500) -> dict[str, np.ndarray]:
+    def impute(self, arrays, batch_size: int = 500, source: str = "the input") -> dict[str, np.ndarray]:
         """Every modality's missing rows replaced by E[x_m | z] at the posterior mean of z given the row's
-        observed modalities; observed rows are returned unchanged."""
-        split = self.as_split(arrays)
+        observed modalities, in the data's own units; observed rows of arrays given by the user are returned
+        unchanged (a data set's Split, already standardised, comes back mapped to the data's units)."""
+        split = self.as_split(arrays, source)
         # images stored as uint8 intensities come back as floats in [0, 1], the scale the model generates in
         filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
+        for m, name in enumerate(self.names):
+            if name not in self.standardization:
+                continue
+            if isinstance(arrays, Split):
+                filled[name] = self.to_user_units({name: filled[name]})[name]
+            elif name in arrays:  # exactly the values given
+                observed = split.mask[:, m].reshape(-1, *[1] * (filled[name].ndim - 1))
+                filled[name] = np.where(observed, np.asarray(arrays[name], dtype=np.float32).reshape(filled[name].shape), 0.0).astype(np.float32)
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
             batch = split.batch(rows)
             q = self.module.posterior(batch["data"], batch["mask"])
-            generated = self.module.decode_mean(q.mean)
+            generated = self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(q.mean).items()})
             for m, name in enumerate(self.names):
                 missing = ~split.mask[rows, m]
-                filled[name][rows[missing]] = generated[name][torch.from_numpy(missing)].numpy()
+                filled[name][rows[missing]] = generated[name][missing]
         return filled
+
+    def to_user_units(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model-space values (decoder means, samples) of standardised modalities mapped back to the data's units."""
+        return {name: unstandardize_values(self.standardization[name], v) if name in self.standardization else v for name, v in values.items()}
 
     @torch.no_grad()
     def sample(self, n: int, arrays=None, given: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """E[x_m | z] for every modality, z from the prior (n draws) or, with `arrays`, from the posterior given
         the first n rows' observed modalities (only those in `given`, when set)."""
         if arrays is None:
-            return {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n)).items()}
+            return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n)).items()})
         split = self.as_split(arrays)
         split = split.take(slice(0, n))
         mask = self._given_mask(split.mask, given, "the input")
         batch = split.batch(np.arange(len(split)))
         q = self.module.posterior(batch["data"], torch.from_numpy(mask))
-        return {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()}
+        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
         """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal)."""
@@ -421,7 +462,7 @@ class MultimodalVAE:
         """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        record = self.config.model_fields() | (extra or {}) | {"modalities": [m.to_dict() for m in self.modalities]}
+        record = self.config.model_fields() | (extra or {}) | {"modalities": [m.to_dict() for m in self.modalities], "standardization": self.standardization}
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
         torch.save({"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}, out / "model.ckpt")
         return out
@@ -457,8 +498,26 @@ class MultimodalVAE:
             raise InfinimodalError(f"{run / 'config.json'}: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise InfinimodalError(f"{run / 'config.json'}: settings that do not describe a model ({type(exc).__name__}: {exc})") from None
+        vae.standardization = read_standardization(record, run / "config.json", vae.modalities)
         vae._load_weights(run / "model.ckpt")
         return vae
+
+
+def read_standardization(record: dict, path: Path, modalities: Sequence[Modality]) -> dict:
+    """A run's saved standardisation statistics, checked against its modalities' shapes."""
+    stats = record.get("standardization") or {}
+    if not isinstance(stats, dict):
+        raise InfinimodalError(f"{path}: 'standardization' must be an object of per-modality statistics")
+    shapes = {m.name: m.shape for m in modalities}
+    for name, stat in stats.items():
+        try:
+            ok = name in shapes and all(np.asarray(stat[key], dtype=np.float64).shape == shapes[name] for key in ("mean", "std"))
+            ok = ok and bool((np.asarray(stat["std"], dtype=np.float64) > 0).all())
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs mean and positive std of its shape)")
+    return stats
 
 
 # --- run directories (the command line) ---------------------------------------------------------------
@@ -469,7 +528,8 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
 
     Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
     """
-    data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress)
+    data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress,
+                        standardize=config.standardize)
     if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
     return data
@@ -488,16 +548,21 @@ def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = Tru
     return data
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
-    """Train a model and write config.json, model.ckpt and metrics.csv into `out_dir`."""
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None) -> Path:
+    """Train a model and write config.json, model.ckpt and metrics.csv into `out_dir`. `announce(line)`, when
+    given, hears what the user should know before training starts (a file's inferred likelihoods, warnings)."""
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(config, progress, limit_train=True)
+    for line in data.notes:
+        log.info(line)
+        if announce is not None:
+            announce(line)
     vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
     record = asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
-        "modalities": [m.to_dict() for m in data.modalities],
+        "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
     }
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("training %s / %s on %s (%d training rows) into %s", config.latent, config.aggregator, data.source, len(data.train), out)

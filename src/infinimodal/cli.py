@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training rows")
+    train.add_argument("--no-standardize", dest="standardize", action="store_false",
+                       help="data files: keep Gaussian / Laplace modalities in their own units (default: standardise each feature on the training rows)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--out", required=True, help="run directory to write")
 
@@ -175,15 +177,28 @@ def _rows_of(spec: str, split: str, run_dir: str):
     from .api import load, load_data
     from .data.files import SUFFIXES, read_table
 
+    import zipfile
+
+    import numpy as np
+
+    from .errors import DataError
+
     vae, config = load(run_dir)
     if Path(spec).suffix in SUFFIXES:
         if Path(spec).suffix == ".npz":
-            import numpy as np
-
-            with np.load(spec, allow_pickle=False) as archive:
-                return vae, {k: archive[k] for k in archive.files}
+            try:
+                with np.load(spec, allow_pickle=False) as archive:
+                    return vae, {k: archive[k] for k in archive.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise DataError(f"{spec}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
         modalities, table, _ = read_table(spec, config.likelihoods)
-        return vae, table
+        # as raw arrays (missing rows NaN), so that the model maps them into its units like any user input
+        arrays = {}
+        for m, name in enumerate(table.arrays):
+            values = table.arrays[name].astype(np.float64)
+            values[~table.mask[:, m]] = np.nan
+            arrays[name] = values
+        return vae, arrays
     config.data = spec
     return vae, load_data(config, progress=False).split(split)
 
@@ -199,9 +214,9 @@ def _run(args: argparse.Namespace) -> None:
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision, **option_values(args),
+            max_train=args.max_train, precision=args.precision, standardize=args.standardize, **option_values(args),
         )
-        out = api.train(config, args.out, progress=not args.quiet)
+        out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "evaluate":
         result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
@@ -247,7 +262,7 @@ def _run(args: argparse.Namespace) -> None:
             raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz)")
         vae, rows = _rows_of(args.data, "test", args.run_dir)
         split = vae.as_split(rows, args.data)
-        filled = vae.impute(split)
+        filled = vae.impute(rows if isinstance(rows, dict) else split, source=args.data)  # raw rows: observed values come back exactly
         extra = {k: v for k, v in rows.items() if k not in vae.names}
         np.savez(args.out, **filled, **extra)
         counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}

@@ -25,6 +25,7 @@ from .files import SUFFIXES, file_dataset, read_table
 from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
+from .standardize import standardize_data
 from .synthetic import synthetic_dataset
 
 BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]")
@@ -37,6 +38,7 @@ def load_dataset(
     likelihoods: dict[str, str] | None = None,
     seed: int = 0,
     progress: bool = True,
+    standardize: bool = True,
 ) -> MultimodalData:
     """The data set named by `spec` (see the module docstring), validated.
 
@@ -65,7 +67,35 @@ def load_dataset(
     if likelihoods:
         override_likelihoods(data, likelihoods)
     data.validate()
+    if Path(spec).suffix in SUFFIXES:
+        given = {k for k in (likelihoods or {}) if k != "*"} | (set(data.names) if "*" in (likelihoods or {}) else set())
+        if standardize:
+            standardize_data(data)
+        data.notes = describe_file_modalities(data, given)
     return data
+
+
+#: A count modality whose observed values reach this is probably better served by a standardised Gaussian.
+LARGE_COUNT = 1000
+
+
+def describe_file_modalities(data: MultimodalData, given: set[str]) -> list[str]:
+    """One line per modality of a data file: its likelihood (inferred or given), whether it is standardised,
+    and a warning for count modalities with very large values."""
+    lines = []
+    for m, modality in enumerate(data.modalities):
+        how = "given" if modality.name in given else "inferred"
+        scaled = ", standardised per feature on the training rows" if modality.name in data.standardization else ""
+        lines.append(f"modality {modality.name!r} {modality.shape}: {modality.likelihood} ({how}){scaled}")
+        if modality.likelihood in ("poisson", "negative_binomial"):
+            observed = data.train.arrays[modality.name][data.train.mask[:, m]]
+            largest = float(observed.max()) if observed.size else 0.0
+            if largest >= LARGE_COUNT:
+                lines.append(
+                    f"warning: modality {modality.name!r} holds counts up to {largest:g}; if they are measurements rather than "
+                    f"counts, --likelihood {modality.name}=gaussian (standardised) usually fits them better"
+                )
+    return lines
 
 
 def override_likelihoods(data: MultimodalData, likelihoods: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ poisson, otherwise gaussian) unless given, and the values are checked against th
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,8 @@ def _read_npz(path: Path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as .npz: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
     labels = _labels(contents.pop("labels")) if "labels" in contents else None
     split = contents.pop("split").astype(str) if "split" in contents else None
     return contents, labels, split

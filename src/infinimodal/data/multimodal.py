@@ -75,6 +75,10 @@ class MultimodalData:
     dynamic_binarize: list[str] = field(default_factory=list)
     #: what generated the data, for data sets that know it (synthetic: factor counts and factors)
     truth: dict | None = None
+    #: per-feature mean and std of standardised modalities ({} when none is; see data.standardize)
+    standardization: dict = field(default_factory=dict)
+    #: lines worth telling the user when training starts (inferred likelihoods, scale warnings)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
