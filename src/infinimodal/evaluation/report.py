@@ -262,7 +262,7 @@ def write_report(
     test = data.test
     module, modalities, names = vae.module, vae.modalities, vae.names
     stick = module.latent.has_sticks
-    unit = "stick" if stick else "dimension"
+    unit = module.latent.unit_name
     figures_dir = run / FIGURES
     figures_dir.mkdir(exist_ok=True)
     (run / REPORT).unlink(missing_ok=True)  # a report that fails half-way leaves no page over the wrong figures

@@ -141,6 +141,9 @@ class LatentFamily(nn.Module):
             return f"{self.name} for one modality; {self.fused_posterior} for posteriors fused from several"
         return self.name
 
+    #: What reports call one latent coordinate.
+    unit_name = "dimension"
+
     #: How reports name `representation` and `decoder_space_representation`.
     representation_name = "E[z]"
 

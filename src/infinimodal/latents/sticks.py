@@ -45,6 +45,7 @@ class StickLatent(LatentFamily):
     has_sticks = True
     Settings = StickSettings
     representation_name = "E[pi]"
+    unit_name = "stick"
 
     @property
     def decoder_space_name(self) -> str:
