@@ -85,7 +85,9 @@ def test_huge_decoder_outputs_stay_finite(name):
 def test_support_checks_name_the_rows():
     assert "rows 1" in LIKELIHOODS["poisson"].check(np.array([[1.0, 2.0], [0.5, 1.0]]))
     assert "rows 0" in LIKELIHOODS["negative_binomial"].check(np.array([[-1.0], [2.0]]))
-    assert "[0, 1]" in LIKELIHOODS["bernoulli"].check(np.array([[0.0, 2.0]]))
+    assert "must be 0 or 1, found values in [0, 2]" in LIKELIHOODS["bernoulli"].check(np.array([[0.0, 2.0]]))
+    assert "1 values strictly between (e.g. 0.4)" in LIKELIHOODS["bernoulli"].check(np.array([[0.0, 0.4], [1.0, 1.0]]))
+    assert LIKELIHOODS["bernoulli"].check(np.array([[0.0, 1.0], [1.0, 1.0]])) is None
     assert "rows 1" in LIKELIHOODS["categorical"].check(np.array([[0, 1, 0], [1, 1, 0]]))
     assert LIKELIHOODS["gaussian"].check(np.array([[-3.0, 2.0]])) is None
 

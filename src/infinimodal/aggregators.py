@@ -247,7 +247,7 @@ class MoE(Aggregator):
 
         DReG's identity E_q[f(z) d log q(z)] = E[df/dz dz/dphi] needs the samples to come from the q whose
         density is in the weights. Stratified samples come from one expert each while the weights use the
-        mixture, so stratified DReG (as in the MMVAE code) is biased: tests/test_model.py measures it. Here
+        mixture, so stratified DReG (as in the MMVAE code) is biased. Here
         each sample picks its expert at random (with weights that do not depend on phi) and is then
         reparameterised, which keeps the identity exact.
         """

@@ -80,7 +80,12 @@ class BernoulliLikelihood(Likelihood):
     @staticmethod
     def check(values: np.ndarray) -> str | None:
         if values.size and (values.min() < 0 or values.max() > 1):
-            return f"bernoulli data must lie in [0, 1], found values in [{values.min():g}, {values.max():g}]"
+            return f"bernoulli data must be 0 or 1, found values in [{values.min():g}, {values.max():g}]"
+        between = (values != 0) & (values != 1)
+        if between.any():
+            # a Bernoulli "log-likelihood" of intensities is a cross-entropy, not a log-likelihood: refuse it
+            return (f"bernoulli data must be 0 or 1, found {int(between.sum())} values strictly between (e.g. {values[between].flat[0]:g}); "
+                    "binarise them, or give the modality a gaussian or laplace likelihood")
         return None
 
 
