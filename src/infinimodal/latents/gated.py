@@ -53,40 +53,15 @@ from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
 from .gaussian import MAX_LOG_PRECISION, normal_product
 
 
-class GatedPosterior(Distribution):
-    """Independent N(loc, scale^2) values and StableBeta(concentration1, concentration0) sticks, side by side.
+class _ValuesBesideSticks(Distribution):
+    """What both gated posteriors share: D values then D StableBeta sticks along the last batch dimension."""
 
-    Batch shape [..., 2D] with scalar events: entries [..., :D] are the values g, [..., D:] the sticks v.
-    """
-
-    arg_constraints = {
-        "loc": constraints.real, "scale": constraints.positive,
-        "concentration1": constraints.positive, "concentration0": constraints.positive,
-    }
+    sticks: StableBeta
     has_rsample = True
-
-    def __init__(self, loc: Tensor, scale: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
-        self.values = Normal(loc, scale, validate_args=validate_args)
-        self.sticks = StableBeta(concentration1, concentration0, validate_args=validate_args)
-        if self.values.batch_shape != self.sticks.batch_shape:
-            raise ValueError(f"values {tuple(self.values.batch_shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
-        *batch, dims = self.values.batch_shape
-        super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
 
     @property
     def dims(self) -> int:
-        return self.values.batch_shape[-1]
-
-    def split(self, value: Tensor) -> tuple[Tensor, Tensor]:
-        return value[..., : self.dims], value[..., self.dims :]
-
-    @property
-    def loc(self) -> Tensor:
-        return self.values.loc
-
-    @property
-    def scale(self) -> Tensor:
-        return self.values.scale
+        return self.sticks.batch_shape[-1]
 
     @property
     def concentration1(self) -> Tensor:
@@ -99,6 +74,37 @@ class GatedPosterior(Distribution):
     @property
     def support(self):
         return constraints.real
+
+
+class GatedPosterior(_ValuesBesideSticks):
+    """Independent N(loc, scale^2) values and StableBeta(concentration1, concentration0) sticks, side by side.
+
+    Batch shape [..., 2D] with scalar events: entries [..., :D] are the values g, [..., D:] the sticks v.
+    """
+
+    arg_constraints = {
+        "loc": constraints.real, "scale": constraints.positive,
+        "concentration1": constraints.positive, "concentration0": constraints.positive,
+    }
+
+    def __init__(self, loc: Tensor, scale: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
+        self.values = Normal(loc, scale, validate_args=validate_args)
+        self.sticks = StableBeta(concentration1, concentration0, validate_args=validate_args)
+        if self.values.batch_shape != self.sticks.batch_shape:
+            raise ValueError(f"values {tuple(self.values.batch_shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
+        *batch, dims = self.values.batch_shape
+        super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
+
+    def split(self, value: Tensor) -> tuple[Tensor, Tensor]:
+        return value[..., : self.dims], value[..., self.dims :]
+
+    @property
+    def loc(self) -> Tensor:
+        return self.values.loc
+
+    @property
+    def scale(self) -> Tensor:
+        return self.values.scale
 
     def log_prob(self, value: Tensor) -> Tensor:
         g, v = self.split(value)
@@ -140,7 +146,7 @@ def remaining_stick(v: Tensor) -> Tensor:
     return torch.exp(torch.cumsum(torch.log1p(-clamp_sticks(v)), dim=-1))
 
 
-class CodeGatedPosterior(Distribution):
+class CodeGatedPosterior(_ValuesBesideSticks):
     """q(v) q(g | v): StableBeta sticks, and values g | v = N(0, 1) times a Gaussian expert on the code g * r(v).
 
     expert_loc m and expert_precision lambda >= 0 describe the expert on the gated code (lambda = 0: the prior).
@@ -151,7 +157,6 @@ class CodeGatedPosterior(Distribution):
         "expert_loc": constraints.real, "expert_precision": constraints.nonnegative,
         "concentration1": constraints.positive, "concentration0": constraints.positive,
     }
-    has_rsample = True
 
     def __init__(self, expert_loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
         self.expert_loc, self.expert_precision = torch.broadcast_tensors(expert_loc, expert_precision)
@@ -160,22 +165,6 @@ class CodeGatedPosterior(Distribution):
             raise ValueError(f"experts {tuple(self.expert_loc.shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
         *batch, dims = self.expert_loc.shape
         super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
-
-    @property
-    def dims(self) -> int:
-        return self.expert_loc.shape[-1]
-
-    @property
-    def concentration1(self) -> Tensor:
-        return self.sticks.concentration1
-
-    @property
-    def concentration0(self) -> Tensor:
-        return self.sticks.concentration0
-
-    @property
-    def support(self):
-        return constraints.real
 
     def values_given(self, v: Tensor) -> Normal:
         """q(g | v): precision 1 + lambda r^2, mean lambda m r / (1 + lambda r^2)."""
