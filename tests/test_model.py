@@ -375,3 +375,19 @@ def test_importance_sampling_in_three_dimensions_against_the_linear_gaussian_mar
         elbos = model({k: v.repeat(repeats, 1) for k, v in data.items()}, mask.repeat(repeats, 1)).elbo.view(repeats, n)
     mean, standard_error = elbos.mean(0).numpy(), (elbos.std(0) / math.sqrt(repeats)).numpy()
     assert (mean <= np.array(exact) + 4 * standard_error + 1e-3).all(), (mean - exact) / standard_error
+
+
+def test_mixture_samples_follow_the_mixture_and_carry_only_their_components_gradient():
+    from infinimodal.mixture import MixturePosterior
+
+    loc = torch.tensor([[[-3.0], [4.0]]], requires_grad=True)  # one row, two components, one dimension
+    mixture = MixturePosterior(torch.distributions.Normal(loc, torch.tensor(0.5)), torch.tensor([[0.25, 0.75]]))
+    torch.manual_seed(0)
+    draws = mixture.rsample((200_000,))  # [S, 1, 1]
+    assert draws.shape == (200_000, 1, 1)
+    x = draws.detach().flatten()
+    assert float((x < 0.5).float().mean()) == pytest.approx(0.25, abs=0.005)
+    assert float(x.mean()) == pytest.approx(0.25 * -3 + 0.75 * 4, abs=0.02)
+    assert float(x.var()) == pytest.approx(0.25 + 0.25 * 9 + 0.75 * 16 - 2.25**2, rel=0.01)
+    draws.sum().backward()  # d(sum of draws)/d loc_c = number of draws from component c
+    assert loc.grad.flatten().tolist() == pytest.approx([float((x < 0.5).sum()), float((x >= 0.5).sum())])

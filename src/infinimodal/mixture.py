@@ -58,11 +58,18 @@ class MixturePosterior(Distribution):
         return idx.reshape(*sample_shape, *self.batch_shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """One draw per row (and sample) from its chosen component only: the chosen component's parameters are
+        gathered first and only they are sampled (drawing from every component and keeping one cost C times as
+        much, with implicit-reparameterisation gradients for each Beta or Gamma draw)."""
         sample_shape = torch.Size(sample_shape)
-        everything = self.components.rsample(sample_shape)  # [*s, *batch, C, L]
-        idx = self.choose(sample_shape)
-        idx = idx[..., None, None].expand(*idx.shape, 1, everything.shape[-1])
-        return everything.gather(-2, idx).squeeze(-2)
+        idx = self.choose(sample_shape)  # [*s, *batch]
+        chosen = {}
+        names = list(self.components.arg_constraints)
+        for name, value in zip(names, torch.broadcast_tensors(*(getattr(self.components, n) for n in names))):  # [*batch, C, L]
+            value = value.expand(*sample_shape, *value.shape)
+            index = idx[..., None, None].expand(*idx.shape, 1, value.shape[-1])
+            chosen[name] = value.gather(-2, index).squeeze(-2)  # [*s, *batch, L]
+        return type(self.components)(**chosen).rsample()
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         with torch.no_grad():
