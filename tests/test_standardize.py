@@ -93,7 +93,7 @@ def test_a_malformed_standardisation_in_config_is_one_line(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--data", str(path), "--latent-dim", "3", "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
     record = json.loads((out / "config.json").read_text())
-    record["standardization"]["big"]["std"] = [0.0, 1.0, 1.0, 1.0]
+    record["standardization"]["big"]["mean"] = [0.0, float("nan"), 1.0, 1.0]
     (out / "config.json").write_text(json.dumps(record))
     with pytest.raises(InfinimodalError, match="standardisation of modality 'big' is malformed"):
         MultimodalVAE.load(out)
@@ -125,3 +125,21 @@ def test_a_truncated_npz_is_one_line_for_training_and_for_a_trained_model(tmp_pa
         assert main(command) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "broken.npz: cannot read as .npz" in err and "Traceback" not in err
+
+
+def test_fixed_scales_are_kept_in_user_units_and_evaluation_refuses_other_statistics(tmp_path):
+    path = multiview_file(tmp_path / "views.npz")
+    fixed = load_dataset(str(path), likelihoods={"big": "gaussian:100"})
+    assert "big" not in fixed.standardization and "unit" in fixed.standardization  # a scale given in the data's units
+    data = load_dataset(str(path))
+    vae = MultimodalVAE(data.modalities, latent="gaussian", latent_dim=2, hidden=[8]).fit(data, epochs=1, progress=False)
+    with pytest.raises(InfinimodalError, match="standardised differently"):
+        vae.evaluate(load_dataset(str(path), standardize=False), iw_samples=2, progress=False)
+    assert vae.evaluate(data, iw_samples=2, progress=False)["standardized_modalities"] == ["big", "unit"]
+
+
+def test_settings_of_the_wrong_type_are_one_line():
+    with pytest.raises(InfinimodalError, match="--latent-dim must be an integer, got 2.5"):
+        MultimodalVAE([], latent="gaussian", latent_dim=2.5)
+    with pytest.raises(InfinimodalError, match="--truncation must be an integer, got True"):
+        MultimodalVAE([], latent="beta", truncation=True)

@@ -450,11 +450,20 @@ class MultimodalVAE:
         return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
-        """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal)."""
+        """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal).
+        Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`)."""
+        if self.standardization != data.standardization:
+            raise InfinimodalError(
+                "the data are standardised differently from the data this model was trained on "
+                f"(model: {sorted(self.standardization) or 'none'}, data: {sorted(data.standardization) or 'none'}, or other statistics); "
+                "load the data as the model was trained (standardize setting, the same file)"
+            )
         classifiers = None
         if coherence and len(self.modalities) > 1 and data.train.labels is not None:
             classifiers = load_classifiers(data, progress=progress)
-        return evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
+        result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
+        result["standardized_modalities"] = sorted(self.standardization)
+        return result
 
     # --- files ------------------------------------------------------------------------------------------
 
@@ -512,11 +521,12 @@ def read_standardization(record: dict, path: Path, modalities: Sequence[Modality
     for name, stat in stats.items():
         try:
             ok = name in shapes and all(np.asarray(stat[key], dtype=np.float64).shape == shapes[name] for key in ("mean", "std"))
-            ok = ok and bool((np.asarray(stat["std"], dtype=np.float64) > 0).all())
+            mean, std = np.asarray(stat["mean"], dtype=np.float64), np.asarray(stat["std"], dtype=np.float64)
+            ok = ok and bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs mean and positive std of its shape)")
+            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs a finite mean and a finite positive std of its shape)")
     return stats
 
 

@@ -20,6 +20,10 @@ from typing import Any, Callable, Iterable
 from .errors import InfinimodalError
 
 
+#: The Python types a settings field of each annotated type accepts (bool is refused for numbers).
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,)}
+
+
 class SettingError(InfinimodalError, ValueError):
     """A setting outside its allowed values: a user's error (one line) and a ValueError for library callers."""
 
@@ -53,6 +57,9 @@ class Settings:
         """Raise one InfinimodalError line naming the flag for a value outside its choices or failing its check."""
         for f in fields(self):
             value = getattr(self, f.name)
+            expected = _KINDS.get(str(f.type))
+            if expected is not None and (isinstance(value, bool) or not isinstance(value, expected)):
+                raise SettingError(f"{flag(f.name)} must be {'an integer' if f.type == 'int' else 'a number' if f.type == 'float' else 'text'}, got {value!r}")
             choices, check = f.metadata.get("choices"), f.metadata.get("check")
             if choices is not None and value not in choices:
                 raise SettingError(f"{flag(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")

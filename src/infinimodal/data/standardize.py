@@ -2,7 +2,8 @@
 
 Real multi-view data come on wildly different scales (one view in [0, 1], another up to 1e4): a Gaussian
 decoder that starts at unit scale then spends its whole budget on the large view, and the KL on nothing.
-For data files (`--data FILE.npz|.h5mu`), each feature of a Gaussian or Laplace modality is mapped to
+For data files (`--data FILE.npz|.h5mu`), each feature of a Gaussian or Laplace modality (with a learned
+scale: one given as "gaussian:S" is in the data's units, and such a modality is left as it is) is mapped to
 (x - mean) / std with the mean and standard deviation of its *observed training* rows (missing rows are
 neither counted nor changed). The statistics are saved in the run's config.json (plain JSON) and every
 output that leaves the facade (impute, sample, the decoder's means) is mapped back to the user's units.
@@ -29,8 +30,8 @@ def fit_standardization(data: MultimodalData) -> dict[str, dict[str, list]]:
     modalities, from the observed training rows; a feature with no spread keeps std 1."""
     stats = {}
     for m, modality in enumerate(data.modalities):
-        if likelihood_family(modality.likelihood) not in STANDARDIZED_FAMILIES:
-            continue
+        if likelihood_family(modality.likelihood) not in STANDARDIZED_FAMILIES or ":" in modality.likelihood:
+            continue  # a fixed scale ("gaussian:0.5") was given in the data's own units: those stay as they are
         rows = data.train.mask[:, m]
         values = np.asarray(data.train.arrays[modality.name][rows], dtype=np.float64)
         if len(values) == 0:

@@ -28,7 +28,10 @@ Two posteriors, chosen by the setting `expert`:
   information as precisely as its gate is open: the order comes from the prior's shrinking gates without
   injecting their noise into the decoder. Experts still multiply exactly (lambda and lambda m add across
   modalities, conditionally on v), and KL(q || p) = KL(q(v) || p(v)) + E_q(v)[KL(q(g | v) || N(0, 1))], the
-  second term estimated with one draw of the sticks (unbiased; the sticks' part is exact).
+  second term estimated with one draw of the sticks (unbiased; the sticks' part is exact). Caveat: q(g | v)'s
+  normaliser depends on v, so a fused subset posterior is the exact product for g given v and for the sticks,
+  but not the normalised product of the unimodal posteriors q_m(g, v) (it is still a proper posterior, and
+  every ELBO stays a bound). The ``value`` posterior's products are exact.
 
 The representation used for kNN and probes is the posterior mean of the gated code: E[g_k] E[r_k] for
 ``value`` (exact, g and the sticks being independent), and for ``code`` the conditional mean of z at the

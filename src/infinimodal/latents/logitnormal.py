@@ -144,6 +144,11 @@ class LogitNormalSticks(StickLatent):
         logits = normal_from_natural(eta)
         return StickLogits(logits.loc, logits.scale)
 
+    @property
+    def decoder_space_name(self) -> str:
+        # the latent is the logit: its posterior mean is E[logit v], not the logit of E[v]
+        return {"logitv": "E[logit v]", "logpi": "log pi at E[logit v]", "pi": "pi at E[logit v]"}[self.decoder_input_mode]
+
     def rsample(self, q, n_samples: int | None = None) -> Tensor:
         # logits are real numbers: nothing to clamp
         shape = torch.Size() if n_samples is None else torch.Size([n_samples])
