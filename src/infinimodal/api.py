@@ -366,8 +366,6 @@ class MultimodalVAE:
                 continue
             values = np.asarray(arrays[modality.name])
             where = f"modality {modality.name!r} in {source}"
-            if values.dtype.kind not in "biuf":
-                raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
             if values.ndim == 1 and modality.shape == (1,):
                 values = values[:, None]
             if values.shape[1:] != modality.shape:
@@ -418,7 +416,7 @@ class MultimodalVAE:
             if name not in self.standardization:
                 continue
             if isinstance(arrays, Split):
-                filled[name] = self.to_user_units({name: filled[name]})[name]
+                filled[name] = unstandardize_values(self.standardization[name], filled[name])
             elif name in arrays:  # exactly the values given
                 observed = split.mask[:, m].reshape(-1, *[1] * (filled[name].ndim - 1))
                 filled[name] = np.where(observed, np.asarray(arrays[name], dtype=np.float32).reshape(filled[name].shape), 0.0).astype(np.float32)
@@ -520,8 +518,8 @@ def read_standardization(record: dict, path: Path, modalities: Sequence[Modality
     shapes = {m.name: m.shape for m in modalities}
     for name, stat in stats.items():
         try:
-            ok = name in shapes and all(np.asarray(stat[key], dtype=np.float64).shape == shapes[name] for key in ("mean", "std"))
             mean, std = np.asarray(stat["mean"], dtype=np.float64), np.asarray(stat["std"], dtype=np.float64)
+            ok = name in shapes and mean.shape == std.shape == shapes[name]
             ok = ok and bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
         except (KeyError, TypeError, ValueError):
             ok = False

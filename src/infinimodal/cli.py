@@ -175,22 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _rows_of(spec: str, split: str, run_dir: str):
     """Rows to use with a trained model: all rows of a file, or one split of a data set built like the run's."""
     from .api import load, load_data
-    from .data.files import SUFFIXES, read_table
-
-    import zipfile
+    from .data.files import SUFFIXES, read_npz_arrays, read_table
 
     import numpy as np
-
-    from .errors import DataError
 
     vae, config = load(run_dir)
     if Path(spec).suffix in SUFFIXES:
         if Path(spec).suffix == ".npz":
-            try:
-                with np.load(spec, allow_pickle=False) as archive:
-                    return vae, {k: archive[k] for k in archive.files}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataError(f"{spec}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
+            return vae, read_npz_arrays(spec)
         modalities, table, _ = read_table(spec, config.likelihoods)
         # as raw arrays (missing rows NaN), so that the model maps them into its units like any user input
         arrays = {}

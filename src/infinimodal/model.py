@@ -158,14 +158,17 @@ class MultimodalModule(nn.Module):
         done = 0
         while done < n_samples:
             s = min(chunk, n_samples - done)
-            z = self.latent.rsample(q, s)  # [s, batch, latent_size]
-            flat = z.reshape(s * batch, -1)
-            rows = torch.arange(batch, device=mask.device).repeat(s)
-            log_lik = self.log_likelihoods(flat, data, mask.repeat(s, 1), rows).sum(-1).view(s, batch)
-            log_w = log_lik + self.latent.log_prior(z) - q.log_prob(z)
-            running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+            running = torch.logaddexp(running, torch.logsumexp(self.log_importance_weights(q, data, mask, s), dim=0))
             done += s
         return running - math.log(n_samples)
+
+    def log_importance_weights(self, q: Distribution, data: dict[str, Tensor], mask: Tensor, n_samples: int) -> Tensor:
+        """log p(X_observed, z_s) - log q(z_s) for n_samples draws z_s ~ q per row: [n_samples, batch]."""
+        batch = mask.shape[0]
+        z = self.latent.rsample(q, n_samples)  # [S, batch, latent_size]
+        rows = torch.arange(batch, device=mask.device).repeat(n_samples)
+        log_lik = self.log_likelihoods(z.reshape(n_samples * batch, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, batch)
+        return log_lik + self.latent.log_prior(z) - q.log_prob(z)
 
 
 def _key(name: str) -> str:

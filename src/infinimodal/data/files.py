@@ -150,12 +150,17 @@ def _labels(values) -> np.ndarray:
     return np.unique(values.astype(str), return_inverse=True)[1].astype(np.int64)
 
 
-def _read_npz(path: Path):
+def read_npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file (no pickled objects), or one line saying why the file cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            contents = {key: archive[key] for key in archive.files}
+            return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
+
+
+def _read_npz(path: Path):
+    contents = read_npz_arrays(path)
     labels = _labels(contents.pop("labels")) if "labels" in contents else None
     split = contents.pop("split").astype(str) if "split" in contents else None
     return contents, labels, split

@@ -145,11 +145,7 @@ def truncation_elbo(model: MultimodalModule, split: Split, keep: int | None, n_s
         q = model.posterior(data, mask)
         if keep is not None:
             q = model.latent.truncated(q, keep)
-        n = mask.shape[0]
-        z = model.latent.rsample(q, n_samples)  # [S, n, L]
-        rows = torch.arange(n).repeat(n_samples)
-        log_lik = model.log_likelihoods(z.reshape(n_samples * n, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, n)
-        total += float((log_lik + model.latent.log_prior(z) - q.log_prob(z)).mean(0).sum())
+        total += float(model.log_importance_weights(q, data, mask, n_samples).mean(0).sum())
     return total / len(split)
 
 

@@ -312,7 +312,7 @@ def write_report(
         step("latent maps")
         # latent maps ------------------------------------------------------------------------------------
         space = "decoder_space" if stick else "representation"
-        space_name = module.latent.decoder_space_name if stick else module.latent.representation_name
+        space_name = module.latent.decoder_space_name  # the representation's own name where the two coincide
         candidates = [("joint posterior", joint[space], sample.labels)]
         for name, part in zip(names, single):
             chosen = part["rows"]

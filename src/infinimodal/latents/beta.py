@@ -20,6 +20,7 @@ without changing torch's own Beta for anyone else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -27,11 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta, register_kl
 
-from dataclasses import dataclass
-
 from ..settings import setting
 from .base import register_product
 from .sticks import StickLatent, StickSettings
+
+
+def log_beta_function(a: Tensor, b: Tensor) -> Tensor:
+    """log B(a, b) = lgamma(a) + lgamma(b) - lgamma(a + b), in the dtype given (callers pass float64)."""
+    return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
 
 
 class StableBeta(Beta):
@@ -44,7 +48,7 @@ class StableBeta(Beta):
     def log_prob(self, value: Tensor) -> Tensor:
         a, b = self.concentration1.double(), self.concentration0.double()
         v = value.double()
-        log_density = torch.xlogy(a - 1, v) + torch.xlogy(b - 1, -v + 1) - (torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b))
+        log_density = torch.xlogy(a - 1, v) + torch.xlogy(b - 1, -v + 1) - log_beta_function(a, b)
         return log_density.to(torch.promote_types(value.dtype, self.concentration1.dtype))
 
 
@@ -53,8 +57,7 @@ def beta_kl_float64(p: Beta, q: Beta) -> Tensor:
     + (a2 - a1 + b2 - b1) psi(a1 + b1), evaluated in float64 and returned in the parameters' dtype."""
     a1, b1 = p.concentration1.double(), p.concentration0.double()
     a2, b2 = q.concentration1.double(), q.concentration0.double()
-    log_beta = lambda a, b: torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)  # noqa: E731
-    kl = (log_beta(a2, b2) - log_beta(a1, b1) + (a1 - a2) * torch.digamma(a1) + (b1 - b2) * torch.digamma(b1)
+    kl = (log_beta_function(a2, b2) - log_beta_function(a1, b1) + (a1 - a2) * torch.digamma(a1) + (b1 - b2) * torch.digamma(b1)
           + (a2 - a1 + b2 - b1) * torch.digamma(a1 + b1))
     return kl.to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
 

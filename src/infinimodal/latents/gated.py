@@ -129,6 +129,27 @@ class GatedPosterior(_ValuesBesideSticks):
         half = torch.Size([*shape[:-1], shape[-1] // 2])
         return GatedPosterior(self.loc.expand(half), self.scale.expand(half), self.concentration1.expand(half), self.concentration0.expand(half))
 
+    @classmethod
+    def from_expert(cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor) -> "GatedPosterior":
+        """The prior N(0, 1) times an expert of precision lambda on the value: precision 1 + lambda, mean `loc`."""
+        return cls(loc, (1.0 + expert_precision).rsqrt(), concentration1, concentration0)
+
+    def natural(self) -> tuple[Tensor, Tensor]:
+        """(precision * mean, precision) of the values beside the sticks' (a, b): sums of these are products."""
+        precision = self.scale.pow(-2)
+        return torch.cat([precision * self.loc, self.concentration1], -1), torch.cat([precision, self.concentration0], -1)
+
+    @classmethod
+    def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "GatedPosterior":
+        first, second = eta
+        d = first.shape[-1] // 2
+        precision = second[..., :d]
+        return cls(first[..., :d] / precision, precision.rsqrt(), first[..., d:], second[..., d:])
+
+    def expected_code(self) -> Tensor:
+        """E[g_k r_k] = E[g_k] prod_{j<=k} (1 - E[v_j]), exact: the values and the sticks are independent."""
+        return self.values.mean * torch.cumprod(1.0 - self.sticks.mean, dim=-1)
+
 
 @register_kl(GatedPosterior, GatedPosterior)
 def _kl_gated(p: GatedPosterior, q: GatedPosterior) -> Tensor:
@@ -183,8 +204,26 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         v = clamp_sticks(self.sticks.rsample(sample_shape))
         return torch.cat([self.values_given(v).rsample(), v], dim=-1)
 
-    def plug_in_code(self) -> Tensor:
-        """The conditional mean of the code z = g r at the sticks' mean: lambda m r^2 / (1 + lambda r^2)."""
+    @classmethod
+    def from_expert(cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor) -> "CodeGatedPosterior":
+        return cls(loc, expert_precision, concentration1, concentration0)
+
+    def natural(self) -> tuple[Tensor, Tensor]:
+        """(lambda m, lambda) of the code's expert (they add across modalities, given the sticks) beside (a, b)."""
+        return (torch.cat([self.expert_precision * self.expert_loc, self.concentration1], -1),
+                torch.cat([self.expert_precision, self.concentration0], -1))
+
+    @classmethod
+    def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "CodeGatedPosterior":
+        first, second = eta
+        d = first.shape[-1] // 2
+        precision = second[..., :d]
+        # an expert of precision 0 (no modality, or the prior alone) has mean 0
+        loc = torch.where(precision > 0, first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny), torch.zeros_like(precision))
+        return cls(loc, precision, first[..., d:], second[..., d:])
+
+    def expected_code(self) -> Tensor:
+        """The conditional mean of the code z = g r at the sticks' mean: lambda m r^2 / (1 + lambda r^2) (a plug-in)."""
         r = torch.cumprod(1.0 - self.sticks.mean, dim=-1)
         return self.expert_precision * self.expert_loc * r.square() / (1.0 + self.expert_precision * r.square())
 
@@ -203,7 +242,9 @@ def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
 
 #: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
 DEFAULT_GATE_ALPHA = 30.0
-EXPERTS = ("value", "code")
+#: The gated posteriors by the setting `expert`: where each modality's expert sits.
+POSTERIORS = {"value": GatedPosterior, "code": CodeGatedPosterior}
+EXPERTS = tuple(POSTERIORS)
 
 
 @dataclass
@@ -238,13 +279,13 @@ class GatedSticks(LatentFamily):
             raise ValueError(f"gated expert must be one of {', '.join(self.EXPERTS)}, got {expert!r}")
         super().__init__(latent_size=2 * latent_dim)
         self.expert = expert
+        self.posterior_class = POSTERIORS[expert]
         self.latent_dim = latent_dim
         self.truncation = latent_dim + 1  # stick-breaking weights: D sticks and the rest
         self.alpha = float(alpha)
         self.evidence_link = evidence
         self.decoder_input_size = latent_dim
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
-        self.register_buffer("prior_scale", torch.ones(latent_dim))
         self.register_buffer("prior_a", torch.ones(latent_dim))
         self.register_buffer("prior_b", torch.full((latent_dim,), self.alpha))
 
@@ -260,36 +301,19 @@ class GatedSticks(LatentFamily):
         return self.n_params * self.latent_dim
 
     def prior(self) -> GatedPosterior | CodeGatedPosterior:
-        if self.expert == "code":
-            return CodeGatedPosterior(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.prior_b)
-        return GatedPosterior(self.prior_loc, self.prior_scale, self.prior_a, self.prior_b)
+        return self.posterior_class.from_expert(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.prior_b)
 
     def posterior(self, raw: Tensor) -> GatedPosterior | CodeGatedPosterior:
         loc, log_expert_precision, raw_a, raw_b = self.raw_params(raw)
         expert_precision = torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
         e_a, e_b = evidence_from_raw((raw_a, raw_b), self.evidence_link)
-        if self.expert == "code":
-            return CodeGatedPosterior(loc, expert_precision, self.prior_a + e_a, self.prior_b + e_b)
-        return GatedPosterior(loc, (1.0 + expert_precision).rsqrt(), self.prior_a + e_a, self.prior_b + e_b)
+        return self.posterior_class.from_expert(loc, expert_precision, self.prior_a + e_a, self.prior_b + e_b)
 
     def natural(self, q: GatedPosterior | CodeGatedPosterior) -> tuple[Tensor, Tensor]:
-        # values: (precision * mean, precision) of the value's posterior, or of the code's expert (which adds
-        # across modalities given the sticks); sticks: (a, b), Beta's natural parameters up to a constant
-        if isinstance(q, CodeGatedPosterior):
-            precision, loc = q.expert_precision, q.expert_loc
-        else:
-            precision, loc = q.scale.pow(-2), q.loc
-        return torch.cat([precision * loc, q.concentration1], -1), torch.cat([precision, q.concentration0], -1)
+        return q.natural()
 
     def from_natural(self, eta: tuple[Tensor, Tensor]) -> GatedPosterior | CodeGatedPosterior:
-        first, second = eta
-        d = self.latent_dim
-        precision = second[..., :d]
-        if self.expert == "code":
-            # an expert of precision 0 (no modality, or the prior alone) has mean 0
-            loc = torch.where(precision > 0, first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny), torch.zeros_like(precision))
-            return CodeGatedPosterior(loc, precision, first[..., d:], second[..., d:])
-        return GatedPosterior(first[..., :d] / precision, precision.rsqrt(), first[..., d:], second[..., d:])
+        return self.posterior_class.from_natural(eta)
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         z = super().rsample(q, n_samples)
@@ -309,19 +333,12 @@ class GatedSticks(LatentFamily):
     def describe_expert(self) -> str:
         return "experts on the gated code" if self.expert == "code" else "experts on the values"
 
-    def expected_gate(self, q: Distribution) -> Tensor:
-        """E[r_k] = prod_{j<=k} (1 - E[v_j]) for independent sticks (mixtures: the components' average)."""
-        if isinstance(q, MixturePosterior):
-            return q.average(self.expected_gate)
-        return torch.cumprod(1.0 - q.sticks.mean, dim=-1)
-
     def representation(self, q: Distribution) -> Tensor:
-        """E[g_k r_k] = E[g_k] E[r_k] per mean-field component; a mixture averages its components'."""
+        """The posterior mean of the gated code, E[g r] (see each posterior's `expected_code`); a mixture averages
+        its components'."""
         if isinstance(q, MixturePosterior):
             return q.average(self.representation)
-        if isinstance(q, CodeGatedPosterior):
-            return q.plug_in_code()
-        return q.values.mean * self.expected_gate(q)
+        return q.expected_code()
 
     def decoder_space_representation(self, q: Distribution) -> Tensor:
         return self.representation(q)
