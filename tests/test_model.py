@@ -55,6 +55,32 @@ def test_one_training_step_changes_every_weight(family, aggregator):
     assert not unchanged, f"not updated: {unchanged}"
 
 
+class RecordingEncoder(torch.nn.Module):
+    """An encoder that remembers what it was given."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(n_features, 3)
+        self.seen = None
+
+    def forward(self, x):
+        self.seen = x.detach().clone()
+        return self.layer(x)
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial"])
+def test_count_encoders_read_log_one_plus_counts_and_others_read_values(likelihood):
+    counts, values = Modality("counts", (6,), likelihood, encoder=RecordingEncoder(6)), Modality("values", (5,), "gaussian", encoder=RecordingEncoder(5))
+    model = MultimodalModule([counts, values], latent("gated"), build_aggregator("mopoe"), hidden=[16])
+    x = torch.tensor(np.random.default_rng(0).integers(0, 1500, size=(8, 6)), dtype=torch.float32)
+    y = torch.randn(8, 5)
+    mask = torch.ones(8, 2, dtype=torch.bool)
+    mask[::2, 0] = False  # the encoder sees only the observed rows
+    model({"counts": x, "values": y}, mask)
+    np.testing.assert_allclose(counts.encoder.seen.numpy(), np.log1p(x.numpy()[1::2]), rtol=1e-6)
+    np.testing.assert_array_equal(values.encoder.seen.numpy(), y.numpy())
+
+
 @pytest.mark.parametrize("decoder_input", DECODER_INPUTS)
 @pytest.mark.parametrize("family", STICK_FAMILIES)
 def test_decoder_inputs_for_every_stick_family(family, decoder_input):

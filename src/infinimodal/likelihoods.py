@@ -63,6 +63,10 @@ class Likelihood(nn.Module):
     def _independent(self, base: Distribution) -> Distribution:
         return Independent(base, len(self.shape))
 
+    def encoder_input(self, values: Tensor) -> Tensor:
+        """What the modality's encoder reads for these observed values (the values themselves by default)."""
+        return values
+
     @staticmethod
     def check(values: np.ndarray) -> str | None:
         """A description of what is wrong with these (observed, finite) values, or None."""
@@ -146,7 +150,15 @@ class CategoricalLikelihood(Likelihood):
         return None
 
 
-class PoissonLikelihood(Likelihood):
+class _CountLikelihood(Likelihood):
+    """Counts reach the encoder as log(1 + x), as in scVI: raw counts in the thousands (a histogram view,
+    read depths) drove the encoder's first layer to posteriors tens of thousands of nats from the prior."""
+
+    def encoder_input(self, values: Tensor) -> Tensor:
+        return torch.log1p(values)
+
+
+class PoissonLikelihood(_CountLikelihood):
     name = "poisson"
 
     def forward(self, params: Tensor) -> Distribution:
@@ -158,7 +170,7 @@ class PoissonLikelihood(Likelihood):
         return _check_counts(values, "poisson")
 
 
-class NegativeBinomialLikelihood(Likelihood):
+class NegativeBinomialLikelihood(_CountLikelihood):
     """Mean from the decoder, inverse dispersion r learned per feature (variance mu + mu^2 / r)."""
 
     name = "negative_binomial"

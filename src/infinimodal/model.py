@@ -72,6 +72,12 @@ class MultimodalModule(nn.Module):
 
     # --- encoding ------------------------------------------------------------------------------------
 
+    def encoder_features(self, name: str, values: Tensor) -> Tensor:
+        """The encoder's features of observed values of modality `name`, read as its likelihood says
+        (counts as log(1 + x), everything else as given)."""
+        key = _key(name)
+        return self.encoders[key](self.likelihoods[key].encoder_input(values))
+
     def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor) -> Distribution:
         """q(z | x_m) for every modality, batch shape [batch, M, latent_size].
 
@@ -83,13 +89,13 @@ class MultimodalModule(nn.Module):
         for m, name in enumerate(self.names):
             observed = mask[:, m]
             if bool(observed.all()):
-                raws.append(full_precision(self.heads[_key(name)](self.encoders[_key(name)](data[name]))))
+                raws.append(full_precision(self.heads[_key(name)](self.encoder_features(name, data[name]))))
                 continue
             rows = observed.nonzero().squeeze(-1)
             head = self.heads[_key(name)]
             raw = torch.zeros(batch, self.latent.head_size, device=mask.device, dtype=head.weight.dtype)
             if len(rows):
-                out = full_precision(head(self.encoders[_key(name)](data[name].index_select(0, rows))))
+                out = full_precision(head(self.encoder_features(name, data[name].index_select(0, rows))))
                 raw = raw.index_copy(0, rows, out)
             raws.append(raw)
         return self.latent.posterior(torch.stack(raws, dim=1))
