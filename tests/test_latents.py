@@ -180,6 +180,22 @@ def test_beta_rsample_gradients_are_finite_for_tiny_and_huge_concentrations():
     assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
 
 
+def test_beta_family_reads_the_logit_of_sticks_far_below_1e_minus_6():
+    """Beta(1, 1e5) and Beta(2, 1e7) sticks sit around 1e-5 and 1e-7: in float32, the decoder's mean input is
+    E[logit v] = psi(a) - psi(b), not a clamp at logit(1e-6) = -13.8, and its gradient is d/db = -psi'(b)."""
+    from infinimodal.latents import build_latent
+
+    family = build_latent("beta", truncation=3, alpha=5.0, decoder_input="logitv")
+    a, b = torch.tensor([1.0, 2.0]), torch.tensor([1e5, 1e7], requires_grad=True)
+    torch.manual_seed(0)
+    code = family.decoder_input(family.rsample(type(family.prior())(a, b), 4000))
+    b64 = b.detach().double().numpy()
+    expected = sp.digamma(a.double().numpy()) - sp.digamma(b64)
+    np.testing.assert_allclose(code.mean(0).detach().numpy(), expected, atol=0.1)
+    code.mean(0).sum().backward()
+    np.testing.assert_allclose(b.grad.numpy(), -sp.polygamma(1, b64), rtol=0.05)
+
+
 # --- Logit-normal --------------------------------------------------------------------------------
 
 

@@ -16,15 +16,23 @@ import math
 import torch
 from torch import Tensor
 
-#: Sticks are kept in [STICK_EPS, 1 - STICK_EPS]: a float32 sample can round to exactly 0 or 1
-#: (Beta sampling with small concentrations does), and log(0) would poison the whole batch.
-#: 1e-6 bounds |logit v| by 13.8 and costs at most 1e-6 of probability mass per stick.
-STICK_EPS = 1e-6
+def stick_bounds(dtype: torch.dtype) -> tuple[float, float]:
+    """The interval sticks are kept in: [sqrt(tiny), largest float below 1] of their dtype.
+
+    A sample can round to exactly 0 or 1 (Beta sampling with small concentrations does), and log(0) would
+    poison the batch; nothing else is cut. In float32 that is [1.1e-19, 1 - 6e-8]: |logit v| reaches 43.7
+    below and 16.6 above, where the representable floats end, and 1 / v (the gradient of log v) stays far
+    from overflow. (A fixed 1e-6 used to map every v below 1e-6 to logit -13.8 with zero gradient, which the
+    Beta family's sticks reach once the encoder's evidence passes about 1e4.)
+    """
+    info = torch.finfo(dtype)
+    return math.sqrt(info.tiny), 1.0 - info.eps / 2
 
 
 def clamp_sticks(v: Tensor) -> Tensor:
-    """Keep sticks strictly inside (0, 1) so that log v and log(1 - v) are finite."""
-    return v.clamp(STICK_EPS, 1.0 - STICK_EPS)
+    """Keep sticks strictly inside (0, 1) so that log v and log(1 - v) are finite (see `stick_bounds`)."""
+    low, high = stick_bounds(v.dtype)
+    return v.clamp(low, high)
 
 
 def log_stick_weights(v: Tensor) -> Tensor:
