@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/kumaraswamy_kl_accuracy.py
 	$(PY) benchmarks/kumaraswamy_product_error.py
+	$(PY) benchmarks/fusion_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -206,7 +206,7 @@ def test_a_subset_of_one_modality_is_that_modality(name):
 
 
 def test_kumaraswamy_fusion_of_sixteen_modalities_and_forty_subsets_is_finite_and_proper():
-    # one batched computation (its memory and time are measured by benchmarks/, not asserted here)
+    # one batched computation (its peak memory is measured by benchmarks/fusion_memory.py, not asserted here)
     family = build_latent("kumaraswamy", truncation=8, alpha=2.0)
     unimodal = family.posterior(torch.randn(4, 16, family.head_size) * 3)
     subsets = torch.rand(4, 40, 16) < 0.5
