@@ -46,6 +46,7 @@ from .settings import Settings, field_default, merged_fields
 from .training import MultimodalDataModule, TrainingPlan
 
 PRECISIONS = ("32", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -145,6 +146,7 @@ class TrainConfig(ModelConfig):
     seed: int = 0
     max_train: int | None = None
     precision: str = "32"
+    accelerator: str = "auto"  # Lightning's: auto (a GPU when one is visible), cpu, gpu, mps
     standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
 
     def validate(self) -> None:
@@ -157,6 +159,7 @@ class TrainConfig(ModelConfig):
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
+        _check(self.accelerator in ACCELERATORS, f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator}")
 
 
 def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:
@@ -172,6 +175,13 @@ _LIGHTNING_NOISE = (
 )
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
 log = logging.getLogger("infinimodal")
+
+
+def _determinism(accelerator: str) -> bool | str:
+    """Lightning's `deterministic`: strict on the CPU; "warn" on an accelerator, where some kernels
+    (index_add on CUDA, behind index_select's gradient) have no deterministic version and would stop the run."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
+    return True if on_cpu else "warn"
 
 
 class _StopOnNonFinite(Callback):
@@ -293,9 +303,14 @@ class MultimodalVAE:
         precision: str = "32",
         out_dir: str | Path | None = None,
         progress: bool = True,
+        accelerator: str = "auto",
+        callbacks: Sequence[Callback] = (),
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
-        into `out_dir` (a temporary folder when None)."""
+        into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
+        is visible); `callbacks` are extra Lightning callbacks (their `pl_module.model` is this model's module).
+        Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn
+        instead of stopping the run."""
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -313,14 +328,14 @@ class MultimodalVAE:
             )
             trainer = L.Trainer(
                 max_epochs=epochs,
-                accelerator="auto",
+                accelerator=accelerator,
                 devices=1,
                 precision=precision,
                 logger=CSVLogger(save_dir=out, name="", version=""),
-                callbacks=[checkpoint, _StopOnNonFinite(), _LogEpochs()],
+                callbacks=[checkpoint, _StopOnNonFinite(), _LogEpochs(), *callbacks],
                 enable_progress_bar=progress,
                 enable_model_summary=False,
-                deterministic=True,
+                deterministic=_determinism(accelerator),
                 log_every_n_steps=50,
             )
             self.module.train()
@@ -556,9 +571,10 @@ def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = Tru
     return data
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None) -> Path:
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None, callbacks: Sequence[Callback] = ()) -> Path:
     """Train a model and write config.json, model.ckpt and metrics.csv into `out_dir`. `announce(line)`, when
-    given, hears what the user should know before training starts (a file's inferred likelihoods, warnings)."""
+    given, hears what the user should know before training starts (a file's inferred likelihoods, warnings);
+    `callbacks` are extra Lightning callbacks for `MultimodalVAE.fit`."""
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -577,6 +593,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     vae.fit(
         data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
+        accelerator=config.accelerator, callbacks=callbacks,
     )
     record |= {"train_seconds": vae.train_seconds, "best_val_elbo": vae.best_val_elbo}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")

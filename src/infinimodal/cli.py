@@ -94,7 +94,7 @@ def option_values(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     from .aggregators import AGGREGATORS
-    from .api import PRECISIONS, TrainConfig
+    from .api import ACCELERATORS, PRECISIONS, TrainConfig
     from .data import BINARIZATIONS
     from .latents import LATENT_FAMILIES
     from .likelihoods import LIKELIHOODS
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--kl-weight", type=float, default=defaults.kl_weight, help="KL weight after warm-up (beta-VAE's beta; 1 = ELBO)")
     train.add_argument("--binarize", default=defaults.binarize, choices=BINARIZATIONS, help="mnist: training binarisation")
     train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    train.add_argument("--accelerator", default=defaults.accelerator, choices=ACCELERATORS,
+                       help="Lightning's accelerator: auto takes a GPU when one is visible (default auto)")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training rows")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
@@ -206,7 +208,7 @@ def _run(args: argparse.Namespace) -> None:
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision, standardize=args.standardize, **option_values(args),
+            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, standardize=args.standardize, **option_values(args),
         )
         out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
