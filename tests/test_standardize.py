@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from infinimodal import MultimodalVAE, api
+from infinimodal import MultimodalVAE, api, training
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.errors import InfinimodalError
@@ -105,11 +105,11 @@ def test_a_diverged_distribution_is_reported_as_one_line():
     except ValueError as exc:
         error = exc
     trainer = type("Trainer", (), {"current_epoch": 0, "global_step": 17})()
-    message = str(api._divergence(error, trainer))
+    message = str(training.divergence(error, trainer))
     assert message.startswith("training diverged at epoch 1, step 17: the Dirichlet parameter concentration")
     assert "\n" not in message and "nan" not in message.lower().replace("nan or infinite", "")
     other = ValueError("something else")
-    assert api._divergence(other, trainer) is other
+    assert training.divergence(other, trainer) is other
 
 
 def test_a_truncated_npz_is_one_line_for_training_and_for_a_trained_model(tmp_path, capsys):

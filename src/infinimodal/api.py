@@ -19,16 +19,12 @@ import math
 import re
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Sequence
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from .aggregators import AGGREGATORS, build_aggregator
 from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
@@ -41,12 +37,13 @@ from .evaluation import encode, evaluate_model, load_classifiers
 from .latents import LATENT_FAMILIES, build_latent
 from .modality import Modality
 from .model import MultimodalModule
-from .runfiles import load_weights, read_config
+from .runfiles import RUN_FORMAT, atomic_write, load_weights, read_config, read_progress, unfinished_warning, write_json
 from .settings import Settings, field_default, merged_fields
-from .training import MultimodalDataModule, TrainingPlan
+from .training import Callback, TrainingSettings, run_training
 
 PRECISIONS = ("32", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+DEFAULT_GRAD_CLIP: float | None = None
 
 
 def _check(condition: bool, message: str) -> None:
@@ -147,6 +144,7 @@ class TrainConfig(ModelConfig):
     max_train: int | None = None
     precision: str = "32"
     accelerator: str = "auto"  # Lightning's: auto (a GPU when one is visible), cpu, gpu, mps
+    grad_clip: float | None = DEFAULT_GRAD_CLIP  # clip the gradient norm at this value (None: never)
     standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
 
     def validate(self) -> None:
@@ -159,6 +157,7 @@ class TrainConfig(ModelConfig):
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
+        _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")
         _check(self.accelerator in ACCELERATORS, f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator}")
 
 
@@ -170,44 +169,7 @@ def build_module(modalities: Sequence[Modality], config: ModelConfig) -> Multimo
 
 #: Lightning messages that say nothing to a user of this tool: the run directory holds config.json before
 #: training starts, and one data loader process is the right choice on small machines.
-_LIGHTNING_NOISE = (
-    ".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*", ".*smaller than the logging interval.*"
-)
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
 log = logging.getLogger("infinimodal")
-
-
-def _determinism(accelerator: str) -> bool | str:
-    """Lightning's `deterministic`: strict on the CPU; "warn" on an accelerator, where some kernels
-    (index_add on CUDA, behind index_select's gradient) have no deterministic version and would stop the run."""
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
-    return True if on_cpu else "warn"
-
-
-class _StopOnNonFinite(Callback):
-    """A run whose loss turns NaN or infinite fails loudly instead of 'finishing'."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss):
-            raise InfinimodalError(
-                f"training diverged: loss is {loss.item()} at epoch {trainer.current_epoch}, batch {batch_idx}; "
-                "try a smaller --lr or a longer --kl-warmup"
-            )
-
-
-def _divergence(exc: ValueError, trainer) -> Exception:
-    """A distribution built from NaN or infinite parameters during training, as one line naming the step and the
-    parameter (torch's own message prints the whole tensor); any other ValueError is returned unchanged."""
-    found = re.search(r"Expected parameter (\w+) \(([^)]*)\)", str(exc))
-    if not found:
-        return exc
-    kind = re.search(r"of distribution (\w+)", str(exc))
-    return InfinimodalError(
-        f"training diverged at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: the {kind.group(1) if kind else 'latent'} "
-        f"parameter {found.group(1)} ({found.group(2)}) became NaN or infinite; try a smaller --lr, a longer --kl-warmup, "
-        "or standardised inputs (data files are standardised unless --no-standardize)"
-    )
 
 
 class log_to:
@@ -255,15 +217,6 @@ def _version() -> str:
     return __version__
 
 
-class _LogEpochs(Callback):
-    """One line per epoch in the `infinimodal` log (the run directory's infinimodal.log on the command line)."""
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
-        log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
-
-
 class MultimodalVAE:
     """A multimodal VAE over any latent family and aggregator: the Python facade.
 
@@ -305,12 +258,15 @@ class MultimodalVAE:
         progress: bool = True,
         accelerator: str = "auto",
         callbacks: Sequence[Callback] = (),
+        grad_clip: float | None = None,
+        resume: bool = False,
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
         is visible); `callbacks` are extra Lightning callbacks (their `pl_module.model` is this model's module).
         Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn
-        instead of stopping the run."""
+        instead of stopping the run. `grad_clip`: clip the gradient's norm (None: no clipping). `resume`: continue
+        `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`."""
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -319,38 +275,14 @@ class MultimodalVAE:
         if self.standardization and data.standardization and self.standardization != data.standardization:
             raise InfinimodalError("the data are standardised with other statistics than this model's; fit on the data set it was built for")
         self.standardization = dict(data.standardization)  # saved with the model; inputs and outputs are mapped with it
-        L.seed_everything(seed, workers=True, verbose=False)
+        settings = TrainingSettings(epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
+                                    precision=precision, accelerator=accelerator, grad_clip=grad_clip)
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
-            out.mkdir(parents=True, exist_ok=True)
-            checkpoint = ModelCheckpoint(
-                dirpath=out, filename="model", monitor="val_elbo", mode="max", save_top_k=1, enable_version_counter=False
-            )
-            trainer = L.Trainer(
-                max_epochs=epochs,
-                accelerator=accelerator,
-                devices=1,
-                precision=precision,
-                logger=CSVLogger(save_dir=out, name="", version=""),
-                callbacks=[checkpoint, _StopOnNonFinite(), _LogEpochs(), *callbacks],
-                enable_progress_bar=progress,
-                enable_model_summary=False,
-                deterministic=_determinism(accelerator),
-                log_every_n_steps=50,
-            )
-            self.module.train()
-            plan = TrainingPlan(self.module, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight)
-            started = time.perf_counter()
-            with warnings.catch_warnings():
-                for noise in _LIGHTNING_NOISE:
-                    warnings.filterwarnings("ignore", message=noise)
-                try:
-                    trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=batch_size, seed=seed))
-                except ValueError as exc:
-                    raise _divergence(exc, trainer) from None
-            self.train_seconds = time.perf_counter() - started
-            self.best_val_elbo = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
-            self._load_weights(Path(checkpoint.best_model_path))
+            result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
+            self.train_seconds = result.seconds
+            self.best_val_elbo = result.best_val_elbo
+            self._load_weights(result.best_checkpoint)
         self.module.eval()
         return self
 
@@ -462,9 +394,12 @@ class MultimodalVAE:
         q = self.module.posterior(batch["data"], torch.from_numpy(mask))
         return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
 
-    def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
+    def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
+                 seed: int = 0) -> dict:
         """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal).
-        Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`)."""
+        Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`).
+        Deterministic: the metrics draw from torch's generator seeded with `seed` (after the coherence classifiers
+        are loaded or trained, so a cached classifier gives the same figures as a fresh one)."""
         if self.standardization != data.standardization:
             raise InfinimodalError(
                 "the data are standardised differently from the data this model was trained on "
@@ -474,7 +409,9 @@ class MultimodalVAE:
         classifiers = None
         if coherence and len(self.modalities) > 1 and data.train.labels is not None:
             classifiers = load_classifiers(data, progress=progress)
-        result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
         result["standardized_modalities"] = sorted(self.standardization)
         return result
 
@@ -484,9 +421,12 @@ class MultimodalVAE:
         """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        record = self.config.model_fields() | (extra or {}) | {"modalities": [m.to_dict() for m in self.modalities], "standardization": self.standardization}
-        (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-        torch.save({"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}, out / "model.ckpt")
+        record = {"format": RUN_FORMAT} | self.config.model_fields() | (extra or {}) | {
+            "modalities": [m.to_dict() for m in self.modalities], "standardization": self.standardization,
+        }
+        write_json(out / "config.json", record)
+        state = {"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}
+        atomic_write(out / "model.ckpt", lambda tmp: torch.save(state, tmp))
         return out
 
     @classmethod
@@ -571,34 +511,53 @@ def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = Tru
     return data
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None, callbacks: Sequence[Callback] = ()) -> Path:
-    """Train a model and write config.json, model.ckpt and metrics.csv into `out_dir`. `announce(line)`, when
-    given, hears what the user should know before training starts (a file's inferred likelihoods, warnings);
-    `callbacks` are extra Lightning callbacks for `MultimodalVAE.fit`."""
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None, callbacks: Sequence[Callback] = (),
+          resume: bool = False) -> Path:
+    """Train a model and write config.json, model.ckpt, last.ckpt, metrics.csv and progress.json into `out_dir`.
+    `announce(line)`, when given, hears what the user should know before training starts (a file's inferred
+    likelihoods, warnings); `callbacks` are extra Lightning callbacks for `MultimodalVAE.fit`; `resume` continues
+    the run in `out_dir` from its last checkpoint (use `resume_config` for its configuration)."""
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = read_config(out / "config.json") if resume else {}
     data = load_data(config, progress, limit_train=True)
     for line in data.notes:
         log.info(line)
         if announce is not None:
             announce(line)
     vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
-    record = asdict(config) | {
+    record = {"format": RUN_FORMAT} | asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
         "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
     }
-    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
-    log.info("training %s / %s on %s (%d training rows) into %s", config.latent, config.aggregator, data.source, len(data.train), out)
+    if resume:
+        record["resumed"] = int(earlier.get("resumed", 0)) + 1
+    write_json(out / "config.json", record)
+    log.info("%s %s / %s on %s (%d training rows) into %s", "resuming" if resume else "training", config.latent, config.aggregator,
+             data.source, len(data.train), out)
     vae.fit(
         data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
-        accelerator=config.accelerator, callbacks=callbacks,
+        accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
     )
-    record |= {"train_seconds": vae.train_seconds, "best_val_elbo": vae.best_val_elbo}
-    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    # seconds of the segments that finished (a killed segment's are not known)
+    record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}
+    write_json(out / "config.json", record)
     log.info("trained in %.0f s; best validation ELBO %s", vae.train_seconds, vae.best_val_elbo)
     return out
+
+
+def resume_config(run_dir: str | Path) -> TrainConfig:
+    """The configuration of a run directory to resume, refusing a run that has nothing left to do."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise InfinimodalError(f"{run_dir}: nothing to resume (no config.json: not a run directory)")
+    config = TrainConfig.from_dict(read_config(path))
+    progress = read_progress(run_dir)
+    if progress is None or progress.get("finished"):
+        raise InfinimodalError(f"{run_dir}: its training already finished ({config.epochs} epochs); nothing to resume")
+    return config
 
 
 def load(run_dir: str | Path) -> tuple[MultimodalVAE, TrainConfig]:
@@ -622,9 +581,7 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     vae, config = load(run_dir)
     data = load_run_data(run_dir, config, progress)
     started = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress)
+    result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress, seed=config.seed)
     result["latent"] = config.latent
     result["aggregator"] = config.aggregator
     # the posterior family the run really uses (Kumaraswamy sticks fused under PoE / MoPoE are Beta projections)
@@ -632,6 +589,10 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     # each aggregator's ELBO is its own bound (PoE: joint; MoE: mixture; MoPoE: mixture of subset KLs)
     result["elbo_bound"] = f"{config.aggregator} ELBO"
     result["eval_seconds"] = time.perf_counter() - started
+    unfinished = unfinished_warning(run_dir)
+    result["training_finished"] = unfinished is None
+    if unfinished:
+        result.setdefault("notes", []).append(unfinished)
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)", result["eval_seconds"], result["elbo"], result["log_likelihood"], iw_samples)
     return result

@@ -26,6 +26,7 @@ from . import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 3  # training stopped early (SIGTERM): the run directory can be resumed
 
 
 def _positive_int(text: str) -> int:
@@ -92,6 +93,28 @@ def option_values(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in merged_fields(component_settings()) if getattr(args, name) is not None}
 
 
+def _grad_clip(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}")
+    return value
+
+
+#: train's flags that --resume accepts besides --out (the rest are the run's own settings)
+RESUME_FLAGS = ("out", "resume", "quiet", "command", "debug")
+
+
+def _changed_train_flags(args: argparse.Namespace) -> list[str]:
+    """Flags of `train` given with a value other than their default."""
+    defaults = vars(build_parser().parse_args(["train", "--out", str(args.out)]))
+    return sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k not in RESUME_FLAGS and v != defaults.get(k))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .aggregators import AGGREGATORS
     from .api import ACCELERATORS, PRECISIONS, TrainConfig
@@ -124,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     train.add_argument("--accelerator", default=defaults.accelerator, choices=ACCELERATORS,
                        help="Lightning's accelerator: auto takes a GPU when one is visible (default auto)")
+    train.add_argument("--grad-clip", type=_grad_clip, default=defaults.grad_clip,
+                       help=f"clip the gradient norm at this value, or 'none' (default {defaults.grad_clip})")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint, with the run's own settings")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training rows")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
@@ -203,12 +230,19 @@ def _run(args: argparse.Namespace) -> None:
     from . import api
     from .errors import InfinimodalError
 
-    if args.command == "train":
+    if args.command == "train" and args.resume:
+        changed = _changed_train_flags(args)
+        if changed:
+            raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json): drop {', '.join(changed)}")
+        config = api.resume_config(args.out)
+        out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
+        print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+    elif args.command == "train":
         config = api.TrainConfig(
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, standardize=args.standardize, **option_values(args),
+            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, grad_clip=args.grad_clip, standardize=args.standardize, **option_values(args),
         )
         out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
@@ -268,11 +302,23 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 
+def _warn_if_unfinished(args: argparse.Namespace) -> None:
+    """Commands that read a run directory say so when its training did not finish."""
+    from .runfiles import unfinished_warning
+
+    for run_dir in [getattr(args, "run_dir", None), *(getattr(args, "run_dirs", None) or [])]:
+        if run_dir is not None and Path(run_dir).is_dir():
+            warning = unfinished_warning(run_dir)
+            if warning:
+                print(f"infinimodal: warning: {warning}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("INFINIMODAL_DEBUG") == "1"
     from .errors import InfinimodalError
+    from .training import TrainingInterrupted
 
     try:
         from .api import log_to
@@ -280,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         # the commands that write into a run directory log there; sample / impute / embed only read it
         directory = {"train": getattr(args, "out", None), "evaluate": getattr(args, "run_dir", None), "report": getattr(args, "run_dir", None)}.get(args.command)
         words = sys.argv[1:] if argv is None else argv
+        _warn_if_unfinished(args)
         with log_to(directory, f"infinimodal {' '.join(words)}", create=args.command == "train"):
             _run(args)
+    except TrainingInterrupted as exc:
+        print(f"infinimodal: error: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except InfinimodalError as exc:
         if debug:
             raise

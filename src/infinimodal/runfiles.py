@@ -6,15 +6,24 @@ whose unpickler only rebuilds tensors, numbers, strings and containers and refus
 pickle whose `__reduce__` would call `os.system` is rejected before anything runs). `config.json` is
 JSON. Whatever is wrong with either file becomes one `InfinimodalError` line naming the file and the
 problem, never a traceback.
+
+The directory's schema: config.json carries `format` (RUN_FORMAT); a run written in another format is
+refused with one line naming both. Files are written atomically (a temporary file in the same directory,
+then a rename), so a run killed at any moment leaves either the old file or the new one. `progress.json`
+says how far training got (`epochs_done` of `epochs`, `finished`, and why it stopped when it did not finish);
+a run without it predates the file and finished.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +32,75 @@ from .errors import InfinimodalError
 
 #: Prefix of the model's parameters in a checkpoint written by the training plan (`TrainingPlan.model`).
 STATE_PREFIX = "model."
+#: Version of the run directory's layout. 2: count modalities' encoders read log(1 + x); progress.json;
+#: last.ckpt for --resume. Runs without `format` are format 1.
+RUN_FORMAT = 2
+#: What changed since each older format, for the refusal line.
+FORMAT_CHANGES = {1: "count modalities' encoders now read log(1 + x)"}
+PROGRESS_FILE = "progress.json"
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The model's weights from a checkpoint, keys without the training plan's prefix; refuses anything but
-    tensors and plain containers (see the module docstring)."""
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+#: Files keep the permissions an ordinary write gives them (mkstemp's are private to the owner).
+FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` into a temporary file beside `path`, flushed to disk, then renamed over `path`."""
+    path = Path(path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, record: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+
+
+def check_format(record: dict, path: str | Path, modalities: list[dict]) -> None:
+    """Refuse a config.json written in a format this version does not read (one line naming both)."""
+    found = record.get("format", 1)
+    if not isinstance(found, int) or found > RUN_FORMAT:
+        raise InfinimodalError(f"{path}: run format {found!r} is newer than this infinimodal reads (format {RUN_FORMAT}); upgrade infinimodal")
+    counts = [m.get("name") for m in modalities if m.get("likelihood") in ("poisson", "negative_binomial")]
+    if found < RUN_FORMAT and counts:
+        raise InfinimodalError(
+            f"{path}: run format {found}, this infinimodal reads format {RUN_FORMAT}, and they differ for modalities "
+            f"{', '.join(map(str, counts))} ({FORMAT_CHANGES[found]}): retrain the run"
+        )
+
+
+def read_progress(run_dir: str | Path) -> dict | None:
+    """progress.json of a run directory, or None for a run that predates it."""
+    path = Path(run_dir) / PROGRESS_FILE
+    return read_json_object(path) if path.is_file() else None
+
+
+def unfinished_warning(run_dir: str | Path) -> str | None:
+    """One line saying that the run's training did not finish, or None when it did."""
+    progress = read_progress(run_dir)
+    if progress is None or progress.get("finished"):
+        return None
+    why = progress.get("stopped") or "training stopped before the end (killed, or still running)"
+    return (f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
+            f"these are the best weights so far; continue it with `infinimodal train --out {run_dir} --resume`")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint as plain containers and tensors; refuses anything else (see the module docstring)."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise InfinimodalError(f"{path}: not a readable checkpoint (not the zip archive that torch.save writes)")
@@ -44,7 +117,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise InfinimodalError(f"{path}: not a readable checkpoint ({detail.group(1).strip() if detail else 'damaged pickle data'})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise InfinimodalError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'})") from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict):
+        raise InfinimodalError(f"{path}: not a checkpoint of this tool (a {type(checkpoint).__name__}, no 'state_dict' of named tensors)")
+    return checkpoint
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The model's weights from a checkpoint, keys without the training plan's prefix; refuses anything but
+    tensors and plain containers (see the module docstring)."""
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise InfinimodalError(f"{path}: not a checkpoint of this tool (no 'state_dict' of named tensors)")
     return {k.removeprefix(STATE_PREFIX): v for k, v in state.items()}
@@ -86,4 +168,5 @@ def read_config(path: str | Path) -> dict:
     modalities = record.get("modalities", [])
     if not isinstance(modalities, list) or not all(isinstance(m, dict) for m in modalities):
         raise InfinimodalError(f"{path}: 'modalities' must be a list of objects")
+    check_format(record, path, modalities)
     return record

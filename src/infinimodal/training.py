@@ -1,17 +1,54 @@
-"""Lightning glue: a training plan that calls the model and logs, and a data module over `MultimodalData`.
+"""Lightning glue: a training plan that calls the model and logs, a data module over `MultimodalData`, and
+`run_training`, the one place a Trainer is built.
 
 The plan knows nothing of the model's insides: it asks for a `LossOutput` and logs its fields.
+
+Reproducible and resumable: every epoch's randomness is a function of (seed, epoch) only, never of what ran
+before it. The training rows are shuffled by `EpochShuffle` from (seed, epoch), and `EpochSeeds` reseeds
+torch's generator at the start of every training and validation epoch (dynamic binarisation and the
+reparameterised samples draw from it). So a run resumed from the checkpoint of epoch e repeats exactly what
+the uninterrupted run did from epoch e + 1 on; Lightning restores the weights, Adam's state, the epoch and
+step counters (the KL warm-up follows the step) and the best-checkpoint bookkeeping. Checkpoints (`model.ckpt`,
+the best validation ELBO, and `last.ckpt`, every epoch's end) are written atomically.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader, Sampler
 
 from .data import MultimodalData, Split
+from .errors import InfinimodalError
 from .model import MultimodalModule
+from .runfiles import PROGRESS_FILE, atomic_write, read_checkpoint, write_json
+
+log = logging.getLogger("infinimodal")
+LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "model.ckpt"
+_LIGHTNING_NOISE = (
+    ".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*", ".*smaller than the logging interval.*",
+)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one epoch's random stream (0: training, 1: validation, 2: data order)."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
 
 
 class TrainingPlan(L.LightningModule):
@@ -34,6 +71,7 @@ class TrainingPlan(L.LightningModule):
     def training_step(self, batch, batch_idx):
         weight = self.kl_weight()
         out = self.model(batch["data"], batch["mask"], kl_weight=weight)
+        self.last_output = out
         n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train_elbo", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
@@ -66,6 +104,23 @@ class _Rows(torch.utils.data.Dataset):
         return i
 
 
+class EpochShuffle(Sampler[int]):
+    """A permutation of range(n) that depends only on (seed, epoch); Lightning calls `set_epoch`."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 2))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
 class MultimodalDataModule(L.LightningDataModule):
     """Train / validation loaders over a `MultimodalData`; dynamically binarised modalities are drawn per batch."""
 
@@ -77,9 +132,10 @@ class MultimodalDataModule(L.LightningDataModule):
         self.seed = seed
 
     def _loader(self, split: Split, batch_size: int, shuffle: bool, binarize=()) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
-            _Rows(len(split)), batch_size, shuffle=shuffle, generator=generator,
+            _Rows(len(split)), batch_size, sampler=EpochShuffle(len(split), self.seed) if shuffle else None,
+            # a generator of its own: the loader's base seed must not draw from torch's global stream
+            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=lambda rows: split.batch(np.asarray(rows), binarize),
         )
 
@@ -88,3 +144,220 @@ class MultimodalDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data.valid, self.valid_batch_size, shuffle=False)
+
+
+# --- the training run ------------------------------------------------------------------------------------
+
+
+class EpochSeeds(Callback):
+    """Reseed torch at the start of each training and validation epoch from (seed, epoch) (module docstring)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 0))
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 1))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch.save into a temporary file, then a rename: a kill mid-write leaves the previous file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+class StopOnNonFinite(Callback):
+    """A run whose loss turns NaN or infinite fails loudly instead of 'finishing'."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss):
+            raise InfinimodalError(
+                f"training diverged: loss is {loss.item()} at epoch {trainer.current_epoch + 1}, step {trainer.global_step} "
+                f"({non_finite_terms(pl_module.last_output, pl_module.model, batch)}); the checkpoint of the last finished epoch is kept: "
+                "try a smaller --lr or a longer --kl-warmup"
+            )
+
+
+def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
+    """Which parts of the objective are NaN or infinite, in words: the reconstruction of which modality (found
+    by scoring each observed modality under one posterior sample of the batch again), the KL of which family."""
+    parts = []
+    if not bool(torch.isfinite(out.reconstruction).all()):
+        parts.append(f"the reconstruction of {_non_finite_modalities(model, batch)}")
+    bad_dims = (~torch.isfinite(out.kl_per_dim)).any(0).nonzero().squeeze(-1).tolist()
+    if bad_dims or not bool(torch.isfinite(out.kl).all()):
+        parts.append(f"the KL of the {type(model.latent).__name__} latent (dimensions {bad_dims[:5]})")
+    return "; ".join(parts) or "the loss itself"
+
+
+def _non_finite_modalities(model: MultimodalModule, batch: dict) -> str:
+    with torch.no_grad():
+        try:
+            q = model.posterior(batch["data"], batch["mask"])
+        except ValueError:  # said in words: the parameters themselves are the non-finite term
+            return "every modality: the encoders' posterior parameters are not finite"
+        scores = model.log_likelihoods(model.latent.rsample(q), batch["data"], batch["mask"])
+    bad = (~torch.isfinite(scores)).any(0).tolist()
+    names = [name for name, is_bad in zip(model.names, bad) if is_bad]
+    return f"modality {', '.join(repr(n) for n in names)}" if names else "the modalities (not reproduced on a second sample)"
+
+
+class RecordProgress(Callback):
+    """progress.json after every epoch (once its checkpoints are written), and one log line per epoch."""
+
+    def __init__(self, out: Path, epochs: int) -> None:
+        self.out, self.epochs = out, epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
+        log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
+        write_progress(self.out, trainer.current_epoch + 1, self.epochs, finished=False)
+
+
+def write_progress(out: Path, done: int, epochs: int, finished: bool, stopped: str | None = None) -> None:
+    write_json(out / PROGRESS_FILE, {"epochs_done": done, "epochs": epochs, "finished": finished, "stopped": stopped})
+
+
+def determinism(accelerator: str) -> bool | str:
+    """Lightning's `deterministic`: strict on the CPU; "warn" on an accelerator, where some kernels
+    (index_add on CUDA, behind index_select's gradient) have no deterministic version and would stop the run."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
+    return True if on_cpu else "warn"
+
+
+def divergence(exc: ValueError, trainer) -> Exception:
+    """A distribution built from NaN or infinite parameters during training, as one line naming the step and the
+    parameter (torch's own message prints the whole tensor); any other ValueError is returned unchanged."""
+    found = re.search(r"Expected parameter (\w+) \(([^)]*)\)", str(exc))
+    if not found:
+        return exc
+    kind = re.search(r"of distribution (\w+)", str(exc))
+    return InfinimodalError(
+        f"training diverged at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: the {kind.group(1) if kind else 'latent'} "
+        f"parameter {found.group(1)} ({found.group(2)}) became NaN or infinite; try a smaller --lr, a longer --kl-warmup, "
+        "or standardised inputs (data files are standardised unless --no-standardize)"
+    )
+
+
+class TrainingInterrupted(InfinimodalError):
+    """Training stopped before its last epoch (SIGTERM); the run directory can be resumed."""
+
+
+@dataclass
+class TrainingResult:
+    best_checkpoint: Path
+    best_val_elbo: float | None
+    epochs_done: int
+    seconds: float
+
+
+@dataclass
+class TrainingSettings:
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    kl_warmup: float = 10.0
+    kl_weight: float = 1.0
+    seed: int = 0
+    precision: str = "32"
+    accelerator: str = "auto"
+    grad_clip: float | None = None
+
+
+def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingSettings, out: Path, progress: bool = True,
+                 callbacks: Sequence[Callback] = (), resume: bool = False) -> TrainingResult:
+    """Train `module` on `data` with Lightning into `out` (checkpoints, metrics.csv, progress.json); with
+    `resume`, continue from out/last.ckpt. Raises `TrainingInterrupted` when a SIGTERM stops it early."""
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / LAST_CHECKPOINT
+    ckpt_path = None
+    if resume:
+        if not last.is_file():
+            raise InfinimodalError(f"{out}: nothing to resume ({LAST_CHECKPOINT} is missing: the run was stopped before its first epoch ended)")
+        read_checkpoint(last)  # refuses anything but tensors and plain containers before Lightning opens it
+        ckpt_path = last
+    earlier_metrics = _set_aside_metrics(out) if resume else None
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor="val_elbo", mode="max", save_top_k=1,
+        save_last=True, enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=settings.epochs,
+        accelerator=settings.accelerator,
+        devices=1,
+        precision=settings.precision,
+        logger=CSVLogger(save_dir=out, name="", version=""),
+        callbacks=[checkpoint, StopOnNonFinite(), EpochSeeds(settings.seed), RecordProgress(out, settings.epochs), *callbacks],
+        plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=settings.grad_clip,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=determinism(settings.accelerator),
+        log_every_n_steps=50,
+    )
+    module.train()
+    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight)
+    started = time.perf_counter()
+    stopped = None
+    try:
+        with warnings.catch_warnings():
+            for noise in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=noise)
+            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed),
+                        ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        stopped = "stopped by SIGTERM"
+    except ValueError as exc:
+        raise divergence(exc, trainer) from None
+    finally:
+        if earlier_metrics is not None:
+            _merge_metrics(out, earlier_metrics)
+    done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)
+    if stopped is not None or done < settings.epochs:
+        stopped = stopped or "stopped early"
+        write_progress(out, done, settings.epochs, finished=False, stopped=stopped)
+        raise TrainingInterrupted(
+            f"training {stopped} after {done} of {settings.epochs} epochs; {out} holds the checkpoint of epoch {done}: "
+            f"continue with `infinimodal train --out {out} --resume`"
+        )
+    write_progress(out, done, settings.epochs, finished=True)
+    score = checkpoint.best_model_score
+    return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
+
+
+def _set_aside_metrics(out: Path) -> list[dict] | None:
+    """Lightning's CSV logger starts metrics.csv afresh: keep the rows of the epochs before the resume point."""
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    path.unlink()
+    return rows
+
+
+def _merge_metrics(out: Path, earlier: list[dict]) -> None:
+    path = out / "metrics.csv"
+    later = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            later = list(csv.DictReader(f))
+    first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
+    # rows of the epoch that was interrupted (and anything after it) were logged again by the resumed run
+    kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
+    rows = kept + later
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
