@@ -417,3 +417,48 @@ def test_mixture_samples_follow_the_mixture_and_carry_only_their_components_grad
     assert float(x.var()) == pytest.approx(0.25 + 0.25 * 9 + 0.75 * 16 - 2.25**2, rel=0.01)
     draws.sum().backward()  # d(sum of draws)/d loc_c = number of draws from component c
     assert loc.grad.flatten().tolist() == pytest.approx([float((x < 0.5).sum()), float((x >= 0.5).sum())])
+
+
+def test_a_non_finite_loss_is_traced_to_its_modality_and_latent_term():
+    from infinimodal.aggregators import LossOutput
+    from infinimodal.training import non_finite_terms
+
+    torch.manual_seed(0)
+    model = small_model("gated", "mopoe")
+    data, mask = batch()
+    with torch.no_grad():
+        for p in model.decoders["mod_values"].parameters():
+            p.fill_(float("nan"))
+        out = model(data, mask)
+    said = non_finite_terms(out, model, {"data": data, "mask": mask})
+    assert "reconstruction of modality 'values'" in said and "'bits'" not in said and "'image'" not in said
+    kl_per_dim = torch.zeros(32, model.latent.n_dimensions)
+    kl_per_dim[3, 2] = float("inf")
+    finite = LossOutput(torch.tensor(1.0), torch.zeros(32), torch.zeros(32), kl_per_dim.sum(-1), kl_per_dim)
+    assert non_finite_terms(finite, model, {"data": data, "mask": mask}) == "the KL of the GatedSticks latent (dimensions [2])"
+
+
+def test_relative_clip_cuts_spikes_to_a_multiple_of_the_running_norm_and_leaves_steady_growth():
+    from infinimodal.training import RelativeClip
+
+    weight = torch.nn.Parameter(torch.zeros(4))
+    clip = RelativeClip(10.0)
+
+    def step(norm: float) -> float:
+        weight.grad = torch.tensor([norm, 0.0, 0.0, 0.0])
+        clip([weight])
+        return float(weight.grad.norm())
+
+    assert [step(1.0) for _ in range(30)] == [1.0] * 30
+    assert clip.average == pytest.approx(1.0)
+    assert step(500.0) == pytest.approx(10.0)  # a spike: cut to 10x the running average
+    assert clip.average == pytest.approx(0.99 + 0.01 * 10.0)  # the average moves with the clipped norm
+    growing = [step(1.02**k) for k in range(200)]  # steady growth by 2 % a step is never cut
+    assert growing == pytest.approx([1.02**k for k in range(200)])
+    fresh = RelativeClip(10.0)
+    weight.grad = torch.tensor([1000.0, 0.0, 0.0, 0.0])
+    fresh([weight])
+    assert float(weight.grad.norm()) == 1000.0  # nothing is cut before 20 steps have set the average
+    weight.grad = torch.tensor([float("nan"), 0.0, 0.0, 0.0])
+    clip([weight])
+    assert torch.isnan(weight.grad).any()  # a non-finite gradient is left for the non-finite check to name

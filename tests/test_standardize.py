@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from infinimodal import MultimodalVAE, api, training
+from infinimodal import MultimodalVAE, training
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.errors import InfinimodalError

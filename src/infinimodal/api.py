@@ -1,8 +1,10 @@
 """The user-facing facade: `MultimodalVAE` (fit / embed / impute / sample / evaluate / save / load) and the
-run-directory functions the command line uses (`train`, `load`, `evaluate`).
+run-directory functions the command line uses (`train`, `resume_config`, `load`, `evaluate`). The configuration
+is `infinimodal.config`, the run directory's files `infinimodal.runfiles`, Lightning `infinimodal.training`.
 
-A run directory holds `config.json` (the `TrainConfig` and the modalities), `model.ckpt` (the best
-checkpoint by validation ELBO), `metrics.csv` (per-epoch curves) and, after evaluation, `eval.json`.
+A run directory holds `config.json` (the `TrainConfig`, the modalities and the run `format`), `model.ckpt` (the
+best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for --resume), `progress.json`,
+`metrics.csv` (per-epoch curves) and, after evaluation, `eval.json`.
 
     from infinimodal import MultimodalVAE, Modality
     vae = MultimodalVAE([Modality("mri", (90,)), Modality("pet", (90,))], latent="gated", aggregator="mopoe")
@@ -15,206 +17,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .aggregators import AGGREGATORS, build_aggregator
-from .data import BINARIZATIONS, MultimodalData, Split, load_dataset
+from .config import (  # noqa: F401  (re-exported: the configuration is part of the facade)
+    ACCELERATORS, DEFAULT_AGGREGATOR, DEFAULT_GRAD_CLIP, DEFAULT_LATENT, PRECISIONS, ModelConfig, TrainConfig, _check,
+    build_module, component_settings, named_component_settings,
+)
+from .data import MultimodalData, Split, load_dataset
 from .data.files import check_rows
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
-from .latents import LATENT_FAMILIES, build_latent
 from .modality import Modality
-from .model import MultimodalModule
-from .runfiles import RUN_FORMAT, atomic_write, load_weights, read_config, read_progress, unfinished_warning, write_json
-from .settings import Settings, field_default, merged_fields
-from .training import Callback, TrainingSettings, run_training
+from .runfiles import RUN_FORMAT, atomic_write, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
+from .runlog import log_to  # noqa: F401  (re-exported for the command line)
+from .training import Callback, TrainingSettings, is_rank_zero, run_training
 
-PRECISIONS = ("32", "bf16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-DEFAULT_GRAD_CLIP: float | None = None
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise InfinimodalError(message)
-
-
-#: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
-DEFAULT_LATENT = "gated"
-DEFAULT_AGGREGATOR = "mopoe"
-
-
-def component_settings() -> list[type[Settings]]:
-    """Every latent family's and aggregator's settings class, registry order (each class once)."""
-    return list(dict.fromkeys(settings for _, settings in named_component_settings()))
-
-
-def named_component_settings() -> list[tuple[str, type[Settings]]]:
-    """(registry name, settings class) of every latent family, then every aggregator."""
-    return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [(name, cls.Settings) for name, cls in AGGREGATORS.items()]
-
-
-def _option_fields() -> list[tuple]:
-    """One ModelConfig field per option of any family or aggregator (a name shared by several is one field).
-    Where the components that share a name disagree on its default (alpha), the field defaults to None:
-    the chosen component's own default, which `resolve` fills in."""
-    out = []
-    for name, entries in merged_fields(component_settings()).items():
-        defaults = [field_default(f) for _, f in entries]
-        first = entries[0][1]
-        agreed = all(d == defaults[0] for d in defaults)
-        out.append((name, first.type if agreed else f"{first.type} | None", field(default=defaults[0] if agreed else None)))
-    return out
-
-
-class _ModelConfigMethods:
-    """The behaviour of `ModelConfig`, whose fields are generated from the registered settings classes."""
-
-    def validate(self) -> None:
-        _check(self.latent in LATENT_FAMILIES, f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
-        _check(self.aggregator in AGGREGATORS, f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}")
-        try:
-            _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
-        except TypeError:
-            raise InfinimodalError(f"--hidden needs a list of positive layer sizes, got {self.hidden!r}") from None
-        self.resolve()
-
-    def resolve(self) -> None:
-        """Fill the chosen family's and aggregator's unset options with their defaults, and check them."""
-        for settings_class in (LATENT_FAMILIES[self.latent].Settings, AGGREGATORS[self.aggregator].Settings):
-            resolved = settings_class.from_values({f.name: getattr(self, f.name) for f in fields(settings_class)})
-            for f in fields(settings_class):
-                setattr(self, f.name, getattr(resolved, f.name))
-
-    def latent_settings(self) -> dict:
-        """The chosen family's options (`build_latent` validates them)."""
-        return {f.name: getattr(self, f.name) for f in fields(LATENT_FAMILIES[self.latent].Settings)}
-
-    def aggregator_settings(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(AGGREGATORS[self.aggregator].Settings)}
-
-    def model_fields(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-ModelConfig = make_dataclass(
-    "ModelConfig",
-    [("latent", "str", field(default=DEFAULT_LATENT)), ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)), *_option_fields(),
-     ("hidden", "list[int]", field(default_factory=lambda: [500]))],
-    bases=(_ModelConfigMethods,),
-    namespace={"__module__": __name__},
-)
-ModelConfig.__doc__ = """Everything that defines the network besides the modalities: the latent family, the aggregator, the
-hidden layers, and one field per option that a family or aggregator declares in its `Settings` (generated,
-so a new family's options appear here, in config.json and on the command line without editing this file)."""
-
-
-@dataclass
-class TrainConfig(ModelConfig):
-    """A training run: the model, the data and the optimisation."""
-
-    data: str = "mnist"
-    data_dir: str | None = None
-    likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
-    data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 1e-3
-    kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to kl_weight
-    kl_weight: float = 1.0  # the KL weight after warm-up (beta of the beta-VAE; 1 trains the ELBO itself)
-    binarize: str = "dynamic"  # mnist
-    seed: int = 0
-    max_train: int | None = None
-    precision: str = "32"
-    accelerator: str = "auto"  # Lightning's: auto (a GPU when one is visible), cpu, gpu, mps
-    grad_clip: float | None = DEFAULT_GRAD_CLIP  # clip the gradient norm at this value (None: never)
-    standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
-
-    def validate(self) -> None:
-        super().validate()
-        _check(self.binarize in BINARIZATIONS, f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
-        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
-        _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
-        _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
-        _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
-        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
-        _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")
-        _check(self.accelerator in ACCELERATORS, f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator}")
-
-
-def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:
-    latent = build_latent(config.latent, **config.latent_settings())
-    aggregator = build_aggregator(config.aggregator, **config.aggregator_settings())
-    return MultimodalModule(modalities, latent, aggregator, hidden=config.hidden)
-
-
-#: Lightning messages that say nothing to a user of this tool: the run directory holds config.json before
-#: training starts, and one data loader process is the right choice on small machines.
 log = logging.getLogger("infinimodal")
-
-
-class log_to:
-    """Context manager: the infinimodal and Lightning log messages go to `directory`/infinimodal.log while it is
-    open. `create`: make the directory (a training run's); otherwise a directory that does not exist is left
-    alone (the command will report it)."""
-
-    LOGGERS = ("infinimodal", "lightning.pytorch")
-
-    def __init__(self, directory: str | Path | None, command: str, create: bool = False) -> None:
-        self.directory = Path(directory) if directory else None
-        self.command = command
-        self.create = create
-        self.handler: logging.Handler | None = None
-
-    def __enter__(self) -> "log_to":
-        if self.directory is None or not (self.directory.is_dir() or self.create):
-            return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.handler = logging.FileHandler(self.directory / "infinimodal.log")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        for name in self.LOGGERS:
-            logging.getLogger(name).addHandler(self.handler)
-        self.level = log.level
-        log.setLevel(logging.INFO)
-        log.info("%s (infinimodal %s)", self.command, _version())
-        return self
-
-    def __exit__(self, kind, value, traceback) -> bool:
-        if self.handler is not None:
-            if value is not None:
-                log.error("failed: %s: %s", type(value).__name__, value)
-            else:
-                log.info("done")
-            for name in self.LOGGERS:
-                logging.getLogger(name).removeHandler(self.handler)
-            log.setLevel(self.level)
-            self.handler.close()
-        return False
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 class MultimodalVAE:
@@ -260,13 +88,17 @@ class MultimodalVAE:
         callbacks: Sequence[Callback] = (),
         grad_clip: float | None = None,
         resume: bool = False,
+        devices: int = 1,
+        strategy: str = "auto",
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
         is visible); `callbacks` are extra Lightning callbacks (their `pl_module.model` is this model's module).
         Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn
         instead of stopping the run. `grad_clip`: clip the gradient's norm (None: no clipping). `resume`: continue
-        `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`."""
+        `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
+        `devices` > 1 trains with Lightning's DDP (`strategy` "ddp"); `batch_size` is the batch of all processes
+        together (each takes batch_size / devices rows a step), so results match one process with that batch."""
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -275,8 +107,10 @@ class MultimodalVAE:
         if self.standardization and data.standardization and self.standardization != data.standardization:
             raise InfinimodalError("the data are standardised with other statistics than this model's; fit on the data set it was built for")
         self.standardization = dict(data.standardization)  # saved with the model; inputs and outputs are mapped with it
-        settings = TrainingSettings(epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
-                                    precision=precision, accelerator=accelerator, grad_clip=grad_clip)
+        _check(devices >= 1 and batch_size % devices == 0, f"the batch size {batch_size} must split evenly over {devices} devices")
+        settings = TrainingSettings(epochs=epochs, batch_size=batch_size // devices, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
+                                    precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
+                                    strategy=strategy if devices > 1 else "auto")
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
@@ -465,24 +299,6 @@ class MultimodalVAE:
         return vae
 
 
-def read_standardization(record: dict, path: Path, modalities: Sequence[Modality]) -> dict:
-    """A run's saved standardisation statistics, checked against its modalities' shapes."""
-    stats = record.get("standardization") or {}
-    if not isinstance(stats, dict):
-        raise InfinimodalError(f"{path}: 'standardization' must be an object of per-modality statistics")
-    shapes = {m.name: m.shape for m in modalities}
-    for name, stat in stats.items():
-        try:
-            mean, std = np.asarray(stat["mean"], dtype=np.float64), np.asarray(stat["std"], dtype=np.float64)
-            ok = name in shapes and mean.shape == std.shape == shapes[name]
-            ok = ok and bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs a finite mean and a finite positive std of its shape)")
-    return stats
-
-
 # --- run directories (the command line) ---------------------------------------------------------------
 
 
@@ -522,7 +338,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     out.mkdir(parents=True, exist_ok=True)
     earlier = read_config(out / "config.json") if resume else {}
     data = load_data(config, progress, limit_train=True)
-    for line in data.notes:
+    for line in data.notes if is_rank_zero() else []:
         log.info(line)
         if announce is not None:
             announce(line)
@@ -533,17 +349,21 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     }
     if resume:
         record["resumed"] = int(earlier.get("resumed", 0)) + 1
-    write_json(out / "config.json", record)
+    writes = is_rank_zero()  # under DDP only rank 0 writes the run directory
+    if writes:
+        write_json(out / "config.json", record)
     log.info("%s %s / %s on %s (%d training rows) into %s", "resuming" if resume else "training", config.latent, config.aggregator,
              data.source, len(data.train), out)
     vae.fit(
         data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
         accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
+        devices=config.devices, strategy=config.strategy,
     )
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}
-    write_json(out / "config.json", record)
+    if writes:
+        write_json(out / "config.json", record)
     log.info("trained in %.0f s; best validation ELBO %s", vae.train_seconds, vae.best_val_elbo)
     return out
 

@@ -68,7 +68,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> list[str]:
     owner's help and default; returns the option names. Unset flags are None: the chosen component's default."""
     from dataclasses import fields
 
-    from .api import component_settings, named_component_settings
+    from .config import component_settings, named_component_settings
     from .settings import field_default, flag, merged_fields
 
     names = []
@@ -87,7 +87,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def option_values(args: argparse.Namespace) -> dict:
     """The component options given on the command line (the unset ones are left to the defaults)."""
-    from .api import component_settings
+    from .config import component_settings
     from .settings import merged_fields
 
     return {name: getattr(args, name) for name in merged_fields(component_settings()) if getattr(args, name) is not None}
@@ -117,7 +117,7 @@ def _changed_train_flags(args: argparse.Namespace) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .aggregators import AGGREGATORS
-    from .api import ACCELERATORS, PRECISIONS, TrainConfig
+    from .config import ACCELERATORS, PRECISIONS, STRATEGIES, TrainConfig
     from .data import BINARIZATIONS
     from .latents import LATENT_FAMILIES
     from .likelihoods import LIKELIHOODS
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     train.add_argument("--accelerator", default=defaults.accelerator, choices=ACCELERATORS,
                        help="Lightning's accelerator: auto takes a GPU when one is visible (default auto)")
+    train.add_argument("--devices", type=_positive_int, default=defaults.devices,
+                       help="processes (CPU) or accelerators to train on; more than one uses DDP (--strategy ddp)")
+    train.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES, help="Lightning's strategy for --devices > 1")
     train.add_argument("--grad-clip", type=_grad_clip, default=defaults.grad_clip,
                        help=f"clip the gradient norm at this value, or 'none' (default {defaults.grad_clip})")
     train.add_argument("--resume", action="store_true",
@@ -229,6 +232,7 @@ def _run(args: argparse.Namespace) -> None:
 
     from . import api
     from .errors import InfinimodalError
+    from .training import is_rank_zero
 
     if args.command == "train" and args.resume:
         changed = _changed_train_flags(args)
@@ -242,10 +246,11 @@ def _run(args: argparse.Namespace) -> None:
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, grad_clip=args.grad_clip, standardize=args.standardize, **option_values(args),
+            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize, **option_values(args),
         )
         out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
-        print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        if is_rank_zero():
+            print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "evaluate":
         result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
         keys = ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingInterrupted
 
     try:
-        from .api import log_to
+        from .runlog import log_to
 
         # the commands that write into a run directory log there; sample / impute / embed only read it
         directory = {"train": getattr(args, "out", None), "evaluate": getattr(args, "run_dir", None), "report": getattr(args, "run_dir", None)}.get(args.command)

@@ -23,12 +23,15 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
 
 from .errors import InfinimodalError
+from .modality import Modality
 
 #: Prefix of the model's parameters in a checkpoint written by the training plan (`TrainingPlan.model`).
 STATE_PREFIX = "model."
@@ -170,3 +173,21 @@ def read_config(path: str | Path) -> dict:
         raise InfinimodalError(f"{path}: 'modalities' must be a list of objects")
     check_format(record, path, modalities)
     return record
+
+
+def read_standardization(record: dict, path: Path, modalities: Sequence[Modality]) -> dict:
+    """A run's saved standardisation statistics, checked against its modalities' shapes."""
+    stats = record.get("standardization") or {}
+    if not isinstance(stats, dict):
+        raise InfinimodalError(f"{path}: 'standardization' must be an object of per-modality statistics")
+    shapes = {m.name: m.shape for m in modalities}
+    for name, stat in stats.items():
+        try:
+            mean, std = np.asarray(stat["mean"], dtype=np.float64), np.asarray(stat["std"], dtype=np.float64)
+            ok = name in shapes and mean.shape == std.shape == shapes[name]
+            ok = ok and bool(np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all())
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs a finite mean and a finite positive std of its shape)")
+    return stats

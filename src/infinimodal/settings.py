@@ -3,7 +3,7 @@
 A family or aggregator owns a `Settings` dataclass whose fields are its options, each made with `setting(...)`
 (default, help, allowed values, a check). From those fields, and nothing else:
 
-- `infinimodal.api.ModelConfig` gets one field per option name (shared names, such as `alpha`, are one field),
+- `infinimodal.config.ModelConfig` gets one field per option name (shared names, such as `alpha`, are one field),
   so config.json records them;
 - the command line gets one flag per option (`--latent-dim` for `latent_dim`), with its help and choices;
 - `build_latent` / `build_aggregator` validate the chosen component's options and pass them on.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
+import os
 import re
 import time
 import warnings
@@ -47,20 +49,41 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU avai
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """The seed of one epoch's random stream (0: training, 1: validation, 2: data order)."""
+    """The seed of one epoch's random stream (0: training, 1: validation, 2: data order, 3 + r: training on rank r > 0)."""
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside multi-process training. Lightning's DDP launcher
+    starts the other ranks with LOCAL_RANK / NODE_RANK / WORLD_SIZE set (torchrun and srun set RANK too)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID") if "SLURM_NTASKS" in os.environ else None)
+    if rank is None:
+        rank = int(os.environ.get("NODE_RANK", 0)) * int(os.environ.get("LOCAL_WORLD_SIZE", world)) + int(os.environ.get("LOCAL_RANK", 0))
+    return int(rank), world
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes the run directory (only rank 0 does)."""
+    return process_rank()[0] == 0
 
 
 class TrainingPlan(L.LightningModule):
     """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to `kl_weight` (beta of the
     beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1)."""
 
-    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0, kl_weight: float = 1.0) -> None:
+    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0, kl_weight: float = 1.0,
+                 grad_clip: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.lr = lr
         self.kl_warmup = kl_warmup
         self.final_kl_weight = kl_weight
+        self.clip = RelativeClip(grad_clip) if grad_clip is not None else None
 
     def kl_weight(self) -> float:
         if self.kl_warmup <= 0:
@@ -74,21 +97,67 @@ class TrainingPlan(L.LightningModule):
         self.last_output = out
         n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
-        self.log("train_elbo", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("train_reconstruction", out.reconstruction.mean(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("train_kl", out.kl.mean(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("kl_weight", weight, on_step=False, on_epoch=True, batch_size=n)
+        # epoch means over every process's rows under DDP (sync_dist is free with one process)
+        self.log("train_elbo", out.elbo.mean(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train_reconstruction", out.reconstruction.mean(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train_kl", out.kl.mean(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("kl_weight", weight, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return out.loss
 
     def validation_step(self, batch, batch_idx):
         out = self.model(batch["data"], batch["mask"], kl_weight=1.0)
         n = batch["mask"].shape[0]
-        self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n)
-        self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n)
-        self.log("val_kl", out.kl.mean(), batch_size=n)
+        # every process validates all validation rows with the same random stream: the same value on each
+        self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n, sync_dist=True)
+        self.log("val_kl", out.kl.mean(), batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self.clip is not None:
+            self.clip(self.model.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.clip is not None:
+            checkpoint["gradient_clip_state"] = {"average": self.clip.average, "steps": self.clip.steps}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.clip is not None:
+            state = checkpoint.get("gradient_clip_state") or {}
+            self.clip.average, self.clip.steps = state.get("average"), int(state.get("steps", 0))
+
+
+class RelativeClip:
+    """Clip the gradient's norm at `factor` times its running average (an exponential average over about 100
+    steps of the norms after clipping), once 20 steps have set the average.
+
+    Relative, because the norm's scale is the data's: training-time medians were 7 on a synthetic tabular set,
+    34 on MNIST and 3e5 on a histogram view with counts to 1,353, so no fixed threshold both leaves ordinary
+    steps alone and catches a spike. A spike (one stray batch) is cut to `factor` times what training has
+    been doing; steady growth of the norm, as MNIST's 25 -> 165 over its first epochs, moves the average along.
+    """
+
+    WARMUP_STEPS = 20
+    DECAY = 0.99
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.average: float | None = None
+        self.steps = 0
+
+    def __call__(self, parameters) -> float:
+        parameters = [p for p in parameters if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
+        if not math.isfinite(norm):
+            return norm  # the non-finite check names it; clipping would hide it
+        self.steps += 1
+        if self.average is not None and self.steps > self.WARMUP_STEPS and norm > self.factor * self.average:
+            torch.nn.utils.clip_grad_norm_(parameters, self.factor * self.average)
+            norm = self.factor * self.average
+        self.average = norm if self.average is None else self.DECAY * self.average + (1 - self.DECAY) * norm
+        return norm
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -105,7 +174,9 @@ class _Rows(torch.utils.data.Dataset):
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation of range(n) that depends only on (seed, epoch); Lightning calls `set_epoch`."""
+    """A permutation of range(n) that depends only on (seed, epoch); Lightning calls `set_epoch`. Under
+    multi-process training, rank r of R takes rows r, r + R, ... of it, padded (with its first rows) to the
+    same count on every rank, as torch's DistributedSampler does, so that every rank runs as many steps."""
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
@@ -114,11 +185,14 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / process_rank()[1])
 
     def __iter__(self):
+        rank, world = process_rank()
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 2))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        padded = order + order[: len(self) * world - self.n]
+        return iter(padded[rank::world])
 
 
 class MultimodalDataModule(L.LightningDataModule):
@@ -156,7 +230,8 @@ class EpochSeeds(Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 0))
+        rank = trainer.global_rank
+        torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 0 if rank == 0 else 3 + rank))
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 1))
@@ -215,11 +290,14 @@ class RecordProgress(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
-        log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
-        write_progress(self.out, trainer.current_epoch + 1, self.epochs, finished=False)
+        if trainer.is_global_zero:
+            log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
+            write_progress(self.out, trainer.current_epoch + 1, self.epochs, finished=False)
 
 
 def write_progress(out: Path, done: int, epochs: int, finished: bool, stopped: str | None = None) -> None:
+    if not is_rank_zero():
+        return
     write_json(out / PROGRESS_FILE, {"epochs_done": done, "epochs": epochs, "finished": finished, "stopped": stopped})
 
 
@@ -267,6 +345,8 @@ class TrainingSettings:
     precision: str = "32"
     accelerator: str = "auto"
     grad_clip: float | None = None
+    devices: int = 1
+    strategy: str = "auto"
 
 
 def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingSettings, out: Path, progress: bool = True,
@@ -281,7 +361,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
             raise InfinimodalError(f"{out}: nothing to resume ({LAST_CHECKPOINT} is missing: the run was stopped before its first epoch ended)")
         read_checkpoint(last)  # refuses anything but tensors and plain containers before Lightning opens it
         ckpt_path = last
-    earlier_metrics = _set_aside_metrics(out) if resume else None
+    earlier_metrics = _set_aside_metrics(out) if resume and is_rank_zero() else None
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(
         dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor="val_elbo", mode="max", save_top_k=1,
@@ -290,19 +370,20 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     trainer = L.Trainer(
         max_epochs=settings.epochs,
         accelerator=settings.accelerator,
-        devices=1,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        use_distributed_sampler=False,  # EpochShuffle shards the rows itself, from (seed, epoch)
         precision=settings.precision,
         logger=CSVLogger(save_dir=out, name="", version=""),
         callbacks=[checkpoint, StopOnNonFinite(), EpochSeeds(settings.seed), RecordProgress(out, settings.epochs), *callbacks],
         plugins=[AtomicCheckpointIO()],
-        gradient_clip_val=settings.grad_clip,
         enable_progress_bar=progress,
         enable_model_summary=False,
         deterministic=determinism(settings.accelerator),
         log_every_n_steps=50,
     )
     module.train()
-    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight)
+    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
     started = time.perf_counter()
     stopped = None
     try:

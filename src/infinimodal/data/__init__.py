@@ -87,8 +87,14 @@ def describe_file_modalities(data: MultimodalData, given: set[str]) -> list[str]
         how = "given" if modality.name in given else "inferred"
         scaled = ", standardised per feature on the training rows" if modality.name in data.standardization else ""
         lines.append(f"modality {modality.name!r} {modality.shape}: {modality.likelihood} ({how}){scaled}")
+        observed = data.train.arrays[modality.name][data.train.mask[:, m]]
+        constant = _constant_features(observed)
+        if constant:
+            lines.append(
+                f"warning: modality {modality.name!r} has {len(constant)} feature(s) with one value on every observed training row "
+                f"(feature {', '.join(map(str, constant[:8]))}{', ...' if len(constant) > 8 else ''}): they carry no information"
+            )
         if modality.likelihood in ("poisson", "negative_binomial"):
-            observed = data.train.arrays[modality.name][data.train.mask[:, m]]
             largest = float(observed.max()) if observed.size else 0.0
             if largest >= LARGE_COUNT:
                 lines.append(
@@ -96,6 +102,14 @@ def describe_file_modalities(data: MultimodalData, given: set[str]) -> list[str]
                     f"counts, --likelihood {modality.name}=gaussian (standardised) usually fits them better"
                 )
     return lines
+
+
+def _constant_features(observed: np.ndarray) -> list[int]:
+    """Flat indices of the features that take one value on every one of these rows (none for fewer than 2 rows)."""
+    if len(observed) < 2:
+        return []
+    flat = np.asarray(observed).reshape(len(observed), -1)
+    return np.flatnonzero((flat == flat[:1]).all(axis=0)).tolist()
 
 
 def override_likelihoods(data: MultimodalData, likelihoods: dict[str, str]) -> None:

@@ -1,0 +1,148 @@
+"""Typed configurations: `ModelConfig` (the network besides its modalities; one field per option that a latent
+family or aggregator declares in its `Settings`) and `TrainConfig` (a training run: model, data, optimisation),
+saved as a run's config.json, and `build_module`, the model they describe."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Sequence
+
+from .aggregators import AGGREGATORS, build_aggregator
+from .data import BINARIZATIONS
+from .errors import InfinimodalError
+from .latents import LATENT_FAMILIES, build_latent
+from .modality import Modality
+from .model import MultimodalModule
+from .settings import Settings, field_default, merged_fields
+
+PRECISIONS = ("32", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp")
+DEFAULT_GRAD_CLIP: float | None = None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InfinimodalError(message)
+
+
+#: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
+DEFAULT_LATENT = "gated"
+DEFAULT_AGGREGATOR = "mopoe"
+
+
+def component_settings() -> list[type[Settings]]:
+    """Every latent family's and aggregator's settings class, registry order (each class once)."""
+    return list(dict.fromkeys(settings for _, settings in named_component_settings()))
+
+
+def named_component_settings() -> list[tuple[str, type[Settings]]]:
+    """(registry name, settings class) of every latent family, then every aggregator."""
+    return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [(name, cls.Settings) for name, cls in AGGREGATORS.items()]
+
+
+def _option_fields() -> list[tuple]:
+    """One ModelConfig field per option of any family or aggregator (a name shared by several is one field).
+    Where the components that share a name disagree on its default (alpha), the field defaults to None:
+    the chosen component's own default, which `resolve` fills in."""
+    out = []
+    for name, entries in merged_fields(component_settings()).items():
+        defaults = [field_default(f) for _, f in entries]
+        first = entries[0][1]
+        agreed = all(d == defaults[0] for d in defaults)
+        out.append((name, first.type if agreed else f"{first.type} | None", field(default=defaults[0] if agreed else None)))
+    return out
+
+
+class _ModelConfigMethods:
+    """The behaviour of `ModelConfig`, whose fields are generated from the registered settings classes."""
+
+    def validate(self) -> None:
+        _check(self.latent in LATENT_FAMILIES, f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
+        _check(self.aggregator in AGGREGATORS, f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}")
+        try:
+            _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
+        except TypeError:
+            raise InfinimodalError(f"--hidden needs a list of positive layer sizes, got {self.hidden!r}") from None
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Fill the chosen family's and aggregator's unset options with their defaults, and check them."""
+        for settings_class in (LATENT_FAMILIES[self.latent].Settings, AGGREGATORS[self.aggregator].Settings):
+            resolved = settings_class.from_values({f.name: getattr(self, f.name) for f in fields(settings_class)})
+            for f in fields(settings_class):
+                setattr(self, f.name, getattr(resolved, f.name))
+
+    def latent_settings(self) -> dict:
+        """The chosen family's options (`build_latent` validates them)."""
+        return {f.name: getattr(self, f.name) for f in fields(LATENT_FAMILIES[self.latent].Settings)}
+
+    def aggregator_settings(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(AGGREGATORS[self.aggregator].Settings)}
+
+    def model_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [("latent", "str", field(default=DEFAULT_LATENT)), ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)), *_option_fields(),
+     ("hidden", "list[int]", field(default_factory=lambda: [500]))],
+    bases=(_ModelConfigMethods,),
+    namespace={"__module__": __name__},
+)
+ModelConfig.__doc__ = """Everything that defines the network besides the modalities: the latent family, the aggregator, the
+hidden layers, and one field per option that a family or aggregator declares in its `Settings` (generated,
+so a new family's options appear here, in config.json and on the command line without editing this file)."""
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """A training run: the model, the data and the optimisation."""
+
+    data: str = "mnist"
+    data_dir: str | None = None
+    likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
+    data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to kl_weight
+    kl_weight: float = 1.0  # the KL weight after warm-up (beta of the beta-VAE; 1 trains the ELBO itself)
+    binarize: str = "dynamic"  # mnist
+    seed: int = 0
+    max_train: int | None = None
+    precision: str = "32"
+    accelerator: str = "auto"  # Lightning's: auto (a GPU when one is visible), cpu, gpu, mps
+    grad_clip: float | None = DEFAULT_GRAD_CLIP  # clip the gradient norm at this multiple of its running average (None: never)
+    devices: int = 1  # processes (CPU) or accelerators; more than one trains with DDP
+    strategy: str = "auto"  # Lightning's: auto, or ddp
+    standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.binarize in BINARIZATIONS, f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
+        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
+        _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
+        _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
+        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
+        _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")
+        _check(self.devices >= 1, f"--devices must be at least 1, got {self.devices}")
+        _check(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}")
+        _check(self.batch_size % self.devices == 0, f"--batch-size {self.batch_size} must split evenly over --devices {self.devices} (it is the batch of all processes together)")
+        _check(self.accelerator in ACCELERATORS, f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator}")
+
+
+def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:
+    latent = build_latent(config.latent, **config.latent_settings())
+    aggregator = build_aggregator(config.aggregator, **config.aggregator_settings())
+    return MultimodalModule(modalities, latent, aggregator, hidden=config.hidden)
