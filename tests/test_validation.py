@@ -90,3 +90,18 @@ def test_a_file_loads_every_row_once_with_its_missing_modalities(tmp_path_factor
         for k in range(n_modalities):
             rows = split.mask[:, k]
             np.testing.assert_allclose(split.arrays[f"m{k}"][rows], arrays_[f"m{k}"][split.labels][rows], rtol=1e-6)
+
+
+@FAST
+@given(st.integers(3, 40), st.data(), st.sampled_from([("bernoulli", 3.0), ("poisson", -1.0), ("poisson", 2.5)]))
+def test_a_support_violation_names_the_inputs_own_row_when_rows_before_it_are_missing(n, data, case):
+    likelihood, bad_value = case
+    values = np.zeros((n, 2))
+    missing = np.asarray(data.draw(arrays(np.bool_, n)))
+    row = data.draw(st.integers(0, n - 1))
+    missing[row] = False
+    values[missing] = np.nan
+    values[row, 1] = bad_value
+    with pytest.raises(DataError) as error:
+        check_rows("modality 'x' in f.npz", values, likelihood)
+    assert f"rows {row}" in str(error.value) and "(among observed rows)" in str(error.value)

@@ -72,6 +72,11 @@ class Likelihood(nn.Module):
         """A description of what is wrong with these (observed, finite) values, or None."""
         return None
 
+    @staticmethod
+    def placeholder(shape: tuple[int, ...]) -> np.ndarray:
+        """A row inside the support: it stands in for missing rows while values are checked."""
+        return np.zeros(shape)
+
 
 class BernoulliLikelihood(Likelihood):
     """Bernoulli with logits (SB-VAE, IWAE and most MNIST VAEs)."""
@@ -83,8 +88,9 @@ class BernoulliLikelihood(Likelihood):
 
     @staticmethod
     def check(values: np.ndarray) -> str | None:
-        if values.size and (values.min() < 0 or values.max() > 1):
-            return f"bernoulli data must be 0 or 1, found values in [{values.min():g}, {values.max():g}]"
+        outside = ((values < 0) | (values > 1)).reshape(len(values), -1).any(axis=1)
+        if outside.any():
+            return f"bernoulli data must be 0 or 1, found values in [{values.min():g}, {values.max():g}] in rows {format_rows(outside)}"
         between = (values != 0) & (values != 1)
         if between.any():
             # a Bernoulli "log-likelihood" of intensities is a cross-entropy, not a log-likelihood: refuse it
@@ -148,6 +154,12 @@ class CategoricalLikelihood(Likelihood):
         if not one_hot.all():
             return f"categorical data must be one-hot rows; rows {format_rows(~one_hot)} are not"
         return None
+
+    @staticmethod
+    def placeholder(shape: tuple[int, ...]) -> np.ndarray:
+        row = np.zeros(shape)
+        row.flat[0] = 1.0
+        return row
 
 
 class _CountLikelihood(Likelihood):

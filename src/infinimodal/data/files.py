@@ -103,7 +103,10 @@ def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[
         raise DataError(f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, which float32 arithmetic cannot square; rescale this modality")
     observed = ~missing
     chosen = likelihood or infer_likelihood(values[observed])
-    problem = likelihood_class(chosen).check(values[observed])
+    # missing rows stand in as a row inside the support, so the rows a check names are the input's own rows
+    law = likelihood_class(chosen)
+    stand_in = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), law.placeholder(values.shape[1:]), values) if missing.any() else values
+    problem = law.check(stand_in)
     if problem:
         raise DataError(f"{where}: {problem} (among observed rows)")
     array = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), 0.0, values).astype(np.float32)

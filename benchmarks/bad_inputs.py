@@ -1,0 +1,152 @@
+"""Bad inputs tried on every entry point that reads data, and what each produced; prints one JSON object
+(and, with --markdown, the table of docs/reliability.md).
+
+A tiny model is trained on a clean file (modalities `bits` (bernoulli), `counts` (poisson), `values`
+(gaussian)); then each bad file goes to `train` (with those likelihoods given), `impute`, `embed` and `sample --given` and to the Python
+facade (`MultimodalVAE.embed` on the arrays), and a damaged checkpoint to `evaluate`. A row is a pass when the
+command exits non-zero with one line that names the problem, no traceback, and nothing written to --out.
+
+    python benchmarks/bad_inputs.py [--markdown] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from infinimodal import api
+from infinimodal.cli import main
+from infinimodal.errors import InfinimodalError
+
+N = 60
+
+
+def clean(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "bits": (rng.random((N, 8)) < 0.3).astype(np.float32),
+        "counts": rng.poisson(3.0, (N, 5)).astype(np.float32),
+        "values": rng.normal(size=(N, 4)).astype(np.float32),
+    }
+
+
+def bad_files(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    def changed(**edits):
+        arrays = clean(np.random.default_rng(0))
+        for key, edit in edits.items():
+            arrays[key] = edit(arrays[key])
+        return arrays
+
+    def at(row, col, value):
+        def edit(a):
+            a = a.astype(np.float64 if isinstance(value, float) else a.dtype)
+            a[row, col] = value
+            return a
+        return edit
+
+    return {
+        "rows differ between modalities": changed(values=lambda a: a[:-3]),
+        "a partly-NaN row": changed(values=at(7, 1, np.nan)),
+        "inf": changed(values=at(4, 0, np.inf)),
+        "1e30": changed(values=at(9, 2, 1e30)),
+        "strings": changed(values=lambda a: a.astype(str)),
+        "an empty array": changed(values=lambda a: a[:0]),
+        "3.0 for bernoulli": changed(bits=at(5, 3, 3.0)),
+        "negative count": changed(counts=at(2, 1, -1.0)),
+        "fractional count": changed(counts=at(3, 0, 2.5)),
+        "a row without any modality": changed(bits=at(6, slice(None), np.nan), counts=at(6, slice(None), np.nan), values=at(6, slice(None), np.nan)),
+    }
+
+
+def run(argv: list[str], out: Path | None = None) -> dict:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("infinimodal: error")]
+    return {
+        "exit": code,
+        "message": errors[-1] if errors else (lines[-1] if lines else ""),
+        "traceback": "Traceback" in err.getvalue(),
+        "wrote_output": bool(out is not None and out.exists()),
+    }
+
+
+def facade(run_dir: Path, path: Path) -> dict:
+    vae, _ = api.load(run_dir)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            vae.embed({k: f[k] for k in f.files})
+    except InfinimodalError as exc:
+        return {"exit": "InfinimodalError", "message": str(exc), "traceback": False, "wrote_output": False}
+    except Exception as exc:  # reported in the table: any other exception is a defect to fix
+        return {"exit": type(exc).__name__, "message": str(exc)[:200], "traceback": True, "wrote_output": False}
+    return {"exit": 0, "message": "accepted", "traceback": False, "wrote_output": False}
+
+
+def main_() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="infinimodal-bad-inputs-"))
+    work.mkdir(parents=True, exist_ok=True)
+    good = work / "good.npz"
+    np.savez(good, **clean(np.random.default_rng(0)))
+    model = work / "model"
+    assert run(["train", "--data", str(good), "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(model)])["exit"] == 0
+    table = {}
+    for name, arrays in bad_files(np.random.default_rng(1)).items():
+        path = work / f"{name.replace(' ', '_')}.npz"
+        np.savez(path, **arrays)
+        row = {}
+        for command, argv, out in [
+            # likelihoods given, as a user who knows the data would: otherwise 3.0 in `bits` is inferred as counts
+            ("train", ["train", "--data", str(path), "--likelihood", "bits=bernoulli", "--likelihood", "counts=poisson", "--epochs", "1",
+                       "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"),
+            ("impute", ["impute", str(model), "--data", str(path), "--out", str(work / "i.npz")], work / "i.npz"),
+            ("embed", ["embed", str(model), "--data", str(path), "--out", str(work / "e.npy")], work / "e.npy"),
+            ("sample --given", ["sample", str(model), "--n", "3", "--given", "values", "--data", str(path), "--out", str(work / "s.npz")], work / "s.npz"),
+        ]:
+            row[command] = run(argv, out)
+            for leftover in (work / "t", work / "i.npz", work / "e.npy", work / "s.npz"):
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        row["MultimodalVAE.embed"] = facade(model, path)
+        table[name] = row
+    table["unknown modality in --given"] = {"sample --given": run(["sample", str(model), "--n", "3", "--given", "nope", "--data", str(good), "--out", str(work / "s.npz")], work / "s.npz")}
+    truncated = work / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    table["a truncated .npz"] = {"train": run(["train", "--data", str(truncated), "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"),
+                                 "impute": run(["impute", str(model), "--data", str(truncated), "--out", str(work / "i.npz")], work / "i.npz")}
+    damaged = work / "damaged"
+    shutil.copytree(model, damaged, dirs_exist_ok=True)
+    (damaged / "model.ckpt").write_bytes((model / "model.ckpt").read_bytes()[:1000])
+    table["a corrupted checkpoint"] = {"evaluate": run(["evaluate", str(damaged), "--quiet"])}
+    result = {"work": str(work), "table": table,
+              "all_refused_in_one_line": all(c["exit"] not in (0,) and not c["traceback"] and not c["wrote_output"] for r in table.values() for c in r.values())}
+    if args.markdown:
+        commands = ["train", "impute", "embed", "sample --given", "MultimodalVAE.embed", "evaluate"]
+        print("| bad input | " + " | ".join(commands) + " |")
+        print("|---|" + "---|" * len(commands))
+        for name, row in table.items():
+            cells = []
+            for c in commands:
+                if c not in row:
+                    cells.append("")
+                    continue
+                r = row[c]
+                said = r["message"].removeprefix("infinimodal: error: ").replace(str(work) + "/", "").replace("|", "/")
+                cells.append(("exit " + str(r["exit"]) if r["exit"] else "**accepted**") + (" TRACEBACK" if r["traceback"] else "") + f": {said[:110]}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main_()
