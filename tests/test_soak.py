@@ -1,6 +1,6 @@
 """Numerical health: every latent family x aggregator trains without a non-finite loss, gradient or weight at the
 edges: K = 2 (one stick, one dimension), alpha = 0.5 and 20, one modality observed per row, data scaled by 1e3.
-The fast test runs each edge for 10 steps with one seed each; the slow one 200 steps over 5 seeds per edge."""
+The fast test runs each edge for 20 steps with one seed each; the slow one 200 steps over 5 seeds per edge."""
 
 import pytest
 import torch
@@ -49,7 +49,7 @@ def soak(family: str, aggregator: str, edge: str, seed: int, steps: int) -> None
 @pytest.mark.parametrize("family", list(LATENT_FAMILIES))
 def test_every_family_and_aggregator_stays_finite_at_the_edges(family, aggregator):
     for seed, edge in enumerate(EDGES):
-        soak(family, aggregator, edge, seed, steps=10)
+        soak(family, aggregator, edge, seed, steps=20)
 
 
 @pytest.mark.slow

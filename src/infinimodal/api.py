@@ -86,7 +86,7 @@ class MultimodalVAE:
         progress: bool = True,
         accelerator: str = "auto",
         callbacks: Sequence[Callback] = (),
-        grad_clip: float | None = None,
+        grad_clip: float | None = DEFAULT_GRAD_CLIP,
         resume: bool = False,
         devices: int = 1,
         strategy: str = "auto",
@@ -95,7 +95,7 @@ class MultimodalVAE:
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
         is visible); `callbacks` are extra Lightning callbacks (their `pl_module.model` is this model's module).
         Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn
-        instead of stopping the run. `grad_clip`: clip the gradient's norm (None: no clipping). `resume`: continue
+        instead of stopping the run. `grad_clip`: cut a gradient whose norm exceeds this multiple of its running average (None: never). `resume`: continue
         `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
         `devices` > 1 trains with Lightning's DDP (`strategy` "ddp"); `batch_size` is the batch of all processes
         together (each takes batch_size / devices rows a step), so results match one process with that batch."""

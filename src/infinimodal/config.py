@@ -19,7 +19,7 @@ from .settings import Settings, field_default, merged_fields
 PRECISIONS = ("32", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp")
-DEFAULT_GRAD_CLIP: float | None = None
+DEFAULT_GRAD_CLIP: float | None = 10.0  # relative (training.RelativeClip): cut at 10x the running gradient norm
 
 
 def _check(condition: bool, message: str) -> None:

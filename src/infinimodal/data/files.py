@@ -68,8 +68,9 @@ def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> t
     return modalities, Split(arrays, mask, labels), split
 
 
-#: Beyond this magnitude a squared deviation overflows float32 (3.4e38): such values are refused, not trained on.
-MAX_ABS_VALUE = 1e18
+#: Beyond this magnitude values are refused, not trained on: a squared deviation of 1e19 overflows float32
+#: (3.4e38), and sums of squares over features and rows need headroom below that (1e15 squares to 1e30).
+MAX_ABS_VALUE = 1e15
 
 
 def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -100,7 +101,7 @@ def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[
         raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
     huge = (np.abs(np.where(nan, 0.0, flat)) > MAX_ABS_VALUE).any(axis=1)
     if huge.any():
-        raise DataError(f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, which float32 arithmetic cannot square; rescale this modality")
+        raise DataError(f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, too large for float32 arithmetic (squares overflow); rescale this modality")
     observed = ~missing
     chosen = likelihood or infer_likelihood(values[observed])
     # missing rows stand in as a row inside the support, so the rows a check names are the input's own rows
