@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InfinimodalError
-from ..runfiles import read_config, read_json_object
+from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
 from .metrics import KL_ACTIVE_THRESHOLD, encode
@@ -292,6 +292,9 @@ def write_report(
         torch.manual_seed(seed)
         # summary, configuration, metrics --------------------------------------------------------------
         _summary(sections["summary"], record, evaluation, names, module.latent)
+        unfinished = unfinished_warning(run)
+        if unfinished:
+            sections["summary"].html.insert(0, _note(f"Warning: {unfinished}"))
         _config(sections["config"], record, test, modalities)
         _metrics(sections["metrics"], evaluation, run)
         curves_path = run / "metrics.csv"
