@@ -72,6 +72,7 @@ def run(argv: list[str], out: Path | None = None) -> dict:
     errors = [line for line in lines if line.startswith("infinimodal: error")]
     return {
         "exit": code,
+        "error_lines": len(errors),
         "message": errors[-1] if errors else (lines[-1] if lines else ""),
         "traceback": "Traceback" in err.getvalue(),
         "wrote_output": bool(out is not None and out.exists()),
@@ -84,10 +85,10 @@ def facade(run_dir: Path, path: Path) -> dict:
         with np.load(path, allow_pickle=False) as f:
             vae.embed({k: f[k] for k in f.files})
     except InfinimodalError as exc:
-        return {"exit": "InfinimodalError", "message": str(exc), "traceback": False, "wrote_output": False}
+        return {"exit": "InfinimodalError", "error_lines": 1 + str(exc).count("\n"), "message": str(exc), "traceback": False, "wrote_output": False}
     except Exception as exc:  # reported in the table: any other exception is a defect to fix
-        return {"exit": type(exc).__name__, "message": str(exc)[:200], "traceback": True, "wrote_output": False}
-    return {"exit": 0, "message": "accepted", "traceback": False, "wrote_output": False}
+        return {"exit": type(exc).__name__, "error_lines": 0, "message": str(exc)[:200], "traceback": True, "wrote_output": False}
+    return {"exit": 0, "error_lines": 0, "message": "accepted", "traceback": False, "wrote_output": False}
 
 
 def main_() -> dict:
@@ -129,7 +130,9 @@ def main_() -> dict:
     (damaged / "model.ckpt").write_bytes((model / "model.ckpt").read_bytes()[:1000])
     table["a corrupted checkpoint"] = {"evaluate": run(["evaluate", str(damaged), "--quiet"])}
     result = {"work": str(work), "table": table,
-              "all_refused_in_one_line": all(c["exit"] not in (0,) and not c["traceback"] and not c["wrote_output"] for r in table.values() for c in r.values())}
+              # refused as bad input: exit 2 (the facade: InfinimodalError), one error line, no traceback, nothing written
+              "all_refused_in_one_line": all(c["exit"] in (2, "InfinimodalError") and c["error_lines"] == 1 and not c["traceback"] and not c["wrote_output"]
+                                             for r in table.values() for c in r.values())}
     if args.markdown:
         commands = ["train", "impute", "embed", "sample --given", "MultimodalVAE.embed", "evaluate"]
         print("| bad input | " + " | ".join(commands) + " |")

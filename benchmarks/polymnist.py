@@ -106,10 +106,11 @@ def markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     for name, row in report["models"].items():
         conditional = row["coherence"]["conditional"] if row["coherence"] else {}
+        joint = f"{row['coherence']['joint']:.3f}" if row["coherence"] else "-"
         probe = row["linear_probe_accuracy"] or {}
         lines.append(
             f"| {name} | {' / '.join(f'{conditional[k]:.3f}' if k in conditional else '-' for k in sizes)} | "
-            f"{row['coherence']['joint']:.3f} | {' / '.join(f'{probe[str(k)]:.3f}' if str(k) in probe else '-' for k in range(1, m + 1))} | "
+            f"{joint} | {' / '.join(f'{probe[str(k)]:.3f}' if str(k) in probe else '-' for k in range(1, m + 1))} | "
             f"{row['log_likelihood']:.1f} | {row['kl_active']} | {row['seconds_per_epoch']:.1f} |"
         )
     for name, published in PUBLISHED.items():

@@ -27,9 +27,11 @@ def progress(run: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"epochs_done": 0}
 
 
-def start_and_stop_mid_epoch(run: Path, sig: int, after_epochs: int = 1) -> tuple[int, str]:
-    """Start training into `run`, send `sig` a little after epoch `after_epochs` has been written; (exit code, stderr)."""
-    process = subprocess.Popen(cli(*TRAIN, "--out", str(run)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_and_stop_mid_epoch(run: Path, sig: int, after_epochs: int = 1, resume: bool = False) -> tuple[int, str]:
+    """Start training into `run` (or resume it), send `sig` a little after epoch `after_epochs` has been written;
+    (exit code, stderr)."""
+    args = ["train", "--out", str(run), "--resume", "--quiet"] if resume else [*TRAIN, "--out", str(run)]
+    process = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while progress(run)["epochs_done"] < after_epochs:
         assert process.poll() is None, process.communicate()
@@ -82,6 +84,38 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
     # metrics.csv holds each epoch once, as the uninterrupted run's
     assert (run / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
     assert json.loads((run / "config.json").read_text())["resumed"] == 1
+
+
+def test_a_resumed_run_killed_again_loses_nothing(uninterrupted, tmp_path):
+    run = tmp_path / "twice"
+    start_and_stop_mid_epoch(run, signal.SIGKILL, after_epochs=1)
+    start_and_stop_mid_epoch(run, signal.SIGKILL, after_epochs=2, resume=True)  # killed while resuming
+    assert not progress(run)["finished"]
+    assert subprocess.run(cli("train", "--out", str(run), "--resume", "--quiet"), capture_output=True).returncode == 0
+    expected, found = weights(uninterrupted), weights(run)
+    assert all(torch.equal(found[name], expected[name]) for name in expected)
+    assert (run / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
+    assert not (run / "metrics.earlier.csv").exists()
+
+
+def test_a_new_run_in_an_old_directory_clears_the_old_runs_files(uninterrupted, tmp_path):
+    import shutil
+
+    run = tmp_path / "reused"
+    shutil.copytree(uninterrupted, run)
+    (run / "eval.json").write_text("{}")
+    assert main(["train", "--data", DATA, "--epochs", "1", "--hidden", "8", "--max-train", "200", "--quiet", "--out", str(run)]) == 0
+    assert progress(run) == {"epochs_done": 1, "epochs": 1, "finished": True, "stopped": None}
+    assert not (run / "eval.json").exists()  # it described the old model
+    assert json.loads((run / "config.json").read_text())["hidden"] == [8]
+
+
+def test_a_diverged_run_says_to_retrain_not_to_resume(tmp_path, capsys):
+    from infinimodal.runfiles import DIVERGED, unfinished_warning, write_json
+
+    write_json(tmp_path / "progress.json", {"epochs_done": 2, "epochs": 5, "finished": False, "stopped": f"{DIVERGED}: loss is nan at step 40"})
+    warning = unfinished_warning(tmp_path)
+    assert "diverge again" in warning and "smaller --lr" in warning and "--resume`" not in warning
 
 
 def test_resume_refuses_what_it_cannot_do(uninterrupted, tmp_path, capsys):

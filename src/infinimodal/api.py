@@ -15,7 +15,6 @@ best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for -
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -38,7 +37,7 @@ from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .modality import Modality
-from .runfiles import RUN_FORMAT, atomic_write, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
+from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # noqa: F401  (re-exported for the command line)
 from .training import Callback, TrainingSettings, is_rank_zero, run_training
 
@@ -337,6 +336,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     earlier = read_config(out / "config.json") if resume else {}
+    if not resume and is_rank_zero():
+        clear_run_files(out)  # a new run in an old directory: nothing of the old run may pass for this one's
     data = load_data(config, progress, limit_train=True)
     for line in data.notes if is_rank_zero() else []:
         log.info(line)
@@ -413,6 +414,6 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     result["training_finished"] = unfinished is None
     if unfinished:
         result.setdefault("notes", []).append(unfinished)
-    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(run_dir) / "eval.json", result)
     log.info("evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)", result["eval_seconds"], result["elbo"], result["log_likelihood"], iw_samples)
     return result

@@ -240,7 +240,8 @@ def _run(args: argparse.Namespace) -> None:
             raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json): drop {', '.join(changed)}")
         config = api.resume_config(args.out)
         out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
-        print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        if is_rank_zero():
+            print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
         config = api.TrainConfig(
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),

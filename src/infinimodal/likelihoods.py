@@ -90,7 +90,8 @@ class BernoulliLikelihood(Likelihood):
     def check(values: np.ndarray) -> str | None:
         outside = ((values < 0) | (values > 1)).reshape(len(values), -1).any(axis=1)
         if outside.any():
-            return f"bernoulli data must be 0 or 1, found values in [{values.min():g}, {values.max():g}] in rows {format_rows(outside)}"
+            wrong = values[outside]
+            return f"bernoulli data must be 0 or 1, found values in [{wrong.min():g}, {wrong.max():g}] in rows {format_rows(outside)}"
         between = (values != 0) & (values != 1)
         if between.any():
             # a Bernoulli "log-likelihood" of intensities is a cross-entropy, not a log-likelihood: refuse it

@@ -41,6 +41,8 @@ RUN_FORMAT = 2
 #: What changed since each older format, for the refusal line.
 FORMAT_CHANGES = {1: "count modalities' encoders now read log(1 + x)"}
 PROGRESS_FILE = "progress.json"
+#: How progress.json's `stopped` begins for a run whose loss or parameters turned NaN (resuming repeats it).
+DIVERGED = "diverged"
 
 
 def _umask() -> int:
@@ -76,7 +78,9 @@ def write_json(path: str | Path, record: dict) -> None:
 def check_format(record: dict, path: str | Path, modalities: list[dict]) -> None:
     """Refuse a config.json written in a format this version does not read (one line naming both)."""
     found = record.get("format", 1)
-    if not isinstance(found, int) or found > RUN_FORMAT:
+    if not isinstance(found, int) or found < 1:
+        raise InfinimodalError(f"{path}: run format {found!r} is not a format of this tool (formats 1 to {RUN_FORMAT})")
+    if found > RUN_FORMAT:
         raise InfinimodalError(f"{path}: run format {found!r} is newer than this infinimodal reads (format {RUN_FORMAT}); upgrade infinimodal")
     counts = [m.get("name") for m in modalities if m.get("likelihood") in ("poisson", "negative_binomial")]
     if found < RUN_FORMAT and counts:
@@ -84,6 +88,15 @@ def check_format(record: dict, path: str | Path, modalities: list[dict]) -> None
             f"{path}: run format {found}, this infinimodal reads format {RUN_FORMAT}, and they differ for modalities "
             f"{', '.join(map(str, counts))} ({FORMAT_CHANGES[found]}): retrain the run"
         )
+
+
+#: What a training run writes besides config.json and its log: a new run in the same directory removes them first.
+RUN_FILES = ("model.ckpt", "last.ckpt", PROGRESS_FILE, "metrics.csv", "metrics.earlier.csv", "eval.json")
+
+
+def clear_run_files(run_dir: str | Path) -> None:
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def read_progress(run_dir: str | Path) -> dict | None:
@@ -98,6 +111,9 @@ def unfinished_warning(run_dir: str | Path) -> str | None:
     if progress is None or progress.get("finished"):
         return None
     why = progress.get("stopped") or "training stopped before the end (killed, or still running)"
+    if str(why).startswith(DIVERGED):
+        return (f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
+                "these are the best weights before it diverged; resuming would diverge again: retrain with a smaller --lr or a longer --kl-warmup")
     return (f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
             f"these are the best weights so far; continue it with `infinimodal train --out {run_dir} --resume`")
 

@@ -31,13 +31,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from .data import MultimodalData, Split
 from .errors import InfinimodalError
 from .model import MultimodalModule
-from .runfiles import PROGRESS_FILE, atomic_write, read_checkpoint, write_json
+from .runfiles import DIVERGED, PROGRESS_FILE, atomic_write, read_checkpoint, write_json
 
 log = logging.getLogger("infinimodal")
 LAST_CHECKPOINT = "last.ckpt"
@@ -54,17 +54,30 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 
 def process_rank() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) outside multi-process training. Lightning's DDP launcher
-    starts the other ranks with LOCAL_RANK / NODE_RANK / WORLD_SIZE set (torchrun and srun set RANK too)."""
+    """(rank, world size) of this process: (0, 1) outside multi-process training. Before the process group
+    exists, from the variables a launcher sets: Lightning's own launcher starts ranks 1.. with LOCAL_RANK (and
+    NODE_RANK), torchrun sets RANK. (Under srun, Lightning takes the rank from SLURM once training starts; before
+    that every task counts as rank 0, and they write the same config.json atomically.)"""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID") if "SLURM_NTASKS" in os.environ else None)
-    if rank is None:
-        rank = int(os.environ.get("NODE_RANK", 0)) * int(os.environ.get("LOCAL_WORLD_SIZE", world)) + int(os.environ.get("LOCAL_RANK", 0))
-    return int(rank), world
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]), world
+    if "LOCAL_RANK" in os.environ:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        return int(os.environ.get("NODE_RANK", 0)) * local_world + int(os.environ["LOCAL_RANK"]), world
+    return 0, 1
+
+
+def _sampler_rank() -> tuple[int, int]:
+    """Rank and world size for sharding rows: the process group's only (a single process takes every row)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def is_rank_zero() -> bool:
@@ -116,6 +129,13 @@ class TrainingPlan(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for _, g in grads]).all()):  # one sync a step
+            bad = [name for name, g in grads if not bool(torch.isfinite(g).all())]
+            raise InfinimodalError(
+                f"training diverged: the gradient of {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} is NaN or infinite "
+                f"at epoch {self.current_epoch + 1}, step {self.global_step} with a finite loss; try a smaller --lr or a longer --kl-warmup"
+            )
         if self.clip is not None:
             self.clip(self.model.parameters())
 
@@ -151,7 +171,7 @@ class RelativeClip:
         parameters = [p for p in parameters if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
         if not math.isfinite(norm):
-            return norm  # the non-finite check names it; clipping would hide it
+            return norm  # left as it is: the training plan names the parameter and stops (clipping would hide it)
         self.steps += 1
         if self.average is not None and self.steps > self.WARMUP_STEPS and norm > self.factor * self.average:
             torch.nn.utils.clip_grad_norm_(parameters, self.factor * self.average)
@@ -185,10 +205,10 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n / process_rank()[1])
+        return math.ceil(self.n / _sampler_rank()[1])
 
     def __iter__(self):
-        rank, world = process_rank()
+        rank, world = _sampler_rank()
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 2))
         order = torch.randperm(self.n, generator=generator).tolist()
         padded = order + order[: len(self) * world - self.n]
@@ -361,13 +381,60 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
             raise InfinimodalError(f"{out}: nothing to resume ({LAST_CHECKPOINT} is missing: the run was stopped before its first epoch ended)")
         read_checkpoint(last)  # refuses anything but tensors and plain containers before Lightning opens it
         ckpt_path = last
-    earlier_metrics = _set_aside_metrics(out) if resume and is_rank_zero() else None
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(
         dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor="val_elbo", mode="max", save_top_k=1,
         save_last=True, enable_version_counter=False,
     )
-    trainer = L.Trainer(
+    try:
+        trainer = _trainer(settings, out, checkpoint, progress, callbacks)
+    except MisconfigurationException as exc:
+        raise InfinimodalError(f"cannot train with these settings here: {str(exc).splitlines()[0]}") from None
+    if resume and is_rank_zero():
+        _set_aside_metrics(out)
+    module.train()
+    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
+    started = time.perf_counter()
+    stopped = None
+    try:
+        with warnings.catch_warnings():
+            for noise in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=noise)
+            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed),
+                        ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        stopped = "stopped by SIGTERM"
+    except ValueError as exc:
+        error = divergence(exc, trainer)
+        _record_divergence(out, trainer, settings, error)
+        raise error from None
+    except InfinimodalError as exc:
+        _record_divergence(out, trainer, settings, exc)
+        raise
+    finally:
+        if resume and is_rank_zero():
+            _merge_metrics(out)
+    done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)
+    if stopped is not None or done < settings.epochs:
+        stopped = stopped or "stopped early"
+        write_progress(out, done, settings.epochs, finished=False, stopped=stopped)
+        raise TrainingInterrupted(
+            f"training {stopped} after {done} of {settings.epochs} epochs; {out} holds the checkpoint of epoch {done}: "
+            f"continue with `infinimodal train --out {out} --resume`"
+        )
+    write_progress(out, done, settings.epochs, finished=True)
+    score = checkpoint.best_model_score
+    return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
+
+
+def _record_divergence(out: Path, trainer, settings: TrainingSettings, error: Exception) -> None:
+    """progress.json of a run that diverged: resuming would diverge again (it repeats the same numbers)."""
+    done = int(trainer.fit_loop.epoch_progress.current.completed)
+    write_progress(out, done, settings.epochs, finished=False, stopped=f"{DIVERGED}: {str(error)[:300]}")
+
+
+def _trainer(settings: TrainingSettings, out: Path, checkpoint: ModelCheckpoint, progress: bool, callbacks: Sequence[Callback]) -> L.Trainer:
+    return L.Trainer(
         max_epochs=settings.epochs,
         accelerator=settings.accelerator,
         devices=settings.devices,
@@ -382,57 +449,27 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         deterministic=determinism(settings.accelerator),
         log_every_n_steps=50,
     )
-    module.train()
-    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
-    started = time.perf_counter()
-    stopped = None
-    try:
-        with warnings.catch_warnings():
-            for noise in _LIGHTNING_NOISE:
-                warnings.filterwarnings("ignore", message=noise)
-            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed),
-                        ckpt_path=ckpt_path, weights_only=True)
-    except SIGTERMException:
-        stopped = "stopped by SIGTERM"
-    except ValueError as exc:
-        raise divergence(exc, trainer) from None
-    finally:
-        if earlier_metrics is not None:
-            _merge_metrics(out, earlier_metrics)
-    done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)
-    if stopped is not None or done < settings.epochs:
-        stopped = stopped or "stopped early"
-        write_progress(out, done, settings.epochs, finished=False, stopped=stopped)
-        raise TrainingInterrupted(
-            f"training {stopped} after {done} of {settings.epochs} epochs; {out} holds the checkpoint of epoch {done}: "
-            f"continue with `infinimodal train --out {out} --resume`"
-        )
-    write_progress(out, done, settings.epochs, finished=True)
-    score = checkpoint.best_model_score
-    return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
 
 
-def _set_aside_metrics(out: Path) -> list[dict] | None:
-    """Lightning's CSV logger starts metrics.csv afresh: keep the rows of the epochs before the resume point."""
-    path = out / "metrics.csv"
+EARLIER_METRICS = "metrics.earlier.csv"
+
+
+def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
-        return None
+        return []
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    path.unlink()
-    return rows
+        return list(csv.DictReader(f))
 
 
-def _merge_metrics(out: Path, earlier: list[dict]) -> None:
-    path = out / "metrics.csv"
-    later = []
-    if path.is_file():
-        with open(path, newline="") as f:
-            later = list(csv.DictReader(f))
+def _combined(earlier: list[dict], later: list[dict]) -> list[dict]:
+    """The earlier rows of the epochs before the later rows' first epoch, then the later rows: the rows of an
+    interrupted epoch (and anything after it) were logged again by the resumed run."""
     first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
-    # rows of the epoch that was interrupted (and anything after it) were logged again by the resumed run
     kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
-    rows = kept + later
+    return kept + later
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
 
     def write(tmp: Path) -> None:
@@ -442,3 +479,23 @@ def _merge_metrics(out: Path, earlier: list[dict]) -> None:
             writer.writerows(rows)
 
     atomic_write(path, write)
+
+
+def _set_aside_metrics(out: Path) -> None:
+    """Lightning's CSV logger starts metrics.csv afresh: move the earlier rows to metrics.earlier.csv (on disk, so
+    that a kill during the resumed run loses nothing; a second resume first folds in what the killed one logged)."""
+    path, earlier = out / "metrics.csv", out / EARLIER_METRICS
+    if earlier.is_file():
+        _write_rows(earlier, _combined(_read_rows(earlier), _read_rows(path)))
+        path.unlink(missing_ok=True)
+    elif path.is_file():
+        os.replace(path, earlier)
+
+
+def _merge_metrics(out: Path) -> None:
+    """metrics.csv = the set-aside rows followed by the resumed run's; then the set-aside file goes."""
+    path, earlier = out / "metrics.csv", out / EARLIER_METRICS
+    if not earlier.is_file():
+        return
+    _write_rows(path, _combined(_read_rows(earlier), _read_rows(path)))
+    earlier.unlink()
