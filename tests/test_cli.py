@@ -132,6 +132,24 @@ def test_diverging_training_fails_loudly(tmp_path, monkeypatch):
         api.train(config, tmp_path / "nan", progress=False)
 
 
+def test_a_nan_gradient_under_a_finite_loss_stops_the_run_naming_the_parameter(tmp_path, monkeypatch):
+    from infinimodal.model import MultimodalModule
+
+    original = MultimodalModule.forward
+
+    def poisoned(self, data, mask, kl_weight=1.0):
+        out = original(self, data, mask, kl_weight)
+        weight = self.heads["mod_image"].weight
+        # forward adds exactly 0; backward sends NaN into the head's weight (the gradient of sqrt at a negative number)
+        out.loss = out.loss + torch.where(torch.tensor(True), torch.tensor(0.0), torch.sqrt(-(weight**2).sum() - 1))
+        return out
+
+    monkeypatch.setattr(MultimodalModule, "forward", poisoned)
+    config = api.TrainConfig(latent="beta", truncation=5, hidden=[16], epochs=1, max_train=100)
+    with pytest.raises(InfinimodalError, match=r"the gradient of heads\.mod_image\.weight is NaN or infinite .* with a finite loss"):
+        api.train(config, tmp_path / "nan", progress=False)
+
+
 # --- multimodal commands ---------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402

@@ -107,7 +107,7 @@ class TrainingPlan(L.LightningModule):
     def training_step(self, batch, batch_idx):
         weight = self.kl_weight()
         out = self.model(batch["data"], batch["mask"], kl_weight=weight)
-        self.last_output = out
+        self.last_output, self.last_batch = out, batch
         n = batch["mask"].shape[0]
         self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
         # epoch means over every process's rows under DDP (sync_dist is free with one process)
@@ -128,7 +128,18 @@ class TrainingPlan(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
+    def check_finite_loss(self) -> None:
+        """Stop with one line naming the step and the non-finite term when the last loss is NaN or infinite."""
+        loss = self.last_output.loss
+        if not bool(torch.isfinite(loss)):
+            raise InfinimodalError(
+                f"training diverged: loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step} "
+                f"({non_finite_terms(self.last_output, self.model, self.last_batch)}); the best checkpoint so far is kept: "
+                "try a smaller --lr or a longer --kl-warmup"
+            )
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        self.check_finite_loss()  # before the gradients: a NaN loss is the cause, its NaN gradients the consequence
         grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for _, g in grads]).all()):  # one sync a step
             bad = [name for name, g in grads if not bool(torch.isfinite(g).all())]
@@ -265,16 +276,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class StopOnNonFinite(Callback):
-    """A run whose loss turns NaN or infinite fails loudly instead of 'finishing'."""
+    """A run whose loss turns NaN or infinite fails loudly instead of 'finishing' (the plan checks before the
+    optimiser step; this catches a loss that skipped it)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss):
-            raise InfinimodalError(
-                f"training diverged: loss is {loss.item()} at epoch {trainer.current_epoch + 1}, step {trainer.global_step} "
-                f"({non_finite_terms(pl_module.last_output, pl_module.model, batch)}); the checkpoint of the last finished epoch is kept: "
-                "try a smaller --lr or a longer --kl-warmup"
-            )
+        pl_module.check_finite_loss()
 
 
 def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
