@@ -53,6 +53,15 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
 
 
+def _group_rank() -> tuple[int, int]:
+    """(rank, world size) in the process group; (0, 1) when there is none (a single process takes every row)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def process_rank() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) outside multi-process training. Before the process group
     exists, from the variables a launcher sets: Lightning's own launcher starts ranks 1.. with LOCAL_RANK (and
@@ -61,22 +70,13 @@ def process_rank() -> tuple[int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+        return _group_rank()
     world = int(os.environ.get("WORLD_SIZE", 1))
     if "RANK" in os.environ:
         return int(os.environ["RANK"]), world
     if "LOCAL_RANK" in os.environ:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         return int(os.environ.get("NODE_RANK", 0)) * local_world + int(os.environ["LOCAL_RANK"]), world
-    return 0, 1
-
-
-def _sampler_rank() -> tuple[int, int]:
-    """Rank and world size for sharding rows: the process group's only (a single process takes every row)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
@@ -128,27 +128,26 @@ class TrainingPlan(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
-    def check_finite_loss(self) -> None:
-        """Stop with one line naming the step and the non-finite term when the last loss is NaN or infinite."""
-        loss = self.last_output.loss
-        if not bool(torch.isfinite(loss)):
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Stop on a non-finite loss or gradient, naming it; then clip. One host sync a step: the loss and the
+        gradient norm come back together (a NaN loss is reported as the cause of its NaN gradients)."""
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters]) if parameters else torch.zeros(())
+        loss, norm_value = torch.stack([self.last_output.loss.detach().float(), norm.float().to(self.last_output.loss.device)]).tolist()
+        if not math.isfinite(loss):
             raise InfinimodalError(
-                f"training diverged: loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step} "
+                f"training diverged: loss is {loss} at epoch {self.current_epoch + 1}, step {self.global_step} "
                 f"({non_finite_terms(self.last_output, self.model, self.last_batch)}); the best checkpoint so far is kept: "
                 "try a smaller --lr or a longer --kl-warmup"
             )
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        self.check_finite_loss()  # before the gradients: a NaN loss is the cause, its NaN gradients the consequence
-        grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for _, g in grads]).all()):  # one sync a step
-            bad = [name for name, g in grads if not bool(torch.isfinite(g).all())]
+        if not math.isfinite(norm_value):
+            bad = [name for name, p in self.model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
             raise InfinimodalError(
                 f"training diverged: the gradient of {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} is NaN or infinite "
                 f"at epoch {self.current_epoch + 1}, step {self.global_step} with a finite loss; try a smaller --lr or a longer --kl-warmup"
             )
         if self.clip is not None:
-            self.clip(self.model.parameters())
+            self.clip(parameters, norm=norm_value)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.clip is not None:
@@ -178,14 +177,17 @@ class RelativeClip:
         self.average: float | None = None
         self.steps = 0
 
-    def __call__(self, parameters) -> float:
+    def __call__(self, parameters, norm: float | None = None) -> float:
+        """Clip the gradients of `parameters` in place (their total norm `norm` when the caller has it); return
+        the norm after clipping."""
         parameters = [p for p in parameters if p.grad is not None]
-        norm = float(torch.nn.utils.clip_grad_norm_(parameters, float("inf")))
+        if norm is None:
+            norm = float(torch.nn.utils.get_total_norm([p.grad for p in parameters]))
         if not math.isfinite(norm):
             return norm  # left as it is: the training plan names the parameter and stops (clipping would hide it)
         self.steps += 1
         if self.average is not None and self.steps > self.WARMUP_STEPS and norm > self.factor * self.average:
-            torch.nn.utils.clip_grad_norm_(parameters, self.factor * self.average)
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.factor * self.average, torch.tensor(norm))
             norm = self.factor * self.average
         self.average = norm if self.average is None else self.DECAY * self.average + (1 - self.DECAY) * norm
         return norm
@@ -216,10 +218,10 @@ class EpochShuffle(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n / _sampler_rank()[1])
+        return math.ceil(self.n / _group_rank()[1])
 
     def __iter__(self):
-        rank, world = _sampler_rank()
+        rank, world = _group_rank()
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 2))
         order = torch.randperm(self.n, generator=generator).tolist()
         padded = order + order[: len(self) * world - self.n]
@@ -273,14 +275,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-
-
-class StopOnNonFinite(Callback):
-    """A run whose loss turns NaN or infinite fails loudly instead of 'finishing' (the plan checks before the
-    optimiser step; this catches a loss that skipped it)."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        pl_module.check_finite_loss()
 
 
 def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
@@ -448,7 +442,7 @@ def _trainer(settings: TrainingSettings, out: Path, checkpoint: ModelCheckpoint,
         use_distributed_sampler=False,  # EpochShuffle shards the rows itself, from (seed, epoch)
         precision=settings.precision,
         logger=CSVLogger(save_dir=out, name="", version=""),
-        callbacks=[checkpoint, StopOnNonFinite(), EpochSeeds(settings.seed), RecordProgress(out, settings.epochs), *callbacks],
+        callbacks=[checkpoint, EpochSeeds(settings.seed), RecordProgress(out, settings.epochs), *callbacks],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
