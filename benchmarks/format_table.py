@@ -35,6 +35,9 @@ def describe(config: dict) -> str:
         size = f"D={config['latent_dim']}"
     elif config["latent"] == "gated":
         size = f"D={config['latent_dim']}, alpha={config['alpha']:g}" + (", experts on the code" if config.get("expert") == "code" else "")
+        # runs from before the gate warm-up existed have no alpha_start: they trained at alpha throughout
+        start = config.get("alpha_start", config["alpha"])
+        size += f", gate warm-up from {start:g}" if start != config["alpha"] else ", no gate warm-up"
     else:
         size = f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
     n_modalities = len(config.get("modalities", [0]))

@@ -102,6 +102,68 @@ def test_an_untrained_dimension_sits_at_the_prior_and_costs_nothing():
     assert family.kl_per_dim(q).abs().max() < 1e-6
 
 
+# --- gate warm-up ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("progress, alpha_t", [(0.0, 2.0), (0.25, 2.0 ** 0.75 * 30.0 ** 0.25), (0.5, math.sqrt(60.0)), (1.0, 30.0),
+                                               (3.0, 30.0), (-1.0, 2.0)])
+def test_gate_warm_up_moves_the_sticks_prior_from_alpha_start_to_alpha_geometrically(progress, alpha_t):
+    family = build_latent("gated", latent_dim=3, alpha=30.0, alpha_start=2.0).double()
+    raw = torch.zeros(2, family.head_size, dtype=torch.float64)  # exp evidence: e_a = e_b = 1
+    family.warm_up(progress)
+    np.testing.assert_allclose(family.prior().concentration0.numpy(), alpha_t, rtol=1e-12)
+    np.testing.assert_allclose(family.prior().concentration1.numpy(), 1.0)
+    np.testing.assert_allclose(family.posterior(raw).concentration0.numpy(), alpha_t + 1.0, rtol=1e-12)
+    # the prior gate E[r_k] = (alpha_t / (1 + alpha_t))^k, which the warm-up closes for late k
+    gate = family.representation(GatedPosterior(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
+                                                family.prior().concentration1, family.prior().concentration0))
+    np.testing.assert_allclose(gate.numpy(), (alpha_t / (1 + alpha_t)) ** np.arange(1, 4), rtol=1e-12)
+    family.warm_up(1.0)
+    assert family.prior().concentration0.tolist() == [30.0] * 3
+
+
+def test_no_gate_warm_up_when_alpha_start_is_alpha():
+    family = build_latent("gated", latent_dim=2, alpha=7.0, alpha_start=7.0)
+    family.warm_up(0.0)
+    assert family.prior().concentration0.tolist() == [7.0, 7.0]
+    assert "warm-up" not in family.describe() and "gate warm-up from alpha = 2" in build_latent("gated", latent_dim=2).describe()
+
+
+def test_training_sees_the_gate_warm_up_and_validation_and_the_saved_model_only_alpha(tmp_path):
+    """The plan applies the schedule to training steps (from the step counter, as the KL weight), validates the
+    model itself, and the fitted (and reloaded) model is the one at alpha."""
+    import lightning as L
+
+    from infinimodal import MultimodalVAE
+    from infinimodal.data import load_dataset
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.train, self.valid = [], []
+
+        def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+            self.train.append((plan.global_step - 1, plan.model.latent.prior().concentration0[0].item(), plan.kl_weight()))
+
+        def on_validation_batch_start(self, trainer, plan, batch, batch_idx, dataloader_idx=0):
+            self.valid.append(plan.model.latent.prior().concentration0[0].item())
+
+    data = load_dataset("synthetic:shared=2,private=1,features=4,n=400")
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", latent_dim=3, hidden=[8], alpha=30.0, alpha_start=2.0)
+    record = Record()
+    vae.fit(data, epochs=3, batch_size=80, kl_warmup=2, progress=False, out_dir=tmp_path / "run", callbacks=[record])
+    steps_per_epoch = math.ceil(len(data.train) / 80)
+    assert len(record.train) == 3 * steps_per_epoch
+    for step, alpha_t, _ in record.train:
+        progress = min(1.0, step / (2 * steps_per_epoch))
+        assert alpha_t == pytest.approx(2.0 ** (1 - progress) * 30.0 ** progress, rel=1e-6)  # the prior is float32
+    assert record.train[0][1] == pytest.approx(2.0) and record.train[-1][1] == 30.0
+    assert record.valid and set(record.valid) == {30.0}
+    assert vae.module.latent.prior().concentration0.tolist() == [30.0] * 3
+    vae.save(tmp_path / "saved")
+    loaded = MultimodalVAE.load(tmp_path / "saved")
+    assert loaded.module.latent.prior().concentration0.tolist() == [30.0] * 3 and loaded.config.alpha_start == 2.0
+
+
 # --- float64 Beta: the encoder's evidence reaches exp(15) ------------------------------------------------
 
 
@@ -252,3 +314,14 @@ def test_eval_names_the_posterior_family_a_run_really_uses():
     assert kumaraswamy.posterior_description(build_aggregator("moe").fuses, 3) == "kumaraswamy"  # a mixture of the experts themselves
     assert kumaraswamy.posterior_description(build_aggregator("poe").fuses, 1) == "kumaraswamy"  # one modality: the SB-VAE posterior
     assert build_latent("gated").posterior_description(True, 3) == "gated"
+
+
+def test_a_gated_run_saved_before_the_gate_warm_up_reads_as_trained_without_one():
+    from infinimodal.config import ModelConfig, TrainConfig
+
+    old = {"latent": "gated", "aggregator": "mopoe", "alpha": 30.0, "latent_dim": 8, "epochs": 3}
+    assert TrainConfig.from_dict(old).alpha_start == 30.0 and ModelConfig.from_dict(old).alpha_start == 30.0
+    assert TrainConfig.from_dict(old | {"alpha_start": 2.0}).alpha_start == 2.0
+    fresh = TrainConfig(latent="gated")
+    fresh.validate()
+    assert fresh.alpha_start == 2.0

@@ -86,6 +86,13 @@ class _ModelConfigMethods:
 
     @classmethod
     def from_dict(cls, values: dict):
+        """The configuration a saved record describes; an option the record predates takes the value the run
+        trained with (the component's `absent_means`), not today's default."""
+        values = dict(values)
+        for component in (LATENT_FAMILIES.get(values.get("latent")), AGGREGATORS.get(values.get("aggregator"))):
+            for name, source in (component.Settings.absent_means.items() if component is not None else ()):
+                if name not in values and source in values:
+                    values[name] = values[source]
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -148,6 +148,10 @@ class MultimodalModule(nn.Module):
 
     # --- objectives ----------------------------------------------------------------------------------
 
+    def warm_up(self, progress: float) -> None:
+        """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`."""
+        self.latent.warm_up(progress)
+
     def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:
         return self.aggregator.loss(self, data, mask, kl_weight)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from .errors import InfinimodalError
 
@@ -52,6 +52,8 @@ class Settings:
 
     #: One line for the command line's help: which component these settings belong to.
     owner = ""
+    #: Options added after runs were saved: {option: the option whose value a saved run without it trained with}.
+    absent_means: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> None:
         """Raise one InfinimodalError line naming the flag for a value outside its choices or failing its check."""

@@ -98,14 +98,20 @@ class TrainingPlan(L.LightningModule):
         self.final_kl_weight = kl_weight
         self.clip = RelativeClip(grad_clip) if grad_clip is not None else None
 
-    def kl_weight(self) -> float:
+    def warmup_progress(self) -> float:
+        """How far the warm-up has gone, 0 to 1, from the step counter (so a resumed run continues it exactly)."""
         if self.kl_warmup <= 0:
-            return self.final_kl_weight
+            return 1.0
         steps_per_epoch = max(1, int(self.trainer.num_training_batches))
-        return self.final_kl_weight * min(1.0, self.global_step / (self.kl_warmup * steps_per_epoch))
+        return min(1.0, self.global_step / (self.kl_warmup * steps_per_epoch))
+
+    def kl_weight(self) -> float:
+        return self.final_kl_weight * self.warmup_progress()
 
     def training_step(self, batch, batch_idx):
-        weight = self.kl_weight()
+        progress = self.warmup_progress()
+        self.model.warm_up(progress)  # a prior with a warm-up schedule (the gated family's sticks) follows it
+        weight = self.final_kl_weight * progress
         out = self.model(batch["data"], batch["mask"], kl_weight=weight)
         self.last_output, self.last_batch = out, batch
         n = batch["mask"].shape[0]
@@ -116,6 +122,12 @@ class TrainingPlan(L.LightningModule):
         self.log("train_kl", out.kl.mean(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("kl_weight", weight, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return out.loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.model.warm_up(1.0)  # validation scores the model itself, so the best checkpoint is chosen on it
+
+    def on_train_end(self) -> None:
+        self.model.warm_up(1.0)
 
     def validation_step(self, batch, batch_idx):
         out = self.model(batch["data"], batch["mask"], kl_weight=1.0)

@@ -202,6 +202,11 @@ class LatentFamily(nn.Module):
         kept = torch.arange(self.n_dimensions, device=q.mean.device) < keep
         return type(q)(**{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints})
 
+    def warm_up(self, progress: float) -> None:
+        """Called by the training plan before every training step with the warm-up's progress in [0, 1] (the KL
+        warm-up's, 1 once it is over) and with 1 before validation. A family whose prior follows a schedule during
+        the warm-up (the gated family's gate warm-up) overrides it; the others have none."""
+
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         """Reparameterised sample(s) of z, kept where the decoder and log densities are finite."""
         shape = torch.Size() if n_samples is None else torch.Size([n_samples])

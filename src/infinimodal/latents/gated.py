@@ -41,6 +41,7 @@ sticks' mean (a plug-in); `expected_weights` gives the stick-breaking weights E[
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -242,6 +243,9 @@ def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
 
 #: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
 DEFAULT_GATE_ALPHA = 30.0
+#: The sticks' prior concentration when training starts (gate warm-up, docs/results.md section 7): with alpha = 2 the
+#: prior gate of dimension 8 is (2/3)^8 = 0.04, so the first epochs can only use the leading dimensions.
+DEFAULT_ALPHA_START = 2.0
 #: The gated posteriors by the setting `expert`: where each modality's expert sits.
 POSTERIORS = {"value": GatedPosterior, "code": CodeGatedPosterior}
 EXPERTS = tuple(POSTERIORS)
@@ -250,9 +254,13 @@ EXPERTS = tuple(POSTERIORS)
 @dataclass
 class GatedSettings(Settings):
     owner = "gated"
+    absent_means = {"alpha_start": "alpha"}  # runs saved before the gate warm-up existed trained at alpha throughout
     latent_dim: int = setting(50, "dimensions D (each a value and a stick)", check=lambda v: v >= 1, requirement="at least 1")
     alpha: float = setting(DEFAULT_GATE_ALPHA, "stick prior Beta(1, alpha): the prior gate of dimension k is (alpha / (1 + alpha))^k",
                            check=positive, requirement="a positive number")
+    alpha_start: float = setting(DEFAULT_ALPHA_START, "gate warm-up: the sticks' prior alpha when training starts; it rises "
+                                 "geometrically to alpha over the KL warm-up, so that dimensions fill in index order (alpha: none)",
+                                 check=positive, requirement="a positive number")
     evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
     expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
 
@@ -268,11 +276,14 @@ class GatedSticks(LatentFamily):
 
     EXPERTS = EXPERTS
 
-    def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value") -> None:
+    def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value",
+                 alpha_start: float = DEFAULT_ALPHA_START) -> None:
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
         if not alpha > 0:
             raise ValueError(f"the prior concentration alpha must be positive, got {alpha}")
+        if not (alpha_start > 0 and math.isfinite(alpha_start)):
+            raise ValueError(f"the starting concentration alpha_start must be a positive number, got {alpha_start}")
         if evidence not in EVIDENCE_LINKS:
             raise ValueError(f"evidence link must be one of {', '.join(EVIDENCE_LINKS)}, got {evidence!r}")
         if expert not in self.EXPERTS:
@@ -283,6 +294,8 @@ class GatedSticks(LatentFamily):
         self.latent_dim = latent_dim
         self.truncation = latent_dim + 1  # stick-breaking weights: D sticks and the rest
         self.alpha = float(alpha)
+        self.alpha_start = float(alpha_start)
+        self.alpha_now = self.alpha  # the sticks' prior concentration at this point of training (`warm_up`)
         self.evidence_link = evidence
         self.decoder_input_size = latent_dim
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
@@ -294,20 +307,41 @@ class GatedSticks(LatentFamily):
         return self.latent_dim
 
     def describe(self) -> str:
-        return f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}, {self.describe_expert()})"
+        warm_up = f", gate warm-up from alpha = {self.alpha_start:g}" if self.alpha_start != self.alpha else ""
+        return f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}{warm_up}, {self.describe_expert()})"
 
     @property
     def head_size(self) -> int:
         return self.n_params * self.latent_dim
 
+    def warm_up(self, progress: float) -> None:
+        """Gate warm-up: the sticks' prior is Beta(1, alpha_t) with log alpha_t moving linearly from log alpha_start
+        (progress 0) to log alpha (progress 1 and after: the model itself).
+
+        A small alpha_t closes the prior gates of late dimensions, so the first epochs put what they learn into the
+        leading ones; as alpha_t grows, later dimensions open one after another. Like the KL warm-up it changes the
+        path of the optimisation, not the model: training ends on the ELBO at alpha, and validation, evaluation and
+        checkpoints only ever see alpha (the training plan calls `warm_up(1)` before validating). At alpha = 30 the
+        objective's own pull towards order is weak (the gate's noise grows only like sqrt(k) / alpha), so where
+        information first lands is where it stays: docs/results.md section 7 measures both."""
+        progress = min(max(float(progress), 0.0), 1.0)
+        if progress == 1.0:
+            self.alpha_now = self.alpha  # exactly: exp(log(alpha)) may differ from it in the last bit
+            return
+        self.alpha_now = math.exp((1.0 - progress) * math.log(self.alpha_start) + progress * math.log(self.alpha))
+
+    def stick_prior_b(self) -> Tensor:
+        """The sticks' prior concentration0 now: alpha, or alpha_t during the gate warm-up."""
+        return self.prior_b if self.alpha_now == self.alpha else torch.full_like(self.prior_b, self.alpha_now)
+
     def prior(self) -> GatedPosterior | CodeGatedPosterior:
-        return self.posterior_class.from_expert(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.prior_b)
+        return self.posterior_class.from_expert(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.stick_prior_b())
 
     def posterior(self, raw: Tensor) -> GatedPosterior | CodeGatedPosterior:
         loc, log_expert_precision, raw_a, raw_b = self.raw_params(raw)
         expert_precision = torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
         e_a, e_b = evidence_from_raw((raw_a, raw_b), self.evidence_link)
-        return self.posterior_class.from_expert(loc, expert_precision, self.prior_a + e_a, self.prior_b + e_b)
+        return self.posterior_class.from_expert(loc, expert_precision, self.prior_a + e_a, self.stick_prior_b() + e_b)
 
     def natural(self, q: GatedPosterior | CodeGatedPosterior) -> tuple[Tensor, Tensor]:
         return q.natural()
