@@ -155,7 +155,7 @@ def test_report_of_odd_inputs(tmp_path):
     assert page.count("No map of the") == 3  # joint, rgb (3 rows), cat (2 rows)
     names = {f.stem for f in (out / "figures").glob("*.png")}
     assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
-                     "given_cat", "imputation", "prior_samples"}
+                     "given_cat", "class_cat_rgb", "imputation", "prior_samples"}
     for blob in _embedded_pngs(page):
         _check_png(blob)
 

@@ -155,6 +155,17 @@ def test_run_format_is_recorded_and_other_formats_are_refused(uninterrupted, tmp
     assert main(["evaluate", str(older), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run format 1" in err and "log(1 + x)" in err and "retrain" in err
+    # format 2 differs only for categorical modalities: other runs of it still load, those are refused
+    two = tmp_path / "two"
+    shutil.copytree(uninterrupted, two)
+    (two / "config.json").write_text(json.dumps(config | {"format": 2}))
+    assert main(["evaluate", str(two), "--iw-samples", "2", "--max-test", "20", "--no-coherence", "--quiet"]) == 0
+    categorical = [m | {"likelihood": "categorical", "shape": [2]} if i == 0 else m for i, m in enumerate(config["modalities"])]
+    (two / "config.json").write_text(json.dumps(config | {"format": 2, "modalities": categorical}))
+    capsys.readouterr()
+    assert main(["evaluate", str(two), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run format 2" in err and "embedding encoder" in err and "retrain" in err
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

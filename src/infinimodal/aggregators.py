@@ -20,6 +20,9 @@ never in a subset, never a mixture component and never reconstructed.
   the mixture of KLs. Up to `max_enumerate` modalities all 2^M - 1 subsets are enumerated; beyond, each
   row draws `sampled_subsets` uniform non-empty subsets, so a step costs O(M).
 
+Every objective sums the modalities' log-likelihoods through `model.weigh`, so that training weights (`--weight`,
+1 by default) reach every aggregator; the `elbo` each reports is always the unweighted bound.
+
 To add an aggregator: subclass `Aggregator` (a `loss` and a `posterior`) and add a line to `AGGREGATORS`.
 """
 
@@ -176,7 +179,7 @@ class PoE(Aggregator):
         reconstruction = log_lik.view(batch, n_terms, n_modalities).sum(-1)
         kl = kl_per_dim.sum(-1)
         valid = subsets.any(-1).float()
-        objective = (valid * (reconstruction - kl_weight * kl)).sum(1)
+        objective = (valid * (model.weigh(log_lik).view(batch, n_terms) - kl_weight * kl)).sum(1)
         return LossOutput(-objective.mean(), reconstruction[:, 0] - kl[:, 0], reconstruction[:, 0], kl[:, 0], kl_per_dim[:, 0])
 
     def posterior(self, model, unimodal, mask):
@@ -231,7 +234,7 @@ class MoE(Aggregator):
         select = (mask.unsqueeze(1) & mask.unsqueeze(2)).reshape(batch * n_modalities, n_modalities).repeat(k, 1)
         log_lik = model.log_likelihoods(z.reshape(k * batch * n_modalities, -1), data, select, rows)
         reconstruction = log_lik.view(k, batch, n_modalities, n_modalities).sum(-1)  # [K, B, M]
-        log_w = reconstruction + kl_weight * (log_p - log_q)
+        log_w = model.weigh(log_lik).view(k, batch, n_modalities) + kl_weight * (log_p - log_q)
         objective = log_w[0] if k == 1 else torch.logsumexp(log_w, dim=0) - math.log(k)
         strata = mask.float()
         n_available = strata.sum(-1)
@@ -259,8 +262,9 @@ class MoE(Aggregator):
         log_q = proposal.log_prob(z)  # [K, B]
         log_p = model.latent.log_prior(z)
         rows = torch.arange(batch, device=mask.device).repeat(k)
-        reconstruction = model.log_likelihoods(z.reshape(k * batch, -1), data, mask.repeat(k, 1), rows).sum(-1).view(k, batch)
-        log_w = reconstruction + kl_weight * (log_p - log_q)
+        log_lik = model.log_likelihoods(z.reshape(k * batch, -1), data, mask.repeat(k, 1), rows)
+        reconstruction = log_lik.sum(-1).view(k, batch)
+        log_w = model.weigh(log_lik).view(k, batch) + kl_weight * (log_p - log_q)
         if dreg:
             weights = torch.softmax(log_w.detach(), dim=0)  # normalised importance weights, [K, B]
             # For log w = r + beta (log p - log q) the score term -beta w~ d log q / d phi becomes, by DReG's
@@ -301,9 +305,10 @@ class MoPoE(Aggregator):
         fused = model.latent.fuse(unimodal, subsets)  # [B, S, L]
         kl_per_dim = (weights.unsqueeze(-1) * model.latent.kl_per_dim(fused)).sum(1)  # [B, L]
         z = model.latent.rsample(MixturePosterior(fused, weights))  # one subset per row
-        reconstruction = model.log_likelihoods(z, data, mask).sum(-1)
+        log_lik = model.log_likelihoods(z, data, mask)
+        reconstruction = log_lik.sum(-1)
         kl = kl_per_dim.sum(-1)
-        loss = -(reconstruction - kl_weight * kl).mean()
+        loss = -(model.weigh(log_lik) - kl_weight * kl).mean()
         return LossOutput(loss, reconstruction - kl, reconstruction, kl, kl_per_dim)
 
     def posterior(self, model, unimodal, mask):

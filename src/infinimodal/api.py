@@ -30,12 +30,13 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
     build_module, component_settings, named_component_settings,
 )
 from .data import MultimodalData, Split, load_dataset
-from .data.files import check_rows
+from .data.files import check_rows, codes_to_positions, one_hot
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
+from .likelihoods import likelihood_class
 from .modality import Modality
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # noqa: F401  (re-exported for the command line)
@@ -89,6 +90,7 @@ class MultimodalVAE:
         resume: bool = False,
         devices: int = 1,
         strategy: str = "auto",
+        weights: dict[str, float] | None = None,
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
@@ -97,7 +99,12 @@ class MultimodalVAE:
         instead of stopping the run. `grad_clip`: cut a gradient whose norm exceeds this multiple of its running average (None: never). `resume`: continue
         `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
         `devices` > 1 trains with Lightning's DDP (`strategy` "ddp"); `batch_size` is the batch of all processes
-        together (each takes batch_size / devices rows a step), so results match one process with that batch."""
+        together (each takes batch_size / devices rows a step), so results match one process with that batch.
+        `weights`: {modality: w}, the weight of its log-likelihood in the training objective (default 1), e.g. a
+        label observed on few rows; the ELBO that validation and evaluation report is never weighted."""
+        unknown = set(weights or {}) - set(self.names)
+        if unknown:
+            raise InfinimodalError(f"--weight given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -109,7 +116,7 @@ class MultimodalVAE:
         _check(devices >= 1 and batch_size % devices == 0, f"the batch size {batch_size} must split evenly over {devices} devices")
         settings = TrainingSettings(epochs=epochs, batch_size=batch_size // devices, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
                                     precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
-                                    strategy=strategy if devices > 1 else "auto")
+                                    strategy=strategy if devices > 1 else "auto", weights=dict(weights or {}))
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
@@ -146,6 +153,9 @@ class MultimodalVAE:
                 continue
             values = np.asarray(arrays[modality.name])
             where = f"modality {modality.name!r} in {source}"
+            if values.ndim == 1 and likelihood_class(modality.likelihood).categorical:
+                # class codes (the data file's values, -1 or NaN where missing) -> one-hot rows
+                values = one_hot(codes_to_positions(where, values, modality.class_values), modality.shape[0])
             if values.ndim == 1 and modality.shape == (1,):
                 values = values[:, None]
             if values.shape[1:] != modality.shape:
@@ -225,6 +235,20 @@ class MultimodalVAE:
         mask = self._given_mask(split.mask, given, "the input")
         batch = split.batch(np.arange(len(split)))
         q = self.module.posterior(batch["data"], torch.from_numpy(mask))
+        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
+
+    @torch.no_grad()
+    def sample_class(self, n: int, modality: str, value) -> dict[str, np.ndarray]:
+        """E[x_m | z] for every modality, z drawn n times from q(z | x_modality = value): generation from one class of a
+        categorical modality (its code as the data gave it, e.g. a digit's label), the other modalities unseen."""
+        if modality not in self.names:
+            raise InfinimodalError(f"unknown modality {modality!r}: this model has {', '.join(self.names)}")
+        spec = self.modalities[self.names.index(modality)]
+        if not likelihood_class(spec.likelihood).categorical:
+            raise InfinimodalError(f"modality {modality!r} is {spec.likelihood}, not categorical: give rows of it with --data instead of a class")
+        split = self.as_split({modality: np.full(n, value)}, f"class {value} of {modality!r}")
+        batch = split.batch(np.arange(n))
+        q = self.module.posterior(batch["data"], batch["mask"])
         return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
@@ -359,7 +383,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
         accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
-        devices=config.devices, strategy=config.strategy,
+        devices=config.devices, strategy=config.strategy, weights=config.weights,
     )
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}

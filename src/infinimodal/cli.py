@@ -53,6 +53,28 @@ def _likelihood(text: str) -> tuple[str, str]:
     return name, likelihood
 
 
+def _weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = float("nan")
+    if not sep or not name or not (weight > 0 and weight != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected MODALITY=WEIGHT with a positive weight, e.g. label=50, got {text!r}")
+    return name, weight
+
+
+def _given(text: str) -> list[str] | tuple[str, int]:
+    """`m0,m1` (modalities of --data) or `label=3` (one class of a categorical modality)."""
+    if "=" not in text:
+        return _names(text)
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MODALITY=CLASS with an integer class, e.g. label=3, got {text!r}") from None
+
+
 def _names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
@@ -129,11 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model into a run directory")
-    train.add_argument("--data", default=defaults.data, help="mnist, polymnist:M, noisy-mnist, synthetic[:k=v,...], or a .npz/.h5mu file")
+    train.add_argument("--data", default=defaults.data, help="mnist, mnist-rotated, polymnist:M, noisy-mnist, synthetic[:k=v,...] (each also "
+                       "with labels=F: a label modality observed for a fraction F of the training rows), or a .npz/.h5mu file")
     train.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files (default: search)")
     train.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the data set's construction or split")
     train.add_argument("--likelihood", type=_likelihood, action="append", default=[], metavar="MODALITY=NAME",
                        help=f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / laplace:S with a fixed scale S; * = every modality)")
+    train.add_argument("--weight", type=_weight, action="append", default=[], metavar="MODALITY=W",
+                       help="weight of a modality's log-likelihood in the training objective (default 1; e.g. label=50 for a label "
+                            "observed on few rows); evaluation always scores the unweighted ELBO")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     add_option_flags(train)
@@ -183,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="generate every modality, from the prior or given modalities")
     sample.add_argument("run_dir")
     sample.add_argument("--n", type=_positive_int, default=16, help="samples (with --data: the first N rows)")
-    sample.add_argument("--given", type=_names, default=None, help="condition on these modalities of --data")
+    sample.add_argument("--given", type=_given, default=None,
+                        help="condition on these modalities of --data (m0,m1), or on one class of a categorical modality (label=3)")
     sample.add_argument("--data", default=None, help="where the given modalities come from (a data spec or file)")
     sample.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
     sample.add_argument("--seed", type=int, default=0)
@@ -244,7 +271,7 @@ def _run(args: argparse.Namespace) -> None:
             print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
         config = api.TrainConfig(
-            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood),
+            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
             max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize, **option_values(args),
@@ -263,7 +290,7 @@ def _run(args: argparse.Namespace) -> None:
         path = write_report(args.run_dir, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
         print(f"wrote {path} (figures in {path.parent / 'figures'})")
     elif args.command == "compare":
-        from .evaluation.report import compare_runs
+        from .evaluation.compare import compare_runs
 
         path = compare_runs(args.run_dirs, args.out, progress=not args.quiet)
         print(f"wrote {path}")
@@ -273,10 +300,16 @@ def _run(args: argparse.Namespace) -> None:
         out = Path(args.out)
         if out.suffix not in (".png", ".npz"):
             raise InfinimodalError(f"--out must end in .png or .npz, got {out.name}")
-        if args.given is not None and args.data is None:
+        given_class = isinstance(args.given, tuple)
+        if given_class and args.data is not None:
+            raise InfinimodalError(f"--given {args.given[0]}={args.given[1]} is the whole condition: drop --data")
+        if args.given is not None and not given_class and args.data is None:
             raise InfinimodalError("--given needs --data: the data the given modalities come from")
         torch.manual_seed(args.seed)
-        if args.data is not None:
+        if given_class:
+            vae, _ = api.load(args.run_dir)
+            inputs, samples = None, vae.sample_class(args.n, *args.given)
+        elif args.data is not None:
             vae, rows = _rows_of(args.data, args.split, args.run_dir)
             inputs = vae.as_split(rows, args.data).take(slice(0, args.n))
             samples = vae.sample(args.n, inputs, given=args.given)
@@ -288,7 +321,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             from .evaluation.plots import sample_figure
 
-            given = args.given or (vae.names if inputs is not None else [])
+            given = [args.given[0]] if given_class else args.given or (vae.names if inputs is not None else [])
             sample_figure(vae.modalities, samples, out, inputs=inputs, given=given)
         print(f"wrote {len(next(iter(samples.values())))} samples of {', '.join(samples)} to {out}")
     elif args.command == "impute":

@@ -116,6 +116,7 @@ class TrainConfig(ModelConfig):
     data: str = "mnist"
     data_dir: str | None = None
     likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
+    weights: dict[str, float] = field(default_factory=dict)  # training objective: weight of a modality's log-likelihood (default 1)
     data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
@@ -140,6 +141,9 @@ class TrainConfig(ModelConfig):
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
+        for name, weight in self.weights.items():
+            _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
+                   f"--weight {name}={weight!r}: a weight must be a positive number")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")

@@ -49,6 +49,9 @@ MAX_LOG_RATE = 20.0
 class Likelihood(nn.Module):
     """Base class: `forward(params)` returns p(x | z) with `event_shape == shape`."""
 
+    #: One categorical variable (one-hot rows): small default networks, predictions are classes.
+    categorical = False
+
     name: str = ""
     #: decoder outputs per feature
     n_params: int = 1
@@ -139,6 +142,7 @@ class CategoricalLikelihood(Likelihood):
     """One categorical variable per modality, observed as one-hot rows of shape (C,)."""
 
     name = "categorical"
+    categorical = True
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 1 or shape[0] < 2:

@@ -18,6 +18,8 @@ class Modality:
     shape: of one observation, e.g. (784,) for a flat image, (3, 28, 28) for an RGB image (the default
         networks are then a small CNN), (20,) for 20 tabular features, (C,) one-hot for a categorical.
     likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`, or gaussian:S / laplace:S for a fixed scale S.
+    classes: for a categorical modality, the value each one-hot position stands for (the codes or names a data file
+        used; None: 0..C-1), so that predictions come back as the user's values.
     encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
     decoder: optional module mapping the latent code [n, d] to likelihood parameters with
         n_params * prod(shape) values per row (any shape that reshapes to [n, n_params, *shape]).
@@ -26,6 +28,7 @@ class Modality:
     name: str
     shape: tuple[int, ...]
     likelihood: str = "gaussian"
+    classes: tuple | None = None
     encoder: nn.Module | None = field(default=None, repr=False, compare=False)
     decoder: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -36,9 +39,18 @@ class Modality:
         if not self.shape or min(self.shape) < 1:
             raise ValueError(f"modality {self.name!r}: shape must be positive sizes, got {self.shape}")
         try:
-            likelihood_class(self.likelihood)
+            cls = likelihood_class(self.likelihood)
         except ValueError as exc:
             raise ValueError(f"modality {self.name!r}: {exc}") from None
+        if self.classes is not None:
+            self.classes = tuple(self.classes)
+            if not cls.categorical or self.shape != (len(self.classes),) or len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"modality {self.name!r}: classes {list(self.classes)} must be distinct, one per position of a categorical modality of shape (C,)")
+
+    @property
+    def class_values(self) -> tuple:
+        """What each one-hot position of a categorical modality stands for (0..C-1 unless the data named them)."""
+        return self.classes if self.classes is not None else tuple(range(self.shape[0]))
 
     @property
     def is_image(self) -> bool:
@@ -58,8 +70,12 @@ class Modality:
         return dataclasses.replace(self, encoder=copy.deepcopy(self.encoder), decoder=copy.deepcopy(self.decoder))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
+        record = {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
+        if self.classes is not None:
+            record["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]  # JSON: plain numbers / strings
+        return record
 
     @classmethod
     def from_dict(cls, values: dict) -> "Modality":
-        return cls(values["name"], tuple(values["shape"]), values["likelihood"])
+        classes = values.get("classes")
+        return cls(values["name"], tuple(values["shape"]), values["likelihood"], classes=tuple(classes) if classes is not None else None)

@@ -55,9 +55,9 @@ class MultimodalModule(nn.Module):
         self.likelihoods = nn.ModuleDict()
         for modality in self.modalities:
             likelihood = build_likelihood(modality.likelihood, modality.shape)
-            encoder = modality.encoder if modality.encoder is not None else default_encoder(modality.shape, hidden)
+            encoder = modality.encoder if modality.encoder is not None else default_encoder(modality.shape, hidden, likelihood.categorical)
             decoder = modality.decoder if modality.decoder is not None else default_decoder(
-                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params
+                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical
             )
             features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood.n_params)
             key = _key(modality.name)
@@ -65,10 +65,30 @@ class MultimodalModule(nn.Module):
             self.heads[key] = nn.Linear(features, latent.head_size)
             self.decoders[key] = decoder
             self.likelihoods[key] = likelihood
+        # the training objective's weight of each modality's log-likelihood (`set_weights`); never saved: it is a
+        # setting of training, recorded in config.json, and evaluation scores the model with weight 1
+        self.register_buffer("likelihood_weights", torch.ones(len(self.modalities)), persistent=False)
 
     @property
     def n_modalities(self) -> int:
         return len(self.modalities)
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Weights of modalities' log-likelihoods in the training objective (absent: 1). A label observed on few
+        rows carries a few nats against an image's hundreds; weighting it is the semi-supervised lever (the
+        alpha of Kingma et al. 2014's M2 model, the label weight of Wu & Goodman 2018's MVAE)."""
+        unknown = set(weights) - set(self.names)
+        if unknown:
+            raise ValueError(f"weights given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        self.likelihood_weights.copy_(torch.tensor([float(weights.get(name, 1.0)) for name in self.names]))
+
+    def weigh(self, log_lik: Tensor) -> Tensor:
+        """The training objective's reconstruction: log-likelihoods [..., M] summed with the modalities' weights."""
+        return (log_lik * self.likelihood_weights.to(log_lik.dtype)).sum(-1)
+
+    def likelihood(self, name: str):
+        """The likelihood module of modality `name`."""
+        return self.likelihoods[_key(name)]
 
     # --- encoding ------------------------------------------------------------------------------------
 

@@ -105,11 +105,22 @@ class ConvDecoder(nn.Module):
         return out[:, :, :height, :breadth].reshape(code.shape[0], self.n_params, *self.shape)
 
 
-def default_encoder(shape: tuple[int, ...], hidden: Sequence[int]) -> nn.Module:
+#: Hidden units of a categorical modality's default decoder: a class needs a small classifier, not the image-sized MLP.
+CATEGORICAL_HIDDEN = 64
+
+
+def default_encoder(shape: tuple[int, ...], hidden: Sequence[int], categorical: bool = False) -> nn.Module:
+    """A CNN for images, an MLP for vectors; for a categorical modality the one-hot row itself, so that the head
+    that follows is an embedding: each class has its own expert."""
+    if categorical:
+        return nn.Flatten()
     return ConvEncoder(shape, hidden[-1]) if len(shape) == 3 else MLPEncoder(shape, hidden)
 
 
-def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int) -> nn.Module:
+def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, categorical: bool = False) -> nn.Module:
+    """The encoder's mirror image; for a categorical modality one hidden layer of CATEGORICAL_HIDDEN units to the logits."""
+    if categorical:
+        return MLPDecoder(in_features, shape, [CATEGORICAL_HIDDEN], n_params)
     if len(shape) == 3:
         return ConvDecoder(in_features, shape, hidden[-1], n_params)
     return MLPDecoder(in_features, shape, hidden, n_params)

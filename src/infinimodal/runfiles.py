@@ -36,10 +36,14 @@ from .modality import Modality
 #: Prefix of the model's parameters in a checkpoint written by the training plan (`TrainingPlan.model`).
 STATE_PREFIX = "model."
 #: Version of the run directory's layout. 2: count modalities' encoders read log(1 + x); progress.json;
-#: last.ckpt for --resume. Runs without `format` are format 1.
-RUN_FORMAT = 2
-#: What changed since each older format, for the refusal line.
-FORMAT_CHANGES = {1: "count modalities' encoders now read log(1 + x)"}
+#: last.ckpt for --resume. 3: categorical modalities have an embedding encoder and a small decoder, and record
+#: their classes. Runs without `format` are format 1.
+RUN_FORMAT = 3
+#: What each format changed, and for which likelihoods: a run of an older format with such a modality is refused.
+FORMAT_CHANGES = {
+    2: (("poisson", "negative_binomial"), "count modalities' encoders now read log(1 + x)"),
+    3: (("categorical",), "categorical modalities now have an embedding encoder and a small decoder"),
+}
 PROGRESS_FILE = "progress.json"
 #: How progress.json's `stopped` begins for a run whose loss or parameters turned NaN (resuming repeats it).
 DIVERGED = "diverged"
@@ -82,12 +86,14 @@ def check_format(record: dict, path: str | Path, modalities: list[dict]) -> None
         raise InfinimodalError(f"{path}: run format {found!r} is not a format of this tool (formats 1 to {RUN_FORMAT})")
     if found > RUN_FORMAT:
         raise InfinimodalError(f"{path}: run format {found!r} is newer than this infinimodal reads (format {RUN_FORMAT}); upgrade infinimodal")
-    counts = [m.get("name") for m in modalities if m.get("likelihood") in ("poisson", "negative_binomial")]
-    if found < RUN_FORMAT and counts:
-        raise InfinimodalError(
-            f"{path}: run format {found}, this infinimodal reads format {RUN_FORMAT}, and they differ for modalities "
-            f"{', '.join(map(str, counts))} ({FORMAT_CHANGES[found]}): retrain the run"
-        )
+    for version in range(found + 1, RUN_FORMAT + 1):
+        likelihoods, change = FORMAT_CHANGES[version]
+        affected = [m.get("name") for m in modalities if str(m.get("likelihood")).partition(":")[0] in likelihoods]
+        if affected:
+            raise InfinimodalError(
+                f"{path}: run format {found}, this infinimodal reads format {RUN_FORMAT}, and they differ for modalities "
+                f"{', '.join(map(str, affected))} ({change}): retrain the run"
+            )
 
 
 #: What a training run writes besides config.json and its log: a new run in the same directory removes them first.

@@ -21,7 +21,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -379,6 +379,7 @@ class TrainingSettings:
     grad_clip: float | None = None
     devices: int = 1
     strategy: str = "auto"
+    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight of its log-likelihood in the objective
 
 
 def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingSettings, out: Path, progress: bool = True,
@@ -405,6 +406,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     if resume and is_rank_zero():
         _set_aside_metrics(out)
     module.train()
+    module.set_weights(settings.weights)
     plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
     started = time.perf_counter()
     stopped = None
@@ -424,6 +426,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         _record_divergence(out, trainer, settings, exc)
         raise
     finally:
+        module.set_weights({})  # the weights belong to training: the fitted model is scored unweighted
         if resume and is_rank_zero():
             _merge_metrics(out)
     done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)

@@ -10,6 +10,10 @@
 | `noisy-mnist` | view1 (rotated digit), view2 (same class, noisy): 1x28x28 (Laplace) |
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
 | `PATH.npz`, `PATH.h5mu` | the file's arrays (see `infinimodal.data.files`) |
+
+Every built-in data set takes `labels=F` (`mnist:labels=0.1`, `polymnist:3,labels=0.05`,
+`synthetic:shared=3,labels=0.1`): a categorical modality `label` observed for a stratified fraction F of the
+training rows and for no test row (`infinimodal.data.labels`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from ..errors import DataError
 from ..likelihoods import likelihood_class
 from ..modality import Modality
 from .files import SUFFIXES, file_dataset, read_table
+from .labels import LABEL_MODALITY, add_label_modality, split_label_option
 from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .standardize import standardize_data
 from .synthetic import synthetic_dataset
 
-BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]")
+BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]", "any of them with labels=F")
 
 
 def load_dataset(
@@ -45,25 +50,10 @@ def load_dataset(
     data_dir: where the MNIST files are (default: search); seed: of the data set's construction
     (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split).
     """
-    name, _, rest = spec.partition(":")
-    if spec == "mnist":
-        data = mnist_dataset(data_dir, binarize)
-    elif spec == "mnist-rotated":
-        data = rotated_mnist_dataset(data_dir, binarize)
-    elif name == "polymnist":
-        try:
-            n_modalities = int(rest)
-        except ValueError:
-            raise DataError(f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5") from None
-        data = polymnist_dataset(n_modalities, data_dir, seed=seed, progress=progress)
-    elif spec == "noisy-mnist":
-        data = noisy_mnist_dataset(data_dir, seed=seed, progress=progress)
-    elif name == "synthetic":
-        data = synthetic_dataset(rest)
-    elif Path(spec).suffix in SUFFIXES:
+    if Path(spec).suffix in SUFFIXES:
         data = file_dataset(spec, {k: v for k, v in (likelihoods or {}).items() if k != "*"}, seed=seed)
     else:
-        raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, or a .npz / .h5mu file")
+        data = builtin_dataset(spec, data_dir, binarize, seed, progress)
     if likelihoods:
         override_likelihoods(data, likelihoods)
     data.validate()
@@ -72,6 +62,33 @@ def load_dataset(
         if standardize:
             standardize_data(data)
         data.notes = describe_file_modalities(data, given)
+    return data
+
+
+def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, progress: bool) -> MultimodalData:
+    """A built-in data set, `NAME[:OPTIONS]`; every one takes `labels=F` (a label modality, `data.labels`)."""
+    name, _, options = spec.partition(":")
+    options, label_fraction = split_label_option(options, spec)
+    if name in ("mnist", "mnist-rotated", "noisy-mnist") and options:
+        raise DataError(f"{spec}: {name} takes no option but labels=F (the fraction of training rows whose label is observed)")
+    if name == "mnist":
+        data = mnist_dataset(data_dir, binarize)
+    elif name == "mnist-rotated":
+        data = rotated_mnist_dataset(data_dir, binarize)
+    elif name == "polymnist":
+        try:
+            n_modalities = int(options)
+        except ValueError:
+            raise DataError(f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5 (or polymnist:5,labels=0.1)") from None
+        data = polymnist_dataset(n_modalities, data_dir, seed=seed, progress=progress)
+    elif name == "noisy-mnist":
+        data = noisy_mnist_dataset(data_dir, seed=seed, progress=progress)
+    elif name == "synthetic":
+        data = synthetic_dataset(options)
+    else:
+        raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, or a .npz / .h5mu file")
+    if label_fraction is not None:
+        add_label_modality(data, label_fraction, seed=seed)
     return data
 
 
@@ -137,6 +154,7 @@ __all__ = [
     "BINARIZATIONS",
     "BUILTIN",
     "DigitSplit",
+    "LABEL_MODALITY",
     "FallbackWarning",
     "MNIST",
     "MultimodalData",

@@ -2,7 +2,9 @@
 
 **npz.** Every array is a modality whose first axis is the rows (subjects), except two reserved names:
 `labels` (optional, one per row: integers or strings) and `split` (optional, "train"/"valid"/"test" per
-row; otherwise a seeded 80/10/10 split). A float row that is entirely NaN means the modality is missing
+row; otherwise a seeded 80/10/10 split). A 1-D integer array (or a 1-D array given `--likelihood
+NAME=categorical`) is a categorical modality: its classes are the distinct observed codes, -1 (or NaN) marks a
+missing row, and the model sees one-hot rows. A float row that is entirely NaN means the modality is missing
 for that row; a row with some NaN but not all, or any infinity, is an error naming the modality, the
 file and the rows. A row with no modality at all is an error naming the rows. Nothing is dropped.
 
@@ -123,27 +125,71 @@ def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None)
             raise DataError(f"{where}: {exc}") from None
     if values.dtype.kind not in "biuf":
         raise DataError(f"{where}: values must be numbers, got dtype {values.dtype}")
-    if likelihood == "categorical" and values.ndim == 1:
-        values = _one_hot(where, values)
+    classes = None
+    if values.ndim == 1 and (likelihood == "categorical" or (likelihood is None and values.dtype.kind in "iu")):
+        # a column of integer codes is one categorical variable (`labels`, the evaluation key, never reaches here)
+        codes, classes = class_codes(where, values)
+        values, likelihood = one_hot(codes, len(classes)), "categorical"
     if values.ndim == 1:
         values = values[:, None]
     array, observed, chosen = check_rows(where, values, likelihood)
-    return Modality(name, values.shape[1:], chosen), array, observed
+    return Modality(name, values.shape[1:], chosen, classes=classes), array, observed
 
 
-def _one_hot(where: str, values: np.ndarray) -> np.ndarray:
+#: The code of a missing row in an integer column of a categorical modality (NaN in a float column).
+MISSING_CODE = -1
+
+
+def _observed_codes(where: str, values: np.ndarray) -> np.ndarray:
+    """Which rows of a column of class codes are observed: not -1 and, for floats, not NaN; whole numbers only."""
     if values.dtype.kind == "f":
-        observed = ~np.isnan(values)
+        observed = ~np.isnan(values) & (values != MISSING_CODE)
         if not np.all(values[observed] == np.round(values[observed])):
-            raise DataError(f"{where}: categorical codes must be integers")
+            raise DataError(f"{where}: categorical codes must be whole numbers, rows {format_rows(observed & (values != np.round(values)))} are not")
     else:
-        observed = np.ones(len(values), dtype=bool)
+        observed = values != MISSING_CODE
+    return observed
+
+
+def class_codes(where: str, values: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A data file's column of class codes: (the position of each row's class, -1 where missing; the classes, which
+    are the distinct observed codes in increasing order)."""
+    observed = _observed_codes(where, values)
     codes = values[observed].astype(np.int64)
-    if codes.size and codes.min() < 0:
-        raise DataError(f"{where}: categorical codes must be >= 0")
-    n_classes = max(2, int(codes.max()) + 1 if codes.size else 2)
-    out = np.full((len(values), n_classes), np.nan, dtype=np.float32)
-    out[observed] = np.eye(n_classes, dtype=np.float32)[codes]
+    negative = observed & (np.where(observed, values, 0) < 0)
+    if negative.any():
+        raise DataError(f"{where}: categorical codes must be >= 0 ({MISSING_CODE} marks a missing row); rows {format_rows(negative)} are not")
+    classes, position = np.unique(codes, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{where}: a categorical modality needs at least 2 classes among its observed rows, found {classes.tolist()}")
+    out = np.full(len(values), -1, dtype=np.int64)
+    out[observed] = position
+    return out, tuple(int(c) for c in classes)
+
+
+def codes_to_positions(where: str, values: np.ndarray, classes: tuple) -> np.ndarray:
+    """Class codes given to a trained model, as positions among the model's `classes` (-1 where missing); a code
+    the model never saw is an error naming the rows."""
+    observed = _observed_codes(where, values)
+    lookup = {c: i for i, c in enumerate(classes)}
+    out = np.full(len(values), -1, dtype=np.int64)
+    unknown = np.zeros(len(values), dtype=bool)
+    for row in np.flatnonzero(observed):
+        position = lookup.get(int(values[row]))
+        if position is None:
+            unknown[row] = True
+        else:
+            out[row] = position
+    if unknown.any():
+        raise DataError(f"{where}: rows {format_rows(unknown)} hold classes the model was not trained on (its classes: {', '.join(map(str, classes))})")
+    return out
+
+
+def one_hot(positions: np.ndarray, n_classes: int) -> np.ndarray:
+    """One-hot float rows of class positions, rows of NaN where the position is -1 (missing)."""
+    out = np.full((len(positions), n_classes), np.nan, dtype=np.float32)
+    observed = positions >= 0
+    out[observed] = np.eye(n_classes, dtype=np.float32)[positions[observed]]
     return out
 
 

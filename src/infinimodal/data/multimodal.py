@@ -79,6 +79,9 @@ class MultimodalData:
     standardization: dict = field(default_factory=dict)
     #: lines worth telling the user when training starts (inferred likelihoods, scale warnings)
     notes: list[str] = field(default_factory=list)
+    #: the categorical modality that holds the rows' `labels` (`--data NAME:labels=F`): its test rows are missing, and
+    #: predicting it is scored against the test split's labels (data.labels)
+    label_modality: str | None = None
 
     @property
     def names(self) -> list[str]:

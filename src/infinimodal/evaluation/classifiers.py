@@ -101,6 +101,10 @@ def load_classifiers(data: MultimodalData, progress: bool = True) -> list[Modali
     n_classes = int(max(data.train.labels.max(), data.test.labels.max())) + 1
     classifiers = []
     for m, modality in enumerate(data.modalities):
+        if modality.name == data.label_modality:
+            # the label modality's one-hot position is the class: its classifier is the argmax, exact by construction
+            classifiers.append(ModalityClassifier(modality.name, nn.Flatten(), 1.0))
+            continue
         weights, meta = folder / f"{modality.name}.pt", folder / f"{modality.name}.json"
         if weights.is_file() and meta.is_file():
             net = _network(modality, n_classes)

@@ -33,7 +33,11 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   modalities m not in S of the accuracy of m's classifier on x_m generated from z ~ q(z | X_S);
   `joint` is the fraction of samples from the prior whose generated modalities all get the same label;
   `coherence_classifier_accuracy` gives each classifier's own test accuracy;
-- `shared_factor_r2` (synthetic data): linear R^2 of the true shared factors from the representation.
+- `shared_factor_r2` (synthetic data): linear R^2 of the true shared factors from the representation;
+- `prediction_error` (categorical modalities): keyed by modality, the test error of its imputation (argmax of
+  E[x_c | z] at the posterior mean) from all the other modalities ("all") and from each alone. A data set's
+  label modality (`--data NAME:labels=F`) is scored against the test labels, and no representation metric
+  reads it: kNN, probes and coherence predict it.
 
 Subsets are enumerated up to 5 modalities; beyond, `max_subsets` per size are drawn at random.
 """
@@ -227,6 +231,66 @@ def coherence(model: MultimodalModule, split: Split, classifiers, subsets: dict[
     return {"conditional": conditional, "joint": joint}
 
 
+def with_labels_observed(split: Split, m: int, name: str) -> Split:
+    """The split with its label modality (`name`, column m) observed on every row: the one-hot of the split's labels."""
+    arrays = dict(split.arrays)
+    arrays[name] = np.eye(split.arrays[name].shape[1], dtype=np.float32)[split.labels]
+    mask = split.mask.copy()
+    mask[:, m] = True
+    return Split(arrays, mask, split.labels)
+
+
+def without_modality(split: Split, m: int) -> Split:
+    """The split with modality m hidden wherever another modality is observed (the label a prediction is about)."""
+    mask = split.mask.copy()
+    mask[:, m] &= ~np.delete(split.mask, m, axis=1).any(axis=1)
+    return Split(split.arrays, mask, split.labels)
+
+
+@torch.no_grad()
+def prediction_errors(model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500) -> dict:
+    """For every categorical modality c: the error of predicting it, the argmax of E[x_c | z] at the posterior mean of
+    z given the other modalities (what `impute` fills in), from all of them ("all") and from each one alone.
+
+    The truth is c's own value on the rows where it is observed; for the data set's label modality, whose test rows
+    are missing by construction, it is the split's labels on every row. Rows without any of the given modalities
+    are not counted."""
+    model.eval()
+    names = model.names
+    out = {}
+    for c, name in enumerate(names):
+        if not model.likelihood(name).categorical or len(names) < 2:
+            continue
+        if name == label_modality:
+            rows, truth = np.arange(len(split)), np.asarray(split.labels)
+        else:
+            rows = np.flatnonzero(split.mask[:, c])
+            truth = split.arrays[name][rows].argmax(axis=1)
+        others = [m for m in range(len(names)) if m != c]
+        givens = {"all": others} | {names[m]: [m] for m in others}
+        errors = {}
+        for key, given in givens.items():
+            wrong = counted = 0
+            for start in range(0, len(rows), batch_size):
+                chosen = rows[start : start + batch_size]
+                batch = split.batch(chosen)
+                keep = torch.zeros(len(names), dtype=torch.bool)
+                keep[given] = True
+                mask = batch["mask"] & keep
+                usable = mask.any(dim=1)
+                if not bool(usable.any()):
+                    continue
+                index = usable.nonzero().squeeze(-1)
+                q = model.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
+                predicted = model.decode_mean(q.mean)[name].argmax(dim=1).numpy()
+                wrong += int((predicted != truth[start : start + batch_size][usable.numpy()]).sum())
+                counted += int(usable.sum())
+            if counted:
+                errors[key] = wrong / counted
+        out[name] = errors
+    return out
+
+
 def evaluate_model(
     model: MultimodalModule,
     data: MultimodalData,
@@ -241,6 +305,9 @@ def evaluate_model(
     test = data.test if max_test is None else data.test.take(slice(0, max_test))
     train = data.train_for_evaluation()
     names = [m.name for m in data.modalities]
+    if data.label_modality is not None:
+        # the label is what kNN, probes and coherence predict: representations never read it (test rows lack it anyway)
+        train = without_modality(train, names.index(data.label_modality))
     n_modalities = len(names)
     multimodal = n_modalities > 1
     subsets = subsets_by_size(n_modalities, max_subsets) if multimodal else {}
@@ -249,6 +316,10 @@ def evaluate_model(
 
     test_codes = encode(model, test, [None, *singles, *probe_subsets], elbo=True)
     joint_test, single_test, probe_test = test_codes[0], test_codes[1 : 1 + len(singles)], test_codes[1 + len(singles) :]
+    if data.label_modality is not None and test.labels is not None and multimodal:
+        # the label's own posterior, for each test row's true class (its rows are missing from the test split)
+        m = names.index(data.label_modality)
+        single_test[m] = encode(model, with_labels_observed(test, m, data.label_modality), [(m,)])[0]
     labelled = train.labels is not None and test.labels is not None
     joint_train = encode(model, train)[0] if labelled else None
     # probes fit on a random subset of the training rows (one logistic regression per subset of modalities)
@@ -292,13 +363,16 @@ def evaluate_model(
         if multimodal:
             result["per_modality_sticks_99"] = {
                 name: float(sticks_to_cover(torch.from_numpy(codes["weights"][codes["rows"]]), 0.99).float().mean())
-                for name, codes in zip(names, single_test)
+                for name, codes in zip(names, single_test) if codes["rows"].any()
             }
     if multimodal:
-        result["per_modality_kl_active"] = {
-            name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in zip(names, single_test)
-        }
-        result["per_modality_kl_span_99"] = {name: kl_span(codes["kl_per_dim"][codes["rows"]].mean(0)) for name, codes in zip(names, single_test)}
+        # modalities observed on some test row (a label modality is observed on none)
+        seen = [(name, codes) for name, codes in zip(names, single_test) if codes["rows"].any()]
+        result["per_modality_kl_active"] = {name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in seen}
+        result["per_modality_kl_span_99"] = {name: kl_span(codes["kl_per_dim"][codes["rows"]].mean(0)) for name, codes in seen}
+        errors = prediction_errors(model, test, data.label_modality)
+        if errors:
+            result["prediction_error"] = errors
     if multimodal and labelled:
         probe_labels = train.labels[probe_rows]
         for space, suffix in [("representation", "")] + ([("decoder_space", "_decoder_input")] if stick else []):

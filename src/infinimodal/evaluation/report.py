@@ -3,11 +3,10 @@
 Every figure is computed here from the run's model and test data (and its `metrics.csv` / `eval.json`),
 written as a PNG into `run_dir/figures/` and embedded in the page (base64), so the page needs no network
 and no other file to be viewed. Sections (their HTML ids): `summary`, `config`, `metrics`, `curves`,
-`maps`, `sticks`, `per-dimension`, `generation`, `imputation`, `prior`. A section that does not apply to
+`maps`, `sticks`, `per-dimension`, `generation`, `classes`, `imputation`, `prior`. A section that does not apply to
 a run (cross-modal generation of a single-modality model, imputation without missing rows) says why.
 
-`compare_runs(run_dirs, out)` puts several runs side by side: their metrics and settings in one table,
-overlaid curves and KL spectra, and each run's key figures in columns.
+`infinimodal.evaluation.compare.compare_runs(run_dirs, out)` puts several runs side by side; `html` renders both pages.
 
 Definitions used by the figures:
 - latent maps: t-SNE (openTSNE) of each test row's posterior mean in the space the decoder reads (logit E[v]
@@ -22,14 +21,11 @@ Definitions used by the figures:
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,9 +34,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InfinimodalError
+from ..likelihoods import likelihood_class
 from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
+from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from .metrics import KL_ACTIVE_THRESHOLD, encode
 
 log = logging.getLogger("infinimodal")
@@ -57,26 +55,12 @@ SECTIONS = (
     ("sticks", "Stick usage"),
     ("per-dimension", "Samples per latent dimension"),
     ("generation", "Reconstructions and cross-modal generation"),
+    ("classes", "Generation from a class"),
     ("imputation", "Imputation of missing modalities"),
     ("prior", "Samples from the prior"),
 )
 #: eval.json entries shown as figures rather than in the metrics table.
 LONG_METRICS = ("kl_per_dim", "mean_stick_weights", "sticks_99_histogram", "modalities", "notes")
-
-
-@dataclass
-class Figure:
-    path: Path
-    caption: str
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    intro: str = ""
-    html: list[str] = field(default_factory=list)  # tables, notes (already escaped)
-    figures: list[Figure] = field(default_factory=list)
 
 
 # --- reading a run directory ---------------------------------------------------------------------------
@@ -104,54 +88,6 @@ def read_curves(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
                 curves[c][i] = float(row[c])
     curves = {c: v for c, v in curves.items() if np.isfinite(v).any()}
     return np.asarray(epochs) + 1, curves
-
-
-def _flatten(values: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= _flatten(value, f"{name} / ")
-        else:
-            out[name] = value
-    return out
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_format(v) for v in value)
-    if value is None:
-        return "-"
-    return str(value)
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, bold: set[tuple[int, int]] = frozenset()) -> str:
-    lines = ["<table>"]
-    if header:
-        lines.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for r, row in enumerate(rows):
-        cells = []
-        for c, cell in enumerate(row):
-            text = html.escape(cell)
-            cells.append(f"<td><b>{text}</b></td>" if (r, c) in bold else f"<td>{text}</td>")
-        lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def _tables_side_by_side(rows: Sequence[Sequence[str]], header: Sequence[str], columns: int) -> str:
-    """A long two-column table cut into `columns` tables next to each other (less scrolling)."""
-    size = max(1, math.ceil(len(rows) / columns))
-    parts = [_table(rows[i : i + size], header) for i in range(0, len(rows), size)]
-    return '<div class="tables">' + "".join(parts) + "</div>"
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
 
 
 # --- what the figures are made of ------------------------------------------------------------------------
@@ -240,6 +176,40 @@ def _decode(module, z: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
 # --- the report ------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Run:
+    """What every section of one report reads: the run's model and data, the test rows drawn, where figures go."""
+
+    path: Path
+    vae: object  # the MultimodalVAE facade
+    data: object  # MultimodalData
+    sample: object  # Split: the test rows the maps and stick statistics use
+    figures: Path
+    examples: int
+    seed: int
+    progress: bool
+
+    @property
+    def module(self):
+        return self.vae.module
+
+    @property
+    def modalities(self):
+        return self.vae.modalities
+
+    @property
+    def names(self) -> list[str]:
+        return self.vae.names
+
+    @property
+    def multimodal(self) -> bool:
+        return len(self.modalities) > 1
+
+    @property
+    def singles(self) -> list[tuple[int]]:
+        return [(m,) for m in range(len(self.modalities))] if self.multimodal else []
+
+
 def write_report(
     run_dir: str | Path,
     max_rows: int = 2000,
@@ -259,24 +229,16 @@ def write_report(
     vae, config = load(run)
     record = read_config(run / "config.json")
     data = load_run_data(run, config, progress=progress)
-    test = data.test
-    module, modalities, names = vae.module, vae.modalities, vae.names
-    stick = module.latent.has_sticks
-    unit = module.latent.unit_name
     figures_dir = run / FIGURES
     figures_dir.mkdir(exist_ok=True)
     (run / REPORT).unlink(missing_ok=True)  # a report that fails half-way leaves no page over the wrong figures
     for old in figures_dir.glob("*.png"):  # a rerun must not leave figures of an earlier model behind
         old.unlink()
     evaluation = read_json_object(run / "eval.json") if (run / "eval.json").is_file() else None
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.permutation(len(test))[: min(max_rows, len(test))])
-    sample = test.take(rows)
-    multimodal = len(modalities) > 1
-    singles = [(m,) for m in range(len(modalities))] if multimodal else []
+    rows = np.sort(np.random.default_rng(seed).permutation(len(data.test))[: min(max_rows, len(data.test))])
+    ctx = _Run(run, vae, data, data.test.take(rows), figures_dir, examples, seed, progress)
     sections = {key: Section(key, title) for key, title in SECTIONS}
-    steps = tqdm(total=7, desc="report", disable=not progress)
-
+    steps = tqdm(total=8, desc="report", disable=not progress)
     started_steps = []
 
     def step(name: str | None) -> None:
@@ -290,182 +252,245 @@ def write_report(
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        # summary, configuration, metrics --------------------------------------------------------------
-        _summary(sections["summary"], record, evaluation, names, module.latent)
+        _summary(sections["summary"], record, evaluation, ctx.names, ctx.module.latent)
         unfinished = unfinished_warning(run)
         if unfinished:
-            sections["summary"].html.insert(0, _note(f"Warning: {unfinished}"))
-        _config(sections["config"], record, test, modalities)
+            sections["summary"].html.insert(0, note(f"Warning: {unfinished}"))
+        _config(sections["config"], record, data.test, ctx.modalities)
         _metrics(sections["metrics"], evaluation, run)
-        curves_path = run / "metrics.csv"
-        if curves_path.is_file():
-            epochs, curves = read_curves(curves_path)
-            sections["curves"].intro = (
-                "Per-epoch means over the training rows (solid) and the validation rows (dashed). The ELBO is "
-                "reconstruction minus KL, always with KL weight 1; the dotted grey line is the KL weight the optimiser used "
-                "(the warm-up), so the training loss differs from the training ELBO while it is below 1."
-            )
-            sections["curves"].figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
-        else:
-            sections["curves"].html.append(_note(f"{curves_path} is missing: the run has no training curves."))
+        _curves(sections["curves"], run, figures_dir)
         step("encoding the test rows")
-        codes = encode(module, sample, [None, *singles])
+        codes = encode(ctx.module, ctx.sample, [None, *ctx.singles])
         joint, single = codes[0], codes[1:]
-
         step("latent maps")
-        # latent maps ------------------------------------------------------------------------------------
-        space = "decoder_space" if stick else "representation"
-        space_name = module.latent.decoder_space_name  # the representation's own name where the two coincide
-        candidates = [("joint posterior", joint[space], sample.labels)]
-        for name, part in zip(names, single):
-            chosen = part["rows"]
-            candidates.append((f"given {name} only", part[space][chosen], None if sample.labels is None else sample.labels[chosen]))
-        panels = [c for c in candidates if len(c[1]) >= MIN_MAP_ROWS and c[1].shape[1] >= 2]
-        for title, points, _ in candidates:
-            if len(points) < MIN_MAP_ROWS or points.shape[1] < 2:
-                sections["maps"].html.append(_note(
-                    f"No map of the {title}: {len(points)} test rows of {points.shape[1]} latent values "
-                    f"(a t-SNE map needs at least {MIN_MAP_ROWS} rows and 2 values)."
-                ))
-        maps = []
-        for title, points, labels in tqdm(panels, desc="latent maps", disable=not progress, leave=False):
-            maps.append((title, tsne_map(points, progress=progress, desc=f"t-SNE, {title}", seed=seed), labels))
-        sections["maps"].intro = (
-            f"t-SNE maps (openTSNE) of the posterior mean in the space the decoder reads ({space_name}) for {len(rows)} test rows, "
-            "from all observed modalities (joint) and from each modality alone. Colours are the data's labels; "
-            "classes that form separate islands are separated by the latent code without supervision."
-        )
-        if sample.labels is None:
-            sections["maps"].html.append(_note("The data have no labels: the maps are not coloured."))
-        if maps:
-            sections["maps"].figures.append(Figure(plots.map_figure(maps, figures_dir / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
-
+        _latent_maps(sections["maps"], ctx, joint, single)
         step("stick usage")
-        # stick usage ----------------------------------------------------------------------------------
-        kl, weights, counts = latent_usage(joint, single, names, stick)
-        sticks = sections["sticks"]
-        if stick:
-            sticks.intro = (
-                "Which sticks the model uses. Left: the mean weight E[pi_k] of each stick over the test rows; right: the mean KL "
-                "of each stick's posterior to its prior (a stick with KL near 0 carries no information about the row). "
-                "Bars: the joint posterior; lines: each modality's own posterior. Below: how many sticks hold 99 % of E[pi], per test row."
-            )
-        else:
-            sticks.intro = (
-                "Which dimensions the model uses: the mean KL of each latent dimension's posterior to the N(0, 1) prior over the test rows "
-                "(a dimension with KL near 0 is switched off). Bars: the joint posterior; lines: each modality's own posterior. "
-                "Gaussian latents have no stick weights, so there is no sticks_99 distribution."
-            )
-        sticks.figures.append(Figure(plots.stick_usage_figure(kl, weights, figures_dir / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit), f"usage per {unit}"))
-        if stick:
-            sticks.figures.append(Figure(plots.sticks_99_figure(counts, module.latent.truncation, figures_dir / "sticks_99.png"), "sticks_99 over the test rows"))
-            usage = [[name, f"{np.mean(c):.2f}", str(int(np.median(c))), str(int(c.max())), str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum()))]
-                     for name, c in counts.items()]
-            sticks.html.append(_table(usage, ["posterior", "mean sticks_99", "median", "max", f"sticks with KL > {KL_ACTIVE_THRESHOLD}"]))
-        else:
-            sticks.html.append(_table([[name, str(int((v > KL_ACTIVE_THRESHOLD).sum())), f"{v.sum():.2f}"] for name, v in kl.items()],
-                                      ["posterior", f"dimensions with KL > {KL_ACTIVE_THRESHOLD}", "total KL (nats)"]))
-
+        _stick_usage(sections["sticks"], ctx, joint, single)
         step("samples per latent dimension")
-        # samples per latent dimension -----------------------------------------------------------------------
-        alone_dims, first_dims, why = used_dimensions(stick, joint, max_dims)
-        alone, first = dimension_sweeps(module.latent, alone_dims, first_dims, n=examples, seed=seed)
-        alone_x, first_x = _decode(module, alone), _decode(module, first)
-        per_dim = sections["per-dimension"]
-        per_dim.intro = (
-            f"Decodes driven by one {unit} at a time (left: {unit} k swept over its prior quantiles 5 %..95 %, every other {unit} at its prior median) "
-            f"and by the first k {unit}s (right: the first k drawn from the prior, the same draws in every row, the rest at their medians). "
-            f"Shown: {why}. Image modalities show E[x | z]; tabular ones show, per feature, how much E[x | z] varies across the row."
-        )
-        for modality in modalities:
-            path = plots.per_dimension_figure(
-                modality, alone_x[modality.name], first_x[modality.name], alone_dims, first_dims, figures_dir / f"per_dimension_{modality.name}.png", unit
-            )
-            per_dim.figures.append(Figure(path, f"modality {modality.name}: one {unit} alone and the first k {unit}s"))
-
+        _per_dimension(sections["per-dimension"], ctx, joint, max_dims)
         step("reconstructions and cross-modal generation")
-        # reconstructions and cross-modal generation ----------------------------------------------------------
-        complete = np.flatnonzero(test.mask.all(axis=1))  # rows with every modality first: their data are all shown
-        shown = np.concatenate([complete, np.flatnonzero(~test.mask.all(axis=1))])[:examples]
-        truth = plots.observed_rows(test, shown, modalities)
-        batch = test.batch(shown)
-        generation = sections["generation"]
-        generation.intro = (
-            f"{len(shown)} test rows: the data (grey: missing), then every modality decoded (E[x | z] at one posterior sample z) "
-            "from all observed modalities (reconstruction)" + (" and from each modality alone (cross-modal generation)." if multimodal else ".")
-        )
-        subsets = [None, *singles]
-        for subset in subsets:
-            mask = batch["mask"] if subset is None else batch["mask"] & torch.from_numpy(np.isin(np.arange(len(names)), subset))[None, :]
-            usable = mask.any(dim=1)
-            z = torch.zeros(len(shown), module.latent.latent_size)
-            if bool(usable.any()):
-                index = usable.nonzero().squeeze(-1)
-                q = module.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
-                z[index] = module.latent.rsample(q)
-            generated = _decode(module, z)
-            label = ("all observed modalities" if multimodal else "reconstruction") if subset is None else f"{names[subset[0]]} only"
-            columns = [(f"{name}\n(data)", m, truth[name]) for name, m in zip(names, modalities)]
-            for name, m in zip(names, modalities):
-                values = generated[name].astype(np.float64)
-                values[~usable.numpy()] = np.nan  # rows where the given subset is not observed: nothing to condition on
-                columns.append((f"{name}\n(reconstructed)" if label == "reconstruction" else f"{name}\n| {label}", m, values))
-            stem = "reconstruction" if subset is None else f"given_{names[subset[0]]}"
-            heading = "reconstruction" if label == "reconstruction" else f"generated from {label}"
-            path = plots.columns_figure(columns, figures_dir / f"{stem}.png", title=heading)
-            generation.figures.append(Figure(path, heading if label == "reconstruction" else f"every modality generated from {label}"))
-
+        _generation(sections["generation"], ctx)
+        step("generation from a class")
+        _class_generation(sections["classes"], ctx)
         step("imputation")
-        # imputation ------------------------------------------------------------------------------------------
-        imputation = sections["imputation"]
-        partial = np.flatnonzero(~test.mask.all(axis=1))
-        if len(partial):
-            chosen = partial[:examples]
-            observed = plots.observed_rows(test, chosen, modalities)
-            filled = vae.impute(test.take(chosen))
-            columns = []
-            for m, (name, modality) in enumerate(zip(names, modalities)):
-                columns.append((f"{name}\n(observed)", modality, observed[name]))
-                missing = ~test.mask[chosen, m]
-                if missing.any():
-                    values = np.asarray(filled[name], dtype=np.float64).copy()
-                    values[~missing] = np.nan
-                    columns.append((f"{name}\n(imputed)", modality, values))
-            counts = ", ".join(f"{name}: {int((~test.mask[:, m]).sum())}" for m, name in enumerate(names))
-            imputation.intro = (
-                f"Test rows with a modality missing ({len(partial)} of {len(test)}; missing per modality: {counts}). "
-                f"For {len(chosen)} of them: what was observed (grey: missing) and what the model fills in for the missing rows "
-                "(E[x | z] at the posterior mean of z given the observed modalities, as `infinimodal impute` does)."
-            )
-            imputation.figures.append(Figure(plots.columns_figure(columns, figures_dir / "imputation.png"), "observed and imputed modalities"))
-        else:
-            imputation.html.append(_note(
-                "The test set has no missing modalities, so there is nothing to impute. "
-                + ("Cross-modal generation above shows what the model would fill in." if multimodal else "")
-            ))
-
+        _imputation(sections["imputation"], ctx)
         step("prior samples")
-        # prior samples ------------------------------------------------------------------------------------
-        prior = sections["prior"]
-        prior.intro = "Random draws z from the prior, decoded (E[x | z]). " + (
-            "Each row is one draw decoded into every modality: a coherent model gives the same content in every column." if multimodal else ""
-        )
-        if len(modalities) == 1 and plots.is_image(modalities[0]):
-            samples = vae.sample(4 * examples)
-            path = plots.image_grid_figure(modalities[0], samples[names[0]], figures_dir / "prior_samples.png", columns=examples)
-        else:
-            samples = vae.sample(examples)
-            path = plots.columns_figure([(name, m, samples[name]) for name, m in zip(names, modalities)], figures_dir / "prior_samples.png")
-        prior.figures.append(Figure(path, "samples from the prior"))
+        _prior(sections["prior"], ctx)
         step(None)
     steps.close()
 
-    title = f"{run.name}: {config.latent} latent, {config.aggregator} over {', '.join(names)}"
+    title = f"{run.name}: {config.latent} latent, {config.aggregator} over {', '.join(ctx.names)}"
     page = render_page(title, list(sections.values()), footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s from {run.resolve()}")
     out = run / REPORT
     out.write_text(page)
     log.info("report written: %s", out)
     return out
+
+
+def _curves(section: Section, run: Path, figures_dir: Path) -> None:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        section.html.append(note(f"{path} is missing: the run has no training curves."))
+        return
+    epochs, curves = read_curves(path)
+    section.intro = (
+        "Per-epoch means over the training rows (solid) and the validation rows (dashed). The ELBO is "
+        "reconstruction minus KL, always with KL weight 1; the dotted grey line is the KL weight the optimiser used "
+        "(the warm-up), so the training loss differs from the training ELBO while it is below 1."
+    )
+    section.figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
+
+
+def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
+    stick = ctx.module.latent.has_sticks
+    space = "decoder_space" if stick else "representation"
+    space_name = ctx.module.latent.decoder_space_name  # the representation's own name where the two coincide
+    labels = ctx.sample.labels
+    candidates = [("joint posterior", joint[space], labels)]
+    for name, part in zip(ctx.names, single):
+        chosen = part["rows"]
+        candidates.append((f"given {name} only", part[space][chosen], None if labels is None else labels[chosen]))
+    panels = [c for c in candidates if len(c[1]) >= MIN_MAP_ROWS and c[1].shape[1] >= 2]
+    for title, points, _ in candidates:
+        if len(points) < MIN_MAP_ROWS or points.shape[1] < 2:
+            section.html.append(note(
+                f"No map of the {title}: {len(points)} test rows of {points.shape[1]} latent values "
+                f"(a t-SNE map needs at least {MIN_MAP_ROWS} rows and 2 values)."
+            ))
+    maps = []
+    for title, points, colours in tqdm(panels, desc="latent maps", disable=not ctx.progress, leave=False):
+        maps.append((title, tsne_map(points, progress=ctx.progress, desc=f"t-SNE, {title}", seed=ctx.seed), colours))
+    section.intro = (
+        f"t-SNE maps (openTSNE) of the posterior mean in the space the decoder reads ({space_name}) for {len(ctx.sample)} test rows, "
+        "from all observed modalities (joint) and from each modality alone. Colours are the data's labels; "
+        "classes that form separate islands are separated by the latent code without supervision."
+    )
+    if labels is None:
+        section.html.append(note("The data have no labels: the maps are not coloured."))
+    if maps:
+        section.figures.append(Figure(plots.map_figure(maps, ctx.figures / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
+
+
+def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
+    latent = ctx.module.latent
+    stick, unit = latent.has_sticks, latent.unit_name
+    kl, weights, counts = latent_usage(joint, single, ctx.names, stick)
+    if stick:
+        section.intro = (
+            "Which sticks the model uses. Left: the mean weight E[pi_k] of each stick over the test rows; right: the mean KL "
+            "of each stick's posterior to its prior (a stick with KL near 0 carries no information about the row). "
+            "Bars: the joint posterior; lines: each modality's own posterior. Below: how many sticks hold 99 % of E[pi], per test row."
+        )
+    else:
+        section.intro = (
+            "Which dimensions the model uses: the mean KL of each latent dimension's posterior to the N(0, 1) prior over the test rows "
+            "(a dimension with KL near 0 is switched off). Bars: the joint posterior; lines: each modality's own posterior. "
+            "Gaussian latents have no stick weights, so there is no sticks_99 distribution."
+        )
+    section.figures.append(Figure(plots.stick_usage_figure(kl, weights, ctx.figures / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit), f"usage per {unit}"))
+    if stick:
+        section.figures.append(Figure(plots.sticks_99_figure(counts, latent.truncation, ctx.figures / "sticks_99.png"), "sticks_99 over the test rows"))
+        usage = [[name, f"{np.mean(c):.2f}", str(int(np.median(c))), str(int(c.max())), str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum()))]
+                 for name, c in counts.items()]
+        section.html.append(table(usage, ["posterior", "mean sticks_99", "median", "max", f"sticks with KL > {KL_ACTIVE_THRESHOLD}"]))
+    else:
+        section.html.append(table([[name, str(int((v > KL_ACTIVE_THRESHOLD).sum())), f"{v.sum():.2f}"] for name, v in kl.items()],
+                                  ["posterior", f"dimensions with KL > {KL_ACTIVE_THRESHOLD}", "total KL (nats)"]))
+
+
+def _per_dimension(section: Section, ctx: _Run, joint: dict, max_dims: int) -> None:
+    latent = ctx.module.latent
+    unit = latent.unit_name
+    alone_dims, first_dims, why = used_dimensions(latent.has_sticks, joint, max_dims)
+    alone, first = dimension_sweeps(latent, alone_dims, first_dims, n=ctx.examples, seed=ctx.seed)
+    alone_x, first_x = _decode(ctx.module, alone), _decode(ctx.module, first)
+    section.intro = (
+        f"Decodes driven by one {unit} at a time (left: {unit} k swept over its prior quantiles 5 %..95 %, every other {unit} at its prior median) "
+        f"and by the first k {unit}s (right: the first k drawn from the prior, the same draws in every row, the rest at their medians). "
+        f"Shown: {why}. Image modalities show E[x | z]; tabular ones show, per feature, how much E[x | z] varies across the row."
+    )
+    for modality in ctx.modalities:
+        path = plots.per_dimension_figure(
+            modality, alone_x[modality.name], first_x[modality.name], alone_dims, first_dims, ctx.figures / f"per_dimension_{modality.name}.png", unit
+        )
+        section.figures.append(Figure(path, f"modality {modality.name}: one {unit} alone and the first k {unit}s"))
+
+
+def _generation(section: Section, ctx: _Run) -> None:
+    module, modalities, names, test = ctx.module, ctx.modalities, ctx.names, ctx.data.test
+    complete = np.flatnonzero(test.mask.all(axis=1))  # rows with every modality first: their data are all shown
+    shown = np.concatenate([complete, np.flatnonzero(~test.mask.all(axis=1))])[: ctx.examples]
+    truth = plots.observed_rows(test, shown, modalities)
+    batch = test.batch(shown)
+    section.intro = (
+        f"{len(shown)} test rows: the data (grey: missing), then every modality decoded (E[x | z] at one posterior sample z) "
+        "from all observed modalities (reconstruction)" + (" and from each modality alone (cross-modal generation)." if ctx.multimodal else ".")
+    )
+    for subset in [None, *ctx.singles]:
+        mask = batch["mask"] if subset is None else batch["mask"] & torch.from_numpy(np.isin(np.arange(len(names)), subset))[None, :]
+        usable = mask.any(dim=1)
+        if subset is not None and not bool(usable.any()):
+            section.html.append(note(f"No test row shown has {names[subset[0]]} observed: nothing to generate from it here."))
+            continue
+        z = torch.zeros(len(shown), module.latent.latent_size)
+        if bool(usable.any()):
+            index = usable.nonzero().squeeze(-1)
+            q = module.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
+            z[index] = module.latent.rsample(q)
+        generated = _decode(module, z)
+        label = ("all observed modalities" if ctx.multimodal else "reconstruction") if subset is None else f"{names[subset[0]]} only"
+        columns = [(f"{name}\n(data)", m, truth[name]) for name, m in zip(names, modalities)]
+        for name, m in zip(names, modalities):
+            values = generated[name].astype(np.float64)
+            values[~usable.numpy()] = np.nan  # rows where the given subset is not observed: nothing to condition on
+            columns.append((f"{name}\n(reconstructed)" if label == "reconstruction" else f"{name}\n| {label}", m, values))
+        stem = "reconstruction" if subset is None else f"given_{names[subset[0]]}"
+        heading = "reconstruction" if label == "reconstruction" else f"generated from {label}"
+        path = plots.columns_figure(columns, ctx.figures / f"{stem}.png", title=heading)
+        section.figures.append(Figure(path, heading if label == "reconstruction" else f"every modality generated from {label}"))
+
+
+#: Most classes of a categorical modality shown in the class-conditioned figures.
+MAX_CLASSES_SHOWN = 10
+
+
+def _class_generation(section: Section, ctx: _Run) -> None:
+    """Per categorical modality: each other modality generated from q(z | that class alone), a row per class."""
+    categorical = [m for m in ctx.modalities if likelihood_class(m.likelihood).categorical]
+    if not categorical or not ctx.multimodal:
+        section.html.append(note("The model has no categorical modality beside another one (a label, --data NAME:labels=F): "
+                                 "there is no class to generate from."))
+        return
+    section.intro = (
+        f"Generation from a class: for each class of a categorical modality (rows), {ctx.examples} draws z from the posterior given "
+        "that class alone, each decoded into the other modalities (E[x | z]), as `infinimodal sample DIR --given NAME=CLASS` does. "
+        "A model that learned what the class means shows it in every column of its row."
+    )
+    for spec in categorical:
+        classes = spec.class_values[:MAX_CLASSES_SHOWN]
+        draws = [ctx.vae.sample_class(ctx.examples, spec.name, value) for value in classes]
+        for other in ctx.modalities:
+            if other.name == spec.name:
+                continue
+            stem = f"class_{spec.name}_{other.name}"
+            values = np.concatenate([d[other.name] for d in draws])
+            title = f"{other.name} generated from each class of {spec.name} ({', '.join(map(str, classes))}; " + ("one row each)" if plots.is_image(other) else "one panel each)")
+            if plots.is_image(other):
+                path = plots.image_grid_figure(other, values, ctx.figures / f"{stem}.png", columns=ctx.examples)
+            else:
+                path = plots.columns_figure([(f"{other.name}\n| {spec.name} = {value}", other, d[other.name]) for value, d in zip(classes, draws)],
+                                            ctx.figures / f"{stem}.png", title=title)
+            section.figures.append(Figure(path, title))
+
+
+def _imputation(section: Section, ctx: _Run) -> None:
+    modalities, names, test = ctx.modalities, ctx.names, ctx.data.test
+    partial = np.flatnonzero(~test.mask.all(axis=1))
+    if not len(partial):
+        section.html.append(note(
+            "The test set has no missing modalities, so there is nothing to impute. "
+            + ("Cross-modal generation above shows what the model would fill in." if ctx.multimodal else "")
+        ))
+        return
+    chosen = partial[: ctx.examples]
+    observed = plots.observed_rows(test, chosen, modalities)
+    filled = ctx.vae.impute(test.take(chosen))
+    columns = []
+    for m, (name, modality) in enumerate(zip(names, modalities)):
+        columns.append((f"{name}\n(observed)", modality, observed[name]))
+        missing = ~test.mask[chosen, m]
+        if missing.any():
+            values = np.asarray(filled[name], dtype=np.float64).copy()
+            values[~missing] = np.nan
+            columns.append((f"{name}\n(imputed)", modality, values))
+    counts = ", ".join(f"{name}: {int((~test.mask[:, m]).sum())}" for m, name in enumerate(names))
+    section.intro = (
+        f"Test rows with a modality missing ({len(partial)} of {len(test)}; missing per modality: {counts}). "
+        f"For {len(chosen)} of them: what was observed (grey: missing) and what the model fills in for the missing rows "
+        "(E[x | z] at the posterior mean of z given the observed modalities, as `infinimodal impute` does; a categorical "
+        "modality is filled with its class probabilities)."
+    )
+    label = ctx.data.label_modality
+    if label is not None and test.labels is not None:
+        values = modalities[names.index(label)].class_values
+        predicted = [values[i] for i in filled[label].argmax(axis=1)]
+        section.html.append(table([[str(r), str(int(test.labels[r])), str(value)] for r, value in zip(chosen, predicted)],
+                                  ["test row", "true class", f"predicted {label} (argmax of the imputed probabilities)"]))
+    section.figures.append(Figure(plots.columns_figure(columns, ctx.figures / "imputation.png"), "observed and imputed modalities"))
+
+
+def _prior(section: Section, ctx: _Run) -> None:
+    modalities, names = ctx.modalities, ctx.names
+    section.intro = "Random draws z from the prior, decoded (E[x | z]). " + (
+        "Each row is one draw decoded into every modality: a coherent model gives the same content in every column." if ctx.multimodal else ""
+    )
+    if len(modalities) == 1 and plots.is_image(modalities[0]):
+        samples = ctx.vae.sample(4 * ctx.examples)
+        path = plots.image_grid_figure(modalities[0], samples[names[0]], ctx.figures / "prior_samples.png", columns=ctx.examples)
+    else:
+        samples = ctx.vae.sample(ctx.examples)
+        path = plots.columns_figure([(name, m, samples[name]) for name, m in zip(names, modalities)], ctx.figures / "prior_samples.png")
+    section.figures.append(Figure(path, "samples from the prior"))
 
 
 def latent_usage(joint: dict, single: Sequence[dict], names: Sequence[str], stick: bool) -> tuple[dict, dict | None, dict | None]:
@@ -491,28 +516,32 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         ["data", f"{record.get('data')} ({record.get('data_source', '')})"],
         ["modalities", ", ".join(names)],
         ["model", f"{latent} latent, {size}, {record.get('aggregator')} fusion"],
-        ["training", f"{record.get('epochs')} epochs on {record.get('n_train')} rows, {_format(record.get('train_seconds'))} s; best validation ELBO {_format(record.get('best_val_elbo'))}"],
+        ["training", f"{record.get('epochs')} epochs on {record.get('n_train')} rows, {format_value(record.get('train_seconds'))} s; best validation ELBO {format_value(record.get('best_val_elbo'))}"],
     ]
     if evaluation is not None:
         if evaluation.get("posterior_family") and evaluation["posterior_family"] != latent:
             rows.append(["posterior family", evaluation["posterior_family"]])
-        rows.append([f"test ELBO (the {record.get('aggregator')} bound)", _format(evaluation.get("elbo"))])
-        rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", _format(evaluation.get("log_likelihood"))])
+        rows.append([f"test ELBO (the {record.get('aggregator')} bound)", format_value(evaluation.get("elbo"))])
+        rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", format_value(evaluation.get("log_likelihood"))])
         if stick and "sticks_99" in evaluation:
             rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
         rows.append(["dimensions with KL > 0.05", str(evaluation.get("kl_active"))])
+        for name, errors in evaluation.get("prediction_error", {}).items():
+            alone = ", ".join(f"from {other} alone {100 * e:.2f} %" for other, e in errors.items() if other != "all")
+            rows.append([f"error predicting {name}", f"{100 * errors['all']:.2f} % from all other modalities" + (f" ({alone})" if alone else "")
+                         if "all" in errors else alone or "-"])
         if "kl_span_99" in evaluation:
             rows.append(["leading dimensions holding 99 % of the KL", f"{evaluation['kl_span_99']} of {family.n_dimensions}"])
-            rows.append(["Spearman correlation of dimension index and KL (-1: ordered)", _format(evaluation.get("kl_order_spearman"))])
-    section.html.append(_table(rows))
+            rows.append(["Spearman correlation of dimension index and KL (-1: ordered)", format_value(evaluation.get("kl_order_spearman"))])
+    section.html.append(table(rows))
 
 
 def _config(section: Section, record: dict, test, modalities) -> None:
     section.intro = "The run's config.json: every setting it was trained with, and its modalities."
-    settings = [[key, _format(value) if not isinstance(value, dict) else json.dumps(value)] for key, value in record.items() if key != "modalities"]
-    section.html.append(_tables_side_by_side(settings, ["setting", "value"], 3))
+    settings = [[key, format_value(value) if not isinstance(value, dict) else json.dumps(value)] for key, value in record.items() if key != "modalities"]
+    section.html.append(tables_side_by_side(settings, ["setting", "value"], 3))
     observed = test.mask.mean(axis=0)
-    section.html.append(_table(
+    section.html.append(table(
         [[m.name, " x ".join(map(str, m.shape)), m.likelihood, f"{100 * observed[i]:.1f} %"] for i, m in enumerate(modalities)],
         ["modality", "shape", "likelihood", "observed in test rows"],
     ))
@@ -520,213 +549,12 @@ def _config(section: Section, record: dict, test, modalities) -> None:
 
 def _metrics(section: Section, evaluation: dict | None, run: Path) -> None:
     if evaluation is None:
-        section.html.append(_note(f"No eval.json: run `infinimodal evaluate {run}` for the test metrics, then this report again."))
+        section.html.append(note(f"No eval.json: run `infinimodal evaluate {run}` for the test metrics, then this report again."))
         return
     section.intro = "The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below."
-    flat = _flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
-    section.html.append(_tables_side_by_side([[k, _format(v)] for k, v in flat.items()], ["metric", "value"], 3))
-    for note in evaluation.get("notes", []):
-        section.html.append(_note(note))
+    flat = flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
+    section.html.append(tables_side_by_side([[k, format_value(v)] for k, v in flat.items()], ["metric", "value"], 3))
+    for line in evaluation.get("notes", []):
+        section.html.append(note(line))
 
 
-# --- HTML --------------------------------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 0; color: #222; background: #fafafa; }
-header { background: #2b3a4a; color: white; padding: 16px 28px; }
-header h1 { margin: 0; font-size: 22px; }
-nav { padding: 8px 28px; background: #eef1f4; font-size: 14px; }
-nav a { margin-right: 14px; color: #2b3a4a; }
-main { padding: 4px 28px 28px 28px; max-width: 1400px; }
-section { background: white; border: 1px solid #e2e2e2; border-radius: 6px; margin: 16px 0; padding: 4px 18px 14px 18px; }
-h2 { font-size: 18px; border-bottom: 1px solid #e2e2e2; padding-bottom: 4px; }
-table { border-collapse: collapse; margin: 8px 0 12px 0; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-figure { margin: 10px 0 18px 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 13px; color: #555; }
-p.intro { font-size: 14px; max-width: 1000px; }
-p.note { font-size: 14px; color: #7a5a00; background: #fff8e1; padding: 6px 10px; border-radius: 4px; }
-.tables { display: flex; flex-wrap: wrap; gap: 0 24px; align-items: flex-start; }
-.side { display: grid; gap: 12px; }
-.side > div { min-width: 0; }
-.side img { max-width: 100%; height: auto; border: 1px solid #eee; }
-footer { color: #888; font-size: 12px; padding: 0 28px 20px 28px; }
-"""
-
-
-def embed_png(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _figure(figure: Figure, base: Path) -> str:
-    try:
-        link = figure.path.relative_to(base).as_posix()
-    except ValueError:
-        link = figure.path.as_posix()
-    return (
-        f"<figure>{embed_png(figure.path, figure.caption)}"
-        f'<figcaption>{html.escape(figure.caption)} (<a href="{html.escape(link)}">{html.escape(figure.path.name)}</a>)</figcaption></figure>'
-    )
-
-
-def render_page(title: str, sections: Sequence[Section], footer: str = "", base: Path | None = None) -> str:
-    """One self-contained HTML page; figures are embedded, and linked as files relative to `base`."""
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
-        f"<header><h1>{html.escape(title)}</h1></header>",
-        "<nav>" + "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections) + "</nav><main>",
-    ]
-    for section in sections:
-        parts.append(f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>')
-        if section.intro:
-            parts.append(f'<p class="intro">{html.escape(section.intro)}</p>')
-        parts.extend(section.html)
-        for figure in section.figures:
-            parts.append(_figure(figure, base if base is not None else figure.path.parent.parent))
-        parts.append("</section>")
-    parts.append(f"</main><footer>{html.escape(footer)}</footer></body></html>")
-    return "\n".join(parts) + "\n"
-
-
-# --- several runs side by side ------------------------------------------------------------------------------
-
-#: Metrics where larger is better / smaller is better: the best run's value is set in bold.
-HIGHER_IS_BETTER = ("elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
-                    "coherence / joint", "shared_factor_r2", "shared_factor_r2_decoder_input")
-LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input")
-#: Metrics that are a different bound under each aggregator: bold only among runs of one aggregator.
-AGGREGATOR_BOUNDS = ("elbo",)
-#: Each run's figures shown side by side on the compare page (file stem, title).
-SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_dimension", "samples per latent dimension (first modality)"),
-                ("reconstruction", "reconstructions"), ("prior_samples", "samples from the prior"))
-
-
-def _direction(key: str) -> int:
-    for prefixes, sign in ((HIGHER_IS_BETTER, 1), (LOWER_IS_BETTER, -1)):
-        if any(key == p or key.startswith(p + " / ") for p in prefixes):
-            return sign
-    return 0
-
-
-def _labels(runs: Sequence[Path]) -> list[str]:
-    labels = [r.name for r in runs]
-    if len(set(labels)) < len(labels):
-        labels = [f"{r.parent.name}/{r.name}" for r in runs]
-    if len(set(labels)) < len(labels):
-        labels = [f"{i + 1}: {label}" for i, label in enumerate(labels)]
-    return labels
-
-
-def _report_is_current(run: Path) -> bool:
-    """A report exists and is newer than the model and the metrics it shows."""
-    page = run / REPORT
-    if not page.is_file() or not (run / FIGURES).is_dir():
-        return False
-    inputs = [run / name for name in ("model.ckpt", "eval.json", "metrics.csv") if (run / name).is_file()]
-    return all(page.stat().st_mtime >= path.stat().st_mtime for path in inputs)
-
-
-def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool = True, **report_settings) -> Path:
-    """Write the compare page `out` (HTML) and its figures into `<out stem>_figures/` next to it.
-
-    Runs without a report get one first (`write_report` with `report_settings`)."""
-    runs = [Path(r) for r in run_dirs]
-    if len(runs) < 2:
-        raise InfinimodalError(f"compare needs at least two run directories, got {len(runs)}")
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise InfinimodalError(f"--out must be an .html file, got {out.name}")
-    for run in runs:
-        for name in ("config.json", "model.ckpt"):
-            if not (run / name).is_file():
-                raise InfinimodalError(f"{run} is not a finished run directory: {name} is missing")
-    started = time.perf_counter()
-    labels = _labels(runs)
-    for run in runs:
-        if not _report_is_current(run):
-            log.info("compare: %s has no report of its current model and metrics; writing it", run)
-            write_report(run, progress=progress, **report_settings)
-    records = [read_config(r / "config.json") for r in runs]
-    evaluations = [read_json_object(r / "eval.json") if (r / "eval.json").is_file() else None for r in runs]
-    figures_dir = out.parent / f"{out.stem}_figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    sections = []
-
-    overview = Section("runs", "Runs")
-    overview.html.append(_table(
-        [[label, str(run), f"{rec.get('latent')} / {rec.get('aggregator')}", str(rec.get("data")), str(rec.get("epochs")), _format(rec.get("train_seconds"))]
-         for label, run, rec in zip(labels, runs, records)],
-        ["run", "directory", "latent / fusion", "data", "epochs", "training seconds"],
-    ))
-    keys = sorted({k for rec in records for k in rec if k != "modalities"})
-    differing = [k for k in keys if len({json.dumps(rec.get(k), sort_keys=True) for rec in records}) > 1]
-    overview.html.append("<h3>Settings that differ</h3>")
-    overview.html.append(_table([[k, *(_format(rec.get(k)) if not isinstance(rec.get(k), dict) else json.dumps(rec.get(k)) for rec in records)] for k in differing],
-                                ["setting", *labels]) if differing else _note("The runs have the same settings."))
-    if len({rec.get("data") for rec in records}) > 1:
-        overview.html.append(_note("The runs were trained on different data: their metrics are not comparable."))
-    sections.append(overview)
-
-    metrics = Section("metrics", "Test metrics", intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold.")
-    flat = [_flatten({k: v for k, v in e.items() if k not in LONG_METRICS}) if e is not None else {} for e in evaluations]
-    names = list(dict.fromkeys(k for f in flat for k in f))
-    rows, bold = [], set()
-    for r, key in enumerate(names):
-        values = [f.get(key) for f in flat]
-        rows.append([key, *(_format(v) for v in values)])
-        sign = 0 if key in AGGREGATOR_BOUNDS and len({rec.get("aggregator") for rec in records}) > 1 else _direction(key)
-        numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
-        if sign and sum(v is not None for v in numbers) > 1:
-            best = max(sign * v for v in numbers if v is not None)
-            bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
-    if len({rec.get("aggregator") for rec in records}) > 1:
-        metrics.html.append(_note("The runs use different aggregators, and each aggregator's ELBO is its own bound (PoE: the joint posterior's; "
-                                  "MoE: the mixture's; MoPoE: with a mixture of subset KLs), so no ELBO is set in bold: compare log_likelihood."))
-    scored = [e for e in evaluations if e is not None]
-    for key, what in (("n_test", "numbers of test rows"), ("iw_samples", "numbers of importance samples")):
-        if len({e.get(key) for e in scored}) > 1:
-            metrics.html.append(_note(f"The runs were evaluated with different {what} ({key}): their metrics are not directly comparable; "
-                                      "evaluate them alike (infinimodal evaluate DIR --iw-samples S --max-test N)."))
-    for label, e in zip(labels, evaluations):
-        if e is None:
-            metrics.html.append(_note(f"{label} has no eval.json: run `infinimodal evaluate` on it."))
-    metrics.html.append(_table(rows, ["metric", *labels], bold))
-    sections.append(metrics)
-
-    curves = Section("curves", "Training curves and latent usage")
-    runs_curves = {label: read_curves(run / "metrics.csv") for label, run in zip(labels, runs) if (run / "metrics.csv").is_file()}
-    if runs_curves:
-        curves.figures.append(Figure(plots.overlay_curves_figure(runs_curves, figures_dir / "curves.png"), "validation ELBO and KL per epoch"))
-    spectra = {label: np.asarray(e["kl_per_dim"]) for label, e in zip(labels, evaluations) if e is not None and "kl_per_dim" in e}
-    if spectra:
-        curves.figures.append(Figure(plots.sorted_kl_figure(spectra, figures_dir / "kl_spectrum.png", KL_ACTIVE_THRESHOLD),
-                                     "mean KL per dimension or stick, sorted: how many dimensions each model uses"))
-    histograms = {label: np.repeat(np.arange(1, len(e["sticks_99_histogram"]) + 1), e["sticks_99_histogram"])
-                  for label, e in zip(labels, evaluations) if e is not None and e.get("sticks_99_histogram")}
-    if histograms:
-        truncation = max(len(e["sticks_99_histogram"]) for e in evaluations if e is not None and e.get("sticks_99_histogram"))
-        curves.figures.append(Figure(plots.sticks_99_figure(histograms, truncation, figures_dir / "sticks_99.png"), "sticks_99 over the test rows (stick families)"))
-    sections.append(curves)
-
-    side = Section("side-by-side", "Figures side by side", intro="Each run's own report figures, in columns (the full reports are in each run directory).")
-    columns = f"repeat({len(runs)}, minmax(0, 1fr))"
-    for stem, title in SIDE_BY_SIDE:
-        side.html.append(f"<h3>{html.escape(title)}</h3>")
-        cells = []
-        for label, run, record in zip(labels, runs, records):
-            first = record["modalities"][0]["name"] if record.get("modalities") else "image"
-            path = run / FIGURES / (f"{stem}_{first}.png" if stem == "per_dimension" else f"{stem}.png")
-            cell = embed_png(path, f"{label}: {title}") if path.is_file() else _note("not in this run's report")
-            cells.append(f"<div><b>{html.escape(label)}</b><br>{cell}</div>")
-        side.html.append(f'<div class="side" style="grid-template-columns: {columns}">' + "".join(cells) + "</div>")
-    sections.append(side)
-
-    page = render_page(f"infinimodal: {' vs '.join(labels)}", sections, base=out.parent,
-                       footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s")
-    out.write_text(page)
-    log.info("compare page written: %s", out)
-    return out

@@ -1,0 +1,230 @@
+"""Labels as a modality: the labels=F option, categorical columns of data files, prediction error, generation from a
+class, and the training weight of a modality's log-likelihood."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infinimodal import MultimodalVAE, api
+from infinimodal.cli import main
+from infinimodal.data import load_dataset
+from infinimodal.errors import DataError
+
+
+def test_labels_option_adds_a_stratified_label_modality():
+    plain = load_dataset("synthetic:n=2000,features=4")
+    data = load_dataset("synthetic:n=2000,features=4,labels=0.25")
+    assert data.names == [*plain.names, "label"] and data.label_modality == "label"
+    label = data.modalities[-1]
+    assert label.likelihood == "categorical" and label.shape == (4,)
+    for name in ("train", "valid", "test"):
+        split, reference = data.split(name), plain.split(name)
+        np.testing.assert_array_equal(split.labels, reference.labels)
+        np.testing.assert_array_equal(split.mask[:, :-1], reference.mask)  # the other modalities are untouched
+        observed = split.mask[:, -1]
+        one_hot = split.arrays["label"]
+        np.testing.assert_array_equal(one_hot[observed].argmax(1), split.labels[observed])
+        assert (one_hot[observed].sum(1) == 1).all() and (one_hot[~observed] == 0).all()
+        for c in np.unique(split.labels):  # stratified: every class keeps a quarter of its rows
+            rows = split.labels == c
+            expected = 0 if name == "test" else max(1, round(0.25 * rows.sum()))
+            assert observed[rows].sum() == expected
+    assert "labels observed for" in data.source
+    # the same seed gives the same rows
+    np.testing.assert_array_equal(load_dataset("synthetic:n=2000,features=4,labels=0.25").train.mask, data.train.mask)
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("synthetic:n=500,labels=0", "in (0, 1]"), ("synthetic:n=500,labels=1.5", "in (0, 1]"), ("synthetic:n=500,labels=abc", "in (0, 1]"),
+    ("mnist:rotate=1", "takes no option but labels=F"), ("polymnist:labels=0.1", "polymnist:M"),
+])
+def test_bad_label_options_are_one_clear_error(spec, problem, capsys):
+    with pytest.raises(DataError, match=problem.replace("(", r"\(").replace("]", r"\]")):
+        load_dataset(spec)
+    assert main(["train", "--data", spec, "--epochs", "1", "--quiet", "--out", "/nonexistent/never"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _class_file(path, n=600, seed=0):
+    """x: 4 features around one of 3 prototypes; y: the class as an integer code (3, 5 or 9), -1 for a fifth of the rows."""
+    rng = np.random.default_rng(seed)
+    codes = np.array([3, 5, 9])
+    position = rng.integers(0, 3, n)
+    prototypes = 3.0 * np.eye(3, 4)
+    x = prototypes[position] + 0.3 * rng.normal(size=(n, 4))
+    y = codes[position].copy()
+    y[rng.random(n) < 0.2] = -1
+    np.savez(path, x=x, y=y, labels=position)
+    return x, y, position
+
+
+def test_an_integer_column_of_a_file_is_a_categorical_modality_with_its_own_classes(tmp_path):
+    path = tmp_path / "classes.npz"
+    _, y, _ = _class_file(path)
+    data = load_dataset(str(path))
+    spec = data.modalities[data.names.index("y")]
+    assert spec.likelihood == "categorical" and spec.shape == (3,) and spec.classes == (3, 5, 9)
+    whole = {name: np.concatenate([data.split(s).arrays[name] for s in ("train", "valid", "test")]) for name in data.names}
+    mask = np.concatenate([data.split(s).mask for s in ("train", "valid", "test")])
+    assert mask[:, 1].sum() == (y != -1).sum()
+    codes = np.array(spec.classes)[whole["y"][mask[:, 1]].argmax(1)]
+    assert sorted(codes.tolist()) == sorted(y[y != -1].tolist())
+    # a column with one class is refused, naming the modality and the file
+    np.savez(tmp_path / "one.npz", x=np.ones((20, 2)) + np.arange(20)[:, None], y=np.full(20, 4))
+    with pytest.raises(DataError, match=r"modality 'y' in .*one.npz: a categorical modality needs at least 2 classes"):
+        load_dataset(str(tmp_path / "one.npz"))
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classes")
+    path = folder / "classes.npz"
+    _class_file(path, n=1500)
+    out = folder / "run"
+    assert main(["train", "--data", str(path), "--epochs", "12", "--hidden", "32", "--latent-dim", "6", "--batch-size", "50",
+                 "--kl-warmup", "2", "--weight", "y=5", "--quiet", "--out", str(out)]) == 0
+    return path, out
+
+
+def test_impute_gives_class_probabilities_and_keeps_observed_classes(class_run):
+    path, out = class_run
+    vae, _ = api.load(out)
+    x, y, position = np.load(path)["x"][:40], np.load(path)["y"][:40], np.load(path)["labels"][:40]
+    filled = vae.impute({"x": x, "y": y})
+    probabilities = filled["y"]
+    assert probabilities.shape == (40, 3)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    observed = y != -1
+    np.testing.assert_array_equal(probabilities[observed], np.eye(3)[position[observed]])
+    # the planted classes are easy: the missing ones are predicted from x
+    assert (probabilities[~observed].argmax(1) == position[~observed]).mean() >= 0.9
+    with pytest.raises(DataError, match="hold classes the model was not trained on"):
+        vae.impute({"x": x[:3], "y": np.array([3, 4, -1])})
+
+
+def test_prediction_error_is_the_error_of_imputation_against_the_truth(class_run):
+    path, out = class_run
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    errors = result["prediction_error"]["y"]
+    assert set(errors) == {"all", "x"} and errors["all"] == errors["x"]
+    vae, config = api.load(out)
+    test = api.load_run_data(out, config, progress=False).test
+    rows = np.flatnonzero(test.mask[:, 1])
+    # the truth of a file's categorical modality: its own observed test rows, predicted with it hidden
+    given = {"x": test.arrays["x"][rows]}
+    predicted = vae.impute(given)["y"].argmax(1)
+    assert errors["all"] == pytest.approx(float((predicted != test.arrays["y"][rows].argmax(1)).mean()))
+    assert errors["all"] <= 0.1  # x separates the classes
+
+
+def test_sampling_given_a_class_generates_that_class(class_run, tmp_path):
+    path, out = class_run
+    vae, _ = api.load(out)
+    prototypes = 3.0 * np.eye(3, 4)
+    for position, code in enumerate((3, 5, 9)):
+        torch.manual_seed(0)
+        x = vae.sample_class(200, "y", code)["x"]
+        nearest = np.linalg.norm(x[:, None, :] - prototypes[None], axis=-1).argmin(1)
+        assert (nearest == position).mean() >= 0.6  # chance: 1/3 (the draws also vary what the class leaves open)
+        assert np.linalg.norm(x.mean(0)[None] - prototypes, axis=-1).argmin() == position
+    assert main(["sample", str(out), "--n", "6", "--given", "y=9", "--out", str(tmp_path / "nine.npz")]) == 0
+    assert np.load(tmp_path / "nine.npz")["x"].shape == (6, 4)
+    assert main(["sample", str(out), "--n", "6", "--given", "y=9", "--out", str(tmp_path / "nine.png")]) == 0
+    assert (tmp_path / "nine.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--given", "y=4"], "hold classes the model was not trained on"),
+    (["--given", "x=1"], "not categorical"),
+    (["--given", "y=9", "--data", "whatever.npz"], "drop --data"),
+])
+def test_sampling_given_a_bad_class_is_one_clear_error(class_run, tmp_path, capsys, args, problem):
+    _, out = class_run
+    assert main(["sample", str(out), "--n", "2", *args, "--out", str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+
+
+def test_the_label_modality_is_predicted_never_read_by_the_representation_metrics(tmp_path):
+    data = load_dataset("synthetic:n=1200,features=4,labels=0.2")
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=4, hidden=[16])
+    vae.fit(data, epochs=2, batch_size=100, kl_warmup=1, progress=False)
+    result = vae.evaluate(data, iw_samples=2, coherence=False, progress=False)
+    assert set(result["prediction_error"]) == {"label"}
+    assert set(result["prediction_error"]["label"]) == {"all", "x0", "x1", "x2"}
+    # the label's own usage: its posterior for each test row's true class (the label is observed on no test row)
+    assert set(result["per_modality_kl_span_99"]) == {"x0", "x1", "x2", "label"} and result["per_modality_kl_span_99"]["label"] >= 1
+    # the truth of the label modality is the test labels: predicting from the representation-free impute path agrees
+    test = data.test
+    hidden = {name: test.arrays[name] for name in ("x0", "x1", "x2")}
+    predicted = vae.impute(hidden)["label"].argmax(1)
+    assert result["prediction_error"]["label"]["all"] == pytest.approx(float((predicted != test.labels).mean()))
+
+
+def test_likelihood_weights_scale_the_training_objective_and_never_the_elbo():
+    data = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = data.train.batch(np.arange(64))
+    for aggregator in ("poe", "moe", "mopoe"):
+        vae = MultimodalVAE(data.modalities, latent="gated", aggregator=aggregator, latent_dim=3, hidden=[8])
+        module = vae.module
+        outputs = {}
+        for weight in (1.0, 3.0):
+            module.set_weights({"label": weight})
+            torch.manual_seed(5)
+            outputs[weight] = module(batch["data"], batch["mask"])
+            module.set_weights({})
+        # the same draws (same seed): the reported bound ignores the weights, the objective does not
+        torch.testing.assert_close(outputs[1.0].elbo, outputs[3.0].elbo)
+        assert outputs[3.0].loss.item() != pytest.approx(outputs[1.0].loss.item())
+    with pytest.raises(ValueError, match="not modalities of this model"):
+        module.set_weights({"lable": 2.0})
+
+
+def test_mopoe_loss_with_a_weight_against_the_weighted_sum_written_out():
+    data = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = data.train.batch(np.arange(64))
+    vae = MultimodalVAE(data.modalities, latent="gaussian", aggregator="mopoe", latent_dim=3, hidden=[8])
+    module = vae.module
+    recorded = {}
+    original = module.log_likelihoods
+
+    def recording(*args, **kwargs):
+        recorded["log_lik"] = original(*args, **kwargs)
+        return recorded["log_lik"]
+
+    module.log_likelihoods = recording
+    module.set_weights({"label": 4.0, "x0": 0.5})
+    torch.manual_seed(1)
+    out = module(batch["data"], batch["mask"])
+    weights = torch.tensor([0.5, 1.0, 1.0, 4.0])
+    expected = -((recorded["log_lik"] * weights).sum(-1) - out.kl).mean()
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.elbo, recorded["log_lik"].sum(-1) - out.kl)
+
+
+def test_weights_are_recorded_and_a_run_scores_unweighted(tmp_path, capsys):
+    out = tmp_path / "weighted"
+    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
+                 "--weight", "label=20", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["weights"] == {"label": 20.0}
+    vae, _ = api.load(out)
+    assert vae.module.likelihood_weights.tolist() == [1.0] * 4
+    assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--weight", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--weight given for label" in err
+
+
+def test_the_report_generates_from_each_class_and_names_the_prediction_error(class_run):
+    _, out = class_run
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    assert main(["report", str(out), "--max-rows", "200", "--examples", "4", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    section = page[page.index('<section id="classes">') : page.index('<section id="imputation">')]
+    assert section.count("<img ") == 1 and "x generated from each class of y (3, 5, 9" in section
+    assert (out / "figures" / "class_y_x.png").is_file()
+    error = json.loads((out / "eval.json").read_text())["prediction_error"]["y"]["all"]
+    assert f"<td>error predicting y</td><td>{100 * error:.2f} % from all other modalities" in page
