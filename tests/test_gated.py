@@ -325,3 +325,110 @@ def test_a_gated_run_saved_before_the_gate_warm_up_reads_as_trained_without_one(
     fresh = TrainConfig(latent="gated")
     fresh.validate()
     assert fresh.alpha_start == 2.0
+
+
+# --- moving stragglers forward ------------------------------------------------------------------------------
+
+
+def _gated_model(latent_dim=6, seed=0):
+    from infinimodal import MultimodalVAE
+    from infinimodal.modality import Modality
+
+    vae = MultimodalVAE([Modality("a", (5,)), Modality("b", (4,), "bernoulli")], latent="gated", aggregator="mopoe",
+                        latent_dim=latent_dim, hidden=[16], seed=seed)
+    module = vae.module
+    with torch.no_grad():
+        for head in module.heads.values():
+            head.bias[2 * latent_dim :] = -30.0  # no stick evidence: every row's gates are the prior's, E[r] the same for all
+            head.weight[2 * latent_dim :] = 0.0
+    return module
+
+
+def test_swapping_two_dimensions_keeps_what_the_decoders_read_in_mean():
+    module = _gated_model()
+    torch.manual_seed(0)
+    data = {"a": torch.randn(7, 5), "b": torch.bernoulli(torch.full((7, 4), 0.5))}
+    mask = torch.ones(7, 2, dtype=torch.bool)
+    q = module.posterior(data, mask)
+    before = {name: module.decoders[f"mod_{name}"].input_layer()(module.latent.representation(q)) for name in data}
+    loc_before = module.unimodal_posteriors(data, mask).loc.clone()
+    gates = module.latent.mean_gates(q)
+    # the gates are the prior's: (alpha / (1 + alpha))^k (independent reference)
+    torch.testing.assert_close(gates, (30.0 / 31.0) ** torch.arange(1, 7, dtype=torch.float32), rtol=1e-5, atol=0)
+    module.swap_dimensions(1, 4, gates)
+    q_after = module.posterior(data, mask)
+    after = {name: module.decoders[f"mod_{name}"].input_layer()(module.latent.representation(q_after)) for name in data}
+    for name in data:  # E[g r] W: the value moved to a position with another mean gate, its column rescaled to match
+        torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-5)
+    loc_after = module.unimodal_posteriors(data, mask).loc
+    torch.testing.assert_close(loc_after[..., 1], loc_before[..., 4])
+    torch.testing.assert_close(loc_after[..., 4], loc_before[..., 1])
+    torch.testing.assert_close(loc_after[..., [0, 2, 3, 5]], loc_before[..., [0, 2, 3, 5]])
+    module.swap_dimensions(1, 4, gates)  # twice: exactly back
+    torch.testing.assert_close(module.unimodal_posteriors(data, mask).loc, loc_before)
+
+
+def test_adam_moments_move_with_their_parameters():
+    module = _gated_model()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    torch.manual_seed(1)
+    data = {"a": torch.randn(16, 5), "b": torch.bernoulli(torch.full((16, 4), 0.5))}
+    module(data, torch.ones(16, 2, dtype=torch.bool)).loss.backward()
+    optimizer.step()
+    layer = module.decoders["mod_a"].input_layer()
+    head = module.heads["mod_a"]
+    first, second = optimizer.state[layer.weight]["exp_avg"].clone(), optimizer.state[layer.weight]["exp_avg_sq"].clone()
+    head_first = optimizer.state[head.weight]["exp_avg"].clone()
+    gates = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
+    module.swap_dimensions(0, 3, gates, optimizer)
+    into_0 = 0.7 / 1.0  # the column moving from 3 to 0 is scaled by gates[3] / gates[0]; its gradient by the inverse
+    torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg"][:, 0], first[:, 3] / into_0)
+    torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg_sq"][:, 0], second[:, 3] / into_0**2)
+    torch.testing.assert_close(optimizer.state[head.weight]["exp_avg"][[0, 6]], head_first[[3, 9]])  # loc and log-precision rows
+    torch.testing.assert_close(optimizer.state[head.weight]["exp_avg"][12:], head_first[12:])  # the sticks stay
+
+
+def test_a_straggler_is_moved_to_the_first_free_position_and_the_order_restored():
+    """Train a small gated model, move one of its used dimensions far back by hand, and let `move_stragglers` find it."""
+    from infinimodal import MultimodalVAE
+    from infinimodal.data import load_dataset
+    from infinimodal.training import EXCHANGE_TOLERANCE, USED_DIMENSION_KL, move_stragglers
+
+    data = load_dataset("synthetic:shared=2,private=1,features=6,n=3000")
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", latent_dim=12, hidden=[64])
+    vae.fit(data, epochs=4, batch_size=64, kl_warmup=1, lr=3e-3, progress=False, order_dimensions=False)
+    module = vae.module
+    batch = data.valid.batch(np.arange(len(data.valid)))
+
+    def used():
+        with torch.no_grad():
+            return np.flatnonzero((module.latent.kl_per_dim(module.posterior(batch["data"], batch["mask"])).mean(0) > USED_DIMENSION_KL).numpy())
+
+    move_stragglers(module, batch["data"], batch["mask"])  # whatever training left out of order (this seed: dimension 7 of 5 used)
+    first = used()
+    assert len(first) >= 3 and first.tolist() == list(range(len(first)))
+    with torch.no_grad():
+        gates = module.latent.mean_gates(module.posterior(batch["data"], batch["mask"]))
+    module.swap_dimensions(1, 10, gates)  # a straggler made by hand
+    assert used().tolist() == sorted(set(first.tolist()) - {1} | {10})
+    moves = move_stragglers(module, batch["data"], batch["mask"])
+    assert [(m, t) for m, t, _, _ in moves] == [(11, 2)]
+    assert used().tolist() == first.tolist()
+    assert moves[0][3] >= moves[0][2] - EXCHANGE_TOLERANCE  # kept only because the ELBO did not drop by more
+    assert move_stragglers(module, batch["data"], batch["mask"]) == []  # nothing left to move
+
+
+def test_training_moves_stragglers_unless_told_not_to(tmp_path):
+    from infinimodal import MultimodalVAE
+    from infinimodal.data import load_dataset
+    from infinimodal.modality import Modality
+
+    data = load_dataset("synthetic:shared=2,private=1,features=6,n=600")
+    assert MultimodalVAE(data.modalities, latent="gated", hidden=[8]).module.can_swap_dimensions()
+    assert not MultimodalVAE(data.modalities, latent="gaussian", hidden=[8]).module.can_swap_dimensions()
+    custom = [Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(3, 6))) for m in data.modalities]
+    assert not MultimodalVAE(custom, latent="gated", latent_dim=3, hidden=[8]).module.can_swap_dimensions()  # its input layer is its author's
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:shared=2,private=1,features=6,n=600", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
+                 "--no-order-dimensions", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["order_dimensions"] is False

@@ -228,3 +228,48 @@ def test_the_report_generates_from_each_class_and_names_the_prediction_error(cla
     assert (out / "figures" / "class_y_x.png").is_file()
     error = json.loads((out / "eval.json").read_text())["prediction_error"]["y"]["all"]
     assert f"<td>error predicting y</td><td>{100 * error:.2f} % from all other modalities" in page
+
+
+def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
+    data = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = data.train.batch(np.arange(64))
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8])
+    module = vae.module
+    module.train()
+    module.set_prediction_weights({"label": 7.0})
+    labelled = int((batch["mask"][:, 3] & batch["mask"][:, :3].any(1)).sum())
+    assert 0 < labelled < 64
+    term = module.prediction_term(batch["data"], batch["mask"])
+    module.zero_grad()
+    term.backward()
+    head = module.heads["mod_label"]
+    assert head.weight.grad is None or head.weight.grad.abs().max() == 0  # the label's own expert is hidden from it
+    assert module.heads["mod_x0"].weight.grad.abs().max() > 0 and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    # it is alpha times a sum of log-probabilities of classes (each <= 0) over the labelled rows, per batch row
+    assert -7.0 * labelled / 64 * 50 < term.item() < 0
+    # rows without the label contribute nothing; evaluation mode and other models have no such term
+    unlabelled = batch["mask"].clone()
+    unlabelled[:, 3] = False
+    assert float(module.prediction_term(batch["data"], unlabelled)) == 0.0
+    torch.manual_seed(2)
+    training = module(batch["data"], batch["mask"])
+    module.eval()
+    torch.manual_seed(2)
+    scoring = module(batch["data"], batch["mask"])
+    torch.testing.assert_close(training.elbo, scoring.elbo)
+    assert training.loss.item() > scoring.loss.item()  # the term (negative log-probabilities) is added in training only
+    module.set_prediction_weights({})
+    torch.manual_seed(2)
+    module.train()
+    assert module(batch["data"], batch["mask"]).loss.item() == pytest.approx(scoring.loss.item(), rel=1e-6)
+
+
+def test_predict_is_recorded_and_checked(tmp_path, capsys):
+    out = tmp_path / "predict"
+    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
+                 "--predict", "label=10", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["predict"] == {"label": 10.0}
+    assert api.load(out)[0].module.prediction_weights == {}
+    assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--predict", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--predict given for label" in err

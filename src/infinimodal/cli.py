@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight", type=_weight, action="append", default=[], metavar="MODALITY=W",
                        help="weight of a modality's log-likelihood in the training objective (default 1; e.g. label=50 for a label "
                             "observed on few rows); evaluation always scores the unweighted ELBO")
+    train.add_argument("--predict", type=_weight, action="append", default=[], metavar="MODALITY=ALPHA",
+                       help="semi-supervised term: alpha times the log-likelihood of this modality given the others, on the rows "
+                            "where it is observed (M2's classification term; e.g. label=10)")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     add_option_flags(train)
@@ -184,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N training rows")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
                        help="data files: keep Gaussian / Laplace modalities in their own units (default: standardise each feature on the training rows)")
+    train.add_argument("--no-order-dimensions", dest="order_dimensions", action="store_false",
+                       help="gated latent: leave a used dimension after an unused one where training put it (default: move it forward "
+                            "at the next epoch's start when that does not lower the ELBO)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--out", required=True, help="run directory to write")
 
@@ -271,10 +277,11 @@ def _run(args: argparse.Namespace) -> None:
             print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
         config = api.TrainConfig(
-            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight),
+            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize, **option_values(args),
+            max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,
+            order_dimensions=args.order_dimensions, **option_values(args),
         )
         out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
         if is_rank_zero():

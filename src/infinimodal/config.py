@@ -117,6 +117,7 @@ class TrainConfig(ModelConfig):
     data_dir: str | None = None
     likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
     weights: dict[str, float] = field(default_factory=dict)  # training objective: weight of a modality's log-likelihood (default 1)
+    predict: dict[str, float] = field(default_factory=dict)  # training objective: alpha of a modality's prediction term (none by default)
     data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
@@ -132,6 +133,7 @@ class TrainConfig(ModelConfig):
     devices: int = 1  # processes (CPU) or accelerators; more than one trains with DDP
     strategy: str = "auto"  # Lightning's: auto, or ddp
     standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
+    order_dimensions: bool = True  # families with ordered dimensions: move used dimensions ahead of unused ones (training.OrderDimensions)
 
     def validate(self) -> None:
         super().validate()
@@ -141,9 +143,10 @@ class TrainConfig(ModelConfig):
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
-        for name, weight in self.weights.items():
-            _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
-                   f"--weight {name}={weight!r}: a weight must be a positive number")
+        for flag, values in (("--weight", self.weights), ("--predict", self.predict)):
+            for name, weight in values.items():
+                _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
+                       f"{flag} {name}={weight!r}: a weight must be a positive number")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")

@@ -68,6 +68,7 @@ class MultimodalModule(nn.Module):
         # the training objective's weight of each modality's log-likelihood (`set_weights`); never saved: it is a
         # setting of training, recorded in config.json, and evaluation scores the model with weight 1
         self.register_buffer("likelihood_weights", torch.ones(len(self.modalities)), persistent=False)
+        self.prediction_weights: dict[str, float] = {}  # set_prediction_weights: a setting of training, like the weights
 
     @property
     def n_modalities(self) -> int:
@@ -85,6 +86,34 @@ class MultimodalModule(nn.Module):
     def weigh(self, log_lik: Tensor) -> Tensor:
         """The training objective's reconstruction: log-likelihoods [..., M] summed with the modalities' weights."""
         return (log_lik * self.likelihood_weights.to(log_lik.dtype)).sum(-1)
+
+    # --- ordered dimensions ------------------------------------------------------------------------------
+
+    def can_swap_dimensions(self) -> bool:
+        """Whether `swap_dimensions` applies: a family with ordered dimensions, and decoders whose input layer is known
+        (the default ones; a custom decoder is left as its author wrote it)."""
+        return self.latent.orders_dimensions and all(hasattr(decoder, "input_layer") for decoder in self.decoders.values())
+
+    @torch.no_grad()
+    def swap_dimensions(self, j: int, k: int, gates: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Exchange what latent dimensions j and k carry, keeping what the decoders compute as far as a deterministic
+        change can: every encoder head's rows of the two dimensions' exchangeable part are swapped (for the gated
+        family, the value experts; the sticks belong to the positions), and every decoder's input columns are swapped,
+        the column that moves from k to j scaled by gates[k] / gates[j] (and the other way round), since the decoder
+        reads a dimension times its mean gate. Adam's moments move with their parameters (scaled as the gradient is)."""
+        rows_j, rows_k = self.latent.value_head_rows(j), self.latent.value_head_rows(k)
+        into_j, into_k = float(gates[k] / gates[j]), float(gates[j] / gates[k])
+        state = optimizer.state if optimizer is not None else {}
+        for key in self.names:
+            head = self.heads[_key(key)]
+            for tensor in (head.weight, head.bias, *_moments(state, head.weight), *_moments(state, head.bias)):
+                _swap_rows(tensor, rows_j, rows_k)
+            layer = self.decoders[_key(key)].input_layer()
+            _swap_columns(layer.weight, j, k, into_j, into_k)
+            first, second = _moments(state, layer.weight) or (None, None)
+            if first is not None:
+                _swap_columns(first, j, k, 1.0 / into_j, 1.0 / into_k)
+                _swap_columns(second, j, k, 1.0 / into_j**2, 1.0 / into_k**2)
 
     def likelihood(self, name: str):
         """The likelihood module of modality `name`."""
@@ -173,7 +202,43 @@ class MultimodalModule(nn.Module):
         self.latent.warm_up(progress)
 
     def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:
-        return self.aggregator.loss(self, data, mask, kl_weight)
+        out = self.aggregator.loss(self, data, mask, kl_weight)
+        if self.prediction_weights and self.training:
+            out.loss = out.loss - self.prediction_term(data, mask)
+        return out
+
+    def set_prediction_weights(self, weights: dict[str, float]) -> None:
+        """Prediction terms of the training objective: {modality: alpha} adds alpha times the log-likelihood of that
+        modality given the posterior of the others on the rows where it is observed (`prediction_term`)."""
+        unknown = set(weights) - set(self.names)
+        if unknown:
+            raise ValueError(f"prediction terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        self.prediction_weights = {name: float(w) for name, w in weights.items()}
+
+    def prediction_term(self, data: dict[str, Tensor], mask: Tensor) -> Tensor:
+        """sum_c alpha_c sum over rows where c and another modality are observed of log p(x_c | z), z ~ q(z | the other
+        observed modalities), divided by the batch size.
+
+        The semi-supervised term of Kingma et al. 2014 (M2's alpha-weighted classification loss) for any modality: the
+        ELBO trains a label's decoder mostly from posteriors that saw the label itself, while imputing it means reading
+        it from the other modalities; this term trains exactly that path, and by Jensen's inequality it is a lower
+        bound on the log-probability imputation gives the truth, log E_q(z | others)[p(x_c | z)]."""
+        total = torch.zeros((), device=mask.device)
+        for name, alpha in self.prediction_weights.items():
+            c = self.names.index(name)
+            others = torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
+            rows = (mask[:, c] & others).nonzero().squeeze(-1)
+            if not len(rows):
+                continue
+            given = mask.index_select(0, rows).clone()
+            given[:, c] = False
+            chosen = {k: v.index_select(0, rows) for k, v in data.items()}
+            q = self.posterior(chosen, given)
+            select = torch.zeros(len(rows), self.n_modalities, dtype=torch.bool, device=mask.device)
+            select[:, c] = True
+            log_lik = self.log_likelihoods(self.latent.rsample(q), chosen, select)
+            total = total + alpha * log_lik[:, c].sum() / mask.shape[0]
+        return total
 
     @torch.no_grad()
     def log_likelihood(self, data: dict[str, Tensor], mask: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:
@@ -199,6 +264,22 @@ class MultimodalModule(nn.Module):
         rows = torch.arange(batch, device=mask.device).repeat(n_samples)
         log_lik = self.log_likelihoods(z.reshape(n_samples * batch, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, batch)
         return log_lik + self.latent.log_prior(z) - q.log_prob(z)
+
+
+def _moments(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
+    """Adam's first and second moments of a parameter, when the optimiser has taken a step with it."""
+    entry = state.get(parameter, {})
+    return (entry["exp_avg"], entry["exp_avg_sq"]) if "exp_avg" in entry and "exp_avg_sq" in entry else ()
+
+
+def _swap_rows(tensor: Tensor, rows_j: list[int], rows_k: list[int]) -> None:
+    a, b = tensor[rows_j].clone(), tensor[rows_k].clone()
+    tensor[rows_j], tensor[rows_k] = b, a
+
+
+def _swap_columns(tensor: Tensor, j: int, k: int, into_j: float, into_k: float) -> None:
+    a, b = tensor[:, j].clone(), tensor[:, k].clone()
+    tensor[:, j], tensor[:, k] = b * into_j, a * into_k
 
 
 def _key(name: str) -> str:

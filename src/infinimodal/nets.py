@@ -60,6 +60,10 @@ class MLPDecoder(nn.Module):
     def forward(self, code: Tensor) -> Tensor:
         return self.net(code).view(code.shape[0], self.n_params, *self.shape)
 
+    def input_layer(self) -> nn.Linear:
+        """The layer that reads the latent code (one weight column per latent dimension)."""
+        return self.net[0]
+
 
 class ConvEncoder(nn.Module):
     """Two stride-2 4x4 convolutions (32, 64 channels), then a dense layer of `width` ReLUs."""
@@ -98,6 +102,10 @@ class ConvDecoder(nn.Module):
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(c1, n_params * channels, 4, 2, 1)
         )
+
+    def input_layer(self) -> nn.Linear:
+        """The layer that reads the latent code (one weight column per latent dimension)."""
+        return self.dense[0]
 
     def forward(self, code: Tensor) -> Tensor:
         out = self.deconv(self.dense(code).view(code.shape[0], CONV_CHANNELS[1], *self.grid))

@@ -202,6 +202,18 @@ class LatentFamily(nn.Module):
         kept = torch.arange(self.n_dimensions, device=q.mean.device) < keep
         return type(q)(**{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints})
 
+    #: Whether the family's dimensions are ordered (used in index order) and can be exchanged during training
+    #: (`value_head_rows`, `mean_gates`; `MultimodalModule.swap_dimensions`).
+    orders_dimensions: bool = False
+
+    def value_head_rows(self, dim: int) -> list[int]:  # pragma: no cover - only families that order dimensions
+        """The rows of an encoder head's output that parameterise dimension `dim`'s exchangeable part."""
+        raise NotImplementedError
+
+    def mean_gates(self, q: Distribution) -> Tensor:  # pragma: no cover - only families that order dimensions
+        """The decoder's mean scale of each dimension under q (mean over rows)."""
+        raise NotImplementedError
+
     def warm_up(self, progress: float) -> None:
         """Called by the training plan before every training step with the warm-up's progress in [0, 1] (the KL
         warm-up's, 1 once it is over) and with 1 before validation. A family whose prior follows a schedule during

@@ -314,6 +314,18 @@ class GatedSticks(LatentFamily):
     def head_size(self) -> int:
         return self.n_params * self.latent_dim
 
+    orders_dimensions = True
+
+    def value_head_rows(self, dim: int) -> list[int]:
+        """Dimension `dim`'s value expert (mean, log-precision) in a head's output; its stick belongs to the position."""
+        return [dim, self.latent_dim + dim]
+
+    def mean_gates(self, q: Distribution) -> Tensor:
+        """E[r_k] = prod_{j<=k} (1 - E[v_j]) (the sticks are independent), averaged over rows and mixture components."""
+        if isinstance(q, MixturePosterior):
+            return q.average(lambda c: torch.cumprod(1.0 - c.sticks.mean, dim=-1)).reshape(-1, self.latent_dim).mean(0)
+        return torch.cumprod(1.0 - q.sticks.mean, dim=-1).reshape(-1, self.latent_dim).mean(0)
+
     def warm_up(self, progress: float) -> None:
         """Gate warm-up: the sticks' prior is Beta(1, alpha_t) with log alpha_t moving linearly from log alpha_start
         (progress 0) to log alpha (progress 1 and after: the model itself).
