@@ -34,7 +34,11 @@ def parse_settings(pairs: list[str]) -> dict:
         if key not in types:
             raise SystemExit(f"unknown setting {key!r}")
         kind = types[key]
-        if kind.startswith("list"):
+        if kind == "bool":
+            if value not in ("true", "false"):
+                raise SystemExit(f"setting {key} is true or false, got {value!r}")
+            out[key] = value == "true"
+        elif kind.startswith("list"):
             out[key] = [int(v) for v in value.split(",")]
         elif kind.startswith("int"):
             out[key] = int(value)

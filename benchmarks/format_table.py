@@ -38,6 +38,8 @@ def describe(config: dict) -> str:
         # runs from before the gate warm-up existed have no alpha_start: they trained at alpha throughout
         start = config.get("alpha_start", config["alpha"])
         size += f", gate warm-up from {start:g}" if start != config["alpha"] else ", no gate warm-up"
+        # runs from before straggler moves existed trained without them
+        size += "" if config.get("order_dimensions", False) else ", no straggler moves"
     else:
         size = f"K={config['truncation']}, alpha={config['alpha']:g}, {config['decoder_input']}"
     n_modalities = len(config.get("modalities", [0]))
