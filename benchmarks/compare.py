@@ -4,7 +4,8 @@
         --epochs 20 --seeds 0 1 --out runs/synthetic [--set truncation=20 latent_dim=20 hidden=256,256]
 
 Each model is LATENT/AGGREGATOR, optionally with its own settings after a colon
-(beta/mopoe:alpha=2,decoder_input=logpi). Runs already evaluated in OUT are read back, not retrained,
+(beta/mopoe:alpha=2,decoder_input=logpi). Settings that are dictionaries take NAME:VALUE entries joined by +
+(predict=label:100, weights=label:50+x0:2). Runs already evaluated in OUT are read back, not retrained,
 so an interrupted comparison resumes. `benchmarks/format_table.py` turns the run directories into a table.
 """
 
@@ -34,7 +35,12 @@ def parse_settings(pairs: list[str]) -> dict:
         if key not in types:
             raise SystemExit(f"unknown setting {key!r}")
         kind = types[key]
-        if kind == "bool":
+        if kind.startswith("dict"):  # predict=label:100+x0:5, likelihoods=x0:laplace
+            entries = [entry.partition(":") for entry in value.split("+") if entry]
+            if not all(sep for _, sep, _ in entries):
+                raise SystemExit(f"setting {key} is NAME:VALUE entries joined by +, got {value!r}")
+            out[key] = {name: float(v) if "float" in kind else v for name, _, v in entries}
+        elif kind == "bool":
             if value not in ("true", "false"):
                 raise SystemExit(f"setting {key} is true or false, got {value!r}")
             out[key] = value == "true"

@@ -4,6 +4,7 @@
     python benchmarks/format_table.py multimodal runs/polymnist5/*
     python benchmarks/format_table.py synthetic runs/synthetic/*
     python benchmarks/format_table.py ordered runs/ordered/mnist/*
+    python benchmarks/format_table.py semi runs/semi/*/*
 
 Runs are grouped by (latent, aggregator, settings); with several seeds a cell shows mean ± standard deviation.
 """
@@ -47,6 +48,8 @@ def describe(config: dict) -> str:
     # settings away from their defaults, so runs that differ in them are not pooled as seeds
     extra = [f"{key}={config[key]:g}" for key, default in (("lr", 1e-3), ("kl_weight", 1.0)) if config.get(key, default) != default]
     extra += [f"likelihood {name}={law}" for name, law in sorted(config.get("likelihoods", {}).items())]
+    extra += [f"weight {name}={w:g}" for name, w in sorted(config.get("weights", {}).items())]
+    extra += [f"predict {name}={w:g}" for name, w in sorted(config.get("predict", {}).items())]
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"
@@ -146,9 +149,29 @@ def ordered(groups) -> None:
         )
 
 
+def semi(groups) -> None:
+    """Semi-supervised: the error of the label imputed from the other modalities (docs/results.md section 9)."""
+    by_data: dict[tuple, list] = defaultdict(list)
+    for name, items in groups.items():
+        for config, result in items:
+            by_data[(name, config["data"], config["epochs"])].append((config, result))
+    print("| model | data | seeds | epochs | label error % from all other modalities | from each alone | kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, data, _), items in sorted(by_data.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        results = [r for _, r in items]
+        errors = [r["prediction_error"]["label"] for r in results]
+        alone = sorted({k for e in errors for k in e if k != "all"})
+        each = " / ".join(f"{k} {cell([e[k] for e in errors], 100)}" for k in alone) if len(alone) > 1 else "same"
+        print(
+            f"| {name} | {data} | {seeds(items)} | {items[0][0]['epochs']} | {cell([e['all'] for e in errors], 100)} | {each} "
+            f"| {cell([r['knn_error']['5'] for r in results], 100)} | {cell([r['elbo'] for r in results])} | {cell([r['kl_active'] for r in results], digits=1)} "
+            f"| {cell([r.get('kl_span_99') for r in results], digits=1)} |"
+        )
+
+
 def main() -> None:
     kind, runs = sys.argv[1], sys.argv[2:]
-    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered}
+    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered, "semi": semi}
     if kind not in tables:
         raise SystemExit(f"usage: format_table.py {{{','.join(tables)}}} RUN_DIR...")
     tables[kind](load(runs))

@@ -18,8 +18,8 @@ from .evaluation.report import write_report
 
 #: The demo's data: MNIST digits, and their label as a second modality observed for a tenth of the training rows.
 DEMO_LABELS = 0.1
-#: The label's weight in the training objective (`--weight label=W`), chosen by measurement (docs/results.md section 9).
-DEMO_LABEL_WEIGHT = 50.0
+#: The alpha of the label's prediction term (`--predict label=ALPHA`), chosen by measurement (docs/results.md section 9).
+DEMO_PREDICT_ALPHA = 100.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     # the default model, what `infinimodal train` gives, on the image and a mostly hidden label
     config = api.TrainConfig(data=f"mnist:labels={args.labels:g}", epochs=args.epochs, max_train=args.max_train,
-                             weights={"label": DEMO_LABEL_WEIGHT}, kl_warmup=min(5.0, args.epochs / 2))
+                             predict={"label": DEMO_PREDICT_ALPHA}, kl_warmup=min(5.0, args.epochs / 2))
     config.validate()
     print(f"infinimodal demo: {config.latent} latent (D = {config.latent_dim} dimensions gated by stick-breaking, alpha = {config.alpha:g}), "
           f"{config.aggregator} over the MNIST image and its label, the label seen for {100 * args.labels:g} % of the training digits; "
