@@ -561,7 +561,8 @@ def _combined(earlier: list[dict], later: list[dict]) -> list[dict]:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields = sorted({k for r in rows for k in r})  # Lightning's CSV logger orders its columns by name: the same file
+    # whether or not a kill came before a column's first value (train_loss is logged every few steps)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
