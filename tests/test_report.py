@@ -91,7 +91,7 @@ def test_report_has_every_section_and_every_figure_is_an_embedded_png(image_run)
     files = sorted((image_run / "figures").glob("*.png"))
     names = {f.stem for f in files}
     assert names == {"curves", "maps", "stick_usage", "sticks_99", "per_dimension_img", "per_dimension_tab", "reconstruction",
-                     "given_img", "given_tab", "imputation", "prior_samples"}
+                     "given_img", "given_tab", "imputation", "deviation_scores", "prior_samples"}
     embedded = _embedded_pngs(page)
     assert sorted(embedded) == sorted(f.read_bytes() for f in files), "each figure is embedded once, byte for byte the PNG file"
     for blob in embedded:
@@ -153,6 +153,7 @@ def test_report_of_odd_inputs(tmp_path):
     page = (out / "report.html").read_text()
     assert "a&amp;&lt;b" in page and "a&<b" not in page
     assert page.count("No map of the") == 3  # joint, rgb (3 rows), cat (2 rows)
+    assert "too few to be a reference population" in page  # 17 validation rows
     names = {f.stem for f in (out / "figures").glob("*.png")}
     assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
                      "given_cat", "class_cat_rgb", "imputation", "prior_samples"}

@@ -64,14 +64,18 @@ def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_use
     filled = vae.impute(arrays)
     np.testing.assert_array_equal(filled["big"][~missing], arrays["big"][~missing].astype(np.float32))  # observed: unchanged
     imputed = filled["big"][missing]
-    # imputations are the decoder's standardised means mapped with the saved statistics (numpy here)
+    # imputations are the decoder's standardised means mapped with the saved statistics (numpy here): the plug-in at
+    # the observed set's posterior mean, and the average over posterior draws
     split = vae.as_split(arrays)
     rows = np.flatnonzero(missing)
     batch = split.batch(rows)
-    with torch.no_grad():
-        decoded = vae.module.decode_mean(vae.module.posterior(batch["data"], batch["mask"]).mean)["big"].numpy()
     stat = record["standardization"]["big"]
-    np.testing.assert_allclose(imputed, decoded * np.array(stat["std"]) + np.array(stat["mean"]), rtol=1e-5)
+    with torch.no_grad():
+        plug_in = vae.module.decode_mean(vae.module.conditional_posterior(batch["data"], batch["mask"]).mean)["big"].numpy()
+        every = split.batch(np.arange(len(split)))  # impute's batch: the draws are seeded per batch
+        averaged = vae.module.conditional_means(every["data"], every["mask"], samples=20)["big"].numpy()[rows]
+    np.testing.assert_allclose(vae.impute(arrays, samples=0)["big"][missing], plug_in * np.array(stat["std"]) + np.array(stat["mean"]), rtol=1e-5)
+    np.testing.assert_allclose(imputed, averaged * np.array(stat["std"]) + np.array(stat["mean"]), rtol=1e-5)
     assert imputed.mean() > 1000  # the user's units, not the standardised ones
     samples = vae.sample(20)
     assert samples["big"].mean() > 1000 and 0 < samples["unit"].mean() < 1.5

@@ -36,8 +36,11 @@ from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
+from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
 from .likelihoods import likelihood_class
+from .deviation import Reference, deviation_scores
 from .modality import Modality
+from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # noqa: F401  (re-exported for the command line)
 from .training import Callback, TrainingSettings, is_rank_zero, run_training
@@ -203,12 +206,52 @@ class MultimodalVAE:
         return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
 
     @torch.no_grad()
-    def impute(self, arrays, batch_size: int = 500, source: str = "the input") -> dict[str, np.ndarray]:
-        """Every modality's missing rows replaced by E[x_m | z] at the posterior mean of z given the row's
-        observed modalities, in the data's own units; observed rows of arrays given by the user are returned
-        unchanged (a data set's Split, already standardised, comes back mapped to the data's units)."""
+    def impute(self, arrays, batch_size: int = 500, source: str = "the input", samples: int = DEFAULT_IMPUTATION_SAMPLES) -> dict[str, np.ndarray]:
+        """Every modality's missing rows replaced by its conditional mean E[x_m | the row's observed modalities], in the
+        data's own units; observed rows of arrays given by the user are returned unchanged (a data set's Split,
+        already standardised, comes back mapped to the data's units). A categorical modality is filled with its
+        class probabilities.
+
+        The conditional mean is (1 / samples) sum_s E[x_m | z_s], z_s ~ q(z | the observed modalities) (the posterior
+        of the observed set, `MultimodalModule.conditional_posterior`); samples = 0 decodes at that posterior's mean
+        instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both)."""
         split = self.as_split(arrays, source)
-        # images stored as uint8 intensities come back as floats in [0, 1], the scale the model generates in
+        filled = self._observed_copy(arrays, split)
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            batch = split.batch(rows)
+            generated = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(batch["data"], batch["mask"], samples).items()})
+            for m, name in enumerate(self.names):
+                missing = ~split.mask[rows, m]
+                filled[name][rows[missing]] = generated[name][missing]
+        return filled
+
+    @torch.no_grad()
+    def impute_draws(self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0) -> dict[str, np.ndarray]:
+        """Multiple imputation: `draws` arrays per modality ([draws, rows, ...]) whose missing rows are independent
+        draws from the model's predictive distribution, x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the
+        data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
+        Their spread is the uncertainty of the imputation."""
+        split = self.as_split(arrays, source)
+        observed = self._observed_copy(arrays, split)
+        out = {name: np.repeat(value[None], draws, axis=0) for name, value in observed.items()}
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for start in range(0, len(split), batch_size):
+                rows = np.arange(start, min(start + batch_size, len(split)))
+                batch = split.batch(rows)
+                q = self.module.conditional_posterior(batch["data"], batch["mask"])
+                for d in range(draws):
+                    z = self.module.latent.rsample(q)
+                    drawn = self.to_user_units({name: self.module.observation(name, z).sample().numpy() for name in self.names})
+                    for m, name in enumerate(self.names):
+                        missing = ~split.mask[rows, m]
+                        out[name][d, rows[missing]] = drawn[name][missing]
+        return out
+
+    def _observed_copy(self, arrays, split: Split) -> dict[str, np.ndarray]:
+        """What imputation starts from: the observed values in the data's units (arrays given by the user exactly as
+        given; images stored as uint8 intensities as floats in [0, 1], the scale the model generates in)."""
         filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
         for m, name in enumerate(self.names):
             if name not in self.standardization:
@@ -218,14 +261,6 @@ class MultimodalVAE:
             elif name in arrays:  # exactly the values given
                 observed = split.mask[:, m].reshape(-1, *[1] * (filled[name].ndim - 1))
                 filled[name] = np.where(observed, np.asarray(arrays[name], dtype=np.float32).reshape(filled[name].shape), 0.0).astype(np.float32)
-        for start in range(0, len(split), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(split)))
-            batch = split.batch(rows)
-            q = self.module.posterior(batch["data"], batch["mask"])
-            generated = self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(q.mean).items()})
-            for m, name in enumerate(self.names):
-                missing = ~split.mask[rows, m]
-                filled[name][rows[missing]] = generated[name][missing]
         return filled
 
     def to_user_units(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -258,6 +293,33 @@ class MultimodalVAE:
         batch = split.batch(np.arange(n))
         q = self.module.posterior(batch["data"], batch["mask"])
         return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
+
+    # --- clinical uses: deviation scores and synthetic cohorts -----------------------------------------------
+
+    def score(self, arrays, reference: Split, samples: int = 50, source: str = "the input") -> dict[str, np.ndarray]:
+        """How atypical each row is for the population `reference` (rows of the data the model was trained on, e.g. its
+        validation split) comes from: `score` and its parts, one value per row in input order (`infinimodal.deviation`)."""
+        split = self.as_split(arrays, source)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            fitted = Reference.fit(self.module, reference, samples)
+            return deviation_scores(self.module, split, fitted, samples)
+
+    def synthesize(self, n: int, source: str = DEFAULT_SOURCE, data: MultimodalData | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+        """n synthetic subjects with every modality, drawn from the likelihoods, in the data's units (`infinimodal.synthesis`);
+        source "aggregate" draws latent codes from the posteriors of `data`'s training rows."""
+        if source not in SOURCES:
+            raise InfinimodalError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
+        if source == "aggregate" and data is None:
+            raise InfinimodalError("synthesis from the aggregate posterior needs the training data (data=...)")
+        return self.to_user_units(synthesize(self.module, n, source, data.train if data is not None else None, seed))
+
+    def synthesis_report(self, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
+        """Privacy, fidelity and utility of synthetic rows (as `synthesize` returns them) against `data`'s training and
+        held-out rows (`infinimodal.evaluation.privacy`)."""
+        model_units = {name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
+                       if name in self.standardization else values for name, values in synthetic.items()}
+        return synthesis_report(self.module, model_units, data, seed)
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
                  seed: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""`infinimodal` on the command line: train, evaluate, report, compare, sample, impute, embed.
+"""`infinimodal` on the command line: train, evaluate, report, compare, sample, impute, score, synthesize, embed.
 
     infinimodal train --data polymnist:5 --latent beta --aggregator mopoe --out runs/poly
     infinimodal evaluate runs/poly --iw-samples 1000
@@ -6,7 +6,9 @@
     infinimodal compare runs/poly runs/poly-gaussian --out poly.html
     infinimodal sample runs/poly --n 16 --out samples.png
     infinimodal sample runs/poly --n 16 --given m0,m1 --data polymnist:5 --out cross.png
-    infinimodal impute runs/mine --data subjects.npz --out filled.npz
+    infinimodal impute runs/mine --data subjects.npz --out filled.npz [--draws 20]
+    infinimodal score runs/mine --data subjects.npz --out scores.csv
+    infinimodal synthesize runs/mine --n 1000 --out synthetic.npz       # and synthetic.privacy.json
     infinimodal embed runs/poly --data polymnist:5 --given m0 --out z.npy
 
 Problems are reported as one line on stderr with a non-zero exit; `--debug` (or
@@ -226,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("run_dir")
     impute.add_argument("--data", required=True, help="a .npz file with one array per modality")
     impute.add_argument("--out", required=True, help="the .npz to write")
+    impute.add_argument("--samples", type=int, default=None, help="posterior samples averaged in the conditional mean (0: decode at the posterior mean)")
+    impute.add_argument("--draws", type=int, default=0,
+                        help="also write NAME_draws arrays [D, rows, ...]: D multiple imputations drawn from the predictive distribution")
+    impute.add_argument("--seed", type=int, default=0)
+
+    score = commands.add_parser("score", help="how atypical each row is for the population the model was trained on (a CSV)")
+    score.add_argument("run_dir")
+    score.add_argument("--data", required=True, help="rows to score: a .npz file (or a data set; its --split)")
+    score.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
+    score.add_argument("--samples", type=_positive_int, default=50, help="posterior samples per likelihood estimate")
+    score.add_argument("--out", required=True, help="FILE.csv: one row per input row, in input order")
+
+    synthesize = commands.add_parser("synthesize", help="synthetic subjects with every modality, and FILE.privacy.json beside them")
+    synthesize.add_argument("run_dir")
+    synthesize.add_argument("--n", type=_positive_int, required=True)
+    synthesize.add_argument("--source", default=None, choices=["prior", "aggregate"],
+                            help="latent codes from the prior, or from the posteriors of random training rows (default: prior)")
+    synthesize.add_argument("--seed", type=int, default=0)
+    synthesize.add_argument("--out", required=True, help="FILE.npz (FILE.privacy.json is written beside it)")
 
     embed = commands.add_parser("embed", help="posterior means of every row of a data set or file")
     embed.add_argument("run_dir")
@@ -258,6 +279,20 @@ def _rows_of(spec: str, split: str, run_dir: str):
         return vae, arrays
     config.data = spec
     return vae, load_data(config, progress=False).split(split)
+
+
+def _write_csv(path: str, columns: dict) -> None:
+    """Columns of equal length as a CSV with a header (numbers as they are, booleans as 0/1, NaN as empty)."""
+    import csv
+
+    import numpy as np
+
+    names = list(columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        for row in zip(*(columns[name] for name in names)):
+            writer.writerow(["" if isinstance(v, float) and v != v else int(v) if isinstance(v, (bool, np.bool_)) else f"{float(v):.6g}" for v in row])
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -334,13 +369,47 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "impute":
         if not args.data.endswith(".npz") or not args.out.endswith(".npz"):
             raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz)")
+        if args.draws < 0 or (args.samples is not None and args.samples < 0):
+            raise InfinimodalError("--draws and --samples must be >= 0")
         vae, rows = _rows_of(args.data, "test", args.run_dir)
         split = vae.as_split(rows, args.data)
-        filled = vae.impute(rows if isinstance(rows, dict) else split, source=args.data)  # raw rows: observed values come back exactly
+        given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
+        settings = {} if args.samples is None else {"samples": args.samples}
+        filled = vae.impute(given, source=args.data, **settings)
+        if args.draws:
+            filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
         extra = {k: v for k, v in rows.items() if k not in vae.names}
         np.savez(args.out, **filled, **extra)
         counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
         print(f"imputed missing rows {json.dumps(counts)} of {len(split)}; wrote {args.out}")
+    elif args.command == "score":
+        if not args.out.endswith(".csv"):
+            raise InfinimodalError(f"--out must be a .csv file, got {args.out}")
+        vae, rows = _rows_of(args.data, args.split, args.run_dir)
+        config = api.load(args.run_dir)[1]
+        reference = api.load_run_data(args.run_dir, config, progress=False).valid
+        scores = vae.score(rows, reference, samples=args.samples, source=args.data)
+        _write_csv(args.out, scores)
+        print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
+    elif args.command == "synthesize":
+        from .synthesis import DEFAULT_SOURCE
+
+        if not args.out.endswith(".npz"):
+            raise InfinimodalError(f"--out must be a .npz file, got {args.out}")
+        vae, config = api.load(args.run_dir)
+        data = api.load_run_data(args.run_dir, config, progress=False)
+        source = args.source or DEFAULT_SOURCE
+        samples = vae.synthesize(args.n, source=source, data=data, seed=args.seed)
+        report = {"source": source, "seed": args.seed} | vae.synthesis_report(samples, data, seed=args.seed)
+        labels = {"labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[samples[data.label_modality].argmax(1)]} \
+            if data.label_modality is not None else {}
+        np.savez(args.out, **samples, **labels)
+        report_path = Path(args.out).with_suffix(".privacy.json")
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        privacy = report.get("privacy", {})
+        print(f"wrote {args.n} synthetic rows ({source}) to {args.out}; {report_path.name}: "
+              f"share nearer a training row than a held-out row {privacy.get('dcr_share', float('nan')):.3f} (0.5: no memorisation), "
+              f"exact copies {privacy.get('exact_copies', '-')}, membership AUC {privacy.get('membership_auc', float('nan')):.3f}")
     elif args.command == "embed":
         vae, rows = _rows_of(args.data, args.split, args.run_dir)
         codes = vae.embed(vae.as_split(rows, args.data), given=args.given, decoder_space=args.decoder_space)

@@ -153,6 +153,30 @@ class MultimodalModule(nn.Module):
         """q(z | the modalities observed in `mask`), as the aggregator defines it."""
         return self.aggregator.posterior(self, self.unimodal_posteriors(data, mask), mask)
 
+    def conditional_posterior(self, data: dict[str, Tensor], mask: Tensor) -> MixturePosterior:
+        """q(z | X_S) for the observed set S itself, what imputation and deviation scores condition on: where the
+        aggregator fuses experts (PoE, MoPoE), the product of the observed experts, the posterior trained to explain
+        every modality from exactly S (MoPoE's own posterior mixes it with its sub-subsets' broader ones); where it
+        mixes them (MoE), its own mixture."""
+        if not self.aggregator.fuses:
+            return self.posterior(data, mask)
+        fused = self.latent.fuse(self.unimodal_posteriors(data, mask), mask.unsqueeze(1))
+        return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
+
+    @torch.no_grad()
+    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = 20, seed: int = 0) -> dict[str, Tensor]:
+        """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
+        `conditional_posterior` (the draws seeded, so the same rows give the same answer); samples = 0 decodes at the
+        posterior's mean instead (a plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear)."""
+        q = self.conditional_posterior(data, mask)
+        if samples == 0:
+            return self.decode_mean(q.mean)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = self.latent.rsample(q, samples)  # [samples, rows, latent]
+        means = self.decode_mean(z.reshape(-1, z.shape[-1]))
+        return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
+
     # --- decoding ------------------------------------------------------------------------------------
 
     def observation(self, name: str, z: Tensor) -> Distribution:

@@ -9,6 +9,7 @@
 | `polymnist:M` | m0..m{M-1}: RGB 3x28x28 (Laplace), M = 2..16 |
 | `noisy-mnist` | view1 (rotated digit), view2 (same class, noisy): 1x28x28 (Laplace) |
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
+| `cohort[:k=v,...]` | mri, pet (40 % missing), clinical, genetics (binary): a healthy reference and known atypical test subjects |
 | `PATH.npz`, `PATH.h5mu` | the file's arrays (see `infinimodal.data.files`) |
 
 Every built-in data set takes `labels=F` (`mnist:labels=0.1`, `polymnist:3,labels=0.05`,
@@ -27,13 +28,14 @@ from ..likelihoods import likelihood_class
 from ..modality import Modality
 from .files import SUFFIXES, file_dataset, read_table
 from .labels import LABEL_MODALITY, add_label_modality, split_label_option
+from .cohort import cohort_dataset
 from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .standardize import standardize_data
 from .synthetic import synthetic_dataset
 
-BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]", "any of them with labels=F")
+BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]", "cohort[:settings]", "any of them with labels=F")
 
 
 def load_dataset(
@@ -85,6 +87,8 @@ def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, p
         data = noisy_mnist_dataset(data_dir, seed=seed, progress=progress)
     elif name == "synthetic":
         data = synthetic_dataset(options)
+    elif name == "cohort":
+        data = cohort_dataset(options)
     else:
         raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, or a .npz / .h5mu file")
     if label_fraction is not None:

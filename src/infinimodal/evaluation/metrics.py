@@ -34,8 +34,11 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   `joint` is the fraction of samples from the prior whose generated modalities all get the same label;
   `coherence_classifier_accuracy` gives each classifier's own test accuracy;
 - `shared_factor_r2` (synthetic data): linear R^2 of the true shared factors from the representation;
+- `imputation_mse` (several modalities): per non-categorical modality, the mean squared error of imputing it on
+  test rows with every modality observed and it hidden on purpose, for the model (`impute`'s conditional mean) and
+  for ridge and MLP regressions from the other modalities and the training mean (`imputation_errors`);
 - `prediction_error` (categorical modalities): keyed by modality, the test error of its imputation (argmax of
-  E[x_c | z] at the posterior mean) from all the other modalities ("all") and from each alone. A data set's
+  E[x_c | the given modalities], what `impute` fills in) from all the other modalities ("all") and from each alone. A data set's
   label modality (`--data NAME:labels=F`) is scored against the test labels, and no representation metric
   reads it: kNN, probes and coherence predict it.
 
@@ -59,6 +62,9 @@ from ..model import MultimodalModule
 from ..stick_breaking import sticks_to_cover
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+#: Posterior samples whose decodes imputation averages (`MultimodalModule.conditional_means`; 0: decode at the
+#: posterior mean), chosen by measurement (docs/results.md section 10).
+DEFAULT_IMPUTATION_SAMPLES = 20
 KL_ACTIVE_THRESHOLD = 0.05
 KNN_K = (3, 5, 10)
 
@@ -249,8 +255,8 @@ def without_modality(split: Split, m: int) -> Split:
 
 @torch.no_grad()
 def prediction_errors(model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500) -> dict:
-    """For every categorical modality c: the error of predicting it, the argmax of E[x_c | z] at the posterior mean of
-    z given the other modalities (what `impute` fills in), from all of them ("all") and from each one alone.
+    """For every categorical modality c: the error of predicting it, the argmax of E[x_c | the other modalities] (what
+    `impute` fills in), from all of them ("all") and from each one alone.
 
     The truth is c's own value on the rows where it is observed; for the data set's label modality, whose test rows
     are missing by construction, it is the split's labels on every row. Rows without any of the given modalities
@@ -281,13 +287,71 @@ def prediction_errors(model: MultimodalModule, split: Split, label_modality: str
                 if not bool(usable.any()):
                     continue
                 index = usable.nonzero().squeeze(-1)
-                q = model.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
-                predicted = model.decode_mean(q.mean)[name].argmax(dim=1).numpy()
+                means = model.conditional_means({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index),
+                                                samples=DEFAULT_IMPUTATION_SAMPLES)
+                predicted = means[name].argmax(dim=1).numpy()
                 wrong += int((predicted != truth[start : start + batch_size][usable.numpy()]).sum())
                 counted += int(usable.sum())
             if counted:
                 errors[key] = wrong / counted
         out[name] = errors
+    return out
+
+
+#: Training rows the regression baselines of `imputation_errors` fit on at most.
+BASELINE_ROWS = 10_000
+
+
+@torch.no_grad()
+def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
+                      batch_size: int = 500, seed: int = 0) -> dict:
+    """Per non-categorical modality m, the mean squared error (per feature, in the model's units) of imputing it on test
+    rows with every modality observed, m hidden on purpose: the model's conditional mean (what `impute` gives) beside
+    regressions from the other modalities fitted on the complete training rows (ridge; an MLP of 256 ReLUs, early
+    stopped) and the training mean. `model_all_rows`: the model on every test row with m observed, from whatever else
+    the row has."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neural_network import MLPRegressor
+
+    names = model.names
+    if len(names) < 2:
+        return {}
+    complete_test = np.flatnonzero(test.mask.all(axis=1))
+    complete_train = np.flatnonzero(train.mask.all(axis=1))
+    complete_train = np.sort(np.random.default_rng(seed).permutation(complete_train)[:BASELINE_ROWS])
+    real_train = {k: v.numpy() for k, v in train.batch(complete_train)["data"].items()} if len(complete_train) else {}
+    out = {}
+    for m, name in enumerate(names):
+        if model.likelihood(name).categorical:
+            continue
+        entry: dict = {"rows": int(len(complete_test))}
+        for key, rows in (("model", complete_test), ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1)))):
+            if not len(rows):
+                continue
+            squared, count = 0.0, 0
+            for start in range(0, len(rows), batch_size):
+                batch = test.batch(rows[start : start + batch_size])
+                hidden = batch["mask"].clone()
+                hidden[:, m] = False
+                predicted = model.conditional_means(batch["data"], hidden, samples)[name]
+                truth = batch["data"][name]
+                squared += float((predicted - truth).pow(2).sum())
+                count += truth.numel()
+            entry[key] = squared / count
+        if len(entry) == 1:
+            continue  # no test row has m and something to impute it from
+        if len(complete_test) and len(complete_train) >= 10:
+            real_test = {k: v.numpy() for k, v in test.batch(complete_test)["data"].items()}
+            others = [n for n in names if n != name]
+            x_train = np.concatenate([real_train[n].reshape(len(complete_train), -1) for n in others], axis=1)
+            x_test = np.concatenate([real_test[n].reshape(len(complete_test), -1) for n in others], axis=1)
+            y_train, y_test = real_train[name].reshape(len(complete_train), -1), real_test[name].reshape(len(complete_test), -1)
+            entry["mean"] = float(((y_test - y_train.mean(0)) ** 2).mean())
+            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x_train, y_train)
+            entry["ridge"] = float(((ridge.predict(x_test) - y_test) ** 2).mean())
+            mlp = MLPRegressor(hidden_layer_sizes=(256,), early_stopping=True, max_iter=200, random_state=seed).fit(x_train, y_train)
+            entry["mlp"] = float(((mlp.predict(x_test).reshape(y_test.shape) - y_test) ** 2).mean())
+        out[name] = entry
     return out
 
 
@@ -373,6 +437,9 @@ def evaluate_model(
         errors = prediction_errors(model, test, data.label_modality)
         if errors:
             result["prediction_error"] = errors
+        imputation = imputation_errors(model, data.train, test)
+        if imputation:
+            result["imputation_mse"] = imputation
     if multimodal and labelled:
         probe_labels = train.labels[probe_rows]
         for space, suffix in [("representation", "")] + ([("decoder_space", "_decoder_input")] if stick else []):

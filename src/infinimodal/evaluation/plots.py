@@ -365,3 +365,21 @@ def sorted_kl_figure(runs: dict[str, np.ndarray], path: str | Path, threshold: f
         ax.legend(loc="upper right")
         fig.tight_layout()
         return _save(fig, path)
+
+
+def score_figure(groups: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Distributions of deviation scores, one histogram per group of rows (the reference first, filled)."""
+    finite = [v[np.isfinite(v)] for v in groups.values()]
+    low, high = min(v.min() for v in finite if len(v)), max(v.max() for v in finite if len(v))
+    bins = np.linspace(low, high, 41)
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        for i, (name, values) in enumerate(zip(groups, finite)):
+            colour = "lightgray" if i == 0 else modality_colour(i - 1)
+            ax.hist(values, bins=bins, histtype="stepfilled" if i == 0 else "step", color=colour, edgecolor="gray" if i == 0 else colour,
+                    linewidth=1.2, density=True, label=f"{name} ({len(values)} rows, median {np.median(values):.2f})")
+        ax.set_xlabel("deviation score (standardised against the reference; higher: more atypical)")
+        ax.set_ylabel("density")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        return _save(fig, path)

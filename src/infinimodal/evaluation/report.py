@@ -3,7 +3,7 @@
 Every figure is computed here from the run's model and test data (and its `metrics.csv` / `eval.json`),
 written as a PNG into `run_dir/figures/` and embedded in the page (base64), so the page needs no network
 and no other file to be viewed. Sections (their HTML ids): `summary`, `config`, `metrics`, `curves`,
-`maps`, `sticks`, `per-dimension`, `generation`, `classes`, `imputation`, `prior`. A section that does not apply to
+`maps`, `sticks`, `per-dimension`, `generation`, `classes`, `imputation`, `deviation`, `prior`. A section that does not apply to
 a run (cross-modal generation of a single-modality model, imputation without missing rows) says why.
 
 `infinimodal.evaluation.compare.compare_runs(run_dirs, out)` puts several runs side by side; `html` renders both pages.
@@ -39,7 +39,11 @@ from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
+from ..deviation import Reference, deviation_scores
 from .metrics import KL_ACTIVE_THRESHOLD, encode
+
+#: Posterior samples per likelihood estimate in the report's deviation scores.
+DEVIATION_SAMPLES = 20
 
 log = logging.getLogger("infinimodal")
 
@@ -57,6 +61,7 @@ SECTIONS = (
     ("generation", "Reconstructions and cross-modal generation"),
     ("classes", "Generation from a class"),
     ("imputation", "Imputation of missing modalities"),
+    ("deviation", "How atypical the test rows are"),
     ("prior", "Samples from the prior"),
 )
 #: eval.json entries shown as figures rather than in the metrics table.
@@ -238,7 +243,7 @@ def write_report(
     rows = np.sort(np.random.default_rng(seed).permutation(len(data.test))[: min(max_rows, len(data.test))])
     ctx = _Run(run, vae, data, data.test.take(rows), figures_dir, examples, seed, progress)
     sections = {key: Section(key, title) for key, title in SECTIONS}
-    steps = tqdm(total=8, desc="report", disable=not progress)
+    steps = tqdm(total=9, desc="report", disable=not progress)
     started_steps = []
 
     def step(name: str | None) -> None:
@@ -274,6 +279,8 @@ def write_report(
         _class_generation(sections["classes"], ctx)
         step("imputation")
         _imputation(sections["imputation"], ctx)
+        step("deviation scores")
+        _deviation(sections["deviation"], ctx)
         step("prior samples")
         _prior(sections["prior"], ctx)
         step(None)
@@ -477,6 +484,36 @@ def _imputation(section: Section, ctx: _Run) -> None:
         section.html.append(table([[str(r), str(int(test.labels[r])), str(value)] for r, value in zip(chosen, predicted)],
                                   ["test row", "true class", f"predicted {label} (argmax of the imputed probabilities)"]))
     section.figures.append(Figure(plots.columns_figure(columns, ctx.figures / "imputation.png"), "observed and imputed modalities"))
+
+
+#: Validation rows the deviation section standardises against, and as many again shown as the reference population.
+DEVIATION_REFERENCE_ROWS = 500
+#: Test rows the deviation section scores at most.
+DEVIATION_TEST_ROWS = 1000
+
+
+def _deviation(section: Section, ctx: _Run) -> None:
+    valid = ctx.data.valid
+    if len(valid) < 20:
+        section.html.append(note(f"The validation split has {len(valid)} rows: too few to be a reference population."))
+        return
+    half = min(DEVIATION_REFERENCE_ROWS, len(valid) // 2)
+    fitting, shown = valid.take(slice(0, half)), valid.take(slice(half, 2 * half))
+    test = ctx.sample.take(slice(0, DEVIATION_TEST_ROWS))
+    reference = Reference.fit(ctx.module, fitting, samples=DEVIATION_SAMPLES)
+    groups = {"reference (validation rows)": deviation_scores(ctx.module, shown, reference, DEVIATION_SAMPLES)["score"],
+              "test rows": deviation_scores(ctx.module, test, reference, DEVIATION_SAMPLES)["score"]}
+    section.intro = (
+        f"Deviation scores (`infinimodal score`): how atypical each row is for the population the model was trained on. "
+        f"Each observed modality's -log p(x_m | the other modalities) and the posterior's Mahalanobis distance from the reference, "
+        f"standardised against {half} validation rows; a row's score is the largest of them. Shown: {len(shown)} other validation "
+        f"rows (the reference population) and {len(test)} test rows. A test set like the training data overlaps the reference; "
+        "atypical subjects form a tail to the right."
+    )
+    section.figures.append(Figure(plots.score_figure(groups, ctx.figures / "deviation_scores.png"), "deviation scores, reference and test rows"))
+    quantile = float(np.quantile(groups["reference (validation rows)"], 0.95))
+    section.html.append(table([[name, f"{np.median(v):.2f}", f"{100 * np.mean(v > quantile):.1f} %"] for name, v in groups.items()],
+                              ["rows", "median score", "share above the reference's 95th percentile"]))
 
 
 def _prior(section: Section, ctx: _Run) -> None:

@@ -1,0 +1,125 @@
+"""A neuroimaging-shaped synthetic cohort with known atypical subjects: `--data cohort[:settings]`.
+
+`cohort:n=6000,shared=4,missing=0.4,atypical=0.1,seed=0` (every key optional; these are the defaults). Each subject
+has `shared` latent factors (disease stage, age, ...) and each modality one private factor; from them, through random
+smooth maps as in `synthetic`:
+
+| modality | shape | likelihood | what it stands for |
+|---|---|---|---|
+| `mri` | 40 | gaussian | regional volumes |
+| `pet` | 20 | gaussian | regional uptake; missing for a fraction `missing` of the subjects |
+| `clinical` | 5 | gaussian | clinical scores |
+| `genetics` | 10 | bernoulli | binary markers, logistic in the shared factors |
+
+Training and validation subjects are a healthy reference population. A fraction `atypical` of the test subjects
+deviates from it, half in each of two ways (the kinds of Lawry Aguila et al. 2023's normative modelling):
+- `off_manifold`: three MRI regions and two PET regions moved by 4 standard deviations, everything else typical,
+  so the subject is off the map from factors to measurements;
+- `latent_extreme`: one shared factor at 4 standard deviations, pushed through the same maps, so every measure is
+  coherent with the others but the subject sits far out in the population.
+`truth["kinds"]` holds each test row's kind (0 typical, 1 off_manifold, 2 latent_extreme); the data have no labels.
+Features are standardised with the reference (training) rows' statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+from ..modality import Modality
+from .multimodal import MultimodalData, Split
+
+DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "seed": 0}
+_INTEGER_KEYS = ("n", "shared", "seed")
+SHAPES = {"mri": 40, "pet": 20, "clinical": 5, "genetics": 10}
+KINDS = ("typical", "off_manifold", "latent_extreme")
+#: How far an atypical subject is moved, in standard deviations of the feature or factor.
+SHIFT = 4.0
+HIDDEN_UNITS = 32
+
+
+def parse_spec(text: str) -> dict:
+    settings = dict(DEFAULTS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in DEFAULTS:
+            raise DataError(f"cohort: cannot read {part!r}; settings are {', '.join(f'{k}=...' for k in DEFAULTS)}")
+        try:
+            settings[key] = int(value) if key in _INTEGER_KEYS else float(value)
+        except ValueError:
+            raise DataError(f"cohort: {key} must be a number, got {value!r}") from None
+    checks = {"n": settings["n"] >= 100, "shared": settings["shared"] >= 1, "missing": 0 <= settings["missing"] < 1,
+              "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise DataError(f"cohort: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
+    return settings
+
+
+class _Maps:
+    """The random maps from factors to each modality's measurements (fixed by the seed)."""
+
+    def __init__(self, shared: int, rng: np.random.Generator) -> None:
+        self.weights = {}
+        for name, features in SHAPES.items():
+            inputs = shared + 1
+            self.weights[name] = (rng.standard_normal((inputs, HIDDEN_UNITS)) / np.sqrt(inputs), rng.standard_normal(HIDDEN_UNITS) * 0.5,
+                                  rng.standard_normal((HIDDEN_UNITS, features)) / np.sqrt(HIDDEN_UNITS))
+
+    def __call__(self, name: str, shared: np.ndarray, private: np.ndarray) -> np.ndarray:
+        w1, c, w2 = self.weights[name]
+        return np.tanh(np.concatenate([shared, private], axis=1) @ w1 + c) @ w2
+
+
+def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per split: the raw arrays, the availability mask, and each row's kind (0 typical, 1 off-manifold, 2 extreme)."""
+    rng = np.random.default_rng([s["seed"], 4321])
+    maps = _Maps(s["shared"], rng)
+    n = s["n"]
+    sizes = {"train": int(0.8 * n), "valid": int(0.1 * n)}
+    sizes["test"] = n - sizes["train"] - sizes["valid"]
+    arrays, masks, kinds = {}, {}, {}
+    for split, rows in sizes.items():
+        shared = rng.standard_normal((rows, s["shared"]))
+        kind = np.zeros(rows, dtype=np.int64)
+        if split == "test" and s["atypical"] > 0:
+            chosen = rng.permutation(rows)[: int(round(s["atypical"] * rows))]
+            kind[chosen[: len(chosen) // 2]] = 1
+            kind[chosen[len(chosen) // 2 :]] = 2
+            extreme = np.flatnonzero(kind == 2)
+            shared[extreme, rng.integers(0, s["shared"], len(extreme))] = SHIFT * rng.choice([-1.0, 1.0], len(extreme))
+        out = {}
+        for name, features in SHAPES.items():
+            signal = maps(name, shared, rng.standard_normal((rows, 1)))
+            if name == "genetics":
+                out[name] = (rng.random((rows, features)) < 1 / (1 + np.exp(-2.0 * signal))).astype(np.float32)
+            else:
+                out[name] = signal + s["noise"] * rng.standard_normal((rows, features))
+        arrays[split], kinds[split] = out, kind
+        mask = np.ones((rows, len(SHAPES)), dtype=bool)
+        mask[:, list(SHAPES).index("pet")] = rng.random(rows) >= s["missing"]
+        masks[split] = mask
+    # standardise the continuous modalities with the reference rows, then move the off-manifold subjects' regions
+    for name in ("mri", "pet", "clinical"):
+        mean, std = arrays["train"][name].mean(0), arrays["train"][name].std(0) + 1e-8
+        for split in sizes:
+            arrays[split][name] = ((arrays[split][name] - mean) / std).astype(np.float32)
+    off = np.flatnonzero(kinds["test"] == 1)
+    for name, count in (("mri", 3), ("pet", 2)):
+        regions = rng.permuted(np.tile(np.arange(SHAPES[name]), (len(off), 1)), axis=1)[:, :count]
+        signs = rng.choice([-1.0, 1.0], (len(off), count))
+        arrays["test"][name][off[:, None], regions] += (SHIFT * signs).astype(np.float32)
+    for split in sizes:
+        missing = ~masks[split][:, list(SHAPES).index("pet")]
+        arrays[split]["pet"][missing] = 0.0
+    return arrays, masks, kinds
+
+
+def cohort_dataset(spec: str = "") -> MultimodalData:
+    settings = parse_spec(spec)
+    arrays, masks, kinds = generate(settings)
+    splits = {name: Split(arrays[name], masks[name]) for name in ("train", "valid", "test")}
+    modalities = [Modality(name, (size,), "bernoulli" if name == "genetics" else "gaussian") for name, size in SHAPES.items()]
+    text = ",".join(f"{k}={v}" for k, v in settings.items())
+    truth = {"kind_names": KINDS, "kinds": kinds["test"], "settings": settings}
+    return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], f"cohort:{text}", truth=truth)

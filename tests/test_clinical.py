@@ -1,0 +1,206 @@
+"""Clinical uses: deviation scores, synthetic cohorts with their privacy report, imputation and multiple imputation."""
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from infinimodal import MultimodalVAE, api
+from infinimodal.cli import main
+from infinimodal.data import Split, load_dataset
+from infinimodal.errors import InfinimodalError
+from infinimodal.evaluation import privacy
+
+
+# --- privacy, fidelity and utility measures on planted cases -------------------------------------------------
+
+
+def _population(n, rng, shift=0.0):
+    """Rows of 6 correlated features (two factors)."""
+    factors = rng.normal(size=(n, 2))
+    return factors @ np.array([[1.0, 0.5, 0.0, 1.0, -1.0, 0.3], [0.0, 1.0, 1.0, -0.5, 0.2, 1.0]]) + 0.3 * rng.normal(size=(n, 6)) + shift
+
+
+def test_a_model_that_returns_its_training_rows_is_flagged():
+    rng = np.random.default_rng(0)
+    train, holdout = _population(800, rng), _population(400, rng)
+    copies = train[rng.permutation(800)[:400]]
+    report = privacy.privacy(copies, train, holdout)
+    assert report["exact_copies"] == 400
+    assert report["dcr_share"] >= 0.45  # a copy is at distance 0 from one training row: closer unless that row was left out
+    assert report["membership_auc"] > 0.7 and report["nndr"] == 0.0
+    # all of the training rows in the comparison: every copy is nearer a training row
+    own = train[:400]
+    full = privacy.privacy(own[rng.permutation(400)], own, holdout)
+    assert full["exact_copies"] == 400 and full["dcr_share"] > 0.95 and full["membership_auc"] > 0.95
+
+
+def test_fresh_draws_from_the_population_are_the_no_memorisation_baseline():
+    rng = np.random.default_rng(1)
+    train, holdout, fresh = _population(1000, rng), _population(1000, rng), _population(1000, rng)
+    report = privacy.privacy(fresh, train, holdout)
+    assert 0.45 < report["dcr_share"] < 0.55 and report["exact_copies"] == 0
+    assert 0.45 < report["membership_auc"] < 0.55
+    assert report["nndr"] == pytest.approx(report["nndr_holdout"], abs=0.05)
+    good = privacy.fidelity(fresh, holdout)
+    assert good["ks_mean"] < 0.06 and good["correlation_error"] < 0.05 and 0.4 < good["detection_auc"] < 0.6
+    # a shifted population and one without the correlations are told apart
+    shifted = privacy.fidelity(_population(1000, rng, shift=0.8), holdout)
+    assert shifted["ks_mean"] > 0.2 and shifted["detection_auc"] > 0.8
+    independent = np.column_stack([rng.permutation(fresh[:, j]) for j in range(6)])
+    broken = privacy.fidelity(independent, holdout)
+    assert broken["correlation_error"] > 0.3 and broken["ks_mean"] < 0.06  # the same marginals, not the same joint
+
+
+def test_dcr_share_agrees_with_sdmetrics():
+    from sdmetrics.single_table import DCROverfittingProtection
+
+    rng = np.random.default_rng(2)
+    grid = np.round(rng.random((3, 300, 4)) * 10) / 10  # values on a grid in [0, 1]
+    train, holdout, synthetic = grid
+    for rows in (train, holdout):  # both real sets span [0, 1] in every feature, so the ranges agree
+        rows[0], rows[1] = 0.0, 1.0
+    synthetic[:40] = train[2:42]  # some memorisation
+    ours = privacy.privacy(synthetic, train, holdout)["dcr_share"]
+    columns = [f"f{j}" for j in range(4)]
+    metadata = {"columns": {c: {"sdtype": "numerical"} for c in columns}}
+    frames = [pd.DataFrame(rows, columns=columns) for rows in (train, synthetic, holdout)]
+    reference = DCROverfittingProtection.compute_breakdown(*frames, metadata, "rows")["synthetic_data_percentages"]["closer_to_training"]
+    assert ours == pytest.approx(reference, abs=1e-9)
+
+
+def test_utility_trains_on_synthetic_and_tests_on_real():
+    rng = np.random.default_rng(3)
+
+    def rows(n, noise):
+        x = rng.normal(size=(n, 3))
+        label = (x[:, 0] + noise * rng.normal(size=n) > 0).astype(int)
+        return {"x": x, "label": np.eye(2)[label]}
+
+    train, holdout = rows(500, 0.1), rows(500, 0.1)
+    good = privacy.utility(rows(500, 0.1), train, holdout, "label")
+    useless = privacy.utility({"x": rng.normal(size=(500, 3)), "label": np.eye(2)[rng.integers(0, 2, 500)]}, train, holdout, "label")
+    assert good["utility"] > 0.9 and good["utility_real"] > 0.9 and useless["utility"] < 0.7
+
+
+# --- a trained model on the cohort: scores, synthesis, imputation ------------------------------------------------
+
+COHORT = "cohort:n=2500,atypical=0.2"
+
+
+@pytest.fixture(scope="module")
+def cohort_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort") / "run"
+    assert main(["train", "--data", COHORT, "--epochs", "8", "--hidden", "64", "--latent-dim", "12", "--kl-warmup", "1",
+                 "--batch-size", "64", "--lr", "2e-3", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_deviation_scores_rank_planted_atypical_subjects_above_typical_ones(cohort_run):
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    scores = vae.score(data.test, data.valid, samples=20)
+    kinds = data.truth["kinds"]
+    assert list(scores) == ["score", "deviation_mri", "deviation_pet", "deviation_clinical", "deviation_genetics", "latent_deviation",
+                            "observed_mri", "observed_pet", "observed_clinical", "observed_genetics"]
+    assert all(len(v) == len(data.test) for v in scores.values())
+    # a missing modality is not scored, and the flags say which were observed
+    np.testing.assert_array_equal(np.isnan(scores["deviation_pet"]), ~data.test.mask[:, 1])
+    np.testing.assert_array_equal(scores["observed_pet"], data.test.mask[:, 1])
+    for kind in (1, 2):
+        rows = (kinds == 0) | (kinds == kind)
+        assert roc_auc_score(kinds[rows] == kind, scores["score"][rows]) > 0.8, kind
+    # the reference population itself scores around zero in every part
+    own = vae.score(data.valid.take(slice(150, 400)), data.valid.take(slice(0, 150)), samples=20)
+    assert abs(np.nanmedian(own["deviation_mri"])) < 0.6 and abs(np.median(own["latent_deviation"])) < 0.6
+    # ... and seen through each missingness pattern: the same subjects with PET hidden are compared with reference rows
+    # with PET hidden (their posteriors are broader and nearer the centre; against the reference as it is, hiding a
+    # modality would make every subject look more typical: median -0.55 on this model)
+    complete = data.valid.take(np.flatnonzero(data.valid.mask.all(1)))
+    hidden = Split(complete.arrays, complete.mask.copy())
+    hidden.mask[:, 1] = False
+    reference = data.train.take(slice(0, 600))
+    as_they_are, without_pet = vae.score(complete, reference, samples=20), vae.score(hidden, reference, samples=20)
+    assert abs(np.median(without_pet["latent_deviation"]) - np.median(as_they_are["latent_deviation"])) < 0.25
+
+
+def test_score_on_the_command_line_writes_one_csv_row_per_input_row(cohort_run, tmp_path):
+    rng = np.random.default_rng(0)
+    subjects = {"mri": rng.normal(size=(7, 40)), "pet": rng.normal(size=(7, 20)), "clinical": rng.normal(size=(7, 5)),
+                "genetics": (rng.random((7, 10)) < 0.5).astype(float)}
+    subjects["pet"][[1, 4]] = np.nan
+    subjects["mri"][3] += 6.0  # far off in every region
+    np.savez(tmp_path / "subjects.npz", **subjects)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(cohort_run), "--data", str(tmp_path / "subjects.npz"), "--samples", "10", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 7 and rows[1]["deviation_pet"] == "" and rows[1]["observed_pet"] == "0" and rows[0]["observed_pet"] == "1"
+    score = np.array([float(r["score"]) for r in rows])
+    assert score.argmax() == 3
+
+
+def test_synthesize_draws_every_modality_from_its_likelihood_and_reports_privacy(cohort_run, tmp_path):
+    out = tmp_path / "synthetic.npz"
+    assert main(["synthesize", str(cohort_run), "--n", "300", "--out", str(out)]) == 0
+    samples = np.load(out)
+    assert set(samples.files) == {"mri", "pet", "clinical", "genetics"} and samples["mri"].shape == (300, 40)
+    assert set(np.unique(samples["genetics"])) <= {0.0, 1.0}  # binary markers come out binary
+    report = json.loads((tmp_path / "synthetic.privacy.json").read_text())
+    assert report["source"] == "prior" and report["synthetic_rows"] == 300
+    assert set(report["privacy"]) >= {"dcr_share", "nndr", "nndr_holdout", "exact_copies", "membership_auc"}
+    assert set(report["fidelity"]) == {"ks_mean", "ks_max", "correlation_error", "detection_auc"}
+    assert report["privacy"]["exact_copies"] == 0 and report["privacy"]["dcr_share"] < 0.7
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    aggregate = vae.synthesize(200, source="aggregate", data=data, seed=1)
+    assert aggregate["pet"].shape == (200, 20) and np.isfinite(aggregate["pet"]).all()
+    with pytest.raises(InfinimodalError, match="needs the training data"):
+        vae.synthesize(5, source="aggregate")
+    with pytest.raises(InfinimodalError, match="unknown source"):
+        vae.synthesize(5, source="posterior")
+
+
+def test_impute_averages_posterior_draws_and_multiple_imputation_draws_from_the_predictive(cohort_run):
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    rows = data.test.take(np.flatnonzero(data.test.mask.all(1))[:30])
+    hidden = {"mri": rows.arrays["mri"], "clinical": rows.arrays["clinical"], "genetics": rows.arrays["genetics"],
+              "pet": np.where(np.arange(30)[:, None] < 10, np.nan, rows.arrays["pet"])}
+    mean = vae.impute(hidden)
+    np.testing.assert_array_equal(mean["pet"][10:], rows.arrays["pet"][10:])
+    np.testing.assert_array_equal(vae.impute(hidden)["pet"], mean["pet"])  # the draws are seeded: the same answer twice
+    assert not np.allclose(vae.impute(hidden, samples=0)["pet"][:10], mean["pet"][:10])  # the plug-in differs
+    draws = vae.impute_draws(hidden, 40)
+    assert draws["pet"].shape == (40, 30, 20)
+    np.testing.assert_array_equal(draws["pet"][:, 10:], np.broadcast_to(rows.arrays["pet"][10:], (40, 20, 20)))
+    assert draws["pet"][:, :10].std(0).min() > 0.05  # the imputations vary
+    # their average is the conditional mean, up to Monte Carlo error (the draws add the likelihood's noise)
+    assert np.abs(draws["pet"][:, :10].mean(0) - mean["pet"][:10]).mean() < 0.25
+    assert set(np.unique(vae.impute_draws({"mri": rows.arrays["mri"]}, 3)["genetics"])) <= {0.0, 1.0}
+
+
+def test_evaluation_reports_imputation_error_against_regression_baselines(cohort_run):
+    assert main(["evaluate", str(cohort_run), "--iw-samples", "2", "--quiet"]) == 0
+    result = json.loads((cohort_run / "eval.json").read_text())
+    errors = result["imputation_mse"]
+    assert set(errors) == {"mri", "pet", "clinical", "genetics"}
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    complete = data.test.mask.all(1)
+    train_complete = data.train.mask.all(1)
+    for name in ("mri", "pet"):
+        entry = errors[name]
+        assert set(entry) == {"rows", "model", "model_all_rows", "mean", "ridge", "mlp"} and entry["rows"] == complete.sum()
+        # the training-mean baseline, written out
+        truth, train = data.test.arrays[name][complete], data.train.arrays[name][train_complete]
+        assert entry["mean"] == pytest.approx(float(((truth - train.mean(0)) ** 2).mean()), rel=1e-5)
+        assert entry["ridge"] < entry["mean"] and entry["model"] < entry["mean"]
+
+
+def test_the_label_modality_and_a_single_modality_have_no_imputation_baselines():
+    data = load_dataset("synthetic:n=300,features=3,modalities=1")
+    vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=2, hidden=[8])
+    assert "imputation_mse" not in vae.evaluate(data, iw_samples=2, coherence=False, progress=False)
