@@ -59,10 +59,10 @@ def test_dcr_share_agrees_with_sdmetrics():
     from sdmetrics.single_table import DCROverfittingProtection
 
     rng = np.random.default_rng(2)
-    grid = np.round(rng.random((3, 300, 4)) * 10) / 10  # values on a grid in [0, 1]
-    train, holdout, synthetic = grid
-    for rows in (train, holdout):  # both real sets span [0, 1] in every feature, so the ranges agree
-        rows[0], rows[1] = 0.0, 1.0
+    values = rng.random((3, 300, 4))  # continuous: no ties (SDMetrics counts a tie as not closer, we count it half)
+    train, holdout, synthetic = values
+    train[0], train[1] = 0.0, 1.0  # both real sets span [0, 1] in every feature, so the ranges agree
+    holdout[0], holdout[1] = [0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]  # (with rows of their own: no ties)
     synthetic[:40] = train[2:42]  # some memorisation
     ours = privacy.privacy(synthetic, train, holdout)["dcr_share"]
     columns = [f"f{j}" for j in range(4)]
@@ -204,3 +204,21 @@ def test_the_label_modality_and_a_single_modality_have_no_imputation_baselines()
     data = load_dataset("synthetic:n=300,features=3,modalities=1")
     vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=2, hidden=[8])
     assert "imputation_mse" not in vae.evaluate(data, iw_samples=2, coherence=False, progress=False)
+
+
+def test_the_privacy_report_compares_binary_samples_with_training_images_binarised_as_the_model_saw_them():
+    from infinimodal.data import MultimodalData
+    from infinimodal.data.multimodal import binarize_fixed
+    from infinimodal.modality import Modality
+    from infinimodal.synthesis import synthesis_report
+
+    rng = np.random.default_rng(0)
+    grey = lambda n: np.clip(rng.beta(0.5, 0.5, (n, 1)) + 0.2 * rng.normal(size=(n, 30)), 0, 1).astype(np.float32)  # noqa: E731
+    everything = np.ones((600, 1), dtype=bool)
+    data = MultimodalData([Modality("image", (30,), "bernoulli")], Split({"image": grey(600)}, everything),
+                          Split({"image": binarize_fixed(grey(600), 1)}, everything), Split({"image": binarize_fixed(grey(600), 2)}, everything),
+                          "binarised", dynamic_binarize=["image"])
+    vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=2, hidden=[8])
+    fresh = {"image": binarize_fixed(grey(600), 3)}  # new draws of the same population: the no-memorisation case
+    report = synthesis_report(vae.module, fresh, data)
+    assert 0.4 < report["privacy"]["dcr_share"] < 0.6  # against the grey training images it would be near 0

@@ -312,7 +312,7 @@ class MultimodalVAE:
             raise InfinimodalError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
         if source == "aggregate" and data is None:
             raise InfinimodalError("synthesis from the aggregate posterior needs the training data (data=...)")
-        return self.to_user_units(synthesize(self.module, n, source, data.train if data is not None else None, seed))
+        return self.to_user_units(synthesize(self.module, n, source, data.train_for_evaluation() if data is not None else None, seed))
 
     def synthesis_report(self, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
         """Privacy, fidelity and utility of synthetic rows (as `synthesize` returns them) against `data`'s training and

@@ -11,7 +11,8 @@ search on range-scaled features, which scales to image-sized rows where SDMetric
 Privacy (Platzer & Reutterer 2021; Yale et al. 2020):
 - `dcr_share`: of the synthetic rows, the share whose closest training row is nearer than their closest held-out
   row, with as many training rows as held-out rows (a random subset): 0.5 when the model generalises, 1 when it
-  copies its training rows (SDMetrics' DCROverfittingProtection reports the same share as "closer_to_training");
+  copies its training rows (SDMetrics' DCROverfittingProtection reports the same share as "closer_to_training",
+  but counts a tie as not closer, which pulls binary data, where ties are common, below 0.5; a tie counts half here);
 - `nndr`: median over synthetic rows of the nearest-neighbour distance ratio (closest / second-closest row of the
   whole training set), beside the same median for held-out rows (`nndr_holdout`): a copy has a ratio near 0;
 - `exact_copies`: synthetic rows equal to a training row (distance below 1e-9);
@@ -75,7 +76,7 @@ def privacy(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed:
     scores = -np.concatenate([member, outsider])
     truth = np.concatenate([np.ones(len(member)), np.zeros(len(outsider))])
     return {
-        "dcr_share": float((to_train < to_holdout).mean()),
+        "dcr_share": float((to_train < to_holdout).mean() + 0.5 * (to_train == to_holdout).mean()),
         "dcr_median_train": float(np.median(to_train)),
         "dcr_median_holdout": float(np.median(to_holdout)),
         "nndr": _median_ratio(to_whole_train),
