@@ -222,3 +222,17 @@ def test_the_privacy_report_compares_binary_samples_with_training_images_binaris
     fresh = {"image": binarize_fixed(grey(600), 3)}  # new draws of the same population: the no-memorisation case
     report = synthesis_report(vae.module, fresh, data)
     assert 0.4 < report["privacy"]["dcr_share"] < 0.6  # against the grey training images it would be near 0
+
+
+def test_the_cohort_data_set_plants_its_atypical_subjects_in_the_test_rows_only():
+    data = load_dataset("cohort:n=1000,atypical=0.2,missing=0.5")
+    assert [m.name for m in data.modalities] == ["mri", "pet", "clinical", "genetics"] and len(data.test) == 100
+    kinds = data.truth["kinds"]
+    assert np.bincount(kinds, minlength=3).tolist() == [80, 10, 10]
+    assert 0.3 < 1 - data.train.mask[:, 1].mean() < 0.7 and data.train.mask[:, [0, 2, 3]].all()
+    assert abs(data.train.arrays["mri"].mean()) < 0.05 and abs(data.train.arrays["mri"].std() - 1) < 0.05  # standardised on the reference
+    off = kinds == 1  # off the map: a few regions moved by 4 SD
+    assert np.abs(data.test.arrays["mri"][off]).max(axis=1).min() > 2.5
+    for bad, message in (("cohort:foo=1", "cannot read 'foo=1'"), ("cohort:n=x", "n must be a number"), ("cohort:missing=1", "invalid missing=1")):
+        with pytest.raises(InfinimodalError, match=message):
+            load_dataset(bad)

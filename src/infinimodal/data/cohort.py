@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import DataError
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
+from .synthetic import read_settings
 
 DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "seed": 0}
 _INTEGER_KEYS = ("n", "shared", "seed")
@@ -39,15 +40,7 @@ HIDDEN_UNITS = 32
 
 
 def parse_spec(text: str) -> dict:
-    settings = dict(DEFAULTS)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise DataError(f"cohort: cannot read {part!r}; settings are {', '.join(f'{k}=...' for k in DEFAULTS)}")
-        try:
-            settings[key] = int(value) if key in _INTEGER_KEYS else float(value)
-        except ValueError:
-            raise DataError(f"cohort: {key} must be a number, got {value!r}") from None
+    settings = read_settings("cohort", text, DEFAULTS, _INTEGER_KEYS)
     checks = {"n": settings["n"] >= 100, "shared": settings["shared"] >= 1, "missing": 0 <= settings["missing"] < 1,
               "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0}
     bad = [k for k, ok in checks.items() if not ok]

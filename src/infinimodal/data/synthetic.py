@@ -26,17 +26,23 @@ _INTEGER_KEYS = ("modalities", "shared", "private", "features", "n", "classes", 
 HIDDEN_UNITS = 32
 
 
-def parse_spec(text: str) -> dict:
-    """'modalities=3,shared=8' -> the full settings dict; unknown keys and bad values are errors."""
-    settings = dict(DEFAULTS)
+def read_settings(name: str, text: str, defaults: dict, integer_keys: tuple[str, ...]) -> dict:
+    """'key=value,...' of a generated data set `name` -> its full settings dict; unknown keys and bad values are errors."""
+    settings = dict(defaults)
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise DataError(f"synthetic: cannot read {part!r}; settings are {', '.join(f'{k}=...' for k in DEFAULTS)}")
+        if not sep or key not in defaults:
+            raise DataError(f"{name}: cannot read {part!r}; settings are {', '.join(f'{k}=...' for k in defaults)}")
         try:
-            settings[key] = int(value) if key in _INTEGER_KEYS else float(value)
+            settings[key] = int(value) if key in integer_keys else float(value)
         except ValueError:
-            raise DataError(f"synthetic: {key} must be a number, got {value!r}") from None
+            raise DataError(f"{name}: {key} must be a number, got {value!r}") from None
+    return settings
+
+
+def parse_spec(text: str) -> dict:
+    """'modalities=3,shared=8' -> the full settings dict; unknown keys and bad values are errors."""
+    settings = read_settings("synthetic", text, DEFAULTS, _INTEGER_KEYS)
     checks = {
         "modalities": settings["modalities"] >= 1, "shared": settings["shared"] >= 0, "private": settings["private"] >= 0,
         "features": settings["features"] >= 1, "n": settings["n"] >= 10, "classes": settings["classes"] >= 2,
