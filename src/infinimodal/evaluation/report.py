@@ -506,7 +506,8 @@ def _deviation(section: Section, ctx: _Run) -> None:
     section.intro = (
         f"Deviation scores (`infinimodal score`): how atypical each row is for the population the model was trained on. "
         f"Each observed modality's -log p(x_m | the other modalities) and the posterior's Mahalanobis distance from the reference, "
-        f"standardised against {half} validation rows; a row's score is the largest of them. Shown: {len(shown)} other validation "
+        f"standardised against {half} validation rows seen through the row's own missing modalities; a row's score is the larger of "
+        f"the latent deviation and its largest modality deviation (each on the reference's scale). Shown: {len(shown)} other validation "
         f"rows (the reference population) and {len(test)} test rows. A test set like the training data overlaps the reference; "
         "atypical subjects form a tail to the right."
     )
