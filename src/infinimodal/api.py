@@ -217,8 +217,9 @@ class MultimodalVAE:
         instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both)."""
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
-        for start in range(0, len(split), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(split)))
+        incomplete = np.flatnonzero(~split.mask.all(axis=1))  # rows with nothing missing need no decoding
+        for start in range(0, len(incomplete), batch_size):
+            rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
             generated = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(batch["data"], batch["mask"], samples).items()})
             for m, name in enumerate(self.names):
