@@ -21,6 +21,7 @@ from infinimodal import api
 
 SUMMARY = (
     "elbo", "log_likelihood", "iw_samples", "knn_error", "knn_error_decoder_input", "active_dims", "kl_active", "kl_span_99", "kl_order_spearman", "truncation_elbo_change",
+    "truncation", "latent_dimensions",
     "sticks_99", "per_modality_sticks_99", "linear_probe_accuracy", "coherence", "coherence_classifier_accuracy",
     "shared_factor_r2", "shared_factor_r2_decoder_input", "true_dims", "eval_seconds",
 )
@@ -46,6 +47,8 @@ def parse_settings(pairs: list[str]) -> dict:
             out[key] = value == "true"
         elif kind.startswith("list"):
             out[key] = [int(v) for v in value.split(",")]
+        elif kind.startswith("int | str"):  # truncation=30 or truncation=auto
+            out[key] = int(value) if value.lstrip("-").isdigit() else value
         elif kind.startswith("int"):
             out[key] = int(value)
         elif kind.startswith("float"):

@@ -138,7 +138,7 @@ class MultimodalVAE:
         return self
 
     def _load_weights(self, path: Path) -> None:
-        load_weights(self.module, path)  # tensors only: a checkpoint cannot run code (runfiles.py)
+        load_weights(self.module, path, fit=self.module.match_dimensions)  # tensors only: a checkpoint cannot run code (runfiles.py)
         self.module.cpu().eval()
 
     # --- inputs ------------------------------------------------------------------------------------------

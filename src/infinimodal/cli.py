@@ -84,7 +84,15 @@ def _names(text: str) -> list[str]:
     return names
 
 
-_FLAG_TYPES = {"int": int, "float": float, "str": str}
+def _int_or_word(text: str) -> int | str:
+    """An integer, or a word such as auto (the option's own check says which words it takes)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | str": _int_or_word}
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> list[str]:

@@ -115,6 +115,50 @@ class MultimodalModule(nn.Module):
                 _swap_columns(first, j, k, 1.0 / into_j, 1.0 / into_k)
                 _swap_columns(second, j, k, 1.0 / into_j**2, 1.0 / into_k**2)
 
+    # --- adaptive truncation -----------------------------------------------------------------------------
+
+    def can_resize_dimensions(self) -> bool:
+        """Whether `resize_dimensions` applies: a family that can resize, and decoders whose input layer is known."""
+        return self.latent.can_resize() and all(hasattr(decoder, "input_layer") for decoder in self.decoders.values())
+
+    @torch.no_grad()
+    def resize_dimensions(self, n: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Make the latent n dimensions wide; the resized heads and decoder input layers are new parameters, which replace
+        the old ones in `optimizer`'s parameter list and state.
+
+        Growing keeps what the model computes: a new dimension's head rows have zero weights and the bias
+        `latent.prior_head_output()`, so its posterior is the prior whatever the input (KL about 1e-9), and every
+        decoder's input column of it is zero, so the decoders ignore it; the stick-breaking weights of the dimensions
+        before it do not depend on it. Trimming drops the last dimensions' rows and columns (training.AdaptTruncation
+        trims only dimensions that carry nothing). Adam's moments are resized with their parameters: kept entries keep
+        theirs, new ones start at zero."""
+        old = self.latent.n_dimensions
+        if n == old:
+            return
+        keep = min(n, old)
+        blocks = self.latent.n_params
+        fill = self.latent.prior_head_output()
+        for key in self.names:
+            head = self.heads[_key(key)]
+            _replace_parameter(head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer)
+            _replace_parameter(head, "bias", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0 if moment else fill), optimizer)
+            head.out_features = blocks * n
+            layer = self.decoders[_key(key)].input_layer()
+            _replace_parameter(layer, "weight", lambda t, moment: _resized_columns(t, n, keep), optimizer)
+            layer.in_features = n
+        self.latent.resize(n)
+
+    def dimensions_in(self, state: dict[str, Tensor]) -> int | None:
+        """The latent dimensions of a state dict of this model's weights (keys without a prefix), from its first head."""
+        bias = state.get(f"heads.{_key(self.names[0])}.bias")
+        return None if bias is None else bias.shape[0] // self.latent.n_params
+
+    def match_dimensions(self, state: dict[str, Tensor]) -> None:
+        """An adaptive latent (truncation auto) takes the number of dimensions of the weights `state` holds."""
+        n = self.dimensions_in(state)
+        if self.latent.adaptive and n is not None and n >= 1 and n != self.latent.n_dimensions:
+            self.resize_dimensions(n)
+
     def likelihood(self, name: str):
         """The likelihood module of modality `name`."""
         return self.likelihoods[_key(name)]
@@ -294,6 +338,44 @@ def _moments(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
     """Adam's first and second moments of a parameter, when the optimiser has taken a step with it."""
     entry = state.get(parameter, {})
     return (entry["exp_avg"], entry["exp_avg_sq"]) if "exp_avg" in entry and "exp_avg_sq" in entry else ()
+
+
+def _resized_blocks(tensor: Tensor, blocks: int, old: int, n: int, keep: int, new_entries) -> Tensor:
+    """A head's weight or bias ([blocks * old, ...]: block b's row k belongs to dimension k) with n rows per block: the
+    first `keep` of each block kept, new rows set to `new_entries` (a number, or one value per block)."""
+    rest = tensor.shape[1:]
+    current = tensor.reshape(blocks, old, *rest)
+    fill = torch.as_tensor(new_entries, dtype=tensor.dtype, device=tensor.device)
+    fill = fill.reshape(blocks, *([1] * (1 + len(rest)))) if fill.dim() else fill
+    resized = fill.expand(blocks, n, *rest).clone()
+    resized[:, :keep] = current[:, :keep]
+    return resized.reshape(blocks * n, *rest)
+
+
+def _replace_parameter(module: nn.Module, name: str, resized, optimizer: torch.optim.Optimizer | None) -> None:
+    """module.<name> := a new Parameter resized(old value, False); the optimiser's parameter list and state follow it, its
+    moments resized(moment, True). A new Parameter, not new .data: autograd caches a parameter's shape where the last
+    step's graph is still held."""
+    old = getattr(module, name)
+    new = nn.Parameter(resized(old.detach(), False), requires_grad=old.requires_grad)
+    setattr(module, name, new)
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    entry = optimizer.state.pop(old, None)
+    if entry is not None:
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in entry:
+                entry[moment] = resized(entry[moment], True)
+        optimizer.state[new] = entry
+
+
+def _resized_columns(tensor: Tensor, n: int, keep: int) -> Tensor:
+    """A decoder input layer's weight (or its moments) with n columns: the first `keep` kept, new ones zero."""
+    resized = tensor.new_zeros(tensor.shape[0], n)
+    resized[:, :keep] = tensor[:, :keep]
+    return resized
 
 
 def _swap_rows(tensor: Tensor, rows_j: list[int], rows_k: list[int]) -> None:

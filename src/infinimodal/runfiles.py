@@ -157,9 +157,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return {k.removeprefix(STATE_PREFIX): v for k, v in state.items()}
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint's weights into `module`, saying which parameters do not fit instead of a traceback."""
+def load_weights(module: nn.Module, path: str | Path, fit: Callable[[dict], None] | None = None) -> None:
+    """Load a checkpoint's weights into `module`, saying which parameters do not fit instead of a traceback. `fit`, when
+    given, first adapts the module to the weights (an adaptive latent takes the checkpoint's number of dimensions)."""
     state = read_state_dict(path)
+    if fit is not None:
+        fit(state)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -400,6 +400,7 @@ def evaluate_model(
         "kl_per_dim": [float(v) for v in mean_kl],
         "kl_span_99": kl_span(mean_kl, 0.99),
         "kl_order_spearman": kl_order_spearman(mean_kl),
+        "latent_dimensions": int(model.latent.n_dimensions),
         "n_test": int(len(test)),
         "modalities": names,
     }
@@ -420,6 +421,7 @@ def evaluate_model(
         result["knn_error"] = None
         result["notes"] = ["the data have no labels: kNN error, probes and coherence are not computed"]
     if stick:
+        result["truncation"] = int(model.latent.truncation)  # K: with --truncation auto, where training left it
         covered = sticks_to_cover(torch.from_numpy(joint_test["weights"]), 0.99).numpy()
         result["sticks_99"] = float(covered.mean())
         result["sticks_99_histogram"] = np.bincount(covered, minlength=len(mean_kl) + 2)[1:].tolist()

@@ -205,6 +205,21 @@ def curves_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str |
         return _save(fig, path)
 
 
+def truncation_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
+    """`--truncation auto`: the dimensions each epoch trained with, and the last used one measured at its start."""
+    with _style():
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        ax.step(epochs, curves["truncation"], where="mid", color=JOINT_COLOUR, label="dimensions (truncation)")
+        if "truncation_span" in curves:
+            ax.plot(epochs, curves["truncation_span"], "--", marker="o", markersize=3, color="tab:blue", label="last used dimension")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("dimensions")
+        ax.set_ylim(0, float(np.nanmax(curves["truncation"])) * 1.1 + 1)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
 def overlay_curves_figure(runs: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]], path: str | Path) -> Path:
     """Validation ELBO and KL per epoch of several runs on shared axes (the compare page)."""
     with _style():

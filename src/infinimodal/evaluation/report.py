@@ -38,6 +38,7 @@ from ..likelihoods import likelihood_class
 from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
+from ..training import SPARE_DIMENSIONS, USED_DIMENSION_KL
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from ..deviation import Reference, deviation_scores
 from .metrics import KL_ACTIVE_THRESHOLD, encode
@@ -306,6 +307,21 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
         "(the warm-up), so the training loss differs from the training ELBO while it is below 1."
     )
     section.figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
+    if "truncation" in curves:
+        _truncation_history(section, epochs, curves, figures_dir)
+
+
+def _truncation_history(section: Section, epochs: np.ndarray, curves: dict[str, np.ndarray], figures_dir: Path) -> None:
+    """`--truncation auto`: how many dimensions each epoch trained with (training.AdaptTruncation)."""
+    sizes = curves["truncation"]
+    changes = [f"epoch {int(e)}: {int(before)} -> {int(after)}" for e, before, after in zip(epochs[1:], sizes[:-1], sizes[1:])
+               if np.isfinite(before) and np.isfinite(after) and before != after]
+    section.html.append(note(
+        f"Truncation auto: the latent started with {int(sizes[0])} dimensions; at each epoch's start it grew when fewer than "
+        f"{SPARE_DIMENSIONS} were unused after the last used one (mean KL above {USED_DIMENSION_KL} nats on validation rows) and, "
+        "after the warm-up, trimmed unused trailing dimensions. " + ("Changes: " + "; ".join(changes) + "." if changes else "It never changed.")
+    ))
+    section.figures.append(Figure(plots.truncation_figure(epochs, curves, figures_dir / "truncation.png"), "dimensions per epoch (truncation auto)"))
 
 
 def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:

@@ -214,6 +214,29 @@ class LatentFamily(nn.Module):
         """The decoder's mean scale of each dimension under q (mean over rows)."""
         raise NotImplementedError
 
+    # --- adaptive truncation (`--truncation auto`, training.AdaptTruncation) --------------------------------
+
+    #: Whether the number of dimensions adapts during training (a family built with truncation "auto").
+    adaptive: bool = False
+    #: The most dimensions an adaptive family may grow to.
+    max_dimensions: int = 0
+
+    def can_resize(self) -> bool:
+        """Whether `resize` can add dimensions without changing what the model computes: dimension k's head outputs
+        are rows k of each of the n_params blocks, the decoders read one column per dimension, and a new dimension whose
+        head outputs `prior_head_output()` is at its prior while the decoders ignore it."""
+        return False
+
+    def prior_head_output(self) -> Tensor:  # pragma: no cover - only resizable families
+        """One raw head output per parameter block ([n_params]) whose posterior is the prior to within about 1e-9 in
+        KL: what a new dimension's head rows give (their weights zero), so that a grown model scores the same."""
+        raise NotImplementedError
+
+    def resize(self, n: int) -> None:  # pragma: no cover - only resizable families
+        """Make the family n dimensions wide (its prior buffers and sizes); `MultimodalModule.resize_dimensions`
+        resizes the heads and decoders with it."""
+        raise NotImplementedError
+
     def warm_up(self, progress: float) -> None:
         """Called by the training plan before every training step with the warm-up's progress in [0, 1] (the KL
         warm-up's, 1 once it is over) and with 1 before validation. A family whose prior follows a schedule during

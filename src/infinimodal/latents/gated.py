@@ -55,6 +55,7 @@ from ..stick_breaking import clamp_sticks, expected_stick_weights
 from .base import LatentFamily, register_product
 from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
 from .gaussian import MAX_LOG_PRECISION, normal_product
+from .sticks import AUTO, CLOSED_EXPERT, DEFAULT_MAX_TRUNCATION, auto_start, truncation_setting
 
 
 class _ValuesBesideSticks(Distribution):
@@ -263,6 +264,11 @@ class GatedSettings(Settings):
                                  check=positive, requirement="a positive number")
     evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
     expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
+    truncation: int | str = setting("fixed", "fixed (or any integer, the stick families' K): --latent-dim dimensions; auto: start "
+                                    "with 8 dimensions, grow and trim them during training (--latent-dim is then unused)",
+                                    check=lambda v: v in ("fixed", AUTO) or truncation_setting(v), requirement="fixed, auto or an integer")
+    max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
+                                  check=lambda v: v >= 3, requirement="at least 3")
 
 
 class GatedSticks(LatentFamily):
@@ -277,7 +283,14 @@ class GatedSticks(LatentFamily):
     EXPERTS = EXPERTS
 
     def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value",
-                 alpha_start: float = DEFAULT_ALPHA_START) -> None:
+                 alpha_start: float = DEFAULT_ALPHA_START, truncation: str = "fixed", max_truncation: int = DEFAULT_MAX_TRUNCATION) -> None:
+        if truncation == AUTO:
+            if max_truncation < 3:
+                raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
+            self.adaptive, self.max_dimensions = True, max_truncation - 1
+            latent_dim = auto_start(max_truncation)
+        elif not (truncation == "fixed" or truncation_setting(truncation)):
+            raise ValueError(f"the gated family's truncation is fixed (--latent-dim dimensions), auto or an integer, got {truncation!r}")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
         if not alpha > 0:
@@ -308,7 +321,9 @@ class GatedSticks(LatentFamily):
 
     def describe(self) -> str:
         warm_up = f", gate warm-up from alpha = {self.alpha_start:g}" if self.alpha_start != self.alpha else ""
-        return f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}{warm_up}, {self.describe_expert()})"
+        adaptive = f", truncation auto: grown or trimmed during training, at most {self.max_dimensions}" if self.adaptive else ""
+        return (f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}{warm_up}, {self.describe_expert()}"
+                f"{adaptive})")
 
     @property
     def head_size(self) -> int:
@@ -325,6 +340,19 @@ class GatedSticks(LatentFamily):
         if isinstance(q, MixturePosterior):
             return q.average(lambda c: torch.cumprod(1.0 - c.sticks.mean, dim=-1)).reshape(-1, self.latent_dim).mean(0)
         return torch.cumprod(1.0 - q.sticks.mean, dim=-1).reshape(-1, self.latent_dim).mean(0)
+
+    def can_resize(self) -> bool:
+        return True
+
+    def prior_head_output(self) -> Tensor:
+        # value mean 0 (the prior's), and the value's expert precision and the stick's evidence about 4.5e-5
+        return torch.tensor([0.0, CLOSED_EXPERT, CLOSED_EXPERT, CLOSED_EXPERT])
+
+    def resize(self, n: int) -> None:
+        self.latent_dim, self.latent_size, self.truncation, self.decoder_input_size = n, 2 * n, n + 1, n
+        self.prior_loc = self.prior_loc.new_zeros(n)
+        self.prior_a = self.prior_a.new_ones(n)
+        self.prior_b = self.prior_b.new_full((n,), self.alpha)
 
     def warm_up(self, progress: float) -> None:
         """Gate warm-up: the sticks' prior is Beta(1, alpha_t) with log alpha_t moving linearly from log alpha_start

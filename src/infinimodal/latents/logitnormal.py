@@ -31,7 +31,7 @@ from ..mixture import MixturePosterior
 from ..stick_breaking import clamp_sticks, log_stick_weights_from_logits, stick_weights
 from .base import register_product
 from .gaussian import MAX_LOG_PRECISION, normal_from_natural, normal_natural, normal_product
-from .sticks import StickLatent
+from .sticks import CLOSED_EXPERT, StickLatent
 
 # Gauss-Hermite nodes for E[sigmoid(x)], x ~ N(mu, s^2): int exp(-t^2) f(mu + sqrt(2) s t) dt / sqrt(pi)
 _HERMITE_T, _HERMITE_W = (torch.from_numpy(a) for a in np.polynomial.hermite.hermgauss(48))
@@ -128,6 +128,16 @@ class LogitNormalSticks(StickLatent):
         mean, std = beta_matched_logit_moments(self.alpha)
         self.register_buffer("prior_loc", torch.full((self.latent_size,), mean))
         self.register_buffer("prior_scale", torch.full((self.latent_size,), std))
+
+    def prior_head_output(self) -> Tensor:
+        mean, _ = beta_matched_logit_moments(self.alpha)  # the head's first block is the posterior mean itself
+        return torch.tensor([mean, CLOSED_EXPERT])
+
+    def resize(self, n: int) -> None:
+        super().resize(n)
+        mean, std = beta_matched_logit_moments(self.alpha)
+        self.prior_loc = self.prior_loc.new_full((n,), mean)
+        self.prior_scale = self.prior_scale.new_full((n,), std)
 
     def posterior(self, raw: Tensor) -> StickLogits:
         loc, log_expert_precision = self.raw_params(raw)

@@ -18,21 +18,50 @@ from torch import Tensor
 from torch.distributions import Beta, Distribution
 
 from ..mixture import MixturePosterior
-from ..settings import Settings, positive, setting
+from ..settings import SettingError, Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights, log_stick_weights
 from .base import LatentFamily
 
 DECODER_INPUTS = ("pi", "logpi", "logitv")
 #: Chosen by measurement on MNIST (docs/results.md): logit v gave the best ELBO and log p(x).
 DEFAULT_DECODER_INPUT = "logitv"
+#: `--truncation auto`: training starts with AUTO_START_DIMENSIONS dimensions (sticks) and `training.AdaptTruncation`
+#: grows or trims them, up to max_truncation - 1 (docs/results.md section 11).
+AUTO = "auto"
+AUTO_START_DIMENSIONS = 8
+DEFAULT_MAX_TRUNCATION = 100
+#: A raw head output whose exp (or softplus) is 3e-7: a new dimension's expert adds about nothing to the prior (KL of order
+#: 1e-13, log q - log p of order 1e-6 at a draw), while Adam can still open it: its head weights' gradients are 3e-7 of an
+#: open expert's, well above Adam's eps (1e-8), and Adam's steps do not shrink with the gradient's scale.
+CLOSED_EXPERT = -15.0
+
+
+def truncation_setting(value) -> bool:
+    return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 2)
+
+
+def auto_start(max_truncation: int) -> int:
+    """The dimensions an adaptive family starts with."""
+    return min(AUTO_START_DIMENSIONS, max_truncation - 1)
 
 
 @dataclass
 class StickSettings(Settings):
     owner = "stick families"
-    truncation: int = setting(50, "truncation K: K weights from K - 1 sticks", check=lambda v: v >= 2, requirement="at least 2")
+    truncation: int | str = setting(50, "truncation K: K weights from K - 1 sticks; auto: start with 8 sticks, grow and trim them "
+                                      "during training (needs --decoder-input logitv)", check=truncation_setting,
+                                      requirement="an integer of at least 2, or auto")
     alpha: float = setting(5.0, "prior concentration of the sticks, Beta(1, alpha)", check=positive, requirement="a positive number")
     decoder_input: str = setting(DEFAULT_DECODER_INPUT, "what the decoder reads", choices=DECODER_INPUTS)
+    max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
+                                  check=lambda v: v >= 3, requirement="at least 3")
+
+
+    def validate(self) -> None:
+        super().validate()
+        if self.truncation == AUTO and self.decoder_input != "logitv":
+            raise SettingError(f"--truncation auto needs --decoder-input logitv: with {self.decoder_input} a new stick would split the "
+                               "last weight the decoder reads, so growing could not keep what the model computes")
 
 
 class StickLatent(LatentFamily):
@@ -53,10 +82,19 @@ class StickLatent(LatentFamily):
 
     def __init__(
         self,
-        truncation: int = 50,
+        truncation: int | str = 50,
         alpha: float = 5.0,
         decoder_input: str = DEFAULT_DECODER_INPUT,
+        max_truncation: int = DEFAULT_MAX_TRUNCATION,
     ) -> None:
+        if truncation == AUTO:
+            if decoder_input != "logitv":
+                raise ValueError(f"--truncation auto needs --decoder-input logitv: with {decoder_input} a new stick would split the last "
+                                 "weight the decoder reads, so growing could not keep what the model computes")
+            if max_truncation < 3:
+                raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
+            self.adaptive, self.max_dimensions = True, max_truncation - 1
+            truncation = auto_start(max_truncation) + 1
         if truncation < 2:
             raise ValueError(f"truncation K must be at least 2 (one stick), got {truncation}")
         if not alpha > 0:
@@ -74,8 +112,20 @@ class StickLatent(LatentFamily):
     def prior(self) -> Distribution:
         return Beta(self.prior_a, self.prior_b)
 
+    def can_resize(self) -> bool:
+        return self.decoder_input_mode == "logitv"  # one decoder column per stick; pi and log pi change with every stick
+
+    def prior_head_output(self) -> Tensor:
+        return torch.full((self.n_params,), CLOSED_EXPERT)  # evidence (or an expert's precision) of about 3e-7
+
+    def resize(self, n: int) -> None:
+        self.truncation, self.latent_size, self.decoder_input_size = n + 1, n, n
+        self.prior_a = self.prior_a.new_ones(n)
+        self.prior_b = self.prior_b.new_full((n,), self.alpha)
+
     def describe(self) -> str:
-        return f"K = {self.truncation} (alpha = {self.alpha:g}), decoder reads {self.decoder_input_mode}"
+        adaptive = f", truncation auto: grown or trimmed during training, at most K = {self.max_dimensions + 1}" if self.adaptive else ""
+        return f"K = {self.truncation} (alpha = {self.alpha:g}), decoder reads {self.decoder_input_mode}{adaptive}"
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
         return clamp_sticks(super().rsample(q, n_samples))

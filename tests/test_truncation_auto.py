@@ -1,0 +1,303 @@
+"""`--truncation auto`: the latent grows and trims during training (training.AdaptTruncation,
+MultimodalModule.resize_dimensions)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infinimodal import MultimodalVAE
+from infinimodal.cli import main
+from infinimodal.data import load_dataset
+from infinimodal.modality import Modality
+from infinimodal.training import SPARE_DIMENSIONS, TrainingInterrupted, full, next_truncation, too_wide
+
+FAMILIES = ["gated", "beta", "kumaraswamy", "logitnormal"]
+
+
+def _trained_looking_model(latent: str, aggregator: str, seed: int = 0):
+    """A two-modality model with truncation auto whose weights are perturbed away from their initial values (the
+    sticks' evidence included), after one Adam step so that the optimiser has state."""
+    vae = MultimodalVAE([Modality("a", (5,)), Modality("b", (4,), "bernoulli")], latent=latent, aggregator=aggregator,
+                        truncation="auto", hidden=[16], seed=seed)
+    module = vae.module
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=generator))
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    data, mask = _batch(seed)
+    module(data, mask).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return module, optimizer
+
+
+def _batch(seed: int = 0, rows: int = 9):
+    generator = torch.Generator().manual_seed(seed + 1)
+    data = {"a": torch.randn(rows, 5, generator=generator), "b": torch.bernoulli(torch.full((rows, 4), 0.5), generator=generator)}
+    mask = torch.ones(rows, 2, dtype=torch.bool)
+    mask[0, 1] = False  # a row without b
+    mask[1, 0] = False  # and one without a
+    return data, mask
+
+
+def _pad(z: torch.Tensor, old: int, new: int, fill: torch.Tensor) -> torch.Tensor:
+    """Latent draws of an `old`-dimensional model as draws of the `new`-dimensional one: each block of `old` scalars
+    (the gated family's values, then its sticks; the sticks of the others) followed by its new dimensions' values `fill`."""
+    per = z.shape[-1] // old
+    blocks = z.reshape(*z.shape[:-1], per, old)
+    extra = fill.reshape(per, 1).expand(*z.shape[:-1], per, new - old)
+    return torch.cat([blocks, extra], dim=-1).reshape(*z.shape[:-1], per * new)
+
+
+def _log_weights(module, q, z, data, mask) -> torch.Tensor:
+    """log p(X_observed | z) + log p(z) - log q(z | X) at given draws z: the importance weight, term by term."""
+    return module.log_likelihoods(z, data, mask).sum(-1) + module.latent.log_prior(z) - q.log_prob(z)
+
+
+@pytest.mark.parametrize("latent", FAMILIES)
+@pytest.mark.parametrize("aggregator", ["poe", "mopoe", "moe"])
+def test_growth_keeps_what_the_model_computes(latent, aggregator):
+    module, optimizer = _trained_looking_model(latent, aggregator)
+    module.eval()
+    data, mask = _batch()
+    old = module.latent.n_dimensions
+    with torch.no_grad():
+        q = module.posterior(data, mask)
+        torch.manual_seed(3)
+        z = module.latent.rsample(q)
+        weights_before = _log_weights(module, q, z, data, mask)
+        kl_before = module.latent.kl_per_dim(q)
+        means_before = module.decode_mean(z)
+    module.resize_dimensions(old + 5, optimizer)
+    assert module.latent.n_dimensions == old + 5
+    with torch.no_grad():
+        q_after = module.posterior(data, mask)
+        # a new dimension's draw, anywhere in the prior's support: the decoders ignore it and q matches p there
+        fill = torch.tensor([0.7, 0.2]) if latent == "gated" else torch.tensor([0.2 if latent != "logitnormal" else -1.0])
+        z_after = _pad(z, old, old + 5, fill)
+        weights_after = _log_weights(module, q_after, z_after, data, mask)
+        kl_after = module.latent.kl_per_dim(q_after)
+        means_after = module.decode_mean(z_after)
+    for name in means_before:  # the decoders read the new dimensions with zero weights: exactly the same outputs
+        torch.testing.assert_close(means_after[name], means_before[name], rtol=0, atol=0)
+    torch.testing.assert_close(kl_after[..., :old], kl_before, rtol=1e-5, atol=1e-6)
+    assert float(kl_after[..., old:].abs().max()) < 1e-6  # the new dimensions sit at the prior (Kumaraswamy's fused: its quadrature)
+    # the importance weights at the same draws: equal to about 1e-5 nats (the new experts' evidence exp(-15) in log q - log p)
+    torch.testing.assert_close(weights_after, weights_before, rtol=0, atol=1e-4)
+
+
+def test_growth_and_trimming_keep_the_optimiser_state_of_the_kept_entries():
+    module, optimizer = _trained_looking_model("gated", "mopoe")
+    head, layer = module.heads["mod_a"], module.decoders["mod_a"].input_layer()
+    first = {name: optimizer.state[p]["exp_avg"].clone() for name, p in (("head", head.weight), ("bias", head.bias), ("layer", layer.weight))}
+    steps = optimizer.state[head.weight]["step"].clone()
+    old = module.latent.n_dimensions
+    module.resize_dimensions(old + 3, optimizer)
+    head, layer = module.heads["mod_a"], module.decoders["mod_a"].input_layer()
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in module.parameters()}
+    state = optimizer.state[head.weight]
+    grown = state["exp_avg"].reshape(4, old + 3, -1)  # four blocks (value mean, value precision, the sticks' two evidences)
+    torch.testing.assert_close(grown[:, :old], first["head"].reshape(4, old, -1))
+    assert float(grown[:, old:].abs().max()) == 0.0 and torch.equal(state["step"], steps)
+    torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg"][:, :old], first["layer"])
+    assert float(optimizer.state[layer.weight]["exp_avg"][:, old:].abs().max()) == 0.0
+    # the new rows' biases give the prior; the old rows keep theirs
+    torch.testing.assert_close(head.bias.reshape(4, old + 3)[:, old:], module.latent.prior_head_output()[:, None].expand(4, 3))
+    data, mask = _batch()
+    module.train()
+    module(data, mask).loss.backward()
+    optimizer.step()  # Adam steps the resized parameters with their resized state
+    before_trim = head.weight.detach().reshape(4, old + 3, -1)[:, :2].clone()
+    module.resize_dimensions(2, optimizer)
+    head = module.heads["mod_a"]
+    torch.testing.assert_close(head.weight.detach().reshape(4, 2, -1), before_trim)
+    assert optimizer.state[head.weight]["exp_avg"].shape == head.weight.shape
+    assert module.decoders["mod_b"].input_layer().weight.shape[1] == 2 and module.latent.prior_b.shape == (2,)
+
+
+def test_the_rule_grows_when_full_and_trims_only_when_allowed():
+    s = SPARE_DIMENSIONS
+
+    def rule(span, current, grow=True, trim=False):
+        return next_truncation(span, current, largest=99, can_grow=grow, can_trim=trim)
+
+    assert rule(8, 8) == 16  # full: doubles
+    assert rule(8, 8, grow=False) == 8  # not full for long enough
+    assert rule(3, 3) == 3 + 2 * s  # to span + 2 spare when that is more
+    assert rule(90, 92) == 99  # capped
+    assert rule(99, 99, trim=True) == 99  # at the cap and full: stays
+    assert rule(3, 30) == 30  # too wide but not allowed to trim yet
+    assert rule(3, 30, trim=True) == 3 + s
+    assert rule(3, 3 + s, trim=True) == 3 + s  # the spare dimensions are kept
+    assert rule(0, 8, trim=True) == s  # nothing used: the spare ones stay
+    assert full(3, 3 + s - 1) and not full(3, 3 + s)
+    assert too_wide(3, 3 + 2 * s + 1) and not too_wide(3, 3 + 2 * s)
+
+
+def _model_using(dimensions: int, used: int, seed: int = 0):
+    """A gated truncation-auto model over the synthetic data's three modalities, `dimensions` wide, whose first `used`
+    dimensions carry information (heads that read the input, a precise expert, open sticks) and the rest sit at the prior
+    (the rows a grown dimension gets); and the data."""
+    data = load_dataset("synthetic:shared=2,private=0,features=6,n=600")
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", truncation="auto", hidden=[16], seed=seed)
+    module = vae.module
+    module.resize_dimensions(dimensions)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in module.heads.values():
+            weight, bias = head.weight.view(4, dimensions, -1), head.bias.view(4, dimensions)
+            weight.zero_()
+            bias.copy_(module.latent.prior_head_output()[:, None].expand(4, dimensions))
+            weight[0, :used] = 2.0 * torch.randn(used, weight.shape[-1], generator=generator)  # the values' means read the input
+            bias[1, :used] = 4.0  # a precise expert
+            bias[3, :used] = 3.0  # long remaining sticks (evidence on 1 - v): open gates
+    return module, data
+
+
+class _Trainer:
+    """What AdaptTruncation reads of Lightning's trainer."""
+
+    def __init__(self, data, epoch: int) -> None:
+        self.current_epoch, self.optimizers = epoch, []
+        self.datamodule = type("DataModule", (), {"data": data})()
+
+
+class _Plan:
+    """What AdaptTruncation reads of the training plan: the model, the device, the warm-up, and a log of what it logs."""
+
+    def __init__(self, module) -> None:
+        self.model, self.device, self.logged = module, torch.device("cpu"), []
+
+    def warmup_progress(self) -> float:
+        return 1.0
+
+    def log(self, name, value, **_) -> None:
+        self.logged.append((name, value))
+
+
+def test_the_callback_grows_a_full_latent_after_two_epochs_and_trims_a_wide_one_after_three():
+    from infinimodal.training import GROW_PATIENCE, TRIM_PATIENCE, AdaptTruncation
+
+    module, data = _model_using(dimensions=8, used=6)
+    callback, plan = AdaptTruncation(seed=0), _Plan(module)
+    sizes = []
+    for epoch in range(GROW_PATIENCE + 1):
+        callback.on_train_epoch_start(_Trainer(data, epoch), plan)
+        sizes.append(module.latent.n_dimensions)
+    assert sizes == [8] * GROW_PATIENCE + [16]  # 6 of 8 used (fewer than 4 free): grown once it lasted two epochs
+    logged = dict(plan.logged[-4:])
+    assert logged["truncation"] == 16 and logged["truncation_span"] == 6 and logged["truncation_last_kl"] < 1e-6  # the 8th at the prior
+
+    module, data = _model_using(dimensions=30, used=3)
+    callback, plan = AdaptTruncation(seed=0), _Plan(module)
+    sizes = []
+    for epoch in range(1, TRIM_PATIENCE + 2):
+        callback.on_train_epoch_start(_Trainer(data, epoch), plan)
+        sizes.append(module.latent.n_dimensions)
+    assert sizes == [30] * (TRIM_PATIENCE - 1) + [3 + SPARE_DIMENSIONS] * 2  # trimmed to the used ones and the spare ones
+    assert callback.state_dict() == {"full_epochs": 0, "wide_epochs": 0}
+
+
+def _fit(data_name: str, epochs: int, out, resume: bool = False, callbacks=(), hidden: int = 32) -> MultimodalVAE:
+    data = load_dataset(data_name)
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", truncation="auto", hidden=[hidden])
+    return vae.fit(data, epochs=epochs, batch_size=64, kl_warmup=1, lr=3e-3, progress=False, out_dir=out, resume=resume, callbacks=callbacks)
+
+
+def _history(run) -> list[tuple[int, int]]:
+    from infinimodal.evaluation.report import read_curves
+
+    epochs, curves = read_curves(run / "metrics.csv")
+    return [(int(e), int(k)) for e, k in zip(epochs, curves["truncation"])]
+
+
+MANY, FEW = "synthetic:shared=12,private=0,features=16,n=1500", "synthetic:shared=2,private=0,features=16,n=1500"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two small runs, 7 epochs (warm-up 1): 12 shared factors (the 8 starting dimensions are too few) and 2."""
+    root = tmp_path_factory.mktemp("auto")
+    common = ["--latent", "gated", "--aggregator", "poe", "--truncation", "auto", "--hidden", "64", "--epochs", "7", "--kl-warmup", "1",
+              "--batch-size", "64", "--lr", "3e-3", "--quiet"]
+    for name, data in (("many", MANY), ("few", FEW)):
+        assert main(["train", "--data", data, *common, "--out", str(root / name)]) == 0
+    return root / "many", root / "few"
+
+
+@pytest.mark.slow
+def test_the_latent_grows_on_data_that_need_it_and_stays_small_on_data_that_do_not(runs):
+    many, few = runs
+    grown, small = _history(many), _history(few)
+    assert grown[0][1] == 8 and small[0][1] == 8  # both start with 8 dimensions
+    assert grown[-1][1] >= 16  # 12 true factors: it had to grow past 8
+    # 2 true factors: a young model's posteriors use every dimension a little (so it may grow after two epochs), and the
+    # latent is trimmed back once they have settled
+    assert small[-1][1] <= 2 + 2 * SPARE_DIMENSIONS < grown[-1][1]
+    for run, truth in ((many, 12), (few, 2)):
+        assert main(["evaluate", str(run), "--iw-samples", "5", "--no-coherence", "--quiet"]) == 0
+        result = json.loads((run / "eval.json").read_text())
+        # the saved model is loaded with its own number of dimensions (the best epoch's)
+        assert result["latent_dimensions"] == len(result["kl_per_dim"]) and result["truncation"] == result["latent_dimensions"] + 1
+        assert abs(result["kl_active"] - truth) <= 4
+
+
+def test_a_resumed_auto_run_continues_from_its_dimensions(tmp_path):
+    """Stop a 12-factor run after 3 of 4 epochs (after its growth at the third epoch's start), resume it: the same
+    dimensions and weights as the uninterrupted run."""
+    import lightning as L
+
+    from infinimodal.runfiles import read_state_dict
+
+    class StopAfter(L.Callback):
+        def on_train_epoch_end(self, trainer, plan):
+            if trainer.current_epoch + 1 == 3:
+                trainer.should_stop = True
+
+    data = "synthetic:shared=12,private=0,features=16,n=800"
+    whole, out = tmp_path / "whole", tmp_path / "resumed"
+    _fit(data, 4, out=whole)
+    assert [k for _, k in _history(whole)][:3] == [8, 8, 16]  # grown at the third epoch's start (two full epochs in a row)
+    with pytest.raises(TrainingInterrupted):
+        _fit(data, 4, out=out, callbacks=[StopAfter()])
+    assert _history(out) == _history(whole)[:3]
+    vae = _fit(data, 4, out=out, resume=True)
+    assert _history(out) == _history(whole)
+    assert vae.module.latent.n_dimensions == read_state_dict(whole / "model.ckpt")["heads.mod_x0.bias"].shape[0] // 4
+    resumed = read_state_dict(out / "last.ckpt")
+    for name, value in read_state_dict(whole / "last.ckpt").items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0)
+
+
+def test_truncation_auto_on_the_command_line_and_what_it_refuses(tmp_path, capsys):
+    out = tmp_path / "beta"
+    data = ["--data", "synthetic:shared=2,private=0,features=6,n=600", "--epochs", "2", "--hidden", "8", "--kl-warmup", "1", "--quiet"]
+    assert main(["train", *data, "--latent", "beta", "--aggregator", "mopoe", "--truncation", "auto", "--max-truncation", "12",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["truncation"] == "auto" and config["max_truncation"] == 12
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"truncation", "truncation_span", "truncation_last_kl", "truncation_mass_left"} <= set(header)
+    assert main(["report", str(out), "--max-rows", "200", "--quiet"]) == 0
+    assert (out / "figures" / "truncation.png").is_file()
+    assert "Truncation auto" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["train", *data, "--latent", "beta", "--truncation", "auto", "--decoder-input", "logpi", "--out", str(tmp_path / "x")]) != 0
+    assert "--truncation auto needs --decoder-input logitv" in capsys.readouterr().err
+    assert main(["train", *data, "--latent", "gated", "--truncation", "several", "--out", str(tmp_path / "y")]) != 0
+    assert "--truncation must be fixed, auto or an integer" in capsys.readouterr().err
+    assert main(["train", *data, "--truncation", "auto", "--devices", "2", "--batch-size", "64", "--out", str(tmp_path / "z")]) != 0
+    assert "--truncation auto trains on one process" in capsys.readouterr().err
+
+
+def test_a_custom_decoder_cannot_be_resized_and_says_so():
+    from infinimodal.errors import InfinimodalError
+
+    data = load_dataset("synthetic:shared=2,private=0,features=6,n=600")
+    custom = [Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(8, 6))) for m in data.modalities]
+    vae = MultimodalVAE(custom, latent="gated", truncation="auto", hidden=[8])
+    with pytest.raises(InfinimodalError, match="default decoders"):
+        vae.fit(data, epochs=1, progress=False)
