@@ -91,7 +91,7 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a finished run directory" in err and "Traceback" not in err
     assert main(["train", "--latent", "beta", "--truncation", "1", "--out", str(tmp_path / "x")]) != 0
-    assert "--truncation must be at least 2" in capsys.readouterr().err
+    assert "--truncation must be an integer of at least 2, or auto" in capsys.readouterr().err
     assert main(["train", "--alpha", "-1", "--out", str(tmp_path / "y")]) != 0
     assert "--alpha must be a positive number" in capsys.readouterr().err
     assert main(["train", "--kl-weight", "0", "--out", str(tmp_path / "z")]) != 0
