@@ -5,6 +5,7 @@
     python benchmarks/format_table.py synthetic runs/synthetic/*
     python benchmarks/format_table.py ordered runs/ordered/mnist/*
     python benchmarks/format_table.py semi runs/semi/*/*
+    python benchmarks/format_table.py truncation runs/auto/mnist/*
 
 Runs are grouped by (latent, aggregator, settings); with several seeds a cell shows mean ± standard deviation.
 """
@@ -27,7 +28,7 @@ def load(runs: list[str]) -> dict[str, list[tuple[dict, dict]]]:
             continue
         config = json.loads((run / "config.json").read_text())
         result = json.loads((run / "eval.json").read_text())
-        groups[describe(config)].append((config, result))
+        groups[describe(config)].append((config | {"run_directory": str(run)}, result))
     return groups
 
 
@@ -35,7 +36,8 @@ def describe(config: dict) -> str:
     if config["latent"] == "gaussian":
         size = f"D={config['latent_dim']}"
     elif config["latent"] == "gated":
-        size = f"D={config['latent_dim']}, alpha={config['alpha']:g}" + (", experts on the code" if config.get("expert") == "code" else "")
+        size = "D auto" if config.get("truncation") == "auto" else f"D={config['latent_dim']}"
+        size += f", alpha={config['alpha']:g}" + (", experts on the code" if config.get("expert") == "code" else "")
         # runs from before the gate warm-up existed have no alpha_start: they trained at alpha throughout
         start = config.get("alpha_start", config["alpha"])
         size += f", gate warm-up from {start:g}" if start != config["alpha"] else ", no gate warm-up"
@@ -149,6 +151,37 @@ def ordered(groups) -> None:
         )
 
 
+def truncation_history(config: dict) -> list[int]:
+    """The dimensions each epoch trained with (metrics.csv's `truncation` column; empty for a fixed size)."""
+    import csv
+
+    path = Path(config["run_directory"]) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [int(float(row["truncation"])) for row in csv.DictReader(handle) if row.get("truncation")]
+
+
+def truncation(groups) -> None:
+    """--truncation auto against fixed sizes (docs/results.md section 11)."""
+    print("| model | seeds | epochs | dimensions at the end (per seed) | KL-active (truth) | kl_span_99 | -ELBO | -log p(x) "
+          "| kNN error % k=5 | probe, all given | R^2 shared factors | s/epoch | dimensions per epoch (first seed) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, items in groups.items():
+        results = [r for _, r in items]
+        truth = results[0].get("true_dims")
+        final = " / ".join(str(r.get("latent_dimensions", len(r["kl_per_dim"]))) for r in results)
+        history = truncation_history(items[0][0])
+        probe = [r["linear_probe_accuracy"][max(r["linear_probe_accuracy"], key=int)] for r in results if r.get("linear_probe_accuracy")]
+        print(
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {final} | {cell([r['kl_active'] for r in results], digits=1)}"
+            f"{f' ({truth})' if truth else ''} | {cell([r.get('kl_span_99') for r in results], digits=1)} | {cell([-r['elbo'] for r in results])} "
+            f"| {cell([-r['log_likelihood'] for r in results])} | {cell([r['knn_error']['5'] for r in results if r.get('knn_error')], 100)} "
+            f"| {cell(probe, digits=3)} | {cell([r.get('shared_factor_r2') for r in results], digits=3)} "
+            f"| {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=1)} | {' '.join(map(str, history)) or 'fixed'} |"
+        )
+
+
 def semi(groups) -> None:
     """Semi-supervised: the error of the label imputed from the other modalities (docs/results.md section 9)."""
     by_data: dict[tuple, list] = defaultdict(list)
@@ -171,7 +204,7 @@ def semi(groups) -> None:
 
 def main() -> None:
     kind, runs = sys.argv[1], sys.argv[2:]
-    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered, "semi": semi}
+    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered, "semi": semi, "truncation": truncation}
     if kind not in tables:
         raise SystemExit(f"usage: format_table.py {{{','.join(tables)}}} RUN_DIR...")
     tables[kind](load(runs))

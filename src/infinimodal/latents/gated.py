@@ -265,7 +265,7 @@ class GatedSettings(Settings):
     evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
     expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
     truncation: int | str = setting("fixed", "fixed (or any integer, the stick families' K): --latent-dim dimensions; auto: start "
-                                    "with 8 dimensions, grow and trim them during training (--latent-dim is then unused)",
+                                    "with 16 dimensions, grow and trim them during training (--latent-dim is then unused)",
                                     check=lambda v: v in ("fixed", AUTO) or truncation_setting(v), requirement="fixed, auto or an integer")
     max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
                                   check=lambda v: v >= 3, requirement="at least 3")
