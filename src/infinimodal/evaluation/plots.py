@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..data import Split  # noqa: E402
@@ -214,6 +215,7 @@ def truncation_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: s
             ax.plot(epochs, curves["truncation_span"], "--", marker="o", markersize=3, color="tab:blue", label="last used dimension")
         ax.set_xlabel("epoch")
         ax.set_ylabel("dimensions")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, float(np.nanmax(curves["truncation"])) * 1.1 + 1)
         ax.legend(loc="best")
         fig.tight_layout()
