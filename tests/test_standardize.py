@@ -146,5 +146,5 @@ def test_fixed_scales_are_kept_in_user_units_and_evaluation_refuses_other_statis
 def test_settings_of_the_wrong_type_are_one_line():
     with pytest.raises(InfinimodalError, match="--latent-dim must be an integer, got 2.5"):
         MultimodalVAE([], latent="gaussian", latent_dim=2.5)
-    with pytest.raises(InfinimodalError, match="--truncation must be an integer, got True"):
+    with pytest.raises(InfinimodalError, match="--truncation must be an integer of at least 2, or auto, got True"):
         MultimodalVAE([], latent="beta", truncation=True)
