@@ -12,6 +12,7 @@ Runs are grouped by (latent, aggregator, settings); with several seeds a cell sh
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections import defaultdict
@@ -68,6 +69,16 @@ def cell(values, scale: float = 1.0, digits: int = 2) -> str:
 
 def seeds(items) -> str:
     return ",".join(str(c["seed"]) for c, _ in items)
+
+
+def kl_active(results) -> str:
+    """KL-active dimensions, with the truth where the data know it."""
+    truth = results[0].get("true_dims")
+    return f"{cell([r['kl_active'] for r in results], digits=1)}{f' ({truth})' if truth else ''}"
+
+
+def seconds_per_epoch(items) -> str:
+    return cell([c["train_seconds"] / c["epochs"] for c, _ in items], digits=1)
 
 
 def paper(groups) -> None:
@@ -140,21 +151,18 @@ def ordered(groups) -> None:
     for name, items in groups.items():
         results = [r for _, r in items]
         knn = " / ".join(cell([r["knn_error"][k] for r in results if r.get("knn_error")], 100) for k in ("3", "5", "10"))
-        truth = results[0].get("true_dims")
         per_modality = [r.get("per_modality_kl_span_99") for r in results]
         spans = " / ".join(cell([p[m] for p in per_modality], digits=1) for m in per_modality[0]) if all(per_modality) else "-"
         print(
             f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([-r['log_likelihood'] for r in results])} | {cell([-r['elbo'] for r in results])} "
-            f"| {knn} | {cell([r['kl_active'] for r in results], digits=1)}{f' ({truth})' if truth else ''} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
+            f"| {knn} | {kl_active(results)} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
             f"| {cell([r.get('kl_order_spearman') for r in results])} | {cell([r['truncation_elbo_change']['change'] for r in results if 'truncation_elbo_change' in r])} "
-            f"| {spans} | {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=1)} |"
+            f"| {spans} | {seconds_per_epoch(items)} |"
         )
 
 
 def truncation_history(config: dict) -> list[int]:
     """The dimensions each epoch trained with (metrics.csv's `truncation` column; empty for a fixed size)."""
-    import csv
-
     path = Path(config["run_directory"]) / "metrics.csv"
     if not path.is_file():
         return []
@@ -164,21 +172,19 @@ def truncation_history(config: dict) -> list[int]:
 
 def truncation(groups) -> None:
     """--truncation auto against fixed sizes (docs/results.md section 11)."""
-    print("| model | seeds | epochs | dimensions at the end (per seed) | KL-active (truth) | kl_span_99 | -ELBO | -log p(x) "
-          "| kNN error % k=5 | probe, all given | R^2 shared factors | s/epoch | dimensions per epoch (first seed) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | seeds | epochs | dimensions at the end (per seed) | KL-active (truth) | kl_span_99 | Spearman(index, KL) | -ELBO "
+          "| -log p(x) | kNN error % k=5 | probe, all given | R^2 shared factors | s/epoch | dimensions per epoch (first seed) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
-        truth = results[0].get("true_dims")
         final = " / ".join(str(r.get("latent_dimensions", len(r["kl_per_dim"]))) for r in results)
-        history = truncation_history(items[0][0])
         probe = [r["linear_probe_accuracy"][max(r["linear_probe_accuracy"], key=int)] for r in results if r.get("linear_probe_accuracy")]
         print(
-            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {final} | {cell([r['kl_active'] for r in results], digits=1)}"
-            f"{f' ({truth})' if truth else ''} | {cell([r.get('kl_span_99') for r in results], digits=1)} | {cell([-r['elbo'] for r in results])} "
-            f"| {cell([-r['log_likelihood'] for r in results])} | {cell([r['knn_error']['5'] for r in results if r.get('knn_error')], 100)} "
-            f"| {cell(probe, digits=3)} | {cell([r.get('shared_factor_r2') for r in results], digits=3)} "
-            f"| {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=1)} | {' '.join(map(str, history)) or 'fixed'} |"
+            f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {final} | {kl_active(results)} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
+            f"| {cell([r.get('kl_order_spearman') for r in results])} | {cell([-r['elbo'] for r in results])} | {cell([-r['log_likelihood'] for r in results])} "
+            f"| {cell([r['knn_error']['5'] for r in results if r.get('knn_error')], 100)} | {cell(probe, digits=3)} "
+            f"| {cell([r.get('shared_factor_r2') for r in results], digits=3)} | {seconds_per_epoch(items)} "
+            f"| {' '.join(map(str, truncation_history(items[0][0]))) or 'fixed'} |"
         )
 
 

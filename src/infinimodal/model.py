@@ -127,7 +127,7 @@ class MultimodalModule(nn.Module):
         the old ones in `optimizer`'s parameter list and state.
 
         Growing keeps what the model computes: a new dimension's head rows have zero weights and the bias
-        `latent.prior_head_output()`, so its posterior is the prior whatever the input (KL about 1e-9), and every
+        `latent.prior_head_output()`, so its posterior is the prior whatever the input (KL of order 1e-12), and every
         decoder's input column of it is zero, so the decoders ignore it; the stick-breaking weights of the dimensions
         before it do not depend on it. Trimming drops the last dimensions' rows and columns (training.AdaptTruncation
         trims only dimensions that carry nothing). Adam's moments are resized with their parameters: kept entries keep

@@ -427,7 +427,8 @@ class AdaptTruncation(Callback):
         largest = module.latent.max_dimensions
         data, mask = validation_rows(trainer, plan, self.rows)
         # each dimension's KL against the prior training uses now: during the gate warm-up the sticks follow a prior with a
-        # smaller alpha, and against the final one every stick would look used (measured: 2 nats on an unused last stick)
+        # smaller alpha, and against the final one every stick looks more used than it is (measured at initialisation: the
+        # last of 8 dimensions held 2.2 nats against the final prior, 0.8 against the warm-up's)
         module.warm_up(plan.warmup_progress())
         current = module.latent.n_dimensions
         with torch.no_grad(), torch.random.fork_rng(devices=[]):

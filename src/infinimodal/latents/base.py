@@ -228,7 +228,7 @@ class LatentFamily(nn.Module):
         return False
 
     def prior_head_output(self) -> Tensor:  # pragma: no cover - only resizable families
-        """One raw head output per parameter block ([n_params]) whose posterior is the prior to within about 1e-9 in
+        """One raw head output per parameter block ([n_params]) whose posterior is the prior to within about 1e-12 in
         KL: what a new dimension's head rows give (their weights zero), so that a grown model scores the same."""
         raise NotImplementedError
 

@@ -55,7 +55,7 @@ from ..stick_breaking import clamp_sticks, expected_stick_weights
 from .base import LatentFamily, register_product
 from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
 from .gaussian import MAX_LOG_PRECISION, normal_product
-from .sticks import AUTO, CLOSED_EXPERT, DEFAULT_MAX_TRUNCATION, auto_start, truncation_setting
+from .sticks import AUTO, CLOSED_EXPERT, DEFAULT_MAX_TRUNCATION, become_adaptive, truncation_setting
 
 
 class _ValuesBesideSticks(Distribution):
@@ -285,10 +285,7 @@ class GatedSticks(LatentFamily):
     def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value",
                  alpha_start: float = DEFAULT_ALPHA_START, truncation: str = "fixed", max_truncation: int = DEFAULT_MAX_TRUNCATION) -> None:
         if truncation == AUTO:
-            if max_truncation < 3:
-                raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
-            self.adaptive, self.max_dimensions = True, max_truncation - 1
-            latent_dim = auto_start(max_truncation)
+            latent_dim = become_adaptive(self, max_truncation)
         elif not (truncation == "fixed" or truncation_setting(truncation)):
             raise ValueError(f"the gated family's truncation is fixed (--latent-dim dimensions), auto or an integer, got {truncation!r}")
         if latent_dim < 1:
@@ -345,7 +342,7 @@ class GatedSticks(LatentFamily):
         return True
 
     def prior_head_output(self) -> Tensor:
-        # value mean 0 (the prior's), and the value's expert precision and the stick's evidence about 4.5e-5
+        # value mean 0 (the prior's), and the value's expert precision and the stick's evidence about 3e-7
         return torch.tensor([0.0, CLOSED_EXPERT, CLOSED_EXPERT, CLOSED_EXPERT])
 
     def resize(self, n: int) -> None:

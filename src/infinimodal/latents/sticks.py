@@ -43,9 +43,17 @@ def truncation_setting(value) -> bool:
     return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 2)
 
 
-def auto_start(max_truncation: int) -> int:
-    """The dimensions an adaptive family starts with."""
+def become_adaptive(family: LatentFamily, max_truncation: int) -> int:
+    """Mark `family` adaptive (truncation auto) with at most max_truncation - 1 dimensions; return the dimensions it starts with."""
+    if max_truncation < 3:
+        raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
+    family.adaptive, family.max_dimensions = True, max_truncation - 1
     return min(AUTO_START_DIMENSIONS, max_truncation - 1)
+
+
+def auto_needs_logitv(decoder_input: str) -> str:
+    return (f"--truncation auto needs --decoder-input logitv: with {decoder_input} a new stick would split the last weight the "
+            "decoder reads, so growing could not keep what the model computes")
 
 
 @dataclass
@@ -59,12 +67,10 @@ class StickSettings(Settings):
     max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
                                   check=lambda v: v >= 3, requirement="at least 3")
 
-
     def validate(self) -> None:
         super().validate()
         if self.truncation == AUTO and self.decoder_input != "logitv":
-            raise SettingError(f"--truncation auto needs --decoder-input logitv: with {self.decoder_input} a new stick would split the "
-                               "last weight the decoder reads, so growing could not keep what the model computes")
+            raise SettingError(auto_needs_logitv(self.decoder_input))
 
 
 class StickLatent(LatentFamily):
@@ -92,12 +98,8 @@ class StickLatent(LatentFamily):
     ) -> None:
         if truncation == AUTO:
             if decoder_input != "logitv":
-                raise ValueError(f"--truncation auto needs --decoder-input logitv: with {decoder_input} a new stick would split the last "
-                                 "weight the decoder reads, so growing could not keep what the model computes")
-            if max_truncation < 3:
-                raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
-            self.adaptive, self.max_dimensions = True, max_truncation - 1
-            truncation = auto_start(max_truncation) + 1
+                raise ValueError(auto_needs_logitv(decoder_input))
+            truncation = become_adaptive(self, max_truncation) + 1
         if truncation < 2:
             raise ValueError(f"truncation K must be at least 2 (one stick), got {truncation}")
         if not alpha > 0:
