@@ -215,3 +215,72 @@ def test_kumaraswamy_fusion_of_sixteen_modalities_and_forty_subsets_is_finite_an
     assert fused.concentration1.shape == (4, 40, 7)
     assert torch.isfinite(fused.concentration1).all() and (fused.concentration1 > 0).all()
     assert torch.isfinite(family.kl_per_dim(fused)).all()
+
+
+def test_kumaraswamy_fusion_entry_by_entry_matches_the_normalised_product():
+    # rows with different subsets of three modalities: empty (the prior), one modality (closed-form projection),
+    # two and three (the grid); each entry against scipy quadrature of p(v) prod_{m in S} q_m(v) / p(v)
+    alpha = 5.0
+    family = build_latent("kumaraswamy", truncation=2, alpha=alpha)
+    experts = [[(2.0, 6.0), (30.0, 7.0), (1.0, 40.0)], [(1.5, 5.0), (3.0, 50.0), (200.0, 5.0)]]  # [row][modality] (a, b)
+    a = torch.tensor([[[ab[0]] for ab in row] for row in experts], dtype=torch.float64)
+    b = torch.tensor([[[ab[1]] for ab in row] for row in experts], dtype=torch.float64)
+    unimodal = Kumaraswamy(a, b)
+    subsets = torch.tensor([[[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]], [[1, 0, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1]]], dtype=torch.bool)
+    fused = family.to(torch.float64).fuse(unimodal, subsets)
+    prior = lambda v: math.log(alpha) + (alpha - 1) * math.log1p(-v)  # noqa: E731
+    for row in range(2):
+        for s in range(4):
+            members = [m for m in range(3) if subsets[row, s, m]]
+            k = len(members)
+            factors = [lambda v, k=k: (1 - k) * prior(v)] + [kuma_log_density(*experts[row][m]) for m in members]  # p prod (q_m / p)
+            _, mean, var = normalised_product_moments(factors, 0, 1, points=[1e-9, 1e-6, 1e-3, 0.1, 0.5, 0.9, 0.999, 1 - 1e-6])
+            assert fused.mean[row, s, 0].item() == pytest.approx(mean, rel=5e-4), (row, members)
+            assert fused.variance[row, s, 0].item() == pytest.approx(var, rel=5e-4), (row, members)
+    assert fused.concentration1[0, 0, 0].item() == 1.0 and fused.concentration0[0, 0, 0].item() == alpha  # empty: the prior itself
+
+
+# --- mixtures score exponential-family components by one matrix product --------------------------------
+
+
+def scipy_component_log_prob(name, params, z):
+    """log q_c(z) summed over dimensions, by scipy.stats (float64), for components [B, C, L] and z [S, B, L]."""
+    import scipy.stats as st
+
+    zc = z.double().numpy()[:, :, None, :]  # [S, B, 1, L]
+    if name == "normal":
+        loc, scale = (p.double().numpy() for p in params)
+        return st.norm.logpdf(zc, loc, scale).sum(-1)
+    if name == "beta":
+        a, b = (p.double().numpy() for p in params)
+        return st.beta.logpdf(zc, a, b).sum(-1)
+    loc, scale, a, b = (p.double().numpy() for p in params)
+    d = loc.shape[-1]
+    return st.norm.logpdf(zc[..., :d], loc, scale).sum(-1) + st.beta.logpdf(zc[..., d:], a, b).sum(-1)
+
+
+@pytest.mark.parametrize("name", ["normal", "beta", "gated"])
+def test_mixture_component_log_prob_by_matrix_product_matches_scipy(name):
+    # sharp components (scale 1e-3, concentrations to e^12) where the linear form's terms cancel by many orders
+    from infinimodal.latents.beta import StableBeta
+    from infinimodal.mixture import MixturePosterior, linear_log_density
+    from infinimodal.stick_breaking import clamp_sticks
+
+    g = torch.Generator().manual_seed(0)
+    b_, c_, l_ = 3, 4, 5
+    loc = torch.randn(b_, c_, l_, generator=g) * 3
+    scale = torch.rand(b_, c_, l_, generator=g) + 1e-3
+    conc = lambda: torch.exp(torch.randn(b_, c_, l_, generator=g) * 4).clamp(1e-2, 1.6e5)  # noqa: E731
+    params = {"normal": (loc, scale), "beta": (conc(), conc()), "gated": (loc, scale, conc(), conc())}[name]
+    components = {"normal": Normal, "beta": StableBeta, "gated": GatedPosterior}[name](*params)
+    assert linear_log_density(components) is not None
+    mixture = MixturePosterior(components, torch.rand(b_, c_, generator=g) + 0.1)
+    z = mixture.sample(torch.Size([6]))
+    if name != "normal":
+        z = torch.cat([z[..., : l_ * (name == "gated")], clamp_sticks(z[..., l_ * (name == "gated") :])], dim=-1)
+    expected = scipy_component_log_prob(name, params, z)
+    fast = mixture.component_log_prob(z)
+    assert fast.dtype == torch.float32 and fast.shape == (6, b_, c_)
+    finite = np.isfinite(expected)
+    assert finite.mean() > 0.9
+    np.testing.assert_allclose(fast.double().numpy()[finite], expected[finite], rtol=2e-6, atol=1e-3)

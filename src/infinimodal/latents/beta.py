@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta, register_kl
 
+from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import setting
 from .base import register_product
 from .sticks import StickLatent, StickSettings
@@ -59,14 +60,61 @@ class StableBeta(Beta):
         return log_density.to(torch.promote_types(value.dtype, self.concentration1.dtype))
 
 
+class _BetaKL(torch.autograd.Function):
+    """KL(Beta(a1, b1) || Beta(a2, b2)) in float64 with its gradient written out: autograd through the formula would
+    evaluate digamma again for lgamma's derivative and keep a dozen intermediates; the analytic gradient needs only
+    trigamma of the first law's parameters (and, when the second law's parameters need a gradient, the digammas that
+    the value already computed):
+
+        dKL/da1 = (a1 - a2) psi'(a1) + (a2 - a1 + b2 - b1) psi'(a1 + b1),   dKL/da2 = psi(a2) - psi(a2 + b2) - psi(a1) + psi(a1 + b1)
+
+    and the same with a and b exchanged. Inputs are float64 tensors that broadcast; each gradient is summed back to its
+    input's shape (a prior of shape [L] costs lgamma on [L] only)."""
+
+    @staticmethod
+    def forward(ctx, a1: Tensor, b1: Tensor, a2: Tensor, b2: Tensor) -> Tensor:
+        psi_a1, psi_b1, psi_sum1 = torch.digamma(a1), torch.digamma(b1), torch.digamma(a1 + b1)
+        ctx.save_for_backward(a1, b1, a2, b2, psi_a1, psi_b1, psi_sum1)
+        return (log_beta_function(a2, b2) - log_beta_function(a1, b1) + (a1 - a2) * psi_a1 + (b1 - b2) * psi_b1
+                + (a2 - a1 + b2 - b1) * psi_sum1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a1, b1, a2, b2, psi_a1, psi_b1, psi_sum1 = ctx.saved_tensors
+        grads = [None] * 4
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            rest = (a2 - a1 + b2 - b1) * torch.polygamma(1, a1 + b1)
+            if ctx.needs_input_grad[0]:
+                grads[0] = (grad * ((a1 - a2) * torch.polygamma(1, a1) + rest)).sum_to_size(a1.shape)
+            if ctx.needs_input_grad[1]:
+                grads[1] = (grad * ((b1 - b2) * torch.polygamma(1, b1) + rest)).sum_to_size(b1.shape)
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            shared = psi_sum1 - torch.digamma(a2 + b2)
+            if ctx.needs_input_grad[2]:
+                grads[2] = (grad * (torch.digamma(a2) - psi_a1 + shared)).sum_to_size(a2.shape)
+            if ctx.needs_input_grad[3]:
+                grads[3] = (grad * (torch.digamma(b2) - psi_b1 + shared)).sum_to_size(b2.shape)
+        return tuple(grads)
+
+
 def beta_kl_float64(p: Beta, q: Beta) -> Tensor:
     """KL(Beta(a1, b1) || Beta(a2, b2)) = log B(a2, b2) - log B(a1, b1) + (a1 - a2) psi(a1) + (b1 - b2) psi(b1)
     + (a2 - a1 + b2 - b1) psi(a1 + b1), evaluated in float64 and returned in the parameters' dtype."""
-    a1, b1 = p.concentration1.double(), p.concentration0.double()
-    a2, b2 = q.concentration1.double(), q.concentration0.double()
-    kl = (log_beta_function(a2, b2) - log_beta_function(a1, b1) + (a1 - a2) * torch.digamma(a1) + (b1 - b2) * torch.digamma(b1)
-          + (a2 - a1 + b2 - b1) * torch.digamma(a1 + b1))
-    return kl.to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
+    return _BetaKL.apply(p.concentration1.double(), p.concentration0.double(), q.concentration1.double(), q.concentration0.double()).to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
+
+
+def beta_statistics(v: Tensor) -> Tensor:
+    """(log v, log(1 - v)) of sticks (kept inside (0, 1) at float64's bounds, so that a stick that rounded to 0 or 1
+    scores as the nearest representable one): a Beta's sufficient statistics, [..., L, 2]."""
+    v = v.double().clamp(torch.finfo(torch.float64).tiny, 1.0 - torch.finfo(torch.float64).eps / 2)
+    return torch.stack([torch.log(v), torch.log1p(-v)], dim=-1)
+
+
+@register_linear_log_density(Beta)
+def beta_linear_log_density(q: Beta) -> LinearLogDensity:
+    """log Beta(v; a, b) = (a - 1) log v + (b - 1) log(1 - v) - log B(a, b), in float64 (see StableBeta)."""
+    a, b = q.concentration1.double(), q.concentration0.double()
+    return LinearLogDensity(torch.stack([a - 1, b - 1], dim=-1), log_beta_function(a, b), beta_statistics)
 
 
 register_kl(StableBeta, StableBeta)(beta_kl_float64)

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
-from ..mixture import MixturePosterior
+from ..mixture import LinearLogDensity, MixturePosterior, linear_log_density, register_linear_log_density
 from ..settings import Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights
 from .base import LatentFamily, register_product
@@ -157,6 +157,20 @@ class GatedPosterior(_ValuesBesideSticks):
 def _kl_gated(p: GatedPosterior, q: GatedPosterior) -> Tensor:
     """Per scalar: the values' Gaussian KL beside the sticks' Beta KL (float64, see StableBeta)."""
     return torch.cat(torch.broadcast_tensors(kl_divergence(p.values, q.values), kl_divergence(p.sticks, q.sticks)), dim=-1)
+
+
+@register_linear_log_density(GatedPosterior)
+def gated_linear_log_density(q: GatedPosterior) -> LinearLogDensity:
+    """The values' Gaussian terms beside the sticks' Beta terms (both linear in their statistics)."""
+    values, sticks = linear_log_density(q.values), linear_log_density(q.sticks)
+    d = q.dims
+
+    def statistics(z: Tensor) -> Tensor:
+        return torch.cat([values.statistics(z[..., :d]), sticks.statistics(z[..., d:])], dim=-2)
+
+    natural = torch.cat(torch.broadcast_tensors(values.natural, sticks.natural), dim=-2)
+    normalizer = torch.cat(torch.broadcast_tensors(values.log_normalizer, sticks.log_normalizer), dim=-1)
+    return LinearLogDensity(natural, normalizer, statistics)
 
 
 @register_product(GatedPosterior)

@@ -9,6 +9,7 @@ Weakly-Supervised Learning"), so PoE and MoPoE are exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
+from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import Settings, setting
 from .base import LatentFamily, register_product
 
@@ -30,6 +32,22 @@ def normal_product(factors: Sequence[Normal]) -> Normal:
     total_precision = torch.stack(torch.broadcast_tensors(*precisions)).sum(0)
     weighted = torch.stack(torch.broadcast_tensors(*[p * f.loc for p, f in zip(precisions, factors)])).sum(0)
     return Normal(weighted / total_precision, total_precision.rsqrt())
+
+
+def normal_statistics(z: Tensor) -> Tensor:
+    """(z, z^2): a Gaussian's sufficient statistics, [..., L, 2]."""
+    return torch.stack([z, z.square()], dim=-1)
+
+
+@register_linear_log_density(Normal)
+def normal_linear_log_density(q: Normal) -> LinearLogDensity:
+    """log N(z; mu, s^2) = z mu / s^2 - z^2 / (2 s^2) - [mu^2 / (2 s^2) + log s + log(2 pi) / 2], in float64: the terms are
+    of order mu^2 / s^2 and cancel, which float32 would not survive (mu = 3, s = 1e-3: 0.5 nats)."""
+    loc, scale = q.loc.double(), q.scale.double()
+    precision = scale.pow(-2)
+    natural = torch.stack(torch.broadcast_tensors(precision * loc, -0.5 * precision), dim=-1)
+    normalizer = 0.5 * precision * loc.square() + torch.log(scale) + 0.5 * math.log(2 * math.pi)
+    return LinearLogDensity(natural, normalizer, normal_statistics)
 
 
 def normal_natural(q: Normal) -> tuple[Tensor, Tensor]:
