@@ -174,23 +174,34 @@ def beta_logit_moments(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return torch.digamma(a) - torch.digamma(b), 1.0 / (torch.polygamma(1, a) + torch.polygamma(1, b))
 
 
-def _moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor):
-    """Mean and variance of v and of logit v under the density ∝ exp(log_factor(log v, log(1 - v))).
+def _grid(center: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Nodes x = center + scale u in logit space (u the uniform grid), with log v and log(1 - v) at them."""
+    x = (center.unsqueeze(-1) + scale.unsqueeze(-1) * _GRID.to(center)).clamp(-_MAX_LOGIT, _MAX_LOGIT)
+    return x, F.logsigmoid(x), F.logsigmoid(-x)
 
-    Trapezoid rule on x = center + scale u in logit space, u on a uniform grid; the Jacobian
-    dv/dx = v (1 - v) is included and the constant node weight cancels in the normalisation, so any
-    centre and scale whose grid resolves the peak and covers the tails give the same answer.
-    """
-    u = _GRID.to(center)
-    x = (center.unsqueeze(-1) + scale.unsqueeze(-1) * u).clamp(-_MAX_LOGIT, _MAX_LOGIT)
-    log_v, log_1mv = F.logsigmoid(x), F.logsigmoid(-x)
-    p = torch.softmax(log_factor(log_v, log_1mv) + log_v + log_1mv, dim=-1)
+
+def _node_weights(log_factor: Callable[[Tensor, Tensor], Tensor], log_v: Tensor, log_1mv: Tensor) -> Tensor:
+    """Normalised trapezoid weights of the density ∝ exp(log_factor) at the nodes, the Jacobian dv/dx = v (1 - v)
+    included (the constant node spacing cancels in the normalisation)."""
+    return torch.softmax(log_factor(log_v, log_1mv) + log_v + log_1mv, dim=-1)
+
+
+def _logit_moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of logit v under the density ∝ exp(log_factor(log v, log(1 - v))), by the trapezoid rule;
+    any centre and scale whose grid resolves the peak and covers the tails give the same answer."""
+    x, log_v, log_1mv = _grid(center, scale)
+    p = _node_weights(log_factor, log_v, log_1mv)
+    mean_x = (p * x).sum(-1)
+    return mean_x, (p * (x - mean_x.unsqueeze(-1)).square()).sum(-1)
+
+
+def _moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of v under the same density, by the same rule."""
+    _, log_v, log_1mv = _grid(center, scale)
+    p = _node_weights(log_factor, log_v, log_1mv)
     v = torch.exp(log_v)
     mean_v = (p * v).sum(-1)
-    var_v = (p * (v - mean_v.unsqueeze(-1)).pow(2)).sum(-1)
-    mean_x = (p * x).sum(-1)
-    var_x = (p * (x - mean_x.unsqueeze(-1)).pow(2)).sum(-1)
-    return mean_v, var_v, mean_x, var_x
+    return mean_v, (p * (v - mean_v.unsqueeze(-1)).square()).sum(-1)
 
 
 def project_to_beta(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, precision: Tensor) -> Beta:
@@ -200,12 +211,28 @@ def project_to_beta(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tens
     grid; the second, differentiable pass is centred on the first pass's logit mean and spread.
     """
     with torch.no_grad():
-        _, _, mean_x, var_x = _moments_on_grid(log_factor, center, 2.0 * precision.clamp_min(1e-6).rsqrt())
-    mean_v, var_v, _, _ = _moments_on_grid(log_factor, mean_x, var_x.clamp_min(1e-12).sqrt())
+        mean_x, var_x = _logit_moments_on_grid(log_factor, center, 2.0 * precision.clamp_min(1e-6).rsqrt())
+    mean_v, var_v = _moments_on_grid(log_factor, mean_x, var_x.clamp_min(1e-12).sqrt())
     eps = torch.finfo(mean_v.dtype).eps
     mean_v = mean_v.clamp(eps, 1 - eps)
     total = (mean_v * (1 - mean_v) / var_v.clamp_min(1e-30) - 1).clamp_min(eps)
     return Beta(mean_v * total, (1 - mean_v) * total)
+
+
+def kumaraswamy_beta_projection(a: Tensor, b: Tensor) -> Beta:
+    """The Beta with the mean and variance of Kumaraswamy(a, b), in closed form: E[v^n] = b B(1 + n / a, b) (float64)."""
+    a64, b64 = a.double(), b.double()
+    log_moment = lambda n: torch.log(b64) + log_beta(1 + n / a64, b64)  # noqa: E731
+    mean = torch.exp(log_moment(1))
+    variance = torch.exp(log_moment(2)) - mean.square()
+    eps = torch.finfo(a.dtype).eps
+    mean = mean.clamp(eps, 1 - eps)
+    total = (mean * (1 - mean) / variance.clamp_min(1e-300) - 1).clamp_min(eps)
+    return Beta((mean * total).to(a.dtype), ((1 - mean) * total).to(a.dtype))
+
+
+def log_beta(a: Tensor, b: Tensor) -> Tensor:
+    return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
 
 
 @register_product(TorchKumaraswamy, also=(Beta,))
@@ -252,9 +279,13 @@ class KumaraswamySticks(StickLatent):
         return Kumaraswamy(self.prior_a + e_a, self.prior_b + e_b)
 
     def fuse(self, posteriors: Distribution, subsets: Tensor) -> Distribution:
-        """p(v) prod_{m in S} q_m(v) / p(v), projected onto a Beta (see the module docstring).
+        """p(v) prod_{m in S} q_m(v) / p(v), projected onto a Beta (see the module docstring); `subsets` are 0/1.
 
-        With a single modality in the model a subset's posterior is that modality's Kumaraswamy, exactly.
+        With a single modality in the model a subset's posterior is that modality's Kumaraswamy, exactly. Otherwise
+        each (row, subset) entry is computed by what it holds: an empty subset is the prior, one modality is its
+        Kumaraswamy's Beta projection in closed form (`kumaraswamy_beta_projection`: the prior cancels), and only
+        subsets of two or more go to the quadrature grid, which then evaluates only their members' densities (grouped
+        by subset size), never a weight-0 expert's.
         """
         batch, n_subsets, n_modalities = subsets.shape
         a, b = posteriors.concentration1, posteriors.concentration0  # [batch, M, L]
@@ -262,23 +293,46 @@ class KumaraswamySticks(StickLatent):
             shape = (batch, n_subsets, a.shape[-1])
             return Kumaraswamy(a.expand(shape), b.expand(shape))
         with torch.autocast(device_type=subsets.device.type, enabled=False):
-            weights = subsets.to(a.dtype)  # [batch, S, M]
-            prior_a, prior_b = self.prior_a, self.prior_b
+            members = subsets.reshape(batch * n_subsets, n_modalities) > 0
+            counts = members.sum(-1)
+            rows = torch.arange(batch, device=subsets.device).repeat_interleave(n_subsets)
+            latent = a.shape[-1]
+            fused_a = self.prior_a.to(a.dtype).expand(batch * n_subsets, latent)
+            fused_b = self.prior_b.to(a.dtype).expand(batch * n_subsets, latent)
+            for k in counts.unique().tolist():  # one host sync: the subset sizes present
+                if k == 0:
+                    continue  # the prior
+                entries = (counts == k).nonzero().squeeze(-1)
+                # the member modalities of each entry, first k of a stable sort that puts members first
+                which = members.index_select(0, entries).to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :k]
+                owner = rows.index_select(0, entries).unsqueeze(-1)
+                expert_a, expert_b = a[owner, which], b[owner, which]  # [entries, k, L]
+                projected = kumaraswamy_beta_projection(expert_a[:, 0], expert_b[:, 0]) if k == 1 else self._grid_product(expert_a, expert_b)
+                fused_a = fused_a.index_copy(0, entries, projected.concentration1)
+                fused_b = fused_b.index_copy(0, entries, projected.concentration0)
+            return Beta(fused_a.reshape(batch, n_subsets, latent), fused_b.reshape(batch, n_subsets, latent))
 
-            def log_factor(log_v: Tensor, log_1mv: Tensor) -> Tensor:  # nodes: [batch, S, L, N]
-                log_prior = beta_log_density(log_v, log_1mv, prior_a[:, None], prior_b[:, None])
-                total = log_prior
-                for m in range(n_modalities):
-                    a_m, b_m = a[:, None, m, :, None], b[:, None, m, :, None]
-                    w_m = weights[:, :, m, None, None]
-                    total = total + w_m * (kumaraswamy_log_density(log_v, a_m, b_m) - log_prior)
-                return total
+    def _grid_product(self, a: Tensor, b: Tensor) -> Beta:
+        """The Beta projection of p(v) prod_j q_j(v) / p(v) for experts Kumaraswamy(a[:, j], b[:, j]) ([entries, k, L])."""
+        prior_a, prior_b = self.prior_a, self.prior_b
+        k = a.shape[1]
+        # log p(v) + sum_j [log q_j(v) - log p(v)] up to a constant: the prior's and the experts' v^(c - 1) terms
+        # collected into one coefficient of log v and one of log(1 - v), each expert's (1 - v^a)^(b - 1) apart
+        # (the normalisers cancel in the trapezoid rule's normalisation)
+        on_log_v = ((1 - k) * (prior_a - 1) + (a - 1).sum(1)).unsqueeze(-1)  # [entries, L, 1]
+        on_log_1mv = ((1 - k) * (prior_b - 1)).expand_as(on_log_v[..., 0]).unsqueeze(-1)
 
-            # node placement: Gaussian product of the experts' approximate logit laws, prior divided out
-            with torch.no_grad():
-                mean, precision = logit_moments_approx(a, b)  # [batch, M, L]
-                prior_mean, prior_precision = beta_logit_moments(prior_a, prior_b)
-                eta = prior_precision * prior_mean + torch.einsum("bsm,bml->bsl", weights, precision * mean - prior_precision * prior_mean)
-                lam = prior_precision + torch.einsum("bsm,bml->bsl", weights, precision - prior_precision)
-                lam = torch.maximum(lam, 0.5 * prior_precision)
-            return project_to_beta(log_factor, eta / lam, lam)
+        def log_factor(log_v: Tensor, log_1mv: Tensor) -> Tensor:  # nodes: [entries, L, N]
+            total = torch.addcmul(on_log_v * log_v, on_log_1mv, log_1mv)
+            for j in range(k):
+                total = total + (b[:, j, :, None] - 1) * torch.log(-torch.expm1(a[:, j, :, None] * log_v))
+            return total
+
+        # node placement: Gaussian product of the experts' approximate logit laws, prior divided out
+        with torch.no_grad():
+            mean, precision = logit_moments_approx(a, b)  # [entries, k, L]
+            prior_mean, prior_precision = beta_logit_moments(prior_a, prior_b)
+            eta = prior_precision * prior_mean + (precision * mean - prior_precision * prior_mean).sum(1)
+            lam = prior_precision + (precision - prior_precision).sum(1)
+            lam = torch.maximum(lam, 0.5 * prior_precision)
+        return project_to_beta(log_factor, eta / lam, lam)
