@@ -12,7 +12,7 @@ import torch
 from torch.distributions import Beta, Normal, kl_divergence
 
 import infinimodal  # noqa: F401  (registers the KL)
-from infinimodal.latents import Kumaraswamy, LogitNormal, beta_matched_logit_moments
+from infinimodal.latents import Kumaraswamy, LogitNormal, beta_matched_logit_moments, build_latent
 from infinimodal.latents.kumaraswamy import expected_log_one_minus_v
 
 GRID = [0.05, 0.1, 0.3, 0.7, 1.0, 2.0, 5.0, 12.0, 30.0, 50.0]
@@ -291,3 +291,22 @@ def test_beta_kl_gradient_matches_finite_differences_for_both_laws():
     a2 = torch.exp(torch.randn(3, generator=g, dtype=torch.float64)).requires_grad_()
     b2 = torch.exp(torch.randn(3, generator=g, dtype=torch.float64) * 2).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b, c, d: kl_divergence(StableBeta(a, b), StableBeta(c, d)), (a1, b1, a2, b2))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "beta", "kumaraswamy", "logitnormal", "gated"])
+def test_log_prior_by_statistics_matches_scipy(name):
+    # log_prior takes the linear form (statistics times natural parameters); scipy scores the same prior law directly
+    family = build_latent(name, latent_dim=6, truncation=7, alpha=4.0)
+    family.warm_up(0.5)  # the gated family's prior mid gate warm-up (alpha_t between alpha_start and alpha)
+    z = family.sample_prior(50)
+    prior = family.prior()
+    zn = z.double().numpy()
+    if name in ("gaussian", "logitnormal"):
+        expected = st.norm.logpdf(zn, prior.loc.double().numpy(), prior.scale.double().numpy()).sum(-1)
+    elif name in ("beta", "kumaraswamy"):
+        expected = st.beta.logpdf(zn, prior.concentration1.double().numpy(), prior.concentration0.double().numpy()).sum(-1)
+    else:
+        d = family.latent_dim
+        expected = (st.norm.logpdf(zn[:, :d], 0.0, 1.0).sum(-1)
+                    + st.beta.logpdf(zn[:, d:], 1.0, prior.concentration0.double().numpy()).sum(-1))
+    np.testing.assert_allclose(family.log_prior(z).double().numpy(), expected, rtol=1e-5, atol=1e-4)

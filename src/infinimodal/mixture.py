@@ -35,7 +35,7 @@ class LinearLogDensity:
 
     natural: Tensor  # [..., L, F]
     log_normalizer: Tensor  # [..., L]
-    statistics: Callable[[Tensor], Tensor]  # z [..., L] -> [..., L, F]
+    statistics: Callable[[Tensor], Tensor]  # z [..., L] -> [..., L, F], float64
 
 
 _LINEAR_LOG_DENSITIES: dict[type, Callable[[Distribution], LinearLogDensity]] = {}

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from ..mixture import MixturePosterior
+from ..mixture import MixturePosterior, linear_log_density
 from ..nets import full_precision
 
 _PRODUCT_RULES: dict[type, Callable[[Sequence[Distribution]], Distribution]] = {}
@@ -248,8 +248,14 @@ class LatentFamily(nn.Module):
         return q.rsample(shape)
 
     def log_prior(self, z: Tensor) -> Tensor:
-        """log p(z), summed over latent dimensions."""
-        return self.prior().log_prob(z).sum(-1)
+        """log p(z), summed over latent dimensions: for a prior linear in its statistics (`mixture.linear_log_density`)
+        one matrix-vector product of the samples' statistics (float64), else the prior's own `log_prob`."""
+        prior = self.prior()
+        terms = linear_log_density(prior)
+        if terms is None:
+            return prior.log_prob(z).sum(-1)
+        statistics = terms.statistics(z).flatten(-2)  # [..., L F]
+        return (statistics @ terms.natural.reshape(-1) - terms.log_normalizer.sum()).to(z.dtype)
 
     def sample_prior(self, n: int) -> Tensor:
         with torch.no_grad():

@@ -35,7 +35,8 @@ def normal_product(factors: Sequence[Normal]) -> Normal:
 
 
 def normal_statistics(z: Tensor) -> Tensor:
-    """(z, z^2): a Gaussian's sufficient statistics, [..., L, 2]."""
+    """(z, z^2): a Gaussian's sufficient statistics, [..., L, 2], in float64."""
+    z = z.double()
     return torch.stack([z, z.square()], dim=-1)
 
 
