@@ -96,3 +96,22 @@ def test_likelihood_inference_from_values():
     assert infer_likelihood(np.array([[0.0, 1.0], [1.0, np.nan]])) == "bernoulli"
     assert infer_likelihood(np.array([[0, 3], [7, 2]])) == "poisson"
     assert infer_likelihood(np.array([[0.5, -1.0]])) == "gaussian"
+
+
+@pytest.mark.parametrize("name, law", [("gaussian", "norm"), ("laplace", "laplace")])
+def test_location_scale_log_prob_matches_scipy_with_learned_and_fixed_scales(name, law):
+    import scipy.stats as st
+
+    from infinimodal.likelihoods import build_likelihood
+
+    for spec in (name, f"{name}:0.75"):
+        likelihood = build_likelihood(spec, (4, 3))
+        if spec == name:
+            with torch.no_grad():
+                likelihood.raw_scale.copy_(torch.randn(4, 3))  # a different learned scale per feature
+        params = torch.randn(5, 1, 4, 3) * 2
+        x = torch.randn(5, 4, 3) * 3
+        p = likelihood(params)
+        expected = getattr(st, law).logpdf(x.double().numpy(), params[:, 0].double().numpy(), likelihood.scale().double().detach().numpy()).sum((-1, -2))
+        np.testing.assert_allclose(p.log_prob(x).detach().double().numpy(), expected, rtol=1e-5, atol=1e-4)
+        assert p.mean.shape == (5, 4, 3) and p.sample().shape == (5, 4, 3)
