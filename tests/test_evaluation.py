@@ -97,3 +97,15 @@ def test_coherence_over_several_batches_scores_each_row_against_its_own_label():
         assert result["conditional"][size] == pytest.approx(np.mean(shares))
     # the offset matters here: the share among the first rows of each batch differs from the whole
     assert not mask.all()
+
+
+def test_probe_ignores_a_coordinate_that_only_carries_rounding_noise():
+    from infinimodal.evaluation.metrics import probe_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    informative = rng.normal(size=(600, 4)) + y[:, None]
+    noise = 0.3 + 3e-8 * rng.normal(size=(600, 1))  # an unused stick's weight: constant up to float32 rounding
+    with_noise = np.hstack([informative, noise])
+    expected = probe_accuracy(informative[:400], y[:400], informative[400:], y[400:])
+    assert probe_accuracy(with_noise[:400], y[:400], with_noise[400:], y[400:]) == expected
