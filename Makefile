@@ -41,8 +41,14 @@ test: install chromium
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# Speed against MultiVae (installed into its own .venv-multivae on first use), against the number of modalities, the share of
+# the matmul rate, IWAE throughput: JSON into runs/bench, then docs/benchmarks.md from it (about 20 minutes on 2 cores).
 bench: install
-	$(PY) benchmarks/throughput.py
+	mkdir -p runs/bench
+	$(PY) benchmarks/vs_multivae.py --out runs/bench/vs_multivae.json
+	$(PY) benchmarks/scaling.py --out runs/bench/scaling.json
+	$(PY) benchmarks/throughput.py > runs/bench/throughput.json
+	$(PY) benchmarks/benchmarks_md.py runs/bench > docs/benchmarks.md
 	$(PY) benchmarks/kumaraswamy_kl_accuracy.py
 	$(PY) benchmarks/kumaraswamy_product_error.py
 	$(PY) benchmarks/fusion_memory.py

@@ -8,7 +8,8 @@
   2x256, size 30), ms per step and the ratio to Gaussian (Kumaraswamy's product of experts is numerical);
 - `modalities`: MoPoE's cost per step against the number of modalities M (tabular, 20 features each), to
   check that subset sampling keeps it linear beyond `max_enumerate`;
-- the Kumaraswamy KL (quadrature) against torch's closed-form Beta KL, and bf16 autocast against fp32.
+- the Kumaraswamy KL (quadrature) against torch's closed-form Beta KL, and bf16 autocast against fp32;
+- `adam_step_ms_3_tabular`: the optimiser step alone, torch's plain Adam against the fused kernel training uses.
 
 Families and settings are interleaved round-robin so machine noise hits all alike; compare ratios, not
 absolute times (machines here are noisy).
@@ -47,7 +48,7 @@ def batch_for(modalities, n: int):
 
 
 def step_times(model, data, mask, steps: int, autocast: bool = False) -> list[float]:
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as training builds it (training.fused_adam_supported)
     times = []
     for i in range(steps + 2):
         started = time.perf_counter()
@@ -101,6 +102,21 @@ def main() -> None:
     data, mask = batch_for(tab, 128)
     ms = interleaved({f: make(tab, f, "mopoe", [256, 256], size=30) for f in LATENT_FAMILIES}, data, mask, steps)
     result["mopoe_3_tabular"] = {"ms_per_step": {k: round(v, 2) for k, v in ms.items()}, "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()}}
+
+    # the optimiser step alone, torch's plain Adam against the fused kernel that training uses (same model, same gradients)
+    model = make(tab, "gated", "mopoe", [256, 256], size=30)
+    model(data, mask).loss.backward()
+    adam_ms = {}
+    for name, fused in (("plain", False), ("fused", True)):
+        optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
+        times = []
+        for i in range(steps + 2):
+            started = time.perf_counter()
+            optimiser.step()
+            if i >= 2:
+                times.append(time.perf_counter() - started)
+        adam_ms[name] = round(1000 * statistics.median(times), 3)
+    result["adam_step_ms_3_tabular"] = adam_ms
 
     per_m = {}
     for n_modalities in ([2, 8] if args.quick else [2, 4, 6, 8, 12, 16]):

@@ -37,3 +37,45 @@ def test_polymnist_protocol_runs_on_the_cpu_at_toy_size(tmp_path):
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
     table = (out / "results.md").read_text()
     assert "| gated (mopoe) |" in table and "MoPoE (paper, 300 epochs)" in table and "epoch 1" in table
+
+
+def test_scaling_benchmark_runs_at_toy_size(tmp_path):
+    scaling = load_script("scaling")
+    out = tmp_path / "scaling.json"
+    result = scaling.main(["--modalities", "2", "3", "--families", "gaussian", "beta", "--steps", "1", "--rounds", "1",
+                           "--no-memory", "--aggregators", "poe", "mopoe", "--square", "128", "--matmul-rounds", "1",
+                           "--iwae-rows", "3", "--iwae-samples", "150", "--iwae-repeats", "1", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["threads"] >= 1 and result["torch"] and result["defaults"]["latent"] and result["defaults"]["aggregator"]
+    grid = result["by_modalities"]
+    for table in ("ms_per_step", "samples_per_second", "ms_per_step_fastest_round"):
+        assert set(grid[table]) == {"2", "3"}
+        assert all(v > 0 for per_family in grid[table].values() for row in per_family.values() for v in row.values())
+    assert set(grid["mopoe_over_poe"]["3"]) == {"gaussian", "beta"} and grid["ratio_to_gaussian"]["2"]["poe"]["gaussian"] == 1.0
+    assert set(grid["ms_per_step_per_modality"]["poe"]["beta"]) == {"2", "3"} and grid["per_modality_growth"]["poe"]["gaussian"] > 0
+    assert "peak_memory" not in grid  # --no-memory; one configuration's fresh process instead:
+    memory = scaling.peak_memory("gaussian", "poe", 2, steps=1)
+    assert memory["peak_increase_mib"] > 0 and memory["params_mib"] > 0
+    matmul = result["matmul_efficiency"]
+    assert len(matmul["mm_gflops"]) == 3 and all(v > 0 for v in matmul["mm_gflops"].values())
+    for name in ("mnist_1_modality", "tabular_3_modalities"):
+        row = matmul[name]
+        assert row["gflop_per_step"] > 0 and row["achieved_gflops"] > 0 and row["fraction_of_square_mm"] > 0
+    # the hook counts what runs: MNIST-shaped MoPoE with one modality decodes its batch once
+    assert matmul["mnist_1_modality"]["gflop_per_step"] > 3 * 2 * 100 * 784 * 500 * 2 / 1e9
+    iwae = result["iwae"]
+    for family in {result["defaults"]["latent"], "gaussian"}:
+        assert iwae[family]["rows_per_second"] > 0 and iwae[family]["minutes_for_10000_rows"] > 0 and iwae[family]["finite"]
+
+
+def test_benchmarks_page_is_written_from_the_json(tmp_path):
+    scaling = load_script("scaling")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    scaling.main(["--modalities", "2", "3", "--families", "gaussian", "gated", "--steps", "1", "--rounds", "1", "--no-memory",
+                  "--aggregators", "poe", "mopoe", "--square", "64", "--matmul-rounds", "1", "--iwae-rows", "2", "--iwae-samples", "20",
+                  "--iwae-repeats", "1", "--threads", "1", "--out", str(bench / "scaling.json")])
+    page = load_script("benchmarks_md").main([str(bench)])
+    assert "| gated/mopoe |" in page and "| gaussian/poe |" in page and "M = 3" in page
+    assert "## Share of the machine's matmul rate" in page and "minutes for 10,000 rows" in page
+    assert "Not run (`python benchmarks/vs_multivae.py" in page and "Not run (`python benchmarks/throughput.py" in page

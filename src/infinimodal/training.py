@@ -201,7 +201,7 @@ class TrainingPlan(L.LightningModule):
 
 
 #: Devices whose fused Adam kernel torch has: one kernel for every parameter instead of a dozen operations each (on two
-#: CPU cores it cut the optimiser's share of a 3-modality MLP step from 1.9 to 0.6 ms: benchmarks/scaling.py).
+#: CPU cores about 3x faster on a 3-modality MLP: benchmarks/throughput.py, `adam_step_ms_3_tabular`).
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
