@@ -201,3 +201,31 @@ def test_impute_returns_uint8_images_as_floats_in_the_model_scale():
     np.testing.assert_allclose(filled["img"][mask[:, 0]], image[mask[:, 0]] / 255.0, rtol=1e-6)
     imputed = filled["img"][~mask[:, 0]]
     assert ((imputed > 0) & (imputed < 1)).all()  # Bernoulli probabilities of an untrained decoder
+
+
+def test_epoch_training_means_weigh_every_row_once_with_an_uneven_last_batch(tmp_path):
+    # the training plan sums the epoch on the device and logs its means once; check them against the rows' own ELBOs
+    import pandas as pd
+    from lightning.pytorch.callbacks import Callback
+
+    class Rows(Callback):
+        def __init__(self):
+            self.elbo, self.kl, self.weight, self.rows = {}, {}, {}, {}
+
+        def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+            epoch, out, n = trainer.current_epoch, plan.last_output, batch["mask"].shape[0]
+            self.elbo[epoch] = self.elbo.get(epoch, 0.0) + float(out.elbo.double().sum())
+            self.kl[epoch] = self.kl.get(epoch, 0.0) + float(out.kl.double().sum())
+            self.weight[epoch] = self.weight.get(epoch, 0.0) + plan.last_kl_weight * n
+            self.rows[epoch] = self.rows.get(epoch, 0) + n
+
+    data = load_dataset("synthetic:n=700,features=6")  # 560 training rows: batches of 64 end with one of 48
+    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", hidden=[16], latent_dim=4)
+    rows = Rows()
+    vae.fit(data, epochs=2, batch_size=64, kl_warmup=1.5, progress=False, out_dir=tmp_path, callbacks=[rows])
+    logged = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train_elbo"]).set_index("epoch")
+    assert rows.rows == {0: 560, 1: 560}
+    for epoch in (0, 1):
+        assert logged.loc[epoch, "train_elbo"] == pytest.approx(rows.elbo[epoch] / 560, rel=1e-5)
+        assert logged.loc[epoch, "train_kl"] == pytest.approx(rows.kl[epoch] / 560, rel=1e-5)
+        assert logged.loc[epoch, "kl_weight"] == pytest.approx(rows.weight[epoch] / 560, rel=1e-6)

@@ -115,3 +115,6 @@ def test_location_scale_log_prob_matches_scipy_with_learned_and_fixed_scales(nam
         expected = getattr(st, law).logpdf(x.double().numpy(), params[:, 0].double().numpy(), likelihood.scale().double().detach().numpy()).sum((-1, -2))
         np.testing.assert_allclose(p.log_prob(x).detach().double().numpy(), expected, rtol=1e-5, atol=1e-4)
         assert p.mean.shape == (5, 4, 3) and p.sample().shape == (5, 4, 3)
+        wider = p.expand((2, 5))  # Independent's expand reaches the base law's
+        assert wider.batch_shape == (2, 5) and wider.log_prob(x).shape == (2, 5)
+        torch.testing.assert_close(wider.log_prob(x)[1], p.log_prob(x))

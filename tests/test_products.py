@@ -247,7 +247,7 @@ def scipy_component_log_prob(name, params, z):
     """log q_c(z) summed over dimensions, by scipy.stats (float64), for components [B, C, L] and z [S, B, L]."""
     import scipy.stats as st
 
-    zc = z.double().numpy()[:, :, None, :]  # [S, B, 1, L]
+    zc = z.double().numpy()[..., None, :]  # [*S, B, 1, L]
     if name == "normal":
         loc, scale = (p.double().numpy() for p in params)
         return st.norm.logpdf(zc, loc, scale).sum(-1)
@@ -259,8 +259,9 @@ def scipy_component_log_prob(name, params, z):
     return st.norm.logpdf(zc[..., :d], loc, scale).sum(-1) + st.beta.logpdf(zc[..., d:], a, b).sum(-1)
 
 
+@pytest.mark.parametrize("sample_shape", [(6,), (2, 3)])  # (2, 3): two sample dimensions, as MoE's stratified samples have
 @pytest.mark.parametrize("name", ["normal", "beta", "gated"])
-def test_mixture_component_log_prob_by_matrix_product_matches_scipy(name):
+def test_mixture_component_log_prob_by_matrix_product_matches_scipy(name, sample_shape):
     # sharp components (scale 1e-3, concentrations to e^12) where the linear form's terms cancel by many orders
     from infinimodal.latents.beta import StableBeta
     from infinimodal.mixture import MixturePosterior, linear_log_density
@@ -275,12 +276,23 @@ def test_mixture_component_log_prob_by_matrix_product_matches_scipy(name):
     components = {"normal": Normal, "beta": StableBeta, "gated": GatedPosterior}[name](*params)
     assert linear_log_density(components) is not None
     mixture = MixturePosterior(components, torch.rand(b_, c_, generator=g) + 0.1)
-    z = mixture.sample(torch.Size([6]))
+    z = mixture.sample(torch.Size(sample_shape))
     if name != "normal":
         z = torch.cat([z[..., : l_ * (name == "gated")], clamp_sticks(z[..., l_ * (name == "gated") :])], dim=-1)
     expected = scipy_component_log_prob(name, params, z)
     fast = mixture.component_log_prob(z)
-    assert fast.dtype == torch.float32 and fast.shape == (6, b_, c_)
+    assert fast.dtype == torch.float32 and fast.shape == (*sample_shape, b_, c_)
     finite = np.isfinite(expected)
     assert finite.mean() > 0.9
     np.testing.assert_allclose(fast.double().numpy()[finite], expected[finite], rtol=2e-6, atol=1e-3)
+
+
+def test_mixture_scores_values_that_broadcast_against_its_batch():
+    # a value whose batch dimension is 1 against a mixture of batch 3 takes the family's own log_prob (broadcasting)
+    from infinimodal.mixture import MixturePosterior
+
+    components = Normal(torch.randn(3, 2, 4), torch.rand(3, 2, 4) + 0.5)
+    mixture = MixturePosterior(components, torch.ones(3, 2))
+    value = torch.randn(5, 1, 4)
+    expected = components.log_prob(value.unsqueeze(-2)).sum(-1)
+    torch.testing.assert_close(mixture.component_log_prob(value), expected)

@@ -115,6 +115,9 @@ class FeatureScaleNormal(Normal):
         standardised = (value - self.loc) / self.feature_scale
         return -0.5 * standardised.square() - (torch.log(self.feature_scale) + 0.5 * math.log(2 * math.pi))
 
+    def expand(self, batch_shape, _instance=None):
+        return type(self)(self.loc.expand(batch_shape), self.feature_scale)
+
 
 class FeatureScaleLaplace(Laplace):
     """Laplace(loc, scale) with one scale per feature (see FeatureScaleNormal)."""
@@ -125,6 +128,9 @@ class FeatureScaleLaplace(Laplace):
 
     def log_prob(self, value: Tensor) -> Tensor:
         return -(value - self.loc).abs() / self.feature_scale - torch.log(2 * self.feature_scale)
+
+    def expand(self, batch_shape, _instance=None):
+        return type(self)(self.loc.expand(batch_shape), self.feature_scale)
 
 
 class _LocationScale(Likelihood):

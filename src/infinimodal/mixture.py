@@ -52,8 +52,14 @@ def register_linear_log_density(cls: type) -> Callable:
     return decorator
 
 
-def linear_log_density(q: Distribution) -> LinearLogDensity | None:
-    """The registered linear form of q's log density, or None for a family without one."""
+#: Devices without float64 (the linear forms compute in it): their callers score with the family's own `log_prob`.
+NO_FLOAT64_DEVICES = ("mps",)
+
+
+def linear_log_density(q: Distribution, device: torch.device | None = None) -> LinearLogDensity | None:
+    """The registered linear form of q's log density, or None for a family without one or a `device` without float64."""
+    if device is not None and torch.device(device).type in NO_FLOAT64_DEVICES:
+        return None
     for cls in type(q).__mro__:
         if cls in _LINEAR_LOG_DENSITIES:
             return _LINEAR_LOG_DENSITIES[cls](q)
@@ -61,11 +67,11 @@ def linear_log_density(q: Distribution) -> LinearLogDensity | None:
 
 
 def linear_component_log_prob(terms: LinearLogDensity, value: Tensor, batch_shape: torch.Size) -> Tensor:
-    """log q_c(value) for every component c, [*sample, *batch, C], from components [*batch, C, L] in linear form:
-    the statistics of each sample once, then one batched matrix product per batch row (float64, returned so)."""
+    """log q_c(value) for every component c, [*sample, *batch, C], from components [*batch, C, L] in linear form and
+    values [*sample, *batch, L]: the statistics of each sample once, then one batched matrix product per batch row
+    (float64, returned so)."""
     *_, n_components, latent, features = terms.natural.shape
-    sample_shape = value.shape[: max(value.dim() - len(batch_shape) - 1, 0)]
-    value = value.expand(*sample_shape, *batch_shape, latent)
+    sample_shape = value.shape[: value.dim() - len(batch_shape) - 1]
     rows, draws = batch_shape.numel(), sample_shape.numel()
     statistics = terms.statistics(value.double()).reshape(draws, rows, latent * features).transpose(0, 1)  # [rows, draws, L F]
     natural = terms.natural.double().expand(*batch_shape, n_components, latent, features).reshape(rows, n_components, latent * features)
@@ -97,9 +103,11 @@ class MixturePosterior(Distribution):
         return self.weights.shape[-1]
 
     def component_log_prob(self, value: Tensor) -> Tensor:
-        """log q_c(z) for every component: [..., C] (by `linear_component_log_prob` where the family has a linear form)."""
-        terms = linear_log_density(self.components)
-        if terms is not None:
+        """log q_c(z) for every component: [..., C] (by `linear_component_log_prob` where the family has a linear form and
+        `value`'s batch dimensions are the mixture's own; values that broadcast against them take the family's `log_prob`)."""
+        terms = linear_log_density(self.components, value.device)
+        batch = tuple(self.batch_shape)
+        if terms is not None and value.dim() > len(batch) and tuple(value.shape[value.dim() - 1 - len(batch) : -1]) == batch:
             return linear_component_log_prob(terms, value, self.batch_shape).to(torch.promote_types(value.dtype, self.weights.dtype))
         return self.components.log_prob(value.unsqueeze(-2)).sum(-1)
 

@@ -104,6 +104,7 @@ class TrainingPlan(L.LightningModule):
         self.final_kl_weight = kl_weight
         self.clip = RelativeClip(grad_clip) if grad_clip is not None else None
         self.epoch_sums: Tensor | None = None
+        self.epoch_rows, self.epoch_weight = 0, 0.0
 
     def warmup_progress(self) -> float:
         """How far the warm-up has gone, 0 to 1, from the step counter (so a resumed run continues it exactly)."""
@@ -120,7 +121,7 @@ class TrainingPlan(L.LightningModule):
         self.model.warm_up(progress)  # a prior with a warm-up schedule (the gated family's sticks) follows it
         weight = self.final_kl_weight * progress
         out = self.model(batch["data"], batch["mask"], kl_weight=weight)
-        self.last_output, self.last_batch = out, batch
+        self.last_output, self.last_batch, self.last_kl_weight = out, batch, weight
         n = batch["mask"].shape[0]
         if (self.global_step + 1) % LOSS_LOG_STEPS == 0:  # the steps at which the CSV logger writes among them
             self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
@@ -130,14 +131,16 @@ class TrainingPlan(L.LightningModule):
         return out.loss
 
     def on_train_epoch_start(self) -> None:
-        self.epoch_sums = None
+        self.epoch_sums, self.epoch_rows, self.epoch_weight = None, 0, 0.0
 
     def add_to_epoch_means(self, out, weight: float, n: int) -> None:
-        """Sums over the epoch's rows of the ELBO, its parts and the KL weight, kept on the device (no host sync)."""
+        """Sums over the epoch's rows of the ELBO and its parts, kept on the device (no host sync; float32, which every
+        accelerator has), and the rows and KL weight, which the host knows."""
         with torch.no_grad():
-            sums = torch.stack([out.elbo.sum(), out.reconstruction.sum(), out.kl.sum()]).double()
-            sums = torch.cat([sums, sums.new_tensor([weight * n, n])])
+            sums = torch.stack([out.elbo.sum(), out.reconstruction.sum(), out.kl.sum()]).float()
         self.epoch_sums = sums if self.epoch_sums is None else self.epoch_sums + sums
+        self.epoch_rows += n
+        self.epoch_weight += weight * n
 
     def log_epoch_means(self) -> None:
         """The epoch's training means, logged once at its last step: Lightning's `log` costs about 2 ms a call on a CPU
@@ -145,9 +148,10 @@ class TrainingPlan(L.LightningModule):
         step. Under DDP each process logs its rows' means and `sync_dist` averages them (equal rows per process)."""
         if self.epoch_sums is None:
             return
-        means = (self.epoch_sums[:4] / self.epoch_sums[4]).float()
-        for name, value in zip(("train_elbo", "train_reconstruction", "train_kl", "kl_weight"), means):
+        means = self.epoch_sums / self.epoch_rows
+        for name, value in zip(("train_elbo", "train_reconstruction", "train_kl"), means):
             self.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+        self.log("kl_weight", self.epoch_weight / self.epoch_rows, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self.model.warm_up(1.0)  # validation scores the model itself, so the best checkpoint is chosen on it

@@ -67,8 +67,8 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 DEFAULT_IMPUTATION_SAMPLES = 20
 KL_ACTIVE_THRESHOLD = 0.05
 KNN_K = (3, 5, 10)
-#: A probe's coordinate whose spread is below this share of the widest coordinate's counts as constant (`probe_accuracy`).
-PROBE_CONSTANT_SPREAD = 1e-6
+#: A probe's coordinate whose spread is at most this share of its own size counts as constant (`probe_accuracy`).
+PROBE_ROUNDING_SPREAD = 1e-6
 
 
 def subsets_by_size(n_modalities: int, max_subsets: int = 10, seed: int = 0) -> dict[int, list[tuple[int, ...]]]:
@@ -189,11 +189,12 @@ def knn_errors(train_rep: np.ndarray, train_y: np.ndarray, test_rep: np.ndarray,
 def probe_accuracy(train_rep, train_y, test_rep, test_y) -> float:
     """A logistic-regression probe on standardised representations (the MoPoE protocol's linear classifier).
 
-    A coordinate that barely varies on the training rows (an unused stick's weight: spread below 1e-6 of the widest
-    coordinate's) is set to zero rather than divided by its spread: standardised, its rounding noise became a feature of
-    unit scale that L-BFGS chased to its 1,000-iteration limit (minutes per probe on a one-epoch Kumaraswamy run)."""
+    A coordinate that varies only by rounding on the training rows (an unused stick's weight: spread at most 1e-6 of its
+    own size, about 16 float32 steps) is set to zero rather than divided by its spread: standardised, its rounding noise
+    became a feature of unit scale that L-BFGS chased to its 1,000-iteration limit (minutes per probe on a one-epoch
+    Kumaraswamy run). A small coordinate that really varies keeps its spread, however small next to the others."""
     mean, std = train_rep.mean(0), train_rep.std(0)
-    scale = np.where(std > PROBE_CONSTANT_SPREAD * max(float(std.max(initial=0.0)), np.finfo(np.float64).tiny), std, np.inf)
+    scale = np.where(std > PROBE_ROUNDING_SPREAD * np.abs(mean), std, np.inf)
     probe = LogisticRegression(max_iter=1000).fit((train_rep - mean) / scale, train_y)
     return float(probe.score((test_rep - mean) / scale, test_y))
 

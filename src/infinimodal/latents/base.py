@@ -251,7 +251,7 @@ class LatentFamily(nn.Module):
         """log p(z), summed over latent dimensions: for a prior linear in its statistics (`mixture.linear_log_density`)
         one matrix-vector product of the samples' statistics (float64), else the prior's own `log_prob`."""
         prior = self.prior()
-        terms = linear_log_density(prior)
+        terms = linear_log_density(prior, z.device)
         if terms is None:
             return prior.log_prob(z).sum(-1)
         statistics = terms.statistics(z).flatten(-2)  # [..., L F]

@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.distributions import Beta, register_kl
 
 from ..mixture import LinearLogDensity, register_linear_log_density
@@ -79,6 +80,7 @@ class _BetaKL(torch.autograd.Function):
                 + (a2 - a1 + b2 - b1) * psi_sum1)
 
     @staticmethod
+    @once_differentiable  # the saved digammas are constants here: a second derivative would come out wrong, so it is refused
     def backward(ctx, grad: Tensor):
         a1, b1, a2, b2, psi_a1, psi_b1, psi_sum1 = ctx.saved_tensors
         grads = [None] * 4

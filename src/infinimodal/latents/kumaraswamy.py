@@ -292,6 +292,8 @@ class KumaraswamySticks(StickLatent):
         if n_modalities == 1:
             shape = (batch, n_subsets, a.shape[-1])
             return Kumaraswamy(a.expand(shape), b.expand(shape))
+        if subsets.dtype != torch.bool and bool(((subsets != 0) & (subsets != 1)).any()):
+            raise ValueError("Kumaraswamy fusion takes 0/1 subsets (which modalities each holds), not fractional weights")
         with torch.autocast(device_type=subsets.device.type, enabled=False):
             members = subsets.reshape(batch * n_subsets, n_modalities) > 0
             counts = members.sum(-1)
@@ -299,7 +301,7 @@ class KumaraswamySticks(StickLatent):
             latent = a.shape[-1]
             fused_a = self.prior_a.to(a.dtype).expand(batch * n_subsets, latent)
             fused_b = self.prior_b.to(a.dtype).expand(batch * n_subsets, latent)
-            for k in counts.unique().tolist():  # one host sync: the subset sizes present
+            for k in counts.unique().tolist():  # host syncs: the subset sizes present, then each size's entries
                 if k == 0:
                     continue  # the prior
                 entries = (counts == k).nonzero().squeeze(-1)
