@@ -47,6 +47,7 @@ from torch.distributions import Kumaraswamy as TorchKumaraswamy
 from torch.distributions.utils import euler_constant
 
 from .base import register_product
+from .beta import log_beta_function
 from .sticks import StickLatent
 
 #: Evidence is exp(head output) capped at 1e4 pseudo-counts, the range the KL is verified on.
@@ -86,8 +87,7 @@ def kumaraswamy_log_density(log_v: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def beta_log_density(log_v: Tensor, log_1mv: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    log_norm = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
-    return (a - 1) * log_v + (b - 1) * log_1mv - log_norm
+    return (a - 1) * log_v + (b - 1) * log_1mv - log_beta_function(a, b)
 
 
 # --- KL to a Beta prior ---------------------------------------------------------------------------
@@ -160,11 +160,8 @@ def logit_moments_approx(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     Only used to place quadrature nodes: the quadrature itself is exact for any placement that covers
     the mass.
     """
-    a64, b64 = a.double(), b.double()
-    log_raw_moment = lambda n: torch.log(b64) + torch.lgamma(1 + n / a64) + torch.lgamma(b64) - torch.lgamma(1 + n / a64 + b64)  # noqa: E731
-    m1 = torch.exp(log_raw_moment(1))
-    var = (torch.exp(log_raw_moment(2)) - m1 * m1).clamp_min(1e-300)
-    total = (m1 * (1 - m1) / var - 1).clamp_min(1e-6)
+    m1, var = kumaraswamy_mean_variance(a, b)
+    total = (m1 * (1 - m1) / var.clamp_min(1e-300) - 1).clamp_min(1e-6)
     mean, precision = beta_logit_moments(m1 * total, (1 - m1) * total)
     return mean.to(a.dtype), precision.to(a.dtype)
 
@@ -212,27 +209,29 @@ def project_to_beta(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tens
     """
     with torch.no_grad():
         mean_x, var_x = _logit_moments_on_grid(log_factor, center, 2.0 * precision.clamp_min(1e-6).rsqrt())
-    mean_v, var_v = _moments_on_grid(log_factor, mean_x, var_x.clamp_min(1e-12).sqrt())
-    eps = torch.finfo(mean_v.dtype).eps
-    mean_v = mean_v.clamp(eps, 1 - eps)
-    total = (mean_v * (1 - mean_v) / var_v.clamp_min(1e-30) - 1).clamp_min(eps)
-    return Beta(mean_v * total, (1 - mean_v) * total)
+    return beta_with_moments(*_moments_on_grid(log_factor, mean_x, var_x.clamp_min(1e-12).sqrt()))
+
+
+def beta_with_moments(mean: Tensor, variance: Tensor, dtype: torch.dtype | None = None) -> Beta:
+    """The Beta with this mean and variance (mean kept a float step inside (0, 1), concentrations positive), with
+    parameters in `dtype` (default: the moments'), whose float step bounds the mean."""
+    dtype = dtype or mean.dtype
+    eps = torch.finfo(dtype).eps
+    mean = mean.clamp(eps, 1 - eps)
+    total = (mean * (1 - mean) / variance.clamp_min(torch.finfo(variance.dtype).tiny) - 1).clamp_min(eps)
+    return Beta((mean * total).to(dtype), ((1 - mean) * total).to(dtype))
+
+
+def kumaraswamy_mean_variance(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of Kumaraswamy(a, b) in closed form, from E[v^n] = b B(1 + n / a, b) (float64)."""
+    a64, b64 = a.double(), b.double()
+    mean = torch.exp(torch.log(b64) + log_beta_function(1 + 1 / a64, b64))
+    return mean, torch.exp(torch.log(b64) + log_beta_function(1 + 2 / a64, b64)) - mean.square()
 
 
 def kumaraswamy_beta_projection(a: Tensor, b: Tensor) -> Beta:
-    """The Beta with the mean and variance of Kumaraswamy(a, b), in closed form: E[v^n] = b B(1 + n / a, b) (float64)."""
-    a64, b64 = a.double(), b.double()
-    log_moment = lambda n: torch.log(b64) + log_beta(1 + n / a64, b64)  # noqa: E731
-    mean = torch.exp(log_moment(1))
-    variance = torch.exp(log_moment(2)) - mean.square()
-    eps = torch.finfo(a.dtype).eps
-    mean = mean.clamp(eps, 1 - eps)
-    total = (mean * (1 - mean) / variance.clamp_min(1e-300) - 1).clamp_min(eps)
-    return Beta((mean * total).to(a.dtype), ((1 - mean) * total).to(a.dtype))
-
-
-def log_beta(a: Tensor, b: Tensor) -> Tensor:
-    return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+    """The Beta with the mean and variance of Kumaraswamy(a, b), in closed form, in the parameters' dtype."""
+    return beta_with_moments(*kumaraswamy_mean_variance(a, b), dtype=a.dtype)
 
 
 @register_product(TorchKumaraswamy, also=(Beta,))
