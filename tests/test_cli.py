@@ -150,6 +150,46 @@ def test_a_nan_gradient_under_a_finite_loss_stops_the_run_naming_the_parameter(t
         api.train(config, tmp_path / "nan", progress=False)
 
 
+@pytest.mark.parametrize("latent", ["gaussian", "gated"])
+def test_posterior_parameters_that_become_nan_stop_the_run_naming_the_encoders(tmp_path, monkeypatch, latent):
+    """Training steps build their distributions unchecked (`arguments_unchecked`): a NaN parameter still stops the
+    run, through the non-finite loss, and the message says where it came from."""
+    from infinimodal.model import MultimodalModule
+
+    original = MultimodalModule.forward
+
+    def poisoned(self, data, mask, kl_weight=1.0):
+        if self.training:  # after the sanity check's validation step, which checks its distributions
+            with torch.no_grad():
+                self.heads["mod_image"].bias.fill_(float("nan"))
+        return original(self, data, mask, kl_weight)
+
+    monkeypatch.setattr(MultimodalModule, "forward", poisoned)
+    config = api.TrainConfig(latent=latent, latent_dim=4, hidden=[16], epochs=1, max_train=100)
+    with pytest.raises(InfinimodalError, match=r"training diverged: loss is nan .*the encoders' posterior parameters are not finite"):
+        api.train(config, tmp_path / "nan", progress=False)
+
+
+def test_a_training_step_builds_its_distributions_unchecked_and_restores_the_checks(tmp_path, monkeypatch):
+    from torch.distributions import Distribution, Normal
+
+    from infinimodal.model import MultimodalModule
+
+    original = MultimodalModule.forward
+    seen = []
+
+    def recording(self, data, mask, kl_weight=1.0):
+        seen.append((self.training, Distribution._validate_args))
+        return original(self, data, mask, kl_weight)
+
+    monkeypatch.setattr(MultimodalModule, "forward", recording)
+    api.train(api.TrainConfig(latent="gaussian", latent_dim=4, hidden=[16], epochs=1, max_train=100), tmp_path / "run", progress=False)
+    assert {checked for training, checked in seen if training} == {False}
+    assert {checked for training, checked in seen if not training} == {True}  # validation and evaluation keep them
+    with pytest.raises(ValueError):
+        Normal(torch.zeros(1), torch.full((1,), float("nan")))
+
+
 # --- multimodal commands ---------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402

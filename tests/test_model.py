@@ -286,6 +286,47 @@ def test_mopoe_inference_beyond_enumeration_is_deterministic():
     assert not torch.equal(*draws)  # training's subsets stay random
 
 
+def test_mopoe_sampled_kl_is_the_weighted_kl_of_every_subset_in_expectation():
+    """mopoe_kl = sampled scores one subset per row, drawn uniformly from the row's available ones: its KL averages to
+    the weighted KL over all subsets (the Gaussian's KL is closed form, so the all-subset value is exact), rows with one
+    modality get that modality's KL every time, and no draw uses a missing modality."""
+    torch.manual_seed(0)
+    model = MultimodalModule(MODALITIES, latent("gaussian"), MoPoE(), hidden=[8])
+    data, mask = batch(n=6)
+    mask[1, 0] = mask[2, 2] = False  # two available: three subsets each
+    mask[3, :2] = False  # one available
+    with torch.no_grad():
+        exact = model(data, mask).kl.double()
+        model.aggregator = MoPoE(mopoe_kl="sampled")
+        repeats = 4000  # each row 4000 times in one batch: 4000 independent draws of its subset
+        copies = {name: x.repeat(repeats, *[1] * (x.dim() - 1)) for name, x in data.items()}
+        draws = model(copies, mask.repeat(repeats, 1)).kl.double().view(repeats, len(mask))
+    mean, error = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+    assert bool(((mean - exact).abs() <= 4 * error + 1e-5 * exact.abs()).all()), (mean, exact, error)
+    assert float(draws[:, 3].std()) < 1e-5 * float(exact[3])  # one subset only
+    assert len({round(float(v), 3) for v in draws[:, 1]}) == 3  # the row's three subsets, nothing else
+
+
+@pytest.mark.parametrize("family", list(LATENT_FAMILIES))
+def test_mopoe_sampled_kl_trains_every_family_with_missing_modalities(family):
+    torch.manual_seed(0)
+    model = MultimodalModule(MODALITIES, latent(family), MoPoE(mopoe_kl="sampled"), hidden=[16])
+    data, mask = batch()
+    mask[::3, 1] = False
+    mask[1::4, 0] = False
+    out = model(data, mask)
+    assert torch.isfinite(out.loss) and out.kl_per_dim.shape == (32, model.latent.n_dimensions)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_mopoe_refuses_an_unknown_kl_estimate():
+    with pytest.raises(ValueError, match="mopoe_kl must be one of all, sampled"):
+        MoPoE(mopoe_kl="some")
+    with pytest.raises(ValueError, match="--mopoe-kl"):
+        build_aggregator("mopoe", mopoe_kl="some")
+
+
 # --- DReG ---------------------------------------------------------------------------------------
 
 
