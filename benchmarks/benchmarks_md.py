@@ -85,6 +85,10 @@ def scaling_section(result: dict | None) -> list[str]:
     lines += ["", "MoPoE's step over PoE's (both on the same M):", ""]
     lines += table(["family"] + [f"M = {m}" for m in counts],
                    [[family] + [f"{grid['mopoe_over_poe'][m][family]:.2f}" for m in counts] for family in grid["mopoe_over_poe"][counts[0]]])
+    speedup = grid.get("mopoe_sampled_speedup")
+    if speedup:
+        lines += ["", "MoPoE with `--mopoe-kl sampled` (one subset fused and scored per row): its speed-up over MoPoE (same M):", ""]
+        lines += table(["family"] + [f"M = {m}" for m in counts], [[family] + [f"{speedup[m][family]:.2f}x" for m in counts] for family in speedup[counts[0]]])
     growth = grid["per_modality_growth"]
     lines += ["", f"Growth in M ({growth['what']}):", ""]
     lines += table(["family"] + [a for a in growth if a != "what"],

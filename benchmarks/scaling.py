@@ -1,9 +1,9 @@
 """How a training step scales with the number of modalities, how close the MLPs come to the machine's matmul
 rate, and how fast importance-sampled log-likelihoods go; prints one JSON object (`--out FILE` also writes it).
 
-- `by_modalities`: every latent family x every aggregator on M tabular Gaussian modalities (20 features each,
+- `by_modalities`: every latent family x every aggregator (and `mopoe-sampled`, MoPoE with `mopoe_kl` sampled) on M tabular Gaussian modalities (20 features each,
   batch 128, MLP 2x256, latent size 20), M in 2, 3, 5, 8, 16: median ms per training step (forward + backward +
-  Adam) and samples per second, all 75 configurations timed round-robin in one process so machine noise hits
+  Adam) and samples per second, all 100 configurations timed round-robin in one process so machine noise hits
   them alike (a configuration whose steps are slow takes fewer of them: --seconds-per-configuration), and the
   median of each configuration's fastest round (noise only ever slows a step; `round_seconds` shows it); per M the
   ratio mopoe / poe (and moe / poe) per family and each family's ratio to gaussian per aggregator; ms per step
@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from throughput import batch_for, make  # noqa: E402  (benchmarks/throughput.py: model and batch builders)
+from throughput import AGGREGATOR_VARIANTS, batch_for, make  # noqa: E402  (benchmarks/throughput.py: model and batch builders)
 
 from infinimodal.aggregators import AGGREGATORS  # noqa: E402
 from infinimodal.config import DEFAULT_AGGREGATOR, DEFAULT_LATENT  # noqa: E402
@@ -209,9 +209,11 @@ def by_modalities(modalities, families, aggregators, steps: int, rounds: int, me
         "samples_per_second": table(lambda n, f, a: round(1000 * BATCH / ms[n, f, a], 1)),
         "ms_per_step_fastest_round": table(lambda n, f, a: round(best_round[n, f, a], 2)),
     }
-    for other in ("mopoe", "moe"):
+    for other in ("mopoe", "moe", "mopoe-sampled"):
         if other in aggregators and "poe" in aggregators:
             out[f"{other}_over_poe"] = {str(n): {f: round(ms[n, f, other] / ms[n, f, "poe"], 3) for f in families} for n in modalities}
+    if "mopoe" in aggregators and "mopoe-sampled" in aggregators:
+        out["mopoe_sampled_speedup"] = {str(n): {f: round(ms[n, f, "mopoe"] / ms[n, f, "mopoe-sampled"], 3) for f in families} for n in modalities}
     if "gaussian" in families:
         out["ratio_to_gaussian"] = {str(n): {a: {f: round(ms[n, f, a] / ms[n, "gaussian", a], 3) for f in families} for a in aggregators}
                                     for n in modalities}
@@ -393,7 +395,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: M in 2, 3, two families, few steps, smaller sizes")
     parser.add_argument("--modalities", type=int, nargs="+", help=f"numbers of modalities (default {' '.join(map(str, MODALITIES))})")
     parser.add_argument("--families", nargs="+", choices=list(LATENT_FAMILIES), help="default: every family")
-    parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS), help="default: every aggregator")
+    parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS) + list(AGGREGATOR_VARIANTS),
+                        help="default: every aggregator, and mopoe-sampled (mopoe with --mopoe-kl sampled)")
     parser.add_argument("--steps", type=int, help="timed steps per configuration (default 12; quick 3)")
     parser.add_argument("--rounds", type=int, help="round-robin passes (default 4; quick 1)")
     parser.add_argument("--seconds-per-configuration", type=float, default=4.0,
@@ -415,7 +418,7 @@ def parse(argv=None) -> argparse.Namespace:
     if args.families is None:
         args.families = list(dict.fromkeys(["gaussian", DEFAULT_LATENT if DEFAULT_LATENT != "gaussian" else "beta"])) if quick else list(LATENT_FAMILIES)
     if args.aggregators is None:
-        args.aggregators = list(AGGREGATORS)
+        args.aggregators = list(AGGREGATORS) + list(AGGREGATOR_VARIANTS)
     args.steps = args.steps or (3 if quick else 12)
     args.rounds = args.rounds or (1 if quick else 4)
     if args.memory_modalities is None:

@@ -33,11 +33,16 @@ from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
 
 
+#: Aggregators with settings other than their defaults, by the name the benchmarks give them
+AGGREGATOR_VARIANTS = {"mopoe-sampled": ("mopoe", {"mopoe_kl": "sampled"})}
+
+
 def make(modalities, family: str, aggregator: str, hidden, size: int = 50) -> MultimodalModule:
     # each family takes the options it declares: D = size for gaussian / gated, K = size for the stick families
     # (alpha: the paper's 5 for stick families, the gated family's own default)
     settings = {"latent_dim": size, "truncation": size, "alpha": None if family == "gated" else 5.0}
-    return MultimodalModule(modalities, build_latent(family, **settings), build_aggregator(aggregator), hidden=hidden)
+    name, options = AGGREGATOR_VARIANTS.get(aggregator, (aggregator, {}))
+    return MultimodalModule(modalities, build_latent(family, **settings), build_aggregator(name, **options), hidden=hidden)
 
 
 def batch_for(modalities, n: int):
