@@ -1,6 +1,7 @@
 """The multimodal module with every latent family and aggregator: training steps, bounds against exact
 marginals, missing modalities, DReG, mixed precision."""
 
+import itertools
 import math
 
 import numpy as np
@@ -318,6 +319,33 @@ def test_mopoe_sampled_kl_trains_every_family_with_missing_modalities(family):
     assert torch.isfinite(out.loss) and out.kl_per_dim.shape == (32, model.latent.n_dimensions)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("family", list(LATENT_FAMILIES))
+def test_mopoe_posteriors_given_subsets_from_one_fusion_match_fusing_each(family):
+    """Evaluation's given-subset posteriors (`posteriors_given`: every subset fused once, then gathered) against the
+    posterior built from scratch for each given mask."""
+    from infinimodal.evaluation.metrics import _restricted
+
+    torch.manual_seed(0)
+    model = MultimodalModule(MODALITIES, latent(family), MoPoE(), hidden=[16]).eval()
+    data, mask = batch(n=12)
+    mask[1, 0] = mask[2, 2] = mask[5, 1] = False
+    mask[3, :2] = False
+    subsets = [None] + [s for size in range(1, 4) for s in itertools.combinations(range(3), size)]
+    givens = [_restricted(mask, subset)[0] for subset in subsets]
+    with torch.no_grad():
+        unimodal = model.unimodal_posteriors(data, mask)
+        together = model.aggregator.posteriors_given(model, unimodal, mask, givens)
+        z = model.latent.rsample(model.aggregator.posterior(model, unimodal, mask))
+        for given, q in zip(givens, together):
+            alone = model.aggregator.posterior(model, unimodal, given)
+            torch.testing.assert_close(q.weights, alone.weights)
+            torch.testing.assert_close(model.latent.representation(q), model.latent.representation(alone), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(model.latent.kl_per_dim(q), model.latent.kl_per_dim(alone), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(q.log_prob(z), alone.log_prob(z), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="does not have"):
+        model.aggregator.posteriors_given(model, unimodal, mask, [torch.ones_like(mask), mask])
 
 
 def test_mopoe_refuses_an_unknown_kl_estimate():

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from .mixture import MixturePosterior, detach_distribution
+from .mixture import MixturePosterior, detach_distribution, gather_components
 from .settings import Settings, setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,6 +150,11 @@ class Aggregator:
 
     def posterior(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
         raise NotImplementedError
+
+    def posteriors_given(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> list[MixturePosterior]:
+        """q(z | the modalities of each mask in `givens`, each within `mask`) from the same unimodal posteriors: one by one
+        here; MoPoE fuses each subset once for all of them."""
+        return [self.posterior(model, unimodal, given) for given in givens]
 
 
 class PoE(Aggregator):
@@ -336,6 +341,29 @@ class MoPoE(Aggregator):
             generator = torch.Generator(device=mask.device).manual_seed(self.INFERENCE_SEED)
         subsets, weights = self.subsets(mask, generator)
         return MixturePosterior(model.latent.fuse(unimodal, subsets), weights)
+
+    def posteriors_given(self, model, unimodal, mask, givens):
+        """Each given mask's mixture from one fusion of every subset of `mask`: the given posterior's component for subset S
+        is the fused S & given, which is the full mask's component for the subset S & given (the given modalities lie
+        within `mask`). Evaluation asks for 2^M - 1 given subsets at once: this fuses 2^M - 1 subsets instead of (2^M - 1)^2
+        (the Kumaraswamy family's numerical fusion most of all). Beyond `max_enumerate` modalities: one by one."""
+        n_modalities = mask.shape[1]
+        if n_modalities > self.max_enumerate or len(givens) < 2:
+            return super().posteriors_given(model, unimodal, mask, givens)
+        if any(bool((given & ~mask).any()) for given in givens):
+            raise ValueError("a given mask holds a modality its row does not have")
+        subsets = nonempty_subsets(n_modalities, mask.device)  # [C, M]
+        fused = model.latent.fuse(unimodal, subsets.unsqueeze(0) & mask.unsqueeze(1))  # [B, C, L]
+        bits = 2 ** torch.arange(n_modalities, device=mask.device)
+        position = torch.zeros(2**n_modalities, dtype=torch.long, device=mask.device)  # subset code -> its component
+        position[(subsets.long() * bits).sum(-1)] = torch.arange(len(subsets), device=mask.device)
+        out = []
+        for given in givens:
+            within = subsets.unsqueeze(0) & given.unsqueeze(1)  # [B, C, M]: S & given (empty: weight 0, any component)
+            weights = within.any(-1).float()
+            components = gather_components(fused, position[(within.long() * bits).sum(-1)])
+            out.append(MixturePosterior(components, weights))  # which refuses a row left with no component
+        return out
 
 
 AGGREGATORS: dict[str, type[Aggregator]] = {cls.name: cls for cls in (PoE, MoE, MoPoE)}

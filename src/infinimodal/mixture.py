@@ -128,13 +128,7 @@ class MixturePosterior(Distribution):
         much, with implicit-reparameterisation gradients for each Beta or Gamma draw)."""
         sample_shape = torch.Size(sample_shape)
         idx = self.choose(sample_shape)  # [*s, *batch]
-        chosen = {}
-        names = list(self.components.arg_constraints)
-        for name, value in zip(names, torch.broadcast_tensors(*(getattr(self.components, n) for n in names))):  # [*batch, C, L]
-            value = value.expand(*sample_shape, *value.shape)
-            index = idx[..., None, None].expand(*idx.shape, 1, value.shape[-1])
-            chosen[name] = value.gather(-2, index).squeeze(-2)  # [*s, *batch, L]
-        return type(self.components)(**chosen).rsample()
+        return gather_components(self.components, idx.unsqueeze(-1), sample_shape).rsample().squeeze(-2)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         with torch.no_grad():
@@ -151,6 +145,18 @@ class MixturePosterior(Distribution):
     @property
     def support(self):
         return self.components.support
+
+
+def gather_components(components: Distribution, index: Tensor, sample_shape: torch.Size = torch.Size()) -> Distribution:
+    """The components at `index` ([*sample_shape, *batch, K] positions along the component dimension) of components with
+    batch shape [*batch, C, L]: the same family with batch shape [*sample_shape, *batch, K, L], rebuilt from its
+    `arg_constraints` parameters."""
+    chosen = {}
+    names = list(components.arg_constraints)
+    for name, value in zip(names, torch.broadcast_tensors(*(getattr(components, n) for n in names))):  # [*batch, C, L]
+        value = value.expand(*sample_shape, *value.shape)
+        chosen[name] = value.gather(-2, index.unsqueeze(-1).expand(*index.shape, value.shape[-1]))
+    return type(components)(**chosen)
 
 
 def detach_distribution(q: Distribution) -> Distribution:

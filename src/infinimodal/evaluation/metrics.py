@@ -102,7 +102,8 @@ def _restricted(mask: torch.Tensor, subset: tuple[int, ...] | None) -> tuple[tor
 def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] | None] = (None,), batch_size: int = 500, elbo: bool = False) -> list[dict]:
     """Posterior summaries of every row for each subset of given modalities (None = all observed).
 
-    Encoders run once per batch; each subset's posterior is aggregated from the same unimodal posteriors.
+    Encoders run once per batch; each subset's posterior is aggregated from the same unimodal posteriors (MoPoE fuses each
+    subset once for all of them: `Aggregator.posteriors_given`).
     Returns per subset: representation, decoder_space, mean, kl_per_dim, weights (stick families),
     rows (which rows had the whole subset observed) and, for the first entry with elbo=True, elbo.
     """
@@ -112,9 +113,9 @@ def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] 
         batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
         data, mask = batch["data"], batch["mask"]
         unimodal = model.unimodal_posteriors(data, mask)
-        for out, subset in zip(parts, subsets):
-            limited, complete = _restricted(mask, subset)
-            q = model.aggregator.posterior(model, unimodal, limited)
+        limited, complete = zip(*(_restricted(mask, subset) for subset in subsets))
+        posteriors = model.aggregator.posteriors_given(model, unimodal, mask, list(limited))
+        for out, q, complete in zip(parts, posteriors, complete):
             values = {
                 "representation": model.latent.representation(q),
                 "decoder_space": model.latent.decoder_space_representation(q),
