@@ -50,6 +50,7 @@ bench: install
 	$(PY) benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --mopoe-kl sampled --out runs/bench/vs_multivae_mfeat_sampled.json
 	$(PY) benchmarks/scaling.py --out runs/bench/scaling.json
 	$(PY) benchmarks/throughput.py > runs/bench/throughput.json
+	$(PY) benchmarks/compile.py > runs/bench/compile.json
 	$(PY) benchmarks/benchmarks_md.py runs/bench > docs/benchmarks.md
 	$(PY) benchmarks/kumaraswamy_kl_accuracy.py
 	$(PY) benchmarks/kumaraswamy_product_error.py

@@ -1,5 +1,5 @@
 """docs/benchmarks.md from the JSON that `make bench` writes (vs_multivae.json, vs_multivae_mfeat.json,
-vs_multivae_mfeat_sampled.json, scaling.json, throughput.json).
+vs_multivae_mfeat_sampled.json, scaling.json, throughput.json, compile.json).
 
     python benchmarks/benchmarks_md.py runs/bench > docs/benchmarks.md
 
@@ -139,6 +139,17 @@ def throughput_section(result: dict | None) -> list[str]:
     return lines
 
 
+def compile_section(result: dict | None) -> list[str]:
+    lines = ["## torch.compile", ""]
+    if result is None:
+        return lines + ["Not run (`python benchmarks/compile.py > runs/bench/compile.json`).", ""]
+    rows = [[f"{setting} {family}/{result['aggregator']}", f"{v['eager_ms']:.1f}", f"{v['compiled_ms']:.1f}", f"{v['speedup']:.2f}x",
+             f"{v['first_compiled_step_seconds']:.0f}", v["graph_breaks"]]
+            for setting, families in result.items() if isinstance(families, dict) for family, v in families.items()]
+    lines += [f"{result['what']}, {result['threads']} thread(s), torch {result['torch']}:", ""]
+    return lines + table(["model", "eager ms", "compiled ms", "speed-up", "first compiled step (s)", "graph breaks"], rows) + [""]
+
+
 def main(argv: list[str] | None = None) -> str:
     folder = Path((argv or sys.argv[1:] or ["runs/bench"])[0])
     lines = ["# Benchmarks", "", "Written by `make bench` (benchmarks/benchmarks_md.py) from the JSON in runs/bench; machines here are "
@@ -149,6 +160,7 @@ def main(argv: list[str] | None = None) -> str:
                                      f"python benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --mopoe-kl {kl} --out runs/bench/{name}.json")
     lines += scaling_section(read(folder, "scaling"))
     lines += throughput_section(read(folder, "throughput"))
+    lines += compile_section(read(folder, "compile"))
     text = "\n".join(lines).rstrip() + "\n"
     print(text, end="")
     return text

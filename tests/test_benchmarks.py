@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -98,3 +100,14 @@ def test_the_six_view_section_shows_the_mopoe_pairing_and_the_kl_estimate(tmp_pa
     section = page[page.index("our KL: sampled"):]
     assert "UCI handwritten digits (216, 76 features" in section and "63 subsets" in section and "--mopoe-kl sampled" in section
     assert "| gated/mopoe vs MoPoE | 2,500 | 1,000 | 2.50x |" in section and "MVAE" not in section
+
+
+@pytest.mark.slow
+def test_the_compile_benchmark_times_eager_and_compiled_steps(tmp_path):
+    result = load_script("compile").main(["--quick"])
+    row = result["tabular_3"]["gaussian"]
+    assert row["eager_ms"] > 0 and row["compiled_ms"] > 0 and row["graph_breaks"] >= 0
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "compile.json").write_text(json.dumps(result))
+    assert "| tabular_3 gaussian/mopoe |" in load_script("benchmarks_md").main([str(bench)])
