@@ -53,7 +53,7 @@ from infinimodal.config import DEFAULT_AGGREGATOR, DEFAULT_LATENT  # noqa: E402
 from infinimodal.latents import LATENT_FAMILIES  # noqa: E402
 from infinimodal.modality import Modality  # noqa: E402
 
-from infinimodal.training import fused_adam_supported  # noqa: E402  (the optimiser as training builds it)
+from infinimodal.training import arguments_unchecked, fused_adam_supported  # noqa: E402  (the step as training runs it)
 
 FUSED_ADAM = fused_adam_supported(torch.device("cpu"))
 
@@ -87,7 +87,8 @@ class Trainer:
     def step(self) -> float:
         started = time.perf_counter()
         self.optimiser.zero_grad()
-        loss = self.model(self.data, self.mask).loss
+        with arguments_unchecked():  # as training_step
+            loss = self.model(self.data, self.mask).loss
         loss.backward()
         self.optimiser.step()
         elapsed = time.perf_counter() - started

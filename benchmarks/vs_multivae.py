@@ -27,6 +27,8 @@ Prints one JSON object. What it compares, and how it keeps the comparison fair:
   Lightning callback's epoch start to its epoch end, validation subtracted; MultiVae: its `train_step`
   calls); `samples_per_second` = training rows x epochs / `seconds`. `fit_seconds` is the whole training call
   as a user waits for it (ours: around `fit`; MultiVae: trainer construction and `train`).
+  Each side runs as its library trains: ours builds its training steps' distributions without torch's argument
+  checks (`training.arguments_unchecked`), MultiVae with torch's default checks.
 - Memory. Every model trains in its own child process (MultiVae's with the interpreter of its own virtual
   environment, ours with this one's), so `peak_rss_mib` is that model's: the child's ru_maxrss read right after
   training, and `peak_over_import_mib` that peak less the child's resident size after importing its library (and

@@ -345,7 +345,7 @@ def test_mopoe_posteriors_given_subsets_from_one_fusion_match_fusing_each(family
             torch.testing.assert_close(model.latent.kl_per_dim(q), model.latent.kl_per_dim(alone), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(q.log_prob(z), alone.log_prob(z), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="does not have"):
-        model.aggregator.posteriors_given(model, unimodal, mask, [torch.ones_like(mask), mask])
+        next(model.aggregator.posteriors_given(model, unimodal, mask, [torch.ones_like(mask), mask]))
 
 
 def test_mopoe_refuses_an_unknown_kl_estimate():

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import Tensor
@@ -151,10 +151,12 @@ class Aggregator:
     def posterior(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
         raise NotImplementedError
 
-    def posteriors_given(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> list[MixturePosterior]:
-        """q(z | the modalities of each mask in `givens`, each within `mask`) from the same unimodal posteriors: one by one
-        here; MoPoE fuses each subset once for all of them."""
-        return [self.posterior(model, unimodal, given) for given in givens]
+    def posteriors_given(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> Iterator[MixturePosterior]:
+        """q(z | the modalities of each mask in `givens`, each within `mask`) from the same unimodal posteriors, one at a
+        time (a generator: a caller that uses each and drops it holds one posterior's parameters, not all of them); MoPoE
+        fuses each subset once for all of them."""
+        for given in givens:
+            yield self.posterior(model, unimodal, given)
 
 
 class PoE(Aggregator):
@@ -349,7 +351,8 @@ class MoPoE(Aggregator):
         (the Kumaraswamy family's numerical fusion most of all). Beyond `max_enumerate` modalities: one by one."""
         n_modalities = mask.shape[1]
         if n_modalities > self.max_enumerate or len(givens) < 2:
-            return super().posteriors_given(model, unimodal, mask, givens)
+            yield from super().posteriors_given(model, unimodal, mask, givens)
+            return
         if any(bool((given & ~mask).any()) for given in givens):
             raise ValueError("a given mask holds a modality its row does not have")
         subsets = nonempty_subsets(n_modalities, mask.device)  # [C, M]
@@ -357,13 +360,11 @@ class MoPoE(Aggregator):
         bits = 2 ** torch.arange(n_modalities, device=mask.device)
         position = torch.zeros(2**n_modalities, dtype=torch.long, device=mask.device)  # subset code -> its component
         position[(subsets.long() * bits).sum(-1)] = torch.arange(len(subsets), device=mask.device)
-        out = []
         for given in givens:
             within = subsets.unsqueeze(0) & given.unsqueeze(1)  # [B, C, M]: S & given (empty: weight 0, any component)
             weights = within.any(-1).float()
             components = gather_components(fused, position[(within.long() * bits).sum(-1)])
-            out.append(MixturePosterior(components, weights))  # which refuses a row left with no component
-        return out
+            yield MixturePosterior(components, weights)  # which refuses a row left with no component
 
 
 AGGREGATORS: dict[str, type[Aggregator]] = {cls.name: cls for cls in (PoE, MoE, MoPoE)}
