@@ -28,31 +28,16 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from scaling import Trainer  # noqa: E402  (a model's timed training step)
 from throughput import batch_for, make  # noqa: E402
 
 from infinimodal.config import DEFAULT_LATENT  # noqa: E402
 from infinimodal.modality import Modality  # noqa: E402
-from infinimodal.training import arguments_unchecked, fused_adam_supported  # noqa: E402
 
 SETTINGS = {
     "tabular_3": ([Modality(f"x{i}", (20,), "gaussian") for i in range(3)], [256, 256], 20, 128),
     "mnist_1": ([Modality("image", (784,), "bernoulli")], [500], 50, 100),
 }
-
-
-class Stepper:
-    def __init__(self, model, forward, data, mask) -> None:
-        self.forward, self.data, self.mask = forward, data, mask
-        self.optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam_supported(torch.device("cpu")))
-
-    def step(self) -> float:
-        started = time.perf_counter()
-        self.optimiser.zero_grad()
-        with arguments_unchecked():  # as training_step
-            loss = self.forward(self.data, self.mask).loss
-        loss.backward()
-        self.optimiser.step()
-        return time.perf_counter() - started
 
 
 def graph_breaks(model, data, mask) -> int:
@@ -68,7 +53,7 @@ def compare(setting: str, family: str, steps: int, rounds: int) -> dict:
     compiled_model = make(modalities, family, "mopoe", hidden, size=size)
     compiled_model.load_state_dict(eager_model.state_dict())
     compiled = torch.compile(compiled_model)
-    eager, fast = Stepper(eager_model, eager_model, data, mask), Stepper(compiled_model, compiled, data, mask)
+    eager, fast = Trainer(eager_model, data, mask), Trainer(compiled_model, data, mask, forward=compiled)
     started = time.perf_counter()
     fast.step()
     compile_seconds = time.perf_counter() - started

@@ -113,9 +113,9 @@ def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] 
         batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
         data, mask = batch["data"], batch["mask"]
         unimodal = model.unimodal_posteriors(data, mask)
-        limited, complete = zip(*(_restricted(mask, subset) for subset in subsets))
+        limited, completes = zip(*(_restricted(mask, subset) for subset in subsets))
         posteriors = model.aggregator.posteriors_given(model, unimodal, mask, list(limited))
-        for out, q, complete in zip(parts, posteriors, complete):
+        for out, q, complete in zip(parts, posteriors, completes):
             values = {
                 "representation": model.latent.representation(q),
                 "decoder_space": model.latent.decoder_space_representation(q),
