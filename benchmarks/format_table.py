@@ -53,6 +53,7 @@ def describe(config: dict) -> str:
     extra += [f"likelihood {name}={law}" for name, law in sorted(config.get("likelihoods", {}).items())]
     extra += [f"weight {name}={w:g}" for name, w in sorted(config.get("weights", {}).items())]
     extra += [f"predict {name}={w:g}" for name, w in sorted(config.get("predict", {}).items())]
+    extra += [f"infomax {name}={w:g}" for name, w in sorted(config.get("infomax", {}).items())]
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"

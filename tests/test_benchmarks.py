@@ -113,3 +113,11 @@ def test_the_compile_benchmark_times_eager_and_compiled_steps(tmp_path):
     (bench / "compile.json").write_text(json.dumps(result))
     page = load_script("benchmarks_md").main([str(bench)])
     assert f"| tabular_3 gaussian/mopoe | {row['eager_ms']:.1f} | {row['compiled_ms']:.1f} |" in page and f"| {row['graph_breaks']} |" in page
+
+
+def test_format_table_keeps_runs_with_different_semi_supervised_terms_apart():
+    describe = load_script("format_table").describe
+    base = {"latent": "gaussian", "aggregator": "mopoe", "latent_dim": 50, "predict": {"label": 100.0}}
+    plain, informed = describe(base), describe(base | {"infomax": {"label": 10.0}})
+    assert "predict label=100" in plain and "infomax" not in plain
+    assert "predict label=100, infomax label=10" in informed and informed != plain

@@ -96,6 +96,7 @@ class MultimodalVAE:
         weights: dict[str, float] | None = None,
         order_dimensions: bool = True,
         predict: dict[str, float] | None = None,
+        infomax: dict[str, float] | None = None,
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
@@ -109,12 +110,17 @@ class MultimodalVAE:
         label observed on few rows; the ELBO that validation and evaluation report is never weighted.
         `predict`: {modality: alpha}, a semi-supervised term that trains imputing that modality from the others on the
         rows where it is observed (`MultimodalModule.prediction_term`, M2's alpha), e.g. {"label": 10}.
+        `infomax`: {categorical modality: beta}, a semi-supervised term on the rows where it is missing: beta times the
+        mutual information between a row and its imputed class (`infinimodal.semisupervised`), e.g. {"label": 10}.
         `order_dimensions`: for a family with ordered dimensions (gated), move a used dimension that sits after an
         unused one forward at each epoch's start, when that does not lower the ELBO (`training.OrderDimensions`)."""
-        for flag, values in (("--weight", weights), ("--predict", predict)):
+        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax)):
             unknown = set(values or {}) - set(self.names)
             if unknown:
                 raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        not_classes = [m.name for m in self.modalities if m.name in (infomax or {}) and not likelihood_class(m.likelihood).categorical]
+        if not_classes:
+            raise InfinimodalError(f"--infomax is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -127,7 +133,8 @@ class MultimodalVAE:
         settings = TrainingSettings(epochs=epochs, batch_size=batch_size // devices, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
                                     precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
                                     strategy=strategy if devices > 1 else "auto", weights=dict(weights or {}),
-                                    order_dimensions=order_dimensions, predict=dict(predict or {}))
+                                    order_dimensions=order_dimensions, predict=dict(predict or {}),
+                                    infomax=dict(infomax or {}))
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
@@ -455,6 +462,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
         accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
         devices=config.devices, strategy=config.strategy, weights=config.weights, order_dimensions=config.order_dimensions, predict=config.predict,
+        infomax=config.infomax,
     )
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}

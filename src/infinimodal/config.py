@@ -118,6 +118,7 @@ class TrainConfig(ModelConfig):
     likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
     weights: dict[str, float] = field(default_factory=dict)  # training objective: weight of a modality's log-likelihood (default 1)
     predict: dict[str, float] = field(default_factory=dict)  # training objective: alpha of a modality's prediction term (none by default)
+    infomax: dict[str, float] = field(default_factory=dict)  # training objective: beta of a categorical modality's information term (none)
     data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
@@ -143,7 +144,7 @@ class TrainConfig(ModelConfig):
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
-        for flag, values in (("--weight", self.weights), ("--predict", self.predict)):
+        for flag, values in (("--weight", self.weights), ("--predict", self.predict), ("--infomax", self.infomax)):
             for name, weight in values.items():
                 _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
                        f"{flag} {name}={weight!r}: a weight must be a positive number")

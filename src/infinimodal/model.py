@@ -25,6 +25,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
+from .semisupervised import information_term
 
 __all__ = ["LossOutput", "MultimodalModule"]
 
@@ -69,6 +70,8 @@ class MultimodalModule(nn.Module):
         # setting of training, recorded in config.json, and evaluation scores the model with weight 1
         self.register_buffer("likelihood_weights", torch.ones(len(self.modalities)), persistent=False)
         self.prediction_weights: dict[str, float] = {}  # set_prediction_weights: a setting of training, like the weights
+        self.information_weights: dict[str, float] = {}  # set_information_weights: likewise
+        self.warm_up_progress = 1.0  # `warm_up`: the information terms ramp in with it
 
     @property
     def n_modalities(self) -> int:
@@ -266,14 +269,35 @@ class MultimodalModule(nn.Module):
     # --- objectives ----------------------------------------------------------------------------------
 
     def warm_up(self, progress: float) -> None:
-        """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`."""
+        """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`. The
+        information terms ramp in with it, as the KL weight does: a class decoder that has seen few labels is not yet
+        worth sharpening (measured in docs/results.md section 9)."""
+        self.warm_up_progress = float(progress)
         self.latent.warm_up(progress)
 
     def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:
         out = self.aggregator.loss(self, data, mask, kl_weight)
         if self.prediction_weights and self.training:
             out.loss = out.loss - self.prediction_term(data, mask)
+        if self.information_weights and self.training:
+            out.loss = out.loss - self.warm_up_progress * information_term(self, data, mask, self.information_weights)
         return out
+
+    def set_information_weights(self, weights: dict[str, float]) -> None:
+        """Information terms of the training objective: {categorical modality: beta} adds beta times the mutual
+        information between a row and its imputed class on the rows where that modality is missing
+        (`infinimodal.semisupervised.information_term`)."""
+        unknown = set(weights) - set(self.names)
+        if unknown:
+            raise ValueError(f"information terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        not_classes = [name for name in weights if not self.likelihoods[_key(name)].categorical]
+        if not_classes:
+            raise ValueError(f"information terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical")
+        self.information_weights = {name: float(w) for name, w in weights.items()}
+
+    def class_logits(self, name: str, z: Tensor) -> Tensor:
+        """The logits of categorical modality `name` given z: [R, C]."""
+        return self._observation(name, self.latent.decoder_input(z)).logits
 
     def set_prediction_weights(self, weights: dict[str, float]) -> None:
         """Prediction terms of the training objective: {modality: alpha} adds alpha times the log-likelihood of that

@@ -635,6 +635,7 @@ class TrainingSettings:
     strategy: str = "auto"
     weights: dict[str, float] = field(default_factory=dict)  # modality -> weight of its log-likelihood in the objective
     predict: dict[str, float] = field(default_factory=dict)  # modality -> alpha of its prediction term (MultimodalModule.prediction_term)
+    infomax: dict[str, float] = field(default_factory=dict)  # categorical modality -> beta of its information term (semisupervised)
     order_dimensions: bool = True  # OrderDimensions: move used dimensions of an ordered family ahead of unused ones
 
 
@@ -664,6 +665,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     module.train()
     module.set_weights(settings.weights)
     module.set_prediction_weights(settings.predict)
+    module.set_information_weights(settings.infomax)
     plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
     started = time.perf_counter()
     stopped = None
@@ -685,6 +687,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     finally:
         module.set_weights({})  # the weights belong to training: the fitted model is scored unweighted
         module.set_prediction_weights({})
+        module.set_information_weights({})
         if resume and is_rank_zero():
             _merge_metrics(out)
     done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)
