@@ -25,7 +25,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import information_term
+from .semisupervised import information_term, others_observed
 
 __all__ = ["LossOutput", "MultimodalModule"]
 
@@ -318,8 +318,7 @@ class MultimodalModule(nn.Module):
         total = torch.zeros((), device=mask.device)
         for name, alpha in self.prediction_weights.items():
             c = self.names.index(name)
-            others = torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
-            rows = (mask[:, c] & others).nonzero().squeeze(-1)
+            rows = (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
             if not len(rows):
                 continue
             given = mask.index_select(0, rows).clone()

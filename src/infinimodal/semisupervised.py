@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def class_entropy(log_p: Tensor) -> Tensor:
-    """H(p) of each row of log-probabilities [..., C] (0 log 0 = 0)."""
+    """H(p) of each row of finite log-probabilities [..., C] (what log_softmax gives for finite logits)."""
     return -(log_p.exp() * log_p).sum(-1)
 
 
@@ -47,10 +47,14 @@ def mutual_information(log_p: Tensor) -> Tensor:
     return class_entropy(log_mean) - class_entropy(log_p).mean()
 
 
+def others_observed(mask: Tensor, c: int) -> Tensor:
+    """[B] bool: whether a modality other than c is observed in each row (what a term about c can condition on)."""
+    return torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
+
+
 def unlabelled_rows(mask: Tensor, c: int) -> Tensor:
     """Indices of the rows where modality c is missing and another modality is observed."""
-    others = torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
-    return (~mask[:, c] & others).nonzero().squeeze(-1)
+    return (~mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
 
 
 def information_term(module: "MultimodalModule", data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]) -> Tensor:
