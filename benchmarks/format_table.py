@@ -54,6 +54,9 @@ def describe(config: dict) -> str:
     extra += [f"weight {name}={w:g}" for name, w in sorted(config.get("weights", {}).items())]
     extra += [f"predict {name}={w:g}" for name, w in sorted(config.get("predict", {}).items())]
     extra += [f"infomax {name}={w:g}" for name, w in sorted(config.get("infomax", {}).items())]
+    extra += [f"vat {name}={w:g}" for name, w in sorted(config.get("vat", {}).items())]
+    if config.get("vat"):
+        extra.append(f"vat radius={config.get('vat_radius', 0.25):g}")
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"

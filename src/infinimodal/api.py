@@ -16,6 +16,7 @@ best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for -
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from dataclasses import asdict
@@ -43,6 +44,7 @@ from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # noqa: F401  (re-exported for the command line)
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 from .training import Callback, TrainingSettings, is_rank_zero, run_training
 
 log = logging.getLogger("infinimodal")
@@ -97,6 +99,8 @@ class MultimodalVAE:
         order_dimensions: bool = True,
         predict: dict[str, float] | None = None,
         infomax: dict[str, float] | None = None,
+        vat: dict[str, float] | None = None,
+        vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS,
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
@@ -112,15 +116,20 @@ class MultimodalVAE:
         rows where it is observed (`MultimodalModule.prediction_term`, M2's alpha), e.g. {"label": 10}.
         `infomax`: {categorical modality: beta}, a semi-supervised term on the rows where it is missing: beta times the
         mutual information between a row and its imputed class (`infinimodal.semisupervised`), e.g. {"label": 10}.
+        `vat`: {categorical modality: gamma}, a semi-supervised term on every row: gamma times the change of its imputed
+        class under the most sensitive perturbation of the other modalities, of `vat_radius` times each one's
+        root-mean-square row norm (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training).
         `order_dimensions`: for a family with ordered dimensions (gated), move a used dimension that sits after an
         unused one forward at each epoch's start, when that does not lower the ELBO (`training.OrderDimensions`)."""
-        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax)):
+        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat)):
             unknown = set(values or {}) - set(self.names)
             if unknown:
                 raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        not_classes = [m.name for m in self.modalities if m.name in (infomax or {}) and not likelihood_class(m.likelihood).categorical]
-        if not_classes:
-            raise InfinimodalError(f"--infomax is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
+        for flag, values in (("--infomax", infomax), ("--vat", vat)):
+            not_classes = [m.name for m in self.modalities if m.name in (values or {}) and not likelihood_class(m.likelihood).categorical]
+            if not_classes:
+                raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
+        _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -134,7 +143,7 @@ class MultimodalVAE:
                                     precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
                                     strategy=strategy if devices > 1 else "auto", weights=dict(weights or {}),
                                     order_dimensions=order_dimensions, predict=dict(predict or {}),
-                                    infomax=dict(infomax or {}))
+                                    infomax=dict(infomax or {}), vat=dict(vat or {}), vat_radius=vat_radius)
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
@@ -462,7 +471,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
         accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
         devices=config.devices, strategy=config.strategy, weights=config.weights, order_dimensions=config.order_dimensions, predict=config.predict,
-        infomax=config.infomax,
+        infomax=config.infomax, vat=config.vat, vat_radius=config.vat_radius,
     )
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}

@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--infomax", type=_weight, action="append", default=[], metavar="MODALITY=BETA",
                        help="semi-supervised term for a categorical modality: beta times the mutual information between a row and "
                             "its imputed class, on the rows where the modality is missing (e.g. label=10 with --predict label=100)")
+    train.add_argument("--vat", type=_weight, action="append", default=[], metavar="MODALITY=GAMMA",
+                       help="semi-supervised term for a categorical modality: gamma times the change of its imputed class under "
+                            "the most sensitive small perturbation of the other modalities (virtual adversarial training; e.g. label=1)")
+    train.add_argument("--vat-radius", type=float, default=defaults.vat_radius,
+                       help="the --vat perturbation's radius, a fraction of each perturbed modality's root-mean-square row norm")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     add_option_flags(train)
@@ -323,7 +328,7 @@ def _run(args: argparse.Namespace) -> None:
             print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
         config = api.TrainConfig(
-            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax),
+            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius,
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
             max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,

@@ -14,6 +14,7 @@ from .errors import InfinimodalError
 from .latents import LATENT_FAMILIES, build_latent
 from .modality import Modality
 from .model import MultimodalModule
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 from .settings import Settings, field_default, merged_fields
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -119,6 +120,8 @@ class TrainConfig(ModelConfig):
     weights: dict[str, float] = field(default_factory=dict)  # training objective: weight of a modality's log-likelihood (default 1)
     predict: dict[str, float] = field(default_factory=dict)  # training objective: alpha of a modality's prediction term (none by default)
     infomax: dict[str, float] = field(default_factory=dict)  # training objective: beta of a categorical modality's information term (none)
+    vat: dict[str, float] = field(default_factory=dict)  # training objective: gamma of a categorical modality's smoothness term (none)
+    vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's radius, a fraction of each perturbed modality's RMS row norm
     data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
@@ -144,10 +147,12 @@ class TrainConfig(ModelConfig):
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
         _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
-        for flag, values in (("--weight", self.weights), ("--predict", self.predict), ("--infomax", self.infomax)):
+        for flag, values in (("--weight", self.weights), ("--predict", self.predict), ("--infomax", self.infomax), ("--vat", self.vat)):
             for name, weight in values.items():
                 _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
                        f"{flag} {name}={weight!r}: a weight must be a positive number")
+        _check(isinstance(self.vat_radius, (int, float)) and self.vat_radius > 0 and math.isfinite(self.vat_radius),
+               f"--vat-radius must be a positive number, got {self.vat_radius!r}")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")

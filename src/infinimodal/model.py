@@ -25,7 +25,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import information_term, others_observed
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, smoothness_term
 
 __all__ = ["LossOutput", "MultimodalModule"]
 
@@ -71,6 +71,8 @@ class MultimodalModule(nn.Module):
         self.register_buffer("likelihood_weights", torch.ones(len(self.modalities)), persistent=False)
         self.prediction_weights: dict[str, float] = {}  # set_prediction_weights: a setting of training, like the weights
         self.information_weights: dict[str, float] = {}  # set_information_weights: likewise
+        self.smoothness_weights: dict[str, float] = {}  # set_smoothness_weights: likewise
+        self.smoothness_radius = DEFAULT_SMOOTHNESS_RADIUS
         self.warm_up_progress = 1.0  # `warm_up`: the information terms ramp in with it
 
     @property
@@ -168,30 +170,36 @@ class MultimodalModule(nn.Module):
 
     # --- encoding ------------------------------------------------------------------------------------
 
-    def encoder_features(self, name: str, values: Tensor) -> Tensor:
+    def encoder_features(self, name: str, values: Tensor, shift: Tensor | None = None) -> Tensor:
         """The encoder's features of observed values of modality `name`, read as its likelihood says
-        (counts as log(1 + x), everything else as given)."""
+        (counts as log(1 + x), everything else as given); `shift` is added to what the encoder reads (a
+        perturbation, `infinimodal.semisupervised.smoothness_term`)."""
         key = _key(name)
-        return self.encoders[key](self.likelihoods[key].encoder_input(values))
+        inputs = self.likelihoods[key].encoder_input(values)
+        return self.encoders[key](inputs if shift is None else inputs + shift)
 
-    def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor) -> Distribution:
+    def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None) -> Distribution:
         """q(z | x_m) for every modality, batch shape [batch, M, latent_size].
 
         Rows where a modality is missing get the head output 0 (a finite placeholder that every
-        aggregator ignores through the mask); its encoder never runs on them.
+        aggregator ignores through the mask); its encoder never runs on them. `shifts`: {modality: [batch, ...]}
+        added to what that modality's encoder reads (`encoder_features`).
         """
         batch = mask.shape[0]
+        shifts = shifts or {}
         raws = []
         for m, name in enumerate(self.names):
             observed = mask[:, m]
+            shift = shifts.get(name)
             if bool(observed.all()):
-                raws.append(full_precision(self.heads[_key(name)](self.encoder_features(name, data[name]))))
+                raws.append(full_precision(self.heads[_key(name)](self.encoder_features(name, data[name], shift))))
                 continue
             rows = observed.nonzero().squeeze(-1)
             head = self.heads[_key(name)]
             raw = torch.zeros(batch, self.latent.head_size, device=mask.device, dtype=head.weight.dtype)
             if len(rows):
-                out = full_precision(head(self.encoder_features(name, data[name].index_select(0, rows))))
+                shift = None if shift is None else shift.index_select(0, rows)
+                out = full_precision(head(self.encoder_features(name, data[name].index_select(0, rows), shift)))
                 raw = raw.index_copy(0, rows, out)
             raws.append(raw)
         return self.latent.posterior(torch.stack(raws, dim=1))
@@ -200,14 +208,15 @@ class MultimodalModule(nn.Module):
         """q(z | the modalities observed in `mask`), as the aggregator defines it."""
         return self.aggregator.posterior(self, self.unimodal_posteriors(data, mask), mask)
 
-    def conditional_posterior(self, data: dict[str, Tensor], mask: Tensor) -> MixturePosterior:
+    def conditional_posterior(self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None) -> MixturePosterior:
         """q(z | X_S) for the observed set S itself, what imputation and deviation scores condition on: where the
         aggregator fuses experts (PoE, MoPoE), the product of the observed experts, the posterior trained to explain
         every modality from exactly S (MoPoE's own posterior mixes it with its sub-subsets' broader ones); where it
-        mixes them (MoE), its own mixture."""
+        mixes them (MoE), its own mixture. `shifts`: perturbations of the encoders' inputs (`unimodal_posteriors`)."""
+        experts = self.unimodal_posteriors(data, mask, shifts)
         if not self.aggregator.fuses:
-            return self.posterior(data, mask)
-        fused = self.latent.fuse(self.unimodal_posteriors(data, mask), mask.unsqueeze(1))
+            return self.aggregator.posterior(self, experts, mask)
+        fused = self.latent.fuse(experts, mask.unsqueeze(1))
         return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
 
     @torch.no_grad()
@@ -281,18 +290,33 @@ class MultimodalModule(nn.Module):
             out.loss = out.loss - self.prediction_term(data, mask)
         if self.information_weights and self.training:
             out.loss = out.loss - self.warm_up_progress * information_term(self, data, mask, self.information_weights)
+        if self.smoothness_weights and self.training:
+            out.loss = out.loss + smoothness_term(self, data, mask, self.smoothness_weights, self.smoothness_radius)
         return out
+
+    def set_smoothness_weights(self, weights: dict[str, float], radius: float = DEFAULT_SMOOTHNESS_RADIUS) -> None:
+        """Smoothness terms of the training objective: {categorical modality: gamma} adds gamma times the change of its
+        imputed class under the most sensitive perturbation of the other modalities of `radius`
+        (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training)."""
+        self._check_class_terms("smoothness", weights)
+        if not (radius > 0 and math.isfinite(radius)):
+            raise ValueError(f"the smoothness radius must be a positive number, got {radius}")
+        self.smoothness_weights = {name: float(w) for name, w in weights.items()}
+        self.smoothness_radius = float(radius)
+
+    def _check_class_terms(self, what: str, weights: dict[str, float]) -> None:
+        unknown = set(weights) - set(self.names)
+        if unknown:
+            raise ValueError(f"{what} terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        not_classes = [name for name in weights if not self.likelihoods[_key(name)].categorical]
+        if not_classes:
+            raise ValueError(f"{what} terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical")
 
     def set_information_weights(self, weights: dict[str, float]) -> None:
         """Information terms of the training objective: {categorical modality: beta} adds beta times the mutual
         information between a row and its imputed class on the rows where that modality is missing
         (`infinimodal.semisupervised.information_term`)."""
-        unknown = set(weights) - set(self.names)
-        if unknown:
-            raise ValueError(f"information terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        not_classes = [name for name in weights if not self.likelihoods[_key(name)].categorical]
-        if not_classes:
-            raise ValueError(f"information terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical")
+        self._check_class_terms("information", weights)
         self.information_weights = {name: float(w) for name, w in weights.items()}
 
     def class_logits(self, name: str, z: Tensor) -> Tensor:

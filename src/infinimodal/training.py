@@ -42,6 +42,7 @@ from .data import MultimodalData, Split
 from .errors import InfinimodalError
 from .model import MultimodalModule
 from .runfiles import DIVERGED, PROGRESS_FILE, STATE_PREFIX, atomic_write, read_checkpoint, write_json
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 
 log = logging.getLogger("infinimodal")
 LAST_CHECKPOINT = "last.ckpt"
@@ -636,6 +637,8 @@ class TrainingSettings:
     weights: dict[str, float] = field(default_factory=dict)  # modality -> weight of its log-likelihood in the objective
     predict: dict[str, float] = field(default_factory=dict)  # modality -> alpha of its prediction term (MultimodalModule.prediction_term)
     infomax: dict[str, float] = field(default_factory=dict)  # categorical modality -> beta of its information term (semisupervised)
+    vat: dict[str, float] = field(default_factory=dict)  # categorical modality -> gamma of its smoothness term (semisupervised)
+    vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's perturbation radius (semisupervised)
     order_dimensions: bool = True  # OrderDimensions: move used dimensions of an ordered family ahead of unused ones
 
 
@@ -666,6 +669,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     module.set_weights(settings.weights)
     module.set_prediction_weights(settings.predict)
     module.set_information_weights(settings.infomax)
+    module.set_smoothness_weights(settings.vat, settings.vat_radius)
     plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
     started = time.perf_counter()
     stopped = None
@@ -688,6 +692,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         module.set_weights({})  # the weights belong to training: the fitted model is scored unweighted
         module.set_prediction_weights({})
         module.set_information_weights({})
+        module.set_smoothness_weights({})
         if resume and is_rank_zero():
             _merge_metrics(out)
     done = trainer.current_epoch if stopped is None else int(trainer.fit_loop.epoch_progress.current.completed)
