@@ -73,7 +73,7 @@ class MultimodalModule(nn.Module):
         self.information_weights: dict[str, float] = {}  # set_information_weights: likewise
         self.smoothness_weights: dict[str, float] = {}  # set_smoothness_weights: likewise
         self.smoothness_radius = DEFAULT_SMOOTHNESS_RADIUS
-        self.warm_up_progress = 1.0  # `warm_up`: the information terms ramp in with it
+        self.warm_up_progress = 1.0  # `warm_up`: the information and smoothness terms ramp in with it
 
     @property
     def n_modalities(self) -> int:
@@ -279,8 +279,8 @@ class MultimodalModule(nn.Module):
 
     def warm_up(self, progress: float) -> None:
         """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`. The
-        information terms ramp in with it, as the KL weight does: a class decoder that has seen few labels is not yet
-        worth sharpening (measured in docs/results.md section 9)."""
+        information and smoothness terms ramp in with it, as the KL weight does: a class decoder that has seen few
+        labels is not yet worth sharpening or smoothing (measured in docs/results.md section 9)."""
         self.warm_up_progress = float(progress)
         self.latent.warm_up(progress)
 
@@ -291,7 +291,7 @@ class MultimodalModule(nn.Module):
         if self.information_weights and self.training:
             out.loss = out.loss - self.warm_up_progress * information_term(self, data, mask, self.information_weights)
         if self.smoothness_weights and self.training:
-            out.loss = out.loss + smoothness_term(self, data, mask, self.smoothness_weights, self.smoothness_radius)
+            out.loss = out.loss + self.warm_up_progress * smoothness_term(self, data, mask, self.smoothness_weights, self.smoothness_radius)
         return out
 
     def set_smoothness_weights(self, weights: dict[str, float], radius: float = DEFAULT_SMOOTHNESS_RADIUS) -> None:
