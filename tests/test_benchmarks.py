@@ -167,3 +167,22 @@ def test_the_m2_marginal_bound_sums_each_class_elbo_under_the_classifier(monkeyp
         observed[:, 3] = True
         expected = expected + q[:, y] * elbo(labelled, observed)
     assert gain.item() == pytest.approx(expected.sum().item() / 40, rel=1e-4, abs=1e-5)
+
+
+def test_the_semisupervised_cost_benchmark_times_every_setting_side_by_side():
+    script = load_script("semisupervised_cost")
+    result = script.main(["--quick"])
+    assert set(result["ms_per_step"]) == set(script.SETTINGS) and result["ratio_to_predict"]["predict"] == 1.0
+    assert all(ms > 0 for ms in result["ms_per_step"].values())
+    # each setting's module carries the terms its name says
+    informed = script.model(*script.SETTINGS["predict+infomax+vat"])
+    assert informed.information_weights == {"label": 20.0} and informed.smoothness_weights == {"label": 3.0}
+    data, mask = script.labelled_batch()
+    assert int(mask[:, 1].sum()) == 1 and bool(mask[:, 0].all())  # 1 % of the rows labelled, every image observed
+
+
+def test_format_table_names_the_smoothness_term():
+    describe = load_script("format_table").describe
+    base = {"latent": "gaussian", "aggregator": "mopoe", "latent_dim": 50, "predict": {"label": 100.0}}
+    smoothed = describe(base | {"vat": {"label": 3.0}, "vat_radius": 0.25})
+    assert "vat label=3, vat radius=0.25" in smoothed and smoothed != describe(base)

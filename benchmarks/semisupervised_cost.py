@@ -1,0 +1,96 @@
+"""What each semi-supervised term costs per training step, measured side by side in one process; prints one JSON object.
+
+The setting of docs/results.md section 9: MNIST-shaped rows (784 Bernoulli pixels) with a 10-class label observed on
+1 % of them, the default gated MoPoE model (D = 50, MLP 784-500), batch 100, forward + backward + fused Adam. Every
+setting has the prediction term (`--predict label=100`), as the section's runs do; the others add `--infomax
+label=20`, `--vat label=3`, or both. Settings are interleaved round-robin so machine noise hits all alike: compare
+the ratios to `predict`, not the absolute times.
+
+    python benchmarks/semisupervised_cost.py [--steps 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from infinimodal.aggregators import build_aggregator
+from infinimodal.latents import build_latent
+from infinimodal.modality import Modality
+from infinimodal.model import MultimodalModule
+from infinimodal.training import arguments_unchecked
+
+#: setting -> (information weights, smoothness weights), each beside the prediction term label=100
+SETTINGS = {
+    "predict": ({}, {}),
+    "predict+infomax": ({"label": 20.0}, {}),
+    "predict+vat": ({}, {"label": 3.0}),
+    "predict+infomax+vat": ({"label": 20.0}, {"label": 3.0}),
+}
+
+
+def labelled_batch(rows: int = 100, labelled: int = 1, classes: int = 10):
+    data = {"image": torch.bernoulli(torch.full((rows, 784), 0.13)),
+            "label": torch.nn.functional.one_hot(torch.arange(rows) % classes, classes).float()}
+    mask = torch.ones(rows, 2, dtype=torch.bool)
+    mask[labelled:, 1] = False
+    return data, mask
+
+
+def model(information: dict, smoothness: dict) -> MultimodalModule:
+    modalities = [Modality("image", (784,), "bernoulli"), Modality("label", (10,), "categorical")]
+    module = MultimodalModule(modalities, build_latent("gated", latent_dim=50), build_aggregator("mopoe"), hidden=[500])
+    module.set_prediction_weights({"label": 100.0})
+    module.set_information_weights(information)
+    module.set_smoothness_weights(smoothness)
+    module.train()
+    return module
+
+
+def step_ms(module: MultimodalModule, data, mask, steps: int) -> list[float]:
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
+    times = []
+    for i in range(steps + 2):
+        started = time.perf_counter()
+        optimiser.zero_grad()
+        with arguments_unchecked():  # as training_step
+            loss = module(data, mask).loss
+        loss.backward()
+        optimiser.step()
+        if i >= 2:  # warm-up steps excluded
+            times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
+def measure(steps: int, rounds: int = 3) -> dict:
+    torch.manual_seed(0)
+    data, mask = labelled_batch()
+    modules = {name: model(*weights) for name, weights in SETTINGS.items()}
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(rounds):
+        for name, module in modules.items():
+            samples[name] += step_ms(module, data, mask, max(1, steps // rounds))
+    ms = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "threads": torch.get_num_threads(), "steps": steps,
+        "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+        "ratio_to_predict": {k: round(v / ms["predict"], 3) for k, v in ms.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="a few steps (a smoke run)")
+    args = parser.parse_args(argv)
+    result = measure(3 if args.quick else args.steps, rounds=1 if args.quick else 3)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
