@@ -55,6 +55,7 @@ def describe(config: dict) -> str:
     extra += [f"predict {name}={w:g}" for name, w in sorted(config.get("predict", {}).items())]
     extra += [f"infomax {name}={w:g}" for name, w in sorted(config.get("infomax", {}).items())]
     extra += [f"vat {name}={w:g}" for name, w in sorted(config.get("vat", {}).items())]
+    extra += [f"oversample {name}={k}" for name, k in sorted(config.get("oversample", {}).items())]
     if config.get("vat"):
         extra.append(f"vat radius={config.get('vat_radius', 0.25):g}")
     if config.get("max_train"):

@@ -101,6 +101,7 @@ class MultimodalVAE:
         infomax: dict[str, float] | None = None,
         vat: dict[str, float] | None = None,
         vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS,
+        oversample: dict[str, int] | None = None,
     ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
@@ -119,9 +120,11 @@ class MultimodalVAE:
         `vat`: {categorical modality: gamma}, a semi-supervised term on every row: gamma times the change of its imputed
         class under the most sensitive perturbation of the other modalities, of `vat_radius` times each one's
         root-mean-square row norm (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training).
+        `oversample`: {modality: k}, k rows where that modality is observed added to each training batch (one modality,
+        one device; `training.OversampledShuffle`), so that a label observed on few rows trains every few steps.
         `order_dimensions`: for a family with ordered dimensions (gated), move a used dimension that sits after an
         unused one forward at each epoch's start, when that does not lower the ELBO (`training.OrderDimensions`)."""
-        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat)):
+        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat), ("--oversample", oversample)):
             unknown = set(values or {}) - set(self.names)
             if unknown:
                 raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
@@ -130,6 +133,12 @@ class MultimodalVAE:
             if not_classes:
                 raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
         _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
+        _check(len(oversample or {}) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample or {}))}")
+        _check(all(isinstance(k, int) and k >= 1 for k in (oversample or {}).values()), f"--oversample rows must be positive whole numbers, got {oversample}")
+        _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
+        observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
+        unseen = [name for name in (oversample or {}) if not observed.get(name, True)]
+        _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -143,7 +152,8 @@ class MultimodalVAE:
                                     precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
                                     strategy=strategy if devices > 1 else "auto", weights=dict(weights or {}),
                                     order_dimensions=order_dimensions, predict=dict(predict or {}),
-                                    infomax=dict(infomax or {}), vat=dict(vat or {}), vat_radius=vat_radius)
+                                    infomax=dict(infomax or {}), vat=dict(vat or {}), vat_radius=vat_radius,
+                                    oversample=dict(oversample or {}))
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
@@ -471,7 +481,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
         accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
         devices=config.devices, strategy=config.strategy, weights=config.weights, order_dimensions=config.order_dimensions, predict=config.predict,
-        infomax=config.infomax, vat=config.vat, vat_radius=config.vat_radius,
+        infomax=config.infomax, vat=config.vat, vat_radius=config.vat_radius, oversample=config.oversample,
     )
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}

@@ -66,6 +66,13 @@ def _weight(text: str) -> tuple[str, float]:
     return name, weight
 
 
+def _rows(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected MODALITY=ROWS with a positive whole number of rows, e.g. label=20, got {text!r}")
+    return name, int(value)
+
+
 def _given(text: str) -> list[str] | tuple[str, int]:
     """`m0,m1` (modalities of --data) or `label=3` (one class of a categorical modality)."""
     if "=" not in text:
@@ -181,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the most sensitive small perturbation of the other modalities (virtual adversarial training; e.g. label=1)")
     train.add_argument("--vat-radius", type=float, default=defaults.vat_radius,
                        help="the --vat perturbation's radius, a fraction of each perturbed modality's root-mean-square row norm")
+    train.add_argument("--oversample", type=_rows, action="append", default=[], metavar="MODALITY=ROWS",
+                       help="add to each training batch ROWS rows where this modality is observed (e.g. label=20 for labels on 1 %% "
+                            "of the rows: the labelled rows are then seen every few steps, not once an epoch)")
     train.add_argument("--latent", default=defaults.latent, choices=list(LATENT_FAMILIES))
     train.add_argument("--aggregator", default=defaults.aggregator, choices=list(AGGREGATORS))
     add_option_flags(train)
@@ -328,7 +338,7 @@ def _run(args: argparse.Namespace) -> None:
             print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
         config = api.TrainConfig(
-            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius,
+            data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
             max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,

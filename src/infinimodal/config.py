@@ -122,6 +122,7 @@ class TrainConfig(ModelConfig):
     infomax: dict[str, float] = field(default_factory=dict)  # training objective: beta of a categorical modality's information term (none)
     vat: dict[str, float] = field(default_factory=dict)  # training objective: gamma of a categorical modality's smoothness term (none)
     vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's radius, a fraction of each perturbed modality's RMS row norm
+    oversample: dict[str, int] = field(default_factory=dict)  # training batches: rows where a modality is observed added to each (none)
     data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
     epochs: int = 50
     batch_size: int = 100
@@ -153,6 +154,10 @@ class TrainConfig(ModelConfig):
                        f"{flag} {name}={weight!r}: a weight must be a positive number")
         _check(isinstance(self.vat_radius, (int, float)) and self.vat_radius > 0 and math.isfinite(self.vat_radius),
                f"--vat-radius must be a positive number, got {self.vat_radius!r}")
+        _check(len(self.oversample) <= 1, f"--oversample takes one modality, got {', '.join(sorted(self.oversample))}")
+        for name, rows in self.oversample.items():
+            _check(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, f"--oversample {name}={rows!r}: the rows must be a positive whole number")
+        _check(not self.oversample or self.devices == 1, "--oversample trains on one device (its batches are not split over processes)")
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")

@@ -287,29 +287,68 @@ class EpochShuffle(Sampler[int]):
         return iter(padded[rank::world])
 
 
-class MultimodalDataModule(L.LightningDataModule):
-    """Train / validation loaders over a `MultimodalData`; dynamically binarised modalities are drawn per batch."""
+class OversampledShuffle(Sampler[int]):
+    """EpochShuffle's permutation of range(n) in blocks of `batch` rows, each block followed by `extra` rows drawn
+    from `rows` (the rows where a rarely observed modality, a label, is observed): a loader with batch size
+    batch + extra gives every batch that many of those rows, and every row still comes once per epoch in the
+    blocks. The extra rows run through successive permutations of `rows` (seeded by seed and epoch), so each is
+    drawn as often as the others. One process only (it is refused under DDP)."""
 
-    def __init__(self, data: MultimodalData, batch_size: int = 100, seed: int = 0, valid_batch_size: int = 500) -> None:
+    def __init__(self, n: int, rows: np.ndarray, batch: int, extra: int, seed: int) -> None:
+        if len(rows) == 0:
+            raise InfinimodalError("no training row has the modality to oversample observed")
+        self.n, self.rows, self.batch, self.extra, self.seed, self.epoch = n, np.asarray(rows), batch, extra, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n + self.extra * math.ceil(self.n / self.batch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 2))
+        order = torch.randperm(self.n, generator=generator).tolist()
+        blocks = math.ceil(self.n / self.batch)
+        laps = math.ceil(blocks * self.extra / len(self.rows))
+        stream = np.concatenate([self.rows[torch.randperm(len(self.rows), generator=generator).numpy()] for _ in range(laps)]).tolist()
+        for b in range(blocks):
+            yield from order[b * self.batch : (b + 1) * self.batch]
+            yield from stream[b * self.extra : (b + 1) * self.extra]
+
+
+class MultimodalDataModule(L.LightningDataModule):
+    """Train / validation loaders over a `MultimodalData`; dynamically binarised modalities are drawn per batch.
+    `oversample` = (modality, k): each training batch also gets k rows where that modality is observed
+    (`OversampledShuffle`)."""
+
+    def __init__(self, data: MultimodalData, batch_size: int = 100, seed: int = 0, valid_batch_size: int = 500,
+                 oversample: tuple[str, int] | None = None) -> None:
         super().__init__()
         self.data = data
         self.batch_size = batch_size
         self.valid_batch_size = valid_batch_size
         self.seed = seed
+        self.oversample = oversample
 
-    def _loader(self, split: Split, batch_size: int, shuffle: bool, binarize=()) -> DataLoader:
+    def _loader(self, split: Split, batch_size: int, sampler: Sampler | None, binarize=()) -> DataLoader:
         return DataLoader(
-            _Rows(len(split)), batch_size, sampler=EpochShuffle(len(split), self.seed) if shuffle else None,
+            _Rows(len(split)), batch_size, sampler=sampler,
             # a generator of its own: the loader's base seed must not draw from torch's global stream
             generator=torch.Generator().manual_seed(self.seed),
             collate_fn=lambda rows: split.batch(np.asarray(rows), binarize),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data.train, self.batch_size, shuffle=True, binarize=self.data.dynamic_binarize)
+        train = self.data.train
+        if self.oversample is None:
+            return self._loader(train, self.batch_size, EpochShuffle(len(train), self.seed), binarize=self.data.dynamic_binarize)
+        name, extra = self.oversample
+        observed = np.flatnonzero(train.mask[:, [m.name for m in self.data.modalities].index(name)])
+        sampler = OversampledShuffle(len(train), observed, self.batch_size, extra, self.seed)
+        return self._loader(train, self.batch_size + extra, sampler, binarize=self.data.dynamic_binarize)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data.valid, self.valid_batch_size, shuffle=False)
+        return self._loader(self.data.valid, self.valid_batch_size, None)
 
 
 # --- the training run ------------------------------------------------------------------------------------
@@ -639,6 +678,7 @@ class TrainingSettings:
     infomax: dict[str, float] = field(default_factory=dict)  # categorical modality -> beta of its information term (semisupervised)
     vat: dict[str, float] = field(default_factory=dict)  # categorical modality -> gamma of its smoothness term (semisupervised)
     vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's perturbation radius (semisupervised)
+    oversample: dict[str, int] = field(default_factory=dict)  # modality -> rows where it is observed added to each batch (OversampledShuffle)
     order_dimensions: bool = True  # OrderDimensions: move used dimensions of an ordered family ahead of unused ones
 
 
@@ -677,7 +717,8 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         with warnings.catch_warnings():
             for noise in _LIGHTNING_NOISE:
                 warnings.filterwarnings("ignore", message=noise)
-            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed),
+            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed,
+                                                                   oversample=next(iter(settings.oversample.items()), None)),
                         ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         stopped = "stopped by SIGTERM"

@@ -1,0 +1,86 @@
+"""`--oversample MODALITY=K`: every training batch gets K rows where a rarely observed modality (a label) is
+observed, every row still comes once an epoch, and the option's contract."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from infinimodal import MultimodalVAE, api
+from infinimodal.cli import main
+from infinimodal.data import load_dataset
+from infinimodal.errors import InfinimodalError
+from infinimodal.training import MultimodalDataModule, OversampledShuffle
+
+
+@pytest.mark.parametrize("n, batch, extra, labelled", [(1000, 100, 20, 13), (1003, 100, 7, 250), (50, 100, 3, 1), (10, 3, 2, 4)])
+def test_each_block_of_a_batch_is_followed_by_oversampled_rows(n, batch, extra, labelled):
+    rows = np.sort(np.random.default_rng(0).choice(n, labelled, replace=False))
+    sampler = OversampledShuffle(n, rows, batch, extra, seed=3)
+    order = list(sampler)
+    assert len(order) == len(sampler)
+    blocks = -(-n // batch)
+    plain, added = [], []
+    for b in range(blocks):
+        start = b * (batch + extra)
+        size = min(batch, n - b * batch)
+        plain += order[start : start + size]
+        added += order[start + size : start + size + extra]
+        assert len(order[start + size : start + size + extra]) == extra  # every batch, the last one too
+    assert sorted(plain) == list(range(n))  # every row once an epoch
+    assert set(added) <= set(rows.tolist()) and len(added) == blocks * extra
+    counts = Counter(added)
+    if len(added) >= len(rows):
+        assert max(counts.values()) - min(counts[r] for r in rows.tolist()) <= 1  # drawn evenly: successive permutations
+    # the same epoch gives the same order; another epoch another
+    assert list(sampler) == order
+    sampler.set_epoch(1)
+    assert list(sampler) != order or n <= 1
+
+
+def test_the_sampler_refuses_a_modality_never_observed():
+    with pytest.raises(InfinimodalError, match="no training row"):
+        OversampledShuffle(10, np.array([], dtype=int), 5, 2, seed=0)
+
+
+def test_training_batches_carry_the_oversampled_labels():
+    data = load_dataset("synthetic:n=1000,features=4,labels=0.02")
+    label = data.train.mask[:, -1]
+    assert 0 < label.sum() < 30
+    loader = MultimodalDataModule(data, batch_size=50, seed=0, oversample=("label", 10)).train_dataloader()
+    batches = list(loader)
+    assert len(batches) == -(-len(data.train) // 50)
+    for batch in batches:
+        assert int(batch["mask"][:, -1].sum()) >= 10  # the ten added rows have the label
+        assert batch["mask"].shape[0] == 60 or batch is batches[-1]
+    plain = list(MultimodalDataModule(data, batch_size=50, seed=0).train_dataloader())
+    assert sum(int(b["mask"][:, -1].sum()) for b in plain) == int(label.sum())  # without the option: once an epoch
+
+
+def test_oversample_is_recorded_and_checked(tmp_path, capsys):
+    out = tmp_path / "over"
+    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.05", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
+                 "--predict", "label=10", "--oversample", "label=5", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["oversample"] == {"label": 5}
+    base = ["--data", "synthetic:n=400,features=4,labels=0.05", "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")]
+    for args, problem in ((["--data", "synthetic:n=400,features=4", "--oversample", "label=2"], "--oversample given for label"),
+                          ([*base, "--oversample", "label=2", "--oversample", "x0=2"], "--oversample takes one modality"),
+                          ([*base, "--oversample", "label=2", "--devices", "2"], "--oversample trains on one device")):
+        assert main(["train", *args, "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and problem in err
+    with pytest.raises(SystemExit):  # argparse's own one-line usage error
+        main(["train", *base, "--oversample", "label=1.5"])
+    assert "positive whole number of rows" in capsys.readouterr().err
+
+
+def test_fit_refuses_a_modality_with_no_observed_training_row():
+    data = load_dataset("synthetic:n=300,features=4,labels=0.1")
+    data.train.mask[:, -1] = False
+    vae = MultimodalVAE(data.modalities, latent_dim=3, hidden=[8])
+    with pytest.raises(InfinimodalError, match="--oversample label: no training row has it observed"):
+        vae.fit(data, epochs=1, progress=False, oversample={"label": 4})
+    with pytest.raises(InfinimodalError, match="positive whole numbers"):
+        vae.fit(data, epochs=1, progress=False, oversample={"x0": 0})
+    assert api.TrainConfig(oversample={"label": 3}).oversample == {"label": 3}
