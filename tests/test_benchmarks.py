@@ -179,6 +179,8 @@ def test_the_semisupervised_cost_benchmark_times_every_setting_side_by_side():
     assert informed.information_weights == {"label": 20.0} and informed.smoothness_weights == {"label": 3.0}
     data, mask = script.labelled_batch()
     assert int(mask[:, 1].sum()) == 1 and bool(mask[:, 0].all())  # 1 % of the rows labelled, every image observed
+    data, mask = script.labelled_batch(120, 21)
+    assert mask.shape[0] == 120 and int(mask[:, 1].sum()) == 21  # --oversample label=20 on top
 
 
 def test_format_table_names_the_smoothness_term():
