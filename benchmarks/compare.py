@@ -40,7 +40,11 @@ def parse_settings(pairs: list[str]) -> dict:
             entries = [entry.partition(":") for entry in value.split("+") if entry]
             if not all(sep for _, sep, _ in entries):
                 raise SystemExit(f"setting {key} is NAME:VALUE entries joined by +, got {value!r}")
-            out[key] = {name: float(v) if "float" in kind else v for name, _, v in entries}
+            cast = float if "float" in kind else int if "int" in kind else str
+            try:
+                out[key] = {name: cast(v) for name, _, v in entries}
+            except ValueError:
+                raise SystemExit(f"setting {key} takes {cast.__name__} values, got {value!r}") from None
         elif kind == "bool":
             if value not in ("true", "false"):
                 raise SystemExit(f"setting {key} is true or false, got {value!r}")

@@ -57,7 +57,7 @@ def describe(config: dict) -> str:
     extra += [f"vat {name}={w:g}" for name, w in sorted(config.get("vat", {}).items())]
     extra += [f"oversample {name}={k}" for name, k in sorted(config.get("oversample", {}).items())]
     if config.get("vat"):
-        extra.append(f"vat radius={config.get('vat_radius', 0.25):g}")
+        extra.append(f"vat radius={config['vat_radius']:g}")  # written beside vat since vat exists
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"

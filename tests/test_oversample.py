@@ -84,3 +84,33 @@ def test_fit_refuses_a_modality_with_no_observed_training_row():
     with pytest.raises(InfinimodalError, match="positive whole numbers"):
         vae.fit(data, epochs=1, progress=False, oversample={"x0": 0})
     assert api.TrainConfig(oversample={"label": 3}).oversample == {"label": 3}
+
+
+def test_the_terms_round_trip_through_config_json_and_old_records_load(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.05", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
+                 "--predict", "label=10", "--vat", "label=2", "--vat-radius", "0.3", "--oversample", "label=4", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    config = api.TrainConfig.from_dict(record)  # what --resume and load read
+    config.validate()
+    assert (config.oversample, config.vat, config.vat_radius, config.predict) == ({"label": 4}, {"label": 2.0}, 0.3, {"label": 10.0})
+    assert api.load(out)[1].oversample == {"label": 4}
+    older = {k: v for k, v in record.items() if k not in ("vat", "vat_radius", "oversample")}  # a run from before these options
+    config = api.TrainConfig.from_dict(older)
+    config.validate()
+    assert (config.oversample, config.vat) == ({}, {})
+
+
+def test_vat_radius_alone_is_refused(tmp_path, capsys):
+    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.05", "--epochs", "1", "--vat-radius", "0.5", "--quiet",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "give --vat too" in capsys.readouterr().err
+
+
+def test_compare_reads_whole_numbers_for_oversample():
+    from tests.test_benchmarks import load_script
+    parse = load_script("compare").parse_settings
+    assert parse(["oversample=label:20", "vat=label:3", "likelihoods=x0:laplace"]) == {
+        "oversample": {"label": 20}, "vat": {"label": 3.0}, "likelihoods": {"x0": "laplace"}}
+    with pytest.raises(SystemExit, match="takes int values"):
+        parse(["oversample=label:2.5"])

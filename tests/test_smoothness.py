@@ -213,3 +213,29 @@ def test_vat_is_recorded_and_checked(tmp_path, capsys):
         assert main(["train", *args, "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and problem in err
+
+
+def test_the_perturbation_is_found_under_bf16_autocast():
+    # a probe of 1e-3 of the row norm is below bf16's resolution: the direction must come from a full-precision pass
+    module, data, mask = _module(dtype=torch.float32)
+    given = _without_label(mask)
+    clean = class_log_probs(module, "label", data, given).detach()
+    torch.manual_seed(5)
+    full = adversarial_shifts(module, "label", data, given, clean, 0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(5)
+        mixed = adversarial_shifts(module, "label", data, given, clean, 0.3)
+    for m in full:
+        cosines = torch.nn.functional.cosine_similarity(full[m].flatten(1), mixed[m].flatten(1), dim=1)
+        assert (cosines > 0.999).all()
+
+
+def test_vat_needs_a_modality_to_perturb():
+    data = load_dataset("synthetic:n=200,features=4,labels=0.3")
+    module = MultimodalVAE(data.modalities, latent_dim=3, hidden=[8]).module
+    assert perturbable(module, "label") == ["x0", "x1", "x2"]
+    from infinimodal.modality import Modality
+    two_labels = [Modality("label", (3,), "categorical"), Modality("site", (2,), "categorical")]
+    only_classes = MultimodalVAE(two_labels, latent_dim=3, hidden=[8]).module
+    with pytest.raises(ValueError, match="label has none beside it"):
+        only_classes.set_smoothness_weights({"label": 1.0})

@@ -133,8 +133,12 @@ class MultimodalVAE:
             if not_classes:
                 raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
         _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
+        categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
+        _check(not vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(vat or {}))}, "
+               "and every one of them is categorical: there is nothing to perturb")
         _check(len(oversample or {}) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample or {}))}")
-        _check(all(isinstance(k, int) and k >= 1 for k in (oversample or {}).values()), f"--oversample rows must be positive whole numbers, got {oversample}")
+        _check(all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in (oversample or {}).values()),
+               f"--oversample rows must be positive whole numbers, got {oversample}")
         _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
         observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
         unseen = [name for name in (oversample or {}) if not observed.get(name, True)]

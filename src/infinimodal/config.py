@@ -154,6 +154,7 @@ class TrainConfig(ModelConfig):
                        f"{flag} {name}={weight!r}: a weight must be a positive number")
         _check(isinstance(self.vat_radius, (int, float)) and self.vat_radius > 0 and math.isfinite(self.vat_radius),
                f"--vat-radius must be a positive number, got {self.vat_radius!r}")
+        _check(bool(self.vat) or self.vat_radius == DEFAULT_SMOOTHNESS_RADIUS, f"--vat-radius {self.vat_radius:g} sets the radius of --vat's term: give --vat too")
         _check(len(self.oversample) <= 1, f"--oversample takes one modality, got {', '.join(sorted(self.oversample))}")
         for name, rows in self.oversample.items():
             _check(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, f"--oversample {name}={rows!r}: the rows must be a positive whole number")

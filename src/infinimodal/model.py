@@ -25,7 +25,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, smoothness_term
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, perturbable, smoothness_term
 
 __all__ = ["LossOutput", "MultimodalModule"]
 
@@ -299,6 +299,9 @@ class MultimodalModule(nn.Module):
         imputed class under the most sensitive perturbation of the other modalities of `radius`
         (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training)."""
         self._check_class_terms("smoothness", weights)
+        unmoved = [name for name in weights if not perturbable(self, name)]
+        if unmoved:
+            raise ValueError(f"smoothness terms need a modality that is not categorical to perturb; {', '.join(unmoved)} has none beside it")
         if not (radius > 0 and math.isfinite(radius)):
             raise ValueError(f"the smoothness radius must be a positive number, got {radius}")
         self.smoothness_weights = {name: float(w) for name, w in weights.items()}

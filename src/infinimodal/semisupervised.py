@@ -126,11 +126,12 @@ def adversarial_shifts(module: "MultimodalModule", name: str, data: dict[str, Te
     """The perturbation of the encoder inputs of `perturbable(name)` that changes `clean` = class_log_probs(no shift)
     most, to second order: one power iteration of the divergence's Hessian from a random probe (Miyato et al. 2018),
     each modality's rows scaled to `radius` times its `row_norm_scale`. The result carries no gradient; finding it
-    needs one, so it is computed also where the caller scores the objective without gradients (a straggler move)."""
+    needs one, so it is computed also where the caller scores the objective without gradients. The probe's pass runs
+    outside mixed precision: a probe this small is below bf16's resolution, where its gradient would be 0 or noise."""
     moved = perturbable(module, name)
     inputs = {m: module.likelihood(m).encoder_input(data[m]).detach() for m in moved}
     scale = {m: row_norm_scale(inputs[m], given[:, module.names.index(m)]) for m in moved}
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast(clean.device.type, enabled=False):
         probe = {m: (PROBE_RADIUS * scale[m] * row_directions(torch.randn_like(inputs[m]))).requires_grad_() for m in moved}
         divergence = class_divergence(clean.detach(), class_log_probs(module, name, data, given, probe)).sum()
         sensitivity = torch.autograd.grad(divergence, list(probe.values()))

@@ -291,8 +291,12 @@ class OversampledShuffle(Sampler[int]):
     """EpochShuffle's permutation of range(n) in blocks of `batch` rows, each block followed by `extra` rows drawn
     from `rows` (the rows where a rarely observed modality, a label, is observed): a loader with batch size
     batch + extra gives every batch that many of those rows, and every row still comes once per epoch in the
-    blocks. The extra rows run through successive permutations of `rows` (seeded by seed and epoch), so each is
-    drawn as often as the others. One process only (it is refused under DDP)."""
+    blocks. The extra rows run through successive permutations of `rows` (seeded by seed and epoch), so within an
+    epoch each is drawn as often as the others, to within one; a row may come in a block and among the extra rows
+    of the same batch. One process only (it is refused under DDP).
+
+    The training ELBO that metrics.csv logs averages over every row of a batch, the extra ones too; the validation
+    ELBO is unaffected."""
 
     def __init__(self, n: int, rows: np.ndarray, batch: int, extra: int, seed: int) -> None:
         if len(rows) == 0:
@@ -404,8 +408,10 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
 
 
 def _fixed_draw_elbo(module: MultimodalModule, data: dict, mask: Tensor, seed: int) -> float:
+    """The mean ELBO of the rows at draws seeded by `seed`: the aggregator's loss alone, not the training terms that
+    `MultimodalModule.forward` adds (their values would be thrown away; the smoothness term's cost a backward pass)."""
     torch.manual_seed(seed)
-    return float(module(data, mask, kl_weight=1.0).elbo.mean())
+    return float(module.aggregator.loss(module, data, mask, 1.0).elbo.mean())
 
 
 class OrderDimensions(Callback):
