@@ -82,7 +82,7 @@ def information_term(module: "MultimodalModule", data: dict[str, Tensor], mask: 
 
 
 #: The radius of the smoothness term's perturbation, as a fraction of each perturbed modality's root-mean-square row
-#: norm in the batch (MNIST's binarised digits have an RMS norm of about 10: a radius of 2.5 pixels' worth, near the
+#: norm in the batch (MNIST's binarised digits have an RMS norm of about 10: an L2 radius of about 2.5, near the
 #: radius 2 of Miyato et al.'s MNIST runs). Chosen by measurement against 0.1 and 0.5 (docs/results.md section 9).
 DEFAULT_SMOOTHNESS_RADIUS = 0.25
 #: The radius of the probe that finds the most sensitive direction (one power iteration), in the same units: small
