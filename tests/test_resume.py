@@ -110,6 +110,21 @@ def test_a_new_run_in_an_old_directory_clears_the_old_runs_files(uninterrupted, 
     assert json.loads((run / "config.json").read_text())["hidden"] == [8]
 
 
+@pytest.mark.parametrize("mistake", [["--predict", "y=10"], ["--weight", "x9=2"], ["--data", "synthetic:n=3000,features=12,labels=0.1", "--infomax", "x0=5"],
+                                     ["--data", "/nonexistent/cohort.npz"]], ids=["predict", "weight", "infomax", "data"])
+def test_a_refused_run_leaves_the_old_run_in_its_directory(uninterrupted, tmp_path, capsys, mistake):
+    # the data and the options are checked before the old run's files are cleared: a typo loses nothing
+    import shutil
+
+    run = tmp_path / "kept"
+    shutil.copytree(uninterrupted, run)
+    (run / "eval.json").write_text('{"elbo": -1.0}')
+    before = {name: (run / name).read_bytes() for name in ("model.ckpt", "config.json", "eval.json", "progress.json")}
+    assert main([*TRAIN, "--out", str(run), *mistake]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_a_diverged_run_says_to_retrain_not_to_resume(tmp_path, capsys):
     from infinimodal.runfiles import DIVERGED, unfinished_warning, write_json
 

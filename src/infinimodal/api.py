@@ -77,6 +77,31 @@ class MultimodalVAE:
 
     # --- training --------------------------------------------------------------------------------------
 
+    def check_training_options(self, data: MultimodalData, weights: dict[str, float] | None = None, predict: dict[str, float] | None = None,
+                               infomax: dict[str, float] | None = None, vat: dict[str, float] | None = None,
+                               vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS, oversample: dict[str, int] | None = None, devices: int = 1) -> None:
+        """Refuse, with the flag's name, training options that do not fit this model and these data (see `fit`);
+        `train` asks before it clears an old run from the run directory, so a mistake loses nothing."""
+        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat), ("--oversample", oversample)):
+            unknown = set(values or {}) - set(self.names)
+            if unknown:
+                raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+        for flag, values in (("--infomax", infomax), ("--vat", vat)):
+            not_classes = [m.name for m in self.modalities if m.name in (values or {}) and not likelihood_class(m.likelihood).categorical]
+            if not_classes:
+                raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
+        _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
+        categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
+        _check(not vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(vat or {}))}, "
+               "and every one of them is categorical: there is nothing to perturb")
+        _check(len(oversample or {}) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample or {}))}")
+        _check(all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in (oversample or {}).values()),
+               f"--oversample rows must be positive whole numbers, got {oversample}")
+        _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
+        observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
+        unseen = [name for name in (oversample or {}) if not observed.get(name, True)]
+        _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")
+
     def fit(
         self,
         data: MultimodalData,
@@ -124,25 +149,8 @@ class MultimodalVAE:
         one device; `training.OversampledShuffle`), so that a label observed on few rows trains every few steps.
         `order_dimensions`: for a family with ordered dimensions (gated), move a used dimension that sits after an
         unused one forward at each epoch's start, when that does not lower the ELBO (`training.OrderDimensions`)."""
-        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat), ("--oversample", oversample)):
-            unknown = set(values or {}) - set(self.names)
-            if unknown:
-                raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        for flag, values in (("--infomax", infomax), ("--vat", vat)):
-            not_classes = [m.name for m in self.modalities if m.name in (values or {}) and not likelihood_class(m.likelihood).categorical]
-            if not_classes:
-                raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
-        _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
-        categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
-        _check(not vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(vat or {}))}, "
-               "and every one of them is categorical: there is nothing to perturb")
-        _check(len(oversample or {}) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample or {}))}")
-        _check(all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in (oversample or {}).values()),
-               f"--oversample rows must be positive whole numbers, got {oversample}")
-        _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
-        observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
-        unseen = [name for name in (oversample or {}) if not observed.get(name, True)]
-        _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")
+        self.check_training_options(data, weights=weights, predict=predict, infomax=infomax, vat=vat, vat_radius=vat_radius,
+                                    oversample=oversample, devices=devices)
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -461,14 +469,18 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     earlier = read_config(out / "config.json") if resume else {}
-    if not resume and is_rank_zero():
-        clear_run_files(out)  # a new run in an old directory: nothing of the old run may pass for this one's
     data = load_data(config, progress, limit_train=True)
     for line in data.notes if is_rank_zero() else []:
         log.info(line)
         if announce is not None:
             announce(line)
     vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
+    vae.check_training_options(data, weights=config.weights, predict=config.predict, infomax=config.infomax, vat=config.vat,
+                               vat_radius=config.vat_radius, oversample=config.oversample, devices=config.devices)
+    if not resume and is_rank_zero():
+        # a new run in an old directory: nothing of the old run may pass for this one's (cleared only once the data
+        # and options are known to be good, so a mistake in them leaves the old run as it was)
+        clear_run_files(out)
     record = {"format": RUN_FORMAT} | asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
         "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
