@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from infinimodal import api  # noqa: E402
 from infinimodal.model import MultimodalModule  # noqa: E402
-from infinimodal.semisupervised import class_entropy, unlabelled_rows  # noqa: E402
+from infinimodal.semisupervised import class_entropy, select_rows, unlabelled_rows  # noqa: E402
 
 
 def marginal_gain(module: MultimodalModule, data: dict, mask, kl_weight: float, name: str):
@@ -39,7 +39,7 @@ def marginal_gain(module: MultimodalModule, data: dict, mask, kl_weight: float, 
     if not len(rows):
         return torch.zeros((), device=mask.device)
     given = mask.index_select(0, rows)
-    chosen = {k: v.index_select(0, rows) for k, v in data.items()}
+    chosen = select_rows(data, rows)
     z = module.latent.rsample(module.posterior(chosen, given))
     log_q = torch.log_softmax(module.class_logits(name, z), dim=-1)  # [R, C]
     n_classes, n_rows = log_q.shape[1], len(rows)

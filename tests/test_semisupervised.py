@@ -1,5 +1,5 @@
 """The information term for unlabelled rows (`--infomax`): its mutual information against scipy, which rows it reads,
-that it trains confident and balanced imputations, and its command-line contract."""
+that it trains confident and balanced imputations, and its command-line contract; both label terms' warm-up ramp."""
 
 import json
 
@@ -90,20 +90,25 @@ def test_the_information_term_is_added_in_training_only():
         module.set_information_weights({"y": 1.0})
 
 
-def test_the_information_term_ramps_in_with_the_warm_up():
+@pytest.mark.parametrize("setter, sign", [("set_information_weights", -1.0), ("set_smoothness_weights", 1.0)],
+                         ids=["information", "smoothness"])
+def test_the_terms_ramp_in_with_the_warm_up(setter, sign):
     # at progress p the loss moves by p times the term (the same draws with and without it; a Gaussian latent, whose
-    # posterior does not itself change with the warm-up as the gated family's prior does)
+    # posterior does not itself change with the warm-up as the gated family's prior does); in float64, for the
+    # smoothness term is small beside the ELBO. The information term (>= 0) is subtracted, the divergence added.
     module, data, mask = _labelled_batch("gaussian")
+    module = module.double()
+    data = {k: v.double() for k, v in data.items()}
     module.train()
     gaps = {}
     for progress in (0.0, 0.5, 1.0):
         module.warm_up(progress)
         losses = []
         for weights in ({}, {"label": 3.0}):
-            module.set_information_weights(weights)
+            getattr(module, setter)(weights)
             torch.manual_seed(7)
             losses.append(module(data, mask).loss.item())
-        gaps[progress] = losses[0] - losses[1]
+        gaps[progress] = sign * (losses[1] - losses[0])
     assert gaps[0.0] == 0.0 and gaps[1.0] > 0
     assert gaps[0.5] == pytest.approx(0.5 * gaps[1.0], rel=1e-3)
 

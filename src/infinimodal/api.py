@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .config import (  # noqa: F401  (re-exported: the configuration is part of the facade)
-    ACCELERATORS, DEFAULT_AGGREGATOR, DEFAULT_GRAD_CLIP, DEFAULT_LATENT, PRECISIONS, ModelConfig, TrainConfig, _check,
+    ACCELERATORS, DEFAULT_AGGREGATOR, DEFAULT_GRAD_CLIP, DEFAULT_LATENT, PRECISIONS, ModelConfig, TrainConfig, _check, check_oversample,
     build_module, component_settings, named_component_settings,
 )
 from .data import MultimodalData, Split, load_dataset
@@ -94,10 +94,7 @@ class MultimodalVAE:
         categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
         _check(not vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(vat or {}))}, "
                "and every one of them is categorical: there is nothing to perturb")
-        _check(len(oversample or {}) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample or {}))}")
-        _check(all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in (oversample or {}).values()),
-               f"--oversample rows must be positive whole numbers, got {oversample}")
-        _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
+        check_oversample(oversample or {}, devices)
         observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
         unseen = [name for name in (oversample or {}) if not observed.get(name, True)]
         _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")

@@ -28,6 +28,14 @@ def _check(condition: bool, message: str) -> None:
         raise InfinimodalError(message)
 
 
+def check_oversample(oversample: dict[str, int], devices: int) -> None:
+    """`--oversample`: one modality, a positive whole number of rows, one device (`training.OversampledShuffle`)."""
+    _check(len(oversample) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample))}")
+    for name, rows in oversample.items():
+        _check(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, f"--oversample {name}={rows!r}: the rows to add must be positive whole numbers")
+    _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
+
+
 #: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
 DEFAULT_LATENT = "gated"
 DEFAULT_AGGREGATOR = "mopoe"
@@ -155,10 +163,7 @@ class TrainConfig(ModelConfig):
         _check(isinstance(self.vat_radius, (int, float)) and self.vat_radius > 0 and math.isfinite(self.vat_radius),
                f"--vat-radius must be a positive number, got {self.vat_radius!r}")
         _check(bool(self.vat) or self.vat_radius == DEFAULT_SMOOTHNESS_RADIUS, f"--vat-radius {self.vat_radius:g} sets the radius of --vat's term: give --vat too")
-        _check(len(self.oversample) <= 1, f"--oversample takes one modality, got {', '.join(sorted(self.oversample))}")
-        for name, rows in self.oversample.items():
-            _check(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, f"--oversample {name}={rows!r}: the rows must be a positive whole number")
-        _check(not self.oversample or self.devices == 1, "--oversample trains on one device (its batches are not split over processes)")
+        check_oversample(self.oversample, self.devices)
         _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
         _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")

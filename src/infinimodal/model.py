@@ -25,7 +25,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, perturbable, smoothness_term
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, perturbable, select_rows, smoothness_term
 
 __all__ = ["LossOutput", "MultimodalModule"]
 
@@ -350,7 +350,7 @@ class MultimodalModule(nn.Module):
                 continue
             given = mask.index_select(0, rows).clone()
             given[:, c] = False
-            chosen = {k: v.index_select(0, rows) for k, v in data.items()}
+            chosen = select_rows(data, rows)
             q = self.posterior(chosen, given)
             select = torch.zeros(len(rows), self.n_modalities, dtype=torch.bool, device=mask.device)
             select[:, c] = True

@@ -60,6 +60,11 @@ def others_observed(mask: Tensor, c: int) -> Tensor:
     return torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
 
 
+def select_rows(data: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """The rows `rows` (indices) of every modality's values."""
+    return {name: values.index_select(0, rows) for name, values in data.items()}
+
+
 def unlabelled_rows(mask: Tensor, c: int) -> Tensor:
     """Indices of the rows where modality c is missing and another modality is observed."""
     return (~mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
@@ -74,7 +79,7 @@ def information_term(module: "MultimodalModule", data: dict[str, Tensor], mask: 
         rows = unlabelled_rows(mask, c)
         if len(rows) < 2:  # one row has no spread of classes to reward
             continue
-        chosen = {k: v.index_select(0, rows) for k, v in data.items()}
+        chosen = select_rows(data, rows)
         z = module.latent.rsample(module.posterior(chosen, mask.index_select(0, rows)))
         log_p = torch.log_softmax(module.class_logits(name, z), dim=-1)
         total = total + beta * len(rows) / mask.shape[0] * mutual_information(log_p)
@@ -102,9 +107,10 @@ def row_directions(t: Tensor) -> Tensor:
 
 
 def row_norm_scale(inputs: Tensor, observed: Tensor) -> Tensor:
-    """The root-mean-square Euclidean norm of the observed rows of `inputs` (the unit of a perturbation's radius)."""
-    rows = inputs[observed].flatten(1)
-    return rows.square().sum(1).mean().sqrt().detach() if len(rows) else inputs.new_zeros(())
+    """The root-mean-square Euclidean norm of the observed rows of `inputs` (the unit of a perturbation's radius; 0
+    when no row is observed). Masked, not indexed: no host sync in the training step."""
+    squares = torch.where(observed, inputs.detach().flatten(1).square().sum(1), 0.0)
+    return (squares.sum() / observed.sum().clamp_min(1)).sqrt()
 
 
 def perturbable(module: "MultimodalModule", name: str) -> list[str]:
@@ -151,7 +157,7 @@ def smoothness_term(module: "MultimodalModule", data: dict[str, Tensor], mask: T
             continue
         given = mask.index_select(0, rows).clone()
         given[:, c] = False
-        chosen = {k: v.index_select(0, rows) for k, v in data.items()}
+        chosen = select_rows(data, rows)
         with torch.no_grad():
             clean = class_log_probs(module, name, chosen, given)
         shifts = adversarial_shifts(module, name, chosen, given, clean, radius)
