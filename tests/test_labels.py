@@ -231,6 +231,40 @@ def test_the_report_generates_from_each_class_and_names_the_prediction_error(cla
     assert f"<td>error predicting y</td><td>{100 * error:.2f} % from all other modalities" in page
 
 
+def test_validation_reports_the_error_of_imputing_each_categorical_modality(class_run):
+    from infinimodal.evaluation.metrics import prediction_errors
+    from infinimodal.evaluation.report import class_error_curves, read_curves
+
+    _, out = class_run
+    _, curves = read_curves(out / "metrics.csv")
+    errors = class_error_curves(curves)
+    assert set(errors) == {"y"} and len(errors["y"]) == 12 and np.isfinite(errors["y"]).all()
+    assert errors["y"][-1] < errors["y"][0]  # imputation learns
+    # at the best epoch (model.ckpt), the error of that model's imputation of y from x on the validation rows where y
+    # is observed, computed here by evaluation's code (one batch, the same draws)
+    vae, config = api.load(out)
+    valid = api.load_run_data(out, config, progress=False).valid
+    assert 20 <= valid.mask[:, 1].sum() <= 500
+    best = int(np.nanargmax(curves["val_elbo"]))
+    assert errors["y"][best] == pytest.approx(prediction_errors(vae.module, valid)["y"]["all"], abs=1e-6)
+    assert main(["report", str(out), "--max-rows", "200", "--examples", "4", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    section = page[page.index('<section id="curves">') : page.index("</section>", page.index('<section id="curves">'))]
+    assert "validation error of imputing each categorical modality" in section and (out / "figures" / "class_errors.png").is_file()
+
+
+def test_a_model_without_categorical_modalities_reports_no_class_errors():
+    data = load_dataset("synthetic:n=300,features=4")
+    batch = data.valid.batch(np.arange(len(data.valid)))
+    module = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
+    assert module.class_errors(batch["data"], batch["mask"]) == {}
+    labelled = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = labelled.valid.batch(np.arange(len(labelled.valid)))
+    module = MultimodalVAE(labelled.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
+    (error, rows), = module.class_errors(batch["data"], batch["mask"]).values()
+    assert rows == int(batch["mask"][:, -1].sum()) and 0 <= float(error) <= 1
+
+
 def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
     data = load_dataset("synthetic:n=300,features=4,labels=0.5")
     batch = data.train.batch(np.arange(64))

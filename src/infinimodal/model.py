@@ -233,6 +233,40 @@ class MultimodalModule(nn.Module):
         means = self.decode_mean(z.reshape(-1, z.shape[-1]))
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
 
+    @torch.no_grad()
+    def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = 20, seed: int = 0) -> Tensor:
+        """E[x_name | the observed modalities] [rows, C] for a categorical modality: its imputed class probabilities,
+        what `conditional_means(...)[name]` gives with the same draws, decoding that modality alone (its decoder is
+        small; the others' need not run)."""
+        q = self.conditional_posterior(data, mask)
+        if samples == 0:
+            return torch.softmax(self.class_logits(name, q.mean), dim=-1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = self.latent.rsample(q, samples)  # [samples, rows, latent]
+        probabilities = torch.softmax(self.class_logits(name, z.reshape(-1, z.shape[-1])), dim=-1)
+        return probabilities.view(samples, mask.shape[0], -1).mean(0)
+
+    @torch.no_grad()
+    def class_errors(self, data: dict[str, Tensor], mask: Tensor, samples: int = 20) -> dict[str, tuple[Tensor, int]]:
+        """For each categorical modality c of a model with others: (the error rate of its imputation, rows scored) on
+        the rows where c and another modality are observed, c hidden: the argmax of `class_probabilities` from the
+        others against c's own value. What validation reports each epoch (`val_<c>_error`); modalities with no such
+        row are left out."""
+        errors = {}
+        for c, name in enumerate(self.names):
+            if not self.likelihood(name).categorical or self.n_modalities < 2:
+                continue
+            rows = (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
+            if not len(rows):
+                continue
+            given = mask.index_select(0, rows).clone()
+            given[:, c] = False
+            chosen = select_rows(data, rows)
+            predicted = self.class_probabilities(name, chosen, given, samples).argmax(dim=-1)
+            errors[name] = ((predicted != chosen[name].argmax(dim=-1)).float().mean(), len(rows))
+        return errors
+
     # --- decoding ------------------------------------------------------------------------------------
 
     def observation(self, name: str, z: Tensor) -> Distribution:

@@ -92,11 +92,15 @@ def is_rank_zero() -> bool:
 
 #: train_loss (the progress bar's figure) is logged every this many steps (a divisor of the 50 at which the CSV logger writes).
 LOSS_LOG_STEPS = 10
+#: Posterior draws behind each validation row's imputed class (`val_<modality>_error`), as `evaluate` uses.
+VALIDATION_CLASS_SAMPLES = 20
 
 
 class TrainingPlan(L.LightningModule):
     """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to `kl_weight` (beta of the
-    beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1)."""
+    beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1), and for each
+    categorical modality the error of imputing it from the others on the validation rows where it is observed
+    (`val_<modality>_error`: a label's error on held-out labelled rows, to choose settings on without the test set)."""
 
     def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0, kl_weight: float = 1.0,
                  grad_clip: float | None = None) -> None:
@@ -170,6 +174,9 @@ class TrainingPlan(L.LightningModule):
         self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n, sync_dist=True)
         self.log("val_kl", out.kl.mean(), batch_size=n, sync_dist=True)
+        for name, (error, rows) in self.model.class_errors(batch["data"], batch["mask"], VALIDATION_CLASS_SAMPLES).items():
+            # weighted by the rows scored: the epoch's value is the error over all of them
+            self.log(f"val_{name}_error", error, batch_size=rows, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=fused_adam_supported(self.device))

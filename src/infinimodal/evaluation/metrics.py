@@ -296,9 +296,9 @@ def prediction_errors(model: MultimodalModule, split: Split, label_modality: str
                 if not bool(usable.any()):
                     continue
                 index = usable.nonzero().squeeze(-1)
-                means = model.conditional_means({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index),
-                                                samples=DEFAULT_IMPUTATION_SAMPLES)
-                predicted = means[name].argmax(dim=1).numpy()
+                probabilities = model.class_probabilities(name, {k: v.index_select(0, index) for k, v in batch["data"].items()},
+                                                          mask.index_select(0, index), samples=DEFAULT_IMPUTATION_SAMPLES)
+                predicted = probabilities.argmax(dim=1).numpy()
                 wrong += int((predicted != truth[start : start + batch_size][usable.numpy()]).sum())
                 counted += int(usable.sum())
             if counted:

@@ -206,6 +206,21 @@ def curves_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str |
         return _save(fig, path)
 
 
+def class_error_figure(epochs: np.ndarray, errors: dict[str, np.ndarray], path: str | Path) -> Path:
+    """{categorical modality: its validation imputation error per epoch} (metrics.csv's `val_<modality>_error`), in %."""
+    with _style():
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        for i, (name, values) in enumerate(errors.items()):
+            ax.plot(epochs, 100 * values, marker="o", markersize=3, color=modality_colour(i), label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation error of imputation (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        return _save(fig, path)
+
+
 def truncation_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
     """`--truncation auto`: the dimensions each epoch trained with, and the last used one measured at its start."""
     with _style():

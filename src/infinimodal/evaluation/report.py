@@ -307,8 +307,18 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
         "(the warm-up), so the training loss differs from the training ELBO while it is below 1."
     )
     section.figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
+    errors = class_error_curves(curves)
+    if errors:
+        section.figures.append(Figure(plots.class_error_figure(epochs, errors, figures_dir / "class_errors.png"),
+                                      "validation error of imputing each categorical modality from the others, per epoch"))
     if "truncation" in curves:
         _truncation_history(section, epochs, curves, figures_dir)
+
+
+def class_error_curves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{categorical modality: its validation imputation error per epoch}, from metrics.csv's `val_<modality>_error`."""
+    return {key[len("val_") : -len("_error")]: values for key, values in curves.items()
+            if key.startswith("val_") and key.endswith("_error") and len(key) > len("val__error")}
 
 
 def _truncation_history(section: Section, epochs: np.ndarray, curves: dict[str, np.ndarray], figures_dir: Path) -> None:
