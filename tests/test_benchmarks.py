@@ -188,3 +188,19 @@ def test_format_table_names_the_smoothness_term():
     base = {"latent": "gaussian", "aggregator": "mopoe", "latent_dim": 50, "predict": {"label": 100.0}}
     smoothed = describe(base | {"vat": {"label": 3.0}, "vat_radius": 0.25})
     assert "vat label=3, vat radius=0.25" in smoothed and smoothed != describe(base)
+
+
+def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_it(tmp_path, capsys):
+    from infinimodal.cli import main
+    from infinimodal.evaluation.report import read_curves
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:n=600,features=4,labels=0.3", "--epochs", "3", "--latent-dim", "3", "--hidden", "8",
+                 "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert load_script("validation_errors").main([str(out), str(tmp_path / "not_a_run")]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["run"] == str(out) and result["rows"]["label"] > 0
+    _, curves = read_curves(out / "metrics.csv")
+    best = curves["val_elbo"].argmax()
+    assert result["label"] == pytest.approx(curves["val_label_error"][best], abs=1e-6)
