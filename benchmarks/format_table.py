@@ -193,14 +193,26 @@ def truncation(groups) -> None:
         )
 
 
+def validation_error(config: dict, name: str = "label") -> float | None:
+    """The validation error of imputing `name` at the epoch of the saved model (the best validation ELBO), from
+    metrics.csv's `val_<name>_error`; None for runs made before training logged it."""
+    path = Path(config["run_directory"]) / "metrics.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val_elbo") and r.get(f"val_{name}_error")]
+    return float(max(rows, key=lambda r: float(r["val_elbo"]))[f"val_{name}_error"]) if rows else None
+
+
 def semi(groups) -> None:
     """Semi-supervised: the error of the label imputed from the other modalities (docs/results.md section 9)."""
     by_data: dict[tuple, list] = defaultdict(list)
     for name, items in groups.items():
         for config, result in items:
             by_data[(name, config["data"], config["epochs"])].append((config, result))
-    print("| model | data | seeds | epochs | label error % from all other modalities | from each alone | kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | data | seeds | epochs | label error % from all other modalities | from each alone | validation label error % "
+          "| kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (name, data, _), items in sorted(by_data.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         results = [r for _, r in items]
         errors = [r["prediction_error"]["label"] for r in results]
@@ -208,7 +220,7 @@ def semi(groups) -> None:
         each = " / ".join(f"{k} {cell([e[k] for e in errors], 100)}" for k in alone) if len(alone) > 1 else "same"
         print(
             f"| {name} | {data} | {seeds(items)} | {items[0][0]['epochs']} | {cell([e['all'] for e in errors], 100)} | {each} "
-            f"| {cell([r['knn_error']['5'] for r in results], 100)} | {cell([r['elbo'] for r in results])} | {cell([r['kl_active'] for r in results], digits=1)} "
+            f"| {cell([validation_error(c) for c, _ in items], 100)} | {cell([r['knn_error']['5'] for r in results], 100)} | {cell([r['elbo'] for r in results])} | {cell([r['kl_active'] for r in results], digits=1)} "
             f"| {cell([r.get('kl_span_99') for r in results], digits=1)} |"
         )
 

@@ -204,3 +204,5 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     _, curves = read_curves(out / "metrics.csv")
     best = curves["val_elbo"].argmax()
     assert result["label"] == pytest.approx(curves["val_label_error"][best], abs=1e-6)
+    assert load_script("format_table").validation_error({"run_directory": str(out)}) == pytest.approx(result["label"], abs=1e-6)
+    assert load_script("format_table").validation_error({"run_directory": str(tmp_path / "not_a_run")}) is None
