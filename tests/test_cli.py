@@ -225,6 +225,20 @@ def test_other_aggregators_train_from_the_command_line(aggregator, tmp_path):
     assert "coherence" not in json.loads((out / "eval.json").read_text())
 
 
+@pytest.mark.parametrize("latent, aggregator, flags, named", [
+    ("gated", "mopoe", ["--moe-samples", "4"], "--moe-samples is an option of moe"),
+    ("gated", "moe", ["--poe-subsets", "2", "--mopoe-kl", "sampled"], "--poe-subsets is an option of poe; --mopoe-kl is an option of mopoe"),
+    ("gaussian", "poe", ["--alpha", "5"], "--alpha is an option of beta, kumaraswamy, logitnormal, gated"),
+    ("gaussian", "mopoe", ["--truncation", "auto"], "--truncation is an option of"),
+])
+def test_an_option_of_a_component_not_chosen_is_refused_not_ignored(latent, aggregator, flags, named, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", SYNTHETIC, "--latent", latent, "--aggregator", aggregator, *flags, *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and f"not of --latent {latent} or --aggregator {aggregator}" in err
+    assert not (out / "config.json").exists()  # refused before anything is written but the log
+
+
 def test_sample_writes_pictures_and_arrays(multimodal_run, tmp_path):
     import matplotlib.pyplot as plt
 

@@ -325,6 +325,7 @@ def _run(args: argparse.Namespace) -> None:
     import numpy as np
 
     from . import api
+    from .config import check_options_apply
     from .errors import InfinimodalError
     from .training import is_rank_zero
 
@@ -337,6 +338,7 @@ def _run(args: argparse.Namespace) -> None:
         if is_rank_zero():
             print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
     elif args.command == "train":
+        check_options_apply(args.latent, args.aggregator, list(option_values(args)))
         config = api.TrainConfig(
             data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
             latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,

@@ -51,6 +51,21 @@ def named_component_settings() -> list[tuple[str, type[Settings]]]:
     return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [(name, cls.Settings) for name, cls in AGGREGATORS.items()]
 
 
+def check_options_apply(latent: str, aggregator: str, given: Sequence[str]) -> None:
+    """One line naming each option in `given` that neither the chosen family nor the chosen aggregator declares, and
+    whose components do: such a flag would be accepted and ignored (`--moe-samples 10` under MoPoE)."""
+    from .settings import flag
+
+    used = {f.name for cls in (LATENT_FAMILIES[latent].Settings, AGGREGATORS[aggregator].Settings) for f in fields(cls)}
+    ignored = [name for name in given if name not in used]
+    if ignored:
+        owners = {name: [owner for owner, cls in named_component_settings() if name in {f.name for f in fields(cls)}] for name in ignored}
+        raise InfinimodalError(
+            "; ".join(f"{flag(name)} is an option of {', '.join(owners[name])}" for name in ignored)
+            + f", not of --latent {latent} or --aggregator {aggregator}: it would be ignored; drop it or choose the component it belongs to"
+        )
+
+
 def _option_fields() -> list[tuple]:
     """One ModelConfig field per option of any family or aggregator (a name shared by several is one field).
     Where the components that share a name disagree on its default (alpha), the field defaults to None:
