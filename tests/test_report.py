@@ -156,7 +156,7 @@ def test_report_of_odd_inputs(tmp_path):
     assert "too few to be a reference population" in page  # 17 validation rows
     names = {f.stem for f in (out / "figures").glob("*.png")}
     assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
-                     "given_cat", "class_cat_rgb", "imputation", "prior_samples"}
+                     "given_cat", "class_cat_rgb", "imputation", "prior_samples", "class_errors"}
     for blob in _embedded_pngs(page):
         _check_png(blob)
 
