@@ -291,3 +291,12 @@ def test_polymnist_trains_from_the_command_line(tmp_path):
     # the data set is rebuilt like the run's (its data_dir, its seed), and m0 conditions every modality
     assert main(["sample", str(out), "--n", "3", "--given", "m0", "--data", "polymnist:2", "--out", str(tmp_path / "cross.png")]) == 0
     assert (tmp_path / "cross.png").stat().st_size > 1000
+
+
+def test_every_command_of_the_parser_has_its_function():
+    from infinimodal.cli import build_parser
+    from infinimodal.commands import COMMANDS
+
+    parser = build_parser()
+    (subparsers,) = [action for action in parser._actions if action.choices and isinstance(action.choices, dict)]
+    assert set(subparsers.choices) == set(COMMANDS)

@@ -1,0 +1,204 @@
+"""What each `infinimodal` command does, one function per command, given its parsed arguments (`cli` parses them
+and reports errors). `COMMANDS` is the registry the command line dispatches through."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .cli import changed_train_flags, option_values
+from .config import check_options_apply
+from .errors import InfinimodalError
+from .training import is_rank_zero
+
+
+def rows_of(spec: str, split: str, run_dir: str):
+    """Rows to use with a trained model: all rows of a file, or one split of a data set built like the run's."""
+    from .data.files import SUFFIXES, read_npz_arrays, read_table
+
+    vae, config = api.load(run_dir)
+    if Path(spec).suffix in SUFFIXES:
+        if Path(spec).suffix == ".npz":
+            return vae, read_npz_arrays(spec)
+        modalities, table, _ = read_table(spec, config.likelihoods)
+        # as raw arrays (missing rows NaN), so that the model maps them into its units like any user input
+        arrays = {}
+        for m, name in enumerate(table.arrays):
+            values = table.arrays[name].astype(np.float64)
+            values[~table.mask[:, m]] = np.nan
+            arrays[name] = values
+        return vae, arrays
+    config.data = spec
+    return vae, api.load_data(config, progress=False).split(split)
+
+
+def write_csv(path: str, columns: dict) -> None:
+    """Columns of equal length as a CSV with a header (numbers as they are, booleans as 0/1, NaN as empty)."""
+    names = list(columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        for row in zip(*(columns[name] for name in names)):
+            writer.writerow(["" if isinstance(v, float) and v != v else int(v) if isinstance(v, (bool, np.bool_)) else f"{float(v):.6g}" for v in row])
+
+
+def run_train_resumed(args: argparse.Namespace) -> None:
+    """`train --resume`: continue DIR's run with the settings of its config.json."""
+    changed = changed_train_flags(args)
+    if changed:
+        raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json): drop {', '.join(changed)}")
+    config = api.resume_config(args.out)
+    out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
+    if is_rank_zero():
+        print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+
+
+def run_train(args: argparse.Namespace) -> None:
+    """`train`: a new run from the flags."""
+    check_options_apply(args.latent, args.aggregator, list(option_values(args)))
+    config = api.TrainConfig(
+        data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
+        latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
+        max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,
+        order_dimensions=args.order_dimensions, **option_values(args),
+    )
+    out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
+    if is_rank_zero():
+        print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """`evaluate`: eval.json, and its headline figures printed."""
+    result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
+    keys = ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
+    print(f"wrote {args.run_dir}/eval.json")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    """`report`: report.html and its figures."""
+    from .evaluation.report import write_report
+
+    path = write_report(args.run_dir, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
+    print(f"wrote {path} (figures in {path.parent / 'figures'})")
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    """`compare`: runs side by side in one HTML page."""
+    from .evaluation.compare import compare_runs
+
+    path = compare_runs(args.run_dirs, args.out, progress=not args.quiet)
+    print(f"wrote {path}")
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    """`sample`: from the prior, given modalities of some rows, or given a class."""
+    import torch
+
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npz"):
+        raise InfinimodalError(f"--out must end in .png or .npz, got {out.name}")
+    given_class = isinstance(args.given, tuple)
+    if given_class and args.data is not None:
+        raise InfinimodalError(f"--given {args.given[0]}={args.given[1]} is the whole condition: drop --data")
+    if args.given is not None and not given_class and args.data is None:
+        raise InfinimodalError("--given needs --data: the data the given modalities come from")
+    torch.manual_seed(args.seed)
+    if given_class:
+        vae, _ = api.load(args.run_dir)
+        inputs, samples = None, vae.sample_class(args.n, *args.given)
+    elif args.data is not None:
+        vae, rows = rows_of(args.data, args.split, args.run_dir)
+        inputs = vae.as_split(rows, args.data).take(slice(0, args.n))
+        samples = vae.sample(args.n, inputs, given=args.given)
+    else:
+        vae, _ = api.load(args.run_dir)
+        inputs, samples = None, vae.sample(args.n)
+    if out.suffix == ".npz":
+        np.savez(out, **samples)
+    else:
+        from .evaluation.plots import sample_figure
+
+        given = [args.given[0]] if given_class else args.given or (vae.names if inputs is not None else [])
+        sample_figure(vae.modalities, samples, out, inputs=inputs, given=given)
+    print(f"wrote {len(next(iter(samples.values())))} samples of {', '.join(samples)} to {out}")
+
+
+def run_impute(args: argparse.Namespace) -> None:
+    """`impute`: a .npz with each missing modality filled in (and `--draws` multiple imputations)."""
+    if not args.data.endswith(".npz") or not args.out.endswith(".npz"):
+        raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz)")
+    if args.draws < 0 or (args.samples is not None and args.samples < 0):
+        raise InfinimodalError("--draws and --samples must be >= 0")
+    vae, rows = rows_of(args.data, "test", args.run_dir)
+    split = vae.as_split(rows, args.data)
+    given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
+    settings = {} if args.samples is None else {"samples": args.samples}
+    filled = vae.impute(given, source=args.data, **settings)
+    if args.draws:
+        filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
+    extra = {k: v for k, v in rows.items() if k not in vae.names}
+    np.savez(args.out, **filled, **extra)
+    counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
+    print(f"imputed missing rows {json.dumps(counts)} of {len(split)}; wrote {args.out}")
+
+
+def run_score(args: argparse.Namespace) -> None:
+    """`score`: deviation scores of rows against the run's validation rows, as a CSV."""
+    if not args.out.endswith(".csv"):
+        raise InfinimodalError(f"--out must be a .csv file, got {args.out}")
+    vae, rows = rows_of(args.data, args.split, args.run_dir)
+    config = api.load(args.run_dir)[1]
+    reference = api.load_run_data(args.run_dir, config, progress=False).valid
+    scores = vae.score(rows, reference, samples=args.samples, source=args.data)
+    write_csv(args.out, scores)
+    print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
+
+
+def run_synthesize(args: argparse.Namespace) -> None:
+    """`synthesize`: synthetic rows and their privacy report."""
+    from .synthesis import DEFAULT_SOURCE
+
+    if not args.out.endswith(".npz"):
+        raise InfinimodalError(f"--out must be a .npz file, got {args.out}")
+    vae, config = api.load(args.run_dir)
+    data = api.load_run_data(args.run_dir, config, progress=False)
+    source = args.source or DEFAULT_SOURCE
+    samples = vae.synthesize(args.n, source=source, data=data, seed=args.seed)
+    report = {"source": source, "seed": args.seed} | vae.synthesis_report(samples, data, seed=args.seed)
+    labels = {"labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[samples[data.label_modality].argmax(1)]} \
+        if data.label_modality is not None else {}
+    np.savez(args.out, **samples, **labels)
+    report_path = Path(args.out).with_suffix(".privacy.json")
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    privacy = report.get("privacy", {})
+    print(f"wrote {args.n} synthetic rows ({source}) to {args.out}; {report_path.name}: "
+          f"share nearer a training row than a held-out row {privacy.get('dcr_share', float('nan')):.3f} (0.5: no memorisation), "
+          f"exact copies {privacy.get('exact_copies', '-')}, membership AUC {privacy.get('membership_auc', float('nan')):.3f}")
+
+
+def run_embed(args: argparse.Namespace) -> None:
+    """`embed`: latent codes of rows as a .npy."""
+    vae, rows = rows_of(args.data, args.split, args.run_dir)
+    codes = vae.embed(vae.as_split(rows, args.data), given=args.given, decoder_space=args.decoder_space)
+    np.save(args.out, codes)
+    print(f"wrote embeddings of shape {codes.shape} to {args.out}")
+
+
+def run_train_command(args: argparse.Namespace) -> None:
+    """`train`, new or resumed."""
+    (run_train_resumed if args.resume else run_train)(args)
+
+
+#: Command name -> what it does.
+COMMANDS = {
+    "train": run_train_command, "evaluate": run_evaluate, "report": run_report, "compare": run_compare, "sample": run_sample,
+    "impute": run_impute, "score": run_score, "synthesize": run_synthesize, "embed": run_embed,
+}
