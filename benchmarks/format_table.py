@@ -200,8 +200,9 @@ def validation_error(config: dict, name: str = "label") -> float | None:
     if not path.is_file():
         return None
     with open(path, newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("val_elbo") and r.get(f"val_{name}_error")]
-    return float(max(rows, key=lambda r: float(r["val_elbo"]))[f"val_{name}_error"]) if rows else None
+        rows = [r for r in csv.DictReader(handle) if r.get("val_elbo")]
+    error = max(rows, key=lambda r: float(r["val_elbo"])).get(f"val_{name}_error") if rows else None
+    return float(error) if error else None  # an epoch logged before the column existed has none
 
 
 def semi(groups) -> None:

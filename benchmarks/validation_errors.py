@@ -2,7 +2,8 @@
 
     python benchmarks/validation_errors.py runs/final50/*/* > runs/validation_errors.json
 
-Training logs the same figure each epoch (metrics.csv's `val_<modality>_error`); this scores runs made before it
+Training logs the same estimate each epoch (metrics.csv's `val_<modality>_error`; equal where the labelled
+validation rows fit one batch of 500, otherwise drawn batch by batch differently); this scores runs made before it
 did, with the model `evaluate` reads (model.ckpt, the best validation ELBO), so that settings chosen on the test
 error can be checked against held-out labels of the validation split, which training never fits.
 """

@@ -253,6 +253,69 @@ def test_validation_reports_the_error_of_imputing_each_categorical_modality(clas
     assert "validation error of imputing each categorical modality" in section and (out / "figures" / "class_errors.png").is_file()
 
 
+@pytest.mark.parametrize("aggregator", ["mopoe", "moe"])
+@pytest.mark.parametrize("samples", [20, 0])
+def test_class_probabilities_are_the_conditional_mean_of_the_class_modality(aggregator, samples):
+    data = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = data.valid.batch(np.arange(len(data.valid)))
+    module = MultimodalVAE(data.modalities, latent="gated", aggregator=aggregator, latent_dim=3, hidden=[8]).module
+    module.eval()
+    hidden = batch["mask"].clone()
+    hidden[:, -1] = False
+    probabilities = module.class_probabilities("label", batch["data"], hidden, samples=samples, seed=3)
+    means = module.conditional_means(batch["data"], hidden, samples=samples, seed=3)["label"]  # every decoder, then the mean
+    torch.testing.assert_close(probabilities, means)
+    assert probabilities.shape == (len(data.valid), 4) and float(probabilities.std(0).max()) > 0  # rows differ
+
+
+def test_the_epochs_validation_error_weighs_each_batch_by_its_labelled_rows():
+    import lightning as L
+
+    from infinimodal.training import MultimodalDataModule, TrainingPlan
+
+    data = load_dataset("synthetic:n=3000,features=4,labels=0.3")
+    module = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
+    loader_source = MultimodalDataModule(data, valid_batch_size=37)  # batches with unequal numbers of labelled rows
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    (logged,) = trainer.validate(TrainingPlan(module), dataloaders=loader_source.val_dataloader(), verbose=False)
+    wrong = rows = 0
+    counts = []
+    for batch in loader_source.val_dataloader():
+        for error, n in module.class_errors(batch["data"], batch["mask"]).values():
+            wrong, rows = wrong + float(error) * n, rows + n
+            counts.append(n)
+    assert len(set(counts)) > 1 and rows == int(data.valid.mask[:, -1].sum())
+    assert logged["val_label_error"] == pytest.approx(wrong / rows, abs=1e-6)
+
+
+def test_kept_random_streams_restores_the_cpu_stream_and_forks_a_gpus(monkeypatch):
+    from infinimodal import model as model_module
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with model_module.kept_random_streams(torch.device("cpu")):
+        torch.manual_seed(0)
+        torch.rand(10)
+    torch.testing.assert_close(torch.rand(3), expected)
+    forked = []
+
+    class Recorder:
+        def __init__(self, devices):
+            forked.append(devices)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.random, "fork_rng", Recorder)
+    with model_module.kept_random_streams(torch.device("cuda", 1)):
+        pass
+    assert forked == [[torch.device("cuda", 1)]]  # the GPU's stream is saved and restored too, not only the CPU's
+
+
 def test_a_model_without_categorical_modalities_reports_no_class_errors():
     data = load_dataset("synthetic:n=300,features=4")
     batch = data.valid.batch(np.arange(len(data.valid)))

@@ -19,7 +19,6 @@ they did to DIR/infinimodal.log.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -13,6 +13,7 @@ rows is never read.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -27,7 +28,20 @@ from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, perturbable, select_rows, smoothness_term
 
-__all__ = ["LossOutput", "MultimodalModule"]
+__all__ = ["LossOutput", "MultimodalModule", "kept_random_streams"]
+
+#: Posterior draws whose decodes imputation averages: `impute`, `evaluate`'s prediction and imputation errors, and
+#: validation's `val_<modality>_error`.
+IMPUTATION_SAMPLES = 20
+
+
+@contextmanager
+def kept_random_streams(device: torch.device):
+    """Random draws inside leave the caller's streams as they were: the CPU's and, on a GPU, that device's.
+    (`torch.manual_seed` seeds every device, while `fork_rng(devices=[])` restores the CPU's stream alone: seeding
+    inside it would reset a GPU's stream for whatever the caller draws next.)"""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
 
 
 class MultimodalModule(nn.Module):
@@ -220,35 +234,35 @@ class MultimodalModule(nn.Module):
         return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
 
     @torch.no_grad()
-    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = 20, seed: int = 0) -> dict[str, Tensor]:
+    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> dict[str, Tensor]:
         """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
         `conditional_posterior` (the draws seeded, so the same rows give the same answer); samples = 0 decodes at the
         posterior's mean instead (a plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear)."""
-        q = self.conditional_posterior(data, mask)
         if samples == 0:
-            return self.decode_mean(q.mean)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            z = self.latent.rsample(q, samples)  # [samples, rows, latent]
-        means = self.decode_mean(z.reshape(-1, z.shape[-1]))
+            return self.decode_mean(self.conditional_posterior(data, mask).mean)
+        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed).flatten(0, 1))
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
 
+    def conditional_draws(self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int) -> Tensor:
+        """[samples, rows, latent] draws from `conditional_posterior`, seeded by `seed`, the caller's random streams
+        left as they were."""
+        q = self.conditional_posterior(data, mask)
+        with kept_random_streams(mask.device):
+            torch.manual_seed(seed)
+            return self.latent.rsample(q, samples)
+
     @torch.no_grad()
-    def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = 20, seed: int = 0) -> Tensor:
+    def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> Tensor:
         """E[x_name | the observed modalities] [rows, C] for a categorical modality: its imputed class probabilities,
         what `conditional_means(...)[name]` gives with the same draws, decoding that modality alone (its decoder is
         small; the others' need not run)."""
-        q = self.conditional_posterior(data, mask)
         if samples == 0:
-            return torch.softmax(self.class_logits(name, q.mean), dim=-1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            z = self.latent.rsample(q, samples)  # [samples, rows, latent]
-        probabilities = torch.softmax(self.class_logits(name, z.reshape(-1, z.shape[-1])), dim=-1)
+            return torch.softmax(self.class_logits(name, self.conditional_posterior(data, mask).mean), dim=-1)
+        probabilities = torch.softmax(self.class_logits(name, self.conditional_draws(data, mask, samples, seed).flatten(0, 1)), dim=-1)
         return probabilities.view(samples, mask.shape[0], -1).mean(0)
 
     @torch.no_grad()
-    def class_errors(self, data: dict[str, Tensor], mask: Tensor, samples: int = 20) -> dict[str, tuple[Tensor, int]]:
+    def class_errors(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES) -> dict[str, tuple[Tensor, int]]:
         """For each categorical modality c of a model with others: (the error rate of its imputation, rows scored) on
         the rows where c and another modality are observed, c hidden: the argmax of `class_probabilities` from the
         others against c's own value. What validation reports each epoch (`val_<c>_error`); modalities with no such

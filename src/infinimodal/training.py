@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .data import MultimodalData, Split
 from .errors import InfinimodalError
-from .model import MultimodalModule
+from .model import MultimodalModule, kept_random_streams
 from .runfiles import DIVERGED, PROGRESS_FILE, STATE_PREFIX, atomic_write, read_checkpoint, write_json
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 
@@ -92,8 +92,6 @@ def is_rank_zero() -> bool:
 
 #: train_loss (the progress bar's figure) is logged every this many steps (a divisor of the 50 at which the CSV logger writes).
 LOSS_LOG_STEPS = 10
-#: Posterior draws behind each validation row's imputed class (`val_<modality>_error`), as `evaluate` uses.
-VALIDATION_CLASS_SAMPLES = 20
 
 
 class TrainingPlan(L.LightningModule):
@@ -174,7 +172,7 @@ class TrainingPlan(L.LightningModule):
         self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n, sync_dist=True)
         self.log("val_kl", out.kl.mean(), batch_size=n, sync_dist=True)
-        for name, (error, rows) in self.model.class_errors(batch["data"], batch["mask"], VALIDATION_CLASS_SAMPLES).items():
+        for name, (error, rows) in self.model.class_errors(batch["data"], batch["mask"]).items():
             # weighted by the rows scored: the epoch's value is the error over all of them
             self.log(f"val_{name}_error", error, batch_size=rows, sync_dist=True)
 
@@ -395,7 +393,7 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
     by more than EXCHANGE_TOLERANCE (the same random draws before and after; then it is undone and the search stops). Returns the moves made as
     (from, to, ELBO before, ELBO after), dimensions counted from 1. Needs a family with ordered dimensions."""
     moves = []
-    with torch.random.fork_rng(devices=[]):
+    with kept_random_streams(mask.device):
         for _ in range(module.latent.n_dimensions):
             q = module.posterior(data, mask)
             used = (module.latent.kl_per_dim(q).mean(0) > USED_DIMENSION_KL).cpu().numpy()
@@ -525,7 +523,7 @@ class AdaptTruncation(Callback):
         # last of 8 dimensions held 2.2 nats against the final prior, 0.8 against the warm-up's)
         module.warm_up(plan.warmup_progress())
         current = module.latent.n_dimensions
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), kept_random_streams(mask.device):
             torch.manual_seed(self.seed)
             kl, mass = truncation_statistics(module, data, mask)
             span = used_span(kl)

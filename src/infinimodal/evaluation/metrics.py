@@ -58,13 +58,13 @@ from sklearn.neighbors import KNeighborsClassifier
 from tqdm.auto import tqdm
 
 from ..data import MultimodalData, Split
-from ..model import MultimodalModule
+from ..model import IMPUTATION_SAMPLES, MultimodalModule
 from ..stick_breaking import sticks_to_cover
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 #: Posterior samples whose decodes imputation averages (`MultimodalModule.conditional_means`; 0: decode at the
-#: posterior mean), chosen by measurement (docs/results.md section 10).
-DEFAULT_IMPUTATION_SAMPLES = 20
+#: posterior mean), chosen by measurement (docs/results.md section 10); the same number validation uses.
+DEFAULT_IMPUTATION_SAMPLES = IMPUTATION_SAMPLES
 KL_ACTIVE_THRESHOLD = 0.05
 KNN_K = (3, 5, 10)
 #: A probe's coordinate whose spread is at most this share of its own size counts as constant (`probe_accuracy`).
