@@ -26,7 +26,7 @@ from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, information_term, others_observed, perturbable, select_rows, smoothness_term
+from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, hidden_in_rows, information_term, labelled_rows, perturbable, smoothness_term
 
 __all__ = ["LossOutput", "MultimodalModule", "kept_random_streams"]
 
@@ -268,15 +268,15 @@ class MultimodalModule(nn.Module):
         others against c's own value. What validation reports each epoch (`val_<c>_error`); modalities with no such
         row are left out."""
         errors = {}
+        if self.n_modalities < 2:
+            return errors
         for c, name in enumerate(self.names):
-            if not self.likelihood(name).categorical or self.n_modalities < 2:
+            if not self.likelihood(name).categorical:
                 continue
-            rows = (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
+            rows = labelled_rows(mask, c)
             if not len(rows):
                 continue
-            given = mask.index_select(0, rows).clone()
-            given[:, c] = False
-            chosen = select_rows(data, rows)
+            chosen, given = hidden_in_rows(data, mask, c, rows)
             predicted = self.class_probabilities(name, chosen, given, samples).argmax(dim=-1)
             errors[name] = ((predicted != chosen[name].argmax(dim=-1)).float().mean(), len(rows))
         return errors
@@ -393,12 +393,10 @@ class MultimodalModule(nn.Module):
         total = torch.zeros((), device=mask.device)
         for name, alpha in self.prediction_weights.items():
             c = self.names.index(name)
-            rows = (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
+            rows = labelled_rows(mask, c)
             if not len(rows):
                 continue
-            given = mask.index_select(0, rows).clone()
-            given[:, c] = False
-            chosen = select_rows(data, rows)
+            chosen, given = hidden_in_rows(data, mask, c, rows)
             q = self.posterior(chosen, given)
             select = torch.zeros(len(rows), self.n_modalities, dtype=torch.bool, device=mask.device)
             select[:, c] = True

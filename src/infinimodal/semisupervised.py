@@ -65,6 +65,18 @@ def select_rows(data: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
     return {name: values.index_select(0, rows) for name, values in data.items()}
 
 
+def labelled_rows(mask: Tensor, c: int) -> Tensor:
+    """Indices of the rows where modality c and another modality are observed (where predicting c can be scored)."""
+    return (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
+
+
+def hidden_in_rows(data: dict[str, Tensor], mask: Tensor, c: int, rows: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """The values of the rows `rows` (indices), and their mask with modality c hidden: what predicting c reads."""
+    given = mask.index_select(0, rows).clone()
+    given[:, c] = False
+    return select_rows(data, rows), given
+
+
 def unlabelled_rows(mask: Tensor, c: int) -> Tensor:
     """Indices of the rows where modality c is missing and another modality is observed."""
     return (~mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
@@ -155,9 +167,7 @@ def smoothness_term(module: "MultimodalModule", data: dict[str, Tensor], mask: T
         rows = others_observed(mask, c).nonzero().squeeze(-1)
         if not len(rows) or not perturbable(module, name):
             continue
-        given = mask.index_select(0, rows).clone()
-        given[:, c] = False
-        chosen = select_rows(data, rows)
+        chosen, given = hidden_in_rows(data, mask, c, rows)
         with torch.no_grad():
             clean = class_log_probs(module, name, chosen, given)
         shifts = adversarial_shifts(module, name, chosen, given, clean, radius)
