@@ -26,6 +26,7 @@ from infinimodal.evaluation.report import (
     tsne_map,
     used_dimensions,
 )
+from infinimodal.data import load_dataset
 from infinimodal.latents import build_latent
 from infinimodal.stick_breaking import sticks_to_cover
 
@@ -387,9 +388,12 @@ def test_demo_ends_with_the_report_of_its_run(tmp_path, capsys):
     from infinimodal import demo
 
     out = tmp_path / "demo"
-    demo.main(["--epochs", "1", "--max-train", "500", "--iw-samples", "5", "--max-test", "300", "--quiet", "--out", str(out)])
+    demo.main(["--epochs", "1", "--max-train", "500", "--iw-samples", "2", "--quiet", "--out", str(out)])
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == f"report (open in a browser): {(out / 'report.html').resolve()}"
+    # every test digit is scored: MNIST's test set is ordered and its first digits are harder than the rest
+    scored = json.loads((out / "eval.json").read_text())["n_test"]
+    assert scored == len(load_dataset("mnist:labels=0.1", progress=False).test) and f"test digits scored: {scored}" in "\n".join(printed)
     page = (out / "report.html").read_text()
     assert all(f'<section id="{key}">' in page for key, _ in SECTIONS)
     assert "report written" in (out / "infinimodal.log").read_text()

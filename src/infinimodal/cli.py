@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a run directory; writes DIR/eval.json")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--iw-samples", type=_positive_int, default=1000)
-    evaluate.add_argument("--max-test", type=_positive_int, default=None)
+    evaluate.add_argument("--max-test", type=_positive_int, default=None,
+                          help="score the first N test rows only (a quick look: a file's or MNIST's test rows are in their stored order, not a random sample)")
     evaluate.add_argument("--no-coherence", action="store_true", help="skip coherence (and its classifiers)")
     evaluate.add_argument("--quiet", action="store_true")
 
