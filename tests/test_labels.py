@@ -2,6 +2,7 @@
 class, and the training weight of a modality's log-likelihood."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -247,6 +248,10 @@ def test_validation_reports_the_error_of_imputing_each_categorical_modality(clas
     assert 20 <= valid.mask[:, 1].sum() <= 500
     best = int(np.nanargmax(curves["val_elbo"]))
     assert errors["y"][best] == pytest.approx(prediction_errors(vae.module, valid)["y"]["all"], abs=1e-6)
+    # the run's log shows it with each epoch's line, as metrics.csv has it
+    lines = [line for line in (out / "infinimodal.log").read_text().splitlines() if ": epoch " in line and "val_elbo" in line]
+    shown = [float(re.search(r"val_y_error (\S+?)(,|$)", line).group(1)) for line in lines]
+    np.testing.assert_allclose(shown, errors["y"], atol=5e-4)
     assert main(["report", str(out), "--max-rows", "200", "--examples", "4", "--quiet"]) == 0
     page = (out / "report.html").read_text()
     section = page[page.index('<section id="curves">') : page.index("</section>", page.index('<section id="curves">'))]

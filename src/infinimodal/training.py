@@ -94,6 +94,11 @@ def is_rank_zero() -> bool:
 LOSS_LOG_STEPS = 10
 
 
+def class_error_key(name: str) -> str:
+    """The logged name of categorical modality `name`'s validation imputation error (a metrics.csv column)."""
+    return f"val_{name}_error"
+
+
 class TrainingPlan(L.LightningModule):
     """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to `kl_weight` (beta of the
     beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1), and for each
@@ -174,7 +179,7 @@ class TrainingPlan(L.LightningModule):
         self.log("val_kl", out.kl.mean(), batch_size=n, sync_dist=True)
         for name, (error, rows) in self.model.class_errors(batch["data"], batch["mask"]).items():
             # weighted by the rows scored: the epoch's value is the error over all of them
-            self.log(f"val_{name}_error", error, batch_size=rows, sync_dist=True)
+            self.log(class_error_key(name), error, prog_bar=True, batch_size=rows, sync_dist=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=fused_adam_supported(self.device))
@@ -626,7 +631,8 @@ class RecordProgress(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight")}
+        shown = {"train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight"} | {class_error_key(name) for name in pl_module.model.names}
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in shown}
         if trainer.is_global_zero:
             log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
             write_progress(self.out, trainer.current_epoch + 1, self.epochs, finished=False)
