@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from infinimodal.evaluation.curves import read_curves, saved_model_values
+from infinimodal.training import class_error_key
+
 
 def load(runs: list[str]) -> dict[str, list[tuple[dict, dict]]]:
     groups: dict[str, list] = defaultdict(list)
@@ -199,10 +202,7 @@ def validation_error(config: dict, name: str = "label") -> float | None:
     path = Path(config["run_directory"]) / "metrics.csv"
     if not path.is_file():
         return None
-    with open(path, newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("val_elbo")]
-    error = max(rows, key=lambda r: float(r["val_elbo"])).get(f"val_{name}_error") if rows else None
-    return float(error) if error else None  # an epoch logged before the column existed has none
+    return saved_model_values(read_curves(path)[1]).get(class_error_key(name))  # an epoch logged before the column existed has none
 
 
 def semi(groups) -> None:

@@ -192,7 +192,7 @@ def test_format_table_names_the_smoothness_term():
 
 def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_it(tmp_path, capsys):
     from infinimodal.cli import main
-    from infinimodal.evaluation.report import read_curves
+    from infinimodal.evaluation.curves import read_curves
 
     out = tmp_path / "run"
     assert main(["train", "--data", "synthetic:n=600,features=4,labels=0.3", "--epochs", "3", "--latent-dim", "3", "--hidden", "8",

@@ -3,6 +3,7 @@ class, and the training weight of a modality's log-likelihood."""
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -234,7 +235,7 @@ def test_the_report_generates_from_each_class_and_names_the_prediction_error(cla
 
 def test_validation_reports_the_error_of_imputing_each_categorical_modality(class_run):
     from infinimodal.evaluation.metrics import prediction_errors
-    from infinimodal.evaluation.report import class_error_curves, read_curves
+    from infinimodal.evaluation.curves import class_error_curves, read_curves
 
     _, out = class_run
     _, curves = read_curves(out / "metrics.csv")
@@ -256,6 +257,35 @@ def test_validation_reports_the_error_of_imputing_each_categorical_modality(clas
     page = (out / "report.html").read_text()
     section = page[page.index('<section id="curves">') : page.index("</section>", page.index('<section id="curves">'))]
     assert "validation error of imputing each categorical modality" in section and (out / "figures" / "class_errors.png").is_file()
+
+
+def test_compare_ranks_runs_on_the_validation_label_error_at_their_saved_models(class_run, tmp_path):
+    import pandas as pd
+
+    out, twin = tmp_path / "run", tmp_path / "twin"
+    shutil.copytree(class_run[1], out)
+    result = api.evaluate(out, iw_samples=2, coherence=False, progress=False)
+    shutil.copytree(out, twin)
+    metrics = pd.read_csv(twin / "metrics.csv")
+    metrics["val_y_error"] += 0.25  # the twin imputes y worse on validation, and on test
+    metrics.to_csv(twin / "metrics.csv", index=False)
+    result["prediction_error"]["y"]["all"] += 0.25
+    (twin / "eval.json").write_text(json.dumps(result))
+    page_path = tmp_path / "both.html"
+    assert main(["compare", str(out), str(twin), "--out", str(page_path), "--quiet"]) == 0
+    page = page_path.read_text()
+    section = page[page.index('<section id="validation">') : page.index("</section>", page.index('<section id="validation">'))]
+    # the value at the saved model's epoch: the first epoch of the best validation ELBO, read here with pandas
+    epochs = pd.read_csv(out / "metrics.csv").dropna(subset=["val_elbo"])
+    saved = epochs.loc[epochs["val_elbo"].idxmax()]
+    row = re.search(r"<tr><td>val_y_error</td><td>(<b>)?([^<]*)(?:</b>)?</td><td>(<b>)?([^<]*)", section)
+    assert row.group(1) == "<b>" and row.group(3) is None  # the original is the better one
+    assert float(row.group(2)) == pytest.approx(saved["val_y_error"], abs=1e-3)
+    assert float(row.group(4)) == pytest.approx(saved["val_y_error"] + 0.25, abs=1e-3)
+    assert f"<tr><td>epoch of the saved model</td><td>{int(saved['epoch']) + 1}</td>" in section
+    test_row = re.search(r"<tr><td>prediction_error / y / all</td><td>(<b>)?", page)
+    assert test_row.group(1) == "<b>"  # a test error is ranked lower-is-better too
+    assert (tmp_path / "both_figures" / "class_errors.png").is_file()
 
 
 @pytest.mark.parametrize("aggregator", ["mopoe", "moe"])

@@ -17,16 +17,16 @@ from scipy import stats
 
 from infinimodal import api
 from infinimodal.cli import main
+from infinimodal.data import load_dataset
 from infinimodal.evaluation import encode
+from infinimodal.evaluation.curves import read_curves
 from infinimodal.evaluation.report import (
     SECTIONS,
     dimension_sweeps,
     latent_usage,
-    read_curves,
     tsne_map,
     used_dimensions,
 )
-from infinimodal.data import load_dataset
 from infinimodal.latents import build_latent
 from infinimodal.stick_breaking import sticks_to_cover
 
@@ -272,7 +272,7 @@ def test_compare_puts_runs_side_by_side(image_run, gaussian_run, tmp_path, capsy
     out = tmp_path / "both.html"
     assert main(["compare", str(image_run), str(gaussian_run), "--out", str(out), "--quiet"]) == 0
     page = out.read_text()
-    for section in ("runs", "metrics", "curves", "side-by-side"):
+    for section in ("runs", "validation", "metrics", "curves", "side-by-side"):
         assert f'<section id="{section}">' in page
     assert "<th>beta</th>" in page and "<th>gaussian</th>" in page
     assert "trained on different data" in page and "gaussian has no eval.json" in page
@@ -371,7 +371,7 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     else:
         page_path = tmp_path / "compare.html"
         assert main(["compare", str(image_run), str(gaussian_run), "--out", str(page_path), "--quiet"]) == 0
-        titles = ["Runs", "Test metrics", "Training curves and latent usage", "Figures side by side"]
+        titles = ["Runs", "Validation: what to choose on", "Test metrics", "Training curves and latent usage", "Figures side by side"]
     shot = tmp_path / "screenshot.png"
     images, headings, problems = _open_in_browser(page_path, shot)
     assert problems == []

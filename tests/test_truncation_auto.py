@@ -210,7 +210,7 @@ def _fit(data_name: str, epochs: int, out, resume: bool = False, callbacks=(), h
 
 
 def _history(run) -> list[tuple[int, int]]:
-    from infinimodal.evaluation.report import read_curves
+    from infinimodal.evaluation.curves import read_curves
 
     epochs, curves = read_curves(run / "metrics.csv")
     return [(int(e), int(k)) for e, k in zip(epochs, curves["truncation"])]

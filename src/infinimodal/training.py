@@ -94,6 +94,10 @@ def is_rank_zero() -> bool:
 LOSS_LOG_STEPS = 10
 
 
+#: The validation value the saved model (model.ckpt) is chosen on, the larger the better.
+SELECTION_METRIC = "val_elbo"
+
+
 def class_error_key(name: str) -> str:
     """The logged name of categorical modality `name`'s validation imputation error (a metrics.csv column)."""
     return f"val_{name}_error"
@@ -713,7 +717,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         ckpt_path = last
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(
-        dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor="val_elbo", mode="max", save_top_k=1,
+        dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor=SELECTION_METRIC, mode="max", save_top_k=1,
         save_last=True, enable_version_counter=False,
     )
     try:

@@ -18,26 +18,66 @@ from ..runfiles import read_config, read_json_object
 from . import plots
 from .html import Section, Figure, embed_png, flatten, format_value, note, render_page, table
 from .metrics import KL_ACTIVE_THRESHOLD
-from .report import FIGURES, LONG_METRICS, REPORT, read_curves, write_report
+from .curves import class_error_curves, class_error_modality, read_curves, saved_model_index, saved_model_values
+from .report import FIGURES, LONG_METRICS, REPORT, write_report
 
 log = logging.getLogger("infinimodal")
 
 #: Metrics where larger is better / smaller is better: the best run's value is set in bold.
-HIGHER_IS_BETTER = ("elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
+HIGHER_IS_BETTER = ("elbo", "val_elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
                     "coherence / joint", "shared_factor_r2", "shared_factor_r2_decoder_input")
-LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input")
+LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input", "prediction_error", "imputation_mse")
 #: Metrics that are a different bound under each aggregator: bold only among runs of one aggregator.
-AGGREGATOR_BOUNDS = ("elbo",)
+AGGREGATOR_BOUNDS = ("elbo", "val_elbo")
 #: Each run's figures shown side by side on the compare page (file stem, title).
 SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_dimension", "samples per latent dimension (first modality)"),
                 ("reconstruction", "reconstructions"), ("prior_samples", "samples from the prior"))
 
 
 def _direction(key: str) -> int:
+    if class_error_modality(key) is not None:
+        return -1  # a validation error of imputing a categorical modality
     for prefixes, sign in ((HIGHER_IS_BETTER, 1), (LOWER_IS_BETTER, -1)):
         if any(key == p or key.startswith(p + " / ") for p in prefixes):
             return sign
     return 0
+
+
+def _ranked_rows(flat: list[dict], records: list[dict]) -> tuple[list[list[str]], set[tuple[int, int]]]:
+    """Table rows [key, value of each run] for every key of the runs' flattened values, and the (row, column) cells
+    of the best value of each key where larger or smaller is better (an ELBO only among runs of one aggregator)."""
+    several_aggregators = len({rec.get("aggregator") for rec in records}) > 1
+    rows, bold = [], set()
+    for r, key in enumerate(dict.fromkeys(k for f in flat for k in f)):
+        values = [f.get(key) for f in flat]
+        rows.append([key, *(format_value(v) for v in values)])
+        sign = 0 if key in AGGREGATOR_BOUNDS and several_aggregators else _direction(key)
+        numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
+        if sign and sum(v is not None for v in numbers) > 1:
+            best = max(sign * v for v in numbers if v is not None)
+            bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
+    return rows, bold
+
+
+def _validation_section(labels: list[str], runs_curves: dict[str, tuple[np.ndarray, dict]], records: list[dict]) -> Section:
+    """Each run's validation values at the epoch of its saved model: what to choose among runs on."""
+    section = Section("validation", "Validation: what to choose on", intro=(
+        "Each run's validation values (metrics.csv) at the epoch of its saved model, model.ckpt: the first epoch of its best "
+        "validation ELBO. `val_<modality>_error` is the error of imputing a categorical modality (a label) from the others "
+        "on the validation rows where it is observed. Settings are chosen on these; the best is in bold."))
+    values = []
+    for label in labels:
+        epochs, curves = runs_curves.get(label, (None, {}))
+        index = saved_model_index(curves)
+        values.append({} if index is None else {"epoch of the saved model": int(epochs[index]), **saved_model_values(curves)})
+    for label, run_values in zip(labels, values):
+        if not run_values:
+            section.html.append(note(f"{label} has no validated epoch in a metrics.csv."))
+    if not any(values):
+        return section
+    rows, bold = _ranked_rows(values, records)
+    section.html.append(table(rows, ["value", *labels], bold))
+    return section
 
 
 def _labels(runs: Sequence[Path]) -> list[str]:
@@ -99,18 +139,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
         overview.html.append(note("The runs were trained on different data: their metrics are not comparable."))
     sections.append(overview)
 
-    metrics = Section("metrics", "Test metrics", intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold.")
+    runs_curves = {label: read_curves(run / "metrics.csv") for label, run in zip(labels, runs) if (run / "metrics.csv").is_file()}
+    sections.append(_validation_section(labels, runs_curves, records))
+
+    metrics = Section("metrics", "Test metrics", intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold. "
+                      "These report how the runs do; choose among runs on the validation values above, never on these.")
     flat = [flatten({k: v for k, v in e.items() if k not in LONG_METRICS}) if e is not None else {} for e in evaluations]
-    names = list(dict.fromkeys(k for f in flat for k in f))
-    rows, bold = [], set()
-    for r, key in enumerate(names):
-        values = [f.get(key) for f in flat]
-        rows.append([key, *(format_value(v) for v in values)])
-        sign = 0 if key in AGGREGATOR_BOUNDS and len({rec.get("aggregator") for rec in records}) > 1 else _direction(key)
-        numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
-        if sign and sum(v is not None for v in numbers) > 1:
-            best = max(sign * v for v in numbers if v is not None)
-            bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
+    rows, bold = _ranked_rows(flat, records)
     if len({rec.get("aggregator") for rec in records}) > 1:
         metrics.html.append(note("The runs use different aggregators, and each aggregator's ELBO is its own bound (PoE: the joint posterior's; "
                                   "MoE: the mixture's; MoPoE: with a mixture of subset KLs), so no ELBO is set in bold: compare log_likelihood."))
@@ -126,9 +161,15 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
     sections.append(metrics)
 
     curves = Section("curves", "Training curves and latent usage")
-    runs_curves = {label: read_curves(run / "metrics.csv") for label, run in zip(labels, runs) if (run / "metrics.csv").is_file()}
     if runs_curves:
         curves.figures.append(Figure(plots.overlay_curves_figure(runs_curves, figures_dir / "curves.png"), "validation ELBO and KL per epoch"))
+    class_errors = {(label, name): (epochs, values) for label, (epochs, run_curves) in runs_curves.items()
+                    for name, values in class_error_curves(run_curves).items()}
+    if class_errors:
+        names = {name for _, name in class_errors}
+        series = {label if len(names) == 1 else f"{label}: {name}": values for (label, name), values in class_errors.items()}
+        curves.figures.append(Figure(plots.class_error_figure(series, figures_dir / "class_errors.png"),
+                                     f"validation error of imputing {', '.join(sorted(names))} from the other modalities, per epoch"))
     spectra = {label: np.asarray(e["kl_per_dim"]) for label, e in zip(labels, evaluations) if e is not None and "kl_per_dim" in e}
     if spectra:
         curves.figures.append(Figure(plots.sorted_kl_figure(spectra, figures_dir / "kl_spectrum.png", KL_ACTIVE_THRESHOLD),

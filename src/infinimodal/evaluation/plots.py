@@ -206,12 +206,13 @@ def curves_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str |
         return _save(fig, path)
 
 
-def class_error_figure(epochs: np.ndarray, errors: dict[str, np.ndarray], path: str | Path) -> Path:
-    """{categorical modality: its validation imputation error per epoch} (metrics.csv's `val_<modality>_error`), in %."""
+def class_error_figure(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """Validation errors of imputing categorical modalities per epoch (metrics.csv's `val_<modality>_error`), in %:
+    {legend label (a modality, or a run and a modality): (epochs, errors)}."""
     with _style():
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
-        for i, (name, values) in enumerate(errors.items()):
-            ax.plot(epochs, 100 * values, marker="o", markersize=3, color=modality_colour(i), label=name)
+        for i, (label, (epochs, values)) in enumerate(series.items()):
+            ax.plot(epochs, 100 * values, marker="o", markersize=3, color=modality_colour(i), label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation error of imputation (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -21,7 +21,6 @@ Definitions used by the figures:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -41,6 +40,7 @@ from . import plots
 from ..training import SPARE_DIMENSIONS, USED_DIMENSION_KL
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from ..deviation import Reference, deviation_scores
+from .curves import class_error_curves, read_curves
 from .metrics import KL_ACTIVE_THRESHOLD, encode
 
 #: Posterior samples per likelihood estimate in the report's deviation scores.
@@ -70,30 +70,6 @@ LONG_METRICS = ("kl_per_dim", "mean_stick_weights", "sticks_99_histogram", "moda
 
 
 # --- reading a run directory ---------------------------------------------------------------------------
-
-
-def read_curves(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-epoch values of every column of Lightning's metrics.csv (epochs counted from 1).
-
-    Lightning writes step rows and epoch rows with different columns filled; an epoch's value of a column is
-    the last non-empty entry logged in that epoch."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "epoch" not in rows[0]:
-        raise InfinimodalError(f"{path}: no per-epoch curves (expected Lightning's metrics.csv with an 'epoch' column)")
-    epochs = sorted({int(float(r["epoch"])) for r in rows if r.get("epoch")})
-    columns = [c for c in rows[0] if c not in ("epoch", "step")]
-    curves = {c: np.full(len(epochs), np.nan) for c in columns}
-    position = {e: i for i, e in enumerate(epochs)}
-    for row in rows:
-        if not row.get("epoch"):
-            continue
-        i = position[int(float(row["epoch"]))]
-        for c in columns:
-            if row.get(c) not in (None, ""):
-                curves[c][i] = float(row[c])
-    curves = {c: v for c, v in curves.items() if np.isfinite(v).any()}
-    return np.asarray(epochs) + 1, curves
 
 
 # --- what the figures are made of ------------------------------------------------------------------------
@@ -309,16 +285,11 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
     section.figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
     errors = class_error_curves(curves)
     if errors:
-        section.figures.append(Figure(plots.class_error_figure(epochs, errors, figures_dir / "class_errors.png"),
+        series = {name: (epochs, values) for name, values in errors.items()}
+        section.figures.append(Figure(plots.class_error_figure(series, figures_dir / "class_errors.png"),
                                       "validation error of imputing each categorical modality from the others, per epoch"))
     if "truncation" in curves:
         _truncation_history(section, epochs, curves, figures_dir)
-
-
-def class_error_curves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{categorical modality: its validation imputation error per epoch}, from metrics.csv's `val_<modality>_error`."""
-    return {key[len("val_") : -len("_error")]: values for key, values in curves.items()
-            if key.startswith("val_") and key.endswith("_error") and len(key) > len("val__error")}
 
 
 def _truncation_history(section: Section, epochs: np.ndarray, curves: dict[str, np.ndarray], figures_dir: Path) -> None:
