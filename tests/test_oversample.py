@@ -6,12 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.errors import InfinimodalError
-from infinimodal.training import MultimodalDataModule, OversampledShuffle
+from infinimodal.training import APPENDED_ROWS, MultimodalDataModule, OversampledShuffle
 
 
 @pytest.mark.parametrize("n, batch, extra, labelled", [(1000, 100, 20, 13), (1003, 100, 7, 250), (50, 100, 3, 1), (10, 3, 2, 4)])
@@ -54,8 +55,38 @@ def test_training_batches_carry_the_oversampled_labels():
     for batch in batches:
         assert int(batch["mask"][:, -1].sum()) >= 10  # the ten added rows have the label
         assert batch["mask"].shape[0] == 60 or batch is batches[-1]
+        assert batch[APPENDED_ROWS] == 10 and bool(batch["mask"][-10:, -1].all())  # marked: the last ten
     plain = list(MultimodalDataModule(data, batch_size=50, seed=0).train_dataloader())
+    assert all(APPENDED_ROWS not in b for b in plain)
     assert sum(int(b["mask"][:, -1].sum()) for b in plain) == int(label.sum())  # without the option: once an epoch
+
+
+def test_the_training_elbo_of_metrics_csv_counts_each_row_once_not_the_appended_rows(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from infinimodal.model import MultimodalModule
+
+    trained = []  # each training step's per-row ELBO and its batch's mask, as the model returned them
+    forward = MultimodalModule.forward
+
+    def recording_forward(self, data, mask, kl_weight=1.0):
+        out = forward(self, data, mask, kl_weight)
+        if torch.is_grad_enabled():
+            trained.append((out.elbo.detach().double(), mask[:, -1].clone()))
+        return out
+
+    monkeypatch.setattr(MultimodalModule, "forward", recording_forward)
+    # a label on 2 % of the rows, 10 of them appended to each batch of 50: they make a sixth of what is trained on
+    config = api.TrainConfig(data="synthetic:n=1000,features=4,labels=0.02", epochs=1, hidden=[16], latent_dim=3, batch_size=50,
+                             oversample={"label": 10}, weights={"label": 50.0}, seed=0)
+    out = api.train(config, tmp_path / "run", progress=False)
+    logged = pd.read_csv(out / "metrics.csv").dropna(subset=["train_elbo"])["train_elbo"].item()
+    assert len(trained) == 16  # 800 training rows in blocks of 50, each batch with 10 more
+    counted = torch.cat([elbo[:-10] for elbo, _ in trained])
+    assert len(counted) == 800 and sum(int(labelled[:-10].sum()) for _, labelled in trained) == 16
+    assert logged == pytest.approx(counted.mean().item(), rel=1e-5)
+    everything = torch.cat([elbo for elbo, _ in trained]).mean().item()
+    assert abs(everything - counted.mean().item()) > 1e-3  # the appended rows would have moved it
 
 
 def test_oversample_is_recorded_and_checked(tmp_path, capsys):

@@ -140,7 +140,8 @@ class TrainingPlan(L.LightningModule):
         n = batch["mask"].shape[0]
         if (self.global_step + 1) % LOSS_LOG_STEPS == 0:  # the steps at which the CSV logger writes among them
             self.log("train_loss", out.loss, prog_bar=True, batch_size=n)
-        self.add_to_epoch_means(out, weight, n)
+        # rows that --oversample appended are trained on, not counted: the epoch's means average each training row once
+        self.add_to_epoch_means(out, weight, n - batch.get(APPENDED_ROWS, 0))
         if batch_idx == self.trainer.num_training_batches - 1:
             self.log_epoch_means()
         return out.loss
@@ -149,10 +150,10 @@ class TrainingPlan(L.LightningModule):
         self.epoch_sums, self.epoch_rows, self.epoch_weight = None, 0, 0.0
 
     def add_to_epoch_means(self, out, weight: float, n: int) -> None:
-        """Sums over the epoch's rows of the ELBO and its parts, kept on the device (no host sync; float32, which every
-        accelerator has), and the rows and KL weight, which the host knows."""
+        """Sums over the epoch's rows (the batch's first n) of the ELBO and its parts, kept on the device (no host
+        sync; float32, which every accelerator has), and the rows and KL weight, which the host knows."""
         with torch.no_grad():
-            sums = torch.stack([out.elbo.sum(), out.reconstruction.sum(), out.kl.sum()]).float()
+            sums = torch.stack([out.elbo[:n].sum(), out.reconstruction[:n].sum(), out.kl[:n].sum()]).float()
         self.epoch_sums = sums if self.epoch_sums is None else self.epoch_sums + sums
         self.epoch_rows += n
         self.epoch_weight += weight * n
@@ -301,6 +302,10 @@ class EpochShuffle(Sampler[int]):
         return iter(padded[rank::world])
 
 
+#: A training batch's key: how many of its last rows `OversampledShuffle` appended (absent: none).
+APPENDED_ROWS = "appended_rows"
+
+
 class OversampledShuffle(Sampler[int]):
     """EpochShuffle's permutation of range(n) in blocks of `batch` rows, each block followed by `extra` rows drawn
     from `rows` (the rows where a rarely observed modality, a label, is observed): a loader with batch size
@@ -309,8 +314,8 @@ class OversampledShuffle(Sampler[int]):
     epoch each is drawn as often as the others, to within one; a row may come in a block and among the extra rows
     of the same batch. One process only (it is refused under DDP).
 
-    The training ELBO that metrics.csv logs averages over every row of a batch, the extra ones too; the validation
-    ELBO is unaffected."""
+    The loader marks its batches with how many rows were appended (`APPENDED_ROWS`): the training means that
+    metrics.csv logs leave them out, so they average each training row once, as without the option."""
 
     def __init__(self, n: int, rows: np.ndarray, batch: int, extra: int, seed: int) -> None:
         if len(rows) == 0:
@@ -348,12 +353,14 @@ class MultimodalDataModule(L.LightningDataModule):
         self.seed = seed
         self.oversample = oversample
 
-    def _loader(self, split: Split, batch_size: int, sampler: Sampler | None, binarize=()) -> DataLoader:
+    def _loader(self, split: Split, batch_size: int, sampler: Sampler | None, binarize=(), appended: int = 0) -> DataLoader:
+        """Batches of `split`; `appended`: the rows the sampler adds at the end of every batch (`APPENDED_ROWS`)."""
+        marked = {APPENDED_ROWS: appended} if appended else {}
         return DataLoader(
             _Rows(len(split)), batch_size, sampler=sampler,
             # a generator of its own: the loader's base seed must not draw from torch's global stream
             generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=lambda rows: split.batch(np.asarray(rows), binarize),
+            collate_fn=lambda rows: split.batch(np.asarray(rows), binarize) | marked,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -363,7 +370,7 @@ class MultimodalDataModule(L.LightningDataModule):
         name, extra = self.oversample
         observed = np.flatnonzero(train.mask[:, [m.name for m in self.data.modalities].index(name)])
         sampler = OversampledShuffle(len(train), observed, self.batch_size, extra, self.seed)
-        return self._loader(train, self.batch_size + extra, sampler, binarize=self.data.dynamic_binarize)
+        return self._loader(train, self.batch_size + extra, sampler, binarize=self.data.dynamic_binarize, appended=extra)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data.valid, self.valid_batch_size, None)
