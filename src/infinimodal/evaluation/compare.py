@@ -63,7 +63,7 @@ def _validation_section(labels: list[str], runs_curves: dict[str, tuple[np.ndarr
     """Each run's validation values at the epoch of its saved model: what to choose among runs on."""
     section = Section("validation", "Validation: what to choose on", intro=(
         "Each run's validation values (metrics.csv) at the epoch of its saved model, model.ckpt: the first epoch of its best "
-        "validation ELBO. `val_<modality>_error` is the error of imputing a categorical modality (a label) from the others "
+        "validation ELBO. val_<modality>_error is the error of imputing a categorical modality (a label) from the others "
         "on the validation rows where it is observed. Settings are chosen on these; the best is in bold."))
     values = []
     for label in labels:
