@@ -1,6 +1,8 @@
 """Labels as a modality: the labels=F option, categorical columns of data files, prediction error, generation from a
 class, and the training weight of a modality's log-likelihood."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -86,8 +88,11 @@ def class_run(tmp_path_factory):
     path = folder / "classes.npz"
     _class_file(path, n=1500)
     out = folder / "run"
-    assert main(["train", "--data", str(path), "--epochs", "12", "--hidden", "32", "--latent-dim", "6", "--batch-size", "50",
-                 "--kl-warmup", "2", "--weight", "y=5", "--quiet", "--out", str(out)]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--data", str(path), "--epochs", "12", "--hidden", "32", "--latent-dim", "6", "--batch-size", "50",
+                     "--kl-warmup", "2", "--weight", "y=5", "--quiet", "--out", str(out)]) == 0
+    (folder / "train_stdout.txt").write_text(printed.getvalue())
     return path, out
 
 
@@ -249,6 +254,9 @@ def test_validation_reports_the_error_of_imputing_each_categorical_modality(clas
     assert 20 <= valid.mask[:, 1].sum() <= 500
     best = int(np.nanargmax(curves["val_elbo"]))
     assert errors["y"][best] == pytest.approx(prediction_errors(vae.module, valid)["y"]["all"], abs=1e-6)
+    # train ends by printing it for the saved model
+    printed = (out.parent / "train_stdout.txt").read_text()
+    assert f"validation error of imputing y from the other modalities, saved model (epoch {best + 1}): {100 * errors['y'][best]:.2f} %" in printed
     # the run's log shows it with each epoch's line, as metrics.csv has it
     lines = [line for line in (out / "infinimodal.log").read_text().splitlines() if ": epoch " in line and "val_elbo" in line]
     shown = [float(re.search(r"val_y_error (\S+?)(,|$)", line).group(1)) for line in lines]

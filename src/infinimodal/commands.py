@@ -57,6 +57,7 @@ def run_train_resumed(args: argparse.Namespace) -> None:
     out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
     if is_rank_zero():
         print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        print_validation_errors(Path(out))
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -72,6 +73,18 @@ def run_train(args: argparse.Namespace) -> None:
     out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
     if is_rank_zero():
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        print_validation_errors(Path(out))
+
+
+def print_validation_errors(out: Path) -> None:
+    """One line per categorical modality: the saved model's validation error of imputing it (what to choose settings on)."""
+    from .evaluation.curves import class_error_modality, read_curves, saved_model_index, saved_model_values
+
+    epochs, curves = read_curves(out / "metrics.csv")
+    index = saved_model_index(curves)
+    for column, value in saved_model_values(curves).items():
+        if (name := class_error_modality(column)) is not None:
+            print(f"validation error of imputing {name} from the other modalities, saved model (epoch {int(epochs[index])}): {100 * value:.2f} %")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
