@@ -212,8 +212,8 @@ def semi(groups) -> None:
         for config, result in items:
             by_data[(name, config["data"], config["epochs"])].append((config, result))
     print("| model | data | seeds | epochs | label error % from all other modalities | from each alone | validation label error % "
-          "| kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 | kl_order_spearman |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (name, data, _), items in sorted(by_data.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         results = [r for _, r in items]
         errors = [r["prediction_error"]["label"] for r in results]
@@ -222,7 +222,7 @@ def semi(groups) -> None:
         print(
             f"| {name} | {data} | {seeds(items)} | {items[0][0]['epochs']} | {cell([e['all'] for e in errors], 100)} | {each} "
             f"| {cell([validation_error(c) for c, _ in items], 100)} | {cell([r['knn_error']['5'] for r in results], 100)} | {cell([r['elbo'] for r in results])} | {cell([r['kl_active'] for r in results], digits=1)} "
-            f"| {cell([r.get('kl_span_99') for r in results], digits=1)} |"
+            f"| {cell([r.get('kl_span_99') for r in results], digits=1)} | {cell([r.get('kl_order_spearman') for r in results])} |"
         )
 
 

@@ -206,3 +206,13 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     assert result["label"] == pytest.approx(curves["val_label_error"][best], abs=1e-6)
     assert load_script("format_table").validation_error({"run_directory": str(out)}) == pytest.approx(result["label"], abs=1e-6)
     assert load_script("format_table").validation_error({"run_directory": str(tmp_path / "not_a_run")}) is None
+    # the semi-supervised table: the validation column and the ordering of the dimensions (Spearman of index and KL)
+    from infinimodal import api
+
+    result = api.evaluate(out, iw_samples=2, coherence=False, progress=False)
+    table = load_script("format_table")
+    table.semi(table.load([str(out)]))
+    header, _, row = capsys.readouterr().out.strip().splitlines()
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == len(header.strip("|").split("|"))
+    assert cells[6] == f"{100 * curves['val_label_error'][best]:.2f}" and cells[-1] == f"{result['kl_order_spearman']:.2f}"
