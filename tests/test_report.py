@@ -394,6 +394,7 @@ def test_demo_ends_with_the_report_of_its_run(tmp_path, capsys):
     # every test digit is scored: MNIST's test set is ordered and its first digits are harder than the rest
     scored = json.loads((out / "eval.json").read_text())["n_test"]
     assert scored == len(load_dataset("mnist:labels=0.1", progress=False).test) and f"test digits scored: {scored}" in "\n".join(printed)
+    assert any(line.startswith("validation error of imputing label from the other modalities, saved model (epoch 1): ") for line in printed)
     page = (out / "report.html").read_text()
     assert all(f'<section id="{key}">' in page for key, _ in SECTIONS)
     assert "report written" in (out / "infinimodal.log").read_text()

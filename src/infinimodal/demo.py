@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import api
+from .commands import print_validation_errors
 from .evaluation.report import write_report
 
 #: The demo's data: MNIST digits, and their label as a second modality observed for a tenth of the training rows.
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"data: {record['data_source']}; test digits scored: {result['n_test']}")
     print(f"label error from the image:  {100 * result['prediction_error']['label']['image']:.2f} % "
           f"(the label imputed from the image alone; labels seen for {100 * args.labels:g} % of the {record['n_train']} training digits)")
+    print_validation_errors(Path(out))
     print(f"test ELBO of the image:      {result['elbo']:.2f} nats (test labels are hidden)")
     print(f"test log p(x), {result['iw_samples']} samples: {result['log_likelihood']:.2f} nats")
     print(f"kNN error on E[g r]:         {knn} (the gated code the decoder reads)")
