@@ -76,12 +76,12 @@ def test_the_training_elbo_of_metrics_csv_counts_each_row_once_not_the_appended_
         return out
 
     monkeypatch.setattr(MultimodalModule, "forward", recording_forward)
-    # a label on 2 % of the rows, 10 of them appended to each batch of 50: they make a sixth of what is trained on
-    config = api.TrainConfig(data="synthetic:n=1000,features=4,labels=0.02", epochs=1, hidden=[16], latent_dim=3, batch_size=50,
+    # a label on 2 % of the rows, 10 of them appended to each batch of 60 (the last of 20): a seventh of what is trained on
+    config = api.TrainConfig(data="synthetic:n=1000,features=4,labels=0.02", epochs=1, hidden=[16], latent_dim=3, batch_size=60,
                              oversample={"label": 10}, weights={"label": 50.0}, seed=0)
     out = api.train(config, tmp_path / "run", progress=False)
     logged = pd.read_csv(out / "metrics.csv").dropna(subset=["train_elbo"])["train_elbo"].item()
-    assert len(trained) == 16  # 800 training rows in blocks of 50, each batch with 10 more
+    assert len(trained) == 14 and len(trained[-1][0]) == 30  # 800 training rows in 13 blocks of 60 and one of 20, each with 10 more
     counted = torch.cat([elbo[:-10] for elbo, _ in trained])
     assert len(counted) == 800 and sum(int(labelled[:-10].sum()) for _, labelled in trained) == 16
     assert logged == pytest.approx(counted.mean().item(), rel=1e-5)

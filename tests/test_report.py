@@ -304,6 +304,18 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     assert "different numbers of importance samples" in page and "different numbers of test rows" not in page
 
 
+def test_compare_ranks_the_models_imputation_errors_not_their_baselines_or_row_counts():
+    from infinimodal.evaluation.compare import _ranked_rows
+
+    first = {"imputation_mse / x / rows": 120, "imputation_mse / x / model": 0.5, "imputation_mse / x / model_all_rows": 0.6,
+             "imputation_mse / x / ridge": 0.7, "imputation_mse / x / mean": 1.0, "prediction_error / y / all": 0.1}
+    second = {"imputation_mse / x / rows": 80, "imputation_mse / x / model": 0.4, "imputation_mse / x / model_all_rows": 0.7,
+              "imputation_mse / x / ridge": 0.7, "imputation_mse / x / mean": 1.0, "prediction_error / y / all": 0.2}
+    rows, bold = _ranked_rows([first, second], [{"aggregator": "mopoe"}] * 2)
+    bolded = {rows[r][0]: c for r, c in bold}
+    assert bolded == {"imputation_mse / x / model": 2, "imputation_mse / x / model_all_rows": 1, "prediction_error / y / all": 1}
+
+
 def test_compare_does_not_rank_elbos_of_different_aggregators(image_run, tmp_path):
     twin = tmp_path / "poe_twin"
     shutil.copytree(image_run, twin)

@@ -179,7 +179,7 @@ class TrainingPlan(L.LightningModule):
         out = self.model(batch["data"], batch["mask"], kl_weight=1.0)
         n = batch["mask"].shape[0]
         # every process validates all validation rows with the same random stream: the same value on each
-        self.log("val_elbo", out.elbo.mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log(SELECTION_METRIC, out.elbo.mean(), prog_bar=True, batch_size=n, sync_dist=True)  # the validation ELBO
         self.log("val_reconstruction", out.reconstruction.mean(), batch_size=n, sync_dist=True)
         self.log("val_kl", out.kl.mean(), batch_size=n, sync_dist=True)
         for name, (error, rows) in self.model.class_errors(batch["data"], batch["mask"]).items():

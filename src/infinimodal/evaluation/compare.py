@@ -26,7 +26,9 @@ log = logging.getLogger("infinimodal")
 #: Metrics where larger is better / smaller is better: the best run's value is set in bold.
 HIGHER_IS_BETTER = ("elbo", "val_elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
                     "coherence / joint", "shared_factor_r2", "shared_factor_r2_decoder_input")
-LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input", "prediction_error", "imputation_mse")
+LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input", "prediction_error")
+#: eval.json's imputation_mse entries of the model itself (beside them: baselines and row counts, not ranked).
+MODEL_IMPUTATION = ("model", "model_all_rows")
 #: Metrics that are a different bound under each aggregator: bold only among runs of one aggregator.
 AGGREGATOR_BOUNDS = ("elbo", "val_elbo")
 #: Each run's figures shown side by side on the compare page (file stem, title).
@@ -37,6 +39,8 @@ SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_d
 def _direction(key: str) -> int:
     if class_error_modality(key) is not None:
         return -1  # a validation error of imputing a categorical modality
+    if key.startswith("imputation_mse / "):
+        return -1 if key.rsplit(" / ", 1)[-1] in MODEL_IMPUTATION else 0
     for prefixes, sign in ((HIGHER_IS_BETTER, 1), (LOWER_IS_BETTER, -1)):
         if any(key == p or key.startswith(p + " / ") for p in prefixes):
             return sign
@@ -75,6 +79,10 @@ def _validation_section(labels: list[str], runs_curves: dict[str, tuple[np.ndarr
             section.html.append(note(f"{label} has no validated epoch in a metrics.csv."))
     if not any(values):
         return section
+    if len({rec.get("aggregator") for rec in records}) > 1:
+        section.html.append(note("The runs use different aggregators, each with its own ELBO bound: no validation ELBO is set in bold."))
+    if len({rec.get("data") for rec in records}) > 1:
+        section.html.append(note("The runs were trained on different data: their validation rows differ, and so do these values' meaning."))
     rows, bold = _ranked_rows(values, records)
     section.html.append(table(rows, ["value", *labels], bold))
     return section
