@@ -22,7 +22,8 @@ DEMO_LABELS = 0.1
 #: Importance samples of log p(x). The demo scores every test digit: MNIST's test set is not shuffled and its first
 #: digits are harder than the rest (the demo's model: label error 7.95 % on the first 2,000, 5.83 % on all 10,000), so
 #: only the whole set gives figures comparable with docs/results.md and the papers. Evaluating 10,000 digits with 20
-#: samples takes about twice as long as 2,000 with 100 (docs/results.md section 9).
+#: samples took about twice as long as 2,000 with 100, side by side (docs/results.md section 9, "The demo scores
+#: every test digit").
 DEMO_IW_SAMPLES = 20
 #: The alpha of the label's prediction term (`--predict label=ALPHA`), chosen by measurement (docs/results.md section 9).
 DEMO_PREDICT_ALPHA = 100.0
