@@ -24,27 +24,44 @@ def _population(n, rng, shift=0.0):
     return factors @ np.array([[1.0, 0.5, 0.0, 1.0, -1.0, 0.3], [0.0, 1.0, 1.0, -0.5, 0.2, 1.0]]) + 0.3 * rng.normal(size=(n, 6)) + shift
 
 
-def test_a_model_that_returns_its_training_rows_is_flagged():
+def test_a_copier_of_a_few_of_many_training_rows_fails_every_privacy_measure():
+    # the case a review found the old report passed: it searched a subsample of the training rows, so a copied row whose
+    # source was left out looked like a fresh subject (DCR share 0.566, membership AUC 0.495 on MNIST)
     rng = np.random.default_rng(0)
-    train, holdout = _population(800, rng), _population(400, rng)
-    copies = train[rng.permutation(800)[:400]]
+    train, holdout = _population(6000, rng), _population(1000, rng)
+    copies = train[rng.choice(6000, 500, replace=False)]
     report = privacy.privacy(copies, train, holdout)
-    assert report["exact_copies"] == 400
-    assert report["dcr_share"] >= 0.45  # a copy is at distance 0 from one training row: closer unless that row was left out
-    assert report["membership_auc"] > 0.7 and report["nndr"] == 0.0
-    # all of the training rows in the comparison: every copy is nearer a training row
-    own = train[:400]
-    full = privacy.privacy(own[rng.permutation(400)], own, holdout)
-    assert full["exact_copies"] == 400 and full["dcr_share"] > 0.95 and full["membership_auc"] > 0.95
+    assert report["memorisation"] == list(privacy.MEASURES)
+    assert report["exact_copies"] == 500 and report["exact_copies_holdout"] == 0 and report["nndr"] == 0.0
+    assert report["dcr_share"] == 1.0 and report["dcr_share_null_interval"][1] < 1.0
+    assert report["dcr_close_share"] == 1.0 and report["membership_tpr"] > 0.08 > 0.02 > report["membership_fpr"]
+    # training rows with noise a tenth of a feature's spread: no exact copy, every distance measure fails
+    noisy = copies + 0.1 * rng.normal(size=copies.shape)
+    report = privacy.privacy(noisy, train, holdout)
+    assert report["exact_copies"] == 0 and report["memorisation"] == list(privacy.MEASURES[1:])
+    # a generator that copies one row in ten: the copies and the close share find it
+    partial = np.concatenate([_population(450, rng), copies[:50]])
+    assert {"exact_copies", "dcr_close_share"} <= set(privacy.privacy(partial, train, holdout)["memorisation"])
 
 
 def test_fresh_draws_from_the_population_are_the_no_memorisation_baseline():
     rng = np.random.default_rng(1)
-    train, holdout, fresh = _population(1000, rng), _population(1000, rng), _population(1000, rng)
+    train, holdout, fresh = _population(3000, rng), _population(600, rng), _population(1000, rng)
     report = privacy.privacy(fresh, train, holdout)
-    assert 0.45 < report["dcr_share"] < 0.55 and report["exact_copies"] == 0
+    assert report["memorisation"] == [] and report["inconclusive"] == [] and report["exact_copies"] == 0
+    assert all(p > 0.01 for p in report["tests"].values())
+    # exchangeable rows: a fresh row's nearest of the pooled training and (other) held-out rows is a training row with
+    # probability n_train / (n_train + n_holdout - 1), for the synthetic rows and for the null alike
+    expected = 3000 / (3000 + 600 - 1)
+    assert report["dcr_share_null"] == pytest.approx(expected, abs=0.03) and report["dcr_share"] == pytest.approx(expected, abs=0.03)
+    low, high = report["dcr_share_null_interval"]
+    assert low < report["dcr_share_null"] < high and high - low < 0.06
+    assert report["dcr_close_share_null"] == pytest.approx(privacy.CLOSE_QUANTILE, abs=0.01)
+    assert report["dcr_close_share"] == pytest.approx(privacy.CLOSE_QUANTILE, abs=0.025)
     assert 0.45 < report["membership_auc"] < 0.55
     assert report["nndr"] == pytest.approx(report["nndr_holdout"], abs=0.05)
+    # the planted copiers are caught by every measure on these rows
+    assert report["controls"] == {"copier": list(privacy.MEASURES), "noisy_copier": list(privacy.MEASURES[1:])}
     good = privacy.fidelity(fresh, holdout)
     assert good["ks_mean"] < 0.06 and good["correlation_error"] < 0.05 and 0.4 < good["detection_auc"] < 0.6
     # a shifted population and one without the correlations are told apart
@@ -53,6 +70,38 @@ def test_fresh_draws_from_the_population_are_the_no_memorisation_baseline():
     independent = np.column_stack([rng.permutation(fresh[:, j]) for j in range(6)])
     broken = privacy.fidelity(independent, holdout)
     assert broken["correlation_error"] > 0.3 and broken["ks_mean"] < 0.06  # the same marginals, not the same joint
+
+
+def test_too_few_rows_make_the_report_inconclusive_instead_of_a_pass():
+    rng = np.random.default_rng(4)
+    train, holdout = _population(300, rng), _population(6, rng)
+    report = privacy.privacy(_population(300, rng), train, holdout)
+    assert report["memorisation"] == [] and report["inconclusive"]  # six held-out rows cannot show what a copier does
+
+
+def test_the_exact_search_agrees_with_scikit_learn_across_blocks(monkeypatch):
+    from sklearn.neighbors import NearestNeighbors
+
+    from infinimodal.evaluation import neighbours
+
+    monkeypatch.setattr(neighbours, "QUERY_BLOCK", 7)
+    monkeypatch.setattr(neighbours, "REFERENCE_BLOCK", 11)
+    rng = np.random.default_rng(5)
+    mixed = lambda n: np.column_stack([rng.random((n, 3)), (rng.random((n, 4)) < 0.3).astype(float)])  # noqa: E731
+    queries, references = mixed(30), mixed(50)
+    queries[:5] = references[:5]
+    found = neighbours.gower_neighbours(queries, references, k=2)
+    assert found.distances.shape == (30, 2) and neighbours.binary_columns(queries, references).tolist() == [False] * 3 + [True] * 4
+    reference = NearestNeighbors(n_neighbors=2, metric="manhattan").fit(references)
+    distances, indices = reference.kneighbors(queries)
+    np.testing.assert_allclose(found.distances, distances / 7, atol=1e-12)
+    np.testing.assert_array_equal(found.indices[:5, 0], indices[:5, 0])
+    np.testing.assert_allclose(found.nearest_query, NearestNeighbors(n_neighbors=1, metric="manhattan").fit(queries).kneighbors(references)[0][:, 0] / 7,
+                               atol=1e-12)
+    # leave-one-out: a set searched against itself skips each row's own index
+    own = neighbours.gower_neighbours(references, references, k=1, exclude=np.arange(50))
+    np.testing.assert_allclose(own.distances[:, 0], reference.kneighbors(references)[0][:, 1] / 7, atol=1e-12)
+    assert (own.indices[:, 0] != np.arange(50)).all()
 
 
 def test_dcr_share_agrees_with_sdmetrics():
@@ -150,9 +199,17 @@ def test_synthesize_draws_every_modality_from_its_likelihood_and_reports_privacy
     assert set(np.unique(samples["genetics"])) <= {0.0, 1.0}  # binary markers come out binary
     report = json.loads((tmp_path / "synthetic.privacy.json").read_text())
     assert report["source"] == "prior" and report["synthetic_rows"] == 300
-    assert set(report["privacy"]) >= {"dcr_share", "nndr", "nndr_holdout", "exact_copies", "membership_auc"}
+    assert set(report["privacy"]) >= {"dcr_share", "dcr_share_null", "dcr_share_interval", "nndr", "nndr_holdout", "exact_copies",
+                                      "membership_auc", "membership_tpr", "tests", "memorisation", "controls"}
     assert set(report["fidelity"]) == {"ks_mean", "ks_max", "correlation_error", "detection_auc"}
-    assert report["privacy"]["exact_copies"] == 0 and report["privacy"]["dcr_share"] < 0.7
+    assert report["privacy"]["exact_copies"] == 0 and report["memorisation"] == {}
+    # every real row with the modalities compared: PET is missing for some subjects, so each modality alone uses more
+    # rows than the complete cases, and the report says how many each used
+    data_rows = api.load_run_data(cohort_run, api.load(cohort_run)[1], progress=False)
+    complete = int(data_rows.valid.mask.all(1).sum())
+    assert report["privacy"]["rows"]["holdout"] == report["held_out_rows"] == complete
+    assert report["privacy_by_modality"]["mri"]["rows"]["holdout"] == int(data_rows.valid.mask[:, 0].sum()) > complete
+    assert report["privacy_by_modality"]["mri"]["rows"]["train"] == int(data_rows.train.mask[:, 0].sum())
     vae, config = api.load(cohort_run)
     data = api.load_run_data(cohort_run, config, progress=False)
     aggregate = vae.synthesize(200, source="aggregate", data=data, seed=1)
@@ -161,6 +218,21 @@ def test_synthesize_draws_every_modality_from_its_likelihood_and_reports_privacy
         vae.synthesize(5, source="aggregate")
     with pytest.raises(InfinimodalError, match="unknown source"):
         vae.synthesize(5, source="posterior")
+
+
+def test_synthesize_fails_loudly_when_the_generator_copies_training_subjects(cohort_run, tmp_path, monkeypatch, capsys):
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    train = data.train_for_evaluation()
+    complete = np.flatnonzero(train.mask.all(1))[:300]
+    copied = vae.to_user_units({name: train.batch(complete)["data"][name].numpy() for name in vae.names})
+    monkeypatch.setattr(MultimodalVAE, "synthesize", lambda self, n, **kwargs: {k: v[:n] for k, v in copied.items()})
+    out = tmp_path / "copied.npz"
+    assert main(["synthesize", str(cohort_run), "--n", "300", "--out", str(out)]) == 4  # EXIT_MEMORISATION
+    assert "PRIVACY CHECK FAILED" in capsys.readouterr().err and out.exists()
+    report = json.loads((tmp_path / "copied.privacy.json").read_text())
+    assert report["privacy"]["memorisation"] == list(privacy.MEASURES)
+    assert report["privacy"]["exact_copies"] == 300 and report["verdict"].startswith("MEMORISATION")
 
 
 def test_impute_averages_posterior_draws_and_multiple_imputation_draws_from_the_predictive(cohort_run):

@@ -28,6 +28,7 @@ from . import __version__
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 3  # training stopped early (SIGTERM): the run directory can be resumed
+EXIT_MEMORISATION = 4  # synthesize wrote its rows, but the privacy report found them nearer the training rows than fresh subjects
 
 
 def _positive_int(text: str) -> int:
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--source", default=None, choices=["prior", "aggregate"],
                             help="latent codes from the prior, or from the posteriors of random training rows (default: prior)")
     synthesize.add_argument("--seed", type=int, default=0)
-    synthesize.add_argument("--out", required=True, help="FILE.npz (FILE.privacy.json is written beside it)")
+    synthesize.add_argument("--out", required=True, help="FILE.npz (FILE.privacy.json is written beside it; the exit status is 4 when it finds memorisation)")
 
     embed = commands.add_parser("embed", help="posterior means of every row of a data set or file")
     embed.add_argument("run_dir")
@@ -284,10 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status: 0, or what it returns (synthesize: EXIT_MEMORISATION)."""
     from .commands import COMMANDS
 
-    COMMANDS[args.command](args)
+    return COMMANDS[args.command](args) or 0
 
 
 def _warn_if_unfinished(args: argparse.Namespace) -> None:
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         words = sys.argv[1:] if argv is None else argv
         _warn_if_unfinished(args)
         with log_to(directory, f"infinimodal {' '.join(words)}", create=args.command == "train"):
-            _run(args)
+            status = _run(args)
     except TrainingInterrupted as exc:
         print(f"infinimodal: error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"infinimodal: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
-    return 0
+    return status
 
 
 if __name__ == "__main__":

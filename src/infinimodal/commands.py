@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .cli import changed_train_flags, option_values
+from .cli import EXIT_MEMORISATION, changed_train_flags, option_values
 from .config import check_options_apply
 from .errors import InfinimodalError
 from .training import is_rank_zero
@@ -175,8 +175,8 @@ def run_score(args: argparse.Namespace) -> None:
     print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
 
 
-def run_synthesize(args: argparse.Namespace) -> None:
-    """`synthesize`: synthetic rows and their privacy report."""
+def run_synthesize(args: argparse.Namespace) -> int:
+    """`synthesize`: synthetic rows and their privacy report; EXIT_MEMORISATION when the report finds memorisation."""
     from .synthesis import DEFAULT_SOURCE
 
     if not args.out.endswith(".npz"):
@@ -191,10 +191,16 @@ def run_synthesize(args: argparse.Namespace) -> None:
     np.savez(args.out, **samples, **labels)
     report_path = Path(args.out).with_suffix(".privacy.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
-    privacy = report.get("privacy", {})
-    print(f"wrote {args.n} synthetic rows ({source}) to {args.out}; {report_path.name}: "
-          f"share nearer a training row than a held-out row {privacy.get('dcr_share', float('nan')):.3f} (0.5: no memorisation), "
-          f"exact copies {privacy.get('exact_copies', '-')}, membership AUC {privacy.get('membership_auc', float('nan')):.3f}")
+    print(f"wrote {args.n} synthetic rows ({source}) to {args.out}; privacy, fidelity and utility in {report_path.name}")
+    privacy = report.get("privacy") or {}
+    if privacy:
+        print(f"  share nearer a training row than a held-out row {privacy['dcr_share']:.3f} (fresh subjects: {privacy['dcr_share_null']:.3f}); "
+              f"exact copies {privacy['exact_copies']} (held-out rows: {privacy['exact_copies_holdout']}); "
+              f"membership AUC {privacy['membership_auc']:.3f} (0.5: cannot tell); {privacy['rows']['train']} training and "
+              f"{privacy['rows']['holdout']} held-out rows with every modality")
+    print(("PRIVACY CHECK FAILED: " if report["memorisation"] else "privacy: ") + report["verdict"],
+          file=sys.stderr if report["memorisation"] or report["warnings"] else sys.stdout)
+    return EXIT_MEMORISATION if report["memorisation"] else 0
 
 
 def run_embed(args: argparse.Namespace) -> None:

@@ -4,20 +4,35 @@ Every measure compares three sets of rows of the same features (all modalities s
 flattened images): the synthetic rows, the rows the model was trained on, and held-out rows it never saw.
 Distances are Gower's for numbers: the mean over features of |a - b| / (the feature's range on the real rows), as
 SDMetrics' DCR metrics define them except for their cap of 1 per feature, which only binds for values beyond the
-real rows' range (our test checks the two agree within it). They are computed with scikit-learn's nearest-neighbour
-search on range-scaled features, which scales to image-sized rows where SDMetrics' pairwise frames do not
-(1,000 x 1,000 rows of 784 features would be a 12 GB frame there).
+real rows' range (our test checks the two agree within it). Nearest neighbours are searched exactly over **every**
+training and held-out row (`infinimodal.evaluation.neighbours`): a search over a subsample misses a copied row
+whenever its source was left out, and then a generator that returns its training rows looks like one that does not.
 
-Privacy (Platzer & Reutterer 2021; Yale et al. 2020):
+Privacy (Platzer & Reutterer 2021; Yale et al. 2020; Carlini et al. 2022 for the attack at a low false-positive rate).
+Each measure is given beside its **null**, the value the held-out rows get when they play the synthetic rows: a
+generator that draws fresh subjects from the population is indistinguishable from them. Held-out rows are searched
+leave-one-out (a row is not its own neighbour), so the null uses every held-out row as both query and reference.
 - `dcr_share`: of the synthetic rows, the share whose closest training row is nearer than their closest held-out
-  row, with as many training rows as held-out rows (a random subset): 0.5 when the model generalises, 1 when it
-  copies its training rows (SDMetrics' DCROverfittingProtection reports the same share as "closer_to_training",
-  but counts a tie as not closer, which pulls binary data, where ties are common, below 0.5; a tie counts half here);
-- `nndr`: median over synthetic rows of the nearest-neighbour distance ratio (closest / second-closest row of the
-  whole training set), beside the same median for held-out rows (`nndr_holdout`): a copy has a ratio near 0;
-- `exact_copies`: synthetic rows equal to a training row (distance below 1e-9);
-- `membership_auc`: a distance attack, each real row scored by how close its nearest synthetic row is; the area
-  under the ROC curve for telling training rows from held-out rows: 0.5 means membership cannot be told.
+  row (a tie counts half; SDMetrics' DCROverfittingProtection counts it as not closer), beside `dcr_share_null`;
+  with every training row in the search the null is about n_train / (n_train + n_holdout), not 0.5; both with a
+  95 % interval;
+- `dcr_close_share`: the share of synthetic rows at least as close to a training row as the closest 5 % of held-out
+  rows are (`dcr_close_threshold`), beside its null (about 0.05): a generator that copies a part of its rows;
+- `exact_copies`: synthetic rows equal to a training row (distance below 1e-9), beside `exact_copies_holdout`
+  (held-out rows equal to a training row: duplicates in the population, common in binary data);
+- `nndr`: median over synthetic rows of the nearest-neighbour distance ratio (closest / second-closest training
+  row), beside the same median for held-out rows (`nndr_holdout`): a copy, or a copy with small noise, has a ratio
+  near 0;
+- `membership_auc`: a distance attack scoring each real row by how close its nearest synthetic row is; the area
+  under the ROC curve for telling training rows from held-out rows (0.5: membership cannot be told), and
+  `membership_tpr`, the share of training rows the attack flags when it flags 1 % of held-out rows
+  (`membership_fpr`): a generator that copies a few of many training rows moves the AUC little but this a lot.
+Each has a one-sided test of "nearer the training rows than fresh subjects are" (`tests`: p-values; Fisher's exact
+test for counts, Mann-Whitney for NNDR and the AUC, a z-test for the DCR share); `memorisation` lists the measures
+whose p-value is below `ALPHA`. `controls` runs the same measures on two planted generators, a copier (training rows
+verbatim) and a noisy copier (training rows plus noise a quarter of the real rows' neighbour spacing), as many rows
+as the synthetic set: every measure must fail on them (the noisy copier makes no exact copy), or the report says
+which measures cannot tell a copier on these rows (`inconclusive`).
 Fidelity:
 - `ks_mean`, `ks_max`: Kolmogorov-Smirnov statistic between synthetic and held-out rows, per feature (scipy);
 - `correlation_error`: mean absolute difference of the two correlation matrices (features that vary in both);
@@ -31,68 +46,158 @@ Utility (train on synthetic, test on real):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from scipy.stats import ks_2samp
+from scipy.stats import fisher_exact, ks_2samp, mannwhitneyu, norm
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
-from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .neighbours import Neighbours, binary_columns, gower_neighbours, scaled
+
 EXACT = 1e-9
+#: A measure fails when its one-sided p-value is below this (six tests per report: family-wise error under 1 %).
+ALPHA = 0.001
+#: `dcr_close_share` counts synthetic rows as close to a training row as this quantile of the held-out rows.
+CLOSE_QUANTILE = 0.05
+#: The membership attack's false-positive rate on held-out rows for `membership_tpr`.
+ATTACK_FPR = 0.01
+#: Held-out rows that play the synthetic rows for the null at most (each is a search over every training row).
+MAX_NULL_ROWS = 2000
+#: Below this many training or held-out rows the report warns that its measures have little power.
+MIN_ROWS = 100
+#: The noisy copier's noise, as a share of the median distance of a held-out row to its nearest training row.
+NOISE_FRACTION = 0.25
+#: The measures; the noisy copier is expected to fail all but the first.
+MEASURES = ("exact_copies", "dcr_share", "dcr_close_share", "nndr", "membership")
 
 
-def scaled(rows: np.ndarray, low: np.ndarray, span: np.ndarray) -> np.ndarray:
-    """Features divided by their range, so that Manhattan distance / features is Gower's distance."""
-    return (np.asarray(rows, dtype=np.float64) - low) / span
+@dataclass
+class RealRows:
+    """Training and held-out rows, range-scaled, with the held-out rows' own neighbours: the null of every measure."""
+
+    train: np.ndarray
+    holdout: np.ndarray
+    binary: np.ndarray
+    null_to_train: Neighbours  # held-out rows (a subset of at most MAX_NULL_ROWS) against every training row
+    null_to_holdout: Neighbours  # the same rows against the other held-out rows
+
+    @classmethod
+    def build(cls, train: np.ndarray, holdout: np.ndarray, binary: np.ndarray, seed: int) -> "RealRows":
+        null_rows = np.sort(np.random.default_rng(seed).permutation(len(holdout))[:MAX_NULL_ROWS])
+        queries = holdout[null_rows]
+        return cls(train, holdout, binary, gower_neighbours(queries, train, k=min(2, len(train)), binary=binary),
+                   gower_neighbours(queries, holdout, k=1, binary=binary, exclude=null_rows))
+
+    @property
+    def neighbour_spacing(self) -> float:
+        """Median distance of a held-out row to its nearest training row."""
+        return float(np.median(self.null_to_train.distances[:, 0]))
 
 
-def gower_neighbours(reference: np.ndarray, queries: np.ndarray, k: int = 1) -> np.ndarray:
-    """Distances from each query row to its k nearest reference rows (increasing): the mean over range-scaled features
-    of |difference| (Gower's distance for numbers, without its cap of 1 per feature, which only binds for values
-    beyond the real rows' range)."""
-    search = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(reference)
-    distances, _ = search.kneighbors(queries)
-    return distances / reference.shape[1]
+def _closer_to_train(to_train: Neighbours, to_holdout: Neighbours) -> np.ndarray:
+    """1 where the nearest training row is nearer than the nearest held-out row, 0.5 on a tie, else 0."""
+    a, b = to_train.distances[:, 0], to_holdout.distances[:, 0]
+    return np.where(a < b, 1.0, np.where(a == b, 0.5, 0.0))
 
 
-def privacy(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0) -> dict:
-    """The privacy measures of the module docstring."""
-    rng = np.random.default_rng(seed)
-    real = np.concatenate([train, holdout])
-    low, span = real.min(0), np.ptp(real, axis=0)
-    span = np.where(span > 0, span, 1.0)
-    equal = train[rng.permutation(len(train))[: len(holdout)]] if len(train) > len(holdout) else train
-    s, t, h = scaled(synthetic, low, span), scaled(equal, low, span), scaled(holdout, low, span)
-    to_train = gower_neighbours(t, s, k=1)[:, 0]
-    to_holdout = gower_neighbours(h, s, k=1)[:, 0]
-    whole = scaled(train, low, span)
-    to_whole_train = gower_neighbours(whole, s, k=min(2, len(whole)))
-    holdout_to_train = gower_neighbours(whole, h, k=min(2, len(whole)))
-    # membership: each real row's distance to its closest synthetic row
-    member = gower_neighbours(s, t, k=1)[:, 0]
-    outsider = gower_neighbours(s, h, k=1)[:, 0]
-    scores = -np.concatenate([member, outsider])
+def _interval(values: np.ndarray) -> list[float]:
+    half = 1.96 * values.std() / np.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
+
+
+def _greater_share_p(values: np.ndarray, null: np.ndarray) -> float:
+    """One-sided p-value of mean(values) > mean(null) (z-test on two independent means)."""
+    se = np.sqrt(values.var() / len(values) + null.var() / len(null))
+    difference = values.mean() - null.mean()
+    if se == 0:
+        return 0.0 if difference > 0 else 1.0
+    return float(norm.sf(difference / se))
+
+
+def _more_often_p(hits: np.ndarray, null_hits: np.ndarray) -> float:
+    """One-sided Fisher exact p-value that `hits` are true more often than `null_hits`."""
+    table = [[int(hits.sum()), int((~hits).sum())], [int(null_hits.sum()), int((~null_hits).sum())]]
+    return float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def _ratios(neighbours: Neighbours) -> np.ndarray | None:
+    if neighbours.distances.shape[1] < 2:
+        return None
+    first, second = neighbours.distances[:, 0], neighbours.distances[:, 1]
+    return np.where(second > 0, first / np.where(second > 0, second, 1.0), 0.0)
+
+
+def memorisation_measures(synthetic: np.ndarray, real: RealRows) -> dict:
+    """The privacy measures of the module docstring for range-scaled `synthetic` rows, each beside its null and test."""
+    to_train = gower_neighbours(synthetic, real.train, k=min(2, len(real.train)), binary=real.binary)
+    to_holdout = gower_neighbours(synthetic, real.holdout, k=1, binary=real.binary)
+    closer, closer_null = _closer_to_train(to_train, to_holdout), _closer_to_train(real.null_to_train, real.null_to_holdout)
+    copies, copies_null = to_train.distances[:, 0] < EXACT, real.null_to_train.distances[:, 0] < EXACT
+    threshold = float(np.quantile(real.null_to_train.distances[:, 0], CLOSE_QUANTILE))
+    close, close_null = to_train.distances[:, 0] <= threshold, real.null_to_train.distances[:, 0] <= threshold
+    ratio, ratio_null = _ratios(to_train), _ratios(real.null_to_train)
+    # the attack: each real row scored by the distance to its nearest synthetic row
+    member, outsider = to_train.nearest_query, to_holdout.nearest_query
     truth = np.concatenate([np.ones(len(member)), np.zeros(len(outsider))])
+    auc = float(roc_auc_score(truth, -np.concatenate([member, outsider])))
+    flagged_at = float(np.quantile(outsider, ATTACK_FPR))
+    auc_p = float(mannwhitneyu(-member, -outsider, alternative="greater").pvalue)
+    tpr_p = _more_often_p(member <= flagged_at, outsider <= flagged_at)
+    tests = {
+        "exact_copies": _more_often_p(copies, copies_null),
+        "dcr_share": _greater_share_p(closer, closer_null),
+        "dcr_close_share": _more_often_p(close, close_null),
+        "nndr": float(mannwhitneyu(ratio, ratio_null, alternative="less").pvalue) if ratio is not None else 1.0,
+        "membership": min(1.0, 2 * min(auc_p, tpr_p)),  # the AUC or the low-FPR attack (Bonferroni)
+    }
     return {
-        "dcr_share": float((to_train < to_holdout).mean() + 0.5 * (to_train == to_holdout).mean()),
-        "dcr_median_train": float(np.median(to_train)),
-        "dcr_median_holdout": float(np.median(to_holdout)),
-        "nndr": _median_ratio(to_whole_train),
-        "nndr_holdout": _median_ratio(holdout_to_train),
-        "exact_copies": int((to_whole_train[:, 0] < EXACT).sum()),
-        "membership_auc": float(roc_auc_score(truth, scores)),
-        "rows": {"synthetic": int(len(synthetic)), "train": int(len(equal)), "holdout": int(len(holdout))},
+        "dcr_share": float(closer.mean()), "dcr_share_interval": _interval(closer),
+        "dcr_share_null": float(closer_null.mean()), "dcr_share_null_interval": _interval(closer_null),
+        "dcr_median_train": float(np.median(to_train.distances[:, 0])), "dcr_median_holdout": float(np.median(to_holdout.distances[:, 0])),
+        "dcr_close_share": float(close.mean()), "dcr_close_share_null": float(close_null.mean()), "dcr_close_threshold": threshold,
+        "nndr": float(np.median(ratio)) if ratio is not None else None,
+        "nndr_holdout": float(np.median(ratio_null)) if ratio_null is not None else None,
+        "exact_copies": int(copies.sum()), "exact_copies_holdout": int(copies_null.sum()),
+        "membership_auc": auc, "membership_tpr": float((member <= flagged_at).mean()), "membership_fpr": float((outsider <= flagged_at).mean()),
+        "tests": tests, "memorisation": [name for name in MEASURES if tests[name] < ALPHA],
+        "rows": {"synthetic": int(len(synthetic)), "train": int(len(real.train)), "holdout": int(len(real.holdout)),
+                 "holdout_null": int(len(real.null_to_train.distances))},
     }
 
 
-def _median_ratio(distances: np.ndarray) -> float | None:
-    if distances.shape[1] < 2:
-        return None
-    second = distances[:, 1]
-    ratio = np.where(second > 0, distances[:, 0] / np.where(second > 0, second, 1.0), 0.0)
-    return float(np.median(ratio))
+def planted_copiers(real: RealRows, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Two generators that memorise, n range-scaled rows each: training rows verbatim, and the same rows with noise
+    (Gaussian on continuous columns, flips on binary ones) whose expected Gower distance to its source is
+    NOISE_FRACTION of the real rows' neighbour spacing."""
+    rng = np.random.default_rng(seed)
+    copies = real.train[rng.choice(len(real.train), n, replace=n > len(real.train))]
+    scale = NOISE_FRACTION * real.neighbour_spacing
+    noisy = copies + rng.normal(0.0, scale * np.sqrt(np.pi / 2), copies.shape) * ~real.binary
+    flips = (rng.random(copies.shape) < min(scale, 0.5)) & real.binary
+    noisy[flips] = 1.0 - noisy[flips]
+    return {"copier": copies, "noisy_copier": noisy}
+
+
+def privacy(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0, controls: bool = True) -> dict:
+    """The privacy measures of the module docstring, with the planted copiers' results under `controls`."""
+    if len(train) < 2 or len(holdout) < 2:
+        raise ValueError(f"the privacy measures need at least 2 training and 2 held-out rows, got {len(train)} and {len(holdout)}")
+    real_rows = np.concatenate([train, holdout])
+    low, span = real_rows.min(0), np.ptp(real_rows, axis=0)
+    span = np.where(span > 0, span, 1.0)
+    s, t, h = scaled(synthetic, low, span), scaled(train, low, span), scaled(holdout, low, span)
+    real = RealRows.build(t, h, binary_columns(s, t, h), seed)
+    out = memorisation_measures(s, real)
+    if controls:
+        out["controls"] = {name: memorisation_measures(rows, real)["memorisation"] for name, rows in planted_copiers(real, len(s), seed).items()}
+        missed = {m for m in MEASURES if m not in out["controls"]["copier"]}
+        missed |= {m for m in MEASURES[1:] if m not in out["controls"]["noisy_copier"]}
+        out["inconclusive"] = [m for m in MEASURES if m in missed]
+    return out
 
 
 def fidelity(synthetic: np.ndarray, holdout: np.ndarray, seed: int = 0, max_rows: int = 5000) -> dict:
