@@ -432,3 +432,49 @@ def test_training_moves_stragglers_unless_told_not_to(tmp_path):
     assert main(["train", "--data", "synthetic:shared=2,private=1,features=6,n=600", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
                  "--no-order-dimensions", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["order_dimensions"] is False
+
+
+def _pinned_kl_module(monkeypatch, used_positions: list[int], follow: bool = False):
+    """An untrained gated module whose per-dimension KL is pinned: `used_positions` are used, and stay where they are
+    whatever is exchanged, or (`follow`) move with the exchanged dimensions."""
+    from infinimodal import MultimodalVAE
+    from infinimodal.data import load_dataset
+
+    data = load_dataset("synthetic:shared=2,private=1,features=6,n=300")
+    module = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", latent_dim=6, hidden=[8]).module
+    pinned = torch.zeros(6)
+    pinned[used_positions] = 1.0
+    monkeypatch.setattr(module.latent, "kl_per_dim", lambda q: pinned.expand(2, 6))
+    if follow:
+        exchange = module.swap_dimensions
+
+        def exchange_and_follow(j, k, *args):
+            pinned[[j, k]] = pinned[[k, j]]
+            return exchange(j, k, *args)
+
+        monkeypatch.setattr(module, "swap_dimensions", exchange_and_follow)
+    batch = data.valid.batch(np.arange(len(data.valid)))
+    return module, batch
+
+
+def test_a_straggler_pair_is_exchanged_at_most_once_per_call(monkeypatch):
+    # positions 0 and 2 always look used: each exchange of 2 with 1 leaves a straggler at 2 again, which looped
+    from infinimodal import training
+
+    module, batch = _pinned_kl_module(monkeypatch, [0, 2])
+    monkeypatch.setattr(training, "_fixed_draw_elbo", lambda *args: -10.0)
+    assert [(m, t) for m, t, _, _ in training.move_stragglers(module, batch["data"], batch["mask"])] == [(3, 2)]
+
+
+@pytest.mark.parametrize("elbos, kept", [([-10.0, float("nan")], 0), ([-10.0, -10.2, -10.2, -10.4], 1), ([-10.0, -10.1, -10.1, -10.2], 2)])
+def test_exchanges_that_make_the_elbo_nan_or_cost_more_than_the_tolerance_in_total_are_undone(monkeypatch, elbos, kept):
+    from infinimodal import training
+
+    module, batch = _pinned_kl_module(monkeypatch, [0, 3, 5], follow=True)  # two stragglers: 5 moves to 1, then 3 to 2
+    weights = {name: p.detach().clone() for name, p in module.named_parameters()}
+    calls = iter(elbos + [-10.0] * 10)
+    monkeypatch.setattr(training, "_fixed_draw_elbo", lambda *args: next(calls))
+    moves = training.move_stragglers(module, batch["data"], batch["mask"])
+    assert len(moves) == kept  # 0.2 nats each: the second exchange would bring the total to 0.4 > EXCHANGE_TOLERANCE
+    if kept == 0:  # undone (up to rounding: the moved column is scaled by a gate ratio and back)
+        assert all(torch.allclose(p, weights[name], atol=1e-6) for name, p in module.named_parameters())

@@ -405,11 +405,16 @@ EXCHANGE_TOLERANCE = 0.25
 @torch.no_grad()
 def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimizer=None, seed: int = 0) -> list[tuple[int, int, float, float]]:
     """While a used dimension (mean KL over these rows above USED_DIMENSION_KL) sits after an unused one, exchange the
-    last used with the first unused (`MultimodalModule.swap_dimensions`), unless that lowers the mean ELBO of these rows
-    by more than EXCHANGE_TOLERANCE (the same random draws before and after; then it is undone and the search stops). Returns the moves made as
-    (from, to, ELBO before, ELBO after), dimensions counted from 1. Needs a family with ordered dimensions."""
-    moves = []
+    last used with the first unused (`MultimodalModule.swap_dimensions`), unless that makes the mean ELBO of these rows
+    non-finite or lower than it was before the first exchange by more than EXCHANGE_TOLERANCE (the same random draws
+    each time; then it is undone and the search stops): the tolerance bounds all of one call's exchanges together, not
+    each. Each pair of positions is exchanged at most once per call (an exchanged dimension can fall below the KL
+    threshold and its partner rise above it, and the two were then exchanged back and forth ~50 times at one epoch
+    start). Returns the moves made as (from, to, ELBO before, ELBO after), dimensions counted from 1. Needs a family
+    with ordered dimensions."""
+    moves, exchanged = [], set()
     with kept_random_streams(mask.device):
+        start = None
         for _ in range(module.latent.n_dimensions):
             q = module.posterior(data, mask)
             used = (module.latent.kl_per_dim(q).mean(0) > USED_DIMENSION_KL).cpu().numpy()
@@ -417,15 +422,25 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
             if not len(free) or not len(late) or late[-1] < free[0]:
                 break
             j, k = int(free[0]), int(late[-1])
+            if (j, k) in exchanged:
+                break
+            exchanged.add((j, k))
             gates = module.latent.mean_gates(q)  # the sticks stay at their positions: the same gates after the exchange
             before = _fixed_draw_elbo(module, data, mask, seed)
+            start = before if start is None else start
             module.swap_dimensions(j, k, gates, optimizer)
             after = _fixed_draw_elbo(module, data, mask, seed)
-            if after < before - EXCHANGE_TOLERANCE:
+            if not harmless(start, after):
                 module.swap_dimensions(j, k, gates, optimizer)  # exactly back
                 break
             moves.append((k + 1, j + 1, before, after))
     return moves
+
+
+def harmless(before: float, after: float) -> bool:
+    """A change to the model (exchanges, a trim) stays only if the ELBO after it is finite and at most EXCHANGE_TOLERANCE
+    below the ELBO before (a NaN compares False with everything, so `after < before - tol` let a NaN through)."""
+    return math.isfinite(after) and after >= before - EXCHANGE_TOLERANCE
 
 
 def _fixed_draw_elbo(module: MultimodalModule, data: dict, mask: Tensor, seed: int) -> float:
@@ -458,9 +473,13 @@ class OrderDimensions(Callback):
             return
         data, mask = validation_rows(trainer, plan, self.rows)
         module.warm_up(1.0)  # decisions about the model itself (the next training step sets the schedule again)
-        for moved, to, before, after in move_stragglers(module, data, mask, trainer.optimizers[0] if trainer.optimizers else None, self.seed):
+        started = time.perf_counter()
+        moves = move_stragglers(module, data, mask, trainer.optimizers[0] if trainer.optimizers else None, self.seed)
+        for moved, to, before, after in moves:
             log.info("epoch %d: moved dimension %d to the unused position %d (ELBO of %d validation rows %.3f -> %.3f)",
                      trainer.current_epoch + 1, moved, to, len(mask), before, after)
+        if moves:
+            log.info("epoch %d: %d straggler move(s) in %.1f s", trainer.current_epoch + 1, len(moves), time.perf_counter() - started)
 
 
 #: `--truncation auto` keeps this many unused dimensions after the last used one: it grows when fewer have been free at
@@ -566,7 +585,7 @@ class AdaptTruncation(Callback):
         trimmed = copy.deepcopy(module)
         trimmed.resize_dimensions(target)
         before, after = _fixed_draw_elbo(module, data, mask, self.seed), _fixed_draw_elbo(trimmed, data, mask, self.seed)
-        if after < before - EXCHANGE_TOLERANCE:
+        if not harmless(before, after):
             log.info("epoch %d: kept %d dimensions: trimming to %d would lower the ELBO of %d validation rows from %.3f to %.3f",
                      trainer.current_epoch + 1, module.latent.n_dimensions, target, len(mask), before, after)
             return module.latent.n_dimensions
