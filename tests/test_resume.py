@@ -74,7 +74,8 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
         assert "Warning: " in (run / "report.html").read_text() and "training did not finish" in (run / "report.html").read_text()
     else:
         assert returncode == -signal.SIGKILL
-    resumed = subprocess.run(cli("train", "--out", str(run), "--resume", "--quiet"), capture_output=True, text=True)
+    # as a requeued job resumes: the very command line the run was started with, plus --resume
+    resumed = subprocess.run(cli(*TRAIN, "--out", str(run), "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert progress(run) == {"epochs_done": 3, "epochs": 3, "finished": True, "stopped": None}
     expected, found = weights(uninterrupted), weights(run)
@@ -137,7 +138,14 @@ def test_resume_refuses_what_it_cannot_do(uninterrupted, tmp_path, capsys):
     assert main(["train", "--out", str(uninterrupted), "--resume", "--quiet"]) == 2
     assert "already finished" in capsys.readouterr().err
     assert main(["train", "--out", str(uninterrupted), "--resume", "--epochs", "9", "--lr", "0.1"]) == 2
-    assert "drop --epochs, --lr" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "drop --epochs (epochs=9 where the run has 3); --lr (lr=0.1 where the run has" in err
+    # the run's own flags are accepted (a requeued job repeats them); only the one that differs is named
+    assert main([*TRAIN, "--out", str(uninterrupted), "--resume", "--batch-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --batch-size (batch_size=64 where the run has 50)" in err and "--epochs" not in err and "--hidden" not in err
+    assert main([*TRAIN, "--out", str(uninterrupted), "--resume"]) == 2
+    assert "already finished" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 

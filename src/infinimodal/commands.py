@@ -48,11 +48,47 @@ def write_csv(path: str, columns: dict) -> None:
             writer.writerow(["" if isinstance(v, float) and v != v else int(v) if isinstance(v, (bool, np.bool_)) else f"{float(v):.6g}" for v in row])
 
 
+def config_from_flags(args: argparse.Namespace) -> api.TrainConfig:
+    """The training configuration `train`'s flags describe."""
+    return api.TrainConfig(
+        data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
+        latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
+        max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,
+        order_dimensions=args.order_dimensions, **option_values(args),
+    )
+
+
+def flags_unlike_the_run(args: argparse.Namespace) -> list[str]:
+    """The flags given to `train --resume` that would change the run's configuration, each as `--flag VALUE (the run's:
+    VALUE)`. A flag equal to the run's own setting is accepted: a requeued job repeats its whole command line."""
+    from .config import TrainConfig
+
+    path = Path(args.out) / "config.json"
+    saved = TrainConfig.from_dict(api.read_config(path)) if path.is_file() else None
+    from .cli import build_parser
+
+    defaults = build_parser().parse_args(["train", "--out", str(args.out)])
+    differing = []
+    for flag in changed_train_flags(args):
+        dest = flag[2:].replace("-", "_")
+        probe = argparse.Namespace(**vars(defaults))
+        setattr(probe, dest, getattr(args, dest))
+        wanted, default = vars(config_from_flags(probe)), vars(config_from_flags(defaults))
+        fields = [name for name in wanted if wanted[name] != default[name]]
+        if saved is None or not fields:
+            differing.append(flag)
+        elif any(wanted[name] != getattr(saved, name) for name in fields):
+            differing.append(f"{flag} ({', '.join(f'{name}={wanted[name]!r} where the run has {getattr(saved, name)!r}' for name in fields)})")
+    return differing
+
+
 def run_train_resumed(args: argparse.Namespace) -> None:
     """`train --resume`: continue DIR's run with the settings of its config.json."""
-    changed = changed_train_flags(args)
-    if changed:
-        raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json): drop {', '.join(changed)}")
+    differing = flags_unlike_the_run(args)
+    if differing:
+        raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json); "
+                               f"these flags differ from them: drop {'; '.join(differing)}")
     config = api.resume_config(args.out)
     out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
     if is_rank_zero():
@@ -63,13 +99,7 @@ def run_train_resumed(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> None:
     """`train`: a new run from the flags."""
     check_options_apply(args.latent, args.aggregator, list(option_values(args)))
-    config = api.TrainConfig(
-        data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
-        latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-        max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,
-        order_dimensions=args.order_dimensions, **option_values(args),
-    )
+    config = config_from_flags(args)
     out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
     if is_rank_zero():
         print(f"trained {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
