@@ -229,3 +229,37 @@ def test_epoch_training_means_weigh_every_row_once_with_an_uneven_last_batch(tmp
         assert logged.loc[epoch, "train_elbo"] == pytest.approx(rows.elbo[epoch] / 560, rel=1e-5)
         assert logged.loc[epoch, "train_kl"] == pytest.approx(rows.kl[epoch] / 560, rel=1e-5)
         assert logged.loc[epoch, "kl_weight"] == pytest.approx(rows.weight[epoch] / 560, rel=1e-6)
+
+
+def test_embed_takes_what_a_python_user_holds_and_refuses_the_rest_at_once(fitted, data, tmp_path):
+    import anndata
+    import mudata
+    import pandas as pd
+
+    arrays = arrays_with_gaps(data, 20)[0]
+    expected = fitted.embed(arrays)
+    frames = {name: pd.DataFrame(values, index=[f"s{i}" for i in range(20)]) for name, values in arrays.items()}
+    np.testing.assert_allclose(fitted.embed(frames), expected, atol=1e-6)
+    imputed = fitted.impute(frames)
+    np.testing.assert_allclose(imputed[data.names[0]], fitted.impute(arrays)[data.names[0]], atol=1e-6)
+    # a MuData, each modality's AnnData holding only its observed rows (it used to be iterated for minutes)
+    parts = {}
+    for name, values in arrays.items():
+        kept = ~np.isnan(values).all(1)
+        part = anndata.AnnData(values[kept].astype(np.float32))
+        part.obs_names = [f"s{i}" for i in np.flatnonzero(kept)]
+        parts[name] = part
+    mdata = mudata.MuData(parts)
+    order = [int(name[1:]) for name in mdata.obs_names]
+    np.testing.assert_allclose(fitted.embed(mdata), expected[order], atol=1e-5)
+    np.testing.assert_allclose(fitted.embed({name: parts[name] for name in parts if np.isfinite(arrays[name]).all()} | {
+        name: arrays[name] for name in arrays if not np.isfinite(arrays[name]).all()}), expected, atol=1e-5)
+    path = tmp_path / "rows.npz"
+    np.savez(path, **arrays)
+    np.testing.assert_allclose(fitted.embed(str(path)), expected, atol=1e-6)
+    with pytest.raises(DataError, match="an AnnData holds one modality and this model has 3"):
+        fitted.embed(parts[data.names[0]])
+    with pytest.raises(DataError, match="cannot read rows from a builtins.list"):
+        fitted.embed([arrays[name] for name in arrays])
+    with pytest.raises(DataError, match="not an array of rows"):
+        fitted.embed({data.names[0]: 3.0})

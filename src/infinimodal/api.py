@@ -31,7 +31,7 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
     build_module, component_settings, named_component_settings,
 )
 from .data import MultimodalData, Split, load_dataset
-from .data.files import check_rows, codes_to_positions, one_hot
+from .data.files import check_rows, codes_to_positions, one_hot, user_arrays
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
@@ -179,9 +179,12 @@ class MultimodalVAE:
     # --- inputs ------------------------------------------------------------------------------------------
 
     def as_split(self, arrays: dict[str, np.ndarray] | Split, source: str = "the input") -> Split:
-        """Arrays keyed by modality (rows of NaN = missing; an absent key = missing everywhere) as a Split."""
+        """Arrays keyed by modality (rows of NaN = missing; an absent key = missing everywhere) as a Split; also a dict of
+        DataFrames or AnnData objects, a MuData, an AnnData for a one-modality model, or an .npz / .h5mu path
+        (`data.files.user_arrays`)."""
         if isinstance(arrays, Split):
             return arrays
+        arrays = user_arrays(arrays, self.names, source)
         unknown = set(arrays) - set(self.names) - {"labels", "split"}
         if unknown:
             raise DataError(f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})")
@@ -289,6 +292,8 @@ class MultimodalVAE:
         """What imputation starts from: the observed values in the data's units (arrays given by the user exactly as
         given; images stored as uint8 intensities as floats in [0, 1], the scale the model generates in)."""
         filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
+        if not isinstance(arrays, Split):
+            arrays = user_arrays(arrays, self.names, "the input")
         for m, name in enumerate(self.names):
             if name not in self.standardization:
                 continue

@@ -19,6 +19,7 @@ poisson, otherwise gaussian) unless given, and the values are checked against th
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -225,21 +226,75 @@ def _read_h5mu(path: Path):
         mdata = mudata.read_h5mu(path)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: cannot read as .h5mu: {exc}") from exc
-    n = mdata.n_obs
-    raw = {}
-    for name, adata in mdata.mod.items():
-        x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        position = np.asarray(mdata.obsmap[name])  # 1-based row in the modality, 0 where absent
-        full = np.full((n, *x.shape[1:]), np.nan, dtype=np.float64)
-        present = position > 0
-        full[present] = x[position[present] - 1]
-        raw[name] = full
+    raw = mudata_arrays(mdata)
     labels = None
     for column in ("labels", "label"):
         if column in mdata.obs:
             labels = _labels(mdata.obs[column].to_numpy())
             break
     return raw, labels, None
+
+
+def dense(adata) -> np.ndarray:
+    """An AnnData's X as a dense array (sparse matrices densified)."""
+    return adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+
+
+def mudata_arrays(mdata) -> dict[str, np.ndarray]:
+    """One array per modality of a MuData object, a row per observation of the MuData, NaN rows where a modality's
+    AnnData lacks the observation."""
+    n = mdata.n_obs
+    raw = {}
+    for name, adata in mdata.mod.items():
+        x = dense(adata)
+        position = np.asarray(mdata.obsmap[name])  # 1-based row in the modality, 0 where absent
+        full = np.full((n, *x.shape[1:]), np.nan, dtype=np.float64)
+        present = position > 0
+        full[present] = x[position[present] - 1]
+        raw[name] = full
+    return raw
+
+
+def _is_mudata(value) -> bool:
+    return hasattr(value, "mod") and hasattr(value, "obsmap")
+
+
+def _is_anndata(value) -> bool:
+    return hasattr(value, "X") and hasattr(value, "obs_names") and not _is_mudata(value)
+
+
+def user_arrays(value, names: list[str], source: str) -> dict:
+    """What a Python user passes for rows (a dict of arrays, DataFrames or AnnData objects keyed by modality, a MuData,
+    an AnnData for a one-modality model, or an .npz / .h5mu path) as a dict of arrays, rows in the given order; any
+    other object is refused at once, in one line (a MuData used to be iterated as a mapping for minutes)."""
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        if path.suffix == ".npz":
+            return read_npz_arrays(path)
+        if path.suffix == ".h5mu":
+            return _read_h5mu(path)[0]
+        raise DataError(f"{source}: {path} is not an .npz or .h5mu file")
+    if _is_mudata(value):
+        return mudata_arrays(value)
+    if _is_anndata(value):
+        if len(names) != 1:
+            raise DataError(f"{source}: an AnnData holds one modality and this model has {len(names)} ({', '.join(names)}): "
+                            "pass a MuData, or a dict {modality: AnnData or array}")
+        return {names[0]: dense(value)}
+    if not isinstance(value, Mapping):
+        raise DataError(f"{source}: cannot read rows from a {type(value).__module__}.{type(value).__name__}: pass a dict of arrays or "
+                        "DataFrames keyed by modality, a MuData, an AnnData (one-modality models) or an .npz / .h5mu path")
+    arrays = {}
+    for name, column in value.items():
+        if _is_anndata(column):
+            column = dense(column)
+        elif hasattr(column, "to_numpy"):  # pandas DataFrame or Series: its values, in its row order
+            column = column.to_numpy()
+        array = np.asarray(column)
+        if array.ndim == 0:
+            raise DataError(f"{source}: {name!r} is a {type(column).__name__}, not an array of rows (one row per subject)")
+        arrays[name] = array
+    return arrays
 
 
 def file_dataset(path: str | Path, likelihoods: dict[str, str] | None = None, seed: int = 0) -> MultimodalData:
