@@ -7,8 +7,8 @@ scores against feature-space baselines, and the privacy and fidelity of syntheti
 For each latent family (default: the stick-gated default and the Gaussian, both MoPoE) and seed it trains on the
 `cohort` data set (a healthy reference population; a tenth of the test subjects atypical, half off the map from
 factors to measurements, half at an extreme of a factor) and reports:
-- `imputation_mse`: eval.json's per-modality imputation error, the model's conditional mean beside ridge and MLP
-  regression from the other modalities and the training mean;
+- `imputation_mse`: eval.json's per-modality imputation error, the model's conditional mean beside baselines tuned
+  on the validation rows (ridge, MLP, logistic regression for the binary markers, the training mean);
 - `score_auc`: per kind of atypical subject, the ROC AUC of telling it from typical test subjects with the model's
   `score` under each combination of its parts (`infinimodal.deviation.COMBINATIONS`), and with two feature-space
   baselines fitted on the complete training rows: the PCA reconstruction residual (components for 90 % of the
@@ -74,9 +74,10 @@ def synthesis(run: Path, n: int) -> dict:
 
 def cohort_model(out: Path, latent: str, seed: int, epochs: int, samples: int, n_synthetic: int) -> dict:
     run = out / f"{latent}_s{seed}"
-    if not (run / "eval.json").exists():
-        with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON
+        if not (run / "model.ckpt").exists():
             assert cli(["train", "--data", "cohort", "--latent", latent, "--epochs", str(epochs), "--seed", str(seed), "--quiet", "--out", str(run)]) == 0
+        if not (run / "eval.json").exists():  # delete it to evaluate a trained run again
             assert cli(["evaluate", str(run), "--iw-samples", "100", "--quiet"]) == 0
     result = json.loads((run / "eval.json").read_text())
     vae, config = api.load(run)

@@ -34,9 +34,10 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   `joint` is the fraction of samples from the prior whose generated modalities all get the same label;
   `coherence_classifier_accuracy` gives each classifier's own test accuracy;
 - `shared_factor_r2` (synthetic data): linear R^2 of the true shared factors from the representation;
-- `imputation_mse` (several modalities): per non-categorical modality, the mean squared error of imputing it on
-  test rows with every modality observed and it hidden on purpose, for the model (`impute`'s conditional mean) and
-  for ridge and MLP regressions from the other modalities and the training mean (`imputation_errors`);
+- `imputation_mse` (several modalities): per modality, the mean squared error (Brier score for binary and
+  categorical values) of imputing it on test rows with every modality observed and it hidden on purpose, for the
+  model (`impute`'s conditional mean) and for baselines from the other modalities tuned on validation rows (ridge,
+  MLP, logistic regression, the training mean), with `best_baseline` (`imputation_errors`);
 - `prediction_error` (categorical modalities): keyed by modality, the test error of its imputation (argmax of
   E[x_c | the given modalities], what `impute` fills in) from all the other modalities ("all") and from each alone. A data set's
   label modality (`--data NAME:labels=F`) is scored against the test labels, and no representation metric
@@ -313,14 +314,15 @@ BASELINE_ROWS = 10_000
 
 @torch.no_grad()
 def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
-                      batch_size: int = 500, seed: int = 0) -> dict:
-    """Per non-categorical modality m, the mean squared error (per feature, in the model's units) of imputing it on test
-    rows with every modality observed, m hidden on purpose: the model's conditional mean (what `impute` gives) beside
-    regressions from the other modalities fitted on the complete training rows (ridge; an MLP of 256 ReLUs, early
-    stopped) and the training mean. `model_all_rows`: the model on every test row with m observed, from whatever else
-    the row has."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.neural_network import MLPRegressor
+                      batch_size: int = 500, seed: int = 0, valid: Split | None = None) -> dict:
+    """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
+    Brier score) of imputing it on test rows with every modality observed, m hidden on purpose: the model's conditional
+    mean (what `impute` gives) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
+    logistic regression for binary and categorical values), fitted on the complete training rows with their settings
+    chosen on the complete `valid` rows (`baseline_settings`), and the best of them (`best_baseline`, by test error, so
+    the model is held to the strongest). `model_all_rows`: the model on every test row with m observed, from whatever
+    else the row has. Without validation rows with every modality, only the training mean is given."""
+    from .baselines import tuned_predictions
 
     names = model.names
     if len(names) < 2:
@@ -328,11 +330,11 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     complete_test = np.flatnonzero(test.mask.all(axis=1))
     complete_train = np.flatnonzero(train.mask.all(axis=1))
     complete_train = np.sort(np.random.default_rng(seed).permutation(complete_train)[:BASELINE_ROWS])
-    real_train = {k: v.numpy() for k, v in train.batch(complete_train)["data"].items()} if len(complete_train) else {}
+    complete_valid = np.flatnonzero(valid.mask.all(axis=1)) if valid is not None else np.array([], dtype=int)
+    rows_of = lambda split, rows: {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}  # noqa: E731
+    real_train, real_valid, real_test = rows_of(train, complete_train), rows_of(valid, complete_valid), rows_of(test, complete_test)
     out = {}
     for m, name in enumerate(names):
-        if model.likelihood(name).categorical:
-            continue
         entry: dict = {"rows": int(len(complete_test))}
         for key, rows in (("model", complete_test), ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1)))):
             if not len(rows):
@@ -350,18 +352,30 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
         if len(entry) == 1:
             continue  # no test row has m and something to impute it from
         if len(complete_test) and len(complete_train) >= 10:
-            real_test = {k: v.numpy() for k, v in test.batch(complete_test)["data"].items()}
             others = [n for n in names if n != name]
-            x_train = np.concatenate([real_train[n].reshape(len(complete_train), -1) for n in others], axis=1)
-            x_test = np.concatenate([real_test[n].reshape(len(complete_test), -1) for n in others], axis=1)
-            y_train, y_test = real_train[name].reshape(len(complete_train), -1), real_test[name].reshape(len(complete_test), -1)
+            x = {part: np.concatenate([rows[n] for n in others], axis=1) for part, rows in (("train", real_train), ("test", real_test))}
+            y_train, y_test = real_train[name], real_test[name]
             entry["mean"] = float(((y_test - y_train.mean(0)) ** 2).mean())
-            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x_train, y_train)
-            entry["ridge"] = float(((ridge.predict(x_test) - y_test) ** 2).mean())
-            mlp = MLPRegressor(hidden_layer_sizes=(256,), early_stopping=True, max_iter=200, random_state=seed).fit(x_train, y_train)
-            entry["mlp"] = float(((mlp.predict(x_test).reshape(y_test.shape) - y_test) ** 2).mean())
+            if len(complete_valid) >= 10:
+                x_valid = np.concatenate([real_valid[n] for n in others], axis=1)
+                predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, real_valid[name], x["test"],
+                                                                            imputation_kind(model, name), seed)
+                for baseline, predicted in predictions.items():
+                    entry[baseline] = float(((predicted - y_test) ** 2).mean())
+            best = min((b for b in BASELINES if b in entry), key=entry.get)
+            entry["best_baseline"] = best
         out[name] = entry
     return out
+
+
+#: The baselines `imputation_errors` may report, by the key it gives their errors.
+BASELINES = ("mean", "ridge", "mlp", "logistic")
+
+
+def imputation_kind(model: MultimodalModule, name: str) -> str:
+    """What modality `name` holds, for the baselines: one-hot classes, independent 0/1 features, or continuous values."""
+    likelihood = model.likelihood(name)
+    return "categorical" if likelihood.categorical else "binary" if likelihood.name == "bernoulli" else "continuous"
 
 
 def evaluate_model(
@@ -448,7 +462,7 @@ def evaluate_model(
         errors = prediction_errors(model, test, data.label_modality)
         if errors:
             result["prediction_error"] = errors
-        imputation = imputation_errors(model, data.train, test)
+        imputation = imputation_errors(model, data.train, test, valid=data.valid)
         if imputation:
             result["imputation_mse"] = imputation
     if multimodal and labelled:

@@ -54,12 +54,8 @@ def _block_distances(queries: torch.Tensor, references: torch.Tensor, binary: to
     return distances
 
 
-def gower_neighbours(queries: np.ndarray, references: np.ndarray, k: int = 1, binary: np.ndarray | None = None,
-                     exclude: np.ndarray | None = None) -> Neighbours:
-    """The k nearest `references` of every row of `queries` (both range-scaled) over every reference row.
-
-    `exclude[i]` is a reference row that query i must not count (itself, when a set is searched against itself: its
-    leave-one-out neighbours); -1 or None excludes nothing."""
+def gower_neighbours(queries: np.ndarray, references: np.ndarray, k: int = 1, binary: np.ndarray | None = None) -> Neighbours:
+    """The k nearest `references` of every row of `queries` (both range-scaled) over every reference row."""
     if k > len(references):
         raise ValueError(f"{k} neighbours asked of {len(references)} reference rows")
     binary = binary_columns(queries, references) if binary is None else binary
@@ -67,16 +63,11 @@ def gower_neighbours(queries: np.ndarray, references: np.ndarray, k: int = 1, bi
     best = torch.full((len(queries), k), torch.inf, dtype=torch.float64)
     best_index = torch.full((len(queries), k), -1, dtype=torch.long)
     nearest_query = torch.full((len(references),), torch.inf, dtype=torch.float64)
-    excluded = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long)
     with torch.no_grad():
         for q0 in range(0, len(queries), QUERY_BLOCK):
             q = q_all[q0:q0 + QUERY_BLOCK]
             for r0 in range(0, len(references), REFERENCE_BLOCK):
                 block = _block_distances(q, r_all[r0:r0 + REFERENCE_BLOCK], mask)
-                if excluded is not None:
-                    own = excluded[q0:q0 + QUERY_BLOCK] - r0
-                    inside = (own >= 0) & (own < block.shape[1])
-                    block[inside.nonzero().squeeze(1), own[inside]] = torch.inf
                 nearest_query[r0:r0 + block.shape[1]] = torch.minimum(nearest_query[r0:r0 + block.shape[1]], block.min(0).values)
                 width = min(k, block.shape[1])
                 values, where = block.topk(width, dim=1, largest=False)
