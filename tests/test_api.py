@@ -263,3 +263,11 @@ def test_embed_takes_what_a_python_user_holds_and_refuses_the_rest_at_once(fitte
         fitted.embed([arrays[name] for name in arrays])
     with pytest.raises(DataError, match="not an array of rows"):
         fitted.embed({data.names[0]: 3.0})
+
+
+def test_fit_logs_to_its_run_directory_as_the_command_line_does(data, tmp_path):
+    vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=4, hidden=[8])
+    vae.fit(data, epochs=2, batch_size=100, progress=False, out_dir=tmp_path)
+    log = (tmp_path / "infinimodal.log").read_text().splitlines()
+    assert "MultimodalVAE.fit(epochs=2" in log[0] and log[-1].endswith("done")
+    assert [line for line in log if ": epoch 2" in line and "val_elbo" in line]

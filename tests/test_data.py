@@ -272,6 +272,10 @@ def test_npz_errors_name_the_modality_the_file_and_the_rows(tmp_path):
         load_dataset(str(write_npz(tmp_path / "ok.npz", a=good, b=good)), likelihoods={"c": "poisson"})
     with pytest.raises(DataError, match="unknown data"):
         load_dataset("nothing-like-this")
+    # a pandas column of dtype object saved as it is: the array, and how to save it instead
+    np.savez(tmp_path / "objects.npz", a=good, sex=np.array(["F", None, 3] * 4, dtype=object))
+    with pytest.raises(DataError, match=r"objects.npz: array 'sex' holds Python objects .*np.asarray\(values, dtype=str\)"):
+        load_dataset(str(tmp_path / "objects.npz"))
 
 
 def test_npz_split_column_is_honoured(tmp_path):

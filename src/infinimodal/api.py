@@ -42,6 +42,7 @@ from .likelihoods import likelihood_class
 from .deviation import Reference, deviation_scores
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
+from .runlog import log_to
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # noqa: F401  (re-exported for the command line)
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
@@ -54,7 +55,8 @@ class MultimodalVAE:
     """A multimodal VAE over any latent family and aggregator: the Python facade.
 
     modalities: the `Modality` specs (their order is the model's modality order);
-    latent: gaussian, beta, kumaraswamy or logitnormal; aggregator: poe, moe or mopoe;
+    latent: gated (the default: the stick-gated Gaussian, ordered and adaptive), gaussian, beta, kumaraswamy or
+    logitnormal (`infinimodal.latents.LATENT_FAMILIES`); aggregator: poe, moe or mopoe (the default);
     seed: of the initial weights; settings: any other `ModelConfig` field (truncation, alpha, latent_dim, hidden, ...).
     """
 
@@ -163,7 +165,7 @@ class MultimodalVAE:
                                     order_dimensions=order_dimensions, predict=dict(predict or {}),
                                     infomax=dict(infomax or {}), vat=dict(vat or {}), vat_radius=vat_radius,
                                     oversample=dict(oversample or {}))
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, log_to(out_dir, f"MultimodalVAE.fit(epochs={epochs}, ...)", create=True):
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
             self.train_seconds = result.seconds

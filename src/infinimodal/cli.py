@@ -157,7 +157,7 @@ def changed_train_flags(args: argparse.Namespace) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from .aggregators import AGGREGATORS
     from .config import ACCELERATORS, PRECISIONS, STRATEGIES, TrainConfig
-    from .data import BINARIZATIONS
+    from .data import BINARIZATIONS, BUILTIN
     from .latents import LATENT_FAMILIES
     from .likelihoods import LIKELIHOODS
 
@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model into a run directory")
-    train.add_argument("--data", default=defaults.data, help="mnist, mnist-rotated, polymnist:M, noisy-mnist, synthetic[:k=v,...] (each also "
-                       "with labels=F: a label modality observed for a fraction F of the training rows), or a .npz/.h5mu file")
+    train.add_argument("--data", default=defaults.data, help=f"a built-in data set ({', '.join(BUILTIN)}: labels=F observes a label modality "
+                       "for a fraction F of the training rows), or a .npz/.h5mu file")
     train.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files (default: search)")
     train.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the data set's construction or split")
     train.add_argument("--likelihood", type=_likelihood, action="append", default=[], metavar="MODALITY=NAME",

@@ -1,5 +1,6 @@
 """A command's log in its run directory: `log_to` sends the infinimodal and Lightning messages to
-DIR/infinimodal.log while a command runs, with the command line and the version first."""
+DIR/infinimodal.log while a command (or `MultimodalVAE.fit` with an `out_dir`) runs, with the command line and the
+version first."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ class log_to:
     def __enter__(self) -> "log_to":
         from .training import is_rank_zero
 
-        if self.directory is None or not (self.directory.is_dir() or self.create) or not is_rank_zero():
-            return self  # under DDP, rank 0 keeps the log
+        if self.directory is None or not (self.directory.is_dir() or self.create) or not is_rank_zero() or self._already_logging():
+            return self  # under DDP, rank 0 keeps the log; `train` logs before `fit` does
         self.directory.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.directory / "infinimodal.log")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
@@ -36,6 +37,10 @@ class log_to:
         log.setLevel(logging.INFO)
         log.info("%s (infinimodal %s)", self.command, _version())
         return self
+
+    def _already_logging(self) -> bool:
+        path = str((self.directory / "infinimodal.log").resolve())
+        return any(getattr(handler, "baseFilename", None) == path for handler in log.handlers)
 
     def __exit__(self, kind, value, traceback) -> bool:
         if self.handler is not None:

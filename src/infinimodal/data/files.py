@@ -205,9 +205,24 @@ def read_npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an .npz file (no pickled objects), or one line saying why the file cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            return {key: _npz_array(path, archive, key) for key in archive.files}
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
+
+
+def _npz_array(path, archive, key: str) -> np.ndarray:
+    """One array of an open .npz; an array of Python objects (strings or mixed values saved from a list or a pandas
+    column of dtype object) is refused naming it and the fix, since loading it would unpickle."""
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which cannot be read without running "
+                        "pickled code: save it as numbers, or strings as a fixed-width type, e.g. np.asarray(values, dtype=str) "
+                        "or, from pandas, column.to_numpy(dtype=float)") from None
 
 
 def _read_npz(path: Path):
