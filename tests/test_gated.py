@@ -11,6 +11,7 @@ import scipy.stats as st
 import torch
 from torch.distributions import Beta, kl_divergence
 
+from infinimodal import api
 from infinimodal.cli import main
 from infinimodal.evaluation.metrics import kl_order_spearman, kl_span
 from infinimodal.latents import GatedPosterior, GatedSticks, StableBeta, build_latent, product
@@ -233,7 +234,26 @@ def test_a_gated_run_learns_ordered_dimensions(tmp_path):
     assert 3 <= result["kl_active"] <= 8
     assert result["kl_span_99"] <= result["kl_active"] + 2
     assert result["kl_order_spearman"] < -0.6
-    assert len(result["kl_per_dim"]) == 16 and "sticks_99" in result
+    assert len(result["kl_per_dim"]) == 16
+    # the gates always leave mass after the last dimension: no sticks_99; the KL split into the values' and the sticks'
+    assert "sticks_99" not in result and set(result["kl_parts"]) == {"values", "sticks"}
+    vae, config = api.load(out)
+    data_set = api.load_run_data(out, config, progress=False)
+    batch = data_set.test.batch(np.arange(len(data_set.test)))
+    with torch.no_grad():
+        mixture = vae.module.posterior(batch["data"], batch["mask"])  # PoE: one component per row
+        q, weights = mixture.components, mixture.weights.unsqueeze(-1)
+        prior_sticks = torch.distributions.Beta(torch.ones(16, dtype=torch.float64), vae.module.latent.stick_prior_b().double())
+        sticks = torch.distributions.kl_divergence(torch.distributions.Beta(q.sticks.concentration1.double(), q.sticks.concentration0.double()), prior_sticks)
+        values = torch.distributions.kl_divergence(torch.distributions.Normal(q.values.loc, q.values.scale), torch.distributions.Normal(0.0, 1.0))
+    assert result["kl_parts"]["sticks"] == pytest.approx(float((weights * sticks).sum((-2, -1)).mean()), rel=1e-4, abs=1e-6)
+    assert result["kl_parts"]["values"] == pytest.approx(float((weights * values).sum((-2, -1)).mean()), rel=1e-4)
+    assert sum(result["kl_parts"].values()) == pytest.approx(sum(result["kl_per_dim"]), rel=1e-4)
+    assert main(["report", str(out), "--quiet", "--max-rows", "200", "--examples", "2", "--max-dims", "2"]) == 0
+    page = (out / "report.html").read_text()
+    assert not (out / "figures" / "sticks_99.png").exists()
+    assert "the values carry " in page and "How many sticks hold 99 % of E[pi] is not shown" in page
+    assert "hold 99 % of the KL" in page  # the per-dimension figure's first k, which sticks_99 chose before
 
 
 @pytest.mark.parametrize("name", ["gaussian", "beta", "kumaraswamy", "logitnormal", "gated"])

@@ -19,7 +19,10 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   trailing dimensions carry nothing loses (almost) nothing;
 - `kl_order_spearman`: Spearman correlation of dimension index and mean KL (-1: information decreases
   strictly with the index; None when every dimension has the same KL);
-- `sticks_99` (stick families): mean number of sticks that cover 99% of the posterior mean of pi;
+- `kl_parts`: the mean KL per test row by the part of the latent that carries it, `values` (Gaussian values) and/or
+  `sticks` (stick fractions; the gated family has both: stick KL near 0 means its sticks stay at their prior);
+- `sticks_99` (stick families, not the gated one, whose prior gates always leave mass after the last dimension):
+  mean number of sticks that cover 99% of the posterior mean of pi;
   `per_modality_sticks_99`: the same for each modality's own posterior (`per_modality_kl_active` and
   `per_modality_kl_span_99`: each modality's own KL-active dimensions and leading dimensions holding 99 % of
   its KL, for every family);
@@ -123,7 +126,7 @@ def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] 
                 "mean": q.mean,
                 "kl_per_dim": model.latent.kl_per_dim(q),
                 "rows": complete,
-            }
+            } | {f"kl_part_{part}": kl for part, kl in model.latent.kl_parts(q).items()}
             weights = model.latent.expected_weights(q)
             if weights is not None:
                 values["weights"] = weights
@@ -443,8 +446,10 @@ def evaluate_model(
     else:
         result["knn_error"] = None
         result["notes"] = ["the data have no labels: kNN error, probes and coherence are not computed"]
+    result["kl_parts"] = {key.removeprefix("kl_part_"): float(value.mean()) for key, value in joint_test.items() if key.startswith("kl_part_")}
     if stick:
         result["truncation"] = int(model.latent.truncation)  # K: with --truncation auto, where training left it
+    if stick and model.latent.mass_counts_dimensions:
         covered = sticks_to_cover(torch.from_numpy(joint_test["weights"]), 0.99).numpy()
         result["sticks_99"] = float(covered.mean())
         result["sticks_99_histogram"] = np.bincount(covered, minlength=len(mean_kl) + 2)[1:].tolist()

@@ -41,7 +41,7 @@ from ..training import SPARE_DIMENSIONS, USED_DIMENSION_KL
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from ..deviation import Reference, deviation_scores
 from .curves import class_error_curves, read_curves
-from .metrics import KL_ACTIVE_THRESHOLD, encode
+from .metrics import KL_ACTIVE_THRESHOLD, encode, kl_span
 
 #: Posterior samples per likelihood estimate in the report's deviation scores.
 DEVIATION_SAMPLES = 20
@@ -124,14 +124,15 @@ def dimension_sweeps(latent, alone_dims: Sequence[int], first_dims: Sequence[int
     return torch.from_numpy(alone).float(), torch.from_numpy(first).float()
 
 
-def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int) -> tuple[list[int], list[int], str]:
+def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int, mass_counts_dimensions: bool = True) -> tuple[list[int], list[int], str]:
     """Which latent dimensions the per-dimension figure shows: (one alone, in order), (first k, in order), why.
 
     One alone: the dimensions (sticks) with mean KL above the threshold, at most `max_dims` of the largest KL,
     in index order (what the data actually drive; for stick families these need not be early sticks, since
     a decoder reading logit v or log pi sees late sticks that E[pi] squashes). First k: for stick families the
-    sticks in their prior order up to the 90 % quantile of sticks_99 over the test rows; for Gaussians the
-    KL-active dimensions by decreasing KL."""
+    sticks in their prior order up to the 90 % quantile of sticks_99 over the test rows (the gated family, whose
+    gates always leave mass after the last dimension: up to the dimensions holding 99 % of the KL); for Gaussians
+    the KL-active dimensions by decreasing KL."""
     kl = joint["kl_per_dim"].mean(0)
     active = int((kl > KL_ACTIVE_THRESHOLD).sum())
     by_kl = [int(d) for d in np.argsort(-kl, kind="stable")]
@@ -140,10 +141,15 @@ def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int) -> tuple[
     why = f"one alone: the {count} {unit} of largest mean KL ({active} have KL > {KL_ACTIVE_THRESHOLD} nats)"
     if not latent_is_stick:
         return sorted(by_kl[:count]), by_kl[:count], why + "; first k: the same dimensions by decreasing KL"
-    covered = sticks_to_cover(torch.from_numpy(joint["weights"]), 0.99).numpy()
-    wanted = int(np.ceil(np.quantile(covered, 0.9)))
+    if mass_counts_dimensions:
+        covered = sticks_to_cover(torch.from_numpy(joint["weights"]), 0.99).numpy()
+        wanted = int(np.ceil(np.quantile(covered, 0.9)))
+        reason = f"as 99 % of E[pi] lies in the first {wanted} sticks for 90 % of the test rows"
+    else:
+        wanted = kl_span(kl)
+        reason = f"as dimensions 1..{wanted} hold 99 % of the KL"
     first = int(np.clip(wanted, 2, min(max_dims, len(kl))))
-    why += f"; first k: sticks 1..{first}, as 99 % of E[pi] lies in the first {wanted} sticks for 90 % of the test rows"
+    why += f"; first k: {unit} 1..{first}, {reason}"
     return sorted(by_kl[:count]), list(range(first)), why + (f" (shown: at most {max_dims})" if wanted > max_dims else "")
 
 
@@ -338,8 +344,19 @@ def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
 def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
     latent = ctx.module.latent
     stick, unit = latent.has_sticks, latent.unit_name
+    mass = stick and latent.mass_counts_dimensions
     kl, weights, counts = latent_usage(joint, single, ctx.names, stick)
-    if stick:
+    if stick and not mass:
+        parts = {part[len("kl_part_"):]: float(value.mean()) for part, value in joint.items() if part.startswith("kl_part_")}
+        section.intro = (
+            "Which dimensions the model uses. Left: the mean weight E[pi_k] of each stick over the test rows; right: the mean KL "
+            "of each dimension's posterior to its prior, values and stick together (a dimension with KL near 0 carries no information "
+            "about the row). Bars: the joint posterior; lines: each modality's own posterior. "
+            f"Of the joint posterior's KL per test row, the values carry {parts.get('values', 0.0):.2f} nats and the sticks "
+            f"{parts.get('sticks', 0.0):.2f}: sticks with KL near 0 stay at their prior, and then every row's gates shrink its "
+            "dimensions alike. How many sticks hold 99 % of E[pi] is not shown: the prior gates always leave mass after the last dimension."
+        )
+    elif stick:
         section.intro = (
             "Which sticks the model uses. Left: the mean weight E[pi_k] of each stick over the test rows; right: the mean KL "
             "of each stick's posterior to its prior (a stick with KL near 0 carries no information about the row). "
@@ -352,7 +369,7 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
             "Gaussian latents have no stick weights, so there is no sticks_99 distribution."
         )
     section.figures.append(Figure(plots.stick_usage_figure(kl, weights, ctx.figures / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit), f"usage per {unit}"))
-    if stick:
+    if mass:
         section.figures.append(Figure(plots.sticks_99_figure(counts, latent.truncation, ctx.figures / "sticks_99.png"), "sticks_99 over the test rows"))
         usage = [[name, f"{np.mean(c):.2f}", str(int(np.median(c))), str(int(c.max())), str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum()))]
                  for name, c in counts.items()]
@@ -365,7 +382,7 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
 def _per_dimension(section: Section, ctx: _Run, joint: dict, max_dims: int) -> None:
     latent = ctx.module.latent
     unit = latent.unit_name
-    alone_dims, first_dims, why = used_dimensions(latent.has_sticks, joint, max_dims)
+    alone_dims, first_dims, why = used_dimensions(latent.has_sticks, joint, max_dims, latent.mass_counts_dimensions)
     alone, first = dimension_sweeps(latent, alone_dims, first_dims, n=ctx.examples, seed=ctx.seed)
     alone_x, first_x = _decode(ctx.module, alone), _decode(ctx.module, first)
     section.intro = (
@@ -560,6 +577,8 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", format_value(evaluation.get("log_likelihood"))])
         if stick and "sticks_99" in evaluation:
             rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
+        if evaluation.get("kl_parts"):
+            rows.append(["KL per test row (nats)", ", ".join(f"{part} {value:.2f}" for part, value in evaluation["kl_parts"].items())])
         rows.append(["dimensions with KL > 0.05", str(evaluation.get("kl_active"))])
         for name, errors in evaluation.get("prediction_error", {}).items():
             alone = ", ".join(f"from {other} alone {100 * e:.2f} %" for other, e in errors.items() if other != "all")

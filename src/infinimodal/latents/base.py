@@ -85,8 +85,12 @@ class LatentFamily(nn.Module):
     latent_size: int
     #: Dimension of the vector the decoder reads.
     decoder_input_size: int
-    #: Whether the family has stick-breaking weights (E[pi], sticks_99, a truncation).
+    #: Whether the family has stick-breaking weights (E[pi], a truncation).
     has_sticks: bool = False
+    #: Whether the sticks needed to hold 99 % of E[pi] (`sticks_99`) say how many dimensions a row uses. Not for the
+    #: gated family: its prior gates leave (alpha / (1 + alpha))^D of the mass after the last dimension by design
+    #: (0.19 at alpha = 30, D = 50), so sticks_99 is D + 1 for every gated model.
+    mass_counts_dimensions: bool = True
     #: The family's typed options (`infinimodal.settings.Settings`): config fields and command-line flags.
     Settings: type = None  # type: ignore[assignment]
 
@@ -179,6 +183,11 @@ class LatentFamily(nn.Module):
     def expected_weights(self, q: Distribution) -> Tensor | None:
         """E_q[pi] for stick families, None for families without stick weights."""
         return None
+
+    def kl_parts(self, q: Distribution) -> dict[str, Tensor]:
+        """Each row's KL to the prior (nats) by the part of the latent that carries it: "values" (Gaussian values) or
+        "sticks" (stick-breaking fractions); the gated family has both."""
+        return {"sticks" if self.has_sticks else "values": self.kl_per_dim(q).sum(-1)}
 
     def kl_per_dim(self, q: Distribution) -> Tensor:
         """KL(q || prior) for each latent dimension or stick, shape [batch, latent_size].

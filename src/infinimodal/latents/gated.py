@@ -290,6 +290,7 @@ class GatedSticks(LatentFamily):
 
     name = "gated"
     has_sticks = True
+    mass_counts_dimensions = False
     Settings = GatedSettings
     representation_name = "E[g r]"
     n_params = 4  # value mean, value expert log-precision, stick evidence e_a, e_b: per dimension
@@ -410,10 +411,20 @@ class GatedSticks(LatentFamily):
         return z[..., :d] * remaining_stick(z[..., d:])
 
     def kl_per_dim(self, q: Distribution) -> Tensor:
-        if isinstance(q, MixturePosterior):
-            return q.average(self.kl_per_dim)
-        kl = kl_divergence(q, self.prior())
+        kl = self._values_and_sticks_kl(q)
         return kl[..., : self.latent_dim] + kl[..., self.latent_dim :]
+
+    def kl_parts(self, q: Distribution) -> dict[str, Tensor]:
+        """The values' KL and the sticks' KL of each row: whether the sticks learn from the data (they carry KL) or
+        stay at their prior, the gates then shrinking every row's dimensions alike."""
+        kl = self._values_and_sticks_kl(q)
+        return {"values": kl[..., : self.latent_dim].sum(-1), "sticks": kl[..., self.latent_dim :].sum(-1)}
+
+    def _values_and_sticks_kl(self, q: Distribution) -> Tensor:
+        """[..., 2 D]: each value's KL, then each stick's (a mixture: its components' weighted sum)."""
+        if isinstance(q, MixturePosterior):
+            return q.average(self._values_and_sticks_kl)
+        return kl_divergence(q, self.prior())
 
     def describe_expert(self) -> str:
         return "experts on the gated code" if self.expert == "code" else "experts on the values"
