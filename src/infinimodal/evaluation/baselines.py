@@ -5,7 +5,7 @@ inputs. Every baseline here is fitted on training rows and has its settings chos
 (never the test rows it is then scored on):
 - `mean`: the training mean (nothing to tune);
 - `ridge`: linear regression with the L2 penalty chosen from 13 values, 1e-3 to 1e3;
-- `mlp`: scikit-learn's MLPRegressor, one hidden layer of 64 or 256 ReLUs, L2 penalty 0.01, 1 or 100, early stopped;
+- `mlp`: scikit-learn's MLPRegressor, one hidden layer of 64 or 256 ReLUs, L2 penalty 0.01, 1, 10 or 100, early stopped;
   scikit-learn's default penalty (1e-4) was worse than the training mean on a cohort's binary markers;
 - `logistic` (binary and categorical modalities): logistic regression per binary feature, or multinomial over the
   classes, its inverse penalty C chosen from 1e-3 to 1e2.
@@ -25,10 +25,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 RIDGE_PENALTIES = tuple(np.logspace(-3, 3, 13))
-MLP_SETTINGS = tuple((width, penalty) for width in (64, 256) for penalty in (1e-2, 1.0, 100.0))
+MLP_SETTINGS = tuple((width, penalty) for width in (64, 256) for penalty in (1e-2, 1.0, 10.0, 100.0))
 LOGISTIC_C = tuple(np.logspace(-3, 2, 6))
 #: Training rows the settings are compared on at most (the chosen setting is refitted on every training row).
-TUNING_ROWS = 1000
+TUNING_ROWS = 5000
 #: Binary modalities with more features than this (images) get no per-feature logistic regression.
 MAX_LOGISTIC_FEATURES = 64
 #: What the values of a modality are: continuous values, independent 0/1 features, or one-hot classes.
