@@ -208,6 +208,12 @@ def test_synthetic_data_carry_their_truth():
         assert data.truth["shared_factors"][split].shape == (len(part), 2)
         assert (part.arrays["x1"][~part.mask[:, 1]] == 0).all()
     assert 0.55 < data.train.mask.mean() < 0.85
+    # standardised with the observed training rows' statistics alone: exactly mean 0 and SD 1 there, not on the test rows
+    observed = data.train.arrays["x1"][data.train.mask[:, 1]]
+    np.testing.assert_allclose(observed.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(observed.std(0), 1.0, atol=1e-4)
+    test_rows = data.test.arrays["x1"][data.test.mask[:, 1]]
+    assert np.abs(test_rows.mean(0)).max() > 1e-3
     assert set(np.unique(data.train.labels)) <= set(range(4))
     again = load_dataset("synthetic:modalities=4,shared=2,private=3,features=7,n=500,missing=0.3,seed=5")
     np.testing.assert_array_equal(data.train.arrays["x2"], again.train.arrays["x2"])

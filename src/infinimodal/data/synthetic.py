@@ -57,7 +57,7 @@ def parse_spec(text: str) -> dict:
 
 
 def generate(settings: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
-    """Arrays per modality, availability mask, labels, and the truth (factors included)."""
+    """Arrays per modality (unstandardised, float64), availability mask, labels, and the truth (factors included)."""
     s = settings
     rng = np.random.default_rng([s["seed"], 1234])
     n, n_mod = s["n"], s["modalities"]
@@ -70,7 +70,7 @@ def generate(settings: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndar
         c = rng.standard_normal(HIDDEN_UNITS) * 0.5
         w2 = rng.standard_normal((HIDDEN_UNITS, s["features"])) / np.sqrt(HIDDEN_UNITS)
         x = np.tanh(factors @ w1 + c) @ w2 + s["noise"] * rng.standard_normal((n, s["features"]))
-        arrays[f"x{m}"] = ((x - x.mean(0)) / (x.std(0) + 1e-8)).astype(np.float32)
+        arrays[f"x{m}"] = x  # standardised by `synthetic_dataset` with the training rows' statistics
     if s["shared"]:
         labels = np.argmax(shared @ rng.standard_normal((s["shared"], s["classes"])), axis=1)
     else:
@@ -80,13 +80,20 @@ def generate(settings: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndar
         mask = rng.random((n, n_mod)) >= s["missing"]
         empty = np.flatnonzero(~mask.any(1))
         mask[empty, rng.integers(0, n_mod, len(empty))] = True
-        for m in range(n_mod):
-            arrays[f"x{m}"][~mask[:, m]] = 0.0
     truth = {
         "shared": s["shared"], "private": s["private"], "modalities": n_mod,
         "true_dims": s["shared"] + n_mod * s["private"], "shared_factors": shared.astype(np.float32),
     }
     return arrays, mask, labels.astype(np.int64), truth
+
+
+def standardized_on_training_rows(x: np.ndarray, observed: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """x standardised per feature with the mean and SD of the observed training rows only (test rows' statistics must
+    not enter the data a model is scored on), float32, unobserved rows zero."""
+    reference = x[train_rows[observed[train_rows]]]
+    scaled = (x - reference.mean(0)) / (reference.std(0) + 1e-8)
+    scaled[~observed] = 0.0
+    return scaled.astype(np.float32)
 
 
 def synthetic_dataset(spec: str = "") -> MultimodalData:
@@ -95,6 +102,7 @@ def synthetic_dataset(spec: str = "") -> MultimodalData:
     n = settings["n"]
     order = np.random.default_rng([settings["seed"], 99]).permutation(n)
     bounds = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
+    arrays = {name: standardized_on_training_rows(x, mask[:, m], bounds["train"]) for m, (name, x) in enumerate(arrays.items())}
     splits = {k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()}
     truth["shared_factors"] = {k: truth["shared_factors"][rows] for k, rows in bounds.items()}
     truth["settings"] = settings
