@@ -119,6 +119,43 @@ def test_growth_and_trimming_keep_the_optimiser_state_of_the_kept_entries():
     assert module.decoders["mod_b"].input_layer().weight.shape[1] == 2 and module.latent.prior_b.shape == (2,)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_grown_entries_take_the_steps_a_fresh_adam_would_take(fused):
+    # a run 500 steps old grows its latent; the new entries' moments start at zero, and their steps must be those of an
+    # Adam that starts with them (bias correction for their own step count), not 3-6 times larger
+    from infinimodal.model import BORN, correct_young_entries
+
+    module, _ = _trained_looking_model("gated", "poe")
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2, fused=fused)
+    generator = torch.Generator().manual_seed(5)
+    gradients = [torch.randn(200, 1, generator=generator) for _ in range(3)]
+
+    def step(grow_gradient):
+        optimizer.zero_grad()
+        for p in module.parameters():
+            p.grad = torch.full_like(p, 0.01)
+        layer = module.decoders["mod_a"].input_layer()
+        if grow_gradient is not None:
+            layer.weight.grad[:, old:] = grow_gradient[: layer.weight.shape[0]].expand(-1, 4)
+        optimizer.step()
+        correct_young_entries(optimizer)
+
+    old = module.latent.n_dimensions
+    for _ in range(500):
+        step(None)
+    module.resize_dimensions(old + 4, optimizer)
+    layer = module.decoders["mod_a"].input_layer()
+    assert float(optimizer.state[layer.weight][BORN][:, old:].min()) == 500.0 and float(optimizer.state[layer.weight][BORN][:, :old].max()) == 0.0
+    fresh = torch.zeros(layer.weight.shape[0], 4, requires_grad=True)
+    reference = torch.optim.Adam([fresh], lr=1e-2)
+    for gradient in gradients:  # the new columns start at zero, as the fresh tensor does
+        step(gradient)
+        fresh.grad = gradient[: layer.weight.shape[0]].expand(-1, 4).clone()
+        reference.step()
+        torch.testing.assert_close(layer.weight.detach()[:, old:], fresh.detach(), rtol=1e-5, atol=1e-7)
+    assert float(fresh.detach().abs().max()) > 0.02  # three steps of about lr each, not 3-6 times more
+
+
 def test_the_rule_grows_when_full_and_trims_only_when_allowed():
     s = SPARE_DIMENSIONS
 

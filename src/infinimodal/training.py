@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .data import MultimodalData, Split
 from .errors import InfinimodalError
-from .model import MultimodalModule, kept_random_streams
+from .model import MultimodalModule, correct_young_entries, kept_random_streams
 from .runfiles import DIVERGED, PROGRESS_FILE, STATE_PREFIX, atomic_write, read_checkpoint, write_json
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 
@@ -188,6 +188,10 @@ class TrainingPlan(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=fused_adam_supported(self.device))
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        correct_young_entries(getattr(optimizer, "optimizer", optimizer))  # dimensions a resize added (--truncation auto)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Stop on a non-finite loss or gradient, naming it; then clip. One host sync a step: the loss and the
