@@ -146,3 +146,28 @@ def test_a_damaged_config_gives_one_line(run, tmp_path, capsys, text, message):
     assert message in err and "config.json" in err
     with pytest.raises(InfinimodalError):
         api.load(shared)
+
+
+def test_a_run_on_a_data_file_works_from_any_directory_and_notices_a_changed_file(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    study = tmp_path / "study"
+    study.mkdir()
+    np.savez(study / "cohort.npz", a=rng.normal(size=(200, 4)), b=rng.normal(size=(200, 3)))
+    monkeypatch.chdir(study)  # trained with the path as a user types it, relative to where they are
+    assert main(["train", "--data", "cohort.npz", "--epochs", "1", "--hidden", "8", "--latent-dim", "3", "--quiet", "--out", "run"]) == 0
+    record = json.loads((study / "run" / "config.json").read_text())
+    assert record["data"] == "cohort.npz" and record["data_file"] == str((study / "cohort.npz").resolve()) and len(record["data_sha256"]) == 64
+    monkeypatch.chdir(tmp_path)  # used from elsewhere: the recorded absolute path
+    assert main(["evaluate", "study/run", "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    np.savez(tmp_path / "subjects.npz", a=rng.normal(size=(3, 4)), b=rng.normal(size=(3, 3)))
+    assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 0
+    capsys.readouterr()
+    np.savez(study / "cohort.npz", a=rng.normal(size=(200, 4)), b=rng.normal(size=(200, 3)))  # the same name, other rows
+    assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 2
+    assert "is not the file study/run was trained on (its SHA-256 differs" in capsys.readouterr().err
+    (study / "cohort.npz").unlink()
+    assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "cohort.npz, which is missing" in err and "score: its validation rows, the reference population" in err

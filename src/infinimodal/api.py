@@ -15,11 +15,12 @@ best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for -
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,7 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
     build_module, component_settings, named_component_settings,
 )
 from .data import MultimodalData, Split, load_dataset
-from .data.files import check_rows, codes_to_positions, one_hot, user_arrays
+from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
@@ -42,9 +43,8 @@ from .likelihoods import likelihood_class
 from .deviation import Reference, deviation_scores
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
-from .runlog import log_to
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
-from .runlog import log_to  # noqa: F401  (re-exported for the command line)
+from .runlog import log_to  # (also re-exported for the command line)
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
 from .training import Callback, TrainingSettings, is_rank_zero, run_training
 
@@ -450,10 +450,43 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
     return data
 
 
+def data_file_record(spec: str) -> dict:
+    """For a run on a data file: its absolute path and SHA-256, so that the run can be used from any directory and a
+    changed file is noticed (config.json keeps `data` as it was typed)."""
+    if Path(spec).suffix not in SUFFIXES or not Path(spec).is_file():
+        return {}
+    return {"data_file": str(Path(spec).resolve()), "data_sha256": file_sha256(spec)}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_data_file(run_dir: str | Path, config: TrainConfig) -> TrainConfig:
+    """`config` with its data file found from wherever the run is used: the path as typed when it exists from here,
+    else the absolute path recorded at training; refused in one line when neither exists or the file changed."""
+    record = read_config(Path(run_dir) / "config.json")
+    if Path(config.data).suffix not in SUFFIXES or "data_file" not in record:
+        return config
+    found = next((p for p in (Path(config.data), Path(record["data_file"])) if p.is_file()), None)
+    if found is None:
+        raise InfinimodalError(f"{run_dir} was trained on {record['data_file']}, which is missing: evaluate, report, synthesize and "
+                               "score read its rows (score: its validation rows, the reference population); put the file back there")
+    if file_sha256(found) != record.get("data_sha256"):
+        raise InfinimodalError(f"{found} is not the file {run_dir} was trained on (its SHA-256 differs from the one in config.json): "
+                               "the run's splits and standardisation would not be its own")
+    return replace(config, data=str(found))
+
+
 def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> MultimodalData:
-    """The data set a run was trained on, refusing a different MNIST copy (the packaged subset instead of the
-    full set, or the other way round), which would score the model on digits of another distribution."""
-    data = load_data(config, progress)
+    """The data set a run was trained on, from any directory (`run_data_file`), refusing a different MNIST copy (the
+    packaged subset instead of the full set, or the other way round), which would score the model on digits of
+    another distribution."""
+    data = load_data(run_data_file(run_dir, config), progress)
     trained_on = read_config(Path(run_dir) / "config.json").get("data_source")
     if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
         raise InfinimodalError(
@@ -488,7 +521,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     record = {"format": RUN_FORMAT} | asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
         "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
-    }
+    } | data_file_record(config.data)
     if resume:
         record["resumed"] = int(earlier.get("resumed", 0)) + 1
     writes = is_rank_zero()  # under DDP only rank 0 writes the run directory
