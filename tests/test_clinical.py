@@ -359,3 +359,20 @@ def test_the_cohort_data_set_plants_its_atypical_subjects_in_the_test_rows_only(
     for bad, message in (("cohort:foo=1", "cannot read 'foo=1'"), ("cohort:n=x", "n must be a number"), ("cohort:missing=1", "invalid missing=1")):
         with pytest.raises(InfinimodalError, match=message):
             load_dataset(bad)
+
+
+def test_synthetic_values_outside_a_columns_range_or_type_are_reported(tmp_path):
+    rng = np.random.default_rng(8)
+    n = 600
+    score = np.clip(np.round(24 + 6 * rng.normal(size=n)), 0, 30)  # a bounded score such as MMSE
+    block = np.column_stack([rng.normal(size=n), (rng.random(n) < 0.4).astype(float), score])  # one Gaussian block
+    np.savez(tmp_path / "clinic.npz", clinical=block, mri=rng.normal(size=(n, 4)) + block[:, :1])
+    data = load_dataset(str(tmp_path / "clinic.npz"))
+    assert {m.name: m.likelihood for m in data.modalities}["clinical"] == "gaussian"
+    vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=3, hidden=[16])
+    vae.fit(data, epochs=2, batch_size=100, progress=False)
+    report = vae.synthesis_report(vae.synthesize(400, data=data), data)
+    unlike = report["values_unlike_the_data"]
+    assert set(unlike) == {"clinical"} and {1, 2} <= set(unlike["clinical"])  # the 0/1 column and the score, not the others
+    assert unlike["clinical"][1]["not_whole"] > 0.9 and unlike["clinical"][2]["not_whole"] > 0.9
+    assert any(line.startswith("clinical: ") and "not whole" in line for line in report["warnings"])

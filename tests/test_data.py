@@ -345,3 +345,20 @@ def test_rotated_mnist_turns_the_digits_about_their_centre(mnist_dir):
     # every pass builds the same digits
     again = load_dataset("mnist-rotated", str(mnist_dir))
     np.testing.assert_array_equal(again.test.arrays["image"], rotated.test.arrays["image"])
+
+
+def test_inferred_likelihoods_that_are_probably_wrong_are_warned_about(tmp_path):
+    rng = np.random.default_rng(3)
+    classes = rng.integers(0, 3, 60).astype(float)
+    classes[[4, 9]] = np.nan  # a pandas class column: float codes, NaN where missing
+    one_hot = np.eye(4)[rng.integers(0, 4, 60)]
+    counts = rng.poisson(30.0, (60, 2)).astype(float)  # real counts: many values, no warning
+    data = load_dataset(str(write_npz(tmp_path / "traps.npz", group=classes, diagnosis=one_hot, reads=counts, x=rng.normal(size=(60, 3)))))
+    likelihoods = {m.name: m.likelihood for m in data.modalities}
+    assert likelihoods["group"] == "poisson" and likelihoods["diagnosis"] == "bernoulli"
+    notes = "\n".join(data.notes)
+    assert "modality 'group' is one column of 3 integer values (0, 1, 2), read as counts (poisson); if they are classes, give --likelihood group=categorical" in notes
+    assert "modality 'diagnosis' has exactly one 1 per row in its 4 binary columns" in notes
+    assert "'reads'" not in notes.replace("modality 'reads' (2,): poisson (inferred)", "")
+    given = load_dataset(str(tmp_path / "traps.npz"), likelihoods={"group": "categorical", "diagnosis": "categorical"})
+    assert not [line for line in given.notes if line.startswith("warning")]

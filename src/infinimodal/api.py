@@ -42,7 +42,7 @@ from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
 from .likelihoods import likelihood_class
 from .deviation import Reference, deviation_scores
 from .modality import Modality
-from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
+from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize, values_unlike_the_data
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # (also re-exported for the command line)
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
@@ -362,7 +362,10 @@ class MultimodalVAE:
         held-out rows (`infinimodal.evaluation.privacy`)."""
         model_units = {name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
                        if name in self.standardization else values for name, values in synthetic.items()}
-        return synthesis_report(self.module, model_units, data, seed)
+        report = synthesis_report(self.module, model_units, data, seed)
+        report["values_unlike_the_data"], warnings = values_unlike_the_data(synthetic, data.train_for_evaluation(), self.to_user_units)
+        report["warnings"] += warnings
+        return report
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
                  seed: int = 0) -> dict:

@@ -115,6 +115,8 @@ def describe_file_modalities(data: MultimodalData, given: set[str]) -> list[str]
                 f"warning: modality {modality.name!r} has {len(constant)} feature(s) with one value on every observed training row "
                 f"(feature {', '.join(map(str, constant[:8]))}{', ...' if len(constant) > 8 else ''}): they carry no information"
             )
+        if how == "inferred":
+            lines += likelihood_doubts(modality.name, modality.likelihood, observed)
         if modality.likelihood in ("poisson", "negative_binomial"):
             largest = float(observed.max()) if observed.size else 0.0
             if largest >= LARGE_COUNT:
@@ -123,6 +125,27 @@ def describe_file_modalities(data: MultimodalData, given: set[str]) -> list[str]
                     f"counts, --likelihood {modality.name}=gaussian (standardised) usually fits them better"
                 )
     return lines
+
+
+#: An inferred count modality with at most this many distinct values is probably class codes or a short scale.
+FEW_CODES = 10
+
+
+def likelihood_doubts(name: str, likelihood: str, observed: np.ndarray) -> list[str]:
+    """Warnings where an inferred likelihood is probably wrong: one column of a few integer codes read as counts (a
+    pandas class column, float 0/1/2 with NaN, became Poisson), binary columns that are one-hot classes (every row one
+    1) read as independent Bernoulli features."""
+    flat = np.asarray(observed, dtype=np.float64).reshape(len(observed), -1)
+    if not len(flat):
+        return []
+    if likelihood in ("poisson", "negative_binomial") and flat.shape[1] == 1 and len(np.unique(flat)) <= FEW_CODES:
+        codes = ", ".join(f"{v:g}" for v in np.unique(flat))
+        return [f"warning: modality {name!r} is one column of {len(np.unique(flat))} integer values ({codes}), read as counts ({likelihood}); "
+                f"if they are classes, give --likelihood {name}=categorical; if a bounded score, --likelihood {name}=gaussian"]
+    if likelihood == "bernoulli" and flat.shape[1] >= 2 and (flat.sum(1) == 1).all():
+        return [f"warning: modality {name!r} has exactly one 1 per row in its {flat.shape[1]} binary columns: one-hot classes read as "
+                f"independent Bernoulli features; give --likelihood {name}=categorical"]
+    return []
 
 
 def _constant_features(observed: np.ndarray) -> list[int]:
