@@ -350,12 +350,12 @@ def test_a_gated_run_saved_before_the_gate_warm_up_reads_as_trained_without_one(
 # --- moving stragglers forward ------------------------------------------------------------------------------
 
 
-def _gated_model(latent_dim=6, seed=0):
+def _gated_model(latent_dim=6, seed=0, expert="value"):
     from infinimodal import MultimodalVAE
     from infinimodal.modality import Modality
 
     vae = MultimodalVAE([Modality("a", (5,)), Modality("b", (4,), "bernoulli")], latent="gated", aggregator="mopoe",
-                        latent_dim=latent_dim, hidden=[16], seed=seed)
+                        latent_dim=latent_dim, hidden=[16], seed=seed, expert=expert)
     module = vae.module
     with torch.no_grad():
         for head in module.heads.values():
@@ -375,7 +375,9 @@ def test_swapping_two_dimensions_keeps_what_the_decoders_read_in_mean():
     gates = module.latent.mean_gates(q)
     # the gates are the prior's: (alpha / (1 + alpha))^k (independent reference)
     torch.testing.assert_close(gates, (30.0 / 31.0) ** torch.arange(1, 7, dtype=torch.float32), rtol=1e-5, atol=0)
-    module.swap_dimensions(1, 4, gates)
+    scales = module.latent.exchange_scales(q, 1, 4)
+    assert scales == pytest.approx((float(gates[4] / gates[1]), float(gates[1] / gates[4])), rel=1e-6)  # value experts: the gate ratio
+    module.swap_dimensions(1, 4, scales)
     q_after = module.posterior(data, mask)
     after = {name: module.decoders[f"mod_{name}"].input_layer()(module.latent.representation(q_after)) for name in data}
     for name in data:  # E[g r] W: the value moved to a position with another mean gate, its column rescaled to match
@@ -384,8 +386,34 @@ def test_swapping_two_dimensions_keeps_what_the_decoders_read_in_mean():
     torch.testing.assert_close(loc_after[..., 1], loc_before[..., 4])
     torch.testing.assert_close(loc_after[..., 4], loc_before[..., 1])
     torch.testing.assert_close(loc_after[..., [0, 2, 3, 5]], loc_before[..., [0, 2, 3, 5]])
-    module.swap_dimensions(1, 4, gates)  # twice: exactly back
+    module.swap_dimensions(1, 4, (1 / scales[1], 1 / scales[0]))  # back
     torch.testing.assert_close(module.unimodal_posteriors(data, mask).loc, loc_before)
+
+
+def test_swapping_keeps_what_the_decoders_read_for_code_experts_too():
+    # the code expert's decoder input is lambda m r^2 / (1 + lambda r^2): near m wherever the gate is open, so moving it
+    # to a position with another gate must not rescale its column by the gate ratio (that changed it by 0.105 of 0.59)
+    module = _gated_model(expert="code")
+    with torch.no_grad():
+        for head in module.heads.values():
+            head.bias[6:12] = 3.0  # confident experts (log-precision 3): open gates pass their means
+    torch.manual_seed(2)
+    data = {"a": torch.randn(200, 5), "b": torch.bernoulli(torch.full((200, 4), 0.5))}
+    mask = torch.ones(200, 2, dtype=torch.bool)
+    q = module.posterior(data, mask)
+    layer = module.decoders["mod_a"].input_layer()
+    before = layer(module.latent.representation(q)) - layer.bias
+    scales = module.latent.exchange_scales(q, 1, 4)
+    gates = module.latent.mean_gates(q)
+    assert abs(scales[0] - 1.0) < 0.03 and abs(float(gates[4] / gates[1]) - 1.0) > 0.09  # not the gate ratio
+    module.swap_dimensions(1, 4, scales)
+    after = layer(module.latent.representation(module.posterior(data, mask))) - layer.bias
+    change = float((after - before).abs().mean() / before.abs().mean())
+    assert change < 0.005
+    module.swap_dimensions(1, 4, (1 / scales[1], 1 / scales[0]))  # back, then the old rule for comparison
+    module.swap_dimensions(1, 4, (float(gates[4] / gates[1]), float(gates[1] / gates[4])))
+    by_gates = layer(module.latent.representation(module.posterior(data, mask))) - layer.bias
+    assert float((by_gates - before).abs().mean() / before.abs().mean()) > 5 * change
 
 
 def test_adam_moments_move_with_their_parameters():
@@ -399,8 +427,7 @@ def test_adam_moments_move_with_their_parameters():
     head = module.heads["mod_a"]
     first, second = optimizer.state[layer.weight]["exp_avg"].clone(), optimizer.state[layer.weight]["exp_avg_sq"].clone()
     head_first = optimizer.state[head.weight]["exp_avg"].clone()
-    gates = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
-    module.swap_dimensions(0, 3, gates, optimizer)
+    module.swap_dimensions(0, 3, (0.7 / 1.0, 1.0 / 0.7), optimizer)
     into_0 = 0.7 / 1.0  # the column moving from 3 to 0 is scaled by gates[3] / gates[0]; its gradient by the inverse
     torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg"][:, 0], first[:, 3] / into_0)
     torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg_sq"][:, 0], second[:, 3] / into_0**2)
@@ -428,8 +455,8 @@ def test_a_straggler_is_moved_to_the_first_free_position_and_the_order_restored(
     first = used()
     assert len(first) >= 3 and first.tolist() == list(range(len(first)))
     with torch.no_grad():
-        gates = module.latent.mean_gates(module.posterior(batch["data"], batch["mask"]))
-    module.swap_dimensions(1, 10, gates)  # a straggler made by hand
+        scales = module.latent.exchange_scales(module.posterior(batch["data"], batch["mask"]), 1, 10)
+    module.swap_dimensions(1, 10, scales)  # a straggler made by hand
     assert used().tolist() == sorted(set(first.tolist()) - {1} | {10})
     moves = move_stragglers(module, batch["data"], batch["mask"])
     assert [(m, t) for m, t, _, _ in moves] == [(11, 2)]
@@ -468,7 +495,7 @@ def _pinned_kl_module(monkeypatch, used_positions: list[int], follow: bool = Fal
     if follow:
         exchange = module.swap_dimensions
 
-        def exchange_and_follow(j, k, *args):
+        def exchange_and_follow(j, k, *args):  # (scales, optimizer)
             pinned[[j, k]] = pinned[[k, j]]
             return exchange(j, k, *args)
 

@@ -114,14 +114,15 @@ class MultimodalModule(nn.Module):
         return self.latent.orders_dimensions and all(hasattr(decoder, "input_layer") for decoder in self.decoders.values())
 
     @torch.no_grad()
-    def swap_dimensions(self, j: int, k: int, gates: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def swap_dimensions(self, j: int, k: int, scales: tuple[float, float], optimizer: torch.optim.Optimizer | None = None) -> None:
         """Exchange what latent dimensions j and k carry, keeping what the decoders compute as far as a deterministic
         change can: every encoder head's rows of the two dimensions' exchangeable part are swapped (for the gated
-        family, the value experts; the sticks belong to the positions), and every decoder's input columns are swapped,
-        the column that moves from k to j scaled by gates[k] / gates[j] (and the other way round), since the decoder
-        reads a dimension times its mean gate. Adam's moments move with their parameters (scaled as the gradient is)."""
+        family, the experts; the sticks belong to the positions), and every decoder's input columns are swapped, the
+        column that moves from k to j scaled by scales[0] and the one from j to k by scales[1]
+        (`latent.exchange_scales`: what the decoder reads of an expert depends on its position's gate). Swapping back
+        takes (1 / scales[1], 1 / scales[0]). Adam's moments move with their parameters (scaled as the gradient is)."""
         rows_j, rows_k = self.latent.value_head_rows(j), self.latent.value_head_rows(k)
-        into_j, into_k = float(gates[k] / gates[j]), float(gates[j] / gates[k])
+        into_j, into_k = scales
         state = optimizer.state if optimizer is not None else {}
         for key in self.names:
             head = self.heads[_key(key)]

@@ -429,13 +429,13 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
             if (j, k) in exchanged:
                 break
             exchanged.add((j, k))
-            gates = module.latent.mean_gates(q)  # the sticks stay at their positions: the same gates after the exchange
+            into_j, into_k = module.latent.exchange_scales(q, j, k)  # the sticks stay at their positions, the experts move
             before = _fixed_draw_elbo(module, data, mask, seed)
             start = before if start is None else start
-            module.swap_dimensions(j, k, gates, optimizer)
+            module.swap_dimensions(j, k, (into_j, into_k), optimizer)
             after = _fixed_draw_elbo(module, data, mask, seed)
             if not harmless(start, after):
-                module.swap_dimensions(j, k, gates, optimizer)  # exactly back
+                module.swap_dimensions(j, k, (1.0 / into_k, 1.0 / into_j), optimizer)  # back
                 break
             moves.append((k + 1, j + 1, before, after))
     return moves

@@ -219,6 +219,11 @@ class LatentFamily(nn.Module):
         """The rows of an encoder head's output that parameterise dimension `dim`'s exchangeable part."""
         raise NotImplementedError
 
+    def exchange_scales(self, q: Distribution, j: int, k: int) -> tuple[float, float]:  # pragma: no cover - only families that order dimensions
+        """How much the decoder columns of the dimensions moving k -> j and j -> k are scaled so that the decoders read in
+        mean what they read before (`MultimodalModule.swap_dimensions`)."""
+        raise NotImplementedError
+
     def mean_gates(self, q: Distribution) -> Tensor:  # pragma: no cover - only families that order dimensions
         """The decoder's mean scale of each dimension under q (mean over rows)."""
         raise NotImplementedError

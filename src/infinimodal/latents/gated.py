@@ -148,6 +148,10 @@ class GatedPosterior(_ValuesBesideSticks):
         precision = second[..., :d]
         return cls(first[..., :d] / precision, precision.rsqrt(), first[..., d:], second[..., d:])
 
+    def gain(self, gates: Tensor) -> Tensor:
+        """How much of each value expert reaches the decoder at these gates: the gate itself (the decoder reads g r)."""
+        return gates.expand_as(self.values.loc)
+
     def expected_code(self) -> Tensor:
         """E[g_k r_k] = E[g_k] prod_{j<=k} (1 - E[v_j]), exact: the values and the sticks are independent."""
         return self.values.mean * torch.cumprod(1.0 - self.sticks.mean, dim=-1)
@@ -237,6 +241,12 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         # an expert of precision 0 (no modality, or the prior alone) has mean 0
         loc = torch.where(precision > 0, first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny), torch.zeros_like(precision))
         return cls(loc, precision, first[..., d:], second[..., d:])
+
+    def gain(self, gates: Tensor) -> Tensor:
+        """How much of each code expert's mean reaches the decoder at these gates: lambda r^2 / (1 + lambda r^2), near 1
+        wherever the gate is open (the decoder reads the expert's mean whatever the gate), unlike the value expert's r."""
+        precision = self.expert_precision
+        return precision * gates.square() / (1.0 + precision * gates.square())
 
     def expected_code(self) -> Tensor:
         """The conditional mean of the code z = g r at the sticks' mean: lambda m r^2 / (1 + lambda r^2) (a plug-in)."""
@@ -346,6 +356,25 @@ class GatedSticks(LatentFamily):
     def value_head_rows(self, dim: int) -> list[int]:
         """Dimension `dim`'s value expert (mean, log-precision) in a head's output; its stick belongs to the position."""
         return [dim, self.latent_dim + dim]
+
+    @torch.no_grad()
+    def exchange_scales(self, q: Distribution, j: int, k: int) -> tuple[float, float]:
+        """(into_j, into_k): the factors by which the decoder columns of the experts moving k -> j and j -> k are scaled
+        so that the decoders read in mean what they read before: the expert's mean gain (`gain`) at its old position
+        over its gain at the new one, averaged over the rows (and mixture components) of q. For value experts that is
+        the ratio of the mean gates; a code expert reads almost the same at any open gate (a ratio near 1: scaling by
+        the gates changed what the decoder read by 0.105 of 0.59 in one exchange)."""
+        parts = q.components if isinstance(q, MixturePosterior) else q
+        gates = torch.cumprod(1.0 - parts.sticks.mean, dim=-1)
+        exchanged = gates.clone()
+        exchanged[..., [j, k]] = gates[..., [k, j]]
+        here, there = parts.gain(gates).reshape(-1, self.latent_dim).mean(0), parts.gain(exchanged).reshape(-1, self.latent_dim).mean(0)
+        tiny = torch.finfo(here.dtype).tiny
+
+        def ratio(dim: int) -> float:  # an expert that reaches the decoder nowhere (no evidence): nothing to keep
+            return float(here[dim] / there[dim]) if float(there[dim]) > 1e-6 and float(here[dim]) > tiny else 1.0
+
+        return ratio(k), ratio(j)
 
     def mean_gates(self, q: Distribution) -> Tensor:
         """E[r_k] = prod_{j<=k} (1 - E[v_j]) (the sticks are independent), averaged over rows and mixture components."""
