@@ -372,7 +372,7 @@ def test_swapping_two_dimensions_keeps_what_the_decoders_read_in_mean():
     q = module.posterior(data, mask)
     before = {name: module.decoders[f"mod_{name}"].input_layer()(module.latent.representation(q)) for name in data}
     loc_before = module.unimodal_posteriors(data, mask).loc.clone()
-    gates = module.latent.mean_gates(q)
+    gates = module.latent.mean_gates(q).detach()
     # the gates are the prior's: (alpha / (1 + alpha))^k (independent reference)
     torch.testing.assert_close(gates, (30.0 / 31.0) ** torch.arange(1, 7, dtype=torch.float32), rtol=1e-5, atol=0)
     scales = module.latent.exchange_scales(q, 1, 4)
@@ -404,7 +404,7 @@ def test_swapping_keeps_what_the_decoders_read_for_code_experts_too():
     layer = module.decoders["mod_a"].input_layer()
     before = layer(module.latent.representation(q)) - layer.bias
     scales = module.latent.exchange_scales(q, 1, 4)
-    gates = module.latent.mean_gates(q)
+    gates = module.latent.mean_gates(q).detach()
     assert abs(scales[0] - 1.0) < 0.03 and abs(float(gates[4] / gates[1]) - 1.0) > 0.09  # not the gate ratio
     module.swap_dimensions(1, 4, scales)
     after = layer(module.latent.representation(module.posterior(data, mask))) - layer.bias
