@@ -400,19 +400,20 @@ def test_swapping_keeps_what_the_decoders_read_for_code_experts_too():
     torch.manual_seed(2)
     data = {"a": torch.randn(200, 5), "b": torch.bernoulli(torch.full((200, 4), 0.5))}
     mask = torch.ones(200, 2, dtype=torch.bool)
-    q = module.posterior(data, mask)
+    with torch.no_grad():
+        q = module.posterior(data, mask)
     layer = module.decoders["mod_a"].input_layer()
-    before = layer(module.latent.representation(q)) - layer.bias
+    before = (layer(module.latent.representation(q)) - layer.bias).detach()
     scales = module.latent.exchange_scales(q, 1, 4)
     gates = module.latent.mean_gates(q).detach()
     assert abs(scales[0] - 1.0) < 0.03 and abs(float(gates[4] / gates[1]) - 1.0) > 0.09  # not the gate ratio
     module.swap_dimensions(1, 4, scales)
-    after = layer(module.latent.representation(module.posterior(data, mask))) - layer.bias
+    after = (layer(module.latent.representation(module.posterior(data, mask))) - layer.bias).detach()
     change = float((after - before).abs().mean() / before.abs().mean())
     assert change < 0.005
     module.swap_dimensions(1, 4, (1 / scales[1], 1 / scales[0]))  # back, then the old rule for comparison
     module.swap_dimensions(1, 4, (float(gates[4] / gates[1]), float(gates[1] / gates[4])))
-    by_gates = layer(module.latent.representation(module.posterior(data, mask))) - layer.bias
+    by_gates = (layer(module.latent.representation(module.posterior(data, mask))) - layer.bias).detach()
     assert float((by_gates - before).abs().mean() / before.abs().mean()) > 5 * change
 
 
