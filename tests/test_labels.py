@@ -414,3 +414,28 @@ def test_predict_is_recorded_and_checked(tmp_path, capsys):
     assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--predict", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--predict given for label" in err
+
+
+def test_the_semisupervised_terms_draw_from_the_posterior_imputation_uses(monkeypatch):
+    # under MoPoE with two or more other modalities, imputation (and val_label_error, prediction_error) condition on the
+    # product of the observed experts; the terms that train it must draw from that posterior, not MoPoE's mixture
+    from infinimodal.semisupervised import information_term
+
+    data = load_dataset("synthetic:n=300,features=4,labels=0.5")
+    batch = data.train.batch(np.arange(64))
+    module = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
+    module.train()
+    module.set_prediction_weights({"label": 3.0})
+    drawn_from = []
+    conditional = module.conditional_posterior
+
+    def recorded(data, mask, shifts=None):
+        q = conditional(data, mask, shifts)
+        drawn_from.append(q.weights.shape[-1])  # components: 1 for the product of experts
+        return q
+
+    monkeypatch.setattr(module, "posterior", lambda *args: pytest.fail("a semi-supervised term drew from the training posterior"))
+    monkeypatch.setattr(module, "conditional_posterior", recorded)
+    assert float(module.prediction_term(batch["data"], batch["mask"]).detach()) < 0
+    assert float(information_term(module, batch["data"], batch["mask"], {"label": 2.0}).detach()) > 0
+    assert drawn_from == [1, 1]

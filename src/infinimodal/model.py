@@ -394,7 +394,9 @@ class MultimodalModule(nn.Module):
         The semi-supervised term of Kingma et al. 2014 (M2's alpha-weighted classification loss) for any modality: the
         ELBO trains a label's decoder mostly from posteriors that saw the label itself, while imputing it means reading
         it from the other modalities; this term trains exactly that path, and by Jensen's inequality it is a lower
-        bound on the log-probability imputation gives the truth, log E_q(z | others)[p(x_c | z)]."""
+        bound on the log-probability imputation gives the truth, log E_q(z | others)[p(x_c | z)], with q the posterior
+        imputation conditions on (`conditional_posterior`: under MoPoE the product of the other observed experts, not
+        the mixture over their subsets, which the bound would not be about)."""
         total = torch.zeros((), device=mask.device)
         for name, alpha in self.prediction_weights.items():
             c = self.names.index(name)
@@ -402,7 +404,7 @@ class MultimodalModule(nn.Module):
             if not len(rows):
                 continue
             chosen, given = hidden_in_rows(data, mask, c, rows)
-            q = self.posterior(chosen, given)
+            q = self.conditional_posterior(chosen, given)
             select = torch.zeros(len(rows), self.n_modalities, dtype=torch.bool, device=mask.device)
             select[:, c] = True
             log_lik = self.log_likelihoods(self.latent.rsample(q), chosen, select)

@@ -84,7 +84,8 @@ def unlabelled_rows(mask: Tensor, c: int) -> Tensor:
 
 def information_term(module: "MultimodalModule", data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]) -> Tensor:
     """sum_c beta_c (R_c / B) I_c: for each categorical modality c, beta_c times the mutual information of its imputed
-    class over the R_c rows of the batch (B rows) where c is missing, z drawn from q(z | the observed modalities)."""
+    class over the R_c rows of the batch (B rows) where c is missing, z drawn from q(z | the observed modalities), the
+    posterior imputation draws from (`MultimodalModule.conditional_posterior`)."""
     total = torch.zeros((), device=mask.device)
     for name, beta in weights.items():
         c = module.names.index(name)
@@ -92,7 +93,7 @@ def information_term(module: "MultimodalModule", data: dict[str, Tensor], mask: 
         if len(rows) < 2:  # one row has no spread of classes to reward
             continue
         chosen = select_rows(data, rows)
-        z = module.latent.rsample(module.posterior(chosen, mask.index_select(0, rows)))
+        z = module.latent.rsample(module.conditional_posterior(chosen, mask.index_select(0, rows)))  # as imputation draws
         log_p = torch.log_softmax(module.class_logits(name, z), dim=-1)
         total = total + beta * len(rows) / mask.shape[0] * mutual_information(log_p)
     return total
