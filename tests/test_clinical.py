@@ -285,7 +285,9 @@ def test_evaluation_reports_imputation_error_against_regression_baselines(cohort
     assert set(errors["genetics"]) >= {"logistic"} and set(errors["genetics"]["baseline_settings"]) == {"ridge", "mlp", "logistic"}
     for name in ("mri", "pet"):
         entry = errors[name]
-        assert set(entry) == {"rows", "model", "model_all_rows", "mean", "ridge", "mlp", "baseline_settings", "best_baseline"}
+        assert set(entry) == {"rows", "model", "model_all_rows", "mean", "ridge", "mlp", "baseline_settings", "best_baseline",
+                              "model_interval", "model_all_rows_interval"}
+        assert entry["model_interval"][0] < entry["model"] < entry["model_interval"][1]
         assert entry["rows"] == complete.sum() and entry[entry["best_baseline"]] == min(entry[b] for b in ("mean", "ridge", "mlp"))
         # the training-mean baseline, written out
         truth, train = data.test.arrays[name][complete], data.train.arrays[name][train_complete]
@@ -321,6 +323,16 @@ def test_imputation_baselines_choose_their_settings_on_validation_rows():
                                      x_test, "categorical")
     np.testing.assert_allclose(predicted["logistic"].sum(1), 1.0, atol=1e-9)
     assert (predicted["logistic"].argmax(1) == (x_test[:, 0] > 0.5).astype(int) + (x_test[:, 0] > -0.5)).mean() > 0.9
+
+
+def test_an_imputation_comparison_on_few_complete_rows_says_so():
+    from infinimodal.evaluation.metrics import imputation_errors
+
+    data = load_dataset("synthetic:n=400,features=3,modalities=3,missing=0.5")
+    vae = MultimodalVAE(data.modalities, latent="gated", latent_dim=2, hidden=[8])
+    errors = imputation_errors(vae.module, data.train, data.test, samples=2, valid=data.valid)
+    entry = errors["x0"]
+    assert entry["rows"] == int(data.test.mask.all(1).sum()) < 100 and "too few rows to conclude" in entry["warning"]
 
 
 def test_the_label_modality_and_a_single_modality_have_no_imputation_baselines():

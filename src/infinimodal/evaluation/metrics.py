@@ -324,7 +324,9 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     logistic regression for binary and categorical values), fitted on the complete training rows with their settings
     chosen on the complete `valid` rows (`baseline_settings`), and the best of them (`best_baseline`, by test error, so
     the model is held to the strongest). `model_all_rows`: the model on every test row with m observed, from whatever
-    else the row has. Without validation rows with every modality, only the training mean is given."""
+    else the row has. Each model figure has a 95 % interval over rows (`model_interval`, `model_all_rows_interval`),
+    and `warning` says when fewer than FEW_IMPUTATION_ROWS complete test rows carry the comparison. Without validation
+    rows with every modality, only the training mean is given."""
     from .baselines import tuned_predictions
 
     names = model.names
@@ -342,18 +344,22 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
         for key, rows in (("model", complete_test), ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1)))):
             if not len(rows):
                 continue
-            squared, count = 0.0, 0
+            per_row = []
             for start in range(0, len(rows), batch_size):
                 batch = test.batch(rows[start : start + batch_size])
                 hidden = batch["mask"].clone()
                 hidden[:, m] = False
                 predicted = model.conditional_means(batch["data"], hidden, samples)[name]
-                truth = batch["data"][name]
-                squared += float((predicted - truth).pow(2).sum())
-                count += truth.numel()
-            entry[key] = squared / count
+                per_row.append((predicted - batch["data"][name]).pow(2).flatten(1).mean(1).double().numpy())
+            per_row = np.concatenate(per_row)
+            entry[key] = float(per_row.mean())
+            half = 1.96 * per_row.std() / np.sqrt(len(per_row))
+            entry[f"{key}_interval"] = [float(per_row.mean() - half), float(per_row.mean() + half)]
         if len(entry) == 1:
             continue  # no test row has m and something to impute it from
+        if entry["rows"] < FEW_IMPUTATION_ROWS:
+            entry["warning"] = (f"only {entry['rows']} test rows have every modality: the model and its baselines are compared on too few "
+                                "rows to conclude (model_all_rows uses every row with this modality)")
         if len(complete_test) and len(complete_train) >= 10:
             others = [n for n in names if n != name]
             x = {part: np.concatenate([rows[n] for n in others], axis=1) for part, rows in (("train", real_train), ("test", real_test))}
@@ -371,6 +377,8 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     return out
 
 
+#: Below this many complete test rows, `imputation_errors` warns that its comparison rests on too few rows.
+FEW_IMPUTATION_ROWS = 100
 #: The baselines `imputation_errors` may report, by the key it gives their errors.
 BASELINES = ("mean", "ridge", "mlp", "logistic")
 
