@@ -250,7 +250,10 @@ def test_synthesize_fails_loudly_when_the_generator_copies_training_subjects(coh
     assert main(["synthesize", str(cohort_run), "--n", "300", "--out", str(out)]) == 4  # EXIT_MEMORISATION
     assert "PRIVACY CHECK FAILED" in capsys.readouterr().err and out.exists()
     report = json.loads((tmp_path / "copied.privacy.json").read_text())
-    assert report["privacy"]["memorisation"] == list(privacy.MEASURES)
+    found = report["privacy"]["memorisation"]
+    assert {"exact_copies", "dcr_close_share", "nndr"} <= set(found)
+    # a measure that misses the copier on these few held-out rows is one the planted copier missed too, and said so
+    assert set(privacy.MEASURES) - set(found) <= set(report["privacy"]["inconclusive"])
     assert report["privacy"]["exact_copies"] == 300 and report["verdict"].startswith("MEMORISATION")
 
 
