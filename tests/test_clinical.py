@@ -394,3 +394,27 @@ def test_synthetic_values_outside_a_columns_range_or_type_are_reported(tmp_path)
     assert set(unlike) == {"clinical"} and {1, 2} <= set(unlike["clinical"])  # the 0/1 column and the score, not the others
     assert unlike["clinical"][1]["not_whole"] > 0.9 and unlike["clinical"][2]["not_whole"] > 0.9
     assert any(line.startswith("clinical: ") and "not whole" in line for line in report["warnings"])
+
+
+def test_a_subject_gets_the_same_score_and_imputation_alone_as_in_any_batch(cohort_run):
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    rows = data.test.take(np.arange(40))
+    reference = data.valid.take(np.arange(200))
+    together = vae.score(rows, reference, samples=10)
+    order = np.random.default_rng(0).permutation(40)
+    shuffled = vae.score(rows.take(order), reference, samples=10)
+    for i in (0, 7, 23):
+        alone = vae.score(rows.take(np.array([i])), reference, samples=10)
+        for column in ("score", "latent_deviation", "deviation_mri"):
+            np.testing.assert_allclose(alone[column][0], together[column][i], atol=1e-5, err_msg=column)
+            np.testing.assert_allclose(shuffled[column][np.flatnonzero(order == i)[0]], together[column][i], atol=1e-5, err_msg=column)
+    # imputation: PET hidden in some rows, the same fill alone and together
+    arrays = {name: rows.arrays[name].astype(np.float64) for name in vae.names}
+    arrays["pet"][:20] = np.nan
+    filled = vae.impute(arrays)
+    for i in (3, 11):
+        alone = vae.impute({name: value[i : i + 1] for name, value in arrays.items()})
+        np.testing.assert_allclose(alone["pet"][0], filled["pet"][i], atol=1e-5)
+    # and the draws are still draws: another subject's fill differs
+    assert not np.allclose(filled["pet"][3], filled["pet"][11])

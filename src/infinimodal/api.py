@@ -261,7 +261,8 @@ class MultimodalVAE:
         for start in range(0, len(incomplete), batch_size):
             rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
-            generated = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(batch["data"], batch["mask"], samples).items()})
+            means = self.module.conditional_means(batch["data"], batch["mask"], samples, by_row=True)  # a row's answer is its own
+            generated = self.to_user_units({k: v.numpy() for k, v in means.items()})
             for m, name in enumerate(self.names):
                 missing = ~split.mask[rows, m]
                 filled[name][rows[missing]] = generated[name][missing]

@@ -41,7 +41,8 @@ COMBINATION = "either"
 @torch.no_grad()
 def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200) -> np.ndarray:
     """[rows, M]: log p(x_m | the row's other observed modalities) for every observed m (NaN where m is missing); for a
-    row with m alone, log p(x_m) (importance-sampled with q(z | x_m))."""
+    row with m alone, log p(x_m) (importance-sampled with q(z | x_m)). Each row's draws are its own
+    (`MultimodalModule.conditional_draws` by row): a subject's figures do not depend on the other rows of the call."""
     module.eval()
     out = np.full((len(split), module.n_modalities), np.nan)
     for start in range(0, len(split), batch_size):
@@ -59,24 +60,23 @@ def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples:
             if bool(conditional.any()):
                 index = conditional.nonzero().squeeze(-1)
                 part = {k: v.index_select(0, index) for k, v in data.items()}
-                q = module.conditional_posterior(part, given.index_select(0, index))
-                out[rows[index.numpy()], m] = _log_mean_exp(_log_lik(module, q, part, m, samples)).numpy()
+                z = module.conditional_draws(part, given.index_select(0, index), samples, seed=m, by_row=True)
+                out[rows[index.numpy()], m] = _log_mean_exp(_log_lik(module, z, part, m)).numpy()
             if bool(alone.any()):
                 index = alone.nonzero().squeeze(-1)
                 part = {k: v.index_select(0, index) for k, v in data.items()}
                 only = torch.zeros(len(index), module.n_modalities, dtype=torch.bool)
                 only[:, m] = True
                 q = module.conditional_posterior(part, only)
-                z = module.latent.rsample(q, samples)
-                log_w = _log_lik(module, q, part, m, samples, z) + module.latent.log_prior(z) - q.log_prob(z)
+                z = module.conditional_draws(part, only, samples, seed=m, by_row=True)
+                log_w = _log_lik(module, z, part, m) + module.latent.log_prior(z) - q.log_prob(z)
                 out[rows[index.numpy()], m] = _log_mean_exp(log_w).numpy()
     return out
 
 
-def _log_lik(module, q, data, m, samples, z=None):
-    """[samples, rows]: log p(x_m | z_s) for z_s drawn from q (or given)."""
-    z = module.latent.rsample(q, samples) if z is None else z
-    n = z.shape[1]
+def _log_lik(module, z, data, m):
+    """[samples, rows]: log p(x_m | z_s) at the draws z [samples, rows, latent]."""
+    samples, n = z.shape[:2]
     select = torch.zeros(samples * n, module.n_modalities, dtype=torch.bool)
     select[:, m] = True
     rows = torch.arange(n).repeat(samples)

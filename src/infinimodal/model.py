@@ -12,6 +12,7 @@ rows is never read.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from contextlib import contextmanager
 from typing import Sequence
@@ -42,6 +43,21 @@ def kept_random_streams(device: torch.device):
     inside it would reset a GPU's stream for whatever the caller draws next.)"""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         yield
+
+
+def row_seeds(data: dict[str, Tensor], mask: Tensor, seed: int) -> list[int]:
+    """A seed per row from `seed`, the row's mask and its observed values (BLAKE2b of their bytes; `data` in the mask's
+    column order): the same row gets the same seed wherever it stands in a call, whatever else is in it."""
+    observed = mask.cpu().numpy()
+    arrays = {name: value.detach().cpu().float().numpy() for name, value in data.items()}
+    seeds = []
+    for row in range(mask.shape[0]):
+        digest = hashlib.blake2b(int(seed).to_bytes(8, "little", signed=True) + observed[row].tobytes(), digest_size=8)
+        for m, name in enumerate(arrays):
+            if observed[row, m]:
+                digest.update(arrays[name][row].tobytes())
+        seeds.append(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
+    return seeds
 
 
 class MultimodalModule(nn.Module):
@@ -239,22 +255,35 @@ class MultimodalModule(nn.Module):
         return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
 
     @torch.no_grad()
-    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> dict[str, Tensor]:
+    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0,
+                          by_row: bool = False) -> dict[str, Tensor]:
         """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
-        `conditional_posterior` (the draws seeded, so the same rows give the same answer); samples = 0 decodes at the
-        posterior's mean instead (a plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear)."""
+        `conditional_posterior` (the draws seeded, so the same rows give the same answer; `by_row`: each row's own,
+        whatever else is in the call, `conditional_draws`); samples = 0 decodes at the posterior's mean instead (a
+        plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear)."""
         if samples == 0:
             return self.decode_mean(self.conditional_posterior(data, mask).mean)
-        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed).flatten(0, 1))
+        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1))
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
 
-    def conditional_draws(self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int) -> Tensor:
+    def conditional_draws(self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int, by_row: bool = False) -> Tensor:
         """[samples, rows, latent] draws from `conditional_posterior`, seeded by `seed`, the caller's random streams
-        left as they were."""
-        q = self.conditional_posterior(data, mask)
+        left as they were. Seeded once for the batch, a row's draws depend on its position and on the rows beside it
+        (a deviation score moved by up to 0.65 SD with the other rows of a call); `by_row` seeds each row by its own
+        values and mask (`row_seeds`) and draws it alone, so a subject gets the same draws alone or in any batch (an
+        encoder pass per row: for inference, not training)."""
         with kept_random_streams(mask.device):
-            torch.manual_seed(seed)
-            return self.latent.rsample(q, samples)
+            if not by_row:
+                q = self.conditional_posterior(data, mask)
+                torch.manual_seed(seed)
+                return self.latent.rsample(q, samples)
+            draws = []
+            for row, row_seed in enumerate(row_seeds({name: data[name] for name in self.names}, mask, seed)):
+                alone = {name: value[row : row + 1] for name, value in data.items()}
+                q = self.conditional_posterior(alone, mask[row : row + 1])
+                torch.manual_seed(row_seed)
+                draws.append(self.latent.rsample(q, samples))
+            return torch.cat(draws, dim=1)
 
     @torch.no_grad()
     def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> Tensor:
