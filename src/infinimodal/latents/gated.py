@@ -364,13 +364,19 @@ class GatedSticks(LatentFamily):
         """(into_j, into_k): the factors by which the decoder columns of the experts moving k -> j and j -> k are scaled
         so that the decoders read in mean what they read before: the expert's mean gain (`gain`) at its old position
         over its gain at the new one, averaged over the rows (and mixture components) of q. For value experts that is
-        the ratio of the mean gates; a code expert reads almost the same at any open gate (a ratio near 1: scaling by
-        the gates changed what the decoder read by 0.105 of 0.59 in one exchange)."""
-        parts = q.components if isinstance(q, MixturePosterior) else q
-        gates = torch.cumprod(1.0 - parts.sticks.mean, dim=-1)
-        exchanged = gates.clone()
-        exchanged[..., [j, k]] = gates[..., [k, j]]
-        here, there = parts.gain(gates).reshape(-1, self.latent_dim).mean(0), parts.gain(exchanged).reshape(-1, self.latent_dim).mean(0)
+        the ratio of the mean gates (`mean_gates`); a code expert reads almost the same at any open gate (a ratio near
+        1: scaling by the gates changed what the decoder read by 0.105 of 0.59 in one exchange)."""
+        def mean_gain(exchange: bool) -> Tensor:
+            def per_component(c):
+                gates = torch.cumprod(1.0 - c.sticks.mean, dim=-1)
+                if exchange:
+                    gates = gates.clone()
+                    gates[..., [j, k]] = gates[..., [k, j]]
+                return c.gain(gates)
+            gain = q.average(per_component) if isinstance(q, MixturePosterior) else per_component(q)
+            return gain.reshape(-1, self.latent_dim).mean(0)
+
+        here, there = mean_gain(False), mean_gain(True)
         tiny = torch.finfo(here.dtype).tiny
 
         def ratio(dim: int) -> float:  # an expert that reaches the decoder nowhere (no evidence): nothing to keep
