@@ -25,6 +25,10 @@ DEMO_LABELS = 0.1
 #: samples took about twice as long as 2,000 with 100, side by side (docs/results.md section 9, "The demo scores
 #: every test digit").
 DEMO_IW_SAMPLES = 20
+#: What the demo's figures came to on different machines and thread counts (docs/results.md section 9, "The demo's
+#: figures vary with the machine"): the same code and data give the same figures on one machine with one thread
+#: count, but float sums taken in another order (another CPU, BLAS kernel or thread count) lead training elsewhere.
+MEASURED_SPREAD = "label error 5.8-6.7 %, test ELBO -104.6 to -105.3, log p(x) -99.9 to -100.7"
 #: The alpha of the label's prediction term (`--predict label=ALPHA`), chosen by measurement (docs/results.md section 9).
 DEMO_PREDICT_ALPHA = 100.0
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"leading dimensions holding 99% of the KL: {result['kl_span_99']} (the image alone: {spans['image']}, the label alone: {spans['label']}; "
           f"Spearman of index and KL: {_format_or_none(result['kl_order_spearman'])})")
     print(f"run directory:               {Path(out).resolve()} (config.json, model.ckpt, metrics.csv, eval.json)")
+    print(f"on other machines and thread counts the same demo gave {MEASURED_SPREAD} (docs/results.md section 9)")
     print()
     report = write_report(out, progress=not args.quiet)
     print(f"total time:                  {time.perf_counter() - started:.0f} s")
