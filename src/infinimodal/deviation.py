@@ -39,10 +39,11 @@ COMBINATION = "either"
 
 
 @torch.no_grad()
-def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200) -> np.ndarray:
+def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200, by_row: bool = True) -> np.ndarray:
     """[rows, M]: log p(x_m | the row's other observed modalities) for every observed m (NaN where m is missing); for a
-    row with m alone, log p(x_m) (importance-sampled with q(z | x_m)). Each row's draws are its own
-    (`MultimodalModule.conditional_draws` by row): a subject's figures do not depend on the other rows of the call."""
+    row with m alone, log p(x_m) (importance-sampled with q(z | x_m)). With `by_row` each row's draws are its own
+    (`MultimodalModule.conditional_draws`): a subject's figures do not depend on the other rows of the call (six times
+    the time; the reference population, the same rows at every call, is drawn as one batch)."""
     module.eval()
     out = np.full((len(split), module.n_modalities), np.nan)
     for start in range(0, len(split), batch_size):
@@ -60,7 +61,7 @@ def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples:
             if bool(conditional.any()):
                 index = conditional.nonzero().squeeze(-1)
                 part = {k: v.index_select(0, index) for k, v in data.items()}
-                z = module.conditional_draws(part, given.index_select(0, index), samples, seed=m, by_row=True)
+                z = module.conditional_draws(part, given.index_select(0, index), samples, seed=m, by_row=by_row)
                 out[rows[index.numpy()], m] = _log_mean_exp(_log_lik(module, z, part, m)).numpy()
             if bool(alone.any()):
                 index = alone.nonzero().squeeze(-1)
@@ -68,7 +69,7 @@ def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples:
                 only = torch.zeros(len(index), module.n_modalities, dtype=torch.bool)
                 only[:, m] = True
                 q = module.conditional_posterior(part, only)
-                z = module.conditional_draws(part, only, samples, seed=m, by_row=True)
+                z = module.conditional_draws(part, only, samples, seed=m, by_row=by_row)
                 log_w = _log_lik(module, z, part, m) + module.latent.log_prior(z) - q.log_prob(z)
                 out[rows[index.numpy()], m] = _log_mean_exp(log_w).numpy()
     return out
@@ -118,7 +119,7 @@ class Standardisation:
 
     @classmethod
     def fit(cls, module: MultimodalModule, rows: Split, samples: int) -> "Standardisation":
-        nll = -conditional_log_likelihoods(module, rows, samples)
+        nll = -conditional_log_likelihoods(module, rows, samples, by_row=False)
         codes = representations(module, rows)
         # the centre and covariance from one half of the rows, the distances' scale from the other: distances of the
         # rows a covariance was fitted on are smaller than those of new rows (by a lot with many dimensions)

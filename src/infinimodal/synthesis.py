@@ -140,8 +140,10 @@ def values_unlike_the_data(synthetic: dict[str, np.ndarray], train: Split, user_
     {modality: {column: {"below", "above", "not_whole"}}} as shares of the synthetic rows, and one warning per modality.
     (A Gaussian draws a few values beyond any finite sample's range: below UNLIKE_SHARE that is not reported.)"""
     found, warnings = {}, []
-    for m, (name, values) in enumerate(synthetic.items()):
-        rows = np.flatnonzero(train.mask[:, m])
+    for m, name in enumerate(train.arrays):  # the mask's column order
+        if name not in synthetic:
+            continue
+        values, rows = synthetic[name], np.flatnonzero(train.mask[:, m])
         if not len(rows):
             continue
         observed = user_units({name: train.batch(rows)["data"][name].numpy().astype(np.float64)})[name].reshape(len(rows), -1)
