@@ -59,7 +59,7 @@ from sklearn.preprocessing import StandardScaler
 from .neighbours import Neighbours, binary_columns, gower_neighbours, scaled
 
 EXACT = 1e-9
-#: A measure fails when its one-sided p-value is below this (six tests per report: family-wise error under 1 %).
+#: A measure fails when its one-sided p-value is below this (five tests per report: family-wise error under 0.5 %).
 ALPHA = 0.001
 #: `dcr_close_share` counts synthetic rows as close to a training row as this quantile of the held-out rows.
 CLOSE_QUANTILE = 0.05
