@@ -42,7 +42,7 @@ from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
 from .likelihoods import likelihood_class
 from .deviation import Reference, deviation_scores
 from .modality import Modality
-from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize, values_unlike_the_data
+from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # (also re-exported for the command line)
 from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
@@ -255,6 +255,7 @@ class MultimodalVAE:
         The conditional mean is (1 / samples) sum_s E[x_m | z_s], z_s ~ q(z | the observed modalities) (the posterior
         of the observed set, `MultimodalModule.conditional_posterior`); samples = 0 decodes at that posterior's mean
         instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both)."""
+        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
         incomplete = np.flatnonzero(~split.mask.all(axis=1))  # rows with nothing missing need no decoding
@@ -274,6 +275,7 @@ class MultimodalVAE:
         draws from the model's predictive distribution, x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the
         data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
         Their spread is the uncertainty of the imputation."""
+        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
         split = self.as_split(arrays, source)
         observed = self._observed_copy(arrays, split)
         out = {name: np.repeat(value[None], draws, axis=0) for name, value in observed.items()}
@@ -295,8 +297,6 @@ class MultimodalVAE:
         """What imputation starts from: the observed values in the data's units (arrays given by the user exactly as
         given; images stored as uint8 intensities as floats in [0, 1], the scale the model generates in)."""
         filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
-        if not isinstance(arrays, Split):
-            arrays = user_arrays(arrays, self.names, "the input")
         for m, name in enumerate(self.names):
             if name not in self.standardization:
                 continue
@@ -363,10 +363,7 @@ class MultimodalVAE:
         held-out rows (`infinimodal.evaluation.privacy`)."""
         model_units = {name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
                        if name in self.standardization else values for name, values in synthetic.items()}
-        report = synthesis_report(self.module, model_units, data, seed)
-        report["values_unlike_the_data"], warnings = values_unlike_the_data(synthetic, data.train_for_evaluation(), self.to_user_units)
-        report["warnings"] += warnings
-        return report
+        return synthesis_report(self.module, model_units, data, seed, user_units=self.to_user_units)
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
                  seed: int = 0) -> dict:

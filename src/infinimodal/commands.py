@@ -62,19 +62,18 @@ def config_from_flags(args: argparse.Namespace) -> api.TrainConfig:
 def flags_unlike_the_run(args: argparse.Namespace) -> list[str]:
     """The flags given to `train --resume` that would change the run's configuration, each as `--flag VALUE (the run's:
     VALUE)`. A flag equal to the run's own setting is accepted: a requeued job repeats its whole command line."""
-    from .config import TrainConfig
-
-    path = Path(args.out) / "config.json"
-    saved = TrainConfig.from_dict(api.read_config(path)) if path.is_file() else None
     from .cli import build_parser
 
+    path = Path(args.out) / "config.json"
+    saved = api.TrainConfig.from_dict(api.read_config(path)) if path.is_file() else None
     defaults = build_parser().parse_args(["train", "--out", str(args.out)])
+    default = vars(config_from_flags(defaults))
     differing = []
     for flag in changed_train_flags(args):
         dest = flag[2:].replace("-", "_")
         probe = argparse.Namespace(**vars(defaults))
         setattr(probe, dest, getattr(args, dest))
-        wanted, default = vars(config_from_flags(probe)), vars(config_from_flags(defaults))
+        wanted = vars(config_from_flags(probe))
         fields = [name for name in wanted if wanted[name] != default[name]]
         if saved is None or not fields:
             differing.append(flag)

@@ -90,7 +90,7 @@ def privacy_block(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray]
     return report, warnings
 
 
-def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
+def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0, user_units=None) -> dict:
     """Privacy, fidelity and utility of `synthetic` (model units) against the training and held-out rows.
 
     The held-out rows are the validation split: subjects of the training population that the model never fitted (it
@@ -102,7 +102,8 @@ def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray],
     miss a modality, each modality alone on every row that has it (`privacy_by_modality`): a cohort with PET missing
     for 40 % has few complete rows. `memorisation` lists the measures that found the synthetic rows nearer the
     training rows than fresh subjects are, by block; `warnings` says where the rows are too few to conclude or a
-    planted copier would pass; `verdict` is one line."""
+    planted copier would pass; `verdict` is one line. With `user_units` (model units -> the data's), also
+    `values_unlike_the_data` and its warnings."""
     # training rows as the model saw them: binarised pixels where the data set binarises its training images afresh
     # each epoch (its held-out rows are binarised once; grey training rows against binary held-out rows would make
     # every binary synthetic row look nearer the held-out rows)
@@ -123,8 +124,11 @@ def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray],
             if block:
                 memorisation[name] = block["memorisation"]
     out["memorisation"] = {what: found for what, found in memorisation.items() if found}
-    out["warnings"] = warnings
     out["verdict"] = verdict(out["memorisation"], warnings)
+    if user_units is not None:
+        out["values_unlike_the_data"], unlike = values_unlike_the_data(user_units(synthetic), train_split, user_units)
+        warnings += unlike
+    out["warnings"] = warnings
     if train and holdout:
         s, h = privacy.flat(limited), privacy.flat(holdout)
         targets = [name for name in names if module.likelihood(name).categorical]

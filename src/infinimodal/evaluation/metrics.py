@@ -336,7 +336,10 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     complete_train = np.flatnonzero(train.mask.all(axis=1))
     complete_train = np.sort(np.random.default_rng(seed).permutation(complete_train)[:BASELINE_ROWS])
     complete_valid = np.flatnonzero(valid.mask.all(axis=1)) if valid is not None else np.array([], dtype=int)
-    rows_of = lambda split, rows: {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}  # noqa: E731
+
+    def rows_of(split: Split, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}
+
     real_train, real_valid, real_test = rows_of(train, complete_train), rows_of(valid, complete_valid), rows_of(test, complete_test)
     out = {}
     for m, name in enumerate(names):
