@@ -7,6 +7,9 @@ Each model is LATENT/AGGREGATOR, optionally with its own settings after a colon
 (beta/mopoe:alpha=2,decoder_input=logpi). Settings that are dictionaries take NAME:VALUE entries joined by +
 (predict=label:100, weights=label:50+x0:2). Runs already evaluated in OUT are read back, not retrained,
 so an interrupted comparison resumes. `benchmarks/format_table.py` turns the run directories into a table.
+
+`--vary-data` sets each run's `data_seed` to its seed: with `labels=F` another labelled subset per seed (and other
+PolyMNIST textures, another split of a file), so that the spread over seeds includes the variance of the data.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--no-coherence", action="store_true")
+    parser.add_argument("--vary-data", action="store_true", help="data_seed = seed: another labelled subset (split, construction) per seed")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     shared = parse_settings(args.set)
@@ -85,7 +89,7 @@ def main() -> None:
         for spec in args.models:
             name, _, own = spec.partition(":")
             latent, _, aggregator = name.partition("/")
-            settings = shared | parse_settings([p for p in own.split(",") if p])
+            settings = shared | parse_settings([p for p in own.split(",") if p]) | ({"data_seed": seed} if args.vary_data else {})
             run = Path(args.out) / f"{name.replace('/', '_')}{'_' + own.replace('=', '').replace(',', '_') if own else ''}_s{seed}"
             if not (run / "eval.json").is_file():
                 if not _trained(run):

@@ -418,3 +418,12 @@ def test_a_subject_gets_the_same_score_and_imputation_alone_as_in_any_batch(coho
         np.testing.assert_allclose(alone["pet"][0], filled["pet"][i], atol=1e-5)
     # and the draws are still draws: another subject's fill differs
     assert not np.allclose(filled["pet"][3], filled["pet"][11])
+    # multiple imputation too: a subject's draws are the same alone, in a batch and in another order
+    draws = vae.impute_draws(arrays, 5, batch_size=7)
+    for i in (3, 11):
+        alone = vae.impute_draws({name: value[i : i + 1] for name, value in arrays.items()}, 5)
+        np.testing.assert_allclose(alone["pet"][:, 0], draws["pet"][:, i], atol=1e-5)
+        np.testing.assert_allclose(alone["genetics"][:, 0], draws["genetics"][:, i])
+    reversed_draws = vae.impute_draws({name: value[::-1] for name, value in arrays.items()}, 5)
+    np.testing.assert_allclose(reversed_draws["pet"][:, ::-1], draws["pet"], atol=1e-5)
+    assert not np.allclose(draws["pet"][0, 3], draws["pet"][1, 3])  # and the draws of one subject differ

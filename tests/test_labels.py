@@ -439,3 +439,62 @@ def test_the_semisupervised_terms_draw_from_the_posterior_imputation_uses(monkey
     assert float(module.prediction_term(batch["data"], batch["mask"]).detach()) < 0
     assert float(information_term(module, batch["data"], batch["mask"], {"label": 2.0}).detach()) > 0
     assert drawn_from == [1, 1]
+
+
+def test_cohort_groups_are_labels_that_shift_the_shared_factors_and_leave_a_cohort_without_groups_unchanged():
+    plain, grouped = load_dataset("cohort:n=1200"), load_dataset("cohort:n=1200,groups=3,separation=2")
+    assert plain.train.labels is None
+    np.testing.assert_array_equal(load_dataset("cohort:n=1200,groups=0").train.arrays["mri"], plain.train.arrays["mri"])
+    for name in ("train", "valid", "test"):
+        assert set(np.unique(grouped.split(name).labels)) == {0, 1, 2}
+    # the groups are visible in the measurements: their MRI centroids lie apart by more than the noise around them
+    mri, groups = grouped.train.arrays["mri"], grouped.train.labels
+    centroids = np.stack([mri[groups == g].mean(0) for g in range(3)])
+    spread = np.sqrt(np.mean([mri[groups == g].var(0).sum() for g in range(3)]))
+    assert min(np.linalg.norm(centroids[a] - centroids[b]) for a, b in ((0, 1), (0, 2), (1, 2))) > 0.3 * spread
+    labelled = load_dataset("cohort:n=1200,groups=3,labels=0.1")
+    assert labelled.label_modality == "label" and labelled.modalities[-1].shape == (3,)
+    with pytest.raises(DataError, match="groups=1"):
+        load_dataset("cohort:groups=1")
+
+
+def test_tuned_classifiers_reach_the_bayes_error_of_two_gaussian_classes():
+    from scipy.stats import norm
+
+    from infinimodal.evaluation.baselines import tuned_classifiers
+
+    rng = np.random.default_rng(0)
+    shift = np.array([1.0, 0.0, 0.0, 0.0, 0.0])  # classes N(-shift, I) and N(+shift, I): the Bayes error is Phi(-1)
+
+    def draw(n):
+        y = rng.integers(0, 2, n)
+        return rng.standard_normal((n, 5)) + (2 * y[:, None] - 1) * shift, y
+
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = draw(400), draw(200), draw(20000)
+    probabilities, settings = tuned_classifiers(x_train, y_train, x_valid, y_valid, x_test, 2)
+    assert set(probabilities) == {"logistic", "mlp"} and set(settings) == {"logistic", "mlp"}
+    for p in probabilities.values():
+        assert p.shape == (20000, 2) and np.allclose(p.sum(1), 1.0)
+        assert abs((p.argmax(1) != y_test).mean() - norm.cdf(-1.0)) < 0.02
+    # one class among the training labels: its frequency, nothing fitted
+    probabilities, settings = tuned_classifiers(x_train, np.zeros(400, dtype=int), x_valid, y_valid, x_test, 3)
+    np.testing.assert_allclose(probabilities["logistic"], np.tile([1.0, 0.0, 0.0], (20000, 1)))
+
+
+def test_prediction_baselines_fit_the_labelled_rows_and_score_the_rows_the_model_is_scored_on():
+    from infinimodal.evaluation.metrics import prediction_baselines
+
+    data = load_dataset("cohort:n=1500,groups=3,separation=2,labels=0.2")
+    out = prediction_baselines(data, data.test)["label"]
+    assert set(out) == {"all", "mri", "pet", "clinical", "genetics"}
+    pet = data.names.index("pet")
+    labelled = data.train.mask[:, -1]
+    assert out["all"]["train_rows"] == out["mri"]["train_rows"] == labelled.sum()
+    assert out["pet"]["train_rows"] == (labelled & data.train.mask[:, pet]).sum()
+    assert out["pet"]["rows"] == data.test.mask[:, pet].sum() < out["all"]["rows"] == len(data.test)
+    for entry in out.values():
+        assert entry["best_baseline"] in ("logistic", "mlp")
+        assert entry[entry["best_baseline"]] == min(entry["logistic"], entry["mlp"]) < 0.5  # chance is 2/3
+    # too few labelled validation rows to tune on: said, not fitted
+    few = load_dataset("cohort:n=300,groups=3,labels=0.02")
+    assert all("note" in entry for entry in prediction_baselines(few, few.test)["label"].values())

@@ -274,23 +274,20 @@ class MultimodalVAE:
         """Multiple imputation: `draws` arrays per modality ([draws, rows, ...]) whose missing rows are independent
         draws from the model's predictive distribution, x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the
         data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
-        Their spread is the uncertainty of the imputation."""
+        Their spread is the uncertainty of the imputation. Each row is drawn from its own seed: a subject's draws are
+        the same alone or in any batch."""
         arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
         split = self.as_split(arrays, source)
         observed = self._observed_copy(arrays, split)
         out = {name: np.repeat(value[None], draws, axis=0) for name, value in observed.items()}
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            for start in range(0, len(split), batch_size):
-                rows = np.arange(start, min(start + batch_size, len(split)))
-                batch = split.batch(rows)
-                q = self.module.conditional_posterior(batch["data"], batch["mask"])
-                for d in range(draws):
-                    z = self.module.latent.rsample(q)
-                    drawn = self.to_user_units({name: self.module.observation(name, z).sample().numpy() for name in self.names})
-                    for m, name in enumerate(self.names):
-                        missing = ~split.mask[rows, m]
-                        out[name][d, rows[missing]] = drawn[name][missing]
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            batch = split.batch(rows)
+            sampled = self.module.predictive_draws(batch["data"], batch["mask"], draws, seed)
+            drawn = self.to_user_units({name: value.flatten(0, 1).numpy() for name, value in sampled.items()})
+            for m, name in enumerate(self.names):
+                missing = ~split.mask[rows, m]
+                out[name][:, rows[missing]] = drawn[name].reshape(draws, len(rows), *drawn[name].shape[1:])[:, missing]
         return out
 
     def _observed_copy(self, arrays, split: Split) -> dict[str, np.ndarray]:

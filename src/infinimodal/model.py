@@ -286,6 +286,20 @@ class MultimodalModule(nn.Module):
             return torch.cat(draws, dim=1)
 
     @torch.no_grad()
+    def predictive_draws(self, data: dict[str, Tensor], mask: Tensor, draws: int, seed: int = 0) -> dict[str, Tensor]:
+        """[draws, rows, ...] per modality: x_m ~ p(x_m | z), z ~ `conditional_posterior` (multiple imputation), each
+        row drawn alone from its own seed (`row_seeds`), so a subject gets the same draws alone or in any batch."""
+        out: dict[str, list[Tensor]] = {name: [] for name in self.names}
+        with kept_random_streams(mask.device):
+            for row, row_seed in enumerate(row_seeds({name: data[name] for name in self.names}, mask, seed)):
+                alone = {name: value[row : row + 1] for name, value in data.items()}
+                torch.manual_seed(row_seed)
+                z = self.latent.rsample(self.conditional_posterior(alone, mask[row : row + 1]), draws).flatten(0, 1)
+                for name in self.names:
+                    out[name].append(self.observation(name, z).sample())
+        return {name: torch.stack(values, dim=1) for name, values in out.items()}
+
+    @torch.no_grad()
     def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> Tensor:
         """E[x_name | the observed modalities] [rows, C] for a categorical modality: its imputed class probabilities,
         what `conditional_means(...)[name]` gives with the same draws, decoding that modality alone (its decoder is

@@ -1,8 +1,8 @@
 """A neuroimaging-shaped synthetic cohort with known atypical subjects: `--data cohort[:settings]`.
 
-`cohort:n=6000,shared=4,missing=0.4,atypical=0.1,seed=0` (every key optional; these are the defaults). Each subject
-has `shared` latent factors (disease stage, age, ...) and each modality one private factor; from them, through random
-smooth maps as in `synthetic`:
+`cohort:n=6000,shared=4,missing=0.4,atypical=0.1,groups=0,separation=1.5,seed=0` (every key optional; these are
+the defaults). Each subject has `shared` latent factors (disease stage, age, ...) and each modality one private
+factor; from them, through random smooth maps as in `synthetic`:
 
 | modality | shape | likelihood | what it stands for |
 |---|---|---|---|
@@ -17,7 +17,12 @@ deviates from it, half in each of two ways (the kinds of Lawry Aguila et al. 202
   so the subject is off the map from factors to measurements;
 - `latent_extreme`: one shared factor at 4 standard deviations, pushed through the same maps, so every measure is
   coherent with the others but the subject sits far out in the population.
-`truth["kinds"]` holds each test row's kind (0 typical, 1 off_manifold, 2 latent_extreme); the data have no labels.
+`truth["kinds"]` holds each test row's kind (0 typical, 1 off_manifold, 2 latent_extreme).
+
+With `groups=G` (G >= 2) every subject belongs to one of G diagnostic groups, drawn with equal probability, and its
+shared factors are centred on its group's centre (drawn once, N(0, separation^2) per factor): the groups are the
+data's labels, so `cohort:groups=4,labels=0.05` gives a group observed for 5 % of the subjects, the semi-supervised
+setting of a clinical study. Without groups the data have no labels (and the same rows as before groups existed).
 Features are standardised with the reference (training) rows' statistics.
 """
 
@@ -30,8 +35,8 @@ from ..modality import Modality
 from .multimodal import MultimodalData, Split
 from .synthetic import read_settings
 
-DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "seed": 0}
-_INTEGER_KEYS = ("n", "shared", "seed")
+DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "groups": 0, "separation": 1.5, "seed": 0}
+_INTEGER_KEYS = ("n", "shared", "groups", "seed")
 SHAPES = {"mri": 40, "pet": 20, "clinical": 5, "genetics": 10}
 KINDS = ("typical", "off_manifold", "latent_extreme")
 #: How far an atypical subject is moved, in standard deviations of the feature or factor.
@@ -42,7 +47,8 @@ HIDDEN_UNITS = 32
 def parse_spec(text: str) -> dict:
     settings = read_settings("cohort", text, DEFAULTS, _INTEGER_KEYS)
     checks = {"n": settings["n"] >= 100, "shared": settings["shared"] >= 1, "missing": 0 <= settings["missing"] < 1,
-              "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0}
+              "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0,
+              "groups": settings["groups"] == 0 or settings["groups"] >= 2, "separation": settings["separation"] >= 0}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise DataError(f"cohort: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
@@ -64,16 +70,33 @@ class _Maps:
         return np.tanh(np.concatenate([shared, private], axis=1) @ w1 + c) @ w2
 
 
-def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per split: the raw arrays, the availability mask, and each row's kind (0 typical, 1 off-manifold, 2 extreme)."""
+class _Groups:
+    """Diagnostic groups: a centre in the shared factors per group, drawn from a stream of their own so that a cohort
+    without groups keeps its rows."""
+
+    def __init__(self, s: dict) -> None:
+        self.rng = np.random.default_rng([s["seed"], 4321, 1])
+        self.centres = s["separation"] * self.rng.standard_normal((s["groups"], s["shared"]))
+
+    def draw(self, rows: int) -> np.ndarray:
+        return self.rng.integers(0, len(self.centres), rows)
+
+
+def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Per split: the raw arrays, the availability mask, each row's kind (0 typical, 1 off-manifold, 2 extreme) and,
+    with groups, each row's group (else None)."""
     rng = np.random.default_rng([s["seed"], 4321])
     maps = _Maps(s["shared"], rng)
+    groups = _Groups(s) if s["groups"] else None
     n = s["n"]
     sizes = {"train": int(0.8 * n), "valid": int(0.1 * n)}
     sizes["test"] = n - sizes["train"] - sizes["valid"]
-    arrays, masks, kinds = {}, {}, {}
+    arrays, masks, kinds, labels = {}, {}, {}, {}
     for split, rows in sizes.items():
         shared = rng.standard_normal((rows, s["shared"]))
+        if groups is not None:
+            labels[split] = groups.draw(rows)
+            shared += groups.centres[labels[split]]
         kind = np.zeros(rows, dtype=np.int64)
         if split == "test" and s["atypical"] > 0:
             chosen = rng.permutation(rows)[: int(round(s["atypical"] * rows))]
@@ -105,13 +128,13 @@ def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.nd
     for split in sizes:
         missing = ~masks[split][:, list(SHAPES).index("pet")]
         arrays[split]["pet"][missing] = 0.0
-    return arrays, masks, kinds
+    return arrays, masks, kinds, (labels or None)
 
 
 def cohort_dataset(spec: str = "") -> MultimodalData:
     settings = parse_spec(spec)
-    arrays, masks, kinds = generate(settings)
-    splits = {name: Split(arrays[name], masks[name]) for name in ("train", "valid", "test")}
+    arrays, masks, kinds, labels = generate(settings)
+    splits = {name: Split(arrays[name], masks[name], None if labels is None else labels[name]) for name in ("train", "valid", "test")}
     modalities = [Modality(name, (size,), "bernoulli" if name == "genetics" else "gaussian") for name, size in SHAPES.items()]
     text = ",".join(f"{k}={v}" for k, v in settings.items())
     truth = {"kind_names": KINDS, "kinds": kinds["test"], "settings": settings}

@@ -45,6 +45,9 @@ Single- and multimodal (the SB-VAE paper's protocol, then the MoPoE paper's):
   E[x_c | the given modalities], what `impute` fills in) from all the other modalities ("all") and from each alone. A data set's
   label modality (`--data NAME:labels=F`) is scored against the test labels, and no representation metric
   reads it: kNN, probes and coherence predict it.
+- `prediction_baselines` (a data set's label modality): for the same keys and test rows, the error of a logistic
+  regression and an MLP classifier fitted on the labelled training rows and tuned on the labelled validation rows,
+  with `best_baseline`: what the few labels give without the model (`prediction_baselines`).
 
 Subsets are enumerated up to 5 modalities; beyond, `max_subsets` per size are drawn at random.
 """
@@ -311,6 +314,62 @@ def prediction_errors(model: MultimodalModule, split: Split, label_modality: str
     return out
 
 
+#: Labelled validation rows below which `prediction_baselines` does not tune (and says so).
+FEW_LABELLED_VALIDATION_ROWS = 5
+
+
+def _classifier_inputs(split: Split, given: list[int], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The features a baseline classifier reads from `given` modalities, and the rows that have any of them. With
+    several modalities a missing one is zeros plus an indicator column (the one-hot of what is observed)."""
+    available = split.mask[:, given].any(axis=1)
+    rows = np.flatnonzero(available)
+    data = split.batch(rows)["data"] if len(rows) else {}
+    parts = [data[names[m]].reshape(len(rows), -1).numpy() for m in given] if len(rows) else []
+    if len(given) > 1 and len(rows):
+        observed = split.mask[rows][:, given]
+        parts = [p * observed[:, i : i + 1] for i, p in enumerate(parts)]
+        parts += [observed[:, [i]].astype(np.float32) for i in range(len(given)) if not observed[:, i].all()]
+    return (np.concatenate(parts, axis=1) if parts else np.zeros((0, 0))), rows
+
+
+def prediction_baselines(data: MultimodalData, test: Split, seed: int = 0) -> dict:
+    """For the data set's label modality: the test error of classifiers that predict the label from the other modalities
+    (all of them, "all", and each alone), fitted on the labelled training rows and tuned on the labelled validation
+    rows (`baselines.tuned_classifiers`: logistic regression and an MLP). Each entry counts the same test rows as the
+    model's `prediction_error` of the same key, so the model is compared with `best_baseline` on equal terms."""
+    from .baselines import tuned_classifiers
+
+    label = data.label_modality
+    if label is None or test.labels is None or len(data.modalities) < 2:
+        return {}
+    names = [m.name for m in data.modalities]
+    c = names.index(label)
+    n_classes = int(data.modalities[c].shape[0])
+    labelled = {part: np.flatnonzero(split.mask[:, c]) for part, split in (("train", data.train), ("valid", data.valid))}
+    others = [m for m in range(len(names)) if m != c]
+    out = {}
+    for key, given in ({"all": others} | {names[m]: [m] for m in others}).items():
+        entry: dict = {}
+        fits = {}
+        for part, split in (("train", data.train), ("valid", data.valid)):
+            x, rows = _classifier_inputs(split.take(labelled[part]), given, names)
+            fits[part] = (x, split.arrays[label][labelled[part][rows]].argmax(axis=1))
+            entry[f"{part}_rows"] = int(len(rows))
+        x_test, test_rows = _classifier_inputs(test, given, names)
+        entry["rows"] = int(len(test_rows))
+        if entry["train_rows"] < 2 or entry["valid_rows"] < FEW_LABELLED_VALIDATION_ROWS or not len(test_rows):
+            entry["note"] = "too few labelled rows to fit and tune a classifier"
+            out[key] = entry
+            continue
+        probabilities, entry["settings"] = tuned_classifiers(*fits["train"], *fits["valid"], x_test, n_classes, seed)
+        truth = test.labels[test_rows]
+        for name, p in probabilities.items():
+            entry[name] = float((p.argmax(axis=1) != truth).mean())
+        entry["best_baseline"] = min(probabilities, key=entry.get)
+        out[key] = entry
+    return {label: out}
+
+
 #: Training rows the regression baselines of `imputation_errors` fit on at most.
 BASELINE_ROWS = 10_000
 
@@ -478,6 +537,9 @@ def evaluate_model(
         errors = prediction_errors(model, test, data.label_modality)
         if errors:
             result["prediction_error"] = errors
+        baselines = prediction_baselines(data, test)
+        if baselines:
+            result["prediction_baselines"] = baselines
         imputation = imputation_errors(model, data.train, test, valid=data.valid)
         if imputation:
             result["imputation_mse"] = imputation
