@@ -456,6 +456,13 @@ def test_cohort_groups_are_labels_that_shift_the_shared_factors_and_leave_a_coho
     assert labelled.label_modality == "label" and labelled.modalities[-1].shape == (3,)
     with pytest.raises(DataError, match="groups=1"):
         load_dataset("cohort:groups=1")
+    # test=N: more held-out subjects after the same training and validation rows
+    more = load_dataset("cohort:n=1200,groups=3,labels=0.1,test=2000")
+    assert len(more.test) == 2000 and len(labelled.test) == 120
+    for name in ("train", "valid"):
+        np.testing.assert_array_equal(more.split(name).mask, labelled.split(name).mask)
+        np.testing.assert_array_equal(more.split(name).labels, labelled.split(name).labels)
+        np.testing.assert_array_equal(more.split(name).arrays["mri"], labelled.split(name).arrays["mri"])
 
 
 def test_tuned_classifiers_reach_the_bayes_error_of_two_gaussian_classes():

@@ -23,6 +23,8 @@ With `groups=G` (G >= 2) every subject belongs to one of G diagnostic groups, dr
 shared factors are centred on its group's centre (drawn once, N(0, separation^2) per factor): the groups are the
 data's labels, so `cohort:groups=4,labels=0.05` gives a group observed for 5 % of the subjects, the semi-supervised
 setting of a clinical study. Without groups the data have no labels (and the same rows as before groups existed).
+`test=N` draws N test subjects instead of a tenth of n; the training and validation rows, drawn first, stay the same,
+so a model trained on a cohort can be scored on many more held-out subjects of it than its own test split holds.
 Features are standardised with the reference (training) rows' statistics.
 """
 
@@ -35,8 +37,8 @@ from ..modality import Modality
 from .multimodal import MultimodalData, Split
 from .synthetic import read_settings
 
-DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "groups": 0, "separation": 1.5, "seed": 0}
-_INTEGER_KEYS = ("n", "shared", "groups", "seed")
+DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "groups": 0, "separation": 1.5, "test": 0, "seed": 0}
+_INTEGER_KEYS = ("n", "shared", "groups", "test", "seed")
 SHAPES = {"mri": 40, "pet": 20, "clinical": 5, "genetics": 10}
 KINDS = ("typical", "off_manifold", "latent_extreme")
 #: How far an atypical subject is moved, in standard deviations of the feature or factor.
@@ -48,7 +50,8 @@ def parse_spec(text: str) -> dict:
     settings = read_settings("cohort", text, DEFAULTS, _INTEGER_KEYS)
     checks = {"n": settings["n"] >= 100, "shared": settings["shared"] >= 1, "missing": 0 <= settings["missing"] < 1,
               "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0,
-              "groups": settings["groups"] == 0 or settings["groups"] >= 2, "separation": settings["separation"] >= 0}
+              "groups": settings["groups"] == 0 or settings["groups"] >= 2, "separation": settings["separation"] >= 0,
+              "test": settings["test"] >= 0}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise DataError(f"cohort: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
@@ -90,7 +93,7 @@ def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.nd
     groups = _Groups(s) if s["groups"] else None
     n = s["n"]
     sizes = {"train": int(0.8 * n), "valid": int(0.1 * n)}
-    sizes["test"] = n - sizes["train"] - sizes["valid"]
+    sizes["test"] = s["test"] or n - sizes["train"] - sizes["valid"]
     arrays, masks, kinds, labels = {}, {}, {}, {}
     for split, rows in sizes.items():
         shared = rng.standard_normal((rows, s["shared"]))
