@@ -216,3 +216,35 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == len(header.strip("|").split("|"))
     assert cells[6] == f"{100 * curves['val_label_error'][best]:.2f}" and cells[-1] == f"{result['kl_order_spearman']:.2f}"
+
+
+def test_the_cohort_benchmark_scores_runs_on_more_subjects_and_pairs_the_model_with_its_baselines(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from infinimodal.cli import main
+    from infinimodal.evaluation import metrics
+
+    out = tmp_path / "default" / "run_s0"
+    assert main(["train", "--data", "cohort:n=800,groups=3,separation=2,labels=0.2", "--epochs", "2", "--latent-dim", "3", "--hidden", "8",
+                 "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    script = load_script("semisupervised_cohort")
+    monkeypatch.setattr("sys.argv", ["semisupervised_cohort.py", "--test", "900", str(out)])
+    assert script.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    (run,) = report["runs"]
+    assert run["test_rows"] == 900 and run["data_seed"] == 0
+    # the model's error is the evaluation's own prediction error on those 900 rows
+    from infinimodal import api
+    from infinimodal.data import load_dataset
+
+    vae, _ = api.load(out)
+    data = load_dataset("cohort:test=900,n=800,groups=3,separation=2,labels=0.2")
+    assert run["model"]["all"] == pytest.approx(metrics.prediction_errors(vae.module, data.test, "label")["label"]["all"])
+    setting = report["summary"]["default"]
+    # the paired difference against logistic regression on MRI is the difference of the two error rates
+    assert setting["model_minus_mri_logistic"]["mean"] == pytest.approx(run["model"]["all"] - run["baselines"]["mri"]["logistic"])
+    assert setting["model_minus_mri_logistic"]["rows"] == 900
+    low, high = setting["model_minus_best"]["interval"]
+    assert low <= setting["model_minus_best"]["mean"] <= high and np.isfinite(low)
+    assert run["best_baseline"]["error"] == min(v for entry in run["baselines"].values() for v in entry.values())

@@ -270,6 +270,39 @@ def without_modality(split: Split, m: int) -> Split:
 
 
 @torch.no_grad()
+def predicted_classes(model: MultimodalModule, split: Split, name: str, rows: np.ndarray, given: list[int], batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows among `rows` with any of the `given` modalities observed, the class imputation gives each of them: the
+    argmax of E[x_name | the given modalities], what `impute` fills in)."""
+    keep = torch.zeros(len(model.names), dtype=torch.bool)
+    keep[given] = True
+    usable_rows, predicted = [], []
+    for start in range(0, len(rows), batch_size):
+        chosen = rows[start : start + batch_size]
+        batch = split.batch(chosen)
+        mask = batch["mask"] & keep
+        usable = mask.any(dim=1)
+        if not bool(usable.any()):
+            continue
+        index = usable.nonzero().squeeze(-1)
+        probabilities = model.class_probabilities(name, {k: v.index_select(0, index) for k, v in batch["data"].items()},
+                                                  mask.index_select(0, index), samples=DEFAULT_IMPUTATION_SAMPLES)
+        usable_rows.append(chosen[usable.numpy()])
+        predicted.append(probabilities.argmax(dim=1).numpy())
+    if not usable_rows:
+        return np.array([], dtype=int), np.array([], dtype=int)
+    return np.concatenate(usable_rows), np.concatenate(predicted)
+
+
+def class_truth(split: Split, name: str, c: int, label_modality: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, true class) of categorical modality `name` (column c): its own value where observed; for the data set's
+    label modality, whose test rows are missing by construction, the split's labels on every row."""
+    if name == label_modality:
+        return np.arange(len(split)), np.asarray(split.labels)
+    rows = np.flatnonzero(split.mask[:, c])
+    return rows, split.arrays[name][rows].argmax(axis=1)
+
+
+@torch.no_grad()
 def prediction_errors(model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500) -> dict:
     """For every categorical modality c: the error of predicting it, the argmax of E[x_c | the other modalities] (what
     `impute` fills in), from all of them ("all") and from each one alone.
@@ -283,33 +316,14 @@ def prediction_errors(model: MultimodalModule, split: Split, label_modality: str
     for c, name in enumerate(names):
         if not model.likelihood(name).categorical or len(names) < 2:
             continue
-        if name == label_modality:
-            rows, truth = np.arange(len(split)), np.asarray(split.labels)
-        else:
-            rows = np.flatnonzero(split.mask[:, c])
-            truth = split.arrays[name][rows].argmax(axis=1)
+        rows, truth = class_truth(split, name, c, label_modality)
+        truth_of = dict(zip(rows.tolist(), truth.tolist()))
         others = [m for m in range(len(names)) if m != c]
-        givens = {"all": others} | {names[m]: [m] for m in others}
         errors = {}
-        for key, given in givens.items():
-            wrong = counted = 0
-            for start in range(0, len(rows), batch_size):
-                chosen = rows[start : start + batch_size]
-                batch = split.batch(chosen)
-                keep = torch.zeros(len(names), dtype=torch.bool)
-                keep[given] = True
-                mask = batch["mask"] & keep
-                usable = mask.any(dim=1)
-                if not bool(usable.any()):
-                    continue
-                index = usable.nonzero().squeeze(-1)
-                probabilities = model.class_probabilities(name, {k: v.index_select(0, index) for k, v in batch["data"].items()},
-                                                          mask.index_select(0, index), samples=DEFAULT_IMPUTATION_SAMPLES)
-                predicted = probabilities.argmax(dim=1).numpy()
-                wrong += int((predicted != truth[start : start + batch_size][usable.numpy()]).sum())
-                counted += int(usable.sum())
-            if counted:
-                errors[key] = wrong / counted
+        for key, given in ({"all": others} | {names[m]: [m] for m in others}).items():
+            scored, predicted = predicted_classes(model, split, name, rows, given, batch_size)
+            if len(scored):
+                errors[key] = float(np.mean(predicted != np.array([truth_of[r] for r in scored.tolist()])))
         out[name] = errors
     return out
 
@@ -332,40 +346,50 @@ def _classifier_inputs(split: Split, given: list[int], names: list[str]) -> tupl
     return (np.concatenate(parts, axis=1) if parts else np.zeros((0, 0))), rows
 
 
+def baseline_class_predictions(data: MultimodalData, test: Split, given: list[int], seed: int = 0) -> dict:
+    """For the data set's label modality predicted from the `given` modalities: {"train_rows", "valid_rows", "rows":
+    counts, "test_rows": the test rows with any given modality, "probabilities": {classifier: [rows, C]}, "settings"},
+    or a "note" instead of the last three when there are too few labelled rows (`prediction_baselines`)."""
+    from .baselines import tuned_classifiers
+
+    names = [m.name for m in data.modalities]
+    label = data.label_modality
+    c = names.index(label)
+    entry: dict = {}
+    fits = {}
+    for part, split in (("train", data.train), ("valid", data.valid)):
+        labelled = np.flatnonzero(split.mask[:, c])
+        x, rows = _classifier_inputs(split.take(labelled), given, names)
+        fits[part] = (x, split.arrays[label][labelled[rows]].argmax(axis=1))
+        entry[f"{part}_rows"] = int(len(rows))
+    x_test, test_rows = _classifier_inputs(test, given, names)
+    entry["rows"] = int(len(test_rows))
+    if entry["train_rows"] < 2 or entry["valid_rows"] < FEW_LABELLED_VALIDATION_ROWS or not len(test_rows):
+        entry["note"] = "too few labelled rows to fit and tune a classifier"
+        return entry
+    entry["test_rows"] = test_rows
+    entry["probabilities"], entry["settings"] = tuned_classifiers(*fits["train"], *fits["valid"], x_test, int(data.modalities[c].shape[0]), seed)
+    return entry
+
+
 def prediction_baselines(data: MultimodalData, test: Split, seed: int = 0) -> dict:
     """For the data set's label modality: the test error of classifiers that predict the label from the other modalities
     (all of them, "all", and each alone), fitted on the labelled training rows and tuned on the labelled validation
     rows (`baselines.tuned_classifiers`: logistic regression and an MLP). Each entry counts the same test rows as the
     model's `prediction_error` of the same key, so the model is compared with `best_baseline` on equal terms."""
-    from .baselines import tuned_classifiers
-
     label = data.label_modality
     if label is None or test.labels is None or len(data.modalities) < 2:
         return {}
     names = [m.name for m in data.modalities]
-    c = names.index(label)
-    n_classes = int(data.modalities[c].shape[0])
-    labelled = {part: np.flatnonzero(split.mask[:, c]) for part, split in (("train", data.train), ("valid", data.valid))}
-    others = [m for m in range(len(names)) if m != c]
+    others = [m for m in range(len(names)) if m != names.index(label)]
     out = {}
     for key, given in ({"all": others} | {names[m]: [m] for m in others}).items():
-        entry: dict = {}
-        fits = {}
-        for part, split in (("train", data.train), ("valid", data.valid)):
-            x, rows = _classifier_inputs(split.take(labelled[part]), given, names)
-            fits[part] = (x, split.arrays[label][labelled[part][rows]].argmax(axis=1))
-            entry[f"{part}_rows"] = int(len(rows))
-        x_test, test_rows = _classifier_inputs(test, given, names)
-        entry["rows"] = int(len(test_rows))
-        if entry["train_rows"] < 2 or entry["valid_rows"] < FEW_LABELLED_VALIDATION_ROWS or not len(test_rows):
-            entry["note"] = "too few labelled rows to fit and tune a classifier"
-            out[key] = entry
-            continue
-        probabilities, entry["settings"] = tuned_classifiers(*fits["train"], *fits["valid"], x_test, n_classes, seed)
-        truth = test.labels[test_rows]
-        for name, p in probabilities.items():
-            entry[name] = float((p.argmax(axis=1) != truth).mean())
-        entry["best_baseline"] = min(probabilities, key=entry.get)
+        entry = baseline_class_predictions(data, test, given, seed)
+        if "probabilities" in entry:
+            truth = test.labels[entry.pop("test_rows")]
+            for name, p in entry.pop("probabilities").items():
+                entry[name] = float((p.argmax(axis=1) != truth).mean())
+            entry["best_baseline"] = min(("logistic", "mlp"), key=lambda b: entry.get(b, math.inf))
         out[key] = entry
     return {label: out}
 
