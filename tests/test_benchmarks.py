@@ -248,3 +248,18 @@ def test_the_cohort_benchmark_scores_runs_on_more_subjects_and_pairs_the_model_w
     low, high = setting["model_minus_best"]["interval"]
     assert low <= setting["model_minus_best"]["mean"] <= high and np.isfinite(low)
     assert run["best_baseline"]["error"] == min(v for entry in run["baselines"].values() for v in entry.values())
+
+
+def test_the_imputation_benchmark_scores_a_cohort_run_on_more_complete_subjects(tmp_path):
+    from infinimodal.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "cohort:n=600", "--epochs", "1", "--latent-dim", "3", "--hidden", "8", "--quiet", "--out", str(out)]) == 0
+    result = load_script("imputation_cohort").score(out, 400)
+    assert result["test_rows"] == 400
+    for name in ("mri", "pet", "clinical", "genetics"):
+        entry = result[name]
+        assert 0.5 * 400 < entry["rows"] < 0.8 * 400  # the subjects with PET, about 60 %
+        low, high = entry["model_interval"]
+        assert low < entry["model"] < high and entry["model_over_baseline"] == pytest.approx(entry["model"] / entry[entry["best_baseline"]])
+        assert entry["baseline"] == min(entry[b] for b in ("mean", "ridge", "mlp", "logistic") if b in entry)
