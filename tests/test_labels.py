@@ -505,3 +505,23 @@ def test_prediction_baselines_fit_the_labelled_rows_and_score_the_rows_the_model
     # too few labelled validation rows to tune on: said, not fitted
     few = load_dataset("cohort:n=300,groups=3,labels=0.02")
     assert all("note" in entry for entry in prediction_baselines(few, few.test)["label"].values())
+
+
+def test_the_report_summary_names_the_best_classifier_fitted_on_the_labels_alone():
+    from types import SimpleNamespace
+
+    from infinimodal.evaluation.html import Section
+    from infinimodal.evaluation.report import _summary
+
+    family = SimpleNamespace(has_sticks=False, describe=lambda: "D = 4", truncation=None, n_dimensions=4)
+    evaluation = {"elbo": -1.0, "prediction_error": {"label": {"all": 0.1, "mri": 0.12}},
+                  "prediction_baselines": {"label": {
+                      "all": {"train_rows": 120, "logistic": 0.16, "mlp": 0.15, "best_baseline": "mlp"},
+                      "mri": {"train_rows": 120, "logistic": 0.14, "mlp": 0.17, "best_baseline": "logistic"},
+                      "pet": {"train_rows": 70, "note": "too few labelled rows to fit and tune a classifier"}}}}
+    section = Section("summary", "Summary")
+    _summary(section, {"latent": "gaussian", "aggregator": "mopoe"}, evaluation, ["mri", "pet", "label"], family)
+    page = "".join(section.html)
+    assert "<td>error predicting label</td><td>10.00 % from all other modalities (from mri alone 12.00 %)" in page
+    assert ("<td>best classifier of label fitted on its labelled rows alone</td><td>14.00 % (logistic from mri alone, 120 labelled "
+            "training rows") in page

@@ -584,6 +584,13 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
             alone = ", ".join(f"from {other} alone {100 * e:.2f} %" for other, e in errors.items() if other != "all")
             rows.append([f"error predicting {name}", f"{100 * errors['all']:.2f} % from all other modalities" + (f" ({alone})" if alone else "")
                          if "all" in errors else alone or "-"])
+        for name, entries in evaluation.get("prediction_baselines", {}).items():
+            fitted = [(entry[entry["best_baseline"]], key, entry["best_baseline"], entry["train_rows"]) for key, entry in entries.items() if "best_baseline" in entry]
+            if fitted:
+                error, key, classifier, labelled = min(fitted)
+                given = "all other modalities" if key == "all" else f"{key} alone"
+                rows.append([f"best classifier of {name} fitted on its labelled rows alone",
+                             f"{100 * error:.2f} % ({classifier} from {given}, {labelled} labelled training rows, tuned on the labelled validation rows)"])
         if "kl_span_99" in evaluation:
             rows.append(["leading dimensions holding 99 % of the KL", f"{evaluation['kl_span_99']} of {family.n_dimensions}"])
             rows.append(["Spearman correlation of dimension index and KL (-1: ordered)", format_value(evaluation.get("kl_order_spearman"))])
