@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"data: {record['data_source']}; test digits scored: {result['n_test']}")
     print(f"label error from the image:  {100 * result['prediction_error']['label']['image']:.2f} % "
           f"(the label imputed from the image alone; labels seen for {100 * args.labels:g} % of the {record['n_train']} training digits)")
+    baseline = result.get("prediction_baselines", {}).get("label", {}).get("image", {})
+    if "best_baseline" in baseline:
+        print(f"a classifier without the model: {100 * baseline[baseline['best_baseline']]:.2f} % ({baseline['best_baseline']} on the pixels of the "
+              f"{baseline['train_rows']} labelled training digits alone, tuned on the labelled validation digits)")
     print_validation_errors(Path(out))
     print(f"test ELBO of the image:      {result['elbo']:.2f} nats (test labels are hidden)")
     print(f"test log p(x), {result['iw_samples']} samples: {result['log_likelihood']:.2f} nats")
