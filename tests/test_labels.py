@@ -502,6 +502,10 @@ def test_prediction_baselines_fit_the_labelled_rows_and_score_the_rows_the_model
     for entry in out.values():
         assert entry["best_baseline"] in ("logistic", "mlp")
         assert entry[entry["best_baseline"]] == min(entry["logistic"], entry["mlp"]) < 0.5  # chance is 2/3
+    # a run trained on its first rows (--max-train) is compared with baselines fitted on the labels among those rows
+    data.trained_rows = 500
+    limited = prediction_baselines(data, data.test)["label"]
+    assert limited["mri"]["train_rows"] == labelled[:500].sum() < out["mri"]["train_rows"]
     # too few labelled validation rows to tune on: said, not fitted
     few = load_dataset("cohort:n=300,groups=3,labels=0.02")
     assert all("note" in entry for entry in prediction_baselines(few, few.test)["label"].values())

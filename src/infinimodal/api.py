@@ -445,6 +445,8 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
                         standardize=config.standardize)
     if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
+    elif config.max_train is not None and config.max_train < len(data.train):
+        data.trained_rows = config.max_train
     return data
 
 

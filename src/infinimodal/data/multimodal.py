@@ -82,6 +82,13 @@ class MultimodalData:
     #: the categorical modality that holds the rows' `labels` (`--data NAME:labels=F`): its test rows are missing, and
     #: predicting it is scored against the test split's labels (data.labels)
     label_modality: str | None = None
+    #: the first rows of `train` a run trained on (`--max-train`), when fewer than all: what a baseline that stands
+    #: beside the model may fit (evaluation keeps the whole split for kNN and probes)
+    trained_rows: int | None = None
+
+    def model_train(self) -> Split:
+        """The training rows the model saw: the first `trained_rows` of the split, or all of it."""
+        return self.train if self.trained_rows is None else self.train.take(slice(0, self.trained_rows))
 
     @property
     def names(self) -> list[str]:

@@ -357,7 +357,7 @@ def baseline_class_predictions(data: MultimodalData, test: Split, given: list[in
     c = names.index(label)
     entry: dict = {}
     fits = {}
-    for part, split in (("train", data.train), ("valid", data.valid)):
+    for part, split in (("train", data.model_train()), ("valid", data.valid)):  # the labels the model saw, no more
         labelled = np.flatnonzero(split.mask[:, c])
         x, rows = _classifier_inputs(split.take(labelled), given, names)
         fits[part] = (x, split.arrays[label][labelled[rows]].argmax(axis=1))
