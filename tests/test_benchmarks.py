@@ -16,6 +16,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # 32 s of a benchmark script's plumbing: `make test` stays under its 10 minutes (624 s with it)
 def test_polymnist_protocol_runs_on_the_cpu_at_toy_size(tmp_path):
     from tests.test_data import fake_mnist
 
