@@ -277,13 +277,15 @@ class MultimodalModule(nn.Module):
                 q = self.conditional_posterior(data, mask)
                 torch.manual_seed(seed)
                 return self.latent.rsample(q, samples)
-            draws = []
-            for row, row_seed in enumerate(row_seeds({name: data[name] for name in self.names}, mask, seed)):
-                alone = {name: value[row : row + 1] for name, value in data.items()}
-                q = self.conditional_posterior(alone, mask[row : row + 1])
-                torch.manual_seed(row_seed)
-                draws.append(self.latent.rsample(q, samples))
-            return torch.cat(draws, dim=1)
+            return torch.cat([self.latent.rsample(self.conditional_posterior(alone, row_mask), samples)
+                              for alone, row_mask in self.rows_alone(data, mask, seed)], dim=1)
+
+    def rows_alone(self, data: dict[str, Tensor], mask: Tensor, seed: int):
+        """Each row's values and mask on their own, with torch's stream seeded by the row (`row_seeds`) before it is
+        yielded: what is drawn for a row depends on that row and `seed` alone (the caller keeps its streams)."""
+        for row, row_seed in enumerate(row_seeds({name: data[name] for name in self.names}, mask, seed)):
+            torch.manual_seed(row_seed)
+            yield {name: value[row : row + 1] for name, value in data.items()}, mask[row : row + 1]
 
     @torch.no_grad()
     def predictive_draws(self, data: dict[str, Tensor], mask: Tensor, draws: int, seed: int = 0) -> dict[str, Tensor]:
@@ -291,10 +293,8 @@ class MultimodalModule(nn.Module):
         row drawn alone from its own seed (`row_seeds`), so a subject gets the same draws alone or in any batch."""
         out: dict[str, list[Tensor]] = {name: [] for name in self.names}
         with kept_random_streams(mask.device):
-            for row, row_seed in enumerate(row_seeds({name: data[name] for name in self.names}, mask, seed)):
-                alone = {name: value[row : row + 1] for name, value in data.items()}
-                torch.manual_seed(row_seed)
-                z = self.latent.rsample(self.conditional_posterior(alone, mask[row : row + 1]), draws).flatten(0, 1)
+            for alone, row_mask in self.rows_alone(data, mask, seed):
+                z = self.latent.rsample(self.conditional_posterior(alone, row_mask), draws).flatten(0, 1)
                 for name in self.names:
                     out[name].append(self.observation(name, z).sample())
         return {name: torch.stack(values, dim=1) for name, values in out.items()}

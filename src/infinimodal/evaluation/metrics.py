@@ -271,14 +271,13 @@ def without_modality(split: Split, m: int) -> Split:
 
 @torch.no_grad()
 def predicted_classes(model: MultimodalModule, split: Split, name: str, rows: np.ndarray, given: list[int], batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(the rows among `rows` with any of the `given` modalities observed, the class imputation gives each of them: the
-    argmax of E[x_name | the given modalities], what `impute` fills in)."""
+    """(the positions in `rows` of the rows with any of the `given` modalities observed, the class imputation gives each
+    of them: the argmax of E[x_name | the given modalities], what `impute` fills in)."""
     keep = torch.zeros(len(model.names), dtype=torch.bool)
     keep[given] = True
-    usable_rows, predicted = [], []
+    positions, predicted = [], []
     for start in range(0, len(rows), batch_size):
-        chosen = rows[start : start + batch_size]
-        batch = split.batch(chosen)
+        batch = split.batch(rows[start : start + batch_size])
         mask = batch["mask"] & keep
         usable = mask.any(dim=1)
         if not bool(usable.any()):
@@ -286,11 +285,11 @@ def predicted_classes(model: MultimodalModule, split: Split, name: str, rows: np
         index = usable.nonzero().squeeze(-1)
         probabilities = model.class_probabilities(name, {k: v.index_select(0, index) for k, v in batch["data"].items()},
                                                   mask.index_select(0, index), samples=DEFAULT_IMPUTATION_SAMPLES)
-        usable_rows.append(chosen[usable.numpy()])
+        positions.append(start + index.numpy())
         predicted.append(probabilities.argmax(dim=1).numpy())
-    if not usable_rows:
+    if not positions:
         return np.array([], dtype=int), np.array([], dtype=int)
-    return np.concatenate(usable_rows), np.concatenate(predicted)
+    return np.concatenate(positions), np.concatenate(predicted)
 
 
 def class_truth(split: Split, name: str, c: int, label_modality: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -317,13 +316,12 @@ def prediction_errors(model: MultimodalModule, split: Split, label_modality: str
         if not model.likelihood(name).categorical or len(names) < 2:
             continue
         rows, truth = class_truth(split, name, c, label_modality)
-        truth_of = dict(zip(rows.tolist(), truth.tolist()))
         others = [m for m in range(len(names)) if m != c]
         errors = {}
         for key, given in ({"all": others} | {names[m]: [m] for m in others}).items():
             scored, predicted = predicted_classes(model, split, name, rows, given, batch_size)
             if len(scored):
-                errors[key] = float(np.mean(predicted != np.array([truth_of[r] for r in scored.tolist()])))
+                errors[key] = float(np.mean(predicted != truth[scored]))
         out[name] = errors
     return out
 
