@@ -300,3 +300,40 @@ def test_every_command_of_the_parser_has_its_function():
     parser = build_parser()
     (subparsers,) = [action for action in parser._actions if action.choices and isinstance(action.choices, dict)]
     assert set(subparsers.choices) == set(COMMANDS)
+
+
+def test_every_training_and_data_option_is_one_declaration_read_by_the_parser_the_config_and_fit():
+    """Each field of TrainingOptions and DataOptions is a flag of `train`, a field of TrainConfig (so config.json) and,
+    for training's, a keyword of fit: a value other than its default goes from the flag to the config to the options
+    that training reads, with no hand-written forwarding in between."""
+    from dataclasses import fields
+
+    from infinimodal.commands import config_from_flags
+    from infinimodal.config import DataOptions
+    from infinimodal.options import TrainingOptions
+    from infinimodal.parser import build_parser
+
+    # a flag and a value other than the default for each option, as a user would type them
+    typed = {
+        "epochs": (["--epochs", "7"], 7), "batch_size": (["--batch-size", "60", "--devices", "2"], 60), "lr": (["--lr", "0.01"], 0.01),
+        "kl_warmup": (["--kl-warmup", "3"], 3.0), "kl_weight": (["--kl-weight", "0.5"], 0.5), "seed": (["--seed", "4"], 4),
+        "precision": (["--precision", "bf16-mixed"], "bf16-mixed"), "accelerator": (["--accelerator", "cpu"], "cpu"),
+        "devices": (["--devices", "2"], 2), "strategy": (["--strategy", "ddp"], "ddp"), "grad_clip": (["--grad-clip", "none"], None),
+        "weights": (["--weight", "a=2"], {"a": 2.0}), "predict": (["--predict", "a=3"], {"a": 3.0}),
+        "infomax": (["--infomax", "a=4"], {"a": 4.0}), "vat": (["--vat", "a=5", "--vat-radius", "0.5"], {"a": 5.0}),
+        "vat_radius": (["--vat", "a=5", "--vat-radius", "0.5"], 0.5), "oversample": (["--oversample", "a=6"], {"a": 6}),
+        "order_dimensions": (["--no-order-dimensions"], False), "data": (["--data", "cohort"], "cohort"),
+        "data_dir": (["--data-dir", "/d"], "/d"), "data_seed": (["--data-seed", "3"], 3), "likelihoods": (["--likelihood", "a=poisson"], {"a": "poisson"}),
+        "binarize": (["--binarize", "static"], "static"), "max_train": (["--max-train", "9"], 9), "standardize": (["--no-standardize"], False),
+    }
+    declared = [f.name for options in (TrainingOptions, DataOptions) for f in fields(options)]
+    assert sorted(declared) == sorted(typed), "a new option needs a line here: its flag and a value other than its default"
+    parser = build_parser()
+    for name in declared:
+        flags, value = typed[name]
+        config = config_from_flags(parser.parse_args(["train", *flags, "--out", "x"]))
+        assert getattr(config, name) == value != getattr(api.TrainConfig(), name), name
+        if name in {f.name for f in fields(TrainingOptions)}:
+            assert getattr(config.training_options(), name) == value, name
+    with pytest.raises(TypeError, match="not options of training"):
+        TrainingOptions.from_keywords({"epoch": 3})

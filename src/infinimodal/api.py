@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -28,9 +27,9 @@ import numpy as np
 import torch
 
 from .config import (  # noqa: F401  (re-exported: the configuration is part of the facade)
-    ACCELERATORS, DEFAULT_AGGREGATOR, DEFAULT_GRAD_CLIP, DEFAULT_LATENT, PRECISIONS, ModelConfig, TrainConfig, _check, check_oversample,
-    build_module, component_settings, named_component_settings,
+    DEFAULT_AGGREGATOR, DEFAULT_LATENT, DataOptions, ModelConfig, TrainConfig, _check, build_module, component_settings, named_component_settings,
 )
+from .options import ACCELERATORS, DEFAULT_GRAD_CLIP, PRECISIONS, TrainingOptions  # noqa: F401  (re-exported likewise)
 from .data import MultimodalData, Split, load_dataset
 from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
 from .data.standardize import forward as standardize_values
@@ -45,8 +44,7 @@ from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # (also re-exported for the command line)
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
-from .training import Callback, TrainingSettings, is_rank_zero, run_training
+from .training import Callback, is_rank_zero, run_training
 
 log = logging.getLogger("infinimodal")
 
@@ -79,77 +77,44 @@ class MultimodalVAE:
 
     # --- training --------------------------------------------------------------------------------------
 
-    def check_training_options(self, data: MultimodalData, weights: dict[str, float] | None = None, predict: dict[str, float] | None = None,
-                               infomax: dict[str, float] | None = None, vat: dict[str, float] | None = None,
-                               vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS, oversample: dict[str, int] | None = None, devices: int = 1) -> None:
+    def check_training_options(self, data: MultimodalData, options: TrainingOptions) -> None:
         """Refuse, with the flag's name, training options that do not fit this model and these data (see `fit`);
         `train` asks before it clears an old run from the run directory, so a mistake loses nothing."""
-        for flag, values in (("--weight", weights), ("--predict", predict), ("--infomax", infomax), ("--vat", vat), ("--oversample", oversample)):
-            unknown = set(values or {}) - set(self.names)
+        options.validate()
+        for flag, values in (("--weight", options.weights), ("--predict", options.predict), ("--infomax", options.infomax),
+                             ("--vat", options.vat), ("--oversample", options.oversample)):
+            unknown = set(values) - set(self.names)
             if unknown:
                 raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        for flag, values in (("--infomax", infomax), ("--vat", vat)):
-            not_classes = [m.name for m in self.modalities if m.name in (values or {}) and not likelihood_class(m.likelihood).categorical]
+        for flag, values in (("--infomax", options.infomax), ("--vat", options.vat)):
+            not_classes = [m.name for m in self.modalities if m.name in values and not likelihood_class(m.likelihood).categorical]
             if not_classes:
                 raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
-        _check(vat_radius > 0 and math.isfinite(vat_radius), f"--vat-radius must be a positive number, got {vat_radius}")
         categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
-        _check(not vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(vat or {}))}, "
+        _check(not options.vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(options.vat))}, "
                "and every one of them is categorical: there is nothing to perturb")
-        check_oversample(oversample or {}, devices)
         observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
-        unseen = [name for name in (oversample or {}) if not observed.get(name, True)]
+        unseen = [name for name in options.oversample if not observed.get(name, True)]
         _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")
 
-    def fit(
-        self,
-        data: MultimodalData,
-        epochs: int = 50,
-        batch_size: int = 100,
-        lr: float = 1e-3,
-        kl_warmup: float = 10.0,
-        kl_weight: float = 1.0,
-        seed: int = 0,
-        precision: str = "32",
-        out_dir: str | Path | None = None,
-        progress: bool = True,
-        accelerator: str = "auto",
-        callbacks: Sequence[Callback] = (),
-        grad_clip: float | None = DEFAULT_GRAD_CLIP,
-        resume: bool = False,
-        devices: int = 1,
-        strategy: str = "auto",
-        weights: dict[str, float] | None = None,
-        order_dimensions: bool = True,
-        predict: dict[str, float] | None = None,
-        infomax: dict[str, float] | None = None,
-        vat: dict[str, float] | None = None,
-        vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS,
-        oversample: dict[str, int] | None = None,
-    ) -> "MultimodalVAE":
+    def fit(self, data: MultimodalData, out_dir: str | Path | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
+            resume: bool = False, **options) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
-        into `out_dir` (a temporary folder when None). `accelerator` is Lightning's ("auto" takes a GPU when one
-        is visible); `callbacks` are extra Lightning callbacks (their `pl_module.model` is this model's module).
-        Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn
-        instead of stopping the run. `grad_clip`: cut a gradient whose norm exceeds this multiple of its running average (None: never). `resume`: continue
-        `out_dir`'s run from its last.ckpt (see `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
-        `devices` > 1 trains with Lightning's DDP (`strategy` "ddp"); `batch_size` is the batch of all processes
-        together (each takes batch_size / devices rows a step), so results match one process with that batch.
-        `weights`: {modality: w}, the weight of its log-likelihood in the training objective (default 1), e.g. a
-        label observed on few rows; the ELBO that validation and evaluation report is never weighted.
-        `predict`: {modality: alpha}, a semi-supervised term that trains imputing that modality from the others on the
-        rows where it is observed (`MultimodalModule.prediction_term`, M2's alpha), e.g. {"label": 10}.
-        `infomax`: {categorical modality: beta}, a semi-supervised term on the rows where it is missing: beta times the
-        mutual information between a row and its imputed class (`infinimodal.semisupervised`), e.g. {"label": 10}.
-        `vat`: {categorical modality: gamma}, a semi-supervised term on every row: gamma times the change of its imputed
-        class under the most sensitive perturbation of the other modalities, of `vat_radius` times each one's
-        root-mean-square row norm (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training).
-        `oversample`: {modality: k}, k rows where that modality is observed added to each training batch (one modality,
-        one device; `training.OversampledShuffle`), so that a label observed on few rows trains every few steps.
-        `order_dimensions`: for a family with ordered dimensions (gated), move a used dimension that sits after an
-        unused one forward at each epoch's start, when that does not lower the ELBO (`training.OrderDimensions`)."""
-        self.check_training_options(data, weights=weights, predict=predict, infomax=infomax, vat=vat, vat_radius=vat_radius,
-                                    oversample=oversample, devices=devices)
+        into `out_dir` (a temporary folder when None). `callbacks` are extra Lightning callbacks (their
+        `pl_module.model` is this model's module). `resume`: continue `out_dir`'s run from its last.ckpt (see
+        `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
+
+        `options`: any field of `infinimodal.options.TrainingOptions`, each documented there (and by `infinimodal train
+        --help`): epochs, batch_size, lr, kl_warmup, kl_weight, seed, precision, accelerator, devices, strategy,
+        grad_clip, weights, predict, infomax, vat, vat_radius, oversample, order_dimensions. For example
+        `vae.fit(data, epochs=50, predict={"label": 10})`.
+
+        Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn instead of
+        stopping the run. `devices` > 1 trains with Lightning's DDP; `batch_size` is the batch of all processes
+        together, so results match one process with that batch. The training objective's weights and terms belong to
+        training: the ELBO that validation and evaluation report is never weighted."""
+        settings = TrainingOptions.from_keywords(options)
+        self.check_training_options(data, settings)
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
             raise InfinimodalError(
                 f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
@@ -158,14 +123,7 @@ class MultimodalVAE:
         if self.standardization and data.standardization and self.standardization != data.standardization:
             raise InfinimodalError("the data are standardised with other statistics than this model's; fit on the data set it was built for")
         self.standardization = dict(data.standardization)  # saved with the model; inputs and outputs are mapped with it
-        _check(devices >= 1 and batch_size % devices == 0, f"the batch size {batch_size} must split evenly over {devices} devices")
-        settings = TrainingSettings(epochs=epochs, batch_size=batch_size // devices, lr=lr, kl_warmup=kl_warmup, kl_weight=kl_weight, seed=seed,
-                                    precision=precision, accelerator=accelerator, grad_clip=grad_clip, devices=devices,
-                                    strategy=strategy if devices > 1 else "auto", weights=dict(weights or {}),
-                                    order_dimensions=order_dimensions, predict=dict(predict or {}),
-                                    infomax=dict(infomax or {}), vat=dict(vat or {}), vat_radius=vat_radius,
-                                    oversample=dict(oversample or {}))
-        with tempfile.TemporaryDirectory() as scratch, log_to(out_dir, f"MultimodalVAE.fit(epochs={epochs}, ...)", create=True):
+        with tempfile.TemporaryDirectory() as scratch, log_to(out_dir, f"MultimodalVAE.fit(epochs={settings.epochs}, ...)", create=True):
             out = Path(out_dir) if out_dir is not None else Path(scratch)
             result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
             self.train_seconds = result.seconds
@@ -512,8 +470,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         if announce is not None:
             announce(line)
     vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
-    vae.check_training_options(data, weights=config.weights, predict=config.predict, infomax=config.infomax, vat=config.vat,
-                               vat_radius=config.vat_radius, oversample=config.oversample, devices=config.devices)
+    vae.check_training_options(data, config.training_options())
     if not resume and is_rank_zero():
         # a new run in an old directory: nothing of the old run may pass for this one's (cleared only once the data
         # and options are known to be good, so a mistake in them leaves the old run as it was)
@@ -529,13 +486,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         write_json(out / "config.json", record)
     log.info("%s %s / %s on %s (%d training rows) into %s", "resuming" if resume else "training", config.latent, config.aggregator,
              data.source, len(data.train), out)
-    vae.fit(
-        data, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, kl_warmup=config.kl_warmup,
-        kl_weight=config.kl_weight, seed=config.seed, precision=config.precision, out_dir=out, progress=progress,
-        accelerator=config.accelerator, callbacks=callbacks, grad_clip=config.grad_clip, resume=resume,
-        devices=config.devices, strategy=config.strategy, weights=config.weights, order_dimensions=config.order_dimensions, predict=config.predict,
-        infomax=config.infomax, vat=config.vat, vat_radius=config.vat_radius, oversample=config.oversample,
-    )
+    vae.fit(data, out_dir=out, progress=progress, callbacks=callbacks, resume=resume, **asdict(config.training_options()))
     # seconds of the segments that finished (a killed segment's are not known)
     record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}
     if writes:

@@ -12,10 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .cli import EXIT_MEMORISATION, changed_train_flags, option_values
-from .config import check_options_apply
+from .config import DataOptions, check_options_apply
+from .options import TrainingOptions
+from .parser import build_parser, changed_train_flags, option_values, settings_values
 from .errors import InfinimodalError
 from .training import is_rank_zero
+
+#: synthesize's exit status when it wrote its rows but the privacy report found them nearer the training rows than fresh subjects
+EXIT_MEMORISATION = 4
 
 
 def rows_of(spec: str, split: str, run_dir: str):
@@ -50,20 +54,13 @@ def write_csv(path: str, columns: dict) -> None:
 
 def config_from_flags(args: argparse.Namespace) -> api.TrainConfig:
     """The training configuration `train`'s flags describe."""
-    return api.TrainConfig(
-        data=args.data, data_dir=args.data_dir, data_seed=args.data_seed, likelihoods=dict(args.likelihood), weights=dict(args.weight), predict=dict(args.predict), infomax=dict(args.infomax), vat=dict(args.vat), vat_radius=args.vat_radius, oversample=dict(args.oversample),
-        latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, kl_weight=args.kl_weight, binarize=args.binarize, seed=args.seed,
-        max_train=args.max_train, precision=args.precision, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, grad_clip=args.grad_clip, standardize=args.standardize,
-        order_dimensions=args.order_dimensions, **option_values(args),
-    )
+    return api.TrainConfig(latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, **option_values(args),
+                           **settings_values(args, DataOptions), **settings_values(args, TrainingOptions))
 
 
 def flags_unlike_the_run(args: argparse.Namespace) -> list[str]:
     """The flags given to `train --resume` that would change the run's configuration, each as `--flag VALUE (the run's:
     VALUE)`. A flag equal to the run's own setting is accepted: a requeued job repeats its whole command line."""
-    from .cli import build_parser
-
     path = Path(args.out) / "config.json"
     saved = api.TrainConfig.from_dict(api.read_config(path)) if path.is_file() else None
     defaults = build_parser().parse_args(["train", "--out", str(args.out)])

@@ -1,6 +1,7 @@
 """Typed configurations: `ModelConfig` (the network besides its modalities; one field per option that a latent
-family or aggregator declares in its `Settings`) and `TrainConfig` (a training run: model, data, optimisation),
-saved as a run's config.json, and `build_module`, the model they describe."""
+family or aggregator declares in its `Settings`), `DataOptions`, and `TrainConfig` (a training run: the model, its
+`DataOptions` and its `infinimodal.options.TrainingOptions`, one field per option), saved as a run's config.json, and
+`build_module`, the model they describe."""
 
 from __future__ import annotations
 
@@ -8,32 +9,21 @@ import math
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Sequence
 
+from . import flagtypes
 from .aggregators import AGGREGATORS, build_aggregator
-from .data import BINARIZATIONS
+from .data import BINARIZATIONS, BUILTIN
 from .errors import InfinimodalError
 from .latents import LATENT_FAMILIES, build_latent
+from .likelihoods import LIKELIHOODS
 from .modality import Modality
 from .model import MultimodalModule
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
-from .settings import Settings, field_default, merged_fields
-
-PRECISIONS = ("32", "bf16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-STRATEGIES = ("auto", "ddp")
-DEFAULT_GRAD_CLIP: float | None = 10.0  # relative (training.RelativeClip): cut at 10x the running gradient norm
+from .options import TrainingOptions
+from .settings import Settings, field_default, merged_fields, setting
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise InfinimodalError(message)
-
-
-def check_oversample(oversample: dict[str, int], devices: int) -> None:
-    """`--oversample`: one modality, a positive whole number of rows, one device (`training.OversampledShuffle`)."""
-    _check(len(oversample) <= 1, f"--oversample takes one modality, got {', '.join(sorted(oversample))}")
-    for name, rows in oversample.items():
-        _check(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, f"--oversample {name}={rows!r}: the rows to add must be positive whole numbers")
-    _check(not oversample or devices == 1, "--oversample trains on one device (its batches are not split over processes)")
 
 
 #: The latent family and aggregator of `infinimodal train` without --latent / --aggregator (docs/results.md).
@@ -134,58 +124,58 @@ so a new family's options appear here, in config.json and on the command line wi
 
 
 @dataclass
-class TrainConfig(ModelConfig):
-    """A training run: the model, the data and the optimisation."""
+class DataOptions(Settings):
+    """Which data a run trains on and how it is read."""
 
-    data: str = "mnist"
-    data_dir: str | None = None
-    likelihoods: dict[str, str] = field(default_factory=dict)  # data files: likelihood per modality
-    weights: dict[str, float] = field(default_factory=dict)  # training objective: weight of a modality's log-likelihood (default 1)
-    predict: dict[str, float] = field(default_factory=dict)  # training objective: alpha of a modality's prediction term (none by default)
-    infomax: dict[str, float] = field(default_factory=dict)  # training objective: beta of a categorical modality's information term (none)
-    vat: dict[str, float] = field(default_factory=dict)  # training objective: gamma of a categorical modality's smoothness term (none)
-    vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's radius, a fraction of each perturbed modality's RMS row norm
-    oversample: dict[str, int] = field(default_factory=dict)  # training batches: rows where a modality is observed added to each (none)
-    data_seed: int = 0  # construction of polymnist / noisy-mnist, split of a data file
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 1e-3
-    kl_warmup: float = 10.0  # epochs over which the KL weight ramps from 0 to kl_weight
-    kl_weight: float = 1.0  # the KL weight after warm-up (beta of the beta-VAE; 1 trains the ELBO itself)
-    binarize: str = "dynamic"  # mnist
-    seed: int = 0
-    max_train: int | None = None
-    precision: str = "32"
-    accelerator: str = "auto"  # Lightning's: auto (a GPU when one is visible), cpu, gpu, mps
-    grad_clip: float | None = DEFAULT_GRAD_CLIP  # clip the gradient norm at this multiple of its running average (None: never)
-    devices: int = 1  # processes (CPU) or accelerators; more than one trains with DDP
-    strategy: str = "auto"  # Lightning's: auto, or ddp
-    standardize: bool = True  # data files: Gaussian / Laplace modalities per feature on the training rows (data.standardize)
-    order_dimensions: bool = True  # families with ordered dimensions: move used dimensions ahead of unused ones (training.OrderDimensions)
+    owner = "data"
+
+    data: str = setting("mnist", lambda: f"a built-in data set ({', '.join(BUILTIN)}: labels=F observes a label modality for a "
+                        "fraction F of the training rows), or a .npz/.h5mu file")
+    data_dir: str | None = setting(None, "directory with the MNIST IDX files (default: search)")
+    data_seed: int = setting(0, "seed of the data set's construction or split (polymnist, noisy-mnist, a data file's split)")
+    likelihoods: dict[str, str] = setting({}, lambda: f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / "
+                                          "laplace:S with a fixed scale S; * = every modality)", flag="--likelihood",
+                                          metavar="MODALITY=NAME", pairs=True, parse=flagtypes.likelihood_pair)
+    binarize: str = setting("dynamic", "mnist: training binarisation", choices=BINARIZATIONS)
+    max_train: int | None = setting(None, "use only the first N training rows", check=lambda v: v is None or v >= 1,
+                                    requirement="at least 1", parse=flagtypes.positive_int)
+    standardize: bool = setting(True, "data files: keep Gaussian / Laplace modalities in their own units (default: standardise each "
+                                "feature on the training rows)", negative="--no-standardize")
 
     def validate(self) -> None:
-        super().validate()
         _check(self.binarize in BINARIZATIONS, f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
-        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
-        _check(self.kl_warmup >= 0, f"--kl-warmup must be >= 0 epochs, got {self.kl_warmup}")
-        _check(self.kl_weight > 0 and math.isfinite(self.kl_weight), f"--kl-weight must be a positive number, got {self.kl_weight}")
-        for flag, values in (("--weight", self.weights), ("--predict", self.predict), ("--infomax", self.infomax), ("--vat", self.vat)):
-            for name, weight in values.items():
-                _check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 and math.isfinite(weight),
-                       f"{flag} {name}={weight!r}: a weight must be a positive number")
-        _check(isinstance(self.vat_radius, (int, float)) and self.vat_radius > 0 and math.isfinite(self.vat_radius),
-               f"--vat-radius must be a positive number, got {self.vat_radius!r}")
-        _check(bool(self.vat) or self.vat_radius == DEFAULT_SMOOTHNESS_RADIUS, f"--vat-radius {self.vat_radius:g} sets the radius of --vat's term: give --vat too")
-        check_oversample(self.oversample, self.devices)
-        _check(self.max_train is None or self.max_train >= 1, f"--max-train must be at least 1, got {self.max_train}")
-        _check(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
-        _check(self.grad_clip is None or (self.grad_clip > 0 and math.isfinite(self.grad_clip)), f"--grad-clip must be a positive number, got {self.grad_clip}")
-        _check(self.devices >= 1, f"--devices must be at least 1, got {self.devices}")
-        _check(self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy}")
-        _check(self.batch_size % self.devices == 0, f"--batch-size {self.batch_size} must split evenly over --devices {self.devices} (it is the batch of all processes together)")
-        _check(self.accelerator in ACCELERATORS, f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator}")
+        super().validate()
+
+
+#: The option classes of a training run besides the model's: their fields are `TrainConfig`'s and `train`'s flags.
+RUN_OPTIONS: tuple[type[Settings], ...] = (DataOptions, TrainingOptions)
+
+
+class _TrainConfigMethods:
+    """The behaviour of `TrainConfig`, whose fields are the model's and those of `RUN_OPTIONS`."""
+
+    def validate(self) -> None:
+        ModelConfig.validate(self)
+        for options in RUN_OPTIONS:
+            self.options(options).validate()
+
+    def options(self, options: type[Settings]):
+        """This run's values of one option class (`TrainingOptions`, `DataOptions`)."""
+        return options(**{f.name: getattr(self, f.name) for f in fields(options)})
+
+    def training_options(self) -> TrainingOptions:
+        return self.options(TrainingOptions)
+
+
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)) for options in RUN_OPTIONS
+     for f in fields(options)],
+    bases=(_TrainConfigMethods, ModelConfig),
+    namespace={"__module__": __name__},
+)
+TrainConfig.__doc__ = """A training run: the model (`ModelConfig`), its data (`DataOptions`) and its training (`TrainingOptions`),
+one field per option; saved as a run's config.json."""
 
 
 def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:

@@ -23,7 +23,7 @@ import re
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +42,7 @@ from .data import MultimodalData, Split
 from .errors import InfinimodalError
 from .model import MultimodalModule, correct_young_entries, kept_random_streams
 from .runfiles import DIVERGED, PROGRESS_FILE, STATE_PREFIX, atomic_write, read_checkpoint, write_json
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS
+from .options import TrainingOptions
 
 log = logging.getLogger("infinimodal")
 LAST_CHECKPOINT = "last.ckpt"
@@ -109,14 +109,14 @@ class TrainingPlan(L.LightningModule):
     categorical modality the error of imputing it from the others on the validation rows where it is observed
     (`val_<modality>_error`: a label's error on held-out labelled rows, to choose settings on without the test set)."""
 
-    def __init__(self, model: MultimodalModule, lr: float = 1e-3, kl_warmup: float = 0.0, kl_weight: float = 1.0,
-                 grad_clip: float | None = None) -> None:
+    def __init__(self, model: MultimodalModule, options: TrainingOptions | None = None) -> None:
         super().__init__()
+        options = options or TrainingOptions()
         self.model = model
-        self.lr = lr
-        self.kl_warmup = kl_warmup
-        self.final_kl_weight = kl_weight
-        self.clip = RelativeClip(grad_clip) if grad_clip is not None else None
+        self.lr = options.lr
+        self.kl_warmup = options.kl_warmup
+        self.final_kl_weight = options.kl_weight
+        self.clip = RelativeClip(options.grad_clip) if options.grad_clip is not None else None
         self.epoch_sums: Tensor | None = None
         self.epoch_rows, self.epoch_weight = 0, 0.0
 
@@ -711,29 +711,7 @@ class TrainingResult:
     seconds: float
 
 
-@dataclass
-class TrainingSettings:
-    epochs: int = 50
-    batch_size: int = 100
-    lr: float = 1e-3
-    kl_warmup: float = 10.0
-    kl_weight: float = 1.0
-    seed: int = 0
-    precision: str = "32"
-    accelerator: str = "auto"
-    grad_clip: float | None = None
-    devices: int = 1
-    strategy: str = "auto"
-    weights: dict[str, float] = field(default_factory=dict)  # modality -> weight of its log-likelihood in the objective
-    predict: dict[str, float] = field(default_factory=dict)  # modality -> alpha of its prediction term (MultimodalModule.prediction_term)
-    infomax: dict[str, float] = field(default_factory=dict)  # categorical modality -> beta of its information term (semisupervised)
-    vat: dict[str, float] = field(default_factory=dict)  # categorical modality -> gamma of its smoothness term (semisupervised)
-    vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS  # the smoothness term's perturbation radius (semisupervised)
-    oversample: dict[str, int] = field(default_factory=dict)  # modality -> rows where it is observed added to each batch (OversampledShuffle)
-    order_dimensions: bool = True  # OrderDimensions: move used dimensions of an ordered family ahead of unused ones
-
-
-def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingSettings, out: Path, progress: bool = True,
+def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingOptions, out: Path, progress: bool = True,
                  callbacks: Sequence[Callback] = (), resume: bool = False) -> TrainingResult:
     """Train `module` on `data` with Lightning into `out` (checkpoints, metrics.csv, progress.json); with
     `resume`, continue from out/last.ckpt. Raises `TrainingInterrupted` when a SIGTERM stops it early."""
@@ -761,14 +739,14 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     module.set_prediction_weights(settings.predict)
     module.set_information_weights(settings.infomax)
     module.set_smoothness_weights(settings.vat, settings.vat_radius)
-    plan = TrainingPlan(module, lr=settings.lr, kl_warmup=settings.kl_warmup, kl_weight=settings.kl_weight, grad_clip=settings.grad_clip)
+    plan = TrainingPlan(module, settings)
     started = time.perf_counter()
     stopped = None
     try:
         with warnings.catch_warnings():
             for noise in _LIGHTNING_NOISE:
                 warnings.filterwarnings("ignore", message=noise)
-            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.batch_size, seed=settings.seed,
+            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.process_batch_size, seed=settings.seed,
                                                                    oversample=next(iter(settings.oversample.items()), None)),
                         ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
@@ -800,7 +778,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
 
 
-def _check_adaptive(module: MultimodalModule, settings: TrainingSettings) -> bool:
+def _check_adaptive(module: MultimodalModule, settings: TrainingOptions) -> bool:
     """Whether the latent adapts its truncation (`AdaptTruncation`); refuses what it cannot do yet, in words."""
     if not module.latent.adaptive:
         return False
@@ -813,19 +791,19 @@ def _check_adaptive(module: MultimodalModule, settings: TrainingSettings) -> boo
     return True
 
 
-def _record_divergence(out: Path, trainer, settings: TrainingSettings, error: Exception) -> None:
+def _record_divergence(out: Path, trainer, settings: TrainingOptions, error: Exception) -> None:
     """progress.json of a run that diverged: resuming would diverge again (it repeats the same numbers)."""
     done = int(trainer.fit_loop.epoch_progress.current.completed)
     write_progress(out, done, settings.epochs, finished=False, stopped=f"{DIVERGED}: {str(error)[:300]}")
 
 
-def _trainer(settings: TrainingSettings, out: Path, checkpoint: ModelCheckpoint, progress: bool, callbacks: Sequence[Callback],
+def _trainer(settings: TrainingOptions, out: Path, checkpoint: ModelCheckpoint, progress: bool, callbacks: Sequence[Callback],
              adaptive: bool = False) -> L.Trainer:
     return L.Trainer(
         max_epochs=settings.epochs,
         accelerator=settings.accelerator,
         devices=settings.devices,
-        strategy=settings.strategy,
+        strategy=settings.process_strategy,
         use_distributed_sampler=False,  # EpochShuffle shards the rows itself, from (seed, epoch)
         precision=settings.precision,
         logger=CSVLogger(save_dir=out, name="", version=""),
