@@ -106,7 +106,7 @@ def scaling_section(result: dict | None) -> list[str]:
                         for a in peak[next(iter(peak))][family]])
     lines += [""]
     matmul = result["matmul_efficiency"]
-    lines += ["## Share of the machine's matmul rate", "", f"Dense float32 matmul measured in the same run: "
+    lines += ["## Share of the machine's matmul rate", "", "Dense float32 matmul measured in the same run: "
               + ", ".join(f"{k}: {v:.0f} GFLOP/s" for k, v in matmul["mm_gflops"].items())
               + f". Training FLOPs from the Linear layers' shapes ({matmul['model']['flop_count']}), default model {default}/"
               f"{matmul['model']['aggregator']}.", ""]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from infinimodal.evaluation.curves import read_curves, saved_model_values
-from infinimodal.training import class_error_key
+from infinimodal.runfiles import class_error_key
 
 
 def load(runs: list[str]) -> dict[str, list[tuple[dict, dict]]]:

@@ -53,7 +53,7 @@ from infinimodal.config import DEFAULT_AGGREGATOR, DEFAULT_LATENT  # noqa: E402
 from infinimodal.latents import LATENT_FAMILIES  # noqa: E402
 from infinimodal.modality import Modality  # noqa: E402
 
-from infinimodal.training import arguments_unchecked, fused_adam_supported  # noqa: E402  (the step as training runs it)
+from infinimodal.train.plan import arguments_unchecked, fused_adam_supported  # noqa: E402  (the step as training runs it)
 
 FUSED_ADAM = fused_adam_supported(torch.device("cpu"))
 

@@ -22,7 +22,8 @@ from infinimodal.aggregators import build_aggregator
 from infinimodal.latents import build_latent
 from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
-from infinimodal.training import arguments_unchecked
+from infinimodal.semisupervised import TrainingObjective
+from infinimodal.train.plan import arguments_unchecked
 
 #: setting -> (information weights, smoothness weights, labelled rows added to the batch by --oversample), each
 #: beside the prediction term
@@ -44,25 +45,23 @@ def labelled_batch(rows: int = 100, labelled: int = 1, classes: int = 10):
     return data, mask
 
 
-def model(information: dict, smoothness: dict, oversampled: int = 0) -> MultimodalModule:
-    """The section's model with these terms (`oversampled` only changes the batch: see `measure`)."""
+def model(information: dict, smoothness: dict, oversampled: int = 0) -> tuple[MultimodalModule, TrainingObjective]:
+    """The section's model and its training objective with these terms (`oversampled` only changes the batch: see `measure`)."""
     modalities = [Modality("image", (784,), "bernoulli"), Modality("label", (10,), "categorical")]
     module = MultimodalModule(modalities, build_latent("gated", latent_dim=50), build_aggregator("mopoe"), hidden=[500])
-    module.set_prediction_weights({"label": 100.0})
-    module.set_information_weights(information)
-    module.set_smoothness_weights(smoothness)
     module.train()
-    return module
+    return module, TrainingObjective(module, predict={"label": 100.0}, infomax=information, vat=smoothness)
 
 
-def step_ms(module: MultimodalModule, data, mask, steps: int) -> list[float]:
+def step_ms(modelled: tuple[MultimodalModule, TrainingObjective], data, mask, steps: int) -> list[float]:
+    module, objective = modelled
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
     times = []
     for i in range(steps + 2):
         started = time.perf_counter()
         optimiser.zero_grad()
         with arguments_unchecked():  # as training_step
-            loss = module(data, mask).loss
+            loss = objective(module, data, mask).loss
         loss.backward()
         optimiser.step()
         if i >= 2:  # warm-up steps excluded

@@ -1,4 +1,4 @@
-"""What the straggler moves cost at each epoch start (`training.OrderDimensions`), side by side with a run without them;
+"""What the straggler moves cost at each epoch start (`train.callbacks.OrderDimensions`), side by side with a run without them;
 prints one JSON object.
 
 The case a user met: a four-modality cohort of 1,500 subjects, the default model (gated, 50 dimensions, MoPoE), where

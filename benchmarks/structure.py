@@ -23,12 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / PACKAGE
 #: Layer of each module or package (top first). A module not named here takes its package's layer.
 LAYERS = [
     ["cli", "__main__"],
-    ["commands", "demo"],
+    ["commands", "demo", "parser"],
     ["api"],
     ["train", "training", "evaluation", "synthesis", "deviation"],
     ["config", "model", "data", "semisupervised", "runfiles", "runlog"],
     ["latents", "aggregators", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed"],
-    ["settings", "outputs", "maths", "errors"],
+    ["settings", "outputs", "options", "flagtypes", "maths", "errors"],
 ]
 
 
@@ -123,10 +123,8 @@ def function_sizes(path: Path, module: str) -> list[tuple[str, int]]:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--top", type=int, default=10)
-    args = parser.parse_args()
+def measure(top: int = 10) -> dict:
+    """The structure of the package (module docstring)."""
     files = sorted(ROOT.rglob("*.py"))
     modules = {module_name(p): p for p in files}
 
@@ -159,7 +157,7 @@ def main() -> int:
     lines = {m: len(p.read_text().splitlines()) for m, p in modules.items()}
     functions = sorted((f for m, p in modules.items() for f in function_sizes(p, m)), key=lambda f: -f[1])
     unplaced = sorted({m.split(".")[0] for m in modules if layer_of(m) is None and m != "__init__"})
-    print(json.dumps({
+    return {
         "files": len(files),
         "lines": sum(lines.values()),
         "imports": sum(len(t) for t in graph.values()),
@@ -167,9 +165,16 @@ def main() -> int:
         "package_cycles": cycles(package_graph),
         "upward_imports": upward,
         "modules_without_layer": unplaced,
-        "largest_files": sorted(lines.items(), key=lambda kv: -kv[1])[: args.top],
-        "largest_functions_and_classes": functions[: args.top],
-    }, indent=1))
+        "largest_files": sorted(lines.items(), key=lambda kv: -kv[1])[:top],
+        "largest_functions_and_classes": functions[:top],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.top), indent=1))
     return 0
 
 

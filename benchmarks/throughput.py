@@ -31,7 +31,7 @@ from infinimodal.aggregators import build_aggregator
 from infinimodal.latents import LATENT_FAMILIES, Kumaraswamy, build_latent
 from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
-from infinimodal.training import arguments_unchecked
+from infinimodal.train.plan import arguments_unchecked
 
 
 #: Aggregators with settings other than their defaults, by the name the benchmarks give them

@@ -276,7 +276,7 @@ def import_optimizer_machinery() -> None:
 
 def _epoch_clock():
     """A Lightning callback that adds up the training epochs' time without their validation."""
-    from infinimodal.training import Callback
+    from lightning.pytorch.callbacks import Callback
 
     class EpochClock(Callback):
         def __init__(self) -> None:

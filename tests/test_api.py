@@ -32,7 +32,6 @@ def arrays_with_gaps(data, n=30):
 
 
 def test_fit_improves_the_validation_bound_and_keeps_the_best_weights(fitted, data):
-    import pandas as pd
 
     assert fitted.best_val_elbo is not None and np.isfinite(fitted.best_val_elbo)
     assert fitted.train_seconds > 0

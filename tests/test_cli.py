@@ -192,7 +192,6 @@ def test_a_training_step_builds_its_distributions_unchecked_and_restores_the_che
 
 # --- multimodal commands ---------------------------------------------------------------------------
 
-import numpy as np  # noqa: E402
 
 SYNTHETIC = "synthetic:modalities=3,shared=2,private=1,features=5,n=400,missing=0.3"
 SMALL = ["--epochs", "2", "--hidden", "16", "--batch-size", "50", "--quiet"]

@@ -1,7 +1,6 @@
 import gzip
 import shutil
 import struct
-import warnings
 
 import numpy as np
 import pytest
@@ -113,9 +112,7 @@ def test_fallback_to_packaged_subset_warns(tmp_path, monkeypatch):
 
 # --- multimodal data sets ----------------------------------------------------------------------------
 
-import json  # noqa: E402
 
-import torch  # noqa: E402
 
 from infinimodal.data import load_dataset  # noqa: E402
 from infinimodal.data.cache import cache_root  # noqa: E402

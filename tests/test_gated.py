@@ -440,7 +440,8 @@ def test_a_straggler_is_moved_to_the_first_free_position_and_the_order_restored(
     """Train a small gated model, move one of its used dimensions far back by hand, and let `move_stragglers` find it."""
     from infinimodal import MultimodalVAE
     from infinimodal.data import load_dataset
-    from infinimodal.training import EXCHANGE_TOLERANCE, USED_DIMENSION_KL, move_stragglers
+    from infinimodal.train.callbacks import move_stragglers
+    from infinimodal.truncation import EXCHANGE_TOLERANCE, USED_DIMENSION_KL
 
     data = load_dataset("synthetic:shared=2,private=1,features=6,n=3000")
     vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", latent_dim=12, hidden=[64])
@@ -507,22 +508,22 @@ def _pinned_kl_module(monkeypatch, used_positions: list[int], follow: bool = Fal
 
 def test_a_straggler_pair_is_exchanged_at_most_once_per_call(monkeypatch):
     # positions 0 and 2 always look used: each exchange of 2 with 1 leaves a straggler at 2 again, which looped
-    from infinimodal import training
+    from infinimodal.train import callbacks
 
     module, batch = _pinned_kl_module(monkeypatch, [0, 2])
-    monkeypatch.setattr(training, "_fixed_draw_elbo", lambda *args: -10.0)
-    assert [(m, t) for m, t, _, _ in training.move_stragglers(module, batch["data"], batch["mask"])] == [(3, 2)]
+    monkeypatch.setattr(callbacks, "_fixed_draw_elbo", lambda *args: -10.0)
+    assert [(m, t) for m, t, _, _ in callbacks.move_stragglers(module, batch["data"], batch["mask"])] == [(3, 2)]
 
 
 @pytest.mark.parametrize("elbos, kept", [([-10.0, float("nan")], 0), ([-10.0, -10.2, -10.2, -10.4], 1), ([-10.0, -10.1, -10.1, -10.2], 2)])
 def test_exchanges_that_make_the_elbo_nan_or_cost_more_than_the_tolerance_in_total_are_undone(monkeypatch, elbos, kept):
-    from infinimodal import training
+    from infinimodal.train import callbacks
 
     module, batch = _pinned_kl_module(monkeypatch, [0, 3, 5], follow=True)  # two stragglers: 5 moves to 1, then 3 to 2
     weights = {name: p.detach().clone() for name, p in module.named_parameters()}
     calls = iter(elbos + [-10.0] * 10)
-    monkeypatch.setattr(training, "_fixed_draw_elbo", lambda *args: next(calls))
-    moves = training.move_stragglers(module, batch["data"], batch["mask"])
+    monkeypatch.setattr(callbacks, "_fixed_draw_elbo", lambda *args: next(calls))
+    moves = callbacks.move_stragglers(module, batch["data"], batch["mask"])
     assert len(moves) == kept  # 0.2 nats each: the second exchange would bring the total to 0.4 > EXCHANGE_TOLERANCE
     if kept == 0:  # undone (up to rounding: the moved column is scaled by a gate ratio and back)
         assert all(torch.allclose(p, weights[name], atol=1e-6) for name, p in module.named_parameters())

@@ -13,6 +13,7 @@ import torch
 
 from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
+from infinimodal.semisupervised import TrainingObjective, prediction_term
 from infinimodal.data import load_dataset
 from infinimodal.errors import DataError
 
@@ -181,15 +182,13 @@ def test_likelihood_weights_scale_the_training_objective_and_never_the_elbo():
         module = vae.module
         outputs = {}
         for weight in (1.0, 3.0):
-            module.set_weights({"label": weight})
             torch.manual_seed(5)
-            outputs[weight] = module(batch["data"], batch["mask"])
-            module.set_weights({})
+            outputs[weight] = TrainingObjective(module, weights={"label": weight})(module, batch["data"], batch["mask"])
         # the same draws (same seed): the reported bound ignores the weights, the objective does not
         torch.testing.assert_close(outputs[1.0].elbo, outputs[3.0].elbo)
         assert outputs[3.0].loss.item() != pytest.approx(outputs[1.0].loss.item())
     with pytest.raises(ValueError, match="not modalities of this model"):
-        module.set_weights({"lable": 2.0})
+        TrainingObjective(module, weights={"lable": 2.0})
 
 
 def test_mopoe_loss_with_a_weight_against_the_weighted_sum_written_out():
@@ -205,9 +204,8 @@ def test_mopoe_loss_with_a_weight_against_the_weighted_sum_written_out():
         return recorded["log_lik"]
 
     module.log_likelihoods = recording
-    module.set_weights({"label": 4.0, "x0": 0.5})
     torch.manual_seed(1)
-    out = module(batch["data"], batch["mask"])
+    out = TrainingObjective(module, weights={"label": 4.0, "x0": 0.5})(module, batch["data"], batch["mask"])
     weights = torch.tensor([0.5, 1.0, 1.0, 4.0])
     expected = -((recorded["log_lik"] * weights).sum(-1) - out.kl).mean()
     torch.testing.assert_close(out.loss, expected)
@@ -220,7 +218,9 @@ def test_weights_are_recorded_and_a_run_scores_unweighted(tmp_path, capsys):
                  "--weight", "label=20", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["weights"] == {"label": 20.0}
     vae, _ = api.load(out)
-    assert vae.module.likelihood_weights.tolist() == [1.0] * 4
+    batch = load_dataset("synthetic:n=400,features=4,labels=0.3").train.batch(np.arange(50))
+    scored = vae.module(batch["data"], batch["mask"])  # a loaded model's objective is its unweighted ELBO (MoPoE: loss = -mean)
+    assert scored.loss.item() == pytest.approx(-scored.elbo.mean().item(), rel=1e-6)
     assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--weight", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--weight given for label" in err
@@ -314,7 +314,8 @@ def test_class_probabilities_are_the_conditional_mean_of_the_class_modality(aggr
 def test_the_epochs_validation_error_weighs_each_batch_by_its_labelled_rows():
     import lightning as L
 
-    from infinimodal.training import MultimodalDataModule, TrainingPlan
+    from infinimodal.train.data import MultimodalDataModule
+    from infinimodal.train.plan import TrainingPlan
 
     data = load_dataset("synthetic:n=3000,features=4,labels=0.3")
     module = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
@@ -377,10 +378,9 @@ def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
     vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8])
     module = vae.module
     module.train()
-    module.set_prediction_weights({"label": 7.0})
     labelled = int((batch["mask"][:, 3] & batch["mask"][:, :3].any(1)).sum())
     assert 0 < labelled < 64
-    term = module.prediction_term(batch["data"], batch["mask"])
+    term = prediction_term(module, batch["data"], batch["mask"], {"label": 7.0})
     module.zero_grad()
     term.backward()
     head = module.heads["mod_label"]
@@ -391,18 +391,15 @@ def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
     # rows without the label contribute nothing; evaluation mode and other models have no such term
     unlabelled = batch["mask"].clone()
     unlabelled[:, 3] = False
-    assert float(module.prediction_term(batch["data"], unlabelled)) == 0.0
+    assert float(prediction_term(module, batch["data"], unlabelled, {"label": 7.0})) == 0.0
     torch.manual_seed(2)
-    training = module(batch["data"], batch["mask"])
-    module.eval()
+    training = TrainingObjective(module, predict={"label": 7.0})(module, batch["data"], batch["mask"])
     torch.manual_seed(2)
-    scoring = module(batch["data"], batch["mask"])
+    scoring = module(batch["data"], batch["mask"])  # the model itself: what validation and evaluation score
     torch.testing.assert_close(training.elbo, scoring.elbo)
     assert training.loss.item() > scoring.loss.item()  # the term (negative log-probabilities) is added in training only
-    module.set_prediction_weights({})
     torch.manual_seed(2)
-    module.train()
-    assert module(batch["data"], batch["mask"]).loss.item() == pytest.approx(scoring.loss.item(), rel=1e-6)
+    assert TrainingObjective(module)(module, batch["data"], batch["mask"]).loss.item() == pytest.approx(scoring.loss.item(), rel=1e-6)
 
 
 def test_predict_is_recorded_and_checked(tmp_path, capsys):
@@ -410,7 +407,6 @@ def test_predict_is_recorded_and_checked(tmp_path, capsys):
     assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
                  "--predict", "label=10", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["predict"] == {"label": 10.0}
-    assert api.load(out)[0].module.prediction_weights == {}
     assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--predict", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--predict given for label" in err
@@ -419,13 +415,12 @@ def test_predict_is_recorded_and_checked(tmp_path, capsys):
 def test_the_semisupervised_terms_draw_from_the_posterior_imputation_uses(monkeypatch):
     # under MoPoE with two or more other modalities, imputation (and val_label_error, prediction_error) condition on the
     # product of the observed experts; the terms that train it must draw from that posterior, not MoPoE's mixture
-    from infinimodal.semisupervised import information_term
+    from infinimodal.semisupervised import information_term, prediction_term
 
     data = load_dataset("synthetic:n=300,features=4,labels=0.5")
     batch = data.train.batch(np.arange(64))
     module = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
     module.train()
-    module.set_prediction_weights({"label": 3.0})
     drawn_from = []
     conditional = module.conditional_posterior
 
@@ -436,7 +431,7 @@ def test_the_semisupervised_terms_draw_from_the_posterior_imputation_uses(monkey
 
     monkeypatch.setattr(module, "posterior", lambda *args: pytest.fail("a semi-supervised term drew from the training posterior"))
     monkeypatch.setattr(module, "conditional_posterior", recorded)
-    assert float(module.prediction_term(batch["data"], batch["mask"]).detach()) < 0
+    assert float(prediction_term(module, batch["data"], batch["mask"], {"label": 3.0}).detach()) < 0
     assert float(information_term(module, batch["data"], batch["mask"], {"label": 2.0}).detach()) > 0
     assert drawn_from == [1, 1]
 

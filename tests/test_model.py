@@ -490,7 +490,7 @@ def test_mixture_samples_follow_the_mixture_and_carry_only_their_components_grad
 
 def test_a_non_finite_loss_is_traced_to_its_modality_and_latent_term():
     from infinimodal.aggregators import LossOutput
-    from infinimodal.training import non_finite_terms
+    from infinimodal.train.plan import non_finite_terms
 
     torch.manual_seed(0)
     model = small_model("gated", "mopoe")
@@ -508,7 +508,7 @@ def test_a_non_finite_loss_is_traced_to_its_modality_and_latent_term():
 
 
 def test_relative_clip_cuts_spikes_to_a_multiple_of_the_running_norm_and_leaves_steady_growth():
-    from infinimodal.training import RelativeClip
+    from infinimodal.train.plan import RelativeClip
 
     weight = torch.nn.Parameter(torch.zeros(4))
     clip = RelativeClip(10.0)

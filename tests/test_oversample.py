@@ -12,7 +12,7 @@ from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.errors import InfinimodalError
-from infinimodal.training import APPENDED_ROWS, MultimodalDataModule, OversampledShuffle
+from infinimodal.train.data import APPENDED_ROWS, MultimodalDataModule, OversampledShuffle
 
 
 @pytest.mark.parametrize("n, batch, extra, labelled", [(1000, 100, 20, 13), (1003, 100, 7, 250), (50, 100, 3, 1), (10, 3, 2, 4)])

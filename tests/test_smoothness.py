@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from infinimodal import MultimodalVAE, api
+from infinimodal import MultimodalVAE
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.semisupervised import (
     PROBE_RADIUS, adversarial_shifts, class_divergence, class_log_probs, perturbable, row_directions, row_norm_scale,
+    TrainingObjective,
     smoothness_term,
 )
 
@@ -134,24 +135,22 @@ def test_the_term_reads_rows_with_another_modality_and_trains_the_class_path():
     assert labelled.item() == pytest.approx(term.item(), rel=1e-5)
 
 
-def test_the_term_is_added_in_training_only_and_checked():
+def test_the_term_is_added_by_the_training_objective_only_and_checked():
     module, data, mask = _module(dtype=torch.float32)
-    module.set_smoothness_weights({"label": 3.0}, radius=0.2)
+    objective = TrainingObjective(module, vat={"label": 3.0}, vat_radius=0.2)
     module.train()
     torch.manual_seed(2)
-    training = module(data, mask)
-    module.eval()
+    training = objective(module, data, mask)
     torch.manual_seed(2)
-    scoring = module(data, mask)
+    scoring = module(data, mask)  # the model itself: what validation and evaluation score
     torch.testing.assert_close(training.elbo, scoring.elbo)
     assert training.loss.item() > scoring.loss.item()  # the divergence (>= 0) is added to the loss in training
-    with torch.no_grad():  # scored without gradients (a straggler move) it still finds its direction
-        module.train()
-        assert torch.isfinite(module(data, mask).loss)
+    with torch.no_grad():  # scored without gradients it still finds its direction
+        assert torch.isfinite(objective(module, data, mask).loss)
     for weights, radius, problem in (({"x0": 1.0}, 0.2, "x0 is not categorical"), ({"y": 1.0}, 0.2, "not modalities of this model"),
                                      ({"label": 1.0}, 0.0, "radius must be a positive number")):
         with pytest.raises(ValueError, match=problem):
-            module.set_smoothness_weights(weights, radius)
+            TrainingObjective(module, vat=weights, vat_radius=radius)
 
 
 def _sensitivity(vae, split):
@@ -173,7 +172,6 @@ def test_training_with_the_term_makes_imputation_stable_under_perturbation():
         vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=4, hidden=[32], seed=0)
         vae.fit(data, epochs=6, batch_size=100, kl_warmup=2, progress=False, predict={"label": 10.0},
                 vat={"label": gamma} if gamma else None)
-        assert vae.module.smoothness_weights == {}  # a setting of training, cleared afterwards
         vae.module.eval()
         sensitivity[gamma] = _sensitivity(vae, data.test)
     # (measured: 5.7e-4 without the term, 1.7e-4 with it; these classes are near even odds, so divergences are small)
@@ -186,7 +184,6 @@ def test_vat_is_recorded_and_checked(tmp_path, capsys):
                  "--predict", "label=10", "--vat", "label=5", "--vat-radius", "0.1", "--quiet", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["vat"] == {"label": 5.0} and config["vat_radius"] == 0.1
-    assert api.load(out)[0].module.smoothness_weights == {}
     for args, problem in ((["--data", "synthetic:n=400,features=4", "--vat", "label=2"], "--vat given for label"),
                           (["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "x0=2"], "x0 is not categorical"),
                           (["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "label=2", "--vat-radius", "0"], "--vat-radius must be a positive number")):
@@ -218,4 +215,4 @@ def test_vat_needs_a_modality_to_perturb():
     two_labels = [Modality("label", (3,), "categorical"), Modality("site", (2,), "categorical")]
     only_classes = MultimodalVAE(two_labels, latent_dim=3, hidden=[8]).module
     with pytest.raises(ValueError, match="label has none beside it"):
-        only_classes.set_smoothness_weights({"label": 1.0})
+        TrainingObjective(only_classes, vat={"label": 1.0})

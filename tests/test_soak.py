@@ -8,7 +8,7 @@ import torch
 from infinimodal.aggregators import AGGREGATORS, build_aggregator
 from infinimodal.latents import LATENT_FAMILIES, build_latent
 from infinimodal.model import MultimodalModule
-from infinimodal.training import RelativeClip
+from infinimodal.train.plan import RelativeClip
 from tests.test_model import MODALITIES, batch
 
 EDGES = {

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from infinimodal import MultimodalVAE, training
+from infinimodal import MultimodalVAE
+from infinimodal.train import run as training
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.errors import InfinimodalError

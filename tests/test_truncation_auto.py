@@ -1,9 +1,8 @@
-"""`--truncation auto`: the latent grows and trims during training (training.AdaptTruncation,
+"""`--truncation auto`: the latent grows and trims during training (train.callbacks.AdaptTruncation,
 MultimodalModule.resize_dimensions)."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,7 +10,8 @@ from infinimodal import MultimodalVAE
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.modality import Modality
-from infinimodal.training import SPARE_DIMENSIONS, TrainingInterrupted, full, next_truncation, too_wide
+from infinimodal.errors import TrainingInterrupted
+from infinimodal.truncation import SPARE_DIMENSIONS, full, next_truncation, too_wide
 
 FAMILIES = ["gated", "beta", "kumaraswamy", "logitnormal"]
 
@@ -218,7 +218,8 @@ class _Plan:
 
 
 def test_the_callback_grows_a_full_latent_after_two_epochs_and_trims_a_wide_one_after_three():
-    from infinimodal.training import GROW_PATIENCE, TRIM_PATIENCE, AdaptTruncation
+    from infinimodal.train.callbacks import AdaptTruncation
+    from infinimodal.truncation import GROW_PATIENCE, TRIM_PATIENCE
 
     module, data = _model_using(dimensions=8, used=6)
     callback, plan = AdaptTruncation(seed=0), _Plan(module)

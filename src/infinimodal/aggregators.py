@@ -23,8 +23,9 @@ never in a subset, never a mixture component and never reconstructed.
   weights, E_S[ELBO_S] = the same objective in expectation, and a step fuses and scores one subset per row instead
   of 2^M - 1 (the KL of stick families, with its special functions, dominates their step at M = 6).
 
-Every objective sums the modalities' log-likelihoods through `model.weigh`, so that training weights (`--weight`,
-1 by default) reach every aggregator; the `elbo` each reports is always the unweighted bound.
+Every objective sums the modalities' log-likelihoods through `outputs.weigh` with the `weights` its `loss` is given, so
+that training weights (`--weight`, 1 by default) reach every aggregator; the `elbo` each reports is always the unweighted
+bound. An aggregator reads the model through `outputs.Encodes` (its latent family, experts and log-likelihoods) only.
 
 To add an aggregator: subclass `Aggregator` (a `loss` and a `posterior`) and add a line to `AGGREGATORS`.
 """
@@ -34,28 +35,15 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
 from .mixture import MixturePosterior, detach_distribution, gather_components
+from .outputs import Encodes, LossOutput, weigh
 from .settings import Settings, setting
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import MultimodalModule
-
-
-@dataclass
-class LossOutput:
-    """Per-batch results. `loss` is what the optimiser minimises; the rest are per-row diagnostics."""
-
-    loss: Tensor  # scalar
-    elbo: Tensor  # [batch]: the aggregator's bound on log p(X_available), KL weight 1
-    reconstruction: Tensor  # [batch]: its reconstruction part, sum over available modalities
-    kl: Tensor  # [batch]: its KL part
-    kl_per_dim: Tensor  # [batch, latent_size] (mixtures: the components' weighted KLs)
 
 
 # --- subsets ---------------------------------------------------------------------------------------
@@ -145,13 +133,15 @@ class Aggregator:
     #: Whether the aggregator multiplies experts into fused subset posteriors (PoE, MoPoE) or mixes them (MoE).
     fuses = True
 
-    def loss(self, model: "MultimodalModule", data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:  # pragma: no cover
+    def loss(self, model: Encodes, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0, weights: Tensor | None = None) -> LossOutput:  # pragma: no cover
+        """The training objective of a batch and its ELBO per row; `weights` [M]: each modality's log-likelihood weight
+        in the objective (`outputs.weigh`; None: 1, and the reported ELBO is always unweighted)."""
         raise NotImplementedError
 
-    def posterior(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
+    def posterior(self, model: Encodes, unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
         raise NotImplementedError
 
-    def posteriors_given(self, model: "MultimodalModule", unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> Iterator[MixturePosterior]:
+    def posteriors_given(self, model: Encodes, unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> Iterator[MixturePosterior]:
         """q(z | the modalities of each mask in `givens`, each within `mask`) from the same unimodal posteriors, one at a
         time (a generator: a caller that uses each and drops it holds one posterior's parameters, not all of them); MoPoE
         fuses each subset once for all of them."""
@@ -179,7 +169,7 @@ class PoE(Aggregator):
             parts.append(sample_subsets(mask, self.poe_subsets))
         return torch.cat(parts, dim=1)
 
-    def loss(self, model, data, mask, kl_weight=1.0):
+    def loss(self, model, data, mask, kl_weight=1.0, weights=None):
         unimodal = model.unimodal_posteriors(data, mask)
         subsets = self.terms(mask)  # [B, T, M]
         batch, n_terms, n_modalities = subsets.shape
@@ -191,7 +181,7 @@ class PoE(Aggregator):
         reconstruction = log_lik.view(batch, n_terms, n_modalities).sum(-1)
         kl = kl_per_dim.sum(-1)
         valid = subsets.any(-1).float()
-        objective = (valid * (model.weigh(log_lik).view(batch, n_terms) - kl_weight * kl)).sum(1)
+        objective = (valid * (weigh(log_lik, weights).view(batch, n_terms) - kl_weight * kl)).sum(1)
         return LossOutput(-objective.mean(), reconstruction[:, 0] - kl[:, 0], reconstruction[:, 0], kl[:, 0], kl_per_dim[:, 0])
 
     def posterior(self, model, unimodal, mask):
@@ -223,17 +213,17 @@ class MoE(Aggregator):
         self.iw_samples = iw_samples
         self.estimator = estimator
 
-    def loss(self, model, data, mask, kl_weight=1.0):
+    def loss(self, model, data, mask, kl_weight=1.0, weights=None):
         unimodal = model.unimodal_posteriors(data, mask)  # [B, M, L]
         if self.estimator == "stratified":
-            out = self._stratified(model, data, mask, unimodal, kl_weight)
+            out = self._stratified(model, data, mask, unimodal, kl_weight, weights)
         else:
             dreg = self.estimator == "dreg" and torch.is_grad_enabled()
-            out = self._from_mixture(model, data, mask, unimodal, kl_weight, dreg)
+            out = self._from_mixture(model, data, mask, unimodal, kl_weight, dreg, weights)
         out.kl_per_dim = model.latent.kl_per_dim(MixturePosterior(unimodal, mask.float()))
         return out
 
-    def _stratified(self, model, data, mask, unimodal, kl_weight) -> LossOutput:
+    def _stratified(self, model, data, mask, unimodal, kl_weight, modality_weights=None) -> LossOutput:
         """Every expert samples K times; each stratum's samples reconstruct every available modality and are
         weighted against the mixture. K = 1: the MMVAE ELBO; K > 1: the stratified IWAE bound, plain gradient."""
         batch, n_modalities = mask.shape
@@ -246,7 +236,7 @@ class MoE(Aggregator):
         select = (mask.unsqueeze(1) & mask.unsqueeze(2)).reshape(batch * n_modalities, n_modalities).repeat(k, 1)
         log_lik = model.log_likelihoods(z.reshape(k * batch * n_modalities, -1), data, select, rows)
         reconstruction = log_lik.view(k, batch, n_modalities, n_modalities).sum(-1)  # [K, B, M]
-        log_w = model.weigh(log_lik).view(k, batch, n_modalities) + kl_weight * (log_p - log_q)
+        log_w = weigh(log_lik, modality_weights).view(k, batch, n_modalities) + kl_weight * (log_p - log_q)
         objective = log_w[0] if k == 1 else torch.logsumexp(log_w, dim=0) - math.log(k)
         strata = mask.float()
         n_available = strata.sum(-1)
@@ -256,7 +246,7 @@ class MoE(Aggregator):
             recon = (strata * reconstruction.mean(0)).sum(-1) / n_available
         return LossOutput(loss, elbo, recon, recon - elbo, None)
 
-    def _from_mixture(self, model, data, mask, unimodal, kl_weight, dreg: bool) -> LossOutput:
+    def _from_mixture(self, model, data, mask, unimodal, kl_weight, dreg: bool, modality_weights=None) -> LossOutput:
         """The IWAE bound with K samples drawn from the mixture itself; with `dreg`, its DReG gradient
         (Tucker et al. 2019), else the plain reparameterised one.
 
@@ -276,7 +266,7 @@ class MoE(Aggregator):
         rows = torch.arange(batch, device=mask.device).repeat(k)
         log_lik = model.log_likelihoods(z.reshape(k * batch, -1), data, mask.repeat(k, 1), rows)
         reconstruction = log_lik.sum(-1).view(k, batch)
-        log_w = model.weigh(log_lik).view(k, batch) + kl_weight * (log_p - log_q)
+        log_w = weigh(log_lik, modality_weights).view(k, batch) + kl_weight * (log_p - log_q)
         if dreg:
             weights = torch.softmax(log_w.detach(), dim=0)  # normalised importance weights, [K, B]
             # For log w = r + beta (log p - log q) the score term -beta w~ d log q / d phi becomes, by DReG's
@@ -316,7 +306,7 @@ class MoPoE(Aggregator):
         n_sampled = self.sampled_subsets or 2 * mask.shape[1]
         return subsets_of_available(mask, self.max_enumerate, n_sampled, generator)
 
-    def loss(self, model, data, mask, kl_weight=1.0):
+    def loss(self, model, data, mask, kl_weight=1.0, weights=None):
         unimodal = model.unimodal_posteriors(data, mask)
         if self.mopoe_kl == "sampled":
             # one uniform non-empty subset of each row's available modalities: the mixture's weights, drawn directly
@@ -324,14 +314,14 @@ class MoPoE(Aggregator):
             kl_per_dim = model.latent.kl_per_dim(fused)[:, 0]
             z = model.latent.rsample(fused)[:, 0]
         else:
-            subsets, weights = self.subsets(mask)
+            subsets, subset_weights = self.subsets(mask)
             fused = model.latent.fuse(unimodal, subsets)  # [B, S, L]
-            kl_per_dim = (weights.unsqueeze(-1) * model.latent.kl_per_dim(fused)).sum(1)  # [B, L]
-            z = model.latent.rsample(MixturePosterior(fused, weights))  # one subset per row
+            kl_per_dim = (subset_weights.unsqueeze(-1) * model.latent.kl_per_dim(fused)).sum(1)  # [B, L]
+            z = model.latent.rsample(MixturePosterior(fused, subset_weights))  # one subset per row
         log_lik = model.log_likelihoods(z, data, mask)
         reconstruction = log_lik.sum(-1)
         kl = kl_per_dim.sum(-1)
-        loss = -(model.weigh(log_lik) - kl_weight * kl).mean()
+        loss = -(weigh(log_lik, weights) - kl_weight * kl).mean()
         return LossOutput(loss, reconstruction - kl, reconstruction, kl, kl_per_dim)
 
     def posterior(self, model, unimodal, mask):

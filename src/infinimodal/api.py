@@ -1,6 +1,6 @@
 """The user-facing facade: `MultimodalVAE` (fit / embed / impute / sample / evaluate / save / load) and the
 run-directory functions the command line uses (`train`, `resume_config`, `load`, `evaluate`). The configuration
-is `infinimodal.config`, the run directory's files `infinimodal.runfiles`, Lightning `infinimodal.training`.
+is `infinimodal.config`, the run directory's files `infinimodal.runfiles`, Lightning `infinimodal.train`.
 
 A run directory holds `config.json` (the `TrainConfig`, the modalities and the run `format`), `model.ckpt` (the
 best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for --resume), `progress.json`,
@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,11 @@ from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # (also re-exported for the command line)
-from .training import Callback, is_rank_zero, run_training
+from .distributed import is_rank_zero
+from .train import run_training
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger("infinimodal")
 
@@ -102,7 +106,7 @@ class MultimodalVAE:
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `callbacks` are extra Lightning callbacks (their
         `pl_module.model` is this model's module). `resume`: continue `out_dir`'s run from its last.ckpt (see
-        `infinimodal.training`); a SIGTERM raises `TrainingInterrupted`.
+        `infinimodal.train`); a SIGTERM raises `TrainingInterrupted`.
 
         `options`: any field of `infinimodal.options.TrainingOptions`, each documented there (and by `infinimodal train
         --help`): epochs, batch_size, lr, kl_warmup, kl_weight, seed, precision, accelerator, devices, strategy,
@@ -519,6 +523,12 @@ def load(run_dir: str | Path) -> tuple[MultimodalVAE, TrainConfig]:
     except TypeError as exc:
         raise InfinimodalError(f"{path}: a setting has the wrong type ({exc})") from None
     return vae, config
+
+
+def load_run(run_dir: str | Path, progress: bool = True) -> tuple[MultimodalVAE, TrainConfig, MultimodalData]:
+    """A run directory's model, configuration and data (what `report` and `compare` read)."""
+    vae, config = load(run_dir)
+    return vae, config, load_run_data(run_dir, config, progress=progress)
 
 
 def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:

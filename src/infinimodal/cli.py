@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("INFINIMODAL_DEBUG") == "1"
-    from .errors import InfinimodalError
-    from .training import TrainingInterrupted
+    from .errors import InfinimodalError, TrainingInterrupted
 
     try:
         from .runlog import log_to

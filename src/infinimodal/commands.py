@@ -16,7 +16,7 @@ from .config import DataOptions, check_options_apply
 from .options import TrainingOptions
 from .parser import build_parser, changed_train_flags, option_values, settings_values
 from .errors import InfinimodalError
-from .training import is_rank_zero
+from .distributed import is_rank_zero
 
 #: synthesize's exit status when it wrote its rows but the privacy report found them nearer the training rows than fresh subjects
 EXIT_MEMORISATION = 4
@@ -125,7 +125,7 @@ def run_report(args: argparse.Namespace) -> None:
     """`report`: report.html and its figures."""
     from .evaluation.report import write_report
 
-    path = write_report(args.run_dir, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
+    path = write_report(args.run_dir, api.load_run, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
     print(f"wrote {path} (figures in {path.parent / 'figures'})")
 
 
@@ -133,7 +133,7 @@ def run_compare(args: argparse.Namespace) -> None:
     """`compare`: runs side by side in one HTML page."""
     from .evaluation.compare import compare_runs
 
-    path = compare_runs(args.run_dirs, args.out, progress=not args.quiet)
+    path = compare_runs(args.run_dirs, args.out, api.load_run, progress=not args.quiet)
     print(f"wrote {path}")
 
 

@@ -5,7 +5,6 @@ family or aggregator declares in its `Settings`), `DataOptions`, and `TrainConfi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Sequence
 

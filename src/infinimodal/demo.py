@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"run directory:               {Path(out).resolve()} (config.json, model.ckpt, metrics.csv, eval.json)")
     print(f"on other machines and thread counts the same demo gave {MEASURED_SPREAD} (docs/results.md section 9)")
     print()
-    report = write_report(out, progress=not args.quiet)
+    report = write_report(out, api.load_run, progress=not args.quiet)
     print(f"total time:                  {time.perf_counter() - started:.0f} s")
     print(f"report (open in a browser): {report.resolve()}")
 

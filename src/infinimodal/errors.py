@@ -11,6 +11,10 @@ class DataError(InfinimodalError):
     """A data set or file that cannot be read or is malformed; the message names the file."""
 
 
+class TrainingInterrupted(InfinimodalError):
+    """Training stopped before its last epoch (SIGTERM); the run directory can be resumed."""
+
+
 def format_rows(bad, limit: int = 10) -> str:
     """'3, 17, 40 and 12 more': the indices of the true entries of a boolean row vector, for error messages."""
     idx = np.flatnonzero(bad)

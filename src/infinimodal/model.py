@@ -21,15 +21,15 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from .aggregators import Aggregator, LossOutput
+from .aggregators import Aggregator
 from .latents import LatentFamily
 from .likelihoods import build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
-from .semisupervised import DEFAULT_SMOOTHNESS_RADIUS, hidden_in_rows, information_term, labelled_rows, perturbable, smoothness_term
+from .outputs import LossOutput
 
-__all__ = ["LossOutput", "MultimodalModule", "kept_random_streams"]
+__all__ = ["MultimodalModule", "kept_random_streams"]
 
 #: Posterior draws whose decodes imputation averages: `impute`, `evaluate`'s prediction and imputation errors, and
 #: validation's `val_<modality>_error`.
@@ -60,7 +60,34 @@ def row_seeds(data: dict[str, Tensor], mask: Tensor, seed: int) -> list[int]:
     return seeds
 
 
+def others_observed(mask: Tensor, c: int) -> Tensor:
+    """[B] bool: whether a modality other than c is observed in each row (what a term about c can condition on)."""
+    return torch.cat([mask[:, :c], mask[:, c + 1 :]], dim=1).any(dim=1)
+
+
+def select_rows(data: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """The rows `rows` (indices) of every modality's values."""
+    return {name: values.index_select(0, rows) for name, values in data.items()}
+
+
+def labelled_rows(mask: Tensor, c: int) -> Tensor:
+    """Indices of the rows where modality c and another modality are observed (where predicting c can be scored)."""
+    return (mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
+
+
+def hidden_in_rows(data: dict[str, Tensor], mask: Tensor, c: int, rows: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """The values of the rows `rows` (indices), and their mask with modality c hidden: what predicting c reads."""
+    given = mask.index_select(0, rows).clone()
+    given[:, c] = False
+    return select_rows(data, rows), given
+
+
 class MultimodalModule(nn.Module):
+    """The model: per modality an encoder, a head that gives its expert q(z | x_m) through the latent family, a decoder
+    and a likelihood; the aggregator joins the experts and defines the ELBO that `forward` returns. Missing modalities
+    follow the mask (module docstring). What training adds to the ELBO (modality weights, semi-supervised terms) is
+    not the model's: `infinimodal.semisupervised.TrainingObjective` composes it."""
+
     def __init__(
         self,
         modalities: Sequence[Modality],
@@ -96,31 +123,10 @@ class MultimodalModule(nn.Module):
             self.heads[key] = nn.Linear(features, latent.head_size)
             self.decoders[key] = decoder
             self.likelihoods[key] = likelihood
-        # the training objective's weight of each modality's log-likelihood (`set_weights`); never saved: it is a
-        # setting of training, recorded in config.json, and evaluation scores the model with weight 1
-        self.register_buffer("likelihood_weights", torch.ones(len(self.modalities)), persistent=False)
-        self.prediction_weights: dict[str, float] = {}  # set_prediction_weights: a setting of training, like the weights
-        self.information_weights: dict[str, float] = {}  # set_information_weights: likewise
-        self.smoothness_weights: dict[str, float] = {}  # set_smoothness_weights: likewise
-        self.smoothness_radius = DEFAULT_SMOOTHNESS_RADIUS
-        self.warm_up_progress = 1.0  # `warm_up`: the information and smoothness terms ramp in with it
 
     @property
     def n_modalities(self) -> int:
         return len(self.modalities)
-
-    def set_weights(self, weights: dict[str, float]) -> None:
-        """Weights of modalities' log-likelihoods in the training objective (absent: 1). A label observed on few
-        rows carries a few nats against an image's hundreds; weighting it is the semi-supervised lever (the
-        alpha of Kingma et al. 2014's M2 model, the label weight of Wu & Goodman 2018's MVAE)."""
-        unknown = set(weights) - set(self.names)
-        if unknown:
-            raise ValueError(f"weights given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        self.likelihood_weights.copy_(torch.tensor([float(weights.get(name, 1.0)) for name in self.names]))
-
-    def weigh(self, log_lik: Tensor) -> Tensor:
-        """The training objective's reconstruction: log-likelihoods [..., M] summed with the modalities' weights."""
-        return (log_lik * self.likelihood_weights.to(log_lik.dtype)).sum(-1)
 
     # --- ordered dimensions ------------------------------------------------------------------------------
 
@@ -168,7 +174,7 @@ class MultimodalModule(nn.Module):
         Growing keeps what the model computes: a new dimension's head rows have zero weights and the bias
         `latent.prior_head_output()`, so its posterior is the prior whatever the input (KL of order 1e-12), and every
         decoder's input column of it is zero, so the decoders ignore it; the stick-breaking weights of the dimensions
-        before it do not depend on it. Trimming drops the last dimensions' rows and columns (training.AdaptTruncation
+        before it do not depend on it. Trimming drops the last dimensions' rows and columns (train.callbacks.AdaptTruncation
         trims only dimensions that carry nothing). Adam's moments are resized with their parameters: kept entries keep
         theirs, new ones start at zero and record the step they were born at (`BORN`), so that `correct_young_entries`
         gives them Adam's bias correction for their own step count."""
@@ -374,85 +380,17 @@ class MultimodalModule(nn.Module):
     # --- objectives ----------------------------------------------------------------------------------
 
     def warm_up(self, progress: float) -> None:
-        """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`. The
-        information and smoothness terms ramp in with it, as the KL weight does: a class decoder that has seen few
-        labels is not yet worth sharpening or smoothing (measured in docs/results.md section 9)."""
-        self.warm_up_progress = float(progress)
+        """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`."""
         self.latent.warm_up(progress)
 
-    def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0) -> LossOutput:
-        out = self.aggregator.loss(self, data, mask, kl_weight)
-        if self.prediction_weights and self.training:
-            out.loss = out.loss - self.prediction_term(data, mask)
-        if self.information_weights and self.training:
-            out.loss = out.loss - self.warm_up_progress * information_term(self, data, mask, self.information_weights)
-        if self.smoothness_weights and self.training:
-            out.loss = out.loss + self.warm_up_progress * smoothness_term(self, data, mask, self.smoothness_weights, self.smoothness_radius)
-        return out
-
-    def set_smoothness_weights(self, weights: dict[str, float], radius: float = DEFAULT_SMOOTHNESS_RADIUS) -> None:
-        """Smoothness terms of the training objective: {categorical modality: gamma} adds gamma times the change of its
-        imputed class under the most sensitive perturbation of the other modalities of `radius`
-        (`infinimodal.semisupervised.smoothness_term`, virtual adversarial training)."""
-        self._check_class_terms("smoothness", weights)
-        unmoved = [name for name in weights if not perturbable(self, name)]
-        if unmoved:
-            raise ValueError(f"smoothness terms need a modality that is not categorical to perturb; {', '.join(unmoved)} has none beside it")
-        if not (radius > 0 and math.isfinite(radius)):
-            raise ValueError(f"the smoothness radius must be a positive number, got {radius}")
-        self.smoothness_weights = {name: float(w) for name, w in weights.items()}
-        self.smoothness_radius = float(radius)
-
-    def _check_class_terms(self, what: str, weights: dict[str, float]) -> None:
-        unknown = set(weights) - set(self.names)
-        if unknown:
-            raise ValueError(f"{what} terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        not_classes = [name for name in weights if not self.likelihoods[_key(name)].categorical]
-        if not_classes:
-            raise ValueError(f"{what} terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical")
-
-    def set_information_weights(self, weights: dict[str, float]) -> None:
-        """Information terms of the training objective: {categorical modality: beta} adds beta times the mutual
-        information between a row and its imputed class on the rows where that modality is missing
-        (`infinimodal.semisupervised.information_term`)."""
-        self._check_class_terms("information", weights)
-        self.information_weights = {name: float(w) for name, w in weights.items()}
+    def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0, weights: Tensor | None = None) -> LossOutput:
+        """The aggregator's objective on a batch (its ELBO per row, and the loss at this KL weight); `weights` [M]: each
+        modality's log-likelihood weight in the loss (None: 1; the ELBO reported is unweighted either way)."""
+        return self.aggregator.loss(self, data, mask, kl_weight, weights)
 
     def class_logits(self, name: str, z: Tensor) -> Tensor:
         """The logits of categorical modality `name` given z: [R, C]."""
         return self._observation(name, self.latent.decoder_input(z)).logits
-
-    def set_prediction_weights(self, weights: dict[str, float]) -> None:
-        """Prediction terms of the training objective: {modality: alpha} adds alpha times the log-likelihood of that
-        modality given the posterior of the others on the rows where it is observed (`prediction_term`)."""
-        unknown = set(weights) - set(self.names)
-        if unknown:
-            raise ValueError(f"prediction terms given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
-        self.prediction_weights = {name: float(w) for name, w in weights.items()}
-
-    def prediction_term(self, data: dict[str, Tensor], mask: Tensor) -> Tensor:
-        """sum_c alpha_c sum over rows where c and another modality are observed of log p(x_c | z), z ~ q(z | the other
-        observed modalities), divided by the batch size.
-
-        The semi-supervised term of Kingma et al. 2014 (M2's alpha-weighted classification loss) for any modality: the
-        ELBO trains a label's decoder mostly from posteriors that saw the label itself, while imputing it means reading
-        it from the other modalities; this term trains exactly that path, and by Jensen's inequality it is a lower
-        bound on the log-probability imputation gives the truth, log E_q(z | others)[p(x_c | z)], with q the posterior
-        imputation conditions on (`conditional_posterior`: under MoPoE the product of the other observed experts, not
-        the mixture over their subsets, which the bound would not be about)."""
-        total = torch.zeros((), device=mask.device)
-        for name, alpha in self.prediction_weights.items():
-            c = self.names.index(name)
-            rows = labelled_rows(mask, c)
-            if not len(rows):
-                continue
-            chosen, given = hidden_in_rows(data, mask, c, rows)
-            q = self.conditional_posterior(chosen, given)
-            select = torch.zeros(len(rows), self.n_modalities, dtype=torch.bool, device=mask.device)
-            select[:, c] = True
-            log_lik = self.log_likelihoods(self.latent.rsample(q), chosen, select)
-            total = total + alpha * log_lik[:, c].sum() / mask.shape[0]
-        return total
 
     @torch.no_grad()
     def log_likelihood(self, data: dict[str, Tensor], mask: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:

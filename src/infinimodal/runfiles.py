@@ -47,6 +47,16 @@ FORMAT_CHANGES = {
 PROGRESS_FILE = "progress.json"
 #: How progress.json's `stopped` begins for a run whose loss or parameters turned NaN (resuming repeats it).
 DIVERGED = "diverged"
+#: The checkpoint of the last finished epoch (for --resume) and of the best validation ELBO (the saved model).
+LAST_CHECKPOINT = "last.ckpt"
+BEST_CHECKPOINT = "model.ckpt"
+#: The validation value the saved model (model.ckpt) is chosen on, the larger the better.
+SELECTION_METRIC = "val_elbo"
+
+
+def class_error_key(name: str) -> str:
+    """The logged name of categorical modality `name`'s validation imputation error (a metrics.csv column)."""
+    return f"val_{name}_error"
 
 
 def _umask() -> int:

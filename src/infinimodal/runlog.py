@@ -24,7 +24,7 @@ class log_to:
         self.handler: logging.Handler | None = None
 
     def __enter__(self) -> "log_to":
-        from .training import is_rank_zero
+        from .distributed import is_rank_zero
 
         if self.directory is None or not (self.directory.is_dir() or self.create) or not is_rank_zero() or self._already_logging():
             return self  # under DDP, rank 0 keeps the log; `train` logs before `fit` does

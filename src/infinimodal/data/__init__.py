@@ -1,4 +1,4 @@
-"""Data sets. Every loader returns a `MultimodalData` of plain arrays; `infinimodal.training` batches them.
+"""Data sets. Every loader returns a `MultimodalData` of plain arrays; `infinimodal.train` batches them.
 
 `load_dataset(spec)` understands:
 

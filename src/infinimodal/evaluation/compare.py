@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,10 +106,10 @@ def _report_is_current(run: Path) -> bool:
     return all(page.stat().st_mtime >= path.stat().st_mtime for path in inputs)
 
 
-def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool = True, **report_settings) -> Path:
+def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Callable, progress: bool = True, **report_settings) -> Path:
     """Write the compare page `out` (HTML) and its figures into `<out stem>_figures/` next to it.
 
-    Runs without a report get one first (`write_report` with `report_settings`)."""
+    Runs without a report get one first (`write_report` with `load_run` and `report_settings`)."""
     runs = [Path(r) for r in run_dirs]
     if len(runs) < 2:
         raise InfinimodalError(f"compare needs at least two run directories, got {len(runs)}")
@@ -125,7 +125,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, progress: bool
     for run in runs:
         if not _report_is_current(run):
             log.info("compare: %s has no report of its current model and metrics; writing it", run)
-            write_report(run, progress=progress, **report_settings)
+            write_report(run, load_run, progress=progress, **report_settings)
     records = [read_config(r / "config.json") for r in runs]
     evaluations = [read_json_object(r / "eval.json") if (r / "eval.json").is_file() else None for r in runs]
     figures_dir = out.parent / f"{out.stem}_figures"

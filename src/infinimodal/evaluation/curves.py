@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InfinimodalError
-from ..training import SELECTION_METRIC
+from ..runfiles import SELECTION_METRIC
 
 
 def read_curves(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from ..likelihoods import likelihood_class
 from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
-from ..training import SPARE_DIMENSIONS, USED_DIMENSION_KL
+from ..truncation import SPARE_DIMENSIONS, USED_DIMENSION_KL
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from ..deviation import Reference, deviation_scores
 from .curves import class_error_curves, read_curves
@@ -200,6 +200,7 @@ class _Run:
 
 def write_report(
     run_dir: str | Path,
+    load_run: Callable,
     max_rows: int = 2000,
     examples: int = 8,
     max_dims: int = 16,
@@ -208,15 +209,14 @@ def write_report(
 ) -> Path:
     """Write run_dir/report.html and run_dir/figures/*.png (see the module docstring).
 
-    max_rows: test rows encoded for the maps and stick statistics; examples: rows shown in the generation,
-    imputation and per-dimension figures; max_dims: most latent dimensions in the per-dimension figure."""
-    from ..api import load, load_run_data
-
+    load_run(run_dir, progress) -> (model, configuration, data): the run as the facade loads it (`api.load_run`; the
+    report receives a loaded run rather than reaching up to the facade for one). max_rows: test rows encoded for the
+    maps and stick statistics; examples: rows shown in the generation, imputation and per-dimension figures;
+    max_dims: most latent dimensions in the per-dimension figure."""
     run = Path(run_dir)
     started = time.perf_counter()
-    vae, config = load(run)
+    vae, config, data = load_run(run, progress)
     record = read_config(run / "config.json")
-    data = load_run_data(run, config, progress=progress)
     figures_dir = run / FIGURES
     figures_dir.mkdir(exist_ok=True)
     (run / REPORT).unlink(missing_ok=True)  # a report that fails half-way leaves no page over the wrong figures
@@ -299,7 +299,7 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
 
 
 def _truncation_history(section: Section, epochs: np.ndarray, curves: dict[str, np.ndarray], figures_dir: Path) -> None:
-    """`--truncation auto`: how many dimensions each epoch trained with (training.AdaptTruncation)."""
+    """`--truncation auto`: how many dimensions each epoch trained with (train.callbacks.AdaptTruncation)."""
     sizes = curves["truncation"]
     changes = [f"epoch {int(e)}: {int(before)} -> {int(after)}" for e, before, after in zip(epochs[1:], sizes[:-1], sizes[1:])
                if np.isfinite(before) and np.isfinite(after) and before != after]

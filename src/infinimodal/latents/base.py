@@ -228,7 +228,7 @@ class LatentFamily(nn.Module):
         """The decoder's mean scale of each dimension under q (mean over rows)."""
         raise NotImplementedError
 
-    # --- adaptive truncation (`--truncation auto`, training.AdaptTruncation) --------------------------------
+    # --- adaptive truncation (`--truncation auto`, train.callbacks.AdaptTruncation) --------------------------------
 
     #: Whether the number of dimensions adapts during training (a family built with truncation "auto").
     adaptive: bool = False

@@ -25,7 +25,7 @@ from .base import LatentFamily
 DECODER_INPUTS = ("pi", "logpi", "logitv")
 #: Chosen by measurement on MNIST (docs/results.md): logit v gave the best ELBO and log p(x).
 DEFAULT_DECODER_INPUT = "logitv"
-#: `--truncation auto`: training starts with AUTO_START_DIMENSIONS dimensions (sticks) and `training.AdaptTruncation`
+#: `--truncation auto`: training starts with AUTO_START_DIMENSIONS dimensions (sticks) and `train.callbacks.AdaptTruncation`
 #: grows or trims them, up to max_truncation - 1 (docs/results.md section 11). 16, not 8, by measurement: a grown
 #: dimension starts at the prior with a decoder that ignores it, and takes a few hundred steps to be used, while the
 #: starting ones are used from the first step; starting at 8 cost 2.3 nats of ELBO on synthetic 12 + 1 (15 epochs) and

@@ -1,0 +1,38 @@
+"""The house's layers point one way: no import circle between the package's modules or packages, and no import up the
+layers that `benchmarks/structure.py` declares (cli -> commands -> api -> {train, evaluation, ...} -> {config, model,
+data, ...} -> {latents, aggregators, likelihoods, ...} -> {settings, outputs, options, errors})."""
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "structure.py"
+
+
+def _structure():
+    spec = importlib.util.spec_from_file_location("structure", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_circle_and_no_import_up_the_layers():
+    found = _structure().measure()
+    assert found["files"] > 50 and found["imports"] > 150  # it read the package
+    assert found["module_cycles"] == [] and found["package_cycles"] == []
+    assert found["upward_imports"] == []
+    assert found["modules_without_layer"] == [], "a new module needs its layer in benchmarks/structure.py's LAYERS"
+
+
+def test_the_structure_tool_finds_a_planted_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    structure = _structure()
+    assert structure.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert structure.cycles({"a": {"b"}, "b": set()}) == []
+    package = tmp_path / "infinimodal"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("from .api import MultimodalVAE\n")  # a model reaching up to the facade
+    (package / "api.py").write_text("from .model import MultimodalModule\n")
+    monkeypatch.setattr(structure, "ROOT", package)
+    found = structure.measure()
+    assert found["module_cycles"] == [["api", "model"]]
+    assert found["upward_imports"] == [{"from": "model", "to": "api", "in_function": False}]
