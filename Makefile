@@ -36,7 +36,7 @@ chromium:
 	  || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; }
 
 test: install chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

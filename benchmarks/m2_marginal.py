@@ -59,8 +59,8 @@ def m2_objective(name: str):
     """Training steps of every MultimodalModule use M2's bound for the rows missing `name` while inside."""
     forward = MultimodalModule.forward
 
-    def patched(self, data, mask, kl_weight=1.0):
-        out = forward(self, data, mask, kl_weight)
+    def patched(self, data, mask, kl_weight=1.0, weights=None):
+        out = forward(self, data, mask, kl_weight, weights)
         if self.training:
             out.loss = out.loss - marginal_gain(self, data, mask, kl_weight, name)
         return out

@@ -121,8 +121,8 @@ def test_diverging_training_fails_loudly(tmp_path, monkeypatch):
 
     original = MultimodalModule.forward
 
-    def poisoned(self, data, mask, kl_weight=1.0):
-        out = original(self, data, mask, kl_weight)
+    def poisoned(self, data, mask, kl_weight=1.0, weights=None):
+        out = original(self, data, mask, kl_weight, weights)
         out.loss = out.loss * float("nan")
         return out
 
@@ -137,8 +137,8 @@ def test_a_nan_gradient_under_a_finite_loss_stops_the_run_naming_the_parameter(t
 
     original = MultimodalModule.forward
 
-    def poisoned(self, data, mask, kl_weight=1.0):
-        out = original(self, data, mask, kl_weight)
+    def poisoned(self, data, mask, kl_weight=1.0, weights=None):
+        out = original(self, data, mask, kl_weight, weights)
         weight = self.heads["mod_image"].weight
         # forward adds exactly 0; backward sends NaN into the head's weight (the gradient of sqrt at a negative number)
         out.loss = out.loss + torch.where(torch.tensor(True), torch.tensor(0.0), torch.sqrt(-(weight**2).sum() - 1))
@@ -158,11 +158,11 @@ def test_posterior_parameters_that_become_nan_stop_the_run_naming_the_encoders(t
 
     original = MultimodalModule.forward
 
-    def poisoned(self, data, mask, kl_weight=1.0):
+    def poisoned(self, data, mask, kl_weight=1.0, weights=None):
         if self.training:  # after the sanity check's validation step, which checks its distributions
             with torch.no_grad():
                 self.heads["mod_image"].bias.fill_(float("nan"))
-        return original(self, data, mask, kl_weight)
+        return original(self, data, mask, kl_weight, weights)
 
     monkeypatch.setattr(MultimodalModule, "forward", poisoned)
     config = api.TrainConfig(latent=latent, latent_dim=4, hidden=[16], epochs=1, max_train=100)
@@ -178,9 +178,9 @@ def test_a_training_step_builds_its_distributions_unchecked_and_restores_the_che
     original = MultimodalModule.forward
     seen = []
 
-    def recording(self, data, mask, kl_weight=1.0):
+    def recording(self, data, mask, kl_weight=1.0, weights=None):
         seen.append((self.training, Distribution._validate_args))
-        return original(self, data, mask, kl_weight)
+        return original(self, data, mask, kl_weight, weights)
 
     monkeypatch.setattr(MultimodalModule, "forward", recording)
     api.train(api.TrainConfig(latent="gaussian", latent_dim=4, hidden=[16], epochs=1, max_train=100), tmp_path / "run", progress=False)

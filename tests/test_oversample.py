@@ -69,8 +69,8 @@ def test_the_training_elbo_of_metrics_csv_counts_each_row_once_not_the_appended_
     trained = []  # each training step's per-row ELBO and its batch's mask, as the model returned them
     forward = MultimodalModule.forward
 
-    def recording_forward(self, data, mask, kl_weight=1.0):
-        out = forward(self, data, mask, kl_weight)
+    def recording_forward(self, data, mask, kl_weight=1.0, weights=None):
+        out = forward(self, data, mask, kl_weight, weights)
         if torch.is_grad_enabled():
             trained.append((out.elbo.detach().double(), mask[:, -1].clone()))
         return out
