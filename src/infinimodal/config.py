@@ -141,10 +141,6 @@ class DataOptions(Settings):
     standardize: bool = setting(True, "data files: keep Gaussian / Laplace modalities in their own units (default: standardise each "
                                 "feature on the training rows)", negative="--no-standardize")
 
-    def validate(self) -> None:
-        _check(self.binarize in BINARIZATIONS, f"unknown binarisation {self.binarize!r}: choose {' or '.join(BINARIZATIONS)}")
-        super().validate()
-
 
 #: The option classes of a training run besides the model's: their fields are `TrainConfig`'s and `train`'s flags.
 RUN_OPTIONS: tuple[type[Settings], ...] = (DataOptions, TrainingOptions)

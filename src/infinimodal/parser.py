@@ -10,8 +10,7 @@ from dataclasses import fields
 from . import __version__, flagtypes
 
 #: The Python types a flag of each annotated type reads, where the declaration names no parser of its own.
-_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | str": flagtypes.int_or_word, "str | None": str, "int | None": int,
-               "float | None": float}
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | str": flagtypes.int_or_word, "str | None": str}
 
 #: train's flags that --resume accepts besides --out (the rest are the run's own settings)
 RESUME_FLAGS = ("out", "resume", "quiet", "command", "debug")

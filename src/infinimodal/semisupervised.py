@@ -228,6 +228,8 @@ class TrainingObjective:
                  warm_up: float = 1.0) -> LossOutput:
         """The batch's `LossOutput` with the loss training minimises; `warm_up` (0 to 1) ramps the ramped terms in, as
         the KL weight is (a class decoder that has seen few labels is not yet worth sharpening or smoothing)."""
+        if self.likelihood_weights is not None and self.likelihood_weights.device != mask.device:
+            self.likelihood_weights = self.likelihood_weights.to(mask.device)  # once, not a copy every step
         out = module(data, mask, kl_weight, self.likelihood_weights)
         for term in self.terms:
             out.loss = out.loss + term.sign * (warm_up if term.ramped else 1.0) * term.value(module, data, mask)
