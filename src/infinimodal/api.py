@@ -32,13 +32,13 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
 from .options import ACCELERATORS, DEFAULT_GRAD_CLIP, PRECISIONS, TrainingOptions  # noqa: F401  (re-exported likewise)
 from .data import MultimodalData, Split, load_dataset
 from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
+from .data.tables import holds_frames, table_rows, user_tables
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
-from .likelihoods import likelihood_class
 from .deviation import Reference, deviation_scores
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
@@ -91,10 +91,10 @@ class MultimodalVAE:
             if unknown:
                 raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
         for flag, values in (("--infomax", options.infomax), ("--vat", options.vat)):
-            not_classes = [m.name for m in self.modalities if m.name in values and not likelihood_class(m.likelihood).categorical]
+            not_classes = [m.name for m in self.modalities if m.name in values and not m.categorical]
             if not_classes:
                 raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
-        categorical = {m.name for m in self.modalities if likelihood_class(m.likelihood).categorical}
+        categorical = {m.name for m in self.modalities if m.categorical}
         _check(not options.vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(options.vat))}, "
                "and every one of them is categorical: there is nothing to perturb")
         observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
@@ -148,6 +148,9 @@ class MultimodalVAE:
         (`data.files.user_arrays`)."""
         if isinstance(arrays, Split):
             return arrays
+        ids = None
+        if holds_frames(arrays) and any(m.is_table for m in self.modalities):
+            arrays, ids, _ = user_tables(arrays, self.modalities, None, source)
         arrays = user_arrays(arrays, self.names, source)
         unknown = set(arrays) - set(self.names) - {"labels", "split"}
         if unknown:
@@ -166,15 +169,17 @@ class MultimodalVAE:
                 continue
             values = np.asarray(arrays[modality.name])
             where = f"modality {modality.name!r} in {source}"
-            if values.ndim == 1 and likelihood_class(modality.likelihood).categorical:
+            if values.ndim == 1 and modality.categorical:
                 # class codes (the data file's values, -1 or NaN where missing) -> one-hot rows
                 values = one_hot(codes_to_positions(where, values, modality.class_values), modality.shape[0])
             if values.ndim == 1 and modality.shape == (1,):
                 values = values[:, None]
             if values.shape[1:] != modality.shape:
                 raise DataError(f"{where}: rows of shape {values.shape[1:]}, the model expects {modality.shape}")
-            # the same checks as a data file's (finite, whole-row NaN, the likelihood's support): one validator
-            array, observed, _ = check_rows(where, values, modality.likelihood)
+            if modality.is_table:  # empty cells (NaN) allowed in an observed row
+                array, observed = table_rows(where, values, modality)
+            else:  # the same checks as a data file's (finite, whole-row NaN, the likelihood's support): one validator
+                array, observed, _ = check_rows(where, values, modality.likelihood)
             if modality.name in self.standardization:  # the user's units -> the units the model was trained in
                 array = standardize_values(self.standardization[modality.name], array, observed)
             out[modality.name] = array
@@ -182,8 +187,8 @@ class MultimodalVAE:
         mask = np.stack(columns, axis=1)
         empty = ~mask.any(axis=1)
         if empty.any():
-            raise DataError(f"{source}: rows {format_rows(empty)} have no modality observed")
-        return Split(out, mask)
+            raise DataError(f"{source}: rows {format_rows(empty)} have no modality observed" + (f" (subjects {', '.join(ids[empty][:8])})" if ids is not None else ""))
+        return Split(out, mask, ids=ids)
 
     def _given_mask(self, mask: np.ndarray, given: Sequence[str] | None, source: str) -> np.ndarray:
         if given is None:
@@ -204,7 +209,7 @@ class MultimodalVAE:
         """Posterior means given the observed modalities (only those in `given`, when set): E[pi] for stick
         families, E[z] for Gaussians; `decoder_space=True` gives what the decoder reads (logit E[v], ...)."""
         split = self.as_split(arrays)
-        split = Split(split.arrays, self._given_mask(split.mask, given, "the input"), split.labels)
+        split = split.with_mask(self._given_mask(split.mask, given, "the input"))
         return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
 
     @torch.no_grad()
@@ -220,16 +225,23 @@ class MultimodalVAE:
         arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
-        incomplete = np.flatnonzero(~split.mask.all(axis=1))  # rows with nothing missing need no decoding
+        incomplete = np.flatnonzero(~split.mask.all(axis=1) | self.empty_cells(split))  # rows with nothing missing need no decoding
         for start in range(0, len(incomplete), batch_size):
             rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
             means = self.module.conditional_means(batch["data"], batch["mask"], samples, by_row=True)  # a row's answer is its own
             generated = self.to_user_units({k: v.numpy() for k, v in means.items()})
             for m, name in enumerate(self.names):
-                missing = ~split.mask[rows, m]
-                filled[name][rows[missing]] = generated[name][missing]
+                fill_missing(filled[name], rows, ~split.mask[rows, m], generated[name])
         return filled
+
+    def empty_cells(self, split: Split) -> np.ndarray:
+        """[rows] bool: whether an observed row of a table modality has an empty cell (NaN)."""
+        empty = np.zeros(len(split), dtype=bool)
+        for m, modality in enumerate(self.modalities):
+            if modality.is_table:
+                empty |= split.mask[:, m] & np.isnan(split.arrays[modality.name]).any(axis=1)
+        return empty
 
     @torch.no_grad()
     def impute_draws(self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0) -> dict[str, np.ndarray]:
@@ -248,8 +260,9 @@ class MultimodalVAE:
             sampled = self.module.predictive_draws(batch["data"], batch["mask"], draws, seed)
             drawn = self.to_user_units({name: value.flatten(0, 1).numpy() for name, value in sampled.items()})
             for m, name in enumerate(self.names):
-                missing = ~split.mask[rows, m]
-                out[name][:, rows[missing]] = drawn[name].reshape(draws, len(rows), *drawn[name].shape[1:])[:, missing]
+                drawn_rows = drawn[name].reshape(draws, len(rows), *drawn[name].shape[1:])
+                for d in range(draws):
+                    fill_missing(out[name][d], rows, ~split.mask[rows, m], drawn_rows[d])
         return out
 
     def _observed_copy(self, arrays, split: Split) -> dict[str, np.ndarray]:
@@ -290,7 +303,7 @@ class MultimodalVAE:
         if modality not in self.names:
             raise InfinimodalError(f"unknown modality {modality!r}: this model has {', '.join(self.names)}")
         spec = self.modalities[self.names.index(modality)]
-        if not likelihood_class(spec.likelihood).categorical:
+        if not spec.categorical:
             raise InfinimodalError(f"modality {modality!r} is {spec.likelihood}, not categorical: give rows of it with --data instead of a class")
         split = self.as_split({modality: np.full(n, value)}, f"class {value} of {modality!r}")
         batch = split.batch(np.arange(n))
@@ -395,6 +408,16 @@ class MultimodalVAE:
         return vae
 
 
+def fill_missing(values: np.ndarray, rows: np.ndarray, missing: np.ndarray, generated: np.ndarray) -> None:
+    """In place: rows[missing] of `values` := the generated rows; in the other rows, empty cells (NaN, tables) := the
+    generated cells."""
+    values[rows[missing]] = generated[missing]
+    kept = rows[~missing]
+    if len(kept) and values.dtype.kind == "f":
+        current = values[kept]
+        values[kept] = np.where(np.isnan(current), generated[~missing], current)
+
+
 # --- run directories (the command line) ---------------------------------------------------------------
 
 
@@ -404,7 +427,7 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
     Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
     """
     data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress,
-                        standardize=config.standardize)
+                        standardize=config.standardize, id_column=config.id_column)
     if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
     elif config.max_train is not None and config.max_train < len(data.train):

@@ -8,6 +8,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,13 +24,18 @@ EXIT_MEMORISATION = 4
 
 
 def rows_of(spec: str, split: str, run_dir: str):
-    """Rows to use with a trained model: all rows of a file, or one split of a data set built like the run's."""
+    """Rows to use with a trained model, and their subjects' IDs (None where the data have none): every subject of
+    tables, all rows of a file, or one split of a data set built like the run's."""
     from .data.files import SUFFIXES, read_npz_arrays, read_table
+    from .data.tables import is_table_spec, user_tables
 
     vae, config = api.load(run_dir)
+    if is_table_spec(spec):
+        arrays, ids, id_name = user_tables(spec, vae.modalities, config.id_column, spec)
+        return vae, arrays, Subjects(ids, id_name)
     if Path(spec).suffix in SUFFIXES:
         if Path(spec).suffix == ".npz":
-            return vae, read_npz_arrays(spec)
+            return vae, read_npz_arrays(spec), None
         modalities, table, _ = read_table(spec, config.likelihoods)
         # as raw arrays (missing rows NaN), so that the model maps them into its units like any user input
         arrays = {}
@@ -37,19 +43,42 @@ def rows_of(spec: str, split: str, run_dir: str):
             values = table.arrays[name].astype(np.float64)
             values[~table.mask[:, m]] = np.nan
             arrays[name] = values
-        return vae, arrays
+        return vae, arrays, None
     config.data = spec
-    return vae, api.load_data(config, progress=False).split(split)
+    rows = api.load_data(config, progress=False).split(split)
+    return vae, rows, None if rows.ids is None else Subjects(rows.ids, config.id_column or "id")
+
+
+class Subjects(NamedTuple):
+    """The subjects' IDs of rows read from tables, and the name of the column they came from (the output tables')."""
+
+    ids: np.ndarray
+    column: str = "id"
 
 
 def write_csv(path: str, columns: dict) -> None:
-    """Columns of equal length as a CSV with a header (numbers as they are, booleans as 0/1, NaN as empty)."""
+    """Columns of equal length as a CSV with a header (numbers as they are, booleans as 0/1, NaN as empty, text as it is)."""
     names = list(columns)
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(names)
         for row in zip(*(columns[name] for name in names)):
-            writer.writerow(["" if isinstance(v, float) and v != v else int(v) if isinstance(v, (bool, np.bool_)) else f"{float(v):.6g}" for v in row])
+            writer.writerow([_cell(v) for v in row])
+
+
+def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    return "" if value != value else f"{float(value):.6g}"
+
+
+def with_ids(columns: dict, subjects: Subjects | None) -> dict:
+    """Output columns with the subjects' IDs first (`id`: row numbers where the data have no IDs)."""
+    if subjects is None:
+        return {"id": list(range(len(next(iter(columns.values())))))} | columns
+    return {subjects.column: [str(i) for i in subjects.ids]} | columns
 
 
 def config_from_flags(args: argparse.Namespace) -> api.TrainConfig:
@@ -154,7 +183,7 @@ def run_sample(args: argparse.Namespace) -> None:
         vae, _ = api.load(args.run_dir)
         inputs, samples = None, vae.sample_class(args.n, *args.given)
     elif args.data is not None:
-        vae, rows = rows_of(args.data, args.split, args.run_dir)
+        vae, rows, _ = rows_of(args.data, args.split, args.run_dir)
         inputs = vae.as_split(rows, args.data).take(slice(0, args.n))
         samples = vae.sample(args.n, inputs, given=args.given)
     else:
@@ -171,33 +200,65 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def run_impute(args: argparse.Namespace) -> None:
-    """`impute`: a .npz with each missing modality filled in (and `--draws` multiple imputations)."""
-    if not args.data.endswith(".npz") or not args.out.endswith(".npz"):
-        raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz)")
+    """`impute`: each missing modality and empty cell filled in: tables -> a folder of tables keyed by ID (one per
+    modality, every subject); a .npz -> a .npz (and `--draws` multiple imputations)."""
+    from .data.tables import is_table_spec
+
     if args.draws < 0 or (args.samples is not None and args.samples < 0):
         raise InfinimodalError("--draws and --samples must be >= 0")
-    vae, rows = rows_of(args.data, "test", args.run_dir)
+    tables = is_table_spec(args.data)
+    if not tables and (not args.data.endswith(".npz") or not args.out.endswith(".npz")):
+        raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz), or tables (--data DIR --out OUTDIR)")
+    if tables and Path(args.out).suffix:
+        raise InfinimodalError(f"--out {args.out}: tables are imputed into a folder (one table per modality), not a file")
+    if tables and args.draws:
+        raise InfinimodalError("--draws writes arrays: impute a .npz for multiple imputations")
+    vae, rows, ids = rows_of(args.data, "test", args.run_dir)
     split = vae.as_split(rows, args.data)
     given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
     settings = {} if args.samples is None else {"samples": args.samples}
     filled = vae.impute(given, source=args.data, **settings)
+    counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
+    if tables:
+        written = write_imputed_tables(vae, filled, ids.ids, Path(args.out), ids.column)
+        cells = {m.name: int((split.mask[:, i, None] & np.isnan(split.arrays[m.name])).any(axis=1).sum()) for i, m in enumerate(vae.modalities) if m.is_table}
+        print(f"imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
+              f"wrote {', '.join(written)}")
+        return
     if args.draws:
         filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
     extra = {k: v for k, v in rows.items() if k not in vae.names}
     np.savez(args.out, **filled, **extra)
-    counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
     print(f"imputed missing rows {json.dumps(counts)} of {len(split)}; wrote {args.out}")
+
+
+def write_imputed_tables(vae, filled: dict, ids, out: Path, id_name: str) -> list[str]:
+    """OUTDIR/<modality>.csv for each modality (every subject, its table's column names; categorical columns as their
+    most probable class) and OUTDIR/<modality>.probabilities.csv with the class probabilities of categorical columns."""
+    from .data.tables import decoded_frame
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for modality in vae.modalities:
+        if not modality.is_table:
+            continue
+        frame, probabilities = decoded_frame(modality, filled[modality.name], ids, id_name)
+        frame.to_csv(out / f"{modality.name}.csv", float_format="%.6g")
+        written.append(str(out / f"{modality.name}.csv"))
+        if probabilities is not None:
+            probabilities.to_csv(out / f"{modality.name}.probabilities.csv", float_format="%.6g")
+    return written
 
 
 def run_score(args: argparse.Namespace) -> None:
     """`score`: deviation scores of rows against the run's validation rows, as a CSV."""
     if not args.out.endswith(".csv"):
         raise InfinimodalError(f"--out must be a .csv file, got {args.out}")
-    vae, rows = rows_of(args.data, args.split, args.run_dir)
+    vae, rows, ids = rows_of(args.data, args.split, args.run_dir)
     config = api.load(args.run_dir)[1]
     reference = api.load_run_data(args.run_dir, config, progress=False).valid
     scores = vae.score(rows, reference, samples=args.samples, source=args.data)
-    write_csv(args.out, scores)
+    write_csv(args.out, with_ids(scores, ids) if ids is not None else scores)
     print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
 
 
@@ -230,10 +291,15 @@ def run_synthesize(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> None:
-    """`embed`: latent codes of rows as a .npy."""
-    vae, rows = rows_of(args.data, args.split, args.run_dir)
+    """`embed`: latent codes of rows as a .npy, or as a CSV keyed by ID (one column per dimension)."""
+    if not args.out.endswith((".npy", ".csv")):
+        raise InfinimodalError(f"--out must end in .npy or .csv, got {args.out}")
+    vae, rows, ids = rows_of(args.data, args.split, args.run_dir)
     codes = vae.embed(vae.as_split(rows, args.data), given=args.given, decoder_space=args.decoder_space)
-    np.save(args.out, codes)
+    if args.out.endswith(".csv"):
+        write_csv(args.out, with_ids({f"dim{j}": codes[:, j] for j in range(codes.shape[1])}, ids))
+    else:
+        np.save(args.out, codes)
     print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 

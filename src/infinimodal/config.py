@@ -129,8 +129,10 @@ class DataOptions(Settings):
     owner = "data"
 
     data: str = setting("mnist", lambda: f"a built-in data set ({', '.join(BUILTIN)}: labels=F observes a label modality for a "
-                        "fraction F of the training rows), or a .npz/.h5mu file")
+                        "fraction F of the training rows), a .npz/.h5mu file, or subject-keyed tables: a folder of .csv/.tsv/.parquet files, one per "
+                        "modality, or name=FILE,name=FILE")
     data_dir: str | None = setting(None, "directory with the MNIST IDX files (default: search)")
+    id_column: str | None = setting(None, "tables (--data DIR): the column of subject IDs that joins them (default: each table's first column)")
     data_seed: int = setting(0, "seed of the data set's construction or split (polymnist, noisy-mnist, a data file's split)")
     likelihoods: dict[str, str] = setting({}, lambda: f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / "
                                           "laplace:S with a fixed scale S; * = every modality)", flag="--likelihood",

@@ -66,6 +66,11 @@ class Likelihood(nn.Module):
     def _independent(self, base: Distribution) -> Distribution:
         return Independent(base, len(self.shape))
 
+    @property
+    def encoder_shape(self) -> tuple[int, ...]:
+        """The shape of what the encoder reads for one row (`encoder_input`): the modality's own by default."""
+        return self.shape
+
     def encoder_input(self, values: Tensor) -> Tensor:
         """What the modality's encoder reads for these observed values (the values themselves by default)."""
         return values

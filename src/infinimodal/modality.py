@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .columns import TABLE_LIKELIHOOD, Column, feature_names
 from .likelihoods import likelihood_class
 
 
@@ -20,6 +21,8 @@ class Modality:
     likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`, or gaussian:S / laplace:S for a fixed scale S.
     classes: for a categorical modality, the value each one-hot position stands for (the codes or names a data file
         used; None: 0..C-1), so that predictions come back as the user's values.
+    columns: for a table modality (likelihood "table"), its columns, each with its own likelihood
+        (`infinimodal.columns`); the shape is then the sum of their widths.
     encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
     decoder: optional module mapping the latent code [n, d] to likelihood parameters with
         n_params * prod(shape) values per row (any shape that reshapes to [n, n_params, *shape]).
@@ -29,6 +32,7 @@ class Modality:
     shape: tuple[int, ...]
     likelihood: str = "gaussian"
     classes: tuple | None = None
+    columns: tuple[Column, ...] | None = None
     encoder: nn.Module | None = field(default=None, repr=False, compare=False)
     decoder: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -38,6 +42,9 @@ class Modality:
             raise ValueError(f"modality names must be non-empty letters, digits, '-' or '_', got {self.name!r}")
         if not self.shape or min(self.shape) < 1:
             raise ValueError(f"modality {self.name!r}: shape must be positive sizes, got {self.shape}")
+        if self.columns is not None or self.likelihood == TABLE_LIKELIHOOD:
+            self._check_columns()
+            return
         try:
             cls = likelihood_class(self.likelihood)
         except ValueError as exc:
@@ -46,6 +53,34 @@ class Modality:
             self.classes = tuple(self.classes)
             if not cls.categorical or self.shape != (len(self.classes),) or len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"modality {self.name!r}: classes {list(self.classes)} must be distinct, one per position of a categorical modality of shape (C,)")
+
+    def _check_columns(self) -> None:
+        if not self.columns or self.likelihood != TABLE_LIKELIHOOD:
+            raise ValueError(f"modality {self.name!r}: a table modality has likelihood {TABLE_LIKELIHOOD!r} and at least one column")
+        self.columns = tuple(self.columns)
+        width = sum(column.width for column in self.columns)
+        if self.shape != (width,):
+            raise ValueError(f"modality {self.name!r}: its columns take {width} positions, but its shape is {self.shape}")
+        names = [column.name for column in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality {self.name!r}: column names must be distinct, got {names}")
+        if self.classes is not None:
+            raise ValueError(f"modality {self.name!r}: a table modality's classes belong to its categorical columns")
+
+    @property
+    def is_table(self) -> bool:
+        """Columns each with their own likelihood, empty cells allowed (`infinimodal.columns`)."""
+        return self.columns is not None
+
+    @property
+    def categorical(self) -> bool:
+        """One categorical variable per row (one-hot rows): predictions are classes."""
+        return not self.is_table and likelihood_class(self.likelihood).categorical
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """A name per position of a row, where the data named them (table columns)."""
+        return feature_names(self.columns) if self.is_table else None
 
     @property
     def class_values(self) -> tuple:
@@ -62,8 +97,8 @@ class Modality:
         return self.encoder is not None or self.decoder is not None
 
     def signature(self) -> tuple:
-        """What data must agree on with a model: name, shape and likelihood (not the networks)."""
-        return self.name, self.shape, self.likelihood
+        """What data must agree on with a model: name, shape, likelihood and columns (not the networks)."""
+        return self.name, self.shape, self.likelihood, self.columns
 
     def with_copied_networks(self) -> "Modality":
         """The same modality with deep copies of its custom encoder and decoder (None stays None)."""
@@ -73,9 +108,12 @@ class Modality:
         record = {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
         if self.classes is not None:
             record["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]  # JSON: plain numbers / strings
+        if self.columns is not None:
+            record["columns"] = [column.to_dict() for column in self.columns]
         return record
 
     @classmethod
     def from_dict(cls, values: dict) -> "Modality":
-        classes = values.get("classes")
-        return cls(values["name"], tuple(values["shape"]), values["likelihood"], classes=tuple(classes) if classes is not None else None)
+        classes, columns = values.get("classes"), values.get("columns")
+        return cls(values["name"], tuple(values["shape"]), values["likelihood"], classes=tuple(classes) if classes is not None else None,
+                   columns=tuple(Column.from_dict(c) for c in columns) if columns is not None else None)

@@ -23,11 +23,12 @@ from torch.distributions import Distribution
 
 from .aggregators import Aggregator
 from .latents import LatentFamily
-from .likelihoods import build_likelihood
+from .likelihoods import Likelihood, build_likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
 from .outputs import LossOutput
+from .tabular import TableLikelihood
 
 __all__ = ["MultimodalModule", "kept_random_streams"]
 
@@ -112,12 +113,12 @@ class MultimodalModule(nn.Module):
         self.decoders = nn.ModuleDict()
         self.likelihoods = nn.ModuleDict()
         for modality in self.modalities:
-            likelihood = build_likelihood(modality.likelihood, modality.shape)
-            encoder = modality.encoder if modality.encoder is not None else default_encoder(modality.shape, hidden, likelihood.categorical)
+            likelihood = modality_likelihood(modality)
+            encoder = modality.encoder if modality.encoder is not None else default_encoder(likelihood.encoder_shape, hidden, likelihood.categorical)
             decoder = modality.decoder if modality.decoder is not None else default_decoder(
                 latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical
             )
-            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood.n_params)
+            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood)
             key = _key(modality.name)
             self.encoders[key] = encoder
             self.heads[key] = nn.Linear(features, latent.head_size)
@@ -517,13 +518,19 @@ def _key(name: str) -> str:
     return f"mod_{name}"
 
 
-def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, n_params: int) -> int:
+def modality_likelihood(modality: Modality) -> Likelihood:
+    """The observation model of a modality: one likelihood per column for a table, else its named likelihood."""
+    return TableLikelihood(modality.columns) if modality.is_table else build_likelihood(modality.likelihood, modality.shape)
+
+
+def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood) -> int:
     """Dry-run the networks on two zero rows; return the encoder's feature size or say what does not fit."""
+    n_params = likelihood.n_params
     with torch.no_grad():
         try:
-            features = encoder(torch.zeros(2, *modality.shape))
+            features = encoder(likelihood.encoder_input(torch.zeros(2, *modality.shape)))
         except Exception as exc:  # a user's module: any failure is reported with what was expected
-            raise ValueError(f"modality {modality.name!r}: the encoder fails on a batch of shape {(2, *modality.shape)}: {exc}") from exc
+            raise ValueError(f"modality {modality.name!r}: the encoder fails on a batch of shape {(2, *likelihood.encoder_shape)}: {exc}") from exc
         if features.dim() != 2 or features.shape[0] != 2:
             raise ValueError(f"modality {modality.name!r}: the encoder must return [batch, features], got {tuple(features.shape)}")
         try:

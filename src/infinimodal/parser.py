@@ -130,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="FILE.png (a picture) or FILE.npz (arrays)")
 
-    impute = commands.add_parser("impute", help="fill the missing (all-NaN) rows of a data file")
+    impute = commands.add_parser("impute", help="fill the missing modalities and empty cells of tables or of a data file")
     impute.add_argument("run_dir")
-    impute.add_argument("--data", required=True, help="a .npz file with one array per modality")
-    impute.add_argument("--out", required=True, help="the .npz to write")
+    impute.add_argument("--data", required=True, help="tables keyed by ID (a folder, or name=FILE,...) or a .npz file with one array per modality")
+    impute.add_argument("--out", required=True, help="tables: the folder to write (OUTDIR/<modality>.csv, every subject); a .npz: the .npz to write")
     impute.add_argument("--samples", type=int, default=None, help="posterior samples averaged in the conditional mean (0: decode at the posterior mean)")
     impute.add_argument("--draws", type=int, default=0,
                         help="also write NAME_draws arrays [D, rows, ...]: D multiple imputations drawn from the predictive distribution")
@@ -141,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="how atypical each row is for the population the model was trained on (a CSV)")
     score.add_argument("run_dir")
-    score.add_argument("--data", required=True, help="rows to score: a .npz file (or a data set; its --split)")
+    score.add_argument("--data", required=True, help="rows to score: tables keyed by ID, a .npz file (or a data set; its --split)")
     score.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
     score.add_argument("--samples", type=flagtypes.positive_int, default=50, help="posterior samples per likelihood estimate")
-    score.add_argument("--out", required=True, help="FILE.csv: one row per input row, in input order")
+    score.add_argument("--out", required=True, help="FILE.csv: one row per input row, in input order (tables: the subject's ID first)")
 
     synthesize = commands.add_parser("synthesize", help="synthetic subjects with every modality, and FILE.privacy.json beside them")
     synthesize.add_argument("run_dir")
@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="posterior means of every row of a data set or file")
     embed.add_argument("run_dir")
-    embed.add_argument("--data", required=True, help="a data spec (its --split) or a .npz/.h5mu file (all rows)")
+    embed.add_argument("--data", required=True, help="a data spec (its --split), tables keyed by ID or a .npz/.h5mu file (all rows)")
     embed.add_argument("--split", default="test", choices=["train", "valid", "test"])
     embed.add_argument("--given", type=flagtypes.names, default=None, help="use only these modalities")
     embed.add_argument("--decoder-space", action="store_true", help="stick families: logit E[v] (what the decoder reads) instead of E[pi]")
-    embed.add_argument("--out", required=True, help="the .npy to write")
+    embed.add_argument("--out", required=True, help="FILE.npy (an array), or FILE.csv (the ID, then one column per dimension)")
     return parser

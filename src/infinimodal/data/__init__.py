@@ -11,6 +11,7 @@
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
 | `cohort[:k=v,...]` | mri, pet (40 % missing), clinical, genetics (binary): a healthy reference and known atypical test subjects |
 | `PATH.npz`, `PATH.h5mu` | the file's arrays (see `infinimodal.data.files`) |
+| `DIR`, `name=FILE,...` | subject-keyed tables (.csv, .tsv, .parquet), one per modality (see `infinimodal.data.tables`) |
 
 Every built-in data set takes `labels=F` (`mnist:labels=0.1`, `polymnist:3,labels=0.05`,
 `synthetic:shared=3,labels=0.1`): a categorical modality `label` observed for a stratified fraction F of the
@@ -34,6 +35,7 @@ from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .standardize import standardize_data
 from .synthetic import synthetic_dataset
+from .tables import is_table_spec, tables_dataset
 
 BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]", "cohort[:settings]", "any of them with labels=F")
 
@@ -46,12 +48,18 @@ def load_dataset(
     seed: int = 0,
     progress: bool = True,
     standardize: bool = True,
+    id_column: str | None = None,
 ) -> MultimodalData:
     """The data set named by `spec` (see the module docstring), validated.
 
     data_dir: where the MNIST files are (default: search); seed: of the data set's construction
-    (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split).
+    (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split); id_column: the tables' ID
+    column (default: each table's first).
     """
+    if is_table_spec(spec):
+        data = tables_dataset(spec, id_column, likelihoods, seed=seed)
+        data.validate()
+        return standardize_data(data, scale=standardize)
     if Path(spec).suffix in SUFFIXES:
         data = file_dataset(spec, {k: v for k, v in (likelihoods or {}).items() if k != "*"}, seed=seed)
     else:

@@ -60,7 +60,7 @@ def add_label_modality(data: MultimodalData, fraction: float, seed: int = 0) -> 
         observed = observed_fraction(split.labels, fraction, rng) if name != "test" else np.zeros(len(split), dtype=bool)
         one_hot = np.eye(n_classes, dtype=np.float32)[split.labels] * observed[:, None]  # missing rows hold zeros
         arrays = split.arrays | {LABEL_MODALITY: one_hot}
-        setattr(data, name, Split(arrays, np.concatenate([split.mask, observed[:, None]], axis=1), split.labels))
+        setattr(data, name, Split(arrays, np.concatenate([split.mask, observed[:, None]], axis=1), split.labels, split.ids))
     data.modalities = [*data.modalities, Modality(LABEL_MODALITY, (n_classes,), "categorical")]
     data.label_modality = LABEL_MODALITY
     data.source = f"{data.source}; labels observed for {int(data.train.mask[:, -1].sum())} of {len(data.train)} training rows"

@@ -33,13 +33,20 @@ class Split:
     arrays: dict[str, np.ndarray]
     mask: np.ndarray  # [n, M] bool, columns in modality order
     labels: np.ndarray | None = None  # [n] int64
+    #: the subjects' IDs (str), for data read from tables keyed by ID (`infinimodal.data.tables`); None otherwise
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.mask)
 
     def take(self, rows: np.ndarray | slice) -> "Split":
         labels = None if self.labels is None else self.labels[rows]
-        return Split({k: v[rows] for k, v in self.arrays.items()}, self.mask[rows], labels)
+        ids = None if self.ids is None else self.ids[rows]
+        return Split({k: v[rows] for k, v in self.arrays.items()}, self.mask[rows], labels, ids)
+
+    def with_mask(self, mask: np.ndarray) -> "Split":
+        """The same rows and values with another availability mask."""
+        return Split(self.arrays, mask, self.labels, self.ids)
 
     def batch(self, rows: Sequence[int] | np.ndarray, binarize: Sequence[str] = ()) -> dict:
         """A training/evaluation batch: {"data": {name: float tensor}, "mask": bool tensor, "labels": tensor}.
@@ -105,7 +112,7 @@ class MultimodalData:
             name: binarize_fixed(array, TRAIN_BINARIZATION_SEED) if name in self.dynamic_binarize else array
             for name, array in self.train.arrays.items()
         }
-        return Split(arrays, self.train.mask, self.train.labels)
+        return Split(arrays, self.train.mask, self.train.labels, self.train.ids)
 
     def validate(self) -> None:
         """Shapes, masks and likelihood support of every split; raises DataError naming the problem."""

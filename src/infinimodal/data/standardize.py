@@ -25,12 +25,16 @@ def likelihood_family(likelihood: str) -> str:
     return likelihood.split(":", 1)[0]
 
 
-def fit_standardization(data: MultimodalData) -> dict[str, dict[str, list]]:
+def fit_standardization(data: MultimodalData, scale: bool = True) -> dict[str, dict[str, list]]:
     """{modality: {"mean": ..., "std": ...}} (nested lists, the modality's shape) for its Gaussian / Laplace
-    modalities, from the observed training rows; a feature with no spread keeps std 1."""
+    modalities, from the observed training rows; a feature with no spread keeps std 1. Table modalities always have
+    statistics (`table_standardization`); the others only when `scale`."""
     stats = {}
     for m, modality in enumerate(data.modalities):
-        if likelihood_family(modality.likelihood) not in STANDARDIZED_FAMILIES or ":" in modality.likelihood:
+        if modality.is_table:
+            stats[modality.name] = table_standardization(modality, data.train.arrays[modality.name][data.train.mask[:, m]], scale)
+            continue
+        if not scale or likelihood_family(modality.likelihood) not in STANDARDIZED_FAMILIES or ":" in modality.likelihood:
             continue  # a fixed scale ("gaussian:0.5") was given in the data's own units: those stay as they are
         rows = data.train.mask[:, m]
         values = np.asarray(data.train.arrays[modality.name][rows], dtype=np.float64)
@@ -43,13 +47,33 @@ def fit_standardization(data: MultimodalData) -> dict[str, dict[str, list]]:
     return stats
 
 
+def table_standardization(modality, observed: np.ndarray, scale: bool) -> dict[str, list]:
+    """A table modality's per-position map to the model's units: a Gaussian column's mean and standard deviation over
+    its filled training cells (when `scale`; else 0 and 1), a bounded score's lowest value (the model sees value - low),
+    0 and 1 for every other position."""
+    mean, std = np.zeros(modality.shape[0]), np.ones(modality.shape[0])
+    start = 0
+    for column in modality.columns:
+        if column.family == "gaussian" and scale:
+            cells = np.asarray(observed[:, start], dtype=np.float64)
+            cells = cells[~np.isnan(cells)]
+            if len(cells):
+                mean[start] = cells.mean()
+                spread = cells.std()
+                std[start] = spread if spread > 1e-12 * max(1.0, abs(mean[start])) else 1.0
+        elif column.family == "beta_binomial":
+            mean[start] = column.low
+        start += column.width
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
 def standardize_split(split: Split, names: list[str], stats: dict) -> Split:
     """A copy of `split` whose observed rows of the standardised modalities are (x - mean) / std."""
     arrays = dict(split.arrays)
     for m, name in enumerate(names):
         if name in stats:
             arrays[name] = forward(stats[name], split.arrays[name], split.mask[:, m])
-    return Split(arrays, split.mask, split.labels)
+    return Split(arrays, split.mask, split.labels, split.ids)
 
 
 def forward(stat: dict, values: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
@@ -65,9 +89,10 @@ def inverse(stat: dict, values: np.ndarray) -> np.ndarray:
     return (np.asarray(values, dtype=np.float64) * std + mean).astype(np.float32)
 
 
-def standardize_data(data: MultimodalData) -> MultimodalData:
-    """Fit on the training rows and standardise every split; the statistics go to `data.standardization`."""
-    stats = fit_standardization(data)
+def standardize_data(data: MultimodalData, scale: bool = True) -> MultimodalData:
+    """Fit on the training rows and standardise every split; the statistics go to `data.standardization`. Without
+    `scale`, only table modalities are mapped (their bounded scores' offsets)."""
+    stats = fit_standardization(data, scale)
     names = data.names
     data.train, data.valid, data.test = (standardize_split(s, names, stats) for s in (data.train, data.valid, data.test))
     data.standardization = stats

@@ -400,7 +400,8 @@ BASELINE_ROWS = 10_000
 def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
                       batch_size: int = 500, seed: int = 0, valid: Split | None = None) -> dict:
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
-    Brier score) of imputing it on test rows with every modality observed, m hidden on purpose: the model's conditional
+    Brier score; a table's empty cells are not scored, and the baselines read them as the training mean) of imputing it on
+    test rows with every modality observed, m hidden on purpose: the model's conditional
     mean (what `impute` gives) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
     logistic regression for binary and categorical values), fitted on the complete training rows with their settings
     chosen on the complete `valid` rows (`baseline_settings`), and the best of them (`best_baseline`, by test error, so
@@ -422,6 +423,9 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
         return {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}
 
     real_train, real_valid, real_test = rows_of(train, complete_train), rows_of(valid, complete_valid), rows_of(test, complete_test)
+    # empty cells of table modalities (NaN): baselines read and fit them as the training mean; no error counts them
+    fill = {name: np.nan_to_num(np.nanmean(values, axis=0), nan=0.0) for name, values in real_train.items()} if len(complete_train) else {}
+    filled_train, filled_valid, filled_test = ({k: np.where(np.isnan(v), fill[k], v) for k, v in rows.items()} for rows in (real_train, real_valid, real_test))
     out = {}
     for m, name in enumerate(names):
         entry: dict = {"rows": int(len(complete_test))}
@@ -434,7 +438,7 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
                 hidden = batch["mask"].clone()
                 hidden[:, m] = False
                 predicted = model.conditional_means(batch["data"], hidden, samples)[name]
-                per_row.append((predicted - batch["data"][name]).pow(2).flatten(1).mean(1).double().numpy())
+                per_row.append(np.nanmean((predicted - batch["data"][name]).pow(2).flatten(1).double().numpy(), axis=1))
             per_row = np.concatenate(per_row)
             entry[key] = float(per_row.mean())
             half = 1.96 * per_row.std() / np.sqrt(len(per_row))
@@ -446,15 +450,15 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
                                 "rows to conclude (model_all_rows uses every row with this modality)")
         if len(complete_test) and len(complete_train) >= 10:
             others = [n for n in names if n != name]
-            x = {part: np.concatenate([rows[n] for n in others], axis=1) for part, rows in (("train", real_train), ("test", real_test))}
-            y_train, y_test = real_train[name], real_test[name]
-            entry["mean"] = float(((y_test - y_train.mean(0)) ** 2).mean())
+            x = {part: np.concatenate([rows[n] for n in others], axis=1) for part, rows in (("train", filled_train), ("test", filled_test))}
+            y_train, y_test = filled_train[name], real_test[name]
+            entry["mean"] = float(np.nanmean((y_test - y_train.mean(0)) ** 2))
             if len(complete_valid) >= 10:
-                x_valid = np.concatenate([real_valid[n] for n in others], axis=1)
-                predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, real_valid[name], x["test"],
+                x_valid = np.concatenate([filled_valid[n] for n in others], axis=1)
+                predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, filled_valid[name], x["test"],
                                                                             imputation_kind(model, name), seed)
                 for baseline, predicted in predictions.items():
-                    entry[baseline] = float(((predicted - y_test) ** 2).mean())
+                    entry[baseline] = float(np.nanmean((predicted - y_test) ** 2))
             best = min((b for b in BASELINES if b in entry), key=entry.get)
             entry["best_baseline"] = best
         out[name] = entry
@@ -468,7 +472,8 @@ BASELINES = ("mean", "ridge", "mlp", "logistic")
 
 
 def imputation_kind(model: MultimodalModule, name: str) -> str:
-    """What modality `name` holds, for the baselines: one-hot classes, independent 0/1 features, or continuous values."""
+    """What modality `name` holds, for the baselines: one-hot classes, independent 0/1 features, or continuous values
+    (a table's columns of several kinds count as continuous)."""
     likelihood = model.likelihood(name)
     return "categorical" if likelihood.categorical else "binary" if likelihood.name == "bernoulli" else "continuous"
 

@@ -33,7 +33,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InfinimodalError
-from ..likelihoods import likelihood_class
 from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
 from . import plots
@@ -437,7 +436,7 @@ MAX_CLASSES_SHOWN = 10
 
 def _class_generation(section: Section, ctx: _Run) -> None:
     """Per categorical modality: each other modality generated from q(z | that class alone), a row per class."""
-    categorical = [m for m in ctx.modalities if likelihood_class(m.likelihood).categorical]
+    categorical = [m for m in ctx.modalities if m.categorical]
     if not categorical or not ctx.multimodal:
         section.html.append(note("The model has no categorical modality beside another one (a label, --data NAME:labels=F): "
                                  "there is no class to generate from."))
