@@ -27,8 +27,8 @@ LAYERS = [
     ["api"],
     ["train", "training", "evaluation", "synthesis", "deviation"],
     ["config", "model", "data", "semisupervised", "runfiles", "runlog"],
-    ["latents", "aggregators", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed"],
-    ["settings", "outputs", "options", "flagtypes", "maths", "errors"],
+    ["latents", "aggregators", "tabular", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed"],
+    ["settings", "outputs", "options", "flagtypes", "maths", "errors", "columns"],
 ]
 
 

@@ -41,7 +41,7 @@ BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:s
 
 
 def load_dataset(
-    spec: str,
+    spec,
     data_dir: str | None = None,
     binarize: str = "dynamic",
     likelihoods: dict[str, str] | None = None,
@@ -50,7 +50,8 @@ def load_dataset(
     standardize: bool = True,
     id_column: str | None = None,
 ) -> MultimodalData:
-    """The data set named by `spec` (see the module docstring), validated.
+    """The data set named by `spec` (see the module docstring; from Python also a dict {modality: pandas DataFrame
+    indexed by subject ID}), validated.
 
     data_dir: where the MNIST files are (default: search); seed: of the data set's construction
     (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split); id_column: the tables' ID
@@ -204,4 +205,5 @@ __all__ = [
     "read_idx",
     "read_table",
     "synthetic_dataset",
+    "tables_dataset",
 ]

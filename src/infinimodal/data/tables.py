@@ -43,8 +43,11 @@ def shown(items) -> str:
     return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
-def is_table_spec(spec: str) -> bool:
-    """Whether `--data` names tables: a folder, a table file, or name=FILE pairs of table files."""
+def is_table_spec(spec) -> bool:
+    """Whether `--data` names tables: a folder, a table file, or name=FILE pairs of table files (or, from Python, a dict
+    of pandas DataFrames)."""
+    if isinstance(spec, dict):
+        return holds_frames(spec)
     path = Path(spec)
     if path.suffix.lower() in TABLE_SUFFIXES or path.is_dir():
         return True
@@ -109,6 +112,8 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
     try:
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
+            if not isinstance(frame.index, pd.RangeIndex):  # a DataFrame saved with its ID index: the index is the first column
+                frame = frame.reset_index()
         else:
             frame = pd.read_csv(io.StringIO(_text(path)), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                                 na_filter=False, skipinitialspace=True)
@@ -369,10 +374,12 @@ def overview(ids_by_split: dict[str, int], names: list[str], mask: np.ndarray, m
     return lines
 
 
-def tables_dataset(spec: str, id_column: str | None = None, likelihoods: dict[str, str] | None = None, seed: int = 0) -> MultimodalData:
+def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, str] | None = None, seed: int = 0) -> MultimodalData:
     """Tables as a training data set: joined on the ID, one table modality per file, a seeded 80/10/10 split of the
-    subjects."""
-    tables = read_tables(spec, id_column)
+    subjects. `spec`: a folder or `name=FILE,...` (module docstring), or a dict {modality: pandas DataFrame indexed by
+    subject ID} (the Python API)."""
+    tables = {name: frame_table(name, frame) for name, frame in spec.items()} if isinstance(spec, dict) else read_tables(spec, id_column)
+    spec = f"tables {', '.join(spec)}" if isinstance(spec, dict) else spec
     names = list(tables)
     overrides = split_column_overrides(dict(likelihoods or {}), names, spec)
     joined = join_tables(tables)

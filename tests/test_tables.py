@@ -1,0 +1,304 @@
+"""Subject-keyed tables: the per-column likelihood against scipy, reading and joining tables, the errors a bad table
+gets, and the commands that take tables in and give ID-keyed tables out."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from infinimodal.cli import main
+from infinimodal.columns import Column, feature_names, parse_column_likelihood
+from infinimodal.data import load_dataset
+from infinimodal.data.tables import tables_dataset
+from infinimodal.errors import DataError
+from infinimodal.tabular import TableLikelihood, beta_binomial_log_prob
+
+COLUMNS = (
+    Column("volume", "gaussian"),
+    Column("smoker", "bernoulli"),
+    Column("lesions", "negative_binomial"),
+    Column("mmse", "beta_binomial", low=0, high=30),
+    Column("site", "categorical", ("a", "b", "c")),
+    Column("visits", "poisson"),
+)
+
+
+# --- the likelihood, against scipy -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,mean,concentration", [(30, 0.9, 5.0), (1, 0.3, 2.0), (10, 0.5, 1e4), (100, 0.02, 0.5)])
+def test_beta_binomial_log_prob_matches_scipy(n, mean, concentration):
+    k = torch.arange(n + 1, dtype=torch.float64)
+    ours = beta_binomial_log_prob(k, torch.tensor(float(n)), torch.tensor(mean, dtype=torch.float64), torch.tensor(concentration, dtype=torch.float64)).numpy()
+    a, b = mean * concentration, (1 - mean) * concentration
+    np.testing.assert_allclose(ours, stats.betabinom.logpmf(np.arange(n + 1), n, a, b), rtol=1e-9, atol=1e-9)
+
+
+def _reference_log_prob(law: TableLikelihood, params: np.ndarray, row: np.ndarray) -> float:
+    """The row's log-likelihood term by term with scipy, skipping empty cells."""
+    total, start = 0.0, 0
+    scale = law.gaussian_scale().detach().numpy()
+    r = law.inverse_dispersion().detach().numpy()
+    concentration = law.concentration().detach().numpy()
+    for column in law.columns:
+        cell, p = row[start : start + column.width], params[start : start + column.width]
+        if not np.isnan(cell).any():
+            x = cell[0]
+            if column.family == "gaussian":
+                total += stats.norm.logpdf(x, p[0], scale[0])
+            elif column.family == "bernoulli":
+                total += stats.bernoulli.logpmf(x, 1 / (1 + np.exp(-p[0])))
+            elif column.family == "poisson":
+                total += stats.poisson.logpmf(x, np.exp(p[0]))
+            elif column.family == "negative_binomial":
+                mu = np.exp(p[0])
+                total += stats.nbinom.logpmf(x, r[0], r[0] / (r[0] + mu))
+            elif column.family == "beta_binomial":
+                mu = 1 / (1 + np.exp(-p[0]))
+                total += stats.betabinom.logpmf(x, column.trials, mu * concentration[0], (1 - mu) * concentration[0])
+            else:
+                total += np.log(np.exp(p) / np.exp(p).sum())[int(np.argmax(cell))]
+        start += column.width
+    return total
+
+
+def test_table_log_prob_matches_scipy_and_skips_empty_cells():
+    law = TableLikelihood(COLUMNS).double()
+    with torch.no_grad():
+        law.raw_scale.fill_(0.3)
+        law.raw_inverse_dispersion.fill_(1.7)
+        law.raw_concentration.fill_(2.5)
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(4, law.shape[0]))
+    rows = np.array([
+        [0.4, 1, 3, 27, 0, 1, 0, 2],
+        [np.nan, 0, np.nan, 30, np.nan, np.nan, np.nan, 0],  # empty volume, lesions, site
+        [-2.0, np.nan, 0, 0, 1, 0, 0, np.nan],
+        [np.nan] * 8,  # every cell empty: nothing to score
+    ])
+    ours = law(torch.from_numpy(params)[:, None]).log_prob(torch.from_numpy(rows)).detach().numpy()
+    expected = [_reference_log_prob(law, params[i], rows[i]) for i in range(4)]
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    assert ours[3] == 0.0
+
+
+def test_empty_cells_pass_no_gradient_and_reach_the_encoder_as_indicators():
+    law = TableLikelihood(COLUMNS)
+    params = torch.zeros(2, 1, law.shape[0], requires_grad=True)
+    rows = torch.tensor([[np.nan, 1, 3, 27, 0, 1, 0, 2], [0.5, 0, 1, 3, np.nan, np.nan, np.nan, 1]], dtype=torch.float32)
+    law(params).log_prob(rows).sum().backward()
+    assert torch.isfinite(params.grad).all()
+    assert params.grad[0, 0, 0] == 0 and (params.grad[1, 0, 4:7] == 0).all()  # the empty cells' parameters get nothing
+    seen = law.encoder_input(rows)
+    assert seen.shape == (2, law.shape[0] + len(COLUMNS)) and torch.isfinite(seen).all()
+    indicators = seen[:, law.shape[0]:]
+    assert indicators.tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1]]
+    assert seen[0, 0] == 0 and (seen[1, 4:7] == 0).all()
+
+
+def test_table_mean_is_the_mean_of_its_draws():
+    law = TableLikelihood(COLUMNS)
+    torch.manual_seed(0)
+    params = torch.randn(1, 1, law.shape[0]).expand(40_000, 1, law.shape[0])
+    distribution = law(params)
+    draws = distribution.sample()
+    np.testing.assert_allclose(draws.mean(0).numpy(), distribution.mean[0].numpy(), rtol=0.05, atol=0.02)
+    assert set(draws[:, 1].unique().tolist()) <= {0.0, 1.0}
+    assert ((draws[:, 3] >= 0) & (draws[:, 3] <= 30) & (draws[:, 3] == draws[:, 3].round())).all()  # a score stays in its range
+    assert (draws[:, 4:7].sum(1) == 1).all()
+
+
+def test_column_spec_round_trips_and_parses_overrides():
+    for column in COLUMNS:
+        assert Column.from_dict(json.loads(json.dumps(column.to_dict()))) == column
+    assert parse_column_likelihood("mmse", "beta_binomial:0-30") == ("beta_binomial", 0, 30)
+    assert feature_names(COLUMNS[3:5]) == ["mmse", "site=a", "site=b", "site=c"]
+    for bad in ("beta_binomial:30-0", "gaussian:1", "lognormal"):
+        with pytest.raises(ValueError, match="mmse"):
+            parse_column_likelihood("mmse", bad)
+
+
+# --- reading tables ---------------------------------------------------------------------------------------
+
+
+def write_cohort(folder: Path, n: int = 60, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Three tables keyed by `subject`: MRI (all subjects), PET (two thirds), clinical (mixed types, empty cells)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"s{i:03d}" for i in range(n)]
+    z = rng.normal(size=(n, 2))
+    mri = pd.DataFrame(z @ rng.normal(size=(2, 4)) + 0.2 * rng.normal(size=(n, 4)), columns=[f"region{j}" for j in range(4)], index=ids)
+    pet = pd.DataFrame(z[:, :1] @ rng.normal(size=(1, 2)), columns=["suvr_a", "suvr_b"], index=ids).iloc[: 2 * n // 3]
+    clinical = pd.DataFrame({
+        "sex": rng.choice(["F", "M"], n).astype(object),
+        "mmse": np.clip(np.round(27 + 2 * z[:, 0]), 0, 30).astype(int).astype(object),
+        "lesions": rng.negative_binomial(2, 0.2, n),
+        "smoker": rng.integers(0, 2, n),
+    }, index=ids)
+    clinical.loc[ids[3], "sex"] = ""
+    clinical.loc[ids[5], "mmse"] = ""
+    frames = {"mri": mri, "pet": pet, "clinical": clinical}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame.rename_axis("subject").to_csv(folder / f"{name}.csv")
+    return frames
+
+
+def test_a_folder_of_tables_is_joined_on_the_id_with_types_inferred(tmp_path):
+    frames = write_cohort(tmp_path / "tables")
+    data = load_dataset(str(tmp_path / "tables"))
+    assert data.names == ["clinical", "mri", "pet"]
+    clinical = data.modalities[0]
+    assert [(c.name, c.family) for c in clinical.columns] == [("sex", "categorical"), ("mmse", "beta_binomial"), ("lesions", "negative_binomial"),
+                                                              ("smoker", "bernoulli")]
+    assert clinical.columns[1].high == int(pd.to_numeric(frames["clinical"]["mmse"], errors="coerce").max())
+    every = {s: split for s in ("train", "valid", "test") for split in [data.split(s)]}
+    ids = np.concatenate([every[s].ids for s in every])
+    assert sorted(ids) == sorted(frames["mri"].index)  # nobody dropped, nobody twice
+    rows = {subject: (s, i) for s in every for i, subject in enumerate(every[s].ids)}
+    for subject in frames["mri"].index:  # PET absent exactly for the subjects missing from its table
+        split, i = rows[subject]
+        assert every[split].mask[i, 2] == (subject in frames["pet"].index)
+    split, i = rows["s003"]
+    assert np.isnan(every[split].arrays["clinical"][i, :2]).all() and not np.isnan(every[split].arrays["clinical"][i, 2:]).any()
+    split, i = rows["s005"]
+    assert np.isnan(every[split].arrays["clinical"][i, 2])  # the empty mmse cell (after sex's two positions)
+    split, i = rows["s010"]
+    region = frames["mri"].loc["s010", "region2"]
+    stat = data.standardization["mri"]
+    assert every[split].arrays["mri"][i, 2] == pytest.approx((region - stat["mean"][2]) / stat["std"][2], rel=1e-5)
+    assert any("missingness patterns" in line for line in data.notes) and any("mmse beta_binomial on 0.." in line for line in data.notes)
+
+
+def test_tables_from_pairs_tsv_parquet_and_dataframes_read_alike(tmp_path):
+    frames = write_cohort(tmp_path / "csv")
+    frames["mri"].rename_axis("subject").to_csv(tmp_path / "mri.tsv", sep="\t")
+    frames["pet"].rename_axis("subject").to_parquet(tmp_path / "pet.parquet")
+    paired = load_dataset(f"mri={tmp_path / 'mri.tsv'},pet={tmp_path / 'pet.parquet'}")
+    from_frames = load_dataset({"mri": frames["mri"], "pet": frames["pet"]})
+    for split in ("train", "test"):
+        assert (paired.split(split).ids == from_frames.split(split).ids).all()
+        np.testing.assert_allclose(paired.split(split).arrays["mri"], from_frames.split(split).arrays["mri"], rtol=1e-6)
+
+
+def test_column_likelihood_overrides(tmp_path):
+    write_cohort(tmp_path / "t")
+    data = load_dataset(str(tmp_path / "t"), likelihoods={"clinical.mmse": "beta_binomial:0-30", "clinical.smoker": "categorical",
+                                                          "clinical.lesions": "gaussian"})
+    columns = {c.name: c for c in data.modalities[0].columns}
+    assert (columns["mmse"].low, columns["mmse"].high) == (0, 30)
+    assert columns["smoker"].classes == ("0", "1") and columns["lesions"].family == "gaussian"
+    with pytest.raises(DataError, match="clinical.COLUMN"):
+        load_dataset(str(tmp_path / "t"), likelihoods={"clinical": "gaussian"})
+    with pytest.raises(DataError, match="names columns weight of modality 'clinical'"):
+        load_dataset(str(tmp_path / "t"), likelihoods={"clinical.weight": "gaussian"})
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+GOOD = "subject,age\n" + "".join(f"s{i},{60 + i}\n" for i in range(12))
+
+
+@pytest.mark.parametrize("name,tables,expected", [
+    ("no id column", {"mri.csv": GOOD}, "no ID column 'participant'"),
+    ("duplicated ids", {"mri.csv": GOOD + "s3,70\ns4,71\n"}, "IDs appear more than once in column 'subject': s3, s4"),
+    ("stray strings", {"mri.csv": GOOD + "s20,n/a\ns21,>30\n"}, "numeric column with text in 2 cells ('>30', 'n/a') of subjects s20, s21"),
+    ("ragged row", {"mri.csv": GOOD + "s22,1,5\n"}, "Expected 2 fields in line 14, saw 3"),
+    ("decimal comma", {"mri.csv": GOOD + 's20,"1,5"\n'}, "decimal commas"),
+    ("type change", {"mri.csv": "subject,dx\n" + "".join(f"s{i},{i}\n" for i in range(4)) + "".join(f"s{i},AD\n" for i in range(4, 12))},
+     "changes type: numbers for subjects s0, s1, s2, s3"),
+    ("not utf-8", {"mri.csv": "subject,site\ns1,Z\xfcrich\n".encode("latin-1")}, "not UTF-8 text"),
+    ("nothing in common", {"mri.csv": GOOD, "pet.csv": GOOD.replace("s", "sub-")}, "no subject in common"),
+    ("free text", {"mri.csv": "subject,notes\n" + "".join(f"s{i},note {i}\n" for i in range(40))}, "look like free text"),
+    ("empty subject", {"mri.csv": GOOD + "s30,\n"}, "subjects s30 have no value in any table"),
+])
+def test_bad_tables_get_one_line_naming_file_column_and_subjects(tmp_path, name, tables, expected):
+    for file, text in tables.items():
+        _write(tmp_path / "t" / file, text)
+    id_column = "participant" if name == "no id column" else None
+    with pytest.raises(DataError) as caught:
+        load_dataset(str(tmp_path / "t"), id_column=id_column)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+    assert "mri.csv" in message or "pet.csv" in message or "--data" in message
+
+
+# --- the commands: tables in, ID-keyed tables out ---------------------------------------------------------
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    """The command line, run in this process (a subprocess costs seconds of imports per call)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables")
+    frames = write_cohort(root / "tables", n=80)
+    done = _cli("train", "--data", root / "tables", "--epochs", "2", "--latent-dim", "6", "--hidden", "16", "--quiet", "--out", root / "run")
+    assert done.returncode == 0, done.stderr
+    return root, frames, done
+
+
+def test_train_announces_the_overview_and_saves_the_columns(table_run):
+    root, _, done = table_run
+    assert "missingness patterns" in done.stderr and "sex categorical (2 classes: F, M)" in done.stderr
+    config = json.loads((root / "run" / "config.json").read_text())
+    clinical = next(m for m in config["modalities"] if m["name"] == "clinical")
+    assert [c["name"] for c in clinical["columns"]] == ["sex", "mmse", "lesions", "smoker"]
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_embed_score_and_impute_write_tables_keyed_by_id(table_run, tmp_path):
+    root, frames, _ = table_run
+    run, tables = root / "run", root / "tables"
+    assert _cli("embed", run, "--data", tables, "--out", tmp_path / "z.csv").returncode == 0
+    embedded = _read(tmp_path / "z.csv")
+    assert list(embedded[0])[:2] == ["subject", "dim0"] and [r["subject"] for r in embedded] == list(frames["mri"].index)
+    done = _cli("score", run, "--data", tables, "--out", tmp_path / "s.csv", "--samples", "3")
+    assert done.returncode == 0, done.stderr
+    scored = _read(tmp_path / "s.csv")
+    assert list(scored[0])[:2] == ["subject", "score"] and len(scored) == 80
+    assert all(r["observed_pet"] == str(int(s in frames["pet"].index)) for r, s in zip(scored, frames["mri"].index))
+    done = _cli("impute", run, "--data", tables, "--out", tmp_path / "filled", "--samples", "2")
+    assert done.returncode == 0, done.stderr
+    pet = pd.read_csv(tmp_path / "filled" / "pet.csv", index_col=0)
+    assert list(pet.index) == list(frames["mri"].index) and not pet.isna().any().any()  # every subject, filled
+    np.testing.assert_allclose(pet.loc[frames["pet"].index].to_numpy(), frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)  # observed kept
+    clinical = pd.read_csv(tmp_path / "filled" / "clinical.csv", index_col=0, keep_default_na=False)
+    assert list(clinical.columns) == ["sex", "mmse", "lesions", "smoker"]
+    assert clinical.loc["s003", "sex"] in ("F", "M") and clinical.loc["s004", "sex"] == frames["clinical"].loc["s004", "sex"]
+    assert clinical.loc["s005", "mmse"] != "" and 0 <= float(clinical.loc["s005", "mmse"]) <= 30
+    probabilities = pd.read_csv(tmp_path / "filled" / "clinical.probabilities.csv", index_col=0)
+    assert list(probabilities.columns) == ["sex=F", "sex=M"]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_category_the_model_never_saw_is_refused_naming_the_subjects(table_run, tmp_path):
+    root, frames, _ = table_run
+    clinical = frames["clinical"].copy()
+    clinical.loc["s007", "sex"] = "X"
+    write_cohort(tmp_path / "new", n=80)
+    clinical.rename_axis("subject").to_csv(tmp_path / "new" / "clinical.csv")
+    done = _cli("embed", root / "run", "--data", tmp_path / "new", "--out", tmp_path / "z.csv")
+    assert done.returncode != 0 and "classes X (subjects s007)" in done.stderr and "Traceback" not in done.stderr
