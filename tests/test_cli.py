@@ -324,6 +324,7 @@ def test_every_training_and_data_option_is_one_declaration_read_by_the_parser_th
         "order_dimensions": (["--no-order-dimensions"], False), "data": (["--data", "cohort"], "cohort"),
         "data_dir": (["--data-dir", "/d"], "/d"), "data_seed": (["--data-seed", "3"], 3), "likelihoods": (["--likelihood", "a=poisson"], {"a": "poisson"}),
         "binarize": (["--binarize", "static"], "static"), "max_train": (["--max-train", "9"], 9), "standardize": (["--no-standardize"], False),
+        "id_column": (["--id-column", "subject"], "subject"), "covariates": (["--covariates", "age,site"], ["age", "site"]),
     }
     declared = [f.name for options in (TrainingOptions, DataOptions) for f in fields(options)]
     assert sorted(declared) == sorted(typed), "a new option needs a line here: its flag and a value other than its default"

@@ -32,6 +32,8 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
 from .options import ACCELERATORS, DEFAULT_GRAD_CLIP, PRECISIONS, TrainingOptions  # noqa: F401  (re-exported likewise)
 from .data import MultimodalData, Split, load_dataset
 from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
+from .columns import COVARIATES
+from .data.covariates import CovariateEncoding
 from .data.tables import holds_frames, table_rows, user_tables
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
@@ -63,14 +65,17 @@ class MultimodalVAE:
     """
 
     def __init__(
-        self, modalities: Sequence[Modality], latent: str = DEFAULT_LATENT, aggregator: str = DEFAULT_AGGREGATOR, seed: int = 0, **settings
+        self, modalities: Sequence[Modality], latent: str = DEFAULT_LATENT, aggregator: str = DEFAULT_AGGREGATOR, seed: int = 0,
+        covariates: CovariateEncoding | None = None, **settings
     ) -> None:
         self.config = ModelConfig(latent=latent, aggregator=aggregator, **settings)
         self.config.validate()
         self.modalities = list(modalities)
+        #: the covariates every encoder and decoder reads (a conditional VAE; `infinimodal.data.covariates`), or None
+        self.covariates = covariates
         with torch.random.fork_rng():  # the initial weights depend on `seed` only, not on the caller's RNG state
             torch.manual_seed(seed)
-            self.module = build_module(self.modalities, self.config)
+            self.module = build_module(self.modalities, self.config, covariates=covariates.width if covariates is not None else 0)
         self.module.eval()
         #: {modality: {"mean", "std"}} of standardised modalities: inputs are mapped in, outputs back out
         self.standardization: dict = {}
@@ -150,9 +155,9 @@ class MultimodalVAE:
             return arrays
         ids = None
         if holds_frames(arrays) and any(m.is_table for m in self.modalities):
-            arrays, ids, _ = user_tables(arrays, self.modalities, None, source)
+            arrays, ids = user_tables(arrays, self.modalities, None, source, self.covariates)[:2]
         arrays = user_arrays(arrays, self.names, source)
-        unknown = set(arrays) - set(self.names) - {"labels", "split"}
+        unknown = set(arrays) - set(self.names) - {"labels", "split", COVARIATES}
         if unknown:
             raise DataError(f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})")
         lengths = {name: len(arrays[name]) for name in self.names if name in arrays}
@@ -188,7 +193,19 @@ class MultimodalVAE:
         empty = ~mask.any(axis=1)
         if empty.any():
             raise DataError(f"{source}: rows {format_rows(empty)} have no modality observed" + (f" (subjects {', '.join(ids[empty][:8])})" if ids is not None else ""))
+        if self.covariates is not None:
+            out[COVARIATES] = self._covariate_rows(arrays, n, source)
         return Split(out, mask, ids=ids)
+
+    def _covariate_rows(self, arrays: dict, n: int, source: str) -> np.ndarray:
+        """The encoded covariates of the rows (tables read for this model carry them; `CovariateEncoding.encode`)."""
+        values = arrays.get(COVARIATES)
+        if values is None:
+            raise DataError(f"{source}: this model is conditioned on covariates ({', '.join(self.covariates.names)}): give tables that hold them")
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (n, self.covariates.width) or not np.isfinite(values).all():
+            raise DataError(f"{source}: covariates must be {self.covariates.width} finite encoded values per row, got shape {values.shape}")
+        return values
 
     def _given_mask(self, mask: np.ndarray, given: Sequence[str] | None, source: str) -> np.ndarray:
         if given is None:
@@ -234,6 +251,35 @@ class MultimodalVAE:
             for m, name in enumerate(self.names):
                 fill_missing(filled[name], rows, ~split.mask[rows, m], generated[name])
         return filled
+
+    @torch.no_grad()
+    def harmonize(self, arrays, at: np.ndarray, batch_size: int = 500, source: str = "the input",
+                  samples: int = DEFAULT_IMPUTATION_SAMPLES) -> dict[str, np.ndarray]:
+        """Every subject as if measured at the covariates `at` (encoded, [rows, K] or one row for all;
+        `CovariateEncoding.encode` / `set_values`): the encoders read each subject's own covariates, the decoders `at`.
+        A Gaussian value that was observed keeps its residual, x + E[x | z, at] - E[x | z, own]; any other observed value
+        is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both)."""
+        if self.covariates is None:
+            raise InfinimodalError("harmonisation needs a model conditioned on covariates (train with --covariates)")
+        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)
+        split = self.as_split(arrays, source)
+        out = self._observed_copy(arrays, split)
+        target_rows = np.broadcast_to(np.asarray(at, dtype=np.float32), (len(split), self.covariates.width))
+        for start in range(0, len(split), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split)))
+            batch = split.batch(rows)
+            own = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(batch["data"], batch["mask"], samples, by_row=True).items()})
+            at_rows = torch.from_numpy(np.ascontiguousarray(target_rows[rows]))
+            target = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(
+                batch["data"], batch["mask"], samples, by_row=True, decode_at=at_rows).items()})
+            for m, modality in enumerate(self.modalities):
+                name = modality.name
+                values = out[name][rows].astype(np.float64)
+                shift = gaussian_positions(modality)
+                observed = split.mask[rows, m].reshape(-1, *[1] * (values.ndim - 1)) & ~np.isnan(values)
+                moved = np.where(shift, values + target[name] - own[name], values)
+                out[name][rows] = np.where(observed, moved, target[name])
+        return out
 
     def empty_cells(self, split: Split) -> np.ndarray:
         """[rows] bool: whether an observed row of a table modality has an empty cell (NaN)."""
@@ -284,17 +330,20 @@ class MultimodalVAE:
         return {name: unstandardize_values(self.standardization[name], v) if name in self.standardization else v for name, v in values.items()}
 
     @torch.no_grad()
-    def sample(self, n: int, arrays=None, given: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def sample(self, n: int, arrays=None, given: Sequence[str] | None = None, covariates: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """E[x_m | z] for every modality, z from the prior (n draws) or, with `arrays`, from the posterior given
-        the first n rows' observed modalities (only those in `given`, when set)."""
+        the first n rows' observed modalities (only those in `given`, when set). A model conditioned on covariates
+        decodes prior draws at `covariates` (encoded, one row for all or one per draw; `CovariateEncoding`), rows of
+        `arrays` at their own."""
         if arrays is None:
-            return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n)).items()})
+            at = None if covariates is None else torch.from_numpy(np.broadcast_to(np.asarray(covariates, dtype=np.float32), (n, self.module.n_covariates)).copy())
+            return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n), at).items()})
         split = self.as_split(arrays)
         split = split.take(slice(0, n))
         mask = self._given_mask(split.mask, given, "the input")
         batch = split.batch(np.arange(len(split)))
         q = self.module.posterior(batch["data"], torch.from_numpy(mask))
-        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
+        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q), self.module.covariates_of(batch["data"])).items()})
 
     @torch.no_grad()
     def sample_class(self, n: int, modality: str, value) -> dict[str, np.ndarray]:
@@ -321,20 +370,29 @@ class MultimodalVAE:
             fitted = Reference.fit(self.module, reference, samples)
             return deviation_scores(self.module, split, fitted, samples)
 
-    def synthesize(self, n: int, source: str = DEFAULT_SOURCE, data: MultimodalData | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    def synthesize(self, n: int, source: str = DEFAULT_SOURCE, data: MultimodalData | None = None, seed: int = 0,
+                   at: dict[str, str] | None = None) -> dict[str, np.ndarray]:
         """n synthetic subjects with every modality, drawn from the likelihoods, in the data's units (`infinimodal.synthesis`);
-        source "aggregate" draws latent codes from the posteriors of `data`'s training rows."""
+        source "aggregate" draws latent codes from the posteriors of `data`'s training rows. A model conditioned on
+        covariates gives each subject the covariates of a random training subject, with those named in `at` set
+        ({"site": "A"}), returned as `COVARIATES` (encoded; `self.covariates.decode` gives their values)."""
         if source not in SOURCES:
             raise InfinimodalError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
-        if source == "aggregate" and data is None:
-            raise InfinimodalError("synthesis from the aggregate posterior needs the training data (data=...)")
-        return self.to_user_units(synthesize(self.module, n, source, data.train_for_evaluation() if data is not None else None, seed))
+        if (source == "aggregate" or self.covariates is not None) and data is None:
+            raise InfinimodalError("synthesis from the aggregate posterior, or by a model with covariates, needs the training data (data=...)")
+        if at and self.covariates is None:
+            raise InfinimodalError("--set gives covariate values, and this model has no covariates")
+        change = (lambda encoded: self.covariates.set_values(encoded, at)) if at else None
+        if change is not None:
+            change(np.zeros((1, self.covariates.width), dtype=np.float32))  # unknown names and classes refused before any work
+        return self.to_user_units(synthesize(self.module, n, source, data.train_for_evaluation() if data is not None else None, seed,
+                                             set_covariates=change))
 
     def synthesis_report(self, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
         """Privacy, fidelity and utility of synthetic rows (as `synthesize` returns them) against `data`'s training and
         held-out rows (`infinimodal.evaluation.privacy`)."""
         model_units = {name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
-                       if name in self.standardization else values for name, values in synthetic.items()}
+                       if name in self.standardization else values for name, values in synthetic.items() if name in self.names}
         return synthesis_report(self.module, model_units, data, seed, user_units=self.to_user_units)
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
@@ -366,7 +424,7 @@ class MultimodalVAE:
         out.mkdir(parents=True, exist_ok=True)
         record = {"format": RUN_FORMAT} | self.config.model_fields() | (extra or {}) | {
             "modalities": [m.to_dict() for m in self.modalities], "standardization": self.standardization,
-        }
+        } | covariate_record(self.covariates)
         write_json(out / "config.json", record)
         state = {"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}
         atomic_write(out / "model.ckpt", lambda tmp: torch.save(state, tmp))
@@ -398,7 +456,8 @@ class MultimodalVAE:
             modalities = [m.with_copied_networks() for m in modalities]
         try:
             config = ModelConfig.from_dict(record)
-            vae = cls(modalities, **config.model_fields())
+            covariates = CovariateEncoding.from_dict(record["covariate_encoding"]) if record.get("covariate_encoding") else None
+            vae = cls(modalities, covariates=covariates, **config.model_fields())
         except InfinimodalError as exc:
             raise InfinimodalError(f"{run / 'config.json'}: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -406,6 +465,19 @@ class MultimodalVAE:
         vae.standardization = read_standardization(record, run / "config.json", vae.modalities)
         vae._load_weights(run / "model.ckpt")
         return vae
+
+
+def gaussian_positions(modality: Modality) -> np.ndarray:
+    """Which positions of a modality's rows hold Gaussian (or Laplace) values: a table's Gaussian columns, or every
+    position of a Gaussian modality."""
+    if modality.is_table:
+        return np.concatenate([np.full(c.width, c.family == "gaussian") for c in modality.columns])
+    return np.full(modality.shape, modality.likelihood.split(":")[0] in ("gaussian", "laplace"))
+
+
+def covariate_record(covariates: CovariateEncoding | None) -> dict:
+    """config.json's `covariate_encoding` (plain JSON), or nothing for a model without covariates."""
+    return {} if covariates is None else {"covariate_encoding": covariates.to_dict()}
 
 
 def fill_missing(values: np.ndarray, rows: np.ndarray, missing: np.ndarray, generated: np.ndarray) -> None:
@@ -427,7 +499,7 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
     Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
     """
     data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress,
-                        standardize=config.standardize, id_column=config.id_column)
+                        standardize=config.standardize, id_column=config.id_column, covariates=config.covariates)
     if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
     elif config.max_train is not None and config.max_train < len(data.train):
@@ -496,7 +568,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         log.info(line)
         if announce is not None:
             announce(line)
-    vae = MultimodalVAE(data.modalities, seed=config.seed, **config.model_fields())
+    vae = MultimodalVAE(data.modalities, seed=config.seed, covariates=data.covariates, **config.model_fields())
     vae.check_training_options(data, config.training_options())
     if not resume and is_rank_zero():
         # a new run in an old directory: nothing of the old run may pass for this one's (cleared only once the data
@@ -505,7 +577,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
     record = {"format": RUN_FORMAT} | asdict(config) | {
         "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
         "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
-    } | data_file_record(config.data)
+    } | covariate_record(data.covariates) | data_file_record(config.data)
     if resume:
         record["resumed"] = int(earlier.get("resumed", 0)) + 1
     writes = is_rank_zero()  # under DDP only rank 0 writes the run directory

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 COLUMN_FAMILIES = ("gaussian", "bernoulli", "poisson", "negative_binomial", "beta_binomial", "categorical")
 #: The likelihood name of a modality made of columns.
 TABLE_LIKELIHOOD = "table"
+#: The key of the covariates among a split's arrays and a batch's data ({modality: values, COVARIATES: [rows, K]}): a
+#: conditional model's encoders and decoders read them (`MultimodalModule(covariates=K)`); they are never scored.
+COVARIATES = "__covariates__"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from . import api
 from .config import DataOptions, check_options_apply
 from .options import TrainingOptions
 from .parser import build_parser, changed_train_flags, option_values, settings_values
+from .columns import COVARIATES
 from .errors import InfinimodalError
 from .distributed import is_rank_zero
 
@@ -31,8 +32,8 @@ def rows_of(spec: str, split: str, run_dir: str):
 
     vae, config = api.load(run_dir)
     if is_table_spec(spec):
-        arrays, ids, id_name = user_tables(spec, vae.modalities, config.id_column, spec)
-        return vae, arrays, Subjects(ids, id_name)
+        rows = user_tables(spec, vae.modalities, config.id_column, spec, vae.covariates)
+        return vae, rows.arrays, Subjects(rows.ids, rows.id_name)
     if Path(spec).suffix in SUFFIXES:
         if Path(spec).suffix == ".npz":
             return vae, read_npz_arrays(spec), None
@@ -217,14 +218,23 @@ def run_impute(args: argparse.Namespace) -> None:
     split = vae.as_split(rows, args.data)
     given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
     settings = {} if args.samples is None else {"samples": args.samples}
-    filled = vae.impute(given, source=args.data, **settings)
+    if args.set:
+        if vae.covariates is None:
+            raise InfinimodalError("--set gives covariate values, and this model has no covariates (train with --covariates)")
+        at = vae.covariates.set_values(split.arrays[COVARIATES], dict(args.set))
+        filled = vae.harmonize(given, at, source=args.data, **settings)
+    else:
+        filled = vae.impute(given, source=args.data, **settings)
     counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
     if tables:
         written = write_imputed_tables(vae, filled, ids.ids, Path(args.out), ids.column)
         cells = {m.name: int((split.mask[:, i, None] & np.isnan(split.arrays[m.name])).any(axis=1).sum()) for i, m in enumerate(vae.modalities) if m.is_table}
-        print(f"imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
+        what = f"every subject decoded at {', '.join(f'{k}={v}' for k, v in args.set)} (harmonised); " if args.set else ""
+        print(f"{what}imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
               f"wrote {', '.join(written)}")
         return
+    if args.draws and args.set:
+        raise InfinimodalError("--draws and --set: multiple imputation is at the subjects' own covariates; drop one")
     if args.draws:
         filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
     extra = {k: v for k, v in rows.items() if k not in vae.names}
@@ -266,19 +276,34 @@ def run_synthesize(args: argparse.Namespace) -> int:
     """`synthesize`: synthetic rows and their privacy report; EXIT_MEMORISATION when the report finds memorisation."""
     from .synthesis import DEFAULT_SOURCE
 
-    if not args.out.endswith(".npz"):
-        raise InfinimodalError(f"--out must be a .npz file, got {args.out}")
     vae, config = api.load(args.run_dir)
+    tables = all(m.is_table for m in vae.modalities) and not Path(args.out).suffix
+    if not args.out.endswith(".npz") and not tables:
+        raise InfinimodalError(f"--out must be a .npz file (or, for a model of tables, a folder), got {args.out}")
     data = api.load_run_data(args.run_dir, config, progress=False)
     source = args.source or DEFAULT_SOURCE
-    samples = vae.synthesize(args.n, source=source, data=data, seed=args.seed)
+    samples = vae.synthesize(args.n, source=source, data=data, seed=args.seed, at=dict(args.set or []))
     report = {"source": source, "seed": args.seed} | vae.synthesis_report(samples, data, seed=args.seed)
-    labels = {"labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[samples[data.label_modality].argmax(1)]} \
-        if data.label_modality is not None else {}
-    np.savez(args.out, **samples, **labels)
-    report_path = Path(args.out).with_suffix(".privacy.json")
+    encoded = samples.pop(COVARIATES, None)
+    covariates = vae.covariates.decode(encoded) if encoded is not None else {}
+    if tables:
+        ids = [f"synthetic-{i + 1:0{len(str(args.n))}d}" for i in range(args.n)]
+        written = write_imputed_tables(vae, samples, ids, Path(args.out), config.id_column or "id")
+        if covariates:
+            import pandas as pd
+
+            pd.DataFrame(covariates, index=pd.Index(ids, name=config.id_column or "id")).to_csv(Path(args.out) / "covariates.csv", float_format="%.6g")
+            written.append(str(Path(args.out) / "covariates.csv"))
+        report_path = Path(args.out) / "privacy.json"
+        where = ", ".join(written)
+    else:
+        labels = {"labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[samples[data.label_modality].argmax(1)]} \
+            if data.label_modality is not None else {}
+        text = {f"covariate_{name}": np.asarray(values).astype(str if np.asarray(values).dtype == object else np.float64) for name, values in covariates.items()}
+        np.savez(args.out, **samples, **labels, **text)
+        report_path, where = Path(args.out).with_suffix(".privacy.json"), args.out
     report_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.n} synthetic rows ({source}) to {args.out}; privacy, fidelity and utility in {report_path.name}")
+    print(f"wrote {args.n} synthetic rows ({source}) to {where}; privacy, fidelity and utility in {report_path.name}")
     privacy = report.get("privacy") or {}
     if privacy:
         print(f"  share nearer a training row than a held-out row {privacy['dcr_share']:.3f} (fresh subjects: {privacy['dcr_share_null']:.3f}); "

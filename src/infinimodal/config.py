@@ -133,6 +133,9 @@ class DataOptions(Settings):
                         "modality, or name=FILE,name=FILE")
     data_dir: str | None = setting(None, "directory with the MNIST IDX files (default: search)")
     id_column: str | None = setting(None, "tables (--data DIR): the column of subject IDs that joins them (default: each table's first column)")
+    covariates: list[str] = setting([], "tables: columns every encoder and decoder is conditioned on, not modelled (age,sex,site: from a table "
+                                    "named covariates or whichever table holds them; numbers standardised, text one-hot)",
+                                    metavar="A,B,C", parse=flagtypes.names)
     data_seed: int = setting(0, "seed of the data set's construction or split (polymnist, noisy-mnist, a data file's split)")
     likelihoods: dict[str, str] = setting({}, lambda: f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / "
                                           "laplace:S with a fixed scale S; * = every modality)", flag="--likelihood",
@@ -175,7 +178,8 @@ TrainConfig.__doc__ = """A training run: the model (`ModelConfig`), its data (`D
 one field per option; saved as a run's config.json."""
 
 
-def build_module(modalities: Sequence[Modality], config: ModelConfig) -> MultimodalModule:
+def build_module(modalities: Sequence[Modality], config: ModelConfig, covariates: int = 0) -> MultimodalModule:
+    """The network `config` describes for these modalities, conditioned on `covariates` values per row (0: none)."""
     latent = build_latent(config.latent, **config.latent_settings())
     aggregator = build_aggregator(config.aggregator, **config.aggregator_settings())
-    return MultimodalModule(modalities, latent, aggregator, hidden=config.hidden)
+    return MultimodalModule(modalities, latent, aggregator, hidden=config.hidden, covariates=covariates)

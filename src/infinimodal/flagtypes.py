@@ -86,3 +86,11 @@ def number_or_none(text: str) -> float | None:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}")
     return value
+
+
+def setting_pair(text: str) -> tuple[str, str]:
+    """`NAME=VALUE` of `--set` (a covariate and the value to decode at)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected COVARIATE=VALUE, e.g. site=A or age=70, got {text!r}")
+    return name.strip(), value.strip()

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .aggregators import Aggregator
+from .columns import COVARIATES
 from .latents import LatentFamily
 from .likelihoods import Likelihood, build_likelihood
 from .mixture import MixturePosterior
@@ -30,7 +31,8 @@ from .nets import default_decoder, default_encoder, full_precision
 from .outputs import LossOutput
 from .tabular import TableLikelihood
 
-__all__ = ["MultimodalModule", "kept_random_streams"]
+__all__ = ["COVARIATES", "MultimodalModule", "kept_random_streams"]
+
 
 #: Posterior draws whose decodes imputation averages: `impute`, `evaluate`'s prediction and imputation errors, and
 #: validation's `val_<modality>_error`.
@@ -95,6 +97,7 @@ class MultimodalModule(nn.Module):
         latent: LatentFamily,
         aggregator: Aggregator,
         hidden: Sequence[int] = (500,),
+        covariates: int = 0,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -104,8 +107,12 @@ class MultimodalModule(nn.Module):
             raise ValueError(f"modality names must be unique, got {names}")
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden layer sizes must be positive, got {list(hidden)}")
+        if COVARIATES in names:
+            raise ValueError(f"{COVARIATES!r} is reserved for the covariates; rename that modality")
         self.modalities = list(modalities)
         self.names = names
+        #: covariate values per row that every encoder head and decoder reads (0: an unconditional model)
+        self.n_covariates = int(covariates)
         self.latent = latent
         self.aggregator = aggregator
         self.encoders = nn.ModuleDict()
@@ -115,13 +122,15 @@ class MultimodalModule(nn.Module):
         for modality in self.modalities:
             likelihood = modality_likelihood(modality)
             encoder = modality.encoder if modality.encoder is not None else default_encoder(likelihood.encoder_shape, hidden, likelihood.categorical)
+            if modality.decoder is not None and covariates:
+                raise ValueError(f"modality {modality.name!r}: a custom decoder cannot read covariates; use the default networks or no covariates")
             decoder = modality.decoder if modality.decoder is not None else default_decoder(
-                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical
+                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical, conditions=covariates
             )
-            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood)
+            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood, covariates)
             key = _key(modality.name)
             self.encoders[key] = encoder
-            self.heads[key] = nn.Linear(features, latent.head_size)
+            self.heads[key] = nn.Linear(features + covariates, latent.head_size)
             self.decoders[key] = decoder
             self.likelihoods[key] = likelihood
 
@@ -229,22 +238,37 @@ class MultimodalModule(nn.Module):
         """
         batch = mask.shape[0]
         shifts = shifts or {}
+        covariates = self.covariates_of(data)
         raws = []
         for m, name in enumerate(self.names):
             observed = mask[:, m]
             shift = shifts.get(name)
+            head = self.heads[_key(name)]
             if bool(observed.all()):
-                raws.append(full_precision(self.heads[_key(name)](self.encoder_features(name, data[name], shift))))
+                raws.append(full_precision(head(self._with_covariates(self.encoder_features(name, data[name], shift), covariates))))
                 continue
             rows = observed.nonzero().squeeze(-1)
-            head = self.heads[_key(name)]
             raw = torch.zeros(batch, self.latent.head_size, device=mask.device, dtype=head.weight.dtype)
             if len(rows):
                 shift = None if shift is None else shift.index_select(0, rows)
-                out = full_precision(head(self.encoder_features(name, data[name].index_select(0, rows), shift)))
+                features = self.encoder_features(name, data[name].index_select(0, rows), shift)
+                out = full_precision(head(self._with_covariates(features, None if covariates is None else covariates.index_select(0, rows))))
                 raw = raw.index_copy(0, rows, out)
             raws.append(raw)
         return self.latent.posterior(torch.stack(raws, dim=1))
+
+    def covariates_of(self, data: dict[str, Tensor]) -> Tensor | None:
+        """The rows' covariates (`COVARIATES` in `data`), for a conditional model; None for an unconditional one."""
+        if not self.n_covariates:
+            return None
+        covariates = data.get(COVARIATES)
+        if covariates is None or covariates.shape[-1] != self.n_covariates:
+            found = "none" if covariates is None else f"{covariates.shape[-1]} per row"
+            raise ValueError(f"this model is conditioned on {self.n_covariates} covariate values per row; the data give {found}")
+        return covariates
+
+    def _with_covariates(self, features: Tensor, covariates: Tensor | None) -> Tensor:
+        return features if covariates is None else torch.cat([features, covariates.to(features.dtype)], dim=-1)
 
     def posterior(self, data: dict[str, Tensor], mask: Tensor) -> MixturePosterior:
         """q(z | the modalities observed in `mask`), as the aggregator defines it."""
@@ -263,14 +287,16 @@ class MultimodalModule(nn.Module):
 
     @torch.no_grad()
     def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0,
-                          by_row: bool = False) -> dict[str, Tensor]:
+                          by_row: bool = False, decode_at: Tensor | None = None) -> dict[str, Tensor]:
         """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
         `conditional_posterior` (the draws seeded, so the same rows give the same answer; `by_row`: each row's own,
         whatever else is in the call, `conditional_draws`); samples = 0 decodes at the posterior's mean instead (a
-        plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear)."""
+        plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear). `decode_at`: covariates [rows, K] to decode at
+        instead of the rows' own (the encoders read their own): each subject as if measured at other covariates."""
+        covariates = self.covariates_of(data) if decode_at is None else decode_at
         if samples == 0:
-            return self.decode_mean(self.conditional_posterior(data, mask).mean)
-        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1))
+            return self.decode_mean(self.conditional_posterior(data, mask).mean, covariates)
+        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1), repeat_rows(covariates, samples))
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
 
     def conditional_draws(self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int, by_row: bool = False) -> Tensor:
@@ -302,8 +328,9 @@ class MultimodalModule(nn.Module):
         with kept_random_streams(mask.device):
             for alone, row_mask in self.rows_alone(data, mask, seed):
                 z = self.latent.rsample(self.conditional_posterior(alone, row_mask), draws).flatten(0, 1)
+                covariates = repeat_rows(self.covariates_of(alone), draws)
                 for name in self.names:
-                    out[name].append(self.observation(name, z).sample())
+                    out[name].append(self.observation(name, z, covariates).sample())
         return {name: torch.stack(values, dim=1) for name, values in out.items()}
 
     @torch.no_grad()
@@ -311,9 +338,11 @@ class MultimodalModule(nn.Module):
         """E[x_name | the observed modalities] [rows, C] for a categorical modality: its imputed class probabilities,
         what `conditional_means(...)[name]` gives with the same draws, decoding that modality alone (its decoder is
         small; the others' need not run)."""
+        covariates = self.covariates_of(data)
         if samples == 0:
-            return torch.softmax(self.class_logits(name, self.conditional_posterior(data, mask).mean), dim=-1)
-        probabilities = torch.softmax(self.class_logits(name, self.conditional_draws(data, mask, samples, seed).flatten(0, 1)), dim=-1)
+            return torch.softmax(self.class_logits(name, self.conditional_posterior(data, mask).mean, covariates), dim=-1)
+        draws = self.conditional_draws(data, mask, samples, seed).flatten(0, 1)
+        probabilities = torch.softmax(self.class_logits(name, draws, repeat_rows(covariates, samples)), dim=-1)
         return probabilities.view(samples, mask.shape[0], -1).mean(0)
 
     @torch.no_grad()
@@ -338,13 +367,14 @@ class MultimodalModule(nn.Module):
 
     # --- decoding ------------------------------------------------------------------------------------
 
-    def observation(self, name: str, z: Tensor) -> Distribution:
-        """p(x_name | z) for latent samples z of shape [n, latent_size]."""
-        return self._observation(name, self.latent.decoder_input(z))
+    def observation(self, name: str, z: Tensor, covariates: Tensor | None = None) -> Distribution:
+        """p(x_name | z, covariates) for latent samples z of shape [n, latent_size] (covariates [n, K]: a conditional model's)."""
+        return self._observation(name, self.latent.decoder_input(z), covariates)
 
-    def _observation(self, name: str, code: Tensor) -> Distribution:
+    def _observation(self, name: str, code: Tensor, covariates: Tensor | None = None) -> Distribution:
         likelihood = self.likelihoods[_key(name)]
-        params = self.decoders[_key(name)](code)
+        decoder = self.decoders[_key(name)]
+        params = decoder(code, covariates) if self.n_covariates else decoder(code)
         return likelihood(params.reshape(code.shape[0], likelihood.n_params, *likelihood.shape))
 
     def log_likelihoods(
@@ -356,27 +386,32 @@ class MultimodalModule(nn.Module):
         Decoders run only on the selected rows.
         """
         code = self.latent.decoder_input(z)
+        covariates = self.covariates_of(data)
+        if covariates is not None and rows is not None:
+            covariates = covariates.index_select(0, rows)
         columns = []
         for m, name in enumerate(self.names):
             chosen = select[:, m]
             x = data[name] if rows is None else data[name].index_select(0, rows)
             if bool(chosen.all()):
-                columns.append(self._log_prob(name, code, x))
+                columns.append(self._log_prob(name, code, x, covariates))
                 continue
             idx = chosen.nonzero().squeeze(-1)
             column = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
             if len(idx):
-                column = column.index_copy(0, idx, self._log_prob(name, code.index_select(0, idx), x.index_select(0, idx)).to(z.dtype))
+                given = None if covariates is None else covariates.index_select(0, idx)
+                column = column.index_copy(0, idx, self._log_prob(name, code.index_select(0, idx), x.index_select(0, idx), given).to(z.dtype))
             columns.append(column)
         return torch.stack(columns, dim=-1)
 
-    def _log_prob(self, name: str, code: Tensor, x: Tensor) -> Tensor:
-        return self._observation(name, code).log_prob(x)
+    def _log_prob(self, name: str, code: Tensor, x: Tensor, covariates: Tensor | None = None) -> Tensor:
+        return self._observation(name, code, covariates).log_prob(x)
 
-    def decode_mean(self, z: Tensor) -> dict[str, Tensor]:
-        """E[x_m | z] for every modality (Bernoulli probabilities, Gaussian means, Poisson rates, ...)."""
+    def decode_mean(self, z: Tensor, covariates: Tensor | None = None) -> dict[str, Tensor]:
+        """E[x_m | z] for every modality (Bernoulli probabilities, Gaussian means, Poisson rates, ...); a conditional
+        model's `covariates` [n, K] are those the rows are decoded at."""
         code = self.latent.decoder_input(z)
-        return {name: self._observation(name, code).mean for name in self.names}
+        return {name: self._observation(name, code, covariates).mean for name in self.names}
 
     # --- objectives ----------------------------------------------------------------------------------
 
@@ -389,9 +424,9 @@ class MultimodalModule(nn.Module):
         modality's log-likelihood weight in the loss (None: 1; the ELBO reported is unweighted either way)."""
         return self.aggregator.loss(self, data, mask, kl_weight, weights)
 
-    def class_logits(self, name: str, z: Tensor) -> Tensor:
-        """The logits of categorical modality `name` given z: [R, C]."""
-        return self._observation(name, self.latent.decoder_input(z)).logits
+    def class_logits(self, name: str, z: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """The logits of categorical modality `name` given z (and a conditional model's covariates): [R, C]."""
+        return self._observation(name, self.latent.decoder_input(z), covariates).logits
 
     @torch.no_grad()
     def log_likelihood(self, data: dict[str, Tensor], mask: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:
@@ -417,6 +452,11 @@ class MultimodalModule(nn.Module):
         rows = torch.arange(batch, device=mask.device).repeat(n_samples)
         log_lik = self.log_likelihoods(z.reshape(n_samples * batch, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, batch)
         return log_lik + self.latent.log_prior(z) - q.log_prob(z)
+
+
+def repeat_rows(covariates: Tensor | None, times: int) -> Tensor | None:
+    """Covariates [rows, K] for draws flattened sample-major ([times * rows]), None stays None."""
+    return None if covariates is None else covariates.repeat(times, 1)
 
 
 def _moments(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
@@ -523,7 +563,7 @@ def modality_likelihood(modality: Modality) -> Likelihood:
     return TableLikelihood(modality.columns) if modality.is_table else build_likelihood(modality.likelihood, modality.shape)
 
 
-def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood) -> int:
+def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood, covariates: int = 0) -> int:
     """Dry-run the networks on two zero rows; return the encoder's feature size or say what does not fit."""
     n_params = likelihood.n_params
     with torch.no_grad():
@@ -534,7 +574,7 @@ def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, 
         if features.dim() != 2 or features.shape[0] != 2:
             raise ValueError(f"modality {modality.name!r}: the encoder must return [batch, features], got {tuple(features.shape)}")
         try:
-            params = decoder(torch.zeros(2, code_size))
+            params = decoder(torch.zeros(2, code_size), torch.zeros(2, covariates)) if covariates else decoder(torch.zeros(2, code_size))
         except Exception as exc:
             raise ValueError(f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}: {exc}") from exc
         expected = n_params * math.prod(modality.shape)

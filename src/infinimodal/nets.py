@@ -50,15 +50,35 @@ class MLPEncoder(nn.Module):
         return self.net(x.flatten(1))
 
 
-class MLPDecoder(nn.Module):
-    def __init__(self, in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int) -> None:
+class Conditioned(nn.Module):
+    """Mixin of the default decoders: `conditions` covariates (a conditional VAE) enter the layer that reads the latent
+    code, through weights of their own (`condition`), so that the code's columns of that layer (`input_layer`) stay
+    one per latent dimension whatever the covariates."""
+
+    def _condition(self, conditions: int, width: int) -> None:
+        self.conditions = conditions
+        self.condition = nn.Linear(conditions, width, bias=False) if conditions else None
+
+    def _read_code(self, layer: nn.Linear, code: Tensor, covariates: Tensor | None) -> Tensor:
+        out = layer(code)
+        if self.condition is None:
+            return out
+        if covariates is None:
+            raise ValueError(f"this decoder is conditioned on {self.conditions} covariate values per row: give them")
+        return out + self.condition(covariates.to(out.dtype))
+
+
+class MLPDecoder(Conditioned):
+    def __init__(self, in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, conditions: int = 0) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.n_params = n_params
         self.net = mlp(in_features, list(reversed(hidden)), n_params * math.prod(shape))
+        self._condition(conditions, self.net[0].out_features)
 
-    def forward(self, code: Tensor) -> Tensor:
-        return self.net(code).view(code.shape[0], self.n_params, *self.shape)
+    def forward(self, code: Tensor, covariates: Tensor | None = None) -> Tensor:
+        out = self.net[1:](self._read_code(self.net[0], code, covariates))
+        return out.view(code.shape[0], self.n_params, *self.shape)
 
     def input_layer(self) -> nn.Linear:
         """The layer that reads the latent code (one weight column per latent dimension)."""
@@ -83,13 +103,13 @@ class ConvEncoder(nn.Module):
         return self.dense(self.conv(x))
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(Conditioned):
     """The mirror image: dense layers to a 64-channel map of a quarter the size, two transposed convolutions.
 
     Sizes that are not multiples of 4 are generated one step larger and cropped.
     """
 
-    def __init__(self, in_features: int, shape: tuple[int, int, int], width: int, n_params: int) -> None:
+    def __init__(self, in_features: int, shape: tuple[int, int, int], width: int, n_params: int, conditions: int = 0) -> None:
         super().__init__()
         channels, height, breadth = shape
         c1, c2 = CONV_CHANNELS
@@ -102,13 +122,14 @@ class ConvDecoder(nn.Module):
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(c1, n_params * channels, 4, 2, 1)
         )
+        self._condition(conditions, width)
 
     def input_layer(self) -> nn.Linear:
         """The layer that reads the latent code (one weight column per latent dimension)."""
         return self.dense[0]
 
-    def forward(self, code: Tensor) -> Tensor:
-        out = self.deconv(self.dense(code).view(code.shape[0], CONV_CHANNELS[1], *self.grid))
+    def forward(self, code: Tensor, covariates: Tensor | None = None) -> Tensor:
+        out = self.deconv(self.dense[1:](self._read_code(self.dense[0], code, covariates)).view(code.shape[0], CONV_CHANNELS[1], *self.grid))
         _, height, breadth = self.shape
         return out[:, :, :height, :breadth].reshape(code.shape[0], self.n_params, *self.shape)
 
@@ -125,10 +146,12 @@ def default_encoder(shape: tuple[int, ...], hidden: Sequence[int], categorical: 
     return ConvEncoder(shape, hidden[-1]) if len(shape) == 3 else MLPEncoder(shape, hidden)
 
 
-def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, categorical: bool = False) -> nn.Module:
-    """The encoder's mirror image; for a categorical modality one hidden layer of CATEGORICAL_HIDDEN units to the logits."""
+def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, categorical: bool = False,
+                    conditions: int = 0) -> nn.Module:
+    """The encoder's mirror image; for a categorical modality one hidden layer of CATEGORICAL_HIDDEN units to the logits.
+    `conditions`: covariate values per row that the decoder also reads (a conditional VAE; `Conditioned`)."""
     if categorical:
-        return MLPDecoder(in_features, shape, [CATEGORICAL_HIDDEN], n_params)
+        return MLPDecoder(in_features, shape, [CATEGORICAL_HIDDEN], n_params, conditions)
     if len(shape) == 3:
-        return ConvDecoder(in_features, shape, hidden[-1], n_params)
-    return MLPDecoder(in_features, shape, hidden, n_params)
+        return ConvDecoder(in_features, shape, hidden[-1], n_params, conditions)
+    return MLPDecoder(in_features, shape, hidden, n_params, conditions)

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--draws", type=int, default=0,
                         help="also write NAME_draws arrays [D, rows, ...]: D multiple imputations drawn from the predictive distribution")
     impute.add_argument("--seed", type=int, default=0)
+    impute.add_argument("--set", type=flagtypes.setting_pair, action="append", default=None, metavar="COVARIATE=VALUE",
+                        help="models with --covariates: write every subject as if measured at this covariate value (site=A: "
+                             "harmonised tables; Gaussian values keep their residuals); repeat for several")
 
     score = commands.add_parser("score", help="how atypical each row is for the population the model was trained on (a CSV)")
     score.add_argument("run_dir")
@@ -152,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     synthesize.add_argument("--source", default=None, choices=["prior", "aggregate"],
                             help="latent codes from the prior, or from the posteriors of random training rows (default: prior)")
     synthesize.add_argument("--seed", type=int, default=0)
-    synthesize.add_argument("--out", required=True, help="FILE.npz (FILE.privacy.json is written beside it; the exit status is 4 when it finds memorisation)")
+    synthesize.add_argument("--set", type=flagtypes.setting_pair, action="append", default=None, metavar="COVARIATE=VALUE",
+                            help="models with --covariates: give every synthetic subject this covariate value (default: those of random "
+                                 "training subjects); repeat for several")
+    synthesize.add_argument("--out", required=True, help="FILE.npz, or for a model of tables a folder of tables with new IDs and the covariates used "
+                                                         "(FILE.privacy.json / DIR/privacy.json is written beside them; the exit status is 4 when it finds memorisation)")
 
     embed = commands.add_parser("embed", help="posterior means of every row of a data set or file")
     embed.add_argument("run_dir")

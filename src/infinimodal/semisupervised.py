@@ -74,7 +74,7 @@ def information_term(module: MultimodalModule, data: dict[str, Tensor], mask: Te
             continue
         chosen = select_rows(data, rows)
         z = module.latent.rsample(module.conditional_posterior(chosen, mask.index_select(0, rows)))  # as imputation draws
-        log_p = torch.log_softmax(module.class_logits(name, z), dim=-1)
+        log_p = torch.log_softmax(module.class_logits(name, z, module.covariates_of(chosen)), dim=-1)
         total = total + beta * len(rows) / mask.shape[0] * mutual_information(log_p)
     return total
 
@@ -113,7 +113,7 @@ def class_log_probs(module: MultimodalModule, name: str, data: dict[str, Tensor]
     """log p(name | x) [R, C]: categorical modality `name` decoded at the mean of q(z | the modalities in `given`),
     their encoders' inputs moved by `shifts` (the plug-in imputation the smoothness term asks to be stable)."""
     q = module.conditional_posterior(data, given, shifts)
-    return torch.log_softmax(module.class_logits(name, q.mean), dim=-1)
+    return torch.log_softmax(module.class_logits(name, q.mean, module.covariates_of(data)), dim=-1)
 
 
 def adversarial_shifts(module: MultimodalModule, name: str, data: dict[str, Tensor], given: Tensor, clean: Tensor,

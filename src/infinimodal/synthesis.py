@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .columns import COVARIATES
 from .data import MultimodalData, Split
 from .evaluation import privacy
 from .model import MultimodalModule
@@ -26,14 +27,11 @@ UNLIKE_SHARE = 0.01
 MAX_REPORT_ROWS = 5000
 
 
-def _prior_codes(module: MultimodalModule, n: int, rows: Split | None, generator: np.random.Generator) -> torch.Tensor:
+def _prior_codes(module: MultimodalModule, n: int, rows: Split | None, chosen: np.ndarray | None) -> torch.Tensor:
     return module.latent.sample_prior(n)
 
 
-def _aggregate_codes(module: MultimodalModule, n: int, rows: Split | None, generator: np.random.Generator) -> torch.Tensor:
-    if rows is None or len(rows) == 0:
-        raise ValueError("aggregate-posterior sampling needs the training rows")
-    chosen = generator.integers(0, len(rows), n)
+def _aggregate_codes(module: MultimodalModule, n: int, rows: Split | None, chosen: np.ndarray | None) -> torch.Tensor:
     batch = rows.batch(chosen)
     with torch.no_grad():
         return module.latent.rsample(module.conditional_posterior(batch["data"], batch["mask"]))
@@ -47,19 +45,33 @@ DEFAULT_SOURCE = "prior"
 
 @torch.no_grad()
 def synthesize(module: MultimodalModule, n: int, source: str = DEFAULT_SOURCE, rows: Split | None = None, seed: int = 0,
-               batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """n synthetic rows of every modality, in the model's units: z from `source`, then x_m ~ p(x_m | z)."""
+               batch_size: int = 1000, set_covariates=None) -> dict[str, np.ndarray]:
+    """n synthetic rows of every modality, in the model's units: z from `source`, then x_m ~ p(x_m | z). A conditional
+    model's synthetic subjects take the covariates of random training rows (`rows`; for the aggregate source, the rows
+    their codes come from), changed by `set_covariates` (encoded rows -> encoded rows; `--set`) before they are decoded,
+    and returned as `COVARIATES`, so that they can be reported beside the rows."""
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
+    needs_rows = source == "aggregate" or module.n_covariates > 0
+    if needs_rows and (rows is None or len(rows) == 0):
+        raise ValueError("aggregate-posterior sampling, and a model conditioned on covariates, need the training rows")
     module.eval()
     generator = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in module.names}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in module.names + ([COVARIATES] if module.n_covariates else [])}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
-            z = SOURCES[source](module, min(batch_size, n - start), rows, generator)
+            count = min(batch_size, n - start)
+            chosen = generator.integers(0, len(rows), count) if needs_rows else None
+            z = SOURCES[source](module, count, rows, chosen)
+            covariates = None
+            if module.n_covariates:
+                drawn = rows.arrays[COVARIATES][chosen]
+                covariates = torch.from_numpy(np.ascontiguousarray(set_covariates(drawn) if set_covariates is not None else drawn))
+            if covariates is not None:
+                parts[COVARIATES].append(covariates.numpy())
             for name in module.names:
-                parts[name].append(module.observation(name, z).sample().numpy())
+                parts[name].append(module.observation(name, z, covariates).sample().numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
@@ -69,6 +81,15 @@ def observed_rows(split: Split, names: list[str], modalities: list[str]) -> dict
     rows = np.flatnonzero(split.mask[:, columns].all(axis=1))
     data = split.batch(rows)["data"] if len(rows) else {}
     return {name: data[name].numpy() for name in modalities} if len(rows) else {}
+
+
+def fill_empty_cells(train: dict[str, np.ndarray], holdout: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Real rows with the empty cells of table modalities (NaN) set to the training rows' mean of that cell, so that
+    distances between rows are defined (synthetic rows have every cell)."""
+    if not any(np.isnan(v).any() for part in (train, holdout) for v in part.values() if v.dtype.kind == "f"):
+        return train, holdout
+    means = {name: np.nan_to_num(np.nanmean(values, axis=0)) for name, values in train.items()}
+    return tuple({name: np.where(np.isnan(values), means[name], values) for name, values in part.items()} for part in (train, holdout))
 
 
 def _row_count(rows: dict[str, np.ndarray]) -> int:
@@ -109,7 +130,7 @@ def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray],
     # every binary synthetic row look nearer the held-out rows)
     train_split, holdout_split, names = data.train_for_evaluation(), data.valid, module.names
     limited = {name: synthetic[name][:MAX_REPORT_ROWS] for name in names}
-    train, holdout = observed_rows(train_split, names, names), observed_rows(holdout_split, names, names)
+    train, holdout = fill_empty_cells(observed_rows(train_split, names, names), observed_rows(holdout_split, names, names))
     out = {"synthetic_rows": _row_count(synthetic), "real_rows": "every row with every modality observed",
            "training_rows": _row_count(train), "held_out_rows": _row_count(holdout)}
     out["privacy"], warnings = privacy_block(limited, train, holdout, "every modality", seed)
@@ -117,8 +138,8 @@ def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray],
     if not (train_split.mask.all() and holdout_split.mask.all()) and len(names) > 1:
         out["privacy_by_modality"] = {}
         for name in names:
-            block, block_warnings = privacy_block(limited, observed_rows(train_split, names, [name]), observed_rows(holdout_split, names, [name]),
-                                                  name, seed)
+            block, block_warnings = privacy_block(limited, *fill_empty_cells(observed_rows(train_split, names, [name]),
+                                                                             observed_rows(holdout_split, names, [name])), name, seed)
             out["privacy_by_modality"][name] = block
             warnings += block_warnings
             if block:

@@ -49,16 +49,19 @@ def load_dataset(
     progress: bool = True,
     standardize: bool = True,
     id_column: str | None = None,
+    covariates: list[str] | None = None,
 ) -> MultimodalData:
     """The data set named by `spec` (see the module docstring; from Python also a dict {modality: pandas DataFrame
     indexed by subject ID}), validated.
 
     data_dir: where the MNIST files are (default: search); seed: of the data set's construction
     (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split); id_column: the tables' ID
-    column (default: each table's first).
+    column (default: each table's first); covariates: the tables' columns the model is conditioned on.
     """
+    if covariates and not is_table_spec(spec):
+        raise DataError(f"--covariates {','.join(covariates)}: covariates are columns of tables (--data DIR); {spec} is not")
     if is_table_spec(spec):
-        data = tables_dataset(spec, id_column, likelihoods, seed=seed)
+        data = tables_dataset(spec, id_column, likelihoods, seed=seed, covariates=covariates)
         data.validate()
         return standardize_data(data, scale=standardize)
     if Path(spec).suffix in SUFFIXES:

@@ -92,6 +92,9 @@ class MultimodalData:
     #: the first rows of `train` a run trained on (`--max-train`), when fewer than all: what a baseline that stands
     #: beside the model may fit (evaluation keeps the whole split for kNN and probes)
     trained_rows: int | None = None
+    #: how covariate columns are encoded (`--covariates`, `infinimodal.data.covariates.CovariateEncoding`); their values
+    #: are each split's `arrays[COVARIATES]`; None without covariates
+    covariates: object | None = None
 
     def model_train(self) -> Split:
         """The training rows the model saw: the first `trained_rows` of the split, or all of it."""

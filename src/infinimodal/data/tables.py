@@ -16,12 +16,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from ..columns import TABLE_LIKELIHOOD, Column, parse_column_likelihood
+from ..columns import COVARIATES, TABLE_LIKELIHOOD, Column, parse_column_likelihood
 from ..errors import DataError
 from ..modality import Modality
+from .covariates import CovariateEncoding, fit_covariates
 from .multimodal import MultimodalData, Split
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -374,15 +376,18 @@ def overview(ids_by_split: dict[str, int], names: list[str], mask: np.ndarray, m
     return lines
 
 
-def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, str] | None = None, seed: int = 0) -> MultimodalData:
+def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, str] | None = None, seed: int = 0,
+                   covariates: list[str] | None = None) -> MultimodalData:
     """Tables as a training data set: joined on the ID, one table modality per file, a seeded 80/10/10 split of the
     subjects. `spec`: a folder or `name=FILE,...` (module docstring), or a dict {modality: pandas DataFrame indexed by
     subject ID} (the Python API)."""
     tables = {name: frame_table(name, frame) for name, frame in spec.items()} if isinstance(spec, dict) else read_tables(spec, id_column)
     spec = f"tables {', '.join(spec)}" if isinstance(spec, dict) else spec
+    joined = join_tables(tables)
+    covariate_cells, sources = take_covariates(tables, joined, list(covariates or []))
+    tables = {name: table for name, table in tables.items() if table.cells}  # a table of covariates alone is no modality
     names = list(tables)
     overrides = split_column_overrides(dict(likelihoods or {}), names, spec)
-    joined = join_tables(tables)
     modalities, arrays, columns_mask = [], {}, []
     for name, table in tables.items():
         columns = tuple(table_columns(name, table, overrides[name]))
@@ -397,7 +402,7 @@ def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, st
     mask = np.stack(columns_mask, axis=1)
     nothing = ~mask.any(axis=1)
     if nothing.any():
-        raise DataError(f"--data {spec}: subjects {shown(joined.ids[nothing])} have no value in any table")
+        raise DataError(f"--data {spec}: subjects {shown(joined.ids[nothing])} have no value in any modality table")
     n = len(joined.ids)
     if n < 10:
         raise DataError(f"--data {spec}: {n} subjects are too few to split into train/valid/test (need 10)")
@@ -405,34 +410,82 @@ def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, st
     parts = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
     for name in arrays:  # absent subjects hold zeros like any missing row; empty cells stay NaN
         arrays[name] = np.where(np.isnan(arrays[name]).all(axis=1, keepdims=True), 0.0, arrays[name]).astype(np.float32)
+    encoding = None
+    if covariate_cells:
+        training = np.zeros(n, dtype=bool)
+        training[parts["train"]] = True
+        encoding = fit_covariates(covariate_cells, joined.ids, training, sources)
+        arrays[COVARIATES] = encoding.encode(covariate_cells, joined.ids, f"--data {spec}")
     whole = Split(arrays, mask, None, joined.ids)
     splits = {k: whole.take(np.sort(rows)) for k, rows in parts.items()}
     source = str(Path(spec).resolve()) if Path(spec).exists() else spec
     data = MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], source)
+    data.covariates = encoding
     data.notes = overview({k: len(v) for k, v in splits.items()}, names, mask, modalities, {k: t.path for k, t in tables.items()})
+    if encoding is not None:
+        data.notes.append("covariates (every encoder and decoder reads them): " + "; ".join(
+            f"{c.name} from {sources[c.name]} ({c.describe() if c.family == 'categorical' else f'numeric, mean {m:.4g}, sd {s:.4g}'})"
+            for c, m, s in zip(encoding.columns, encoding.mean, encoding.std)))
     return data
 
 
-def user_tables(spec, modalities: list[Modality], id_column: str | None, source: str) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
-    """Tables given to a trained model (a spec as for training, or a dict of pandas DataFrames indexed by ID): the
-    arrays of its table modalities in the data's units (NaN rows for absent subjects, NaN cells for empty ones), the
-    IDs, and the name of the ID column (the first table's)."""
+def take_covariates(tables: dict[str, Table], joined: JoinedTables, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The covariate columns `names`, each taken out of the table that holds it (the `covariates` table first) and laid
+    out per joined subject ('' where the subject is absent from that table): (cells by name, file by name)."""
+    cells, sources = {}, {}
+    for name in names:
+        holders = [t for t, table in tables.items() if name in table.cells]
+        if COVARIATE_TABLE in holders:
+            holders = [COVARIATE_TABLE]
+        if not holders:
+            raise DataError(f"--covariates: no table holds a column {name!r} (tables: " + "; ".join(
+                f"{t}: {shown(list(table.cells))}" for t, table in tables.items()) + ")")
+        if len(holders) > 1:
+            raise DataError(f"--covariates: column {name!r} is in several tables ({', '.join(holders)}); keep it in one, or in a table named {COVARIATE_TABLE}")
+        table = tables[holders[0]]
+        values = table.cells.pop(name)
+        rows = joined.rows[holders[0]]
+        out = np.full(len(joined.ids), np.nan) if values.dtype != object else np.full(len(joined.ids), "", dtype=object)
+        out[rows >= 0] = values[rows[rows >= 0]]
+        cells[name], sources[name] = out, str(table.path)
+    return cells, sources
+
+
+class TableRows(NamedTuple):
+    """Tables read for a trained model: the arrays of its modalities in the data's units (NaN rows for absent subjects,
+    NaN cells for empty ones; `COVARIATES`: the encoded covariates of a conditional model), the subjects' IDs, the
+    name of the ID column, and the covariate cells as given (for `--set`)."""
+
+    arrays: dict[str, np.ndarray]
+    ids: np.ndarray
+    id_name: str
+    covariate_cells: dict[str, np.ndarray]
+
+
+def user_tables(spec, modalities: list[Modality], id_column: str | None, source: str, covariates: CovariateEncoding | None = None) -> TableRows:
+    """Tables given to a trained model: a spec as for training, or a dict of pandas DataFrames indexed by ID."""
     if isinstance(spec, dict):
         tables = {name: frame_table(name, frame) for name, frame in spec.items()}
     else:
         tables = read_tables(str(spec), id_column)
+    joined = join_tables(tables)
+    cells: dict[str, np.ndarray] = {}
+    if covariates is not None:
+        cells, _ = take_covariates(tables, joined, covariates.names)
+        tables = {name: table for name, table in tables.items() if table.cells}
     known = {m.name: m for m in modalities}
     unknown = [name for name in tables if name not in known]
     if unknown:
         raise DataError(f"{source}: tables {shown(unknown)} are not modalities of this model ({', '.join(known)})")
-    joined = join_tables(tables)
     arrays = {}
     for name, table in tables.items():
         modality = known[name]
         if not modality.is_table:
             raise DataError(f"{table.path}: modality {name!r} of this model is not a table (it was trained from {modality.likelihood} arrays)")
         arrays[name] = joined.gather(name, encode_table(table, modality.columns, str(table.path)))
-    return arrays, joined.ids, next(iter(tables.values())).id_name
+    if covariates is not None:
+        arrays[COVARIATES] = covariates.encode(cells, joined.ids, str(source))
+    return TableRows(arrays, joined.ids, next(iter(tables.values())).id_name if tables else "id", cells)
 
 
 def frame_table(name: str, frame) -> Table:

@@ -234,7 +234,7 @@ def coherence(model: MultimodalModule, split: Split, classifiers, subsets: dict[
             rows = complete.nonzero().squeeze(-1)
             data_rows = {k: v.index_select(0, rows) for k, v in batch["data"].items()}
             q = model.posterior(data_rows, limited.index_select(0, rows))
-            generated = model.decode_mean(model.latent.rsample(q))
+            generated = model.decode_mean(model.latent.rsample(q), model.covariates_of(data_rows))
             for m in correct:
                 prediction = classifiers[m].predict(generated[names[m]])
                 correct[m] += int((prediction == labels[start:][rows]).sum())

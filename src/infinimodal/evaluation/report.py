@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..columns import COVARIATES
 from ..errors import InfinimodalError
 from ..runfiles import read_config, read_json_object, unfinished_warning
 from ..stick_breaking import sticks_to_cover
@@ -153,9 +154,13 @@ def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int, mass_coun
 
 
 @torch.no_grad()
-def _decode(module, z: torch.Tensor, batch: int = 512) -> dict[str, np.ndarray]:
+def _decode(module, z: torch.Tensor, covariates: torch.Tensor | None = None, batch: int = 512) -> dict[str, np.ndarray]:
+    """E[x | z] of every modality for z [..., latent]; a conditional model's `covariates` are one row for every z, or one
+    row per z."""
     flat = z.reshape(-1, z.shape[-1])
-    parts = [module.decode_mean(flat[i : i + batch]) for i in range(0, len(flat), batch)]
+    if covariates is not None and len(covariates) == 1:
+        covariates = covariates.expand(len(flat), -1)
+    parts = [module.decode_mean(flat[i : i + batch], None if covariates is None else covariates[i : i + batch]) for i in range(0, len(flat), batch)]
     return {name: torch.cat([p[name] for p in parts]).numpy().reshape(*z.shape[:-1], *m.shape)
             for name, m in zip(module.names, module.modalities)}
 
@@ -378,16 +383,26 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
                                   ["posterior", f"dimensions with KL > {KL_ACTIVE_THRESHOLD}", "total KL (nats)"]))
 
 
+def _typical_covariates(ctx: _Run) -> torch.Tensor | None:
+    """One row of covariates to decode prior draws at, for a conditional model: the test rows' typical values."""
+    encoding = ctx.data.covariates
+    if encoding is None:
+        return None
+    return torch.from_numpy(encoding.typical(ctx.data.test.arrays[COVARIATES]))[None, :]
+
+
 def _per_dimension(section: Section, ctx: _Run, joint: dict, max_dims: int) -> None:
     latent = ctx.module.latent
     unit = latent.unit_name
     alone_dims, first_dims, why = used_dimensions(latent.has_sticks, joint, max_dims, latent.mass_counts_dimensions)
     alone, first = dimension_sweeps(latent, alone_dims, first_dims, n=ctx.examples, seed=ctx.seed)
-    alone_x, first_x = _decode(ctx.module, alone), _decode(ctx.module, first)
+    typical = _typical_covariates(ctx)
+    alone_x, first_x = _decode(ctx.module, alone, typical), _decode(ctx.module, first, typical)
     section.intro = (
         f"Decodes driven by one {unit} at a time (left: {unit} k swept over its prior quantiles 5 %..95 %, every other {unit} at its prior median) "
         f"and by the first k {unit}s (right: the first k drawn from the prior, the same draws in every row, the rest at their medians). "
         f"Shown: {why}. Image modalities show E[x | z]; tabular ones show, per feature, how much E[x | z] varies across the row."
+        + (" Decoded at typical covariates (the test rows' mean number, their most frequent class)." if typical is not None else "")
     )
     for modality in ctx.modalities:
         path = plots.per_dimension_figure(
@@ -417,7 +432,7 @@ def _generation(section: Section, ctx: _Run) -> None:
             index = usable.nonzero().squeeze(-1)
             q = module.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
             z[index] = module.latent.rsample(q)
-        generated = _decode(module, z)
+        generated = _decode(module, z, batch["data"].get(COVARIATES))
         label = ("all observed modalities" if ctx.multimodal else "reconstruction") if subset is None else f"{names[subset[0]]} only"
         columns = [(f"{name}\n(data)", m, truth[name]) for name, m in zip(names, modalities)]
         for name, m in zip(names, modalities):
@@ -539,7 +554,8 @@ def _prior(section: Section, ctx: _Run) -> None:
         samples = ctx.vae.sample(4 * ctx.examples)
         path = plots.image_grid_figure(modalities[0], samples[names[0]], ctx.figures / "prior_samples.png", columns=ctx.examples)
     else:
-        samples = ctx.vae.sample(ctx.examples)
+        typical = _typical_covariates(ctx)
+        samples = ctx.vae.sample(ctx.examples, covariates=None if typical is None else typical.numpy())
         path = plots.columns_figure([(name, m, samples[name]) for name, m in zip(names, modalities)], ctx.figures / "prior_samples.png")
     section.figures.append(Figure(path, "samples from the prior"))
 
