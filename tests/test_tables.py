@@ -19,7 +19,8 @@ from scipy import stats
 from infinimodal.cli import main
 from infinimodal.columns import Column, feature_names, parse_column_likelihood
 from infinimodal.data import load_dataset
-from infinimodal.data.tables import tables_dataset
+from infinimodal.columns import COVARIATES
+from infinimodal.data.tables import tables_dataset, user_tables
 from infinimodal.errors import DataError
 from infinimodal.tabular import TableLikelihood, beta_binomial_log_prob
 
@@ -223,7 +224,7 @@ GOOD = "subject,age\n" + "".join(f"s{i},{60 + i}\n" for i in range(12))
     ("not utf-8", {"mri.csv": "subject,site\ns1,Z\xfcrich\n".encode("latin-1")}, "not UTF-8 text"),
     ("nothing in common", {"mri.csv": GOOD, "pet.csv": GOOD.replace("s", "sub-")}, "no subject in common"),
     ("free text", {"mri.csv": "subject,notes\n" + "".join(f"s{i},note {i}\n" for i in range(40))}, "look like free text"),
-    ("empty subject", {"mri.csv": GOOD + "s30,\n"}, "subjects s30 have no value in any table"),
+    ("empty subject", {"mri.csv": GOOD + "s30,\n"}, "subjects s30 have no value in any modality table"),
 ])
 def test_bad_tables_get_one_line_naming_file_column_and_subjects(tmp_path, name, tables, expected):
     for file, text in tables.items():
@@ -302,3 +303,129 @@ def test_a_category_the_model_never_saw_is_refused_naming_the_subjects(table_run
     clinical.rename_axis("subject").to_csv(tmp_path / "new" / "clinical.csv")
     done = _cli("embed", root / "run", "--data", tmp_path / "new", "--out", tmp_path / "z.csv")
     assert done.returncode != 0 and "classes X (subjects s007)" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- covariates -------------------------------------------------------------------------------------------
+
+
+def write_covariate_cohort(folder: Path, n: int = 90, seed: int = 1) -> dict[str, pd.DataFrame]:
+    """MRI shifted by scanner site and age, PET for some subjects, and a covariates table (age, sex, site)."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Index([f"p{i:03d}" for i in range(n)], name="subject")
+    site = rng.choice(["A", "B", "C"], n)
+    age = rng.uniform(55, 90, n).round(1)
+    z = rng.normal(size=(n, 2))
+    offset = pd.Series({"A": 0.0, "B": 2.0, "C": -2.0})[site].to_numpy()
+    mri = pd.DataFrame(z @ rng.normal(size=(2, 4)) + offset[:, None] + 0.03 * (age[:, None] - 70), columns=[f"r{j}" for j in range(4)], index=ids)
+    pet = pd.DataFrame(z[:, :1] @ rng.normal(size=(1, 2)), columns=["a", "b"], index=ids).iloc[: 2 * n // 3]
+    covariates = pd.DataFrame({"age": age, "sex": rng.choice(["F", "M"], n), "site": site}, index=ids)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = {"mri": mri, "pet": pet, "covariates": covariates}
+    for name, frame in frames.items():
+        frame.to_csv(folder / f"{name}.csv")
+    return frames
+
+
+def test_covariates_leave_the_modalities_and_are_encoded_from_training_subjects(tmp_path):
+    frames = write_covariate_cohort(tmp_path / "t")
+    data = load_dataset(str(tmp_path / "t"), covariates=["age", "site"])
+    assert data.names == ["covariates", "mri", "pet"]  # sex, not named a covariate, stays a feature of its table's modality
+    assert [c.name for c in data.modalities[0].columns] == ["sex"]
+    encoding = data.covariates
+    assert encoding.names == ["age", "site"] and encoding.width == 4
+    train_ages = frames["covariates"].loc[list(data.train.ids), "age"]
+    assert encoding.mean[0] == pytest.approx(train_ages.mean()) and encoding.std[0] == pytest.approx(train_ages.std(ddof=0))
+    row = data.test.arrays[COVARIATES][0]
+    subject = frames["covariates"].loc[data.test.ids[0]]
+    assert row[0] == pytest.approx((subject["age"] - encoding.mean[0]) / encoding.std[0], rel=1e-5)
+    assert row[1:].tolist() == [float(subject["site"] == c) for c in ("A", "B", "C")]
+
+
+def test_bad_covariates_are_refused_naming_them(tmp_path):
+    frames = write_covariate_cohort(tmp_path / "t")
+    with pytest.raises(DataError, match="no table holds a column 'scanner'"):
+        load_dataset(str(tmp_path / "t"), covariates=["scanner"])
+    covariates = frames["covariates"].copy()
+    covariates.loc["p004", "site"] = ""
+    covariates.to_csv(tmp_path / "t" / "covariates.csv")
+    with pytest.raises(DataError, match="covariate 'site' .* empty for subjects p004"):
+        load_dataset(str(tmp_path / "t"), covariates=["site"])
+    with pytest.raises(DataError, match="covariates are columns of tables"):
+        load_dataset("synthetic", covariates=["age"])
+
+
+def test_a_conditional_model_decodes_at_the_covariates_it_is_given():
+    from infinimodal.config import ModelConfig, build_module
+    from infinimodal.modality import Modality
+
+    torch.manual_seed(0)
+    module = build_module([Modality("x", (3,), "gaussian"), Modality("y", (2,), "bernoulli")], ModelConfig(latent="gated", latent_dim=4, hidden=[8]),
+                          covariates=2)
+    z = torch.rand(5, module.latent.latent_size)
+    at_a, at_b = torch.tensor([[1.0, 0.0]]).expand(5, 2), torch.tensor([[0.0, 1.0]]).expand(5, 2)
+    assert not torch.allclose(module.decode_mean(z, at_a)["x"], module.decode_mean(z, at_b)["x"])
+    with pytest.raises(ValueError, match="conditioned on 2 covariate values"):
+        module.decode_mean(z)
+    before = module.decode_mean(z, at_b)["x"]
+    module.resize_dimensions(6)  # the latent grows; the covariates keep their own weights and the decodes stay as they were
+    values, sticks = z[:, :4], z[:, 4:]  # the gated family's z: 4 values, then 4 sticks
+    grown = torch.cat([values, torch.zeros(5, 2), sticks, torch.full((5, 2), 0.5)], dim=-1)
+    torch.testing.assert_close(module.decode_mean(grown, at_b)["x"], before)
+
+
+@pytest.fixture(scope="module")
+def covariate_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("covariates")
+    frames = write_covariate_cohort(root / "tables")
+    done = _cli("train", "--data", root / "tables", "--covariates", "age,sex,site", "--epochs", "2", "--latent-dim", "4", "--hidden", "16",
+                "--quiet", "--out", root / "run")
+    assert done.returncode == 0, done.stderr
+    return root, frames, done
+
+
+def test_harmonising_at_the_subjects_own_site_keeps_their_values(covariate_run):
+    from infinimodal import api
+
+    root, frames, done = covariate_run
+    assert "covariates (every encoder and decoder reads them): age from" in done.stderr
+    vae = api.load(root / "run")[0]
+    rows = user_tables(str(root / "tables"), vae.modalities, None, "t", vae.covariates)
+    own = vae.harmonize(rows.arrays, rows.arrays[COVARIATES], samples=2)
+    np.testing.assert_allclose(own["mri"], frames["mri"].to_numpy(), rtol=1e-5, atol=1e-5)
+    at_a = vae.covariates.set_values(rows.arrays[COVARIATES], {"site": "A"})
+    moved = vae.harmonize(rows.arrays, at_a, samples=2)
+    at_a_already = (frames["covariates"]["site"] == "A").to_numpy()
+    np.testing.assert_allclose(moved["mri"][at_a_already], frames["mri"].to_numpy()[at_a_already], rtol=1e-5, atol=1e-5)
+    assert np.abs(moved["mri"][~at_a_already] - frames["mri"].to_numpy()[~at_a_already]).max() > 1e-3
+    with pytest.raises(DataError, match="not a class the model was trained with"):
+        vae.covariates.set_values(rows.arrays[COVARIATES], {"site": "Z"})
+
+
+def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run, tmp_path):
+    root, frames, _ = covariate_run
+    done = _cli("impute", root / "run", "--data", root / "tables", "--out", tmp_path / "harmonised", "--set", "site=B", "--samples", "2")
+    assert done.returncode == 0, done.stderr
+    assert list(pd.read_csv(tmp_path / "harmonised" / "mri.csv", index_col=0).index) == list(frames["mri"].index)
+    done = _cli("synthesize", root / "run", "--n", "30", "--out", tmp_path / "synthetic", "--set", "site=C")
+    assert done.returncode in (0, 4), done.stderr
+    covariates = pd.read_csv(tmp_path / "synthetic" / "covariates.csv", index_col=0)
+    assert len(covariates) == 30 and set(covariates["site"]) == {"C"} and covariates.index[0] == "synthetic-01"
+    assert set(covariates["sex"]) <= {"F", "M"} and covariates["age"].between(55, 90).all()
+    assert (tmp_path / "synthetic" / "mri.csv").is_file() and (tmp_path / "synthetic" / "privacy.json").is_file()
+    clinic = frames["covariates"].copy()
+    clinic.loc["p002", "site"] = "D"
+    (tmp_path / "new").mkdir()
+    for name in ("mri", "pet"):
+        frames[name].to_csv(tmp_path / "new" / f"{name}.csv")
+    clinic.to_csv(tmp_path / "new" / "covariates.csv")
+    done = _cli("score", root / "run", "--data", tmp_path / "new", "--out", tmp_path / "s.csv")
+    assert done.returncode != 0 and "classes D (subjects p002)" in done.stderr and "refused rather than mapped" in done.stderr
+
+
+def test_fidelity_on_too_few_held_out_rows_says_so_instead_of_failing():
+    from infinimodal.evaluation.privacy import fidelity
+
+    rng = np.random.default_rng(0)
+    few = fidelity(rng.normal(size=(30, 3)), rng.normal(size=(3, 3)))
+    assert few["detection_auc"] is None and "too few" in few["detection_note"]
+    assert 0 <= fidelity(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)))["detection_auc"] <= 1

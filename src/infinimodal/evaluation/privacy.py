@@ -221,10 +221,16 @@ def fidelity(synthetic: np.ndarray, holdout: np.ndarray, seed: int = 0, max_rows
     n = min(len(synthetic), len(holdout), max_rows)
     rows = np.concatenate([holdout[rng.permutation(len(holdout))[:n]], synthetic[rng.permutation(len(synthetic))[:n]]])
     is_synthetic = np.repeat([0, 1], n)
+    out = {"ks_mean": float(ks.mean()), "ks_max": float(ks.max()), "correlation_error": correlation_error}
+    if n < DETECTION_FOLDS:
+        return out | {"detection_auc": None, "detection_note": f"{n} held-out rows: too few for {DETECTION_FOLDS}-fold detection"}
     detector = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    predicted = cross_val_predict(detector, rows, is_synthetic, cv=5, method="predict_proba")[:, 1]
-    return {"ks_mean": float(ks.mean()), "ks_max": float(ks.max()), "correlation_error": correlation_error,
-            "detection_auc": float(roc_auc_score(is_synthetic, predicted))}
+    predicted = cross_val_predict(detector, rows, is_synthetic, cv=DETECTION_FOLDS, method="predict_proba")[:, 1]
+    return out | {"detection_auc": float(roc_auc_score(is_synthetic, predicted))}
+
+
+#: Folds of the real-or-synthetic detector's cross-validation (each class needs this many rows).
+DETECTION_FOLDS = 5
 
 
 def utility(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], holdout: dict[str, np.ndarray], target: str | None) -> dict:
