@@ -10,6 +10,7 @@
 | `noisy-mnist` | view1 (rotated digit), view2 (same class, noisy): 1x28x28 (Laplace) |
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
 | `cohort[:k=v,...]` | mri, pet (40 % missing), clinical, genetics (binary): a healthy reference and known atypical test subjects |
+| `cohort-tables[:k=v,...]` | the same kind of cohort as the folder of CSV tables a study holds (written to ./cohort-tables), read as tables |
 | `PATH.npz`, `PATH.h5mu` | the file's arrays (see `infinimodal.data.files`) |
 | `DIR`, `name=FILE,...` | subject-keyed tables (.csv, .tsv, .parquet), one per modality (see `infinimodal.data.tables`) |
 
@@ -20,7 +21,9 @@ training rows and for no test row (`infinimodal.data.labels`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from ..modality import Modality
 from .files import SUFFIXES, file_dataset, read_table
 from .labels import LABEL_MODALITY, add_label_modality, split_label_option
 from .cohort import cohort_dataset
+from .cohort_tables import cohort_tables
 from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_dataset
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
@@ -37,7 +41,63 @@ from .standardize import standardize_data
 from .synthetic import synthetic_dataset
 from .tables import is_table_spec, tables_dataset
 
-BUILTIN = ("mnist", "mnist-rotated", "polymnist:M", "noisy-mnist", "synthetic[:settings]", "cohort[:settings]", "any of them with labels=F")
+@dataclass(frozen=True)
+class Context:
+    """What a built-in data set may need besides its own options."""
+
+    data_dir: str | None
+    binarize: str
+    seed: int
+    progress: bool
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in data set: how `--data` writes it, and how it is made from its options (the text after the colon,
+    labels=F removed)."""
+
+    synopsis: str
+    make: Callable[[str, str, Context], MultimodalData]
+    takes_options: bool = False
+
+
+def _polymnist(options: str, spec: str, context: Context) -> MultimodalData:
+    try:
+        n_modalities = int(options)
+    except ValueError:
+        raise DataError(f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5 (or polymnist:5,labels=0.1)") from None
+    return polymnist_dataset(n_modalities, context.data_dir, seed=context.seed, progress=context.progress)
+
+
+#: The built-in data sets by name: one line each.
+BUILTINS: dict[str, Builtin] = {
+    "mnist": Builtin("mnist", lambda options, spec, c: mnist_dataset(c.data_dir, c.binarize)),
+    "mnist-rotated": Builtin("mnist-rotated", lambda options, spec, c: rotated_mnist_dataset(c.data_dir, c.binarize)),
+    "polymnist": Builtin("polymnist:M", _polymnist, takes_options=True),
+    "noisy-mnist": Builtin("noisy-mnist", lambda options, spec, c: noisy_mnist_dataset(c.data_dir, seed=c.seed, progress=c.progress)),
+    "synthetic": Builtin("synthetic[:settings]", lambda options, spec, c: synthetic_dataset(options), takes_options=True),
+    "cohort": Builtin("cohort[:settings]", lambda options, spec, c: cohort_dataset(options), takes_options=True),
+}
+#: Built-in data sets written as a folder of tables, then read like the user's (`infinimodal.data.tables`): name ->
+#: the function that writes the folder (from the text after the colon) and returns it.
+TABLE_BUILTINS: dict[str, Callable[[str], Path]] = {"cohort-tables": cohort_tables}
+
+BUILTIN = (*(b.synopsis for b in BUILTINS.values()), "any of them with labels=F", *(f"{name}[:settings]" for name in TABLE_BUILTINS))
+
+
+def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, progress: bool) -> MultimodalData:
+    """A built-in data set, `NAME[:OPTIONS]`; every one takes `labels=F` (a label modality, `data.labels`)."""
+    name, _, options = spec.partition(":")
+    builtin = BUILTINS.get(name)
+    if builtin is None:
+        raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, a .npz / .h5mu file, or a folder of tables")
+    options, label_fraction = split_label_option(options, spec)
+    if options and not builtin.takes_options:
+        raise DataError(f"{spec}: {name} takes no option but labels=F (the fraction of training rows whose label is observed)")
+    data = builtin.make(options, spec, Context(data_dir, binarize, seed, progress))
+    if label_fraction is not None:
+        add_label_modality(data, label_fraction, seed=seed)
+    return data
 
 
 def load_dataset(
@@ -58,6 +118,9 @@ def load_dataset(
     (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split); id_column: the tables' ID
     column (default: each table's first); covariates: the tables' columns the model is conditioned on.
     """
+    if isinstance(spec, str) and spec.partition(":")[0] in TABLE_BUILTINS:
+        name, _, options = spec.partition(":")
+        spec = str(TABLE_BUILTINS[name](options))
     if covariates and not is_table_spec(spec):
         raise DataError(f"--covariates {','.join(covariates)}: covariates are columns of tables (--data DIR); {spec} is not")
     if is_table_spec(spec):
@@ -76,35 +139,6 @@ def load_dataset(
         if standardize:
             standardize_data(data)
         data.notes = describe_file_modalities(data, given)
-    return data
-
-
-def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, progress: bool) -> MultimodalData:
-    """A built-in data set, `NAME[:OPTIONS]`; every one takes `labels=F` (a label modality, `data.labels`)."""
-    name, _, options = spec.partition(":")
-    options, label_fraction = split_label_option(options, spec)
-    if name in ("mnist", "mnist-rotated", "noisy-mnist") and options:
-        raise DataError(f"{spec}: {name} takes no option but labels=F (the fraction of training rows whose label is observed)")
-    if name == "mnist":
-        data = mnist_dataset(data_dir, binarize)
-    elif name == "mnist-rotated":
-        data = rotated_mnist_dataset(data_dir, binarize)
-    elif name == "polymnist":
-        try:
-            n_modalities = int(options)
-        except ValueError:
-            raise DataError(f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5 (or polymnist:5,labels=0.1)") from None
-        data = polymnist_dataset(n_modalities, data_dir, seed=seed, progress=progress)
-    elif name == "noisy-mnist":
-        data = noisy_mnist_dataset(data_dir, seed=seed, progress=progress)
-    elif name == "synthetic":
-        data = synthetic_dataset(options)
-    elif name == "cohort":
-        data = cohort_dataset(options)
-    else:
-        raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, or a .npz / .h5mu file")
-    if label_fraction is not None:
-        add_label_modality(data, label_fraction, seed=seed)
     return data
 
 
