@@ -5,6 +5,9 @@ A tiny model is trained on a clean file (modalities `bits` (bernoulli), `counts`
 (gaussian)); then each bad file goes to `train` (with those likelihoods given), `impute`, `embed` and `sample --given` and to the Python
 facade (`MultimodalVAE.embed` on the arrays), and a damaged checkpoint to `evaluate`. A row is a pass when the
 command exits non-zero with one line that names the problem, no traceback, and nothing written to --out.
+Bad folders of subject-keyed tables (`--data DIR`: a missing ID column, duplicated IDs, a column whose type changes,
+stray text in a numeric column, an unknown covariate, tables with no subject in common, a file that is not UTF-8, a
+subject in no modality table) go to `train`, and a covariate class the model never saw to `embed` and `impute`.
 
     python benchmarks/bad_inputs.py [--markdown] [--work DIR]
 """
@@ -62,6 +65,54 @@ def bad_files(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
         "fractional count": changed(counts=at(3, 0, 2.5)),
         "a row without any modality": changed(bits=at(6, slice(None), np.nan), counts=at(6, slice(None), np.nan), values=at(6, slice(None), np.nan)),
     }
+
+
+def clean_tables(folder: Path, n: int = N) -> Path:
+    """A folder of three subject-keyed tables: MRI (numbers), clinical (a score and a text column) and covariates."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"s{i:03d}" for i in range(n)]
+    (folder / "mri.csv").write_text("subject,r1,r2\n" + "".join(f"{s},{a:.3f},{b:.3f}\n" for s, (a, b) in zip(ids, rng.normal(size=(n, 2)))))
+    (folder / "clinical.csv").write_text("subject,mmse,diagnosis\n" + "".join(f"{s},{m},{d}\n" for s, m, d in zip(ids, rng.integers(20, 31, n),
+                                                                                                               rng.choice(["CN", "AD"], n))))
+    (folder / "covariates.csv").write_text("subject,age,site\n" + "".join(f"{s},{a:.0f},{t}\n" for s, a, t in zip(ids, rng.uniform(55, 90, n),
+                                                                                                          rng.choice(["A", "B"], n))))
+    return folder
+
+
+def set_cell(path: Path, subject: str, column: int, text: str) -> None:
+    """Write `text` into one cell of a CSV table (the row of `subject`, the column at that position)."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        cells = line.split(",")
+        if cells[0] == subject:
+            cells[column] = text
+            lines[i] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def bad_tables(work: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Each bad folder of tables, and the extra `train` flags it is tried with."""
+    cases = {}
+
+    def variant(name: str, edit, flags=()) -> None:
+        folder = clean_tables(work / "tables" / name.replace(" ", "_"))
+        edit(folder)
+        cases[name] = (folder, list(flags))
+
+    def replace(file: str, old: str, new: str):
+        return lambda folder: (folder / file).write_text((folder / file).read_text().replace(old, new, 1))
+
+    variant("tables: no such ID column", lambda f: None, ["--id-column", "participant"])
+    variant("tables: duplicated IDs", replace("mri.csv", "s002,", "s001,"))
+    variant("tables: a column whose type changes", lambda f: [set_cell(f / "mri.csv", f"s{i:03d}", 1, "high") for i in range(30, N)])
+    variant("tables: stray strings in numbers", lambda f: [set_cell(f / "clinical.csv", subject, 1, text) for subject, text in (("s003", ">30"), ("s005", "n/a"))])
+    variant("tables: an unknown covariate", lambda f: None, ["--covariates", "age,scanner"])
+    variant("tables: no subject in common", lambda f: (f / "mri.csv").write_text((f / "mri.csv").read_text().replace("\ns", "\nsub-")))
+    variant("tables: not UTF-8", lambda f: (f / "clinical.csv").write_bytes((f / "clinical.csv").read_bytes().replace(b"AD", "\u00c4D".encode("latin-1"), 1)))
+    variant("tables: a subject with no modality", lambda f: (f / "covariates.csv").write_text((f / "covariates.csv").read_text() + "s999,70,A\n"),
+            ["--covariates", "age,site"])
+    return cases
 
 
 def run(argv: list[str], out: Path | None = None) -> dict:
@@ -125,6 +176,18 @@ def main_() -> dict:
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     table["a truncated .npz"] = {"train": run(["train", "--data", str(truncated), "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"),
                                  "impute": run(["impute", str(model), "--data", str(truncated), "--out", str(work / "i.npz")], work / "i.npz")}
+    for name, (folder, flags) in bad_tables(work).items():
+        table[name] = {"train": run(["train", "--data", str(folder), *flags, "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(work / "t")],
+                                    work / "t" / "model.ckpt")}
+        shutil.rmtree(work / "t", ignore_errors=True)
+    tables = clean_tables(work / "tables" / "clean")
+    table_model = work / "table_model"
+    assert run(["train", "--data", str(tables), "--covariates", "age,site", "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(table_model)])["exit"] == 0
+    unseen = clean_tables(work / "tables" / "unseen_site")
+    (unseen / "covariates.csv").write_text((unseen / "covariates.csv").read_text().replace(",A\n", ",C\n", 1))
+    table["tables: a covariate class unseen in training"] = {
+        command: run([command, str(table_model), "--data", str(unseen), "--out", str(work / target)], work / target)
+        for command, target in (("embed", "e.csv"), ("impute", "filled"))}
     damaged = work / "damaged"
     shutil.copytree(model, damaged, dirs_exist_ok=True)
     (damaged / "model.ckpt").write_bytes((model / "model.ckpt").read_bytes()[:1000])

@@ -34,6 +34,8 @@ SCORE_MAX = 100
 #: A text column with more distinct values than this share of its rows (and more than FREE_TEXT_CLASSES) is free text.
 FREE_TEXT_SHARE = 0.5
 FREE_TEXT_CLASSES = 20
+#: A numeric column with text in at most this share of its filled cells has stray text; with more, it changes type.
+STRAY_SHARE = 0.25
 #: The name of the table that holds covariates (`--covariates`), when the user keeps them in a table of their own.
 COVARIATE_TABLE = "covariates"
 #: Subjects named in one error line, at most.
@@ -174,7 +176,7 @@ def parse_numbers(where: str, ids: np.ndarray, cells: np.ndarray) -> np.ndarray 
         return None
     strays = sorted(set(cells[text]))
     example = ", ".join(repr(s) for s in strays[:5])
-    if text.sum() <= numbers.sum():
+    if text.sum() <= STRAY_SHARE * (text.sum() + numbers.sum()):
         hint = " (decimal commas? write 1.5, not 1,5)" if any("," in s for s in strays) else ""
         raise DataError(f"{where}: a numeric column with text in {int(text.sum())} cells ({example}) of subjects {shown(ids[text])}{hint}: "
                         "write numbers, or leave the cells empty for missing values")
@@ -433,13 +435,14 @@ def take_covariates(tables: dict[str, Table], joined: JoinedTables, names: list[
     """The covariate columns `names`, each taken out of the table that holds it (the `covariates` table first) and laid
     out per joined subject ('' where the subject is absent from that table): (cells by name, file by name)."""
     cells, sources = {}, {}
+    missing = [name for name in names if not any(name in table.cells for table in tables.values())]
+    if missing:
+        raise DataError(f"--covariates: no table holds a column {', '.join(map(repr, missing))} (tables: " + "; ".join(
+            f"{t}: {shown(list(table.cells))}" for t, table in tables.items()) + ")")
     for name in names:
         holders = [t for t, table in tables.items() if name in table.cells]
         if COVARIATE_TABLE in holders:
             holders = [COVARIATE_TABLE]
-        if not holders:
-            raise DataError(f"--covariates: no table holds a column {name!r} (tables: " + "; ".join(
-                f"{t}: {shown(list(table.cells))}" for t, table in tables.items()) + ")")
         if len(holders) > 1:
             raise DataError(f"--covariates: column {name!r} is in several tables ({', '.join(holders)}); keep it in one, or in a table named {COVARIATE_TABLE}")
         table = tables[holders[0]]
