@@ -429,3 +429,14 @@ def test_fidelity_on_too_few_held_out_rows_says_so_instead_of_failing():
     few = fidelity(rng.normal(size=(30, 3)), rng.normal(size=(3, 3)))
     assert few["detection_auc"] is None and "too few" in few["detection_note"]
     assert 0 <= fidelity(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)))["detection_auc"] <= 1
+
+
+def test_the_report_shows_the_tables_as_read_and_what_the_embedding_keeps_of_each_covariate(covariate_run):
+    from infinimodal import api
+    from infinimodal.evaluation.report import write_report
+
+    root, _, _ = covariate_run
+    page = write_report(root / "run", api.load_run, max_rows=100, examples=2, max_dims=2, progress=False).read_text()
+    section = page[page.index("The data as read, and the covariates"):]
+    assert "missingness patterns" in section and "predicted from the embedding" in section
+    assert "site" in section and "majority share" in section and "R²" in section

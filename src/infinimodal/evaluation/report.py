@@ -54,6 +54,7 @@ REPORT = "report.html"
 SECTIONS = (
     ("summary", "Summary"),
     ("config", "Configuration"),
+    ("data", "The data as read, and the covariates"),
     ("metrics", "Test metrics"),
     ("curves", "Training curves"),
     ("maps", "Latent maps"),
@@ -249,6 +250,7 @@ def write_report(
         if unfinished:
             sections["summary"].html.insert(0, note(f"Warning: {unfinished}"))
         _config(sections["config"], record, data.test, ctx.modalities)
+        _data(sections["data"], ctx)
         _metrics(sections["metrics"], evaluation, run)
         _curves(sections["curves"], run, figures_dir)
         step("encoding the test rows")
@@ -279,6 +281,47 @@ def write_report(
     out.write_text(page)
     log.info("report written: %s", out)
     return out
+
+
+#: Training rows whose embeddings fit the covariate probes of the report's data section, at most.
+COVARIATE_PROBE_ROWS = 5000
+
+
+def _data(section: Section, ctx: _Run) -> None:
+    """What training printed about the data (for tables: subjects per table, missingness patterns, each column's
+    likelihood) and, for a model with covariates, how much of each covariate the embedding still carries."""
+    notes = ctx.data.notes
+    if notes:
+        section.html.append(table([[line] for line in notes], ["as read when training started"]))
+    encoding = ctx.data.covariates
+    if encoding is None:
+        if not notes:
+            section.html.append(note("Nothing to show: a built-in data set, read as documented."))
+        return
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+
+    train = ctx.data.train.take(slice(0, COVARIATE_PROBE_ROWS))
+    z_train, z_test = encode(ctx.module, train)[0]["representation"], encode(ctx.module, ctx.sample)[0]["representation"]
+    known, held = encoding.decode(train.arrays[COVARIATES]), encoding.decode(ctx.sample.arrays[COVARIATES])
+    rows = []
+    for column in encoding.columns:
+        y_train, y_test = known[column.name], held[column.name]
+        if column.family == "categorical":
+            chance = max(float(np.mean(y_test == c)) for c in np.unique(y_test))
+            accuracy = float((LogisticRegression(max_iter=2000).fit(z_train, y_train).predict(z_test) == y_test).mean()) if len(np.unique(y_train)) > 1 else chance
+            rows.append([column.name, column.describe(), f"accuracy {accuracy:.3f}", f"majority share {chance:.3f}"])
+        else:
+            predicted = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(z_train, y_train).predict(z_test)
+            r2 = 1 - float(np.sum((predicted - y_test) ** 2) / np.sum((y_test - y_test.mean()) ** 2))
+            rows.append([column.name, f"numeric (mean {column_mean(encoding, column):.4g})", f"R² {r2:.3f}", "0"])
+    section.intro = ("Every encoder and decoder reads these covariates, so the latent should hold what they do not explain. Below: how well "
+                     f"each is predicted from the test rows' embeddings (a classifier or ridge regression fitted on up to {COVARIATE_PROBE_ROWS} "
+                     "training rows' embeddings) against chance; near chance means the latent does not carry it.")
+    section.html.append(table(rows, ["covariate", "encoded as", "predicted from the embedding", "chance"]))
+
+
+def column_mean(encoding, column) -> float:
+    return encoding.mean[encoding.names.index(column.name)]
 
 
 def _curves(section: Section, run: Path, figures_dir: Path) -> None:
