@@ -440,3 +440,15 @@ def test_the_report_shows_the_tables_as_read_and_what_the_embedding_keeps_of_eac
     section = page[page.index("The data as read, and the covariates"):]
     assert "missingness patterns" in section and "predicted from the embedding" in section
     assert "site" in section and "majority share" in section and "R²" in section
+
+
+def test_the_python_facade_takes_dataframes_indexed_by_id(table_run):
+    from infinimodal import api
+
+    root, frames, _ = table_run
+    vae = api.load(root / "run")[0]
+    given = {name: frame.rename_axis("subject") for name, frame in frames.items()}
+    filled = vae.impute(given, samples=2)
+    assert filled["pet"].shape == (80, 2) and not np.isnan(filled["pet"]).any()
+    np.testing.assert_allclose(filled["pet"][: len(frames["pet"])], frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert vae.embed(given).shape[0] == 80

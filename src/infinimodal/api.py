@@ -157,6 +157,18 @@ class MultimodalVAE:
         if holds_frames(arrays) and any(m.is_table for m in self.modalities):
             arrays, ids = user_tables(arrays, self.modalities, None, source, self.covariates)[:2]
         arrays = user_arrays(arrays, self.names, source)
+        return self._as_split(arrays, source, ids)
+
+    def read_rows(self, arrays, source: str = "the input"):
+        """What a user passes for rows, read once: a Split as it is; pandas DataFrames of a table model as the arrays of
+        its tables (`infinimodal.data.tables.user_tables`); anything else as `data.files.user_arrays` reads it."""
+        if isinstance(arrays, Split):
+            return arrays
+        if holds_frames(arrays) and any(m.is_table for m in self.modalities):
+            return user_tables(arrays, self.modalities, None, source, self.covariates).arrays
+        return user_arrays(arrays, self.names, source)
+
+    def _as_split(self, arrays: dict, source: str, ids) -> Split:
         unknown = set(arrays) - set(self.names) - {"labels", "split", COVARIATES}
         if unknown:
             raise DataError(f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})")
@@ -239,7 +251,7 @@ class MultimodalVAE:
         The conditional mean is (1 / samples) sum_s E[x_m | z_s], z_s ~ q(z | the observed modalities) (the posterior
         of the observed set, `MultimodalModule.conditional_posterior`); samples = 0 decodes at that posterior's mean
         instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both)."""
-        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
+        arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
         incomplete = np.flatnonzero(~split.mask.all(axis=1) | self.empty_cells(split))  # rows with nothing missing need no decoding
@@ -261,7 +273,7 @@ class MultimodalVAE:
         is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both)."""
         if self.covariates is None:
             raise InfinimodalError("harmonisation needs a model conditioned on covariates (train with --covariates)")
-        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)
+        arrays = self.read_rows(arrays, source)
         split = self.as_split(arrays, source)
         out = self._observed_copy(arrays, split)
         target_rows = np.broadcast_to(np.asarray(at, dtype=np.float32), (len(split), self.covariates.width))
@@ -296,7 +308,7 @@ class MultimodalVAE:
         data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
         Their spread is the uncertainty of the imputation. Each row is drawn from its own seed: a subject's draws are
         the same alone or in any batch."""
-        arrays = arrays if isinstance(arrays, Split) else user_arrays(arrays, self.names, source)  # read once: a path or a MuData
+        arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         observed = self._observed_copy(arrays, split)
         out = {name: np.repeat(value[None], draws, axis=0) for name, value in observed.items()}
