@@ -452,3 +452,22 @@ def test_the_python_facade_takes_dataframes_indexed_by_id(table_run):
     assert filled["pet"].shape == (80, 2) and not np.isnan(filled["pet"]).any()
     np.testing.assert_allclose(filled["pet"][: len(frames["pet"])], frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)
     assert vae.embed(given).shape[0] == 80
+
+
+def test_a_run_finds_its_tables_from_anywhere_and_refuses_changed_ones(table_run, tmp_path, monkeypatch):
+    import shutil
+
+    from infinimodal import api
+
+    root, _, _ = table_run
+    record = api.read_config(root / "run" / "config.json")
+    assert record["data_file"] == str((root / "tables").resolve()) and len(record["data_sha256"]) == 64
+    monkeypatch.chdir(tmp_path)  # the spec as typed does not resolve from here: the recorded folder is used
+    config = api.TrainConfig.from_dict(record | {"data": "tables"})
+    assert api.run_data_file(root / "run", config).data == record["data_file"]
+    copy = tmp_path / "tables"
+    shutil.copytree(root / "tables", copy)
+    assert api.run_data_file(root / "run", config).data == "tables"  # now it does, and the files are the same
+    (copy / "pet.csv").write_text((copy / "pet.csv").read_text().replace("s001,", "s001,9", 1))
+    with pytest.raises(api.InfinimodalError, match="not the tables .* was trained on"):
+        api.run_data_file(root / "run", config)

@@ -34,7 +34,7 @@ from .data import MultimodalData, Split, load_dataset
 from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
 from .columns import COVARIATES
 from .data.covariates import CovariateEncoding
-from .data.tables import holds_frames, table_rows, user_tables
+from .data.tables import holds_frames, is_table_spec, table_paths, table_rows, user_tables
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .data.mnist import FALLBACK_SOURCE
@@ -522,9 +522,24 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
 def data_file_record(spec: str) -> dict:
     """For a run on a data file: its absolute path and SHA-256, so that the run can be used from any directory and a
     changed file is noticed (config.json keeps `data` as it was typed)."""
+    if is_table_spec(spec) and all(path.is_file() for path in table_paths(spec).values()):
+        return {"data_file": resolved_tables(spec), "data_sha256": tables_sha256(spec)}
     if Path(spec).suffix not in SUFFIXES or not Path(spec).is_file():
         return {}
     return {"data_file": str(Path(spec).resolve()), "data_sha256": file_sha256(spec)}
+
+
+def resolved_tables(spec: str) -> str:
+    """A table spec with absolute paths: the folder, or name=FILE pairs."""
+    return str(Path(spec).resolve()) if Path(spec).is_dir() else ",".join(f"{name}={path.resolve()}" for name, path in table_paths(spec).items())
+
+
+def tables_sha256(spec: str) -> str:
+    """One SHA-256 of a spec's tables: each modality's name and its file's digest, in order."""
+    digest = hashlib.sha256()
+    for name, path in table_paths(spec).items():
+        digest.update(f"{name}\0{file_sha256(path)}\0".encode())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -539,6 +554,8 @@ def run_data_file(run_dir: str | Path, config: TrainConfig) -> TrainConfig:
     """`config` with its data file found from wherever the run is used: the path as typed when it exists from here,
     else the absolute path recorded at training; refused in one line when neither exists or the file changed."""
     record = read_config(Path(run_dir) / "config.json")
+    if "data_file" in record and (is_table_spec(record["data_file"]) or "=" in record["data_file"]):
+        return run_tables(run_dir, config, record)
     if Path(config.data).suffix not in SUFFIXES or "data_file" not in record:
         return config
     found = next((p for p in (Path(config.data), Path(record["data_file"])) if p.is_file()), None)
@@ -549,6 +566,19 @@ def run_data_file(run_dir: str | Path, config: TrainConfig) -> TrainConfig:
         raise InfinimodalError(f"{found} is not the file {run_dir} was trained on (its SHA-256 differs from the one in config.json): "
                                "the run's splits and standardisation would not be its own")
     return replace(config, data=str(found))
+
+
+def run_tables(run_dir: str | Path, config: TrainConfig, record: dict) -> TrainConfig:
+    """`run_data_file` for tables: the tables as typed when they are there from here, else as recorded at training;
+    refused in one line when missing or changed."""
+    for spec in (config.data, record["data_file"]):
+        if is_table_spec(spec) and all(path.is_file() for path in table_paths(spec).values()):
+            if tables_sha256(spec) != record.get("data_sha256"):
+                raise InfinimodalError(f"{spec}: not the tables {run_dir} was trained on (their SHA-256 differs from the one in config.json): "
+                                       "the run's subjects, splits and standardisation would not be its own")
+            return replace(config, data=spec)
+    raise InfinimodalError(f"{run_dir} was trained on the tables {record['data_file']}, which are missing: evaluate, report, synthesize and "
+                           "score read them; put them back there")
 
 
 def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> MultimodalData:
