@@ -484,7 +484,7 @@ def gaussian_positions(modality: Modality) -> np.ndarray:
     position of a Gaussian modality."""
     if modality.is_table:
         return np.concatenate([np.full(c.width, c.family == "gaussian") for c in modality.columns])
-    return np.full(modality.shape, modality.likelihood.split(":")[0] in ("gaussian", "laplace"))
+    return np.full(modality.shape, modality.law.family in ("gaussian", "laplace"))
 
 
 def covariate_record(covariates: CovariateEncoding | None) -> dict:

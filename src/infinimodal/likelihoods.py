@@ -20,6 +20,7 @@ To add one: subclass `Likelihood`, then add one line to `LIKELIHOODS`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -267,27 +268,47 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 WITH_FIXED_SCALE = ("gaussian", "laplace")
 
 
-def likelihood_class(spec: str) -> type[Likelihood]:
-    """The class of a likelihood spec ("laplace", "laplace:0.75"); ValueError saying what is allowed otherwise."""
-    name, colon, argument = spec.partition(":")
-    if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {spec!r}; choose one of {', '.join(LIKELIHOODS)} (gaussian:S, laplace:S for a fixed scale S)")
-    if colon:
+@dataclass(frozen=True)
+class LikelihoodSpec:
+    """A modality's likelihood as written ("gaussian", "laplace:0.75"), parsed once: its family (a `LIKELIHOODS` name)
+    and, for the location-scale families, a fixed scale in the data's units (None: learned per feature)."""
+
+    family: str
+    scale: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "LikelihoodSpec":
+        """ValueError saying what is allowed when `text` is not a likelihood."""
+        name, colon, argument = str(text).partition(":")
+        if name not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {text!r}; choose one of {', '.join(LIKELIHOODS)} (gaussian:S, laplace:S for a fixed scale S)")
+        if not colon:
+            return cls(name)
         if name not in WITH_FIXED_SCALE:
-            raise ValueError(f"likelihood {name!r} takes no argument, got {spec!r}")
+            raise ValueError(f"likelihood {name!r} takes no argument, got {text!r}")
         try:
             scale = float(argument)
         except ValueError:
-            raise ValueError(f"likelihood {spec!r}: the fixed scale must be a number") from None
+            raise ValueError(f"likelihood {text!r}: the fixed scale must be a number") from None
         if not scale > 0:
-            raise ValueError(f"likelihood {spec!r}: the fixed scale must be positive")
-    return LIKELIHOODS[name]
+            raise ValueError(f"likelihood {text!r}: the fixed scale must be positive")
+        return cls(name, scale)
+
+    @property
+    def cls(self) -> type[Likelihood]:
+        return LIKELIHOODS[self.family]
+
+    def build(self, shape: tuple[int, ...]) -> Likelihood:
+        return self.cls(shape) if self.scale is None else self.cls(shape, scale=self.scale)
+
+
+def likelihood_class(spec: str) -> type[Likelihood]:
+    """The class of a likelihood spec ("laplace", "laplace:0.75"); ValueError saying what is allowed otherwise."""
+    return LikelihoodSpec.parse(spec).cls
 
 
 def build_likelihood(spec: str, shape: tuple[int, ...]) -> Likelihood:
-    cls = likelihood_class(spec)
-    _, colon, argument = spec.partition(":")
-    return cls(shape, scale=float(argument)) if colon else cls(shape)
+    return LikelihoodSpec.parse(spec).build(shape)
 
 
 def infer_likelihood(values: np.ndarray) -> str:

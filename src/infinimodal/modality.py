@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .columns import TABLE_LIKELIHOOD, Column, feature_names
-from .likelihoods import likelihood_class
+from .likelihoods import LikelihoodSpec, likelihood_class
 
 
 @dataclass
@@ -66,6 +66,11 @@ class Modality:
             raise ValueError(f"modality {self.name!r}: column names must be distinct, got {names}")
         if self.classes is not None:
             raise ValueError(f"modality {self.name!r}: a table modality's classes belong to its categorical columns")
+
+    @property
+    def law(self) -> LikelihoodSpec:
+        """The likelihood, parsed (`LikelihoodSpec`); a table modality's is the family "table" (its columns have theirs)."""
+        return LikelihoodSpec(TABLE_LIKELIHOOD) if self.is_table else LikelihoodSpec.parse(self.likelihood)
 
     @property
     def is_table(self) -> bool:

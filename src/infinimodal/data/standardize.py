@@ -21,10 +21,6 @@ from .multimodal import MultimodalData, Split
 STANDARDIZED_FAMILIES = ("gaussian", "laplace")
 
 
-def likelihood_family(likelihood: str) -> str:
-    return likelihood.split(":", 1)[0]
-
-
 def fit_standardization(data: MultimodalData, scale: bool = True) -> dict[str, dict[str, list]]:
     """{modality: {"mean": ..., "std": ...}} (nested lists, the modality's shape) for its Gaussian / Laplace
     modalities, from the observed training rows; a feature with no spread keeps std 1. Table modalities always have
@@ -34,7 +30,7 @@ def fit_standardization(data: MultimodalData, scale: bool = True) -> dict[str, d
         if modality.is_table:
             stats[modality.name] = table_standardization(modality, data.train.arrays[modality.name][data.train.mask[:, m]], scale)
             continue
-        if not scale or likelihood_family(modality.likelihood) not in STANDARDIZED_FAMILIES or ":" in modality.likelihood:
+        if not scale or modality.law.family not in STANDARDIZED_FAMILIES or modality.law.scale is not None:
             continue  # a fixed scale ("gaussian:0.5") was given in the data's own units: those stay as they are
         rows = data.train.mask[:, m]
         values = np.asarray(data.train.arrays[modality.name][rows], dtype=np.float64)
