@@ -20,7 +20,7 @@ from infinimodal.cli import main
 from infinimodal.columns import Column, feature_names, parse_column_likelihood
 from infinimodal.data import load_dataset
 from infinimodal.columns import COVARIATES
-from infinimodal.data.tables import tables_dataset, user_tables
+from infinimodal.data.tables import user_tables
 from infinimodal.errors import DataError
 from infinimodal.tabular import TableLikelihood, beta_binomial_log_prob
 

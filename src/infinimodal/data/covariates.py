@@ -15,6 +15,7 @@ import numpy as np
 
 from ..columns import Column
 from ..errors import DataError
+from .cells import MISSING_TOKENS, parse_numbers, shown
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,6 @@ class CovariateEncoding:
     def encode(self, cells: dict[str, np.ndarray], ids: np.ndarray, where: str) -> np.ndarray:
         """[rows, width] float32 of each subject's covariates; an empty cell or an unseen class is an error naming the
         subjects."""
-        from .tables import MISSING_TOKENS, parse_numbers, shown
-
         parts = []
         for column, mean, std in zip(self.columns, self.mean, self.std):
             if column.name not in cells:
@@ -116,8 +115,6 @@ class CovariateEncoding:
 
 
 def _refuse_empty(where: str, ids: np.ndarray, empty: np.ndarray) -> None:
-    from .tables import shown
-
     if empty.any():
         raise DataError(f"{where}: empty for subjects {shown(ids[empty])}: the model conditions on every covariate; fill them in, "
                         "or leave these subjects out")
@@ -126,8 +123,6 @@ def _refuse_empty(where: str, ids: np.ndarray, empty: np.ndarray) -> None:
 def fit_covariates(cells: dict[str, np.ndarray], ids: np.ndarray, training: np.ndarray, where: dict[str, str]) -> CovariateEncoding:
     """The encoding of covariate columns: text -> one-hot over the classes, numbers -> standardised with the mean and
     standard deviation of the training subjects (`training`, a boolean row mask)."""
-    from .tables import MISSING_TOKENS, parse_numbers
-
     columns, means, stds = [], [], []
     for name, values in cells.items():
         numbers = parse_numbers(f"covariate {name!r} of {where[name]}", ids, values)

@@ -23,28 +23,18 @@ import numpy as np
 from ..columns import COVARIATES, TABLE_LIKELIHOOD, Column, parse_column_likelihood
 from ..errors import DataError
 from ..modality import Modality
+from .cells import MISSING_TOKENS, parse_numbers, shown
 from .covariates import CovariateEncoding, fit_covariates
 from .multimodal import MultimodalData, Split
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
-#: Cell text read as an empty cell.
-MISSING_TOKENS = frozenset({"", "NA", "NaN", "nan"})
 #: Non-negative integer columns up to this value may be bounded scores (MMSE 0-30, a Likert item); larger are counts.
 SCORE_MAX = 100
 #: A text column with more distinct values than this share of its rows (and more than FREE_TEXT_CLASSES) is free text.
 FREE_TEXT_SHARE = 0.5
 FREE_TEXT_CLASSES = 20
-#: A numeric column with text in at most this share of its filled cells has stray text; with more, it changes type.
-STRAY_SHARE = 0.25
 #: The name of the table that holds covariates (`--covariates`), when the user keeps them in a table of their own.
 COVARIATE_TABLE = "covariates"
-#: Subjects named in one error line, at most.
-SHOWN = 8
-
-
-def shown(items) -> str:
-    items = [str(i) for i in items]
-    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
 def is_table_spec(spec) -> bool:
@@ -154,34 +144,6 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
 
 
 # --- what a column is --------------------------------------------------------------------------------
-
-
-def parse_numbers(where: str, ids: np.ndarray, cells: np.ndarray) -> np.ndarray | None:
-    """A column's cells as floats (NaN = empty), or None when the column is text; an error naming the cells when it
-    mixes numbers and text."""
-    if cells.dtype != object:
-        return cells.astype(np.float64)
-    missing = np.isin(cells, list(MISSING_TOKENS))
-    values = np.full(len(cells), np.nan)
-    text = np.zeros(len(cells), dtype=bool)
-    for i in np.flatnonzero(~missing):
-        try:
-            values[i] = float(cells[i])
-        except ValueError:
-            text[i] = True
-    numbers = ~missing & ~text
-    if not text.any():
-        return values
-    if not numbers.any():
-        return None
-    strays = sorted(set(cells[text]))
-    example = ", ".join(repr(s) for s in strays[:5])
-    if text.sum() <= STRAY_SHARE * (text.sum() + numbers.sum()):
-        hint = " (decimal commas? write 1.5, not 1,5)" if any("," in s for s in strays) else ""
-        raise DataError(f"{where}: a numeric column with text in {int(text.sum())} cells ({example}) of subjects {shown(ids[text])}{hint}: "
-                        "write numbers, or leave the cells empty for missing values")
-    raise DataError(f"{where}: the column changes type: numbers for subjects {shown(ids[numbers])}, text ({example}) for "
-                    f"{shown(ids[text])}; keep one type per column (numbers, or text for categories)")
 
 
 def infer_column(name: str, values: np.ndarray | None, cells: np.ndarray) -> Column:
