@@ -412,6 +412,11 @@ def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run,
     assert len(covariates) == 30 and set(covariates["site"]) == {"C"} and covariates.index[0] == "synthetic-01"
     assert set(covariates["sex"]) <= {"F", "M"} and covariates["age"].between(55, 90).all()
     assert (tmp_path / "synthetic" / "mri.csv").is_file() and (tmp_path / "synthetic" / "privacy.json").is_file()
+    done = _cli("sample", root / "run", "--n", "5", "--set", "site=A", "--out", tmp_path / "prior.npz")
+    assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "prior.npz")["mri"].shape == (5, 4)
+    done = _cli("sample", root / "run", "--n", "5", "--set", "scanner=A", "--out", tmp_path / "bad.npz")
+    assert done.returncode == 2 and "not a covariate of this model (its covariates: age, sex, site)" in done.stderr
     clinic = frames["covariates"].copy()
     clinic.loc["p002", "site"] = "D"
     (tmp_path / "new").mkdir()

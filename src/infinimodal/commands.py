@@ -188,8 +188,10 @@ def run_sample(args: argparse.Namespace) -> None:
         inputs = vae.as_split(rows, args.data).take(slice(0, args.n))
         samples = vae.sample(args.n, inputs, given=args.given)
     else:
-        vae, _ = api.load(args.run_dir)
-        inputs, samples = None, vae.sample(args.n)
+        vae, config = api.load(args.run_dir)
+        inputs, samples = None, vae.sample(args.n, covariates=prior_sample_covariates(vae, config, args))
+    if args.set and (given_class or args.data is not None):
+        raise InfinimodalError("--set gives the covariates of samples from the prior; rows given with --data are decoded at their own")
     if out.suffix == ".npz":
         np.savez(out, **samples)
     else:
@@ -198,6 +200,18 @@ def run_sample(args: argparse.Namespace) -> None:
         given = [args.given[0]] if given_class else args.given or (vae.names if inputs is not None else [])
         sample_figure(vae.modalities, samples, out, inputs=inputs, given=given)
     print(f"wrote {len(next(iter(samples.values())))} samples of {', '.join(samples)} to {out}")
+
+
+def prior_sample_covariates(vae, config, args: argparse.Namespace) -> np.ndarray | None:
+    """The covariates prior samples are decoded at, for a model with covariates: those of random training subjects
+    (seeded by --seed), with --set's values; None for a model without."""
+    if vae.covariates is None:
+        if args.set:
+            raise InfinimodalError("--set gives covariate values, and this model has no covariates (train with --covariates)")
+        return None
+    train = api.load_run_data(args.run_dir, config, progress=False).train
+    drawn = train.arrays[COVARIATES][np.random.default_rng(args.seed).integers(0, len(train), args.n)]
+    return vae.covariates.set_values(drawn, dict(args.set)) if args.set else drawn
 
 
 def run_impute(args: argparse.Namespace) -> None:

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--data", default=None, help="where the given modalities come from (a data spec or file)")
     sample.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--set", type=flagtypes.setting_pair, action="append", default=None, metavar="COVARIATE=VALUE",
+                        help="models with --covariates: decode prior samples at this covariate value (default: those of random training "
+                             "subjects); repeat for several")
     sample.add_argument("--out", required=True, help="FILE.png (a picture) or FILE.npz (arrays)")
 
     impute = commands.add_parser("impute", help="fill the missing modalities and empty cells of tables or of a data file")
