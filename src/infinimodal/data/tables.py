@@ -27,7 +27,6 @@ from .cells import MISSING_TOKENS, parse_numbers, shown
 from .covariates import CovariateEncoding, fit_covariates
 from .multimodal import MultimodalData, Split
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 #: Non-negative integer columns up to this value may be bounded scores (MMSE 0-30, a Likert item); larger are counts.
 SCORE_MAX = 100
 #: A text column with more distinct values than this share of its rows (and more than FREE_TEXT_CLASSES) is free text.
@@ -96,6 +95,25 @@ def _text(path: Path) -> str:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8 (in a spreadsheet: CSV UTF-8)") from None
 
 
+def _read_csv(path: Path, separator: str = ","):
+    """Every cell as text (empty cells as ''), so that numbers, text and stray text are told apart here, not by pandas."""
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(_text(path)), sep=separator, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+
+
+def _read_parquet(path: Path):
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()  # a DataFrame saved with its ID index
+
+
+#: Table formats by file suffix: a reader of one file into a pandas DataFrame whose columns include the ID column.
+TABLE_READERS = {".csv": _read_csv, ".tsv": lambda path: _read_csv(path, "\t"), ".parquet": _read_parquet}
+TABLE_SUFFIXES = tuple(TABLE_READERS)
+
+
 def read_table_file(path: Path, id_column: str | None) -> Table:
     """A table file as text cells keyed by its ID column; errors name the file."""
     if not path.is_file():
@@ -104,13 +122,7 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
     import pandas as pd
 
     try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            if not isinstance(frame.index, pd.RangeIndex):  # a DataFrame saved with its ID index: the index is the first column
-                frame = frame.reset_index()
-        else:
-            frame = pd.read_csv(io.StringIO(_text(path)), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                                na_filter=False, skipinitialspace=True)
+        frame = TABLE_READERS[suffix](path)
     except DataError:
         raise
     except (ValueError, OSError, pd.errors.ParserError, ImportError) as exc:
