@@ -12,7 +12,8 @@ For each (latent family, covariates, seed), on the subjects the model did not tr
 - imputation of absent rows: `evaluate`'s imputation_mse per modality, the model against the tuned baselines;
 - imputation of empty cells: 10 % of the held-out subjects' MRI cells emptied, the model's fill against a ridge
   regression and an MLP per column (each tuned on the validation subjects, fitted on the training subjects, reading
-  every other value, empty cells as the training mean), in units of each column's training standard deviation.
+  every other value and, beside a model with covariates, the covariates; empty cells as the training mean), in units
+  of each column's training standard deviation.
 Then the cost of the tables path against the .npz path on the same numeric modalities (load and train seconds).
 Prints one JSON object; `--out` keeps the runs and writes results.json.
 """
@@ -59,7 +60,7 @@ def cell_baselines(arrays: dict, hidden: np.ndarray, train: np.ndarray, valid: n
     """Ridge and tuned MLP per MRI column: the column from every other value of the subject (empty -> training mean),
     fitted on training subjects, tuned on validation subjects; squared errors on the hidden cells, per column in units
     of its training standard deviation."""
-    names = sorted(k for k in arrays if k != COVARIATES)
+    names = sorted(k for k in arrays if k != COVARIATES) + ([COVARIATES] if COVARIATES in arrays else [])  # the model's covariates too
     flat = np.concatenate([np.asarray(arrays[name], dtype=np.float64) for name in names], axis=1)
     start = sum(arrays[name].shape[1] for name in names[: names.index("mri")])
     mri = flat[:, start : start + arrays["mri"].shape[1]].copy()
@@ -126,7 +127,7 @@ def measure_run(folder: Path, out: Path, latent: str, covariates: bool, seed: in
     filled = vae.impute(emptied, samples=20)["mri"]
     std = np.nanstd(np.where(train_rows[:, None], mri, np.nan), axis=0)
     model_error = float(np.mean(((filled[hidden] - mri[hidden]) / np.broadcast_to(std, mri.shape)[hidden]) ** 2))
-    key = "baselines"
+    key = f"baselines_{'cov' if covariates else 'nocov'}"  # the baselines read what the model reads
     if key not in baselines_cache:
         valid_rows = np.isin(ids, data.valid.ids)
         baselines_cache[key] = cell_baselines({k: v for k, v in rows.arrays.items()}, hidden, train_rows, valid_rows, seed=0)

@@ -476,3 +476,23 @@ def test_a_run_finds_its_tables_from_anywhere_and_refuses_changed_ones(table_run
     (copy / "pet.csv").write_text((copy / "pet.csv").read_text().replace("s001,", "s001,9", 1))
     with pytest.raises(api.InfinimodalError, match="not the tables .* was trained on"):
         api.run_data_file(root / "run", config)
+
+
+def test_imputation_baselines_read_the_covariates_a_conditional_model_reads():
+    from infinimodal.config import ModelConfig, build_module
+    from infinimodal.data.multimodal import Split
+    from infinimodal.evaluation.metrics import imputation_errors
+    from infinimodal.modality import Modality
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        covariate = rng.normal(size=(n, 1)).astype(np.float32)
+        arrays = {"a": rng.normal(size=(n, 2)).astype(np.float32), "b": (3 * covariate + 0.01 * rng.normal(size=(n, 1))).astype(np.float32),
+                  COVARIATES: covariate}
+        return Split(arrays, np.ones((n, 2), dtype=bool))
+
+    module = build_module([Modality("a", (2,), "gaussian"), Modality("b", (1,), "gaussian")], ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]),
+                          covariates=1)
+    errors = imputation_errors(module, split(300), split(120), samples=2, valid=split(60))
+    assert errors["b"]["ridge"] < 0.01 < errors["b"]["mean"]  # b is the covariate times 3: a baseline that reads it predicts b

@@ -64,6 +64,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from tqdm.auto import tqdm
 
+from ..columns import COVARIATES
 from ..data import MultimodalData, Split
 from ..model import IMPUTATION_SAMPLES, MultimodalModule
 from ..stick_breaking import sticks_to_cover
@@ -400,7 +401,8 @@ BASELINE_ROWS = 10_000
 def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
                       batch_size: int = 500, seed: int = 0, valid: Split | None = None) -> dict:
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
-    Brier score; a table's empty cells are not scored, and the baselines read them as the training mean) of imputing it on
+    Brier score; a table's empty cells are not scored, and the baselines read them as the training mean; a model's
+    covariates are read by the baselines too) of imputing it on
     test rows with every modality observed, m hidden on purpose: the model's conditional
     mean (what `impute` gives) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
     logistic regression for binary and categorical values), fitted on the complete training rows with their settings
@@ -450,11 +452,12 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
                                 "rows to conclude (model_all_rows uses every row with this modality)")
         if len(complete_test) and len(complete_train) >= 10:
             others = [n for n in names if n != name]
-            x = {part: np.concatenate([rows[n] for n in others], axis=1) for part, rows in (("train", filled_train), ("test", filled_test))}
+            given = others + ([COVARIATES] if COVARIATES in filled_train else [])  # what the model reads, the baselines read
+            x = {part: np.concatenate([rows[n] for n in given], axis=1) for part, rows in (("train", filled_train), ("test", filled_test))}
             y_train, y_test = filled_train[name], real_test[name]
             entry["mean"] = float(np.nanmean((y_test - y_train.mean(0)) ** 2))
             if len(complete_valid) >= 10:
-                x_valid = np.concatenate([filled_valid[n] for n in others], axis=1)
+                x_valid = np.concatenate([filled_valid[n] for n in given], axis=1)
                 predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, filled_valid[name], x["test"],
                                                                             imputation_kind(model, name), seed)
                 for baseline, predicted in predictions.items():
