@@ -496,3 +496,21 @@ def test_imputation_baselines_read_the_covariates_a_conditional_model_reads():
                           covariates=1)
     errors = imputation_errors(module, split(300), split(120), samples=2, valid=split(60))
     assert errors["b"]["ridge"] < 0.01 < errors["b"]["mean"]  # b is the covariate times 3: a baseline that reads it predicts b
+
+
+def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_tables(tmp_path):
+    folder = tmp_path / "cohort"
+    data = load_dataset(f"cohort-tables:n=200,seed=3,dir={folder}", covariates=["age", "sex", "site"])
+    assert sorted(p.name for p in folder.iterdir()) == ["clinical.csv", "covariates.csv", "eeg.csv", "mri.csv", "pet.csv", "truth"]
+    assert data.names == ["clinical", "eeg", "mri", "pet"] and data.covariates.names == ["age", "sex", "site"]
+    families = {c.name: c.family for c in data.modalities[0].columns}
+    assert families == {"mmse": "beta_binomial", "diagnosis": "categorical", "education": "beta_binomial", "apoe4": "bernoulli"}
+    clinical = pd.read_csv(folder / "clinical.csv", index_col=0, keep_default_na=False)
+    assert 0.04 < (clinical == "").to_numpy().mean() < 0.12  # about 8 % of the cells empty
+    truth = pd.read_csv(folder / "truth" / "atypical.csv", index_col=0)
+    assert len(truth) == 200 and 0 < truth["atypical"].sum() < 30
+    stamp = (folder / "mri.csv").stat().st_mtime_ns
+    load_dataset(f"cohort-tables:n=200,seed=3,dir={folder}")  # read again, not rewritten
+    assert (folder / "mri.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(DataError, match="unknown setting 'size=3'"):
+        load_dataset("cohort-tables:size=3")
