@@ -40,9 +40,21 @@ COLUMNS = (
 @pytest.mark.parametrize("n,mean,concentration", [(30, 0.9, 5.0), (1, 0.3, 2.0), (10, 0.5, 1e4), (100, 0.02, 0.5)])
 def test_beta_binomial_log_prob_matches_scipy(n, mean, concentration):
     k = torch.arange(n + 1, dtype=torch.float64)
-    ours = beta_binomial_log_prob(k, torch.tensor(float(n)), torch.tensor(mean, dtype=torch.float64), torch.tensor(concentration, dtype=torch.float64)).numpy()
+    logit = torch.tensor(np.log(mean / (1 - mean)), dtype=torch.float64)
+    ours = beta_binomial_log_prob(k, torch.tensor(float(n)), logit, torch.tensor(concentration, dtype=torch.float64)).numpy()
     a, b = mean * concentration, (1 - mean) * concentration
     np.testing.assert_allclose(ours, stats.betabinom.logpmf(np.arange(n + 1), n, a, b), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("logit", [17.0, 40.0, 200.0, -200.0])
+def test_a_saturated_bounded_score_stays_finite_filled_or_empty(logit):
+    law = TableLikelihood([Column("mmse", "beta_binomial", low=0, high=30)])
+    for cell in (30.0, 0.0, float("nan")):  # at the ceiling, at the floor, empty
+        params = torch.full((1, 1, 1), logit, requires_grad=True)
+        log_p = law(params).log_prob(torch.tensor([[cell]]))
+        log_p.sum().backward()
+        assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all() and torch.isfinite(law.raw_concentration.grad).all()
+        law.zero_grad()
 
 
 def _reference_log_prob(law: TableLikelihood, params: np.ndarray, row: np.ndarray) -> float:
@@ -514,3 +526,22 @@ def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_table
     assert (folder / "mri.csv").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="unknown setting 'size=3'"):
         load_dataset("cohort-tables:size=3")
+
+
+def test_class_texts_keep_every_digit_and_one_class_is_refused_naming_the_file(tmp_path):
+    ids = [f"s{i}" for i in range(12)]
+    frame = pd.DataFrame({"code": [1000001.0, 1000002.0, 1000003.0] * 4, "study": ["ADNI"] * 12}, index=pd.Index(ids, name="subject"))
+    frame.to_parquet(_write(tmp_path / "t" / "a.parquet", b""))
+    with pytest.raises(DataError, match=r"column 'study' of .*a.parquet: one class \(ADNI\)"):
+        load_dataset(str(tmp_path / "t"))
+    frame.drop(columns="study").to_parquet(tmp_path / "t" / "a.parquet")
+    data = load_dataset(str(tmp_path / "t"), likelihoods={"a.code": "categorical"})
+    assert data.modalities[0].columns[0].classes == ("1000001", "1000002", "1000003")
+
+
+def test_a_parquet_file_saved_from_a_filtered_frame_keeps_no_row_numbers(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"subject": [f"s{i}" for i in range(30)], "suvr": rng.normal(size=30)})
+    frame[frame.suvr > -1].to_parquet(_write(tmp_path / "t" / "pet.parquet", b""))  # its leftover row numbers are the index
+    data = load_dataset(str(tmp_path / "t"))
+    assert [c.name for c in data.modalities[0].columns] == ["suvr"]

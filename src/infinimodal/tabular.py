@@ -30,11 +30,17 @@ def _inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value))
 
 
-def beta_binomial_log_prob(k: Tensor, trials: Tensor, mean: Tensor, concentration: Tensor) -> Tensor:
-    """log P(k) of the beta-binomial with `trials` trials, success probability drawn from Beta(a, b), a = mean *
-    concentration, b = (1 - mean) * concentration; in float64 (the log-gamma terms cancel to a few nats)."""
-    k, n, mu, c = (t.double() for t in (k, trials, mean, concentration))
-    a, b = mu * c, (1 - mu) * c
+#: Smallest Beta parameter of a bounded score: lgamma(a) - lgamma(a + b) stays finite when the decoder saturates.
+MIN_BETA_PARAMETER = 1e-30
+
+
+def beta_binomial_log_prob(k: Tensor, trials: Tensor, logit: Tensor, concentration: Tensor) -> Tensor:
+    """log P(k) of the beta-binomial with `trials` trials, success probability drawn from Beta(a, b), a = sigmoid(logit)
+    * concentration, b = sigmoid(-logit) * concentration; in float64 from the logit (the log-gamma terms cancel to a
+    few nats, and 1 - sigmoid(logit) rounds to 0 in float32 from a logit of 17)."""
+    k, n, logit, c = (t.double() for t in (k, trials, logit, concentration))
+    a = (torch.sigmoid(logit) * c).clamp(min=MIN_BETA_PARAMETER)
+    b = (torch.sigmoid(-logit) * c).clamp(min=MIN_BETA_PARAMETER)
     log_choose = torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
     log_beta = torch.lgamma(k + a) + torch.lgamma(n - k + b) - torch.lgamma(n + a + b)
     return log_choose + log_beta - (torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b))
@@ -56,9 +62,12 @@ class TableDistribution(Distribution):
         return values.index_select(-1, getattr(self.law, f"{name}_positions"))
 
     def log_prob(self, value: Tensor) -> Tensor:
-        law, params = self.law, self.params
+        law = self.law
         observed = ~torch.isnan(value)
-        filled = torch.where(observed, value, torch.zeros((), dtype=value.dtype, device=value.device))
+        zero = torch.zeros((), dtype=value.dtype, device=value.device)
+        filled = torch.where(observed, value, zero)
+        # an empty cell's term is computed at parameter 0 and then dropped: no value it could take reaches a gradient
+        params = torch.where(observed, self.params, torch.zeros((), dtype=self.params.dtype, device=self.params.device))
         terms = torch.zeros_like(params)
         parts = {}
         if law.gaussian_positions.numel():
@@ -76,10 +85,9 @@ class TableDistribution(Distribution):
             counts = NegativeBinomial(total_count=r, logits=log_mean - torch.log(r), validate_args=False)
             parts["negative_binomial"] = counts.log_prob(self._take(filled, "negative_binomial"))
         if law.beta_binomial_positions.numel():
-            mean = torch.sigmoid(self._take(params, "beta_binomial"))
             k = self._take(filled, "beta_binomial").clamp(min=0)
             k = torch.minimum(k, law.trials.to(k.dtype))
-            parts["beta_binomial"] = beta_binomial_log_prob(k, law.trials, mean, law.concentration()).to(params.dtype)
+            parts["beta_binomial"] = beta_binomial_log_prob(k, law.trials, self._take(params, "beta_binomial"), law.concentration()).to(params.dtype)
         for family, part in parts.items():
             terms = terms.index_copy(-1, getattr(law, f"{family}_positions"), part.to(terms.dtype))
         for start, width in law.categorical_blocks:

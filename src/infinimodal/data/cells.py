@@ -45,3 +45,12 @@ def parse_numbers(where: str, ids: np.ndarray, cells: np.ndarray) -> np.ndarray 
                         "write numbers, or leave the cells empty for missing values")
     raise DataError(f"{where}: the column changes type: numbers for subjects {shown(ids[numbers])}, text ({example}) for "
                     f"{shown(ids[text])}; keep one type per column (numbers, or text for categories)")
+
+
+def cell_texts(cells: np.ndarray) -> np.ndarray:
+    """A column's cells as the texts of its classes, '' where empty: text as written (stripped), numbers of a Parquet
+    column as whole numbers where they are whole, else every digit (1000001 and 1000002 stay apart)."""
+    if cells.dtype == object:
+        texts = np.asarray([str(c).strip() for c in cells], dtype=object)
+        return np.where(np.isin(texts, list(MISSING_TOKENS)), "", texts).astype(object)
+    return np.asarray(["" if np.isnan(v) else str(int(v)) if float(v).is_integer() else repr(float(v)) for v in cells.astype(np.float64)], dtype=object)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..columns import Column
 from ..errors import DataError
-from .cells import MISSING_TOKENS, parse_numbers, shown
+from .cells import cell_texts, parse_numbers, shown
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class CovariateEncoding:
             values = cells[column.name]
             here = f"covariate {column.name!r} of {where}"
             if column.family == "categorical":
-                texts = np.asarray(["" if isinstance(v, float) and v != v else (f"{v:g}" if isinstance(v, float) else str(v)) for v in values], dtype=object)
-                empty = np.isin(texts, list(MISSING_TOKENS))
+                texts = cell_texts(values)
+                empty = texts == ""
                 _refuse_empty(here, ids, empty)
                 unseen = ~np.isin(texts, list(column.classes))
                 if unseen.any():
@@ -127,8 +127,8 @@ def fit_covariates(cells: dict[str, np.ndarray], ids: np.ndarray, training: np.n
     for name, values in cells.items():
         numbers = parse_numbers(f"covariate {name!r} of {where[name]}", ids, values)
         if numbers is None:
-            texts = values.astype(str)
-            classes = tuple(sorted(set(texts[~np.isin(texts, list(MISSING_TOKENS))])))
+            texts = cell_texts(values)
+            classes = tuple(sorted(set(texts[texts != ""])))
             if len(classes) < 2:
                 raise DataError(f"covariate {name!r} of {where[name]}: one class ({', '.join(classes)}) on every subject: nothing to condition on")
             columns.append(Column(name, "categorical", classes))

@@ -23,7 +23,7 @@ import numpy as np
 from ..columns import COVARIATES, TABLE_LIKELIHOOD, Column, parse_column_likelihood
 from ..errors import DataError
 from ..modality import Modality
-from .cells import MISSING_TOKENS, parse_numbers, shown
+from .cells import MISSING_TOKENS, cell_texts, parse_numbers, shown
 from .covariates import CovariateEncoding, fit_covariates
 from .multimodal import MultimodalData, Split
 
@@ -106,7 +106,8 @@ def _read_parquet(path: Path):
     import pandas as pd
 
     frame = pd.read_parquet(path)
-    return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()  # a DataFrame saved with its ID index
+    # a DataFrame saved with its ID index (a named index) has the IDs there; an unnamed index is row numbers, not data
+    return frame.reset_index() if frame.index.name is not None else frame.reset_index(drop=True)
 
 
 #: Table formats by file suffix: a reader of one file into a pandas DataFrame whose columns include the ID column.
@@ -158,10 +159,19 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
 # --- what a column is --------------------------------------------------------------------------------
 
 
-def infer_column(name: str, values: np.ndarray | None, cells: np.ndarray) -> Column:
+def categorical_column(name: str, cells: np.ndarray, where: str) -> Column:
+    """A categorical column over the classes its filled cells hold; one class is an error (it carries nothing)."""
+    texts = cell_texts(cells)
+    classes = tuple(sorted(set(texts[texts != ""])))
+    if len(classes) < 2:
+        raise DataError(f"{where}: one class ({shown(classes)}) on every filled cell carries nothing; remove the column")
+    return Column(name, "categorical", classes)
+
+
+def infer_column(name: str, values: np.ndarray | None, cells: np.ndarray, where: str = "a column") -> Column:
     """The column's family from its observed cells (module docstring); `values` are the numbers (None: text)."""
     if values is None:
-        return Column(name, "categorical", tuple(sorted(set(cells[~np.isin(cells, list(MISSING_TOKENS))]))))
+        return categorical_column(name, cells, where)
     observed = values[~np.isnan(values)]
     if np.isin(observed, (0, 1)).all():
         return Column(name, "bernoulli")
@@ -179,8 +189,7 @@ def column_from_override(name: str, text: str, values: np.ndarray | None, cells:
     except ValueError as exc:
         raise DataError(f"{where}: {exc}") from None
     if family == "categorical":
-        texts = cells.astype(str) if values is None else np.asarray([f"{v:g}" for v in values[~np.isnan(values)]], dtype=object)
-        return Column(name, family, tuple(sorted(set(texts[~np.isin(texts, list(MISSING_TOKENS))]))))
+        return categorical_column(name, cells, where)
     if values is None:
         raise DataError(f"{where}: holds text, so it can only be categorical, not {family}")
     if family == "beta_binomial" and low is None:
@@ -192,9 +201,8 @@ def column_from_override(name: str, text: str, values: np.ndarray | None, cells:
 def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray | None, cells: np.ndarray) -> None:
     """The column's cells within its family's support; errors name the subjects."""
     if column.family == "categorical":
-        texts = cells.astype(str) if values is None else np.asarray(["" if np.isnan(v) else f"{v:g}" for v in values], dtype=object)
-        present = ~np.isin(texts, list(MISSING_TOKENS))
-        unseen = present & ~np.isin(texts, list(column.classes))
+        texts = cell_texts(cells)
+        unseen = (texts != "") & ~np.isin(texts, list(column.classes))
         if unseen.any():
             raise DataError(f"{where}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
                             f"model's ({shown(column.classes)}); refused rather than mapped: correct them, or leave the cells empty")
@@ -220,7 +228,7 @@ def encode_column(column: Column, values: np.ndarray | None, cells: np.ndarray) 
     """[rows, width] floats: the value (one-hot for a categorical column), NaN where the cell is empty."""
     if column.family != "categorical":
         return values[:, None].astype(np.float64)
-    texts = cells.astype(str) if values is None else np.asarray(["" if np.isnan(v) else f"{v:g}" for v in values], dtype=object)
+    texts = cell_texts(cells)
     out = np.full((len(texts), column.width), np.nan)
     lookup = {c: i for i, c in enumerate(column.classes)}
     for row, text in enumerate(texts):
@@ -245,12 +253,10 @@ def table_columns(name: str, table: Table, overrides: dict[str, str]) -> list[Co
         else:
             if values is not None and np.isnan(values).all() or values is None and np.isin(cells, list(MISSING_TOKENS)).all():
                 raise DataError(f"{where}: every cell is empty; remove the column")
-            column = infer_column(column_name, values, cells)
+            column = infer_column(column_name, values, cells, where)
             if column.family == "categorical" and len(column.classes) > max(FREE_TEXT_CLASSES, FREE_TEXT_SHARE * len(cells)):
                 raise DataError(f"{where}: {len(column.classes)} distinct texts in {len(cells)} rows look like free text or IDs, not "
                                 "categories; remove the column (or give --id-column if it is the subjects' ID)")
-        if column.family == "categorical" and len(column.classes) < 2:
-            raise DataError(f"{where}: one class ({shown(column.classes)}) on every filled cell carries nothing; remove the column")
         check_column(where, table.ids, column, values, cells)
         columns.append(column)
     return columns
