@@ -411,6 +411,19 @@ def test_harmonising_at_the_subjects_own_site_keeps_their_values(covariate_run):
     assert np.abs(moved["mri"][~at_a_already] - frames["mri"].to_numpy()[~at_a_already]).max() > 1e-3
     with pytest.raises(DataError, match="not a class the model was trained with"):
         vae.covariates.set_values(rows.arrays[COVARIATES], {"site": "Z"})
+    # the composition: an observed value moves by what the decoders give at site B minus at its own site, from the same draws
+    at_b = vae.covariates.set_values(rows.arrays[COVARIATES], {"site": "B"})
+    split = vae.as_split(rows.arrays)
+    batch = split.batch(np.arange(len(split)))
+    own = vae.to_user_units({k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True).items()})
+    there = vae.to_user_units({k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True,
+                                                                                     decode_at=torch.from_numpy(at_b)).items()})
+    moved = vae.harmonize(rows.arrays, at_b, samples=2)
+    np.testing.assert_allclose(moved["mri"], frames["mri"].to_numpy() + there["mri"] - own["mri"], rtol=1e-4, atol=1e-4)
+    absent = ~split.mask[:, vae.names.index("pet")]
+    assert absent.any()
+    np.testing.assert_allclose(moved["pet"][absent], there["pet"][absent], rtol=1e-5, atol=1e-5)  # absent rows: decoded at site B
+    assert np.abs(there["mri"] - own["mri"])[~(frames["covariates"]["site"] == "B").to_numpy()].max() > 1e-3
 
 
 def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run, tmp_path):
@@ -464,11 +477,14 @@ def test_the_python_facade_takes_dataframes_indexed_by_id(table_run):
 
     root, frames, _ = table_run
     vae = api.load(root / "run")[0]
-    given = {name: frame.rename_axis("subject") for name, frame in frames.items()}
+    given = {name: frame.rename_axis("subject") for name, frame in reversed(list(frames.items()))}  # PET first: fewer subjects
     filled = vae.impute(given, samples=2)
-    assert filled["pet"].shape == (80, 2) and not np.isnan(filled["pet"]).any()
-    np.testing.assert_allclose(filled["pet"][: len(frames["pet"])], frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)
-    assert vae.embed(given).shape[0] == 80
+    pet = filled["pet"]
+    assert sorted(pet.index) == sorted(frames["mri"].index) and list(pet.columns) == ["suvr_a", "suvr_b"] and not pet.isna().any().any()
+    np.testing.assert_allclose(pet.loc[frames["pet"].index].to_numpy(), frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert list(filled["clinical"].columns) == ["sex=F", "sex=M", "mmse", "lesions", "smoker"]
+    embedded = vae.embed(given)
+    assert embedded.index.name == "subject" and sorted(embedded.index) == sorted(frames["mri"].index)
 
 
 def test_a_run_finds_its_tables_from_anywhere_and_refuses_changed_ones(table_run, tmp_path, monkeypatch):
@@ -514,6 +530,7 @@ def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_table
     folder = tmp_path / "cohort"
     data = load_dataset(f"cohort-tables:n=200,seed=3,dir={folder}", covariates=["age", "sex", "site"])
     assert sorted(p.name for p in folder.iterdir()) == ["clinical.csv", "covariates.csv", "eeg.csv", "mri.csv", "pet.csv", "truth"]
+    assert json.loads((folder / "truth" / "settings.json").read_text()) == {"n": 200, "atypical": 0.05, "seed": 3}
     assert data.names == ["clinical", "eeg", "mri", "pet"] and data.covariates.names == ["age", "sex", "site"]
     families = {c.name: c.family for c in data.modalities[0].columns}
     assert families == {"mmse": "beta_binomial", "diagnosis": "categorical", "education": "beta_binomial", "apoe4": "bernoulli"}
@@ -526,6 +543,8 @@ def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_table
     assert (folder / "mri.csv").stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="unknown setting 'size=3'"):
         load_dataset("cohort-tables:size=3")
+    with pytest.raises(DataError, match="already holds a cohort written with"):
+        load_dataset(f"cohort-tables:n=300,seed=3,dir={folder}")
 
 
 def test_class_texts_keep_every_digit_and_one_class_is_refused_naming_the_file(tmp_path):

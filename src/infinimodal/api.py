@@ -159,6 +159,12 @@ class MultimodalVAE:
         arrays = user_arrays(arrays, self.names, source)
         return self._as_split(arrays, source, ids)
 
+    def _frames(self, arrays, source: str):
+        """pandas DataFrames of a table model, read as its tables (with their IDs), or None for any other input."""
+        if not isinstance(arrays, Split) and holds_frames(arrays) and any(m.is_table for m in self.modalities):
+            return user_tables(arrays, self.modalities, None, source, self.covariates)
+        return None
+
     def read_rows(self, arrays, source: str = "the input"):
         """What a user passes for rows, read once: a Split as it is; pandas DataFrames of a table model as the arrays of
         its tables (`infinimodal.data.tables.user_tables`); anything else as `data.files.user_arrays` reads it."""
@@ -237,6 +243,9 @@ class MultimodalVAE:
     def embed(self, arrays, given: Sequence[str] | None = None, decoder_space: bool = False) -> np.ndarray:
         """Posterior means given the observed modalities (only those in `given`, when set): E[pi] for stick
         families, E[z] for Gaussians; `decoder_space=True` gives what the decoder reads (logit E[v], ...)."""
+        tables = self._frames(arrays, "the input")
+        if tables is not None:
+            return keyed(tables, self.embed(tables.arrays, given, decoder_space))
         split = self.as_split(arrays)
         split = split.with_mask(self._given_mask(split.mask, given, "the input"))
         return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
@@ -250,7 +259,13 @@ class MultimodalVAE:
 
         The conditional mean is (1 / samples) sum_s E[x_m | z_s], z_s ~ q(z | the observed modalities) (the posterior
         of the observed set, `MultimodalModule.conditional_posterior`); samples = 0 decodes at that posterior's mean
-        instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both)."""
+        instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both).
+
+        Given pandas DataFrames indexed by subject ID (a model of tables), every output is a DataFrame indexed by ID with
+        the tables' feature names (embed, impute, harmonize, score alike)."""
+        tables = self._frames(arrays, source)
+        if tables is not None:
+            return keyed(tables, self.impute(tables.arrays, batch_size, source, samples), self.modalities)
         arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
@@ -273,6 +288,9 @@ class MultimodalVAE:
         is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both)."""
         if self.covariates is None:
             raise InfinimodalError("harmonisation needs a model conditioned on covariates (train with --covariates)")
+        tables = self._frames(arrays, source)
+        if tables is not None:
+            return keyed(tables, self.harmonize(tables.arrays, at, batch_size, source, samples), self.modalities)
         arrays = self.read_rows(arrays, source)
         split = self.as_split(arrays, source)
         out = self._observed_copy(arrays, split)
@@ -376,6 +394,9 @@ class MultimodalVAE:
     def score(self, arrays, reference: Split, samples: int = 50, source: str = "the input") -> dict[str, np.ndarray]:
         """How atypical each row is for the population `reference` (rows of the data the model was trained on, e.g. its
         validation split) comes from: `score` and its parts, one value per row in input order (`infinimodal.deviation`)."""
+        tables = self._frames(arrays, source)
+        if tables is not None:
+            return keyed(tables, self.score(tables.arrays, reference, samples, source))
         split = self.as_split(arrays, source)
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -477,6 +498,21 @@ class MultimodalVAE:
         vae.standardization = read_standardization(record, run / "config.json", vae.modalities)
         vae._load_weights(run / "model.ckpt")
         return vae
+
+
+def keyed(tables, result, modalities: Sequence[Modality] = ()):
+    """A result for rows read from DataFrames, as DataFrames indexed by the subjects' IDs: an array of embeddings (one
+    column per dimension), a dict of per-row arrays (scores: one DataFrame), or a dict of modality rows (one DataFrame
+    per modality, its feature names as columns)."""
+    import pandas as pd
+
+    index = pd.Index(tables.ids, name=tables.id_name)
+    if isinstance(result, np.ndarray):
+        return pd.DataFrame(result, index=index, columns=[f"dim{j}" for j in range(result.shape[1])])
+    names = {m.name: m.feature_names for m in modalities}
+    if not names:
+        return pd.DataFrame(result, index=index)
+    return {name: pd.DataFrame(values.reshape(len(values), -1), index=index, columns=names.get(name)) for name, values in result.items()}
 
 
 def gaussian_positions(modality: Modality) -> np.ndarray:

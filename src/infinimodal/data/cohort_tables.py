@@ -11,6 +11,7 @@ unless the folder already holds them, and then reads:
 | `clinical.csv` | mmse (0-30), diagnosis (CN / MCI / AD), education (years), apoe4 (0/1) | 8 % of the cells empty |
 | `covariates.csv` | age, sex, site (A / B / C) | what `--covariates age,sex,site` conditions on |
 | `truth/atypical.csv` | subject, atypical (0/1), disease | the generator's truth: not a modality (a subfolder) |
+| `truth/settings.json` | n, atypical, seed | what the folder was written with: other settings for the same folder are refused |
 
 Every subject has a disease stage d ~ N(0, 1) and two further factors (one shared by MRI and PET, one MRI's own);
 age lowers the volumes and MMSE, each site shifts its MRI and PET by a fixed offset (so site is readable from data
@@ -21,6 +22,7 @@ MRI regions and two PET regions moved by 4 standard deviations of their noise, e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,28 @@ def cohort_tables(text: str = "") -> Path:
     """The folder of the cohort's tables (written when it does not hold them yet)."""
     options = read_options(text)
     folder = Path(options["dir"])
-    if not all((folder / f).is_file() for f in FILES):
-        write_cohort_tables(folder, options["n"], options["atypical"], options["seed"])
+    wanted = {key: options[key] for key in ("n", "atypical", "seed")}
+    if all((folder / f).is_file() for f in FILES):
+        written = read_settings(folder)
+        if written != wanted:
+            raise DataError(f"cohort-tables:{text}: {folder} already holds a cohort written with {written}, not {wanted}: "
+                            "give another dir=, or remove that folder")
+        return folder
+    write_cohort_tables(folder, options["n"], options["atypical"], options["seed"])
+    (folder / SETTINGS).write_text(json.dumps(wanted) + "\n")
     return folder
+
+
+#: Where the folder records the settings it was written with (beside the truth, outside the modality tables).
+SETTINGS = "truth/settings.json"
+
+
+def read_settings(folder: Path) -> dict | None:
+    """The settings a cohort folder was written with (None when it does not say)."""
+    try:
+        return json.loads((folder / SETTINGS).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_cohort_tables(folder: Path, n: int, atypical: float, seed: int) -> None:
