@@ -564,3 +564,27 @@ def test_a_parquet_file_saved_from_a_filtered_frame_keeps_no_row_numbers(tmp_pat
     frame[frame.suvr > -1].to_parquet(_write(tmp_path / "t" / "pet.parquet", b""))  # its leftover row numbers are the index
     data = load_dataset(str(tmp_path / "t"))
     assert [c.name for c in data.modalities[0].columns] == ["suvr"]
+
+
+def test_empty_cells_do_not_make_a_subject_look_more_typical(table_run):
+    from infinimodal import api
+    from infinimodal.deviation import Reference, deviation_parts
+
+    root, frames, _ = table_run
+    vae, _, data = api.load_run(root / "run", progress=False)
+    reference = Reference.fit(vae.module, data.train, samples=5)  # the training rows: enough of them for every pattern
+    rows = vae.as_split(user_tables(str(root / "tables"), vae.modalities, None, "t").arrays)
+    m = vae.names.index("clinical")
+    complete = np.flatnonzero(rows.mask[:, m] & ~np.isnan(rows.arrays["clinical"]).any(axis=1))
+    whole = rows.take(complete)
+    emptied = rows.take(complete)
+    emptied.arrays["clinical"] = emptied.arrays["clinical"].copy()
+    emptied.arrays["clinical"][:, 2:4] = np.nan  # mmse and lesions emptied on every row
+    before = deviation_parts(vae.module, whole, reference, samples=5).modalities[:, m]
+    after = deviation_parts(vae.module, emptied, reference, samples=5).modalities[:, m]
+    assert abs(np.mean(after) - np.mean(before)) < 0.5 * np.std(before)  # against the reference rows with the same cells empty
+    naive = reference.standardisation(tuple(bool(b) for b in emptied.mask[0]))  # the reference rows with every cell
+    from infinimodal.deviation import conditional_log_likelihoods
+
+    nll = -conditional_log_likelihoods(vae.module, emptied, 5)[:, m]
+    assert np.mean((nll - naive.modality_mean[m]) / naive.modality_std[m]) < np.mean(after) - 0.5 * np.std(before)  # what it corrects

@@ -7,7 +7,7 @@ reference population and asks how far each new subject lies from it. `deviation_
   -log p(x_m | x_others) estimated as -log mean_s p(x_m | z_s) with z_s ~ q(z | x_others) (or, when m is the only
   modality observed, -log p(x_m) by importance sampling with q(z | x_m)), standardised against the reference rows
   (the same quantity computed on them: z-scores; every deviation is standardised against the reference rows seen
-  through the row's own missingness pattern, `Reference`). A subject whose measurements disagree with each other, off the map
+  through the row's own missingness pattern, `Reference`, empty cells of tables included). A subject whose measurements disagree with each other, off the map
   from latent factors to measurements, has a high value;
 - `latent_deviation`: how far the subject's posterior mean (the family's representation, given every observed
   modality) lies from the reference rows' posterior means, as a Mahalanobis distance (centre and covariance from half
@@ -156,8 +156,12 @@ class Reference:
     def fit(cls, module: MultimodalModule, reference: Split, samples: int = 50) -> "Reference":
         return cls(module, reference, samples, {})
 
-    def standardisation(self, pattern: tuple[bool, ...]) -> Standardisation:
-        if pattern not in self.patterns:
+    def standardisation(self, pattern: tuple[bool, ...], empty: tuple = ()) -> Standardisation:
+        """The standardisation of rows with modalities `pattern` and, in table modalities, the empty cells `empty`
+        (`empty_cell_pattern`): the reference rows' same cells are emptied too, since a row's likelihood sums its filled
+        cells only, and fewer terms would make a subject with empty cells look more typical than it is."""
+        key = (pattern, empty)
+        if key not in self.patterns:
             wanted = np.array(pattern)
             having = np.flatnonzero((self.rows.mask | ~wanted).all(axis=1))
             if len(having) >= MIN_PATTERN_ROWS:
@@ -165,8 +169,35 @@ class Reference:
                 rows = Split({k: v[having] for k, v in self.rows.arrays.items()}, mask, None)
             else:
                 rows = self.rows  # too few reference rows see this pattern: the reference as it is
-            self.patterns[pattern] = Standardisation.fit(self.module, rows, self.samples)
-        return self.patterns[pattern]
+            self.patterns[key] = Standardisation.fit(self.module, with_empty_cells(self.module, rows, empty), self.samples)
+        return self.patterns[key]
+
+
+def table_names(module: MultimodalModule) -> list[str]:
+    return [modality.name for modality in module.modalities if modality.is_table]
+
+
+def empty_cell_pattern(module: MultimodalModule, split: Split) -> list[tuple]:
+    """Per row, which cells of its observed table modalities are empty (one tuple of positions per table modality; ()
+    for a model without tables)."""
+    names = table_names(module)
+    if not names:
+        return [()] * len(split)
+    flags = [np.isnan(split.arrays[name]) & split.mask[:, module.names.index(name), None] for name in names]
+    return [tuple(tuple(np.flatnonzero(f[row]).tolist()) for f in flags) for row in range(len(split))]
+
+
+def with_empty_cells(module: MultimodalModule, rows: Split, empty: tuple) -> Split:
+    """The rows with the cells `empty` (per table modality, as `empty_cell_pattern` gives them) emptied."""
+    if not any(empty):
+        return rows
+    arrays = dict(rows.arrays)
+    for name, positions in zip(table_names(module), empty):
+        if positions:
+            values = np.array(arrays[name], dtype=np.float32, copy=True)
+            values[:, list(positions)] = np.nan
+            arrays[name] = values
+    return Split(arrays, rows.mask, rows.labels, rows.ids)
 
 
 def _largest(deviations: np.ndarray) -> np.ndarray:
@@ -185,9 +216,11 @@ def deviation_parts(module: MultimodalModule, split: Split, reference: Reference
     codes = representations(module, split)
     deviations = np.full((len(split), module.n_modalities), np.nan)
     latent, worst = np.full(len(split), np.nan), np.full(len(split), np.nan)
-    for pattern in {tuple(bool(b) for b in row) for row in split.mask}:
-        rows = (split.mask == np.array(pattern)).all(axis=1)
-        fitted = reference.standardisation(pattern)
+    cells = empty_cell_pattern(module, split)
+    keys = [(tuple(bool(b) for b in split.mask[row]), cells[row]) for row in range(len(split))]
+    for pattern, empty in set(keys):
+        rows = np.array([key == (pattern, empty) for key in keys])
+        fitted = reference.standardisation(pattern, empty)
         observed = np.array(pattern)
         deviations[np.ix_(rows, observed)] = (nll[np.ix_(rows, observed)] - fitted.modality_mean[observed]) / fitted.modality_std[observed]
         latent[rows] = (_mahalanobis(codes[rows], fitted.latent_mean, fitted.latent_precision) - fitted.distance_mean) / fitted.distance_std
