@@ -112,11 +112,24 @@ def test_empty_cells_pass_no_gradient_and_reach_the_encoder_as_indicators():
     law(params).log_prob(rows).sum().backward()
     assert torch.isfinite(params.grad).all()
     assert params.grad[0, 0, 0] == 0 and (params.grad[1, 0, 4:7] == 0).all()  # the empty cells' parameters get nothing
-    seen = law.encoder_input(rows)
+    seen = law.eval().encoder_input(rows)  # (in training, some filled cells are hidden too: the next test)
     assert seen.shape == (2, law.shape[0] + len(COLUMNS)) and torch.isfinite(seen).all()
     indicators = seen[:, law.shape[0]:]
     assert indicators.tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1]]
     assert seen[0, 0] == 0 and (seen[1, 4:7] == 0).all()
+
+
+def test_in_training_the_encoder_misses_a_share_of_the_filled_cells_whole():
+    law = TableLikelihood(COLUMNS).train()
+    torch.manual_seed(0)
+    rows = torch.tensor([[0.5, 1, 3, 27, 0, 1, 0, 2]], dtype=torch.float32).expand(20_000, 8)
+    seen = law.encoder_input(rows)
+    indicators = seen[:, law.shape[0]:]
+    assert abs(float(1 - indicators.mean()) - law.cell_dropout) < 0.01  # the share of cells hidden
+    site = seen[:, 4:7]
+    assert torch.equal(site.sum(1) == 0, indicators[:, 4] == 0)  # a categorical column is hidden whole
+    assert (seen[:, :law.shape[0]][indicators.index_select(1, law.position_columns) == 0] == 0).all()  # a hidden cell reads 0
+    assert torch.equal(law.eval().encoder_input(rows[:3])[:, law.shape[0]:], torch.ones(3, len(COLUMNS)))  # none hidden in evaluation
 
 
 def test_table_mean_is_the_mean_of_its_draws():

@@ -6,7 +6,9 @@ position) into a `TableDistribution` whose `log_prob` is the sum of the observed
 nothing and passes no gradient), whose `mean` is each column's expectation (Gaussian mean, Bernoulli probability,
 count mean, the score's mean, class probabilities) and whose `sample` draws every cell. The encoder reads the
 observed values (counts as log(1 + x), scores as a fraction of their range, empty cells as 0) followed by one
-indicator per column saying whether its cell is observed, so an empty cell is never read as a value.
+indicator per column saying whether its cell is observed, so an empty cell is never read as a value. In training a
+share CELL_DROPOUT of the filled cells is hidden from the encoder (the likelihood still scores them), so that empty
+cells are something the encoder has seen.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from .nets import full_precision
 
 #: Starting inverse dispersion of negative-binomial columns and concentration a + b of bounded scores.
 START_CONCENTRATION = 10.0
+#: In training, each filled cell is hidden from the encoder (read as empty) with this probability, while the likelihood
+#: still scores it: the encoder learns what an empty cell means and the decoder to fill cells from the rest of the row
+#: (docs/results.md section 13 measures it; without it, a modality with no empty cells in training met its first empty
+#: cell at imputation, out of distribution).
+CELL_DROPOUT = 0.15
 
 
 def _inverse_softplus(value: float) -> float:
@@ -156,6 +163,9 @@ class TableLikelihood(Likelihood):
             self.register_buffer(f"{family}_positions", torch.tensor(chosen, dtype=torch.long), persistent=False)
         self.categorical_blocks = [span for span, column in zip(spans, self.columns) if column.family == "categorical"]
         self.register_buffer("first_positions", torch.tensor([start for start, _ in spans], dtype=torch.long), persistent=False)
+        column_of = [c for c, (_, width) in enumerate(spans) for _ in range(width)]
+        self.register_buffer("position_columns", torch.tensor(column_of, dtype=torch.long), persistent=False)
+        self.cell_dropout = CELL_DROPOUT
         bounded = [column for column in self.columns if column.family == "beta_binomial"]
         self.register_buffer("trials", torch.tensor([float(c.trials) for c in bounded]), persistent=False)
         self.raw_scale = nn.Parameter(torch.full((len(self.gaussian_positions),), _inverse_softplus(1.0)))
@@ -178,6 +188,9 @@ class TableLikelihood(Likelihood):
 
     def encoder_input(self, values: Tensor) -> Tensor:
         observed = ~torch.isnan(values)
+        if self.training and self.cell_dropout > 0:  # whole cells (a categorical column's positions together), CELL_DROPOUT
+            hidden = torch.rand(values.shape[0], len(self.columns), device=values.device) < self.cell_dropout
+            observed = observed & ~hidden.index_select(1, self.position_columns)
         x = torch.where(observed, values, torch.zeros((), dtype=values.dtype, device=values.device))
         if self.poisson_positions.numel() or self.negative_binomial_positions.numel():
             counts = torch.cat([self.poisson_positions, self.negative_binomial_positions])
