@@ -321,7 +321,7 @@ def test_every_training_and_data_option_is_one_declaration_read_by_the_parser_th
         "weights": (["--weight", "a=2"], {"a": 2.0}), "predict": (["--predict", "a=3"], {"a": 3.0}),
         "infomax": (["--infomax", "a=4"], {"a": 4.0}), "vat": (["--vat", "a=5", "--vat-radius", "0.5"], {"a": 5.0}),
         "vat_radius": (["--vat", "a=5", "--vat-radius", "0.5"], 0.5), "oversample": (["--oversample", "a=6"], {"a": 6}),
-        "order_dimensions": (["--no-order-dimensions"], False), "data": (["--data", "cohort"], "cohort"),
+        "order_dimensions": (["--no-order-dimensions"], False), "cell_dropout": (["--cell-dropout", "0"], 0.0), "data": (["--data", "cohort"], "cohort"),
         "data_dir": (["--data-dir", "/d"], "/d"), "data_seed": (["--data-seed", "3"], 3), "likelihoods": (["--likelihood", "a=poisson"], {"a": "poisson"}),
         "binarize": (["--binarize", "static"], "static"), "max_train": (["--max-train", "9"], 9), "standardize": (["--no-standardize"], False),
         "id_column": (["--id-column", "subject"], "subject"), "covariates": (["--covariates", "age,site"], ["age", "site"]),

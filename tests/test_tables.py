@@ -601,3 +601,15 @@ def test_empty_cells_do_not_make_a_subject_look_more_typical(table_run):
 
     nll = -conditional_log_likelihoods(vae.module, emptied, 5)[:, m]
     assert np.mean((nll - naive.modality_mean[m]) / naive.modality_std[m]) < np.mean(after) - 0.5 * np.std(before)  # what it corrects
+
+
+def test_the_cell_dropout_option_reaches_every_table_likelihood():
+    from infinimodal.config import ModelConfig, build_module
+    from infinimodal.modality import Modality
+    from infinimodal.options import CELL_DROPOUT, TrainingOptions
+    from infinimodal.train.plan import TrainingPlan
+
+    module = build_module([Modality("t", (8,), "table", columns=COLUMNS), Modality("x", (2,), "gaussian")], ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]))
+    assert module.likelihood("t").cell_dropout == CELL_DROPOUT
+    TrainingPlan(module, TrainingOptions(cell_dropout=0.0))
+    assert module.likelihood("t").cell_dropout == 0.0

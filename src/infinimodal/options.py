@@ -27,6 +27,8 @@ DEFAULT_GRAD_CLIP: float | None = 10.0
 #: row norm in the batch (MNIST's binarised digits have an RMS norm of about 10: an L2 radius of about 2.5, near the
 #: radius 2 of Miyato et al.'s MNIST runs). Chosen by measurement against 0.1 and 0.5 (docs/results.md section 9).
 DEFAULT_SMOOTHNESS_RADIUS = 0.25
+#: Tables: the share of filled cells hidden from the encoder in training (`--cell-dropout`, `infinimodal.tabular`).
+CELL_DROPOUT = 0.15
 #: The objective's per-modality weights: (option, flag) of each {modality: positive number} option.
 WEIGHT_OPTIONS = (("weights", "--weight"), ("predict", "--predict"), ("infomax", "--infomax"), ("vat", "--vat"))
 
@@ -90,6 +92,9 @@ class TrainingOptions(Settings):
     order_dimensions: bool = setting(True, "gated latent: leave a used dimension after an unused one where training put it (default: "
                                      "move it forward at the next epoch's start when that does not lower the ELBO)",
                                      negative="--no-order-dimensions")
+    cell_dropout: float = setting(CELL_DROPOUT, "tables: the share of filled cells hidden from the encoder in training (the likelihood "
+                                  "still scores them), so that empty cells are in its experience (0: none; docs/results.md section 13)",
+                                  check=lambda v: 0 <= v < 1, requirement="in [0, 1)")
 
     def validate(self) -> None:
         """Each field's own check (`Settings.validate`), then what concerns several: the objective's weights, --vat-radius

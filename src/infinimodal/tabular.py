@@ -23,14 +23,11 @@ from torch.distributions import Beta, Binomial, Distribution, NegativeBinomial, 
 from .columns import Column, positions
 from .likelihoods import MAX_LOG_RATE, MIN_SCALE, Likelihood
 from .nets import full_precision
+from .options import CELL_DROPOUT
 
 #: Starting inverse dispersion of negative-binomial columns and concentration a + b of bounded scores.
 START_CONCENTRATION = 10.0
-#: In training, each filled cell is hidden from the encoder (read as empty) with this probability, while the likelihood
-#: still scores it: the encoder learns what an empty cell means and the decoder to fill cells from the rest of the row
-#: (docs/results.md section 13 measures it; without it, a modality with no empty cells in training met its first empty
-#: cell at imputation, out of distribution).
-CELL_DROPOUT = 0.15
+
 
 
 def _inverse_softplus(value: float) -> float:
@@ -165,6 +162,9 @@ class TableLikelihood(Likelihood):
         self.register_buffer("first_positions", torch.tensor([start for start, _ in spans], dtype=torch.long), persistent=False)
         column_of = [c for c, (_, width) in enumerate(spans) for _ in range(width)]
         self.register_buffer("position_columns", torch.tensor(column_of, dtype=torch.long), persistent=False)
+        #: in training, each filled cell is hidden from the encoder (read as empty) with this probability while the
+        #: likelihood still scores it, so that the encoder learns what an empty cell means and the decoder to fill a cell
+        #: from the rest of the row (`--cell-dropout`; docs/results.md section 13 measures it)
         self.cell_dropout = CELL_DROPOUT
         bounded = [column for column in self.columns if column.family == "beta_binomial"]
         self.register_buffer("trials", torch.tensor([float(c.trials) for c in bounded]), persistent=False)

@@ -32,6 +32,9 @@ class TrainingPlan(L.LightningModule):
         super().__init__()
         options = options or TrainingOptions()
         self.model = model
+        for likelihood in model.likelihoods.values():  # tables: the cells hidden from the encoder in training (eval hides none)
+            if hasattr(likelihood, "cell_dropout"):
+                likelihood.cell_dropout = options.cell_dropout
         self.objective = TrainingObjective.from_options(model, options)  # the ELBO with the options' weights and terms
         self.lr = options.lr
         self.kl_warmup = options.kl_warmup
