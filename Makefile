@@ -13,7 +13,7 @@ export INFINIMODAL_DATA := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install chromium demo test test-slow bench bench-polymnist clean
+.PHONY: install chromium demo test test-slow lint bench bench-polymnist clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) -m infinimodal.demo
+
+# pyflakes and syntax errors ([tool.ruff] in pyproject.toml); tests/test_structure.py runs it too
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
 
 # The report's browser test opens pages in headless Chromium (Debian package chromium): installed when missing.
 chromium:

@@ -36,3 +36,17 @@ def test_the_structure_tool_finds_a_planted_cycle_and_an_upward_import(tmp_path,
     found = structure.measure()
     assert found["module_cycles"] == [["api", "model"]]
     assert found["upward_imports"] == [{"from": "model", "to": "api", "in_function": False}]
+
+
+def test_ruff_finds_no_defect():
+    """`make lint`: pyflakes and syntax errors ([tool.ruff] in pyproject.toml) over the package, tests and benchmarks."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff is not None, "ruff is a dev dependency: pip install -e '.[dev]'"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
