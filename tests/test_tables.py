@@ -1,5 +1,6 @@
-"""Subject-keyed tables: the per-column likelihood against scipy, reading and joining tables, the errors a bad table
-gets, and the commands that take tables in and give ID-keyed tables out."""
+"""Subject-keyed tables: the per-column likelihood at its edges (its log-probability, mean and draws against scipy are
+in the contract table, tests/contracts.py), reading and joining tables, the errors a bad table gets, covariates, and
+the commands that take tables in and give ID-keyed tables out."""
 
 from __future__ import annotations
 
@@ -24,14 +25,9 @@ from infinimodal.data.tables import user_tables
 from infinimodal.errors import DataError
 from infinimodal.tabular import TableLikelihood, beta_binomial_log_prob
 
-COLUMNS = (
-    Column("volume", "gaussian"),
-    Column("smoker", "bernoulli"),
-    Column("lesions", "negative_binomial"),
-    Column("mmse", "beta_binomial", low=0, high=30),
-    Column("site", "categorical", ("a", "b", "c")),
-    Column("visits", "poisson"),
-)
+from .contracts import TABLE_COLUMNS
+
+COLUMNS = TABLE_COLUMNS  # one column of each family (tests/contracts.py)
 
 
 # --- the likelihood, against scipy -----------------------------------------------------------------------
@@ -55,54 +51,6 @@ def test_a_saturated_bounded_score_stays_finite_filled_or_empty(logit):
         log_p.sum().backward()
         assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all() and torch.isfinite(law.raw_concentration.grad).all()
         law.zero_grad()
-
-
-def _reference_log_prob(law: TableLikelihood, params: np.ndarray, row: np.ndarray) -> float:
-    """The row's log-likelihood term by term with scipy, skipping empty cells."""
-    total, start = 0.0, 0
-    scale = law.gaussian_scale().detach().numpy()
-    r = law.inverse_dispersion().detach().numpy()
-    concentration = law.concentration().detach().numpy()
-    for column in law.columns:
-        cell, p = row[start : start + column.width], params[start : start + column.width]
-        if not np.isnan(cell).any():
-            x = cell[0]
-            if column.family == "gaussian":
-                total += stats.norm.logpdf(x, p[0], scale[0])
-            elif column.family == "bernoulli":
-                total += stats.bernoulli.logpmf(x, 1 / (1 + np.exp(-p[0])))
-            elif column.family == "poisson":
-                total += stats.poisson.logpmf(x, np.exp(p[0]))
-            elif column.family == "negative_binomial":
-                mu = np.exp(p[0])
-                total += stats.nbinom.logpmf(x, r[0], r[0] / (r[0] + mu))
-            elif column.family == "beta_binomial":
-                mu = 1 / (1 + np.exp(-p[0]))
-                total += stats.betabinom.logpmf(x, column.trials, mu * concentration[0], (1 - mu) * concentration[0])
-            else:
-                total += np.log(np.exp(p) / np.exp(p).sum())[int(np.argmax(cell))]
-        start += column.width
-    return total
-
-
-def test_table_log_prob_matches_scipy_and_skips_empty_cells():
-    law = TableLikelihood(COLUMNS).double()
-    with torch.no_grad():
-        law.raw_scale.fill_(0.3)
-        law.raw_inverse_dispersion.fill_(1.7)
-        law.raw_concentration.fill_(2.5)
-    rng = np.random.default_rng(0)
-    params = rng.normal(size=(4, law.shape[0]))
-    rows = np.array([
-        [0.4, 1, 3, 27, 0, 1, 0, 2],
-        [np.nan, 0, np.nan, 30, np.nan, np.nan, np.nan, 0],  # empty volume, lesions, site
-        [-2.0, np.nan, 0, 0, 1, 0, 0, np.nan],
-        [np.nan] * 8,  # every cell empty: nothing to score
-    ])
-    ours = law(torch.from_numpy(params)[:, None]).log_prob(torch.from_numpy(rows)).detach().numpy()
-    expected = [_reference_log_prob(law, params[i], rows[i]) for i in range(4)]
-    np.testing.assert_allclose(ours, expected, rtol=1e-6)
-    assert ours[3] == 0.0
 
 
 def test_empty_cells_pass_no_gradient_and_reach_the_encoder_as_indicators():
@@ -130,18 +78,6 @@ def test_in_training_the_encoder_misses_a_share_of_the_filled_cells_whole():
     assert torch.equal(site.sum(1) == 0, indicators[:, 4] == 0)  # a categorical column is hidden whole
     assert (seen[:, :law.shape[0]][indicators.index_select(1, law.position_columns) == 0] == 0).all()  # a hidden cell reads 0
     assert torch.equal(law.eval().encoder_input(rows[:3])[:, law.shape[0]:], torch.ones(3, len(COLUMNS)))  # none hidden in evaluation
-
-
-def test_table_mean_is_the_mean_of_its_draws():
-    law = TableLikelihood(COLUMNS)
-    torch.manual_seed(0)
-    params = torch.randn(1, 1, law.shape[0]).expand(40_000, 1, law.shape[0])
-    distribution = law(params)
-    draws = distribution.sample()
-    np.testing.assert_allclose(draws.mean(0).numpy(), distribution.mean[0].numpy(), rtol=0.05, atol=0.02)
-    assert set(draws[:, 1].unique().tolist()) <= {0.0, 1.0}
-    assert ((draws[:, 3] >= 0) & (draws[:, 3] <= 30) & (draws[:, 3] == draws[:, 3].round())).all()  # a score stays in its range
-    assert (draws[:, 4:7].sum(1) == 1).all()
 
 
 def test_column_spec_round_trips_and_parses_overrides():

@@ -104,8 +104,9 @@ class BernoulliLikelihood(Likelihood):
         between = (values != 0) & (values != 1)
         if between.any():
             # a Bernoulli "log-likelihood" of intensities is a cross-entropy, not a log-likelihood: refuse it
-            return (f"bernoulli data must be 0 or 1, found {int(between.sum())} values strictly between (e.g. {values[between].flat[0]:g}); "
-                    "binarise them, or give the modality a gaussian or laplace likelihood")
+            rows = between.reshape(len(values), -1).any(axis=1)
+            return (f"bernoulli data must be 0 or 1, found {int(between.sum())} values strictly between (e.g. {values[between].flat[0]:g}) "
+                    f"in rows {format_rows(rows)}; binarise them, or give the modality a gaussian or laplace likelihood")
         return None
 
 
