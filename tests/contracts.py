@@ -126,3 +126,26 @@ LIKELIHOOD_CONTRACTS: dict[str, LikelihoodContract] = {
         lambda p, lik: np.exp(p[:, 0]), np.full((1, *SHAPE), -1.0)),
     "table": LikelihoodContract(_table, _table_rows, _table_reference, _table_mean),
 }
+
+
+@dataclass(frozen=True)
+class LatentContract:
+    """A latent family built with `settings` (`build_latent(family, **settings)`); `exact_fusion`: whether its product
+    of experts is exactly q proportional to p(z) prod_m q_m(z) / p(z), or an approximation (and why)."""
+
+    family: str
+    settings: dict
+    exact_fusion: bool | str = True
+
+
+#: One entry per latent family, and per gated posterior (`--expert`): every name of `infinimodal.latents.LATENT_FAMILIES`.
+LATENT_CONTRACTS: dict[str, LatentContract] = {
+    "gaussian": LatentContract("gaussian", {"latent_dim": 4}),
+    "beta": LatentContract("beta", {"truncation": 5}),
+    "kumaraswamy": LatentContract("kumaraswamy", {"truncation": 5}, "a Kumaraswamy matched to the product numerically"),
+    "logitnormal": LatentContract("logitnormal", {"truncation": 5}),
+    "gated": LatentContract("gated", {"latent_dim": 4}),
+    "gated, experts on the code": LatentContract("gated", {"latent_dim": 4, "expert": "code"},
+                                                 "the code's Gaussian experts multiply given the sticks, whose Beta product ignores the "
+                                                 "sticks' share of the values' normaliser"),
+}

@@ -1,5 +1,7 @@
-"""The suite every observation model of `tests/contracts.py` passes: log-probability and mean against scipy, draws
-whose average is the mean and that lie in the support, the support check, and finite values at saturated outputs."""
+"""The suites the entries of `tests/contracts.py` pass. Every observation model: log-probability and mean against
+scipy, draws whose average is the mean and that lie in the support, the support check, finite values at saturated
+outputs. Every latent family and gated posterior: its KL to the prior against a Monte Carlo mean of log q - log p,
+its fusion against the product of the experts over the prior (where the table says it is exact), finite prior draws."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from infinimodal.latents import LATENT_FAMILIES, build_latent
+from infinimodal.latents.gated import EXPERTS
 from infinimodal.likelihoods import LIKELIHOODS
 from infinimodal.tabular import TableLikelihood
 
-from .contracts import LIKELIHOOD_CONTRACTS
+from .contracts import LATENT_CONTRACTS, LIKELIHOOD_CONTRACTS
 
 NAMES = list(LIKELIHOOD_CONTRACTS)
 
@@ -71,3 +75,54 @@ def test_saturated_decoder_outputs_give_finite_values_and_gradients(name):
         log_p = likelihood(p).log_prob(x)
         log_p.sum().backward()
         assert torch.isfinite(log_p).all() and torch.isfinite(p.grad).all(), (name, extreme)
+
+
+# --- latent families ---------------------------------------------------------------------------------------
+
+LATENTS = list(LATENT_CONTRACTS)
+#: Draws of the Monte Carlo references.
+DRAWS = 100_000
+
+
+def _latent(key: str):
+    contract = LATENT_CONTRACTS[key]
+    torch.manual_seed(0)
+    latent = build_latent(contract.family, **contract.settings).double()
+    raw = 0.5 * torch.randn(3, 2, latent.head_size, dtype=torch.float64)  # three rows, two experts each
+    return latent, raw
+
+
+def test_every_latent_family_and_posterior_has_a_contract():
+    assert {c.family for c in LATENT_CONTRACTS.values()} == set(LATENT_FAMILIES), "a new family needs an entry in tests/contracts.py"
+    assert {c.settings.get("expert", "value") for c in LATENT_CONTRACTS.values() if c.family == "gated"} == set(EXPERTS)
+
+
+@pytest.mark.parametrize("key", LATENTS)
+def test_kl_to_the_prior_is_the_monte_carlo_mean_of_log_q_minus_log_p(key):
+    latent, raw = _latent(key)
+    q = latent.posterior(raw[:, 0])
+    with torch.no_grad():
+        kl = torch.stack([latent.kl_per_dim(q).sum(-1) for _ in range(50)])  # a family may estimate part of it from one draw
+        z = latent.rsample(q, DRAWS)
+        gap = q.log_prob(z).sum(-1) - latent.log_prior(z)
+    standard_error = (gap.std(0) / DRAWS**0.5 + kl.std(0) / 50**0.5).numpy()
+    assert (np.abs(kl.mean(0).numpy() - gap.mean(0).numpy()) <= 5 * standard_error + 1e-3).all(), (kl.mean(0), gap.mean(0))
+
+
+@pytest.mark.parametrize("key", [k for k in LATENTS if LATENT_CONTRACTS[k].exact_fusion is True])
+def test_the_fused_posterior_is_the_product_of_the_experts_over_the_prior(key):
+    latent, raw = _latent(key)
+    experts = latent.posterior(raw)
+    fused = latent.fuse(experts, torch.ones(3, 1, 2, dtype=torch.bool))
+    with torch.no_grad():
+        z = latent.rsample(fused, 8)[:, :, 0]  # [draws, rows, latent]
+        ratio = fused.log_prob(z.unsqueeze(2)).sum(-1)[:, :, 0] - experts.log_prob(z.unsqueeze(2)).sum(-1).sum(-1) + latent.log_prior(z)
+    assert ratio.var(0).max() < 1e-12  # the same constant (the normaliser) at every z
+
+
+@pytest.mark.parametrize("key", LATENTS)
+def test_prior_draws_have_finite_log_prior_and_decoder_input(key):
+    latent, _ = _latent(key)
+    z = latent.sample_prior(500)
+    assert z.shape == (500, latent.latent_size)
+    assert torch.isfinite(latent.log_prior(z)).all() and torch.isfinite(latent.decoder_input(z)).all()
