@@ -146,8 +146,9 @@ def print_validation_errors(out: Path) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     """`evaluate`: eval.json, and its headline figures printed."""
     result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
-    keys = ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
-    print(json.dumps({k: result[k] for k in keys if k in result}))
+    from .evaluation.catalogue import summary_keys
+
+    print(json.dumps({k: result[k] for k in summary_keys() if k in result}))
     print(f"wrote {args.run_dir}/eval.json")
 
 

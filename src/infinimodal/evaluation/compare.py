@@ -17,34 +17,22 @@ from ..errors import InfinimodalError
 from ..runfiles import read_config, read_json_object
 from . import plots
 from .html import Section, Figure, embed_png, flatten, format_value, note, render_page, table
+from .catalogue import direction, metric_of
 from .metrics import KL_ACTIVE_THRESHOLD
 from .curves import class_error_curves, class_error_modality, read_curves, saved_model_index, saved_model_values
 from .report import FIGURES, LONG_METRICS, REPORT, write_report
 
 log = logging.getLogger("infinimodal")
 
-#: Metrics where larger is better / smaller is better: the best run's value is set in bold.
-HIGHER_IS_BETTER = ("elbo", "val_elbo", "log_likelihood", "linear_probe_accuracy", "linear_probe_accuracy_decoder_input", "coherence / conditional",
-                    "coherence / joint", "shared_factor_r2", "shared_factor_r2_decoder_input")
-LOWER_IS_BETTER = ("knn_error", "knn_error_decoder_input", "prediction_error")
-#: eval.json's imputation_mse entries of the model itself (beside them: baselines and row counts, not ranked).
-MODEL_IMPUTATION = ("model", "model_all_rows")
-#: Metrics that are a different bound under each aggregator: bold only among runs of one aggregator.
-AGGREGATOR_BOUNDS = ("elbo", "val_elbo")
 #: Each run's figures shown side by side on the compare page (file stem, title).
 SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_dimension", "samples per latent dimension (first modality)"),
                 ("reconstruction", "reconstructions"), ("prior_samples", "samples from the prior"))
 
 
 def _direction(key: str) -> int:
-    if class_error_modality(key) is not None:
-        return -1  # a validation error of imputing a categorical modality
-    if key.startswith("imputation_mse / "):
-        return -1 if key.rsplit(" / ", 1)[-1] in MODEL_IMPUTATION else 0
-    for prefixes, sign in ((HIGHER_IS_BETTER, 1), (LOWER_IS_BETTER, -1)):
-        if any(key == p or key.startswith(p + " / ") for p in prefixes):
-            return sign
-    return 0
+    """Which way is better for a flattened key: the declared metric's (`catalogue`), a validation error of imputing a
+    categorical modality lower."""
+    return -1 if class_error_modality(key) is not None else direction(key)
 
 
 def _ranked_rows(flat: list[dict], records: list[dict]) -> tuple[list[list[str]], set[tuple[int, int]]]:
@@ -55,7 +43,8 @@ def _ranked_rows(flat: list[dict], records: list[dict]) -> tuple[list[list[str]]
     for r, key in enumerate(dict.fromkeys(k for f in flat for k in f)):
         values = [f.get(key) for f in flat]
         rows.append([key, *(format_value(v) for v in values)])
-        sign = 0 if key in AGGREGATOR_BOUNDS and several_aggregators else _direction(key)
+        bound = metric_of(key) is not None and metric_of(key).per_aggregator
+        sign = 0 if bound and several_aggregators else _direction(key)
         numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
         if sign and sum(v is not None for v in numbers) > 1:
             best = max(sign * v for v in numbers if v is not None)
