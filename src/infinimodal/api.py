@@ -15,11 +15,10 @@ best checkpoint by validation ELBO), `last.ckpt` (the last finished epoch, for -
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -30,14 +29,13 @@ from .config import (  # noqa: F401  (re-exported: the configuration is part of 
     DEFAULT_AGGREGATOR, DEFAULT_LATENT, DataOptions, ModelConfig, TrainConfig, _check, build_module, component_settings, named_component_settings,
 )
 from .options import ACCELERATORS, DEFAULT_GRAD_CLIP, PRECISIONS, TrainingOptions  # noqa: F401  (re-exported likewise)
-from .data import MultimodalData, Split, load_dataset
-from .data.files import SUFFIXES, check_rows, codes_to_positions, one_hot, user_arrays
+from .data import MultimodalData, Split
+from .data.files import check_rows, codes_to_positions, one_hot, user_arrays
 from .columns import COVARIATES
 from .data.covariates import CovariateEncoding
-from .data.tables import holds_frames, is_table_spec, table_paths, table_rows, user_tables
+from .data.tables import holds_frames, table_rows, user_tables
 from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
-from .data.mnist import FALLBACK_SOURCE
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
@@ -46,6 +44,7 @@ from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
 from .runlog import log_to  # (also re-exported for the command line)
+from .rundata import data_file_record, file_sha256, load_data, load_run_data, run_data_file  # noqa: F401  (re-exported)
 from .distributed import is_rank_zero
 from .train import run_training
 
@@ -539,96 +538,6 @@ def fill_missing(values: np.ndarray, rows: np.ndarray, missing: np.ndarray, gene
 
 
 # --- run directories (the command line) ---------------------------------------------------------------
-
-
-def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = False) -> MultimodalData:
-    """The run's data set; with `limit_train`, only the first `max_train` training rows (what training sees).
-
-    Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
-    """
-    data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress,
-                        standardize=config.standardize, id_column=config.id_column, covariates=config.covariates)
-    if limit_train and config.max_train is not None:
-        data.train = data.train.take(slice(0, config.max_train))
-    elif config.max_train is not None and config.max_train < len(data.train):
-        data.trained_rows = config.max_train
-    return data
-
-
-def data_file_record(spec: str) -> dict:
-    """For a run on a data file: its absolute path and SHA-256, so that the run can be used from any directory and a
-    changed file is noticed (config.json keeps `data` as it was typed)."""
-    if is_table_spec(spec) and all(path.is_file() for path in table_paths(spec).values()):
-        return {"data_file": resolved_tables(spec), "data_sha256": tables_sha256(spec)}
-    if Path(spec).suffix not in SUFFIXES or not Path(spec).is_file():
-        return {}
-    return {"data_file": str(Path(spec).resolve()), "data_sha256": file_sha256(spec)}
-
-
-def resolved_tables(spec: str) -> str:
-    """A table spec with absolute paths: the folder, or name=FILE pairs."""
-    return str(Path(spec).resolve()) if Path(spec).is_dir() else ",".join(f"{name}={path.resolve()}" for name, path in table_paths(spec).items())
-
-
-def tables_sha256(spec: str) -> str:
-    """One SHA-256 of a spec's tables: each modality's name and its file's digest, in order."""
-    digest = hashlib.sha256()
-    for name, path in table_paths(spec).items():
-        digest.update(f"{name}\0{file_sha256(path)}\0".encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def run_data_file(run_dir: str | Path, config: TrainConfig) -> TrainConfig:
-    """`config` with its data file found from wherever the run is used: the path as typed when it exists from here,
-    else the absolute path recorded at training; refused in one line when neither exists or the file changed."""
-    record = read_config(Path(run_dir) / "config.json")
-    if "data_file" in record and (is_table_spec(record["data_file"]) or "=" in record["data_file"]):
-        return run_tables(run_dir, config, record)
-    if Path(config.data).suffix not in SUFFIXES or "data_file" not in record:
-        return config
-    found = next((p for p in (Path(config.data), Path(record["data_file"])) if p.is_file()), None)
-    if found is None:
-        raise InfinimodalError(f"{run_dir} was trained on {record['data_file']}, which is missing: evaluate, report, synthesize and "
-                               "score read its rows (score: its validation rows, the reference population); put the file back there")
-    if file_sha256(found) != record.get("data_sha256"):
-        raise InfinimodalError(f"{found} is not the file {run_dir} was trained on (its SHA-256 differs from the one in config.json): "
-                               "the run's splits and standardisation would not be its own")
-    return replace(config, data=str(found))
-
-
-def run_tables(run_dir: str | Path, config: TrainConfig, record: dict) -> TrainConfig:
-    """`run_data_file` for tables: the tables as typed when they are there from here, else as recorded at training;
-    refused in one line when missing or changed."""
-    for spec in (config.data, record["data_file"]):
-        if is_table_spec(spec) and all(path.is_file() for path in table_paths(spec).values()):
-            if tables_sha256(spec) != record.get("data_sha256"):
-                raise InfinimodalError(f"{spec}: not the tables {run_dir} was trained on (their SHA-256 differs from the one in config.json): "
-                                       "the run's subjects, splits and standardisation would not be its own")
-            return replace(config, data=spec)
-    raise InfinimodalError(f"{run_dir} was trained on the tables {record['data_file']}, which are missing: evaluate, report, synthesize and "
-                           "score read them; put them back there")
-
-
-def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> MultimodalData:
-    """The data set a run was trained on, from any directory (`run_data_file`), refusing a different MNIST copy (the
-    packaged subset instead of the full set, or the other way round), which would score the model on digits of
-    another distribution."""
-    data = load_data(run_data_file(run_dir, config), progress)
-    trained_on = read_config(Path(run_dir) / "config.json").get("data_source")
-    if trained_on is not None and (trained_on == FALLBACK_SOURCE) != (data.source == FALLBACK_SOURCE):
-        raise InfinimodalError(
-            f"{run_dir} was trained on MNIST from {trained_on}, but this machine has {data.source}; "
-            "point INFINIMODAL_DATA (or the run's data_dir) at the same data"
-        )
-    return data
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None, callbacks: Sequence[Callback] = (),
