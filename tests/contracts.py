@@ -70,9 +70,9 @@ TABLE_COLUMNS = (Column("volume", "gaussian"), Column("smoker", "bernoulli"), Co
 def _table() -> Likelihood:
     likelihood = TableLikelihood(TABLE_COLUMNS).double()
     with torch.no_grad():
-        likelihood.raw_scale.fill_(0.3)
-        likelihood.raw_inverse_dispersion.fill_(1.7)
-        likelihood.raw_concentration.fill_(2.5)
+        likelihood.families["gaussian"].raw_scale.fill_(0.3)
+        likelihood.families["negative_binomial"].raw_inverse_dispersion.fill_(1.7)
+        likelihood.families["beta_binomial"].raw_concentration.fill_(2.5)
     return likelihood
 
 

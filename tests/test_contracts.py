@@ -47,8 +47,8 @@ def test_draws_average_to_the_mean_and_lie_in_the_support(name):
     p = (0.5 * _params(likelihood, 1, seed=2)).expand(20_000, *([-1] * (likelihood.shape.__len__() + 1)))
     with torch.no_grad():
         distribution = likelihood(p)
-        draws = distribution.sample()
-    average, mean = draws.mean(0).numpy(), distribution.mean[0].numpy()
+        draws, mean = distribution.sample(), distribution.mean[0].numpy()
+    average = draws.mean(0).numpy()
     spread = draws.std(0).numpy()
     assert (np.abs(average - mean) <= 5 * spread / np.sqrt(len(draws)) + 1e-9).all()  # five standard errors
     if not isinstance(likelihood, TableLikelihood):

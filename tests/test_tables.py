@@ -49,7 +49,7 @@ def test_a_saturated_bounded_score_stays_finite_filled_or_empty(logit):
         params = torch.full((1, 1, 1), logit, requires_grad=True)
         log_p = law(params).log_prob(torch.tensor([[cell]]))
         log_p.sum().backward()
-        assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all() and torch.isfinite(law.raw_concentration.grad).all()
+        assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all() and torch.isfinite(law.families["beta_binomial"].raw_concentration.grad).all()
         law.zero_grad()
 
 
@@ -384,6 +384,7 @@ def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run,
     assert done.returncode in (0, 4), done.stderr
     covariates = pd.read_csv(tmp_path / "synthetic" / "covariates.csv", index_col=0)
     assert len(covariates) == 30 and set(covariates["site"]) == {"C"} and covariates.index[0] == "synthetic-01"
+    assert covariates.index.name == "subject"  # the tables' own ID column
     assert set(covariates["sex"]) <= {"F", "M"} and covariates["age"].between(55, 90).all()
     assert (tmp_path / "synthetic" / "mri.csv").is_file() and (tmp_path / "synthetic" / "privacy.json").is_file()
     done = _cli("sample", root / "run", "--n", "5", "--set", "site=A", "--out", tmp_path / "prior.npz")

@@ -39,7 +39,7 @@ from .data.standardize import inverse as unstandardize_values
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
-from .deviation import Reference, deviation_scores
+from .deviation import Reference, deviation_scores, empty_cells
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
 from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
@@ -152,15 +152,14 @@ class MultimodalVAE:
         (`data.files.user_arrays`)."""
         if isinstance(arrays, Split):
             return arrays
-        ids = None
-        if holds_frames(arrays) and any(m.is_table for m in self.modalities):
-            arrays, ids = user_tables(arrays, self.modalities, None, source, self.covariates)[:2]
-        arrays = user_arrays(arrays, self.names, source)
-        return self._as_split(arrays, source, ids)
+        tables = self._frames(arrays, source)
+        if tables is not None:
+            return self._as_split(tables.arrays, source, tables.ids)
+        return self._as_split(user_arrays(arrays, self.names, source), source, None)
 
     def _frames(self, arrays, source: str):
         """pandas DataFrames of a table model, read as its tables (with their IDs), or None for any other input."""
-        if not isinstance(arrays, Split) and holds_frames(arrays) and any(m.is_table for m in self.modalities):
+        if holds_frames(arrays) and any(m.is_table for m in self.modalities):
             return user_tables(arrays, self.modalities, None, source, self.covariates)
         return None
 
@@ -169,9 +168,8 @@ class MultimodalVAE:
         its tables (`infinimodal.data.tables.user_tables`); anything else as `data.files.user_arrays` reads it."""
         if isinstance(arrays, Split):
             return arrays
-        if holds_frames(arrays) and any(m.is_table for m in self.modalities):
-            return user_tables(arrays, self.modalities, None, source, self.covariates).arrays
-        return user_arrays(arrays, self.names, source)
+        tables = self._frames(arrays, source)
+        return tables.arrays if tables is not None else user_arrays(arrays, self.names, source)
 
     def _as_split(self, arrays: dict, source: str, ids) -> Split:
         unknown = set(arrays) - set(self.names) - {"labels", "split", COVARIATES}
@@ -268,7 +266,7 @@ class MultimodalVAE:
         arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
-        incomplete = np.flatnonzero(~split.mask.all(axis=1) | self.empty_cells(split))  # rows with nothing missing need no decoding
+        incomplete = np.flatnonzero(~split.mask.all(axis=1) | empty_cells(self.module, split).any(axis=1))  # rows with nothing missing need no decoding
         for start in range(0, len(incomplete), batch_size):
             rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
@@ -309,14 +307,6 @@ class MultimodalVAE:
                 moved = np.where(shift, values + target[name] - own[name], values)
                 out[name][rows] = np.where(observed, moved, target[name])
         return out
-
-    def empty_cells(self, split: Split) -> np.ndarray:
-        """[rows] bool: whether an observed row of a table modality has an empty cell (NaN)."""
-        empty = np.zeros(len(split), dtype=bool)
-        for m, modality in enumerate(self.modalities):
-            if modality.is_table:
-                empty |= split.mask[:, m] & np.isnan(split.arrays[modality.name]).any(axis=1)
-        return empty
 
     @torch.no_grad()
     def impute_draws(self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0) -> dict[str, np.ndarray]:

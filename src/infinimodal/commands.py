@@ -46,8 +46,9 @@ def rows_of(spec: str, split: str, run_dir: str):
             arrays[name] = values
         return vae, arrays, None
     config.data = spec
-    rows = api.load_data(config, progress=False).split(split)
-    return vae, rows, None if rows.ids is None else Subjects(rows.ids, config.id_column or "id")
+    data = api.load_data(config, progress=False)
+    rows = data.split(split)
+    return vae, rows, None if rows.ids is None else Subjects(rows.ids, data.id_column or "id")
 
 
 class Subjects(NamedTuple):
@@ -229,6 +230,8 @@ def run_impute(args: argparse.Namespace) -> None:
         raise InfinimodalError(f"--out {args.out}: tables are imputed into a folder (one table per modality), not a file")
     if tables and args.draws:
         raise InfinimodalError("--draws writes arrays: impute a .npz for multiple imputations")
+    if args.draws and args.set:
+        raise InfinimodalError("--draws and --set: multiple imputation is at the subjects' own covariates; drop one")
     vae, rows, ids = rows_of(args.data, "test", args.run_dir)
     split = vae.as_split(rows, args.data)
     given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
@@ -248,8 +251,6 @@ def run_impute(args: argparse.Namespace) -> None:
         print(f"{what}imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
               f"wrote {', '.join(written)}")
         return
-    if args.draws and args.set:
-        raise InfinimodalError("--draws and --set: multiple imputation is at the subjects' own covariates; drop one")
     if args.draws:
         filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
     extra = {k: v for k, v in rows.items() if k not in vae.names}
@@ -303,11 +304,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
     covariates = vae.covariates.decode(encoded) if encoded is not None else {}
     if tables:
         ids = [f"synthetic-{i + 1:0{len(str(args.n))}d}" for i in range(args.n)]
-        written = write_imputed_tables(vae, samples, ids, Path(args.out), config.id_column or "id")
+        written = write_imputed_tables(vae, samples, ids, Path(args.out), data.id_column or "id")
         if covariates:
             import pandas as pd
 
-            pd.DataFrame(covariates, index=pd.Index(ids, name=config.id_column or "id")).to_csv(Path(args.out) / "covariates.csv", float_format="%.6g")
+            pd.DataFrame(covariates, index=pd.Index(ids, name=data.id_column or "id")).to_csv(Path(args.out) / "covariates.csv", float_format="%.6g")
             written.append(str(Path(args.out) / "covariates.csv"))
         report_path = Path(args.out) / "privacy.json"
         where = ", ".join(written)

@@ -158,7 +158,7 @@ class Reference:
 
     def standardisation(self, pattern: tuple[bool, ...], empty: tuple = ()) -> Standardisation:
         """The standardisation of rows with modalities `pattern` and, in table modalities, the empty cells `empty`
-        (`empty_cell_pattern`): the reference rows' same cells are emptied too, since a row's likelihood sums its filled
+        (a row of `empty_cells`): the reference rows' same cells are emptied too, since a row's likelihood sums its filled
         cells only, and fewer terms would make a subject with empty cells look more typical than it is."""
         key = (pattern, empty)
         if key not in self.patterns:
@@ -177,26 +177,26 @@ def table_names(module: MultimodalModule) -> list[str]:
     return [modality.name for modality in module.modalities if modality.is_table]
 
 
-def empty_cell_pattern(module: MultimodalModule, split: Split) -> list[tuple]:
-    """Per row, which cells of its observed table modalities are empty (one tuple of positions per table modality; ()
-    for a model without tables)."""
-    names = table_names(module)
-    if not names:
-        return [()] * len(split)
-    flags = [np.isnan(split.arrays[name]) & split.mask[:, module.names.index(name), None] for name in names]
-    return [tuple(tuple(np.flatnonzero(f[row]).tolist()) for f in flags) for row in range(len(split))]
+def empty_cells(module: MultimodalModule, split: Split) -> np.ndarray:
+    """[rows, table positions] bool: the empty cells of each row's observed table modalities, side by side in
+    `table_names` order (no column for a model without tables)."""
+    flags = [np.isnan(split.arrays[name]) & split.mask[:, module.names.index(name), None] for name in table_names(module)]
+    return np.concatenate(flags, axis=1) if flags else np.zeros((len(split), 0), dtype=bool)
 
 
-def with_empty_cells(module: MultimodalModule, rows: Split, empty: tuple) -> Split:
-    """The rows with the cells `empty` (per table modality, as `empty_cell_pattern` gives them) emptied."""
+def with_empty_cells(module: MultimodalModule, rows: Split, empty: tuple[bool, ...]) -> Split:
+    """The rows with the cells `empty` (one row of `empty_cells`) emptied."""
     if not any(empty):
         return rows
-    arrays = dict(rows.arrays)
-    for name, positions in zip(table_names(module), empty):
-        if positions:
+    arrays, start = dict(rows.arrays), 0
+    for name in table_names(module):
+        width = arrays[name].shape[1]
+        chosen = np.array(empty[start : start + width], dtype=bool)
+        if chosen.any():
             values = np.array(arrays[name], dtype=np.float32, copy=True)
-            values[:, list(positions)] = np.nan
+            values[:, chosen] = np.nan
             arrays[name] = values
+        start += width
     return Split(arrays, rows.mask, rows.labels, rows.ids)
 
 
@@ -216,12 +216,12 @@ def deviation_parts(module: MultimodalModule, split: Split, reference: Reference
     codes = representations(module, split)
     deviations = np.full((len(split), module.n_modalities), np.nan)
     latent, worst = np.full(len(split), np.nan), np.full(len(split), np.nan)
-    cells = empty_cell_pattern(module, split)
-    keys = [(tuple(bool(b) for b in split.mask[row]), cells[row]) for row in range(len(split))]
-    for pattern, empty in set(keys):
-        rows = np.array([key == (pattern, empty) for key in keys])
-        fitted = reference.standardisation(pattern, empty)
-        observed = np.array(pattern)
+    # a row's pattern: the modalities it has, and its empty table cells
+    patterns, which = np.unique(np.concatenate([split.mask, empty_cells(module, split)], axis=1), axis=0, return_inverse=True)
+    for p, flags in enumerate(patterns):
+        rows = which.reshape(-1) == p
+        observed, empty = flags[: module.n_modalities], flags[module.n_modalities :]
+        fitted = reference.standardisation(tuple(bool(b) for b in observed), tuple(bool(b) for b in empty))
         deviations[np.ix_(rows, observed)] = (nll[np.ix_(rows, observed)] - fitted.modality_mean[observed]) / fitted.modality_std[observed]
         latent[rows] = (_mahalanobis(codes[rows], fitted.latent_mean, fitted.latent_precision) - fitted.distance_mean) / fitted.distance_std
         worst[rows] = (_largest(deviations[rows]) - fitted.worst_mean) / fitted.worst_std

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .columns import TABLE_LIKELIHOOD, Column, feature_names
-from .likelihoods import LikelihoodSpec, likelihood_class
+from .likelihoods import Likelihood, LikelihoodSpec, likelihood_class
+from .tabular import TableLikelihood
 
 
 @dataclass
@@ -66,6 +67,11 @@ class Modality:
             raise ValueError(f"modality {self.name!r}: column names must be distinct, got {names}")
         if self.classes is not None:
             raise ValueError(f"modality {self.name!r}: a table modality's classes belong to its categorical columns")
+
+    def observation_model(self) -> Likelihood:
+        """A new likelihood module for this modality: its columns' (`infinimodal.tabular.TableLikelihood`) for a table,
+        else the one its likelihood names."""
+        return TableLikelihood(self.columns) if self.is_table else self.law.build(self.shape)
 
     @property
     def law(self) -> LikelihoodSpec:

@@ -24,12 +24,11 @@ from torch.distributions import Distribution
 from .aggregators import Aggregator
 from .columns import COVARIATES
 from .latents import LatentFamily
-from .likelihoods import Likelihood, build_likelihood
+from .likelihoods import Likelihood
 from .mixture import MixturePosterior
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
 from .outputs import LossOutput
-from .tabular import TableLikelihood
 
 __all__ = ["COVARIATES", "MultimodalModule", "kept_random_streams"]
 
@@ -120,7 +119,7 @@ class MultimodalModule(nn.Module):
         self.decoders = nn.ModuleDict()
         self.likelihoods = nn.ModuleDict()
         for modality in self.modalities:
-            likelihood = modality_likelihood(modality)
+            likelihood = modality.observation_model()
             encoder = modality.encoder if modality.encoder is not None else default_encoder(likelihood.encoder_shape, hidden, likelihood.categorical)
             if modality.decoder is not None and covariates:
                 raise ValueError(f"modality {modality.name!r}: a custom decoder cannot read covariates; use the default networks or no covariates")
@@ -556,11 +555,6 @@ def _swap_columns(tensor: Tensor, j: int, k: int, into_j: float, into_k: float) 
 def _key(name: str) -> str:
     """Submodule key of a modality: prefixed, so that names like "values" or "keys" cannot clash with ModuleDict."""
     return f"mod_{name}"
-
-
-def modality_likelihood(modality: Modality) -> Likelihood:
-    """The observation model of a modality: one likelihood per column for a table, else its named likelihood."""
-    return TableLikelihood(modality.columns) if modality.is_table else build_likelihood(modality.likelihood, modality.shape)
 
 
 def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood, covariates: int = 0) -> int:

@@ -4,9 +4,11 @@ A row of a table modality holds one position per numeric column and C one-hot po
 an empty cell is NaN in its column's positions. `TableLikelihood` turns the decoder's output (one number per
 position) into a `TableDistribution` whose `log_prob` is the sum of the observed cells' terms (an empty cell adds
 nothing and passes no gradient), whose `mean` is each column's expectation (Gaussian mean, Bernoulli probability,
-count mean, the score's mean, class probabilities) and whose `sample` draws every cell. The encoder reads the
-observed values (counts as log(1 + x), scores as a fraction of their range, empty cells as 0) followed by one
-indicator per column saying whether its cell is observed, so an empty cell is never read as a value. In training a
+count mean, the score's mean, class probabilities) and whose `sample` draws every cell: each family's columns by
+that family's own likelihood (`NUMERIC_FAMILIES`, the modalities' likelihoods, and `BetaBinomialLikelihood` for
+bounded scores). The encoder reads the observed values as that family's encoders do (counts as log(1 + x), scores
+as a fraction of their range), empty cells as 0, followed by one indicator per column saying whether its cell is
+observed, so an empty cell is never read as a value. In training a
 share CELL_DROPOUT of the filled cells is hidden from the encoder (the likelihood still scores them), so that empty
 cells are something the encoder has seen.
 """
@@ -18,10 +20,17 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Beta, Binomial, Distribution, NegativeBinomial, constraints
+from torch.distributions import Beta, Binomial, Distribution, constraints
 
 from .columns import Column, positions
-from .likelihoods import MAX_LOG_RATE, MIN_SCALE, Likelihood
+from .likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+)
 from .nets import full_precision
 from .options import CELL_DROPOUT
 
@@ -50,9 +59,63 @@ def beta_binomial_log_prob(k: Tensor, trials: Tensor, logit: Tensor, concentrati
     return log_choose + log_beta - (torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b))
 
 
+class BetaBinomial(Distribution):
+    """Elementwise beta-binomial: `trials` trials whose success probability is Beta(sigmoid(logit) c, sigmoid(-logit) c)."""
+
+    arg_constraints: dict = {}
+    support = constraints.nonnegative_integer
+
+    def __init__(self, trials: Tensor, logit: Tensor, concentration: Tensor) -> None:
+        self.trials, self.logit, self.concentration = torch.broadcast_tensors(trials.to(logit.dtype), logit, concentration.to(logit.dtype))
+        super().__init__(self.logit.shape, validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        k = torch.minimum(value.clamp(min=0), self.trials)  # a placeholder outside the range stays finite
+        return beta_binomial_log_prob(k, self.trials, self.logit, self.concentration).to(self.logit.dtype)
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.sigmoid(self.logit) * self.trials
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            mean = torch.sigmoid(self.logit).double().clamp(1e-6, 1 - 1e-6)
+            c = self.concentration.double()
+            p = Beta(mean * c, (1 - mean) * c).sample(sample_shape)
+            return Binomial(self.trials.double().expand_as(p), probs=p).sample().to(self.logit.dtype)
+
+
+class BetaBinomialLikelihood(Likelihood):
+    """Bounded integer scores: value - low on `trials` = high - low trials, the concentration learned per feature."""
+
+    name = "beta_binomial"
+
+    def __init__(self, shape: tuple[int, ...], trials: list[int]) -> None:
+        super().__init__(shape)
+        self.register_buffer("trials", torch.tensor([float(t) for t in trials]), persistent=False)
+        self.raw_concentration = nn.Parameter(torch.full(self.shape, _inverse_softplus(START_CONCENTRATION)))
+
+    def concentration(self) -> Tensor:
+        return F.softplus(self.raw_concentration) + 1e-4
+
+    def encoder_input(self, values: Tensor) -> Tensor:
+        """A score as a fraction of its range."""
+        return values / self.trials.to(values.dtype)
+
+    def forward(self, params: Tensor) -> Distribution:
+        return self._independent(BetaBinomial(self.trials, full_precision(params[:, 0]), self.concentration()))
+
+
+#: The observation model of each numeric column family, for a group of such columns of shape (n,): the modalities'
+#: own likelihoods (a table's Gaussian columns learn their scales as a Gaussian modality's features do, ...).
+NUMERIC_FAMILIES = {"gaussian": GaussianLikelihood, "bernoulli": BernoulliLikelihood, "poisson": PoissonLikelihood,
+                    "negative_binomial": NegativeBinomialLikelihood, "beta_binomial": BetaBinomialLikelihood}
+
+
 class TableDistribution(Distribution):
-    """p(row | z) of a table modality: independent columns given z (see the module docstring). Batch shape: the
-    decoder's rows; event shape: the row's positions."""
+    """p(row | z) of a table modality: independent columns given z (see the module docstring), each group of numeric
+    columns of one family scored, averaged and drawn by that family's own distribution, each categorical column by a
+    one-hot categorical. Batch shape: the decoder's rows; event shape: the row's positions."""
 
     arg_constraints: dict = {}
     support = constraints.real
@@ -62,92 +125,49 @@ class TableDistribution(Distribution):
         self.params = params
         super().__init__(params.shape[:-1], params.shape[-1:], validate_args=False)
 
-    def _take(self, values: Tensor, name: str) -> Tensor:
-        return values.index_select(-1, getattr(self.law, f"{name}_positions"))
+    def _numeric(self, params: Tensor):
+        """(positions, elementwise distribution of those positions) of each numeric family."""
+        return [(index, part(params.index_select(-1, index).unsqueeze(-2)).base_dist) for index, part in self.law.numeric_parts()]
+
+    def _categorical(self, params: Tensor):
+        """(positions, one-hot categorical) of each categorical column."""
+        return [(index, part(params.index_select(-1, index).unsqueeze(-2))) for index, part in self.law.categorical_parts()]
+
+    def _parts(self, params: Tensor):
+        return self._numeric(params) + self._categorical(params)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        law = self.law
         observed = ~torch.isnan(value)
-        zero = torch.zeros((), dtype=value.dtype, device=value.device)
-        filled = torch.where(observed, value, zero)
+        filled = torch.where(observed, value, torch.zeros((), dtype=value.dtype, device=value.device))
         # an empty cell's term is computed at parameter 0 and then dropped: no value it could take reaches a gradient
         params = torch.where(observed, self.params, torch.zeros((), dtype=self.params.dtype, device=self.params.device))
         terms = torch.zeros_like(params)
-        parts = {}
-        if law.gaussian_positions.numel():
-            x, loc, scale = self._take(filled, "gaussian"), self._take(params, "gaussian"), law.gaussian_scale()
-            parts["gaussian"] = -0.5 * ((x - loc) / scale).square() - torch.log(scale) - 0.5 * math.log(2 * math.pi)
-        if law.bernoulli_positions.numel():
-            logit = self._take(params, "bernoulli")
-            parts["bernoulli"] = -F.binary_cross_entropy_with_logits(logit, self._take(filled, "bernoulli"), reduction="none")
-        if law.poisson_positions.numel():
-            x, log_rate = self._take(filled, "poisson"), self._take(params, "poisson").clamp(-MAX_LOG_RATE, MAX_LOG_RATE)
-            parts["poisson"] = x * log_rate - torch.exp(log_rate) - torch.lgamma(x + 1)
-        if law.negative_binomial_positions.numel():
-            log_mean = self._take(params, "negative_binomial").clamp(-MAX_LOG_RATE, MAX_LOG_RATE)
-            r = law.inverse_dispersion()
-            counts = NegativeBinomial(total_count=r, logits=log_mean - torch.log(r), validate_args=False)
-            parts["negative_binomial"] = counts.log_prob(self._take(filled, "negative_binomial"))
-        if law.beta_binomial_positions.numel():
-            k = self._take(filled, "beta_binomial").clamp(min=0)
-            k = torch.minimum(k, law.trials.to(k.dtype))
-            parts["beta_binomial"] = beta_binomial_log_prob(k, law.trials, self._take(params, "beta_binomial"), law.concentration()).to(params.dtype)
-        for family, part in parts.items():
-            terms = terms.index_copy(-1, getattr(law, f"{family}_positions"), part.to(terms.dtype))
-        for start, width in law.categorical_blocks:
-            logits = params[..., start : start + width]
-            block = torch.log_softmax(logits, dim=-1) * filled[..., start : start + width]
-            terms = terms.index_copy(-1, torch.tensor([start], device=terms.device), block.sum(-1, keepdim=True).to(terms.dtype))
+        for index, part in self._numeric(params):
+            terms = terms.index_copy(-1, index, part.log_prob(filled.index_select(-1, index)).to(terms.dtype))
+        for index, part in self._categorical(params):  # one term per column, at its first position (the others stay 0)
+            terms = terms.index_copy(-1, index[:1], part.log_prob(filled.index_select(-1, index)).unsqueeze(-1).to(terms.dtype))
         return torch.where(observed, terms, torch.zeros((), dtype=terms.dtype, device=terms.device)).sum(-1)
 
     @property
     def mean(self) -> Tensor:
-        law, params = self.law, self.params
-        out = torch.empty_like(params)
-        if law.gaussian_positions.numel():
-            out[..., law.gaussian_positions] = self._take(params, "gaussian")
-        if law.bernoulli_positions.numel():
-            out[..., law.bernoulli_positions] = torch.sigmoid(self._take(params, "bernoulli"))
-        for family in ("poisson", "negative_binomial"):
-            if getattr(law, f"{family}_positions").numel():
-                out[..., getattr(law, f"{family}_positions")] = torch.exp(self._take(params, family).clamp(-MAX_LOG_RATE, MAX_LOG_RATE))
-        if law.beta_binomial_positions.numel():
-            out[..., law.beta_binomial_positions] = torch.sigmoid(self._take(params, "beta_binomial")) * law.trials.to(params.dtype)
-        for start, width in law.categorical_blocks:
-            out[..., start : start + width] = torch.softmax(params[..., start : start + width], dim=-1)
+        out = torch.empty_like(self.params)
+        for index, part in self._parts(self.params):
+            out = out.index_copy(-1, index, part.mean.to(out.dtype))
         return out
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        if len(sample_shape):
-            return torch.stack([self.sample() for _ in range(math.prod(sample_shape))]).view(*sample_shape, *self.params.shape)
-        law, params = self.law, self.params
         with torch.no_grad():
-            out = torch.empty_like(params)
-            if law.gaussian_positions.numel():
-                loc = self._take(params, "gaussian")
-                out[..., law.gaussian_positions] = loc + law.gaussian_scale() * torch.randn_like(loc)
-            if law.bernoulli_positions.numel():
-                out[..., law.bernoulli_positions] = torch.bernoulli(torch.sigmoid(self._take(params, "bernoulli")))
-            if law.poisson_positions.numel():
-                out[..., law.poisson_positions] = torch.poisson(torch.exp(self._take(params, "poisson").clamp(-MAX_LOG_RATE, MAX_LOG_RATE)))
-            if law.negative_binomial_positions.numel():
-                log_mean = self._take(params, "negative_binomial").clamp(-MAX_LOG_RATE, MAX_LOG_RATE)
-                r = law.inverse_dispersion()
-                out[..., law.negative_binomial_positions] = NegativeBinomial(total_count=r, logits=log_mean - torch.log(r), validate_args=False).sample()
-            if law.beta_binomial_positions.numel():
-                mean = torch.sigmoid(self._take(params, "beta_binomial")).double().clamp(1e-6, 1 - 1e-6)
-                c = law.concentration().double()
-                p = Beta(mean * c, (1 - mean) * c).sample()
-                out[..., law.beta_binomial_positions] = Binomial(law.trials.double().expand_as(p), probs=p).sample().to(params.dtype)
-            for start, width in law.categorical_blocks:
-                drawn = torch.distributions.Categorical(logits=params[..., start : start + width]).sample()
-                out[..., start : start + width] = F.one_hot(drawn, width).to(params.dtype)
+            out = torch.empty(*sample_shape, *self.params.shape, dtype=self.params.dtype, device=self.params.device)
+            for index, part in self._parts(self.params):
+                out = out.index_copy(-1, index, part.sample(sample_shape).to(out.dtype))
         return out
 
 
 class TableLikelihood(Likelihood):
-    """One likelihood per column of a table modality (module docstring); learned per column: the Gaussian columns'
-    scales, the negative-binomial columns' inverse dispersions, the bounded scores' concentrations."""
+    """One likelihood per column of a table modality (module docstring): the numeric columns of each family share
+    that family's likelihood module (`NUMERIC_FAMILIES`: the Gaussian columns' scales, the negative-binomial columns'
+    inverse dispersions and the bounded scores' concentrations learned per column), each categorical column has its
+    own `CategoricalLikelihood`."""
 
     name = "table"
 
@@ -155,10 +175,17 @@ class TableLikelihood(Likelihood):
         self.columns = tuple(columns)
         spans = positions(self.columns)
         super().__init__((sum(width for _, width in spans),))
-        for family in ("gaussian", "bernoulli", "poisson", "negative_binomial", "beta_binomial"):
-            chosen = [start for (start, _), column in zip(spans, self.columns) if column.family == family]
-            self.register_buffer(f"{family}_positions", torch.tensor(chosen, dtype=torch.long), persistent=False)
-        self.categorical_blocks = [span for span, column in zip(spans, self.columns) if column.family == "categorical"]
+        self.families = nn.ModuleDict()
+        for family, cls in NUMERIC_FAMILIES.items():
+            chosen = [(start, column) for (start, _), column in zip(spans, self.columns) if column.family == family]
+            if chosen:
+                self.register_buffer(f"{family}_positions", torch.tensor([start for start, _ in chosen], dtype=torch.long), persistent=False)
+                extra = {"trials": [column.trials for _, column in chosen]} if family == "beta_binomial" else {}
+                self.families[family] = cls((len(chosen),), **extra)
+        blocks = [(start, width) for (start, width), column in zip(spans, self.columns) if column.family == "categorical"]
+        for c, (start, width) in enumerate(blocks):
+            self.register_buffer(f"categorical_{c}_positions", torch.arange(start, start + width), persistent=False)
+        self.categories = nn.ModuleList([CategoricalLikelihood((width,)) for _, width in blocks])
         self.register_buffer("first_positions", torch.tensor([start for start, _ in spans], dtype=torch.long), persistent=False)
         column_of = [c for c, (_, width) in enumerate(spans) for _ in range(width)]
         self.register_buffer("position_columns", torch.tensor(column_of, dtype=torch.long), persistent=False)
@@ -166,20 +193,14 @@ class TableLikelihood(Likelihood):
         #: likelihood still scores it, so that the encoder learns what an empty cell means and the decoder to fill a cell
         #: from the rest of the row (`--cell-dropout`; docs/results.md section 13 measures it)
         self.cell_dropout = CELL_DROPOUT
-        bounded = [column for column in self.columns if column.family == "beta_binomial"]
-        self.register_buffer("trials", torch.tensor([float(c.trials) for c in bounded]), persistent=False)
-        self.raw_scale = nn.Parameter(torch.full((len(self.gaussian_positions),), _inverse_softplus(1.0)))
-        self.raw_inverse_dispersion = nn.Parameter(torch.full((len(self.negative_binomial_positions),), _inverse_softplus(START_CONCENTRATION)))
-        self.raw_concentration = nn.Parameter(torch.full((len(bounded),), _inverse_softplus(START_CONCENTRATION)))
 
-    def gaussian_scale(self) -> Tensor:
-        return F.softplus(self.raw_scale) + MIN_SCALE
+    def numeric_parts(self):
+        """(positions, likelihood module) of each numeric family the table has."""
+        return [(getattr(self, f"{family}_positions"), part) for family, part in self.families.items()]
 
-    def inverse_dispersion(self) -> Tensor:
-        return F.softplus(self.raw_inverse_dispersion) + 1e-4
-
-    def concentration(self) -> Tensor:
-        return F.softplus(self.raw_concentration) + 1e-4
+    def categorical_parts(self):
+        """(positions, likelihood module) of each categorical column."""
+        return [(getattr(self, f"categorical_{c}_positions"), part) for c, part in enumerate(self.categories)]
 
     @property
     def encoder_shape(self) -> tuple[int, ...]:
@@ -192,12 +213,10 @@ class TableLikelihood(Likelihood):
             hidden = torch.rand(values.shape[0], len(self.columns), device=values.device) < self.cell_dropout
             observed = observed & ~hidden.index_select(1, self.position_columns)
         x = torch.where(observed, values, torch.zeros((), dtype=values.dtype, device=values.device))
-        if self.poisson_positions.numel() or self.negative_binomial_positions.numel():
-            counts = torch.cat([self.poisson_positions, self.negative_binomial_positions])
-            x = x.index_copy(-1, counts, torch.log1p(x.index_select(-1, counts).clamp(min=0)))
-        if self.beta_binomial_positions.numel():
-            x = x.index_copy(-1, self.beta_binomial_positions, x.index_select(-1, self.beta_binomial_positions) / self.trials.to(x.dtype))
+        for index, part in self.numeric_parts():  # each family's cells as its modalities' encoders read them (counts as log(1 + x))
+            x = x.index_copy(-1, index, part.encoder_input(x.index_select(-1, index)))
         return torch.cat([x, observed.index_select(-1, self.first_positions).to(x.dtype)], dim=-1)
 
     def forward(self, params: Tensor) -> Distribution:
         return TableDistribution(self, full_precision(params[:, 0]))
+

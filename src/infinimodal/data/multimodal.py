@@ -95,6 +95,8 @@ class MultimodalData:
     #: how covariate columns are encoded (`--covariates`, `infinimodal.data.covariates.CovariateEncoding`); their values
     #: are each split's `arrays[COVARIATES]`; None without covariates
     covariates: object | None = None
+    #: the name of the ID column of tables (the splits' `ids`), for the tables written back; None for other data
+    id_column: str | None = None
 
     def model_train(self) -> Split:
         """The training rows the model saw: the first `trained_rows` of the split, or all of it."""

@@ -131,10 +131,15 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
         raise DataError(f"{path}: cannot read as a {suffix[1:]} table ({first})") from None
     if frame.shape[1] == 0:
         raise DataError(f"{path}: holds no columns")
+    return table_of_frame(path, frame, str(frame.columns[0]) if id_column is None else id_column)
+
+
+def table_of_frame(path: Path, frame, key: str) -> Table:
+    """A DataFrame with an ID column `key` as a Table: the IDs checked (none empty, none twice), every other column's
+    cells (`column_cells`); errors name `path`."""
     names = [str(c) for c in frame.columns]
     if len(set(names)) != len(names):
         raise DataError(f"{path}: column names repeat: {shown(sorted({n for n in names if names.count(n) > 1}))}")
-    key = names[0] if id_column is None else id_column
     if key not in names:
         raise DataError(f"{path}: no ID column {key!r} (its columns: {shown(names)}); give --id-column NAME")
     ids = np.asarray([str(v).strip() if v is not None and v == v else "" for v in frame[key].to_numpy(dtype=object)], dtype=object)
@@ -144,16 +149,17 @@ def read_table_file(path: Path, id_column: str | None) -> Table:
     unique, counts = np.unique(ids.astype(str), return_counts=True)
     if (counts > 1).any():
         raise DataError(f"{path}: IDs appear more than once in column {key!r}: {shown(unique[counts > 1])}; keep one row per subject")
-    cells = {}
-    for name in names:
-        if name == key:
-            continue
-        column = frame[name]
-        cells[name] = column.to_numpy(dtype=np.float64, na_value=np.nan) if column.dtype.kind in "biuf" else \
-            np.asarray(["" if v is None or (isinstance(v, float) and v != v) else str(v).strip() for v in column.to_numpy(dtype=object)], dtype=object)
+    cells = {name: column_cells(frame[column]) for name, column in zip(names, frame.columns) if name != key}
     if not cells:
         raise DataError(f"{path}: holds only its ID column {key!r}, no feature")
     return Table(path, ids.astype(str), cells, key)
+
+
+def column_cells(column) -> np.ndarray:
+    """A pandas column's cells: floats (NaN where empty) for a numeric column, else stripped text ('' where empty)."""
+    if column.dtype.kind in "biuf":
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(["" if v is None or (isinstance(v, float) and v != v) else str(v).strip() for v in column.to_numpy(dtype=object)], dtype=object)
 
 
 # --- what a column is --------------------------------------------------------------------------------
@@ -403,6 +409,7 @@ def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, st
     source = str(Path(spec).resolve()) if Path(spec).exists() else spec
     data = MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], source)
     data.covariates = encoding
+    data.id_column = next(iter(tables.values())).id_name
     data.notes = overview({k: len(v) for k, v in splits.items()}, names, mask, modalities, {k: t.path for k, t in tables.items()})
     if encoding is not None:
         data.notes.append("covariates (every encoder and decoder reads them): " + "; ".join(
@@ -472,17 +479,12 @@ def user_tables(spec, modalities: list[Modality], id_column: str | None, source:
 
 
 def frame_table(name: str, frame) -> Table:
-    """A pandas DataFrame indexed by subject ID as a Table (the Python API's way in)."""
-    ids = np.asarray([str(i) for i in frame.index], dtype=object)
-    unique, counts = np.unique(ids.astype(str), return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"table {name!r}: index IDs appear more than once: {shown(unique[counts > 1])}")
-    cells = {}
-    for column in frame.columns:
-        series = frame[column]
-        cells[str(column)] = series.to_numpy(dtype=np.float64, na_value=np.nan) if series.dtype.kind in "biuf" else \
-            np.asarray(["" if v is None or (isinstance(v, float) and v != v) else str(v).strip() for v in series.to_numpy(dtype=object)], dtype=object)
-    return Table(Path(f"<DataFrame {name}>"), ids.astype(str), cells, str(frame.index.name or "id"))
+    """A pandas DataFrame indexed by subject ID as a Table (the Python API's way in), checked as a file is."""
+    key = str(frame.index.name or "id")
+    where = Path(f"<DataFrame {name}>")
+    if key in [str(c) for c in frame.columns]:
+        raise DataError(f"{where}: its index (the IDs) and a column are both named {key!r}; name the index otherwise")
+    return table_of_frame(where, frame.rename_axis(key).reset_index(), key)
 
 
 def holds_frames(value) -> bool:

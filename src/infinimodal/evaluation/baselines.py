@@ -94,9 +94,11 @@ def _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_
     that setting's model fitted on every training row."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # early stopping ends most MLP fits; the rest stop at max_iter
-        errors = {setting: _squared_error(predict(build(setting).fit(x_train[tuning_rows], y_train[tuning_rows]), x_valid), y_valid)
-                  for setting in settings}
+        fitted = {setting: build(setting).fit(x_train[tuning_rows], y_train[tuning_rows]) for setting in settings}
+        errors = {setting: _squared_error(predict(model, x_valid), y_valid) for setting, model in fitted.items()}
         best = min(errors, key=errors.get)
+        if len(tuning_rows) == len(x_train):  # the tuning rows are every training row, in order: that fit is the refit
+            return best, fitted[best]
         return best, build(best).fit(x_train, y_train)
 
 
