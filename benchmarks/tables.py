@@ -112,7 +112,7 @@ def measure_run(folder: Path, out: Path, latent: str, covariates: bool, seed: in
     result = {
         "latent": latent, "covariates": covariates, "seed": seed, "train_seconds": round(seconds, 1),
         "test_elbo": evaluation["elbo"], "test_log_likelihood": evaluation["log_likelihood"], "kl_active": evaluation["kl_active"],
-        "kl_order_spearman": evaluation.get("kl_order_spearman"),
+        "kl_order_spearman": evaluation.get("kl_order_spearman"), "kl_span_99": evaluation.get("kl_span_99"),
         "deviation_auc": float(roc_auc_score(atypical[heldout], scores[heldout])), "atypical_heldout": int(atypical[heldout].sum()),
         "score_age_r_typical": float(pearsonr(scores[typical], ages[typical])[0]),
         "site_accuracy": site_accuracy, "site_majority_share": majority,
