@@ -57,9 +57,9 @@ def cohort_tables(text: str = "") -> Path:
     wanted = {key: options[key] for key in ("n", "atypical", "seed")}
     if all((folder / f).is_file() for f in FILES):
         written = read_settings(folder)
-        if written != wanted:
-            raise DataError(f"cohort-tables:{text}: {folder} already holds a cohort written with {written}, not {wanted}: "
-                            "give another dir=, or remove that folder")
+        if written is not None and written != wanted:  # (a folder without the record is read as it is)
+            raise DataError(f"cohort-tables{':' + text if text else ''}: {folder} already holds a cohort written with {written}, not "
+                            f"{wanted}: give another dir=, or remove that folder")
         return folder
     write_cohort_tables(folder, options["n"], options["atypical"], options["seed"])
     (folder / SETTINGS).write_text(json.dumps(wanted) + "\n")

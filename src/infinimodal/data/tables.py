@@ -193,7 +193,7 @@ def column_from_override(name: str, text: str, values: np.ndarray | None, cells:
     try:
         family, low, high = parse_column_likelihood(name, text)
     except ValueError as exc:
-        raise DataError(f"{where}: {exc}") from None
+        raise DataError(f"{where}: {str(exc).removeprefix(f'column {name!r}: ')}") from None
     if family == "categorical":
         return categorical_column(name, cells, where)
     if values is None:
