@@ -39,6 +39,8 @@ from .data.standardize import inverse as unstandardize_values
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
 from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
+from .evaluation.explain import MAX_ROWS as EXPLAIN_ROWS, explanation_variables, feature_names
+from .evaluation.explain import explain as explain_dimensions
 from .deviation import Reference, deviation_scores, empty_cells
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
@@ -377,6 +379,15 @@ class MultimodalVAE:
         batch = split.batch(np.arange(n))
         q = self.module.posterior(batch["data"], batch["mask"])
         return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
+
+    def explain(self, arrays, max_rows: int = EXPLAIN_ROWS, source: str = "the input") -> dict:
+        """What each latent dimension does on these rows (held-out rows: a data set's test split), in index order: its
+        KL, the variance it explains in each modality, each feature's change as it moves (in the data's units), whether
+        it is shared or private, and its associations with the covariates, labels and categorical columns
+        (`infinimodal.evaluation.explain`; a JSON-ready dict)."""
+        split = self.as_split(arrays, source)
+        variables = explanation_variables(self.modalities, split, self.covariates)
+        return explain_dimensions(self.module, split, feature_names(self.modalities), self.to_user_units, variables, max_rows)
 
     # --- clinical uses: deviation scores and synthetic cohorts -----------------------------------------------
 

@@ -18,6 +18,7 @@ from .options import TrainingOptions
 from .parser import build_parser, changed_train_flags, option_values, settings_values
 from .columns import COVARIATES
 from .errors import InfinimodalError
+from .runfiles import json_ready
 from .distributed import is_rank_zero
 
 #: synthesize's exit status when it wrote its rows but the privacy report found them nearer the training rows than fresh subjects
@@ -344,6 +345,61 @@ def run_embed(args: argparse.Namespace) -> None:
     print(f"wrote embeddings of shape {codes.shape} to {args.out}")
 
 
+def explained_rows(args: argparse.Namespace, run_dir: str):
+    """(model, rows as a Split) for explain and stability: --data's rows, or the run's own data split."""
+    if args.data is not None:
+        vae, rows, _ = rows_of(args.data, args.split, run_dir)
+        return vae, vae.as_split(rows, args.data)
+    vae, config = api.load(run_dir)
+    return vae, api.load_run_data(run_dir, config, progress=False).split(args.split)
+
+
+def write_json_file(path: str, record: dict) -> None:
+    if not path.endswith(".json"):
+        raise InfinimodalError(f"--out must be a .json file, got {path}")
+    Path(path).write_text(json.dumps(json_ready(record), indent=2, allow_nan=False) + "\n")
+
+
+def run_explain(args: argparse.Namespace) -> None:
+    """`explain`: what each latent dimension does, as JSON; a short table on the terminal."""
+    if not args.out.endswith(".json"):
+        raise InfinimodalError(f"--out must be a .json file, got {args.out}")
+    vae, rows = explained_rows(args, args.run_dir)
+    result = vae.explain(rows, max_rows=args.max_rows)
+    write_json_file(args.out, result)
+    print(f"explained {len(result['dimensions'])} dimensions on {result['rows']} rows ({result['n_used']} used); wrote {args.out}")
+    for record in result["dimensions"]:
+        if record["used"]:
+            r2 = ", ".join(f"{name} {result['variance_explained'][name][record['index']]:.2f}" for name in vae.names)
+            print(f"  dim {record['index']:>2}  KL {record['kl']:.2f} ({100 * record['kl_share']:.0f} %)  {record['sharing']:<7}  R^2 alone: {r2}")
+
+
+def run_stability(args: argparse.Namespace) -> None:
+    """`stability`: the first run's used dimensions matched in the others, as JSON."""
+    from .evaluation.explain import held_out_codes
+    from .evaluation.stability import stability
+
+    if not args.out.endswith(".json"):
+        raise InfinimodalError(f"--out must be a .json file, got {args.out}")
+    if len(args.run_dirs) < 2:
+        raise InfinimodalError("stability compares two run directories or more")
+    codes, explanations, sizes = [], [], {}
+    for run_dir in args.run_dirs:
+        vae, rows = explained_rows(args, run_dir)
+        rows = rows.take(slice(0, args.max_rows)) if len(rows) > args.max_rows else rows
+        sizes[run_dir] = len(rows)
+        if len(set(sizes.values())) > 1:
+            raise InfinimodalError(f"the runs' rows differ ({sizes}): give every run the same data with --data")
+        explanations.append(vae.explain(rows, max_rows=args.max_rows))
+        codes.append(held_out_codes(vae.module, rows).code[:, : len(explanations[-1]["used"])])
+    result = {"run_dirs": list(args.run_dirs)} | stability(codes, explanations)
+    write_json_file(args.out, result)
+    s = result["summary"]
+    print(f"{len(result['dimensions'])} used dimensions of {args.run_dirs[0]} matched in {len(args.run_dirs) - 1} other runs on {result['rows']} rows: "
+          f"median worst |r| {s['median_worst_abs_r']}, {s['reproduced']} found again (|r| >= 0.7), share keeping their index "
+          f"{s['share_keep_index']}; used per run {s['used_per_run']}; wrote {args.out}")
+
+
 def run_train_command(args: argparse.Namespace) -> None:
     """`train`, new or resumed."""
     (run_train_resumed if args.resume else run_train)(args)
@@ -353,4 +409,5 @@ def run_train_command(args: argparse.Namespace) -> None:
 COMMANDS = {
     "train": run_train_command, "evaluate": run_evaluate, "report": run_report, "compare": run_compare, "sample": run_sample,
     "impute": run_impute, "score": run_score, "synthesize": run_synthesize, "embed": run_embed,
+    "explain": run_explain, "stability": run_stability,
 }

@@ -81,6 +81,14 @@ class Likelihood(nn.Module):
         """A description of what is wrong with these (observed, finite) values, or None."""
         return None
 
+    #: What `deviance` is, for reports: variance explained is 1 - sum deviance(x, model) / sum deviance(x, mean of x).
+    deviance_name = "squared error"
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        """Elementwise unit deviance of values x from predicted means (float64): the squared error by default (R^2 of a
+        Gaussian feature, MOFA's variance explained); families with another variance function override it."""
+        return (x.double() - mean.double()).square()
+
     @staticmethod
     def placeholder(shape: tuple[int, ...]) -> np.ndarray:
         """A row inside the support: it stands in for missing rows while values are checked."""
@@ -91,6 +99,10 @@ class BernoulliLikelihood(Likelihood):
     """Bernoulli with logits (SB-VAE, IWAE and most MNIST VAEs)."""
 
     name = "bernoulli"
+    deviance_name = "Bernoulli deviance"
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        return bernoulli_deviance(x, mean)
 
     def forward(self, params: Tensor) -> Distribution:
         return self._independent(Bernoulli(logits=full_precision(params[:, 0]), validate_args=False))
@@ -180,6 +192,11 @@ class CategoricalLikelihood(Likelihood):
 
     name = "categorical"
     categorical = True
+    deviance_name = "categorical deviance"
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        """-2 log p(observed class), carried by the observed class's one-hot position (the other positions give 0)."""
+        return categorical_deviance(x, mean)
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 1 or shape[0] < 2:
@@ -210,6 +227,11 @@ class _CountLikelihood(Likelihood):
 
     def encoder_input(self, values: Tensor) -> Tensor:
         return torch.log1p(values)
+
+    deviance_name = "Poisson deviance"
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        return poisson_deviance(x, mean)
 
 
 class PoissonLikelihood(_CountLikelihood):
@@ -242,6 +264,28 @@ class NegativeBinomialLikelihood(_CountLikelihood):
     @staticmethod
     def check(values: np.ndarray) -> str | None:
         return _check_counts(values, "negative_binomial")
+
+
+#: Predicted probabilities and rates are kept this far from 0 and 1 in deviances (a saturated decoder stays finite).
+DEVIANCE_FLOOR = 1e-12
+
+
+def bernoulli_deviance(x: Tensor, mean: Tensor) -> Tensor:
+    """2 [x log(x / mu) + (1 - x) log((1 - x) / (1 - mu))] (0 log 0 = 0), float64."""
+    x, mu = x.double(), mean.double().clamp(DEVIANCE_FLOOR, 1 - DEVIANCE_FLOOR)
+    return 2 * (torch.xlogy(x, x) - torch.xlogy(x, mu) + torch.xlogy(1 - x, 1 - x) - torch.xlogy(1 - x, 1 - mu))
+
+
+def categorical_deviance(x: Tensor, mean: Tensor) -> Tensor:
+    """-2 x log mu per one-hot position, float64 (summed over a row's positions: -2 log p(its class))."""
+    return -2 * torch.xlogy(x.double(), mean.double().clamp_min(DEVIANCE_FLOOR))
+
+
+def poisson_deviance(x: Tensor, mean: Tensor) -> Tensor:
+    """2 [x log(x / mu) - (x - mu)], float64: the deviance of counts (for negative-binomial and bounded counts too, as
+    their mean's fit, without the dispersion)."""
+    x, mu = x.double(), mean.double().clamp_min(DEVIANCE_FLOOR)
+    return 2 * (torch.xlogy(x, x) - torch.xlogy(x, mu) - (x - mu))
 
 
 def _check_counts(values: np.ndarray, name: str) -> str | None:

@@ -409,7 +409,11 @@ class MultimodalModule(nn.Module):
     def decode_mean(self, z: Tensor, covariates: Tensor | None = None) -> dict[str, Tensor]:
         """E[x_m | z] for every modality (Bernoulli probabilities, Gaussian means, Poisson rates, ...); a conditional
         model's `covariates` [n, K] are those the rows are decoded at."""
-        code = self.latent.decoder_input(z)
+        return self.decode_code_mean(self.latent.decoder_input(z), covariates)
+
+    def decode_code_mean(self, code: Tensor, covariates: Tensor | None = None) -> dict[str, Tensor]:
+        """E[x_m | code] for every modality, from what the decoders read (`LatentFamily.decoder_input`) rather than z:
+        what `explain` moves one coordinate of at a time."""
         return {name: self._observation(name, code, covariates).mean for name in self.names}
 
     # --- objectives ----------------------------------------------------------------------------------

@@ -171,4 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--given", type=flagtypes.names, default=None, help="use only these modalities")
     embed.add_argument("--decoder-space", action="store_true", help="stick families: logit E[v] (what the decoder reads) instead of E[pi]")
     embed.add_argument("--out", required=True, help="FILE.npy (an array), or FILE.csv (the ID, then one column per dimension)")
+
+    explain = commands.add_parser("explain", help="what each latent dimension does: KL, variance explained per modality, feature effects, "
+                                                  "shared or private, associations (a JSON file)")
+    explain.add_argument("run_dir")
+    explain.add_argument("--data", default=None, help="rows to explain: tables keyed by ID, a .npz file, or a data set (its --split); "
+                                                      "default: the run's own data, its held-out test rows")
+    explain.add_argument("--split", default="test", choices=["train", "valid", "test"], help="data sets: which split")
+    explain.add_argument("--max-rows", type=flagtypes.positive_int, default=2000, help="explain on the first N rows at most")
+    explain.add_argument("--out", required=True, help="FILE.json")
+
+    stability = commands.add_parser("stability", help="would the dimensions come back with another seed: the used dimensions of the first "
+                                                      "run matched to every other run's (a JSON file)")
+    stability.add_argument("run_dirs", nargs="+", help="two or more run directories trained on the same data")
+    stability.add_argument("--data", default=None, help="rows to compare on (as for explain); default: the first run's data, its test rows")
+    stability.add_argument("--split", default="test", choices=["train", "valid", "test"], help="data sets: which split")
+    stability.add_argument("--max-rows", type=flagtypes.positive_int, default=2000, help="compare on the first N rows at most")
+    stability.add_argument("--out", required=True, help="FILE.json")
     return parser

@@ -30,6 +30,7 @@ from .likelihoods import (
     Likelihood,
     NegativeBinomialLikelihood,
     PoissonLikelihood,
+    poisson_deviance,
 )
 from .nets import full_precision
 from .options import CELL_DROPOUT
@@ -89,6 +90,10 @@ class BetaBinomialLikelihood(Likelihood):
     """Bounded integer scores: value - low on `trials` = high - low trials, the concentration learned per feature."""
 
     name = "beta_binomial"
+    deviance_name = "Poisson deviance"
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        return poisson_deviance(x, mean)
 
     def __init__(self, shape: tuple[int, ...], trials: list[int]) -> None:
         super().__init__(shape)
@@ -219,4 +224,16 @@ class TableLikelihood(Likelihood):
 
     def forward(self, params: Tensor) -> Distribution:
         return TableDistribution(self, full_precision(params[:, 0]))
+
+    @property
+    def deviance_name(self) -> str:
+        names = sorted({part.deviance_name for _, part in self.numeric_parts() + self.categorical_parts()})
+        return "per column: " + ", ".join(names)
+
+    def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
+        """Each position's deviance by its column's family (NaN where the cell is empty)."""
+        out = torch.full(x.shape, float("nan"), dtype=torch.float64, device=x.device)
+        for index, part in self.numeric_parts() + self.categorical_parts():
+            out = out.index_copy(-1, index, part.deviance(x.index_select(-1, index), mean.index_select(-1, index)))
+        return torch.where(torch.isnan(x), torch.full_like(out, float("nan")), out)
 

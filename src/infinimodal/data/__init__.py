@@ -38,6 +38,7 @@ from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_datase
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .standardize import standardize_data
+from .factors import factors_dataset
 from .synthetic import synthetic_dataset
 from .tables import is_table_spec, tables_dataset
 
@@ -77,6 +78,7 @@ BUILTINS: dict[str, Builtin] = {
     "noisy-mnist": Builtin("noisy-mnist", lambda options, spec, c: noisy_mnist_dataset(c.data_dir, seed=c.seed, progress=c.progress)),
     "synthetic": Builtin("synthetic[:settings]", lambda options, spec, c: synthetic_dataset(options), takes_options=True),
     "cohort": Builtin("cohort[:settings]", lambda options, spec, c: cohort_dataset(options), takes_options=True),
+    "factors": Builtin("factors[:settings]", lambda options, spec, c: factors_dataset(options), takes_options=True),
 }
 #: Built-in data sets written as a folder of tables, then read like the user's (`infinimodal.data.tables`): name ->
 #: the function that writes the folder (from the text after the colon) and returns it.

@@ -416,3 +416,26 @@ def score_figure(groups: dict[str, np.ndarray], path: str | Path) -> Path:
         ax.legend(loc="upper right")
         fig.tight_layout()
         return _save(fig, path)
+
+
+def variance_explained_figure(r2: dict[str, Sequence[float]], kl_share: Sequence[float], dims: Sequence[int], path: str | Path,
+                              measure: str = "R²") -> Path:
+    """MOFA's table as a figure: each shown dimension's variance explained (alone) in each modality, annotated, beside
+    its share of the KL."""
+    names = list(r2)
+    values = np.array([[r2[name][j] for name in names] for j in dims], dtype=np.float64).reshape(len(dims), len(names))
+    with _style():
+        fig, (bars, ax) = plt.subplots(1, 2, figsize=(2.0 + 0.9 * len(names) + 1.6, 0.8 + 0.32 * max(len(dims), 3)),
+                                       gridspec_kw={"width_ratios": [1.2, max(len(names), 1)]}, sharey=True)
+        bars.barh(np.arange(len(dims)), [100 * kl_share[j] for j in dims], color="gray")
+        bars.set_xlabel("share of KL (%)")
+        bars.invert_xaxis()
+        image = ax.imshow(np.clip(values, 0, None), cmap="Blues", vmin=0, vmax=max(0.05, float(np.nanmax(values)) if values.size else 0.05), aspect="auto")
+        for (i, k), v in np.ndenumerate(values):
+            ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 * image.get_clim()[1] else "black")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        bars.set_yticks(range(len(dims)), [f"dim {j}" for j in dims])
+        ax.set_title(f"variance explained by each dimension alone ({measure})")
+        fig.colorbar(image, ax=ax, fraction=0.05)
+        fig.tight_layout()
+        return _save(fig, path)

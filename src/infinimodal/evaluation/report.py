@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..columns import COVARIATES
 from ..errors import InfinimodalError
-from ..runfiles import read_config, read_json_object, unfinished_warning
+from ..runfiles import json_ready, read_config, read_json_object, unfinished_warning, write_json
 from ..stick_breaking import sticks_to_cover
 from . import plots
 from ..truncation import SPARE_DIMENSIONS, USED_DIMENSION_KL
@@ -53,6 +53,7 @@ MIN_MAP_ROWS = 4
 REPORT = "report.html"
 SECTIONS = (
     ("summary", "Summary"),
+    ("explain", "What each dimension does"),
     ("config", "Configuration"),
     ("data", "The data as read, and the covariates"),
     ("metrics", "Test metrics"),
@@ -231,7 +232,7 @@ def write_report(
     rows = np.sort(np.random.default_rng(seed).permutation(len(data.test))[: min(max_rows, len(data.test))])
     ctx = _Run(run, vae, data, data.test.take(rows), figures_dir, examples, seed, progress)
     sections = {key: Section(key, title) for key, title in SECTIONS}
-    steps = tqdm(total=9, desc="report", disable=not progress)
+    steps = tqdm(total=10, desc="report", disable=not progress)
     started_steps = []
 
     def step(name: str | None) -> None:
@@ -253,6 +254,8 @@ def write_report(
         _data(sections["data"], ctx)
         _metrics(sections["metrics"], evaluation, run)
         _curves(sections["curves"], run, figures_dir)
+        step("what each dimension does")
+        _explain(sections["explain"], ctx)
         step("encoding the test rows")
         codes = encode(ctx.module, ctx.sample, [None, *ctx.singles])
         joint, single = codes[0], codes[1:]
@@ -318,6 +321,56 @@ def _data(section: Section, ctx: _Run) -> None:
                      f"each is predicted from the test rows' embeddings (a classifier or ridge regression fitted on up to {COVARIATE_PROBE_ROWS} "
                      "training rows' embeddings) against chance; near chance means the latent does not carry it.")
     section.html.append(table(rows, ["covariate", "encoded as", "predicted from the embedding", "chance"]))
+
+
+#: Features named per modality and dimension in the report's explanation table.
+REPORT_TOP_FEATURES = 3
+#: Dimensions in the report's explanation, at most (the used ones, in index order).
+REPORT_EXPLAINED_DIMS = 20
+
+
+def _explain(section: Section, ctx: _Run) -> None:
+    """`explain` on the report's test rows (also written to run_dir/explain.json): MOFA's variance-explained table as a
+    figure, and per used dimension its KL, the modalities it explains, its strongest features and associations."""
+    result = ctx.vae.explain(ctx.sample)
+    write_json(ctx.path / "explain.json", json_ready(result))
+    used = [d["index"] for d in result["dimensions"] if d["used"]][:REPORT_EXPLAINED_DIMS]
+    measures = sorted(set(result["variance_explained_measure"].values()))
+    section.intro = (
+        f"For each latent dimension, on {result['rows']} test rows (all of it in explain.json; `infinimodal explain` computes it for any rows): "
+        "its share of the KL to the prior; the variance it explains in each modality on its own (MOFA's R², 1 − SS_res / SS_tot of the "
+        "decoded means with this dimension at its posterior value and every other at its prior value, minus the same with all at the prior; "
+        f"for non-Gaussian features the same with deviances: {', '.join(measures)}); the modalities it explains "
+        f"(R² ≥ {result['thresholds']['explains_r2']} alone or left out: shared by several, or private to one); the features whose decoded mean moves "
+        "most, in the data's units, as the dimension goes from its 5th to its 95th percentile over the rows with the others at each row's "
+        "own values; and its strongest association with a covariate, a label or a categorical column "
+        "(Spearman ρ, AUC or Kruskal-Wallis ε², with a Benjamini-Hochberg q-value). "
+        f"A dimension is used when its KL exceeds {result['thresholds']['used_kl']} nats and it changes some modality's R² by "
+        f"{result['thresholds']['used_r2']} or more: {result['n_used']} of {len(result['dimensions'])} are.")
+    if not used:
+        section.html.append(note("No dimension is used: the model has learned nothing from these rows."))
+        return
+    path = plots.variance_explained_figure(result["variance_explained"], result["kl_share"], used, ctx.figures / "variance_explained.png",
+                                           "R²" if measures == ["squared error"] else "R², deviance for non-Gaussian features")
+    section.figures.append(Figure(path, "variance explained per dimension and modality (alone), and each dimension's share of the KL"))
+    rows = []
+    for j in used:
+        d = result["dimensions"][j]
+        tops = "; ".join(f"{name}: " + ", ".join(f"{t['feature']} {t['effect']:+.3g}" for t in top[:REPORT_TOP_FEATURES])
+                         for name, top in d["top_features"].items() if name in d["modalities"])
+        rows.append([str(j), f"{d['kl']:.2f} ({100 * d['kl_share']:.0f} %)", f"{d['sharing']}: {', '.join(d['modalities']) or '-'}",
+                     tops or "-", _strongest_association(d["associations"])])
+    section.html.append(table(rows, ["dim", "KL, nats (share)", "explains", "top features (change of the mean, data units)", "strongest association"]))
+
+
+def _strongest_association(found: dict) -> str:
+    """The association of smallest q among a dimension's tests, or '-' when none has q < 0.05."""
+    tested = [(a["q"], name, a) for name, a in found.items() if a["q"] is not None and np.isfinite(a["q"])]
+    if not tested or min(tested, key=lambda t: t[0])[0] >= 0.05:
+        return "-"
+    q, name, a = min(tested, key=lambda t: t[0])
+    label = {"spearman": "ρ", "auc": "AUC", "kruskal": "ε²"}.get(a["test"], a["test"])
+    return f"{name}: {label} {a['statistic']:.2f} (q {q:.1e})"
 
 
 def column_mean(encoding, column) -> float:
