@@ -107,7 +107,6 @@ def truth_scores(truth: dict, names: list[str], codes: np.ndarray, explanation: 
 
 def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, float]]:
     """(test codes, explanation, training seconds) per seed of one of our models."""
-    from infinimodal import api
     from infinimodal.cli import main
 
     latent = ["--latent", "gaussian"] if kind == "gaussian" else []
@@ -115,6 +114,10 @@ def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, flo
     for seed in range(args.seeds):
         run = workdir / f"{kind}_{seed}"
         started = time.perf_counter()
+        if (run / "model.ckpt").is_file() and args.reuse:
+            seconds = float(json.loads((run / "progress.json").read_text()).get("seconds", float("nan"))) if (run / "progress.json").is_file() else float("nan")
+            out.append(explained(run, args) + (seconds,))
+            continue
         flags = ["train", "--data", args.data, "--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim), "--seed", str(seed),
                  "--quiet", "--out", str(run), *latent, *(["--max-train", str(args.max_train)] if args.max_train else [])]
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -122,12 +125,18 @@ def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, flo
         if status != 0:
             raise SystemExit(f"training {kind} seed {seed} failed ({status})")
         seconds = time.perf_counter() - started
-        vae, config, data = api.load_run(run, progress=False)
-        rows = data.test.take(slice(0, args.max_rows))
-        explanation = vae.explain(rows, max_rows=args.max_rows)
-        codes = vae.embed(rows, decoder_space=True)[:, : len(explanation["used"])]
-        out.append((codes, explanation, seconds))
+        out.append(explained(run, args) + (seconds,))
     return out
+
+
+def explained(run: Path, args) -> tuple[np.ndarray, dict]:
+    """(test codes, explanation) of a trained run."""
+    from infinimodal import api
+
+    vae, config, data = api.load_run(run, progress=False)
+    rows = data.test.take(slice(0, args.max_rows))
+    explanation = vae.explain(rows, max_rows=args.max_rows)
+    return vae.embed(rows, decoder_space=True)[:, : len(explanation["used"])], explanation
 
 
 def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]:
@@ -142,7 +151,7 @@ def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]
     for seed in range(args.seeds):
         started = time.perf_counter()
         subprocess.run([str(python), __file__, "--child", str(workdir / "mofa_in.npz"), str(workdir / f"mofa_{seed}.npz"),
-                        str(args.latent_dim), str(seed)], check=True)
+                        str(args.latent_dim), str(seed)], check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         found = np.load(workdir / f"mofa_{seed}.npz")
         weights = [found[f"W{m}"] for m in range(len(names))]
@@ -201,6 +210,7 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--no-mofa", action="store_true")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again")
     args = parser.parse_args()
     from infinimodal.data import load_dataset
 

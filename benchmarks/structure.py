@@ -25,7 +25,7 @@ LAYERS = [
     ["cli", "__main__"],
     ["commands", "demo", "parser"],
     ["api"],
-    ["train", "training", "evaluation", "synthesis", "deviation", "rundata"],
+    ["train", "training", "evaluation", "synthesis", "deviation", "feature_deviation", "rundata"],
     ["config", "model", "data", "semisupervised", "runfiles", "runlog"],
     ["latents", "aggregators", "tabular", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed"],
     ["settings", "outputs", "options", "flagtypes", "maths", "errors", "columns"],

@@ -173,7 +173,17 @@ def test_deviation_scores_rank_planted_atypical_subjects_above_typical_ones(coho
     scores = vae.score(data.test, data.valid, samples=20)
     kinds = data.truth["kinds"]
     assert list(scores) == ["score", "deviation_mri", "deviation_pet", "deviation_clinical", "deviation_genetics", "latent_deviation",
+                            "reconstruction_mri", "reconstruction_pet", "reconstruction_clinical", "reconstruction_genetics",
+                            "latent_distance_robust", "latent_p", "extreme_features",
                             "observed_mri", "observed_pet", "observed_clinical", "observed_genetics"]
+    np.testing.assert_array_equal(np.isnan(scores["reconstruction_pet"]), ~data.test.mask[:, 1])
+    # subjects with planted regional shifts have extreme features; typical subjects few
+    extreme = scores["extreme_features"]
+    assert np.median(extreme[kinds == 1]) >= 3 and np.median(extreme[kinds == 0]) <= 1
+    # the robust latent distance: subjects at a factor's far end have small p-values, typical ones do not
+    far = (kinds == 0) | (kinds == 2)
+    auc = roc_auc_score(kinds[far] == 2, -np.log(scores["latent_p"][far]))
+    assert auc > 0.7 and np.median(scores["latent_p"][kinds == 0]) > 0.2, auc  # 0.77 on this briefly trained model
     assert all(len(v) == len(data.test) for v in scores.values())
     # a missing modality is not scored, and the flags say which were observed
     np.testing.assert_array_equal(np.isnan(scores["deviation_pet"]), ~data.test.mask[:, 1])
@@ -184,6 +194,8 @@ def test_deviation_scores_rank_planted_atypical_subjects_above_typical_ones(coho
     # the reference population itself scores around zero in every part
     own = vae.score(data.valid.take(slice(150, 400)), data.valid.take(slice(0, 150)), samples=20)
     assert abs(np.nanmedian(own["deviation_mri"])) < 0.6 and abs(np.median(own["latent_deviation"])) < 0.6
+    assert abs(np.nanmedian(own["reconstruction_mri"])) < 0.6
+    assert np.mean(own["latent_p"] < 0.05) < 0.2  # chi^2 calibration of the robust distance, roughly
     # ... and seen through each missingness pattern: the same subjects with PET hidden are compared with reference rows
     # with PET hidden (their posteriors are broader and nearer the centre; against the reference as it is, hiding a
     # modality would make every subject look more typical: median -0.55 on this model)
@@ -203,11 +215,17 @@ def test_score_on_the_command_line_writes_one_csv_row_per_input_row(cohort_run, 
     subjects["mri"][3] += 6.0  # far off in every region
     np.savez(tmp_path / "subjects.npz", **subjects)
     out = tmp_path / "scores.csv"
-    assert main(["score", str(cohort_run), "--data", str(tmp_path / "subjects.npz"), "--samples", "10", "--out", str(out)]) == 0
+    assert main(["score", str(cohort_run), "--data", str(tmp_path / "subjects.npz"), "--samples", "10", "--out", str(out),
+                 "--features", str(tmp_path / "z.csv")]) == 0
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 7 and rows[1]["deviation_pet"] == "" and rows[1]["observed_pet"] == "0" and rows[0]["observed_pet"] == "1"
     score = np.array([float(r["score"]) for r in rows])
     assert score.argmax() == 3
+    z = list(csv.DictReader(open(tmp_path / "z.csv")))
+    assert len(z) == 7 and len(z[0]) == 40 + 20 + 5 + 10 and z[1]["pet.pet[0]"] == ""
+    mri = np.array([[float(r[f"mri.mri[{i}]"]) for i in range(40)] for r in z])
+    assert np.median(mri[3]) > 2.6 > np.median(np.abs(mri[[0, 1, 2, 4, 5, 6]]))  # the shifted subject's regions stand out
+    assert int(rows[3]["extreme_features"]) >= 30
 
 
 def test_synthesize_draws_every_modality_from_its_likelihood_and_reports_privacy(cohort_run, tmp_path):
@@ -427,3 +445,16 @@ def test_a_subject_gets_the_same_score_and_imputation_alone_as_in_any_batch(coho
     reversed_draws = vae.impute_draws({name: value[::-1] for name, value in arrays.items()}, 5)
     np.testing.assert_allclose(reversed_draws["pet"][:, ::-1], draws["pet"], atol=1e-5)
     assert not np.allclose(draws["pet"][0, 3], draws["pet"][1, 3])  # and the draws of one subject differ
+
+
+def test_the_scaled_chi2_of_the_robust_distance_recovers_a_known_scale_and_df():
+    from scipy import stats
+
+    from infinimodal.deviation import scaled_chi2
+
+    distances = 2.5 * stats.chi2.rvs(7, size=20_000, random_state=0)
+    df, scale = scaled_chi2(distances, df=3)
+    assert df == pytest.approx(7, rel=0.1) and scale == pytest.approx(2.5, rel=0.1)
+    # a heavy tail (a t-like mixture) gets fewer degrees of freedom than the coordinates' count
+    heavy = stats.chi2.rvs(7, size=20_000, random_state=1) * np.where(np.random.default_rng(2).random(20_000) < 0.2, 4.0, 1.0)
+    assert scaled_chi2(heavy, df=7)[0] < 5

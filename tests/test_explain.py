@@ -217,3 +217,20 @@ def test_stability_command_compares_runs_on_the_same_rows(factors_run, tmp_path)
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["summary"]["share_keep_index"] == 1.0 and result["summary"]["median_worst_abs_r"] == pytest.approx(1.0)
     assert _cli("stability", root / "run", "--out", tmp_path / "t.json").returncode != 0
+
+
+def test_a_rotated_latent_loses_its_dimensions_but_keeps_its_subspace():
+    from infinimodal.evaluation.stability import canonical_correlations
+
+    rng = np.random.default_rng(4)
+    codes = rng.normal(size=(400, 3))
+    angle = np.pi / 4
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rotated = codes @ rotation
+    np.testing.assert_allclose(canonical_correlations(codes, rotated), 1.0, atol=1e-9)
+    effects = rng.normal(size=(3, 3)).tolist()
+    result = stability([codes, rotated], [_explanation([True] * 3, effects), _explanation([True] * 3, effects)])
+    assert result["summary"]["worst_canonical_r"] == pytest.approx(1.0)
+    assert sorted(d["worst_abs_r"] for d in result["dimensions"])[0] < 0.75  # each of the rotated pair is only half of one
+    # against unrelated codes the subspace does not come back
+    assert canonical_correlations(codes, rng.normal(size=(400, 3)))[-1] < 0.2

@@ -550,3 +550,27 @@ def test_the_cell_dropout_option_reaches_every_table_likelihood():
     assert module.likelihood("t").cell_dropout == CELL_DROPOUT
     TrainingPlan(module, TrainingOptions(cell_dropout=0.0))
     assert module.likelihood("t").cell_dropout == 0.0
+
+
+def test_explain_names_the_tables_features_and_tests_the_covariates(covariate_run, tmp_path):
+    root, frames, _ = covariate_run
+    done = _cli("explain", root / "run", "--data", root / "tables", "--out", tmp_path / "e.json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["feature_effects"]["mri"]["features"] == ["r0", "r1", "r2", "r3"]
+    assert set(result["associations"]) == {"age", "sex", "site"} and result["associations"]["site"]["test"] == "kruskal"
+    assert result["associations"]["age"]["test"] == "spearman" and result["associations"]["age"]["rows"] == 90
+    assert len(result["dimensions"]) == len(result["used"]) == 4
+
+
+def test_score_by_group_compares_each_site_with_the_reference(covariate_run, tmp_path):
+    root, _, _ = covariate_run
+    done = _cli("score", root / "run", "--data", root / "tables", "--samples", "3", "--group", "site", "--features", tmp_path / "z.csv",
+                "--out", tmp_path / "s.csv")
+    assert done.returncode == 0, done.stderr
+    groups = _read(tmp_path / "s.groups.csv")
+    assert [g["site"] for g in groups] == ["reference (validation rows)", "A", "B", "C"]
+    assert sum(int(g["subjects"]) for g in groups[1:]) == 90
+    assert list(_read(tmp_path / "z.csv")[0])[:3] == ["subject", "mri.r0", "mri.r1"]
+    refused = _cli("score", root / "run", "--data", root / "tables", "--group", "height", "--out", tmp_path / "t.csv")
+    assert refused.returncode == 2 and "--group height" in refused.stderr and "site" in refused.stderr

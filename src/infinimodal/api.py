@@ -397,11 +397,18 @@ class MultimodalVAE:
         tables = self._frames(arrays, source)
         if tables is not None:
             return keyed(tables, self.score(tables.arrays, reference, samples, source))
+        return self.score_with_maps(arrays, reference, samples, source)[0]
+
+    def score_with_maps(self, arrays, reference: Split, samples: int = 50, source: str = "the input") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(`score`'s columns, the rows' per-feature deviation z-maps {modality: [rows, features]}): each observed
+        feature minus the model's prediction of it from the row's other modalities (and covariates), in reference
+        SDs of that residual (`infinimodal.feature_deviation`)."""
         split = self.as_split(arrays, source)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             fitted = Reference.fit(self.module, reference, samples)
-            return deviation_scores(self.module, split, fitted, samples)
+            z_maps = fitted.features().z_maps(self.module, split)
+            return deviation_scores(self.module, split, fitted, samples, z_maps=z_maps), z_maps
 
     def synthesize(self, n: int, source: str = DEFAULT_SOURCE, data: MultimodalData | None = None, seed: int = 0,
                    at: dict[str, str] | None = None) -> dict[str, np.ndarray]:

@@ -281,12 +281,56 @@ def run_score(args: argparse.Namespace) -> None:
     """`score`: deviation scores of rows against the run's validation rows, as a CSV."""
     if not args.out.endswith(".csv"):
         raise InfinimodalError(f"--out must be a .csv file, got {args.out}")
+    if args.features is not None and not args.features.endswith(".csv"):
+        raise InfinimodalError(f"--features must be a .csv file, got {args.features}")
     vae, rows, ids = rows_of(args.data, args.split, args.run_dir)
     config = api.load(args.run_dir)[1]
     reference = api.load_run_data(args.run_dir, config, progress=False).valid
-    scores = vae.score(rows, reference, samples=args.samples, source=args.data)
+    split = vae.as_split(rows, args.data)
+    groups = group_values(vae, split, args.group) if args.group is not None else None  # an unknown column refused before any work
+    scores, z_maps = vae.score_with_maps(split, reference, samples=args.samples, source=args.data)
     write_csv(args.out, with_ids(scores, ids) if ids is not None else scores)
     print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
+    if args.features is not None:
+        from .evaluation.explain import feature_names
+
+        names = feature_names(vae.modalities)
+        columns = {f"{m}.{f}": z_maps[m][:, i] for m in vae.names for i, f in enumerate(names[m])}
+        write_csv(args.features, with_ids(columns, ids) if ids is not None else columns)
+        print(f"wrote the per-feature deviation z-scores ({len(columns)} features) to {args.features}")
+    if groups is not None:
+        write_group_summary(vae, reference, scores, groups, args)
+
+
+#: The latent p-value below which a subject counts as atypical in `score --group`.
+GROUP_P = 0.001
+
+
+def group_values(vae, split, column: str) -> np.ndarray:
+    """Each row's value of a covariate, label or categorical column (`explanation_variables`), or an error naming those there are."""
+    from .evaluation.explain import explanation_variables
+
+    found = explanation_variables(vae.modalities, split, vae.covariates)
+    if column not in found:
+        raise InfinimodalError(f"--group {column}: not a covariate, label or categorical column of these rows; they have {', '.join(found) or 'none'}")
+    return np.asarray(found[column], dtype=object)
+
+
+def write_group_summary(vae, reference, scores: dict, groups: np.ndarray, args: argparse.Namespace) -> None:
+    """Per group: subjects, the share with latent p < GROUP_P and the mean count of extreme features, with the reference
+    rows (scored the same way) first."""
+    own = vae.score(reference, reference, samples=args.samples)
+    rows = [["reference (validation rows)", len(own["latent_p"]), float(np.mean(own["latent_p"] < GROUP_P)), float(np.mean(own["extreme_features"]))]]
+    for value in sorted({str(v) for v in groups if v is not None}):
+        chosen = np.array([str(v) == value for v in groups])
+        rows.append([value, int(chosen.sum()), float(np.mean(scores["latent_p"][chosen] < GROUP_P)), float(np.mean(scores["extreme_features"][chosen]))])
+    path = str(Path(args.out).with_suffix("")) + ".groups.csv"
+    write_csv(path, {args.group: [r[0] for r in rows], "subjects": [r[1] for r in rows], f"share_latent_p_below_{GROUP_P:g}": [r[2] for r in rows],
+                     "mean_extreme_features": [r[3] for r in rows]})
+    print(f"by {args.group} (share with latent p < {GROUP_P:g}; mean count of features with |z| > 2.6):")
+    for group, n, share, extreme in rows:
+        print(f"  {group:<28} {n:>6}  {share:.3f}  {extreme:.2f}")
+    print(f"wrote {path}")
 
 
 def run_synthesize(args: argparse.Namespace) -> int:

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", default="test", choices=["train", "valid", "test"], help="built-in data: which split")
     score.add_argument("--samples", type=flagtypes.positive_int, default=50, help="posterior samples per likelihood estimate")
     score.add_argument("--out", required=True, help="FILE.csv: one row per input row, in input order (tables: the subject's ID first)")
+    score.add_argument("--features", default=None, metavar="FILE.csv",
+                       help="also write each row's per-feature deviation z-scores (observed minus the prediction from the row's other "
+                            "modalities, in reference SDs), one column per modality.feature")
+    score.add_argument("--group", default=None, metavar="COLUMN",
+                       help="a covariate, label or categorical column: print, per group, the share of subjects whose latent distance "
+                            "has p < 0.001 and their mean count of extreme features, beside the reference's (and write them to FILE.groups.csv)")
 
     synthesize = commands.add_parser("synthesize", help="synthetic subjects with every modality, and FILE.privacy.json beside them")
     synthesize.add_argument("run_dir")

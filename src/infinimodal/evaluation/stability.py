@@ -13,6 +13,10 @@ so that the sum of |r| is largest. Per dimension of the first run:
   its spread over the run's dimensions) with its match's, signed by the codes' correlation (1: the same features
   move the same way);
 - `top_feature_overlap`: the worst share of its TOP_FEATURES features of largest |effect| that are among its match's.
+The dimensions of a model whose prior is rotation-invariant (a Gaussian) are found again only up to a rotation
+of the space they span; `subspace` says whether that space itself comes back: the canonical correlations between the
+first run's used dimensions and each other run's (`canonical_correlations`), and `worst_canonical_r`, the smallest of
+the first k (k: the first run's used dimensions), worst over the runs (1: the same space, however rotated).
 `summary` holds the medians over the first run's used dimensions, the share that keep their index, and the number of
 used dimensions of each run. A dimension matched with |r| >= MATCHED_R counts as found again (`reproduced`).
 """
@@ -35,7 +39,7 @@ def abs_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (a.T @ b) / norms
-    return np.nan_to_num(r)
+    return np.abs(np.nan_to_num(r))
 
 
 def effect_vectors(explanation: dict) -> np.ndarray:
@@ -61,6 +65,18 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     if a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _basis(x: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the centred columns' span (directions with no spread dropped)."""
+    u, singular, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return u[:, singular > 1e-6 * max(float(singular.max(initial=0.0)), 1e-300)]
+
+
+def canonical_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The canonical correlations between the columns of a and of b (cosines of the principal angles between the
+    spans of the centred columns), largest first."""
+    return np.linalg.svd(_basis(a).T @ _basis(b), compute_uv=False)
 
 
 def match(reference: np.ndarray, other: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,6 +108,9 @@ def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
                         "features": [s * _corr(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan")
                                      for j, m, s in zip(used, matched, signs)],
                         "top": [_overlap(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan") for j, m in zip(used, matched)]})
+    canonical = [canonical_correlations(codes[0][:, used], codes[k][:, np.flatnonzero(explanations[k]["used"])]).tolist()
+                 for k in range(1, len(codes))]
+    worst_canonical = min((c[len(used) - 1] if len(c) >= len(used) else 0.0) for c in canonical) if len(used) else None
     dimensions = []
     for i, j in enumerate(used):
         rs = np.array([run["abs_r"][i] for run in per_run])
@@ -104,7 +123,9 @@ def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
             "feature_agreement": _worst([run["features"][i] for run in per_run]),
             "top_feature_overlap": _worst([run["top"][i] for run in per_run]),
         })
-    return {"runs": len(codes), "rows": int(len(codes[0])), "dimensions": dimensions, "summary": summary(dimensions, explanations),
+    return {"runs": len(codes), "rows": int(len(codes[0])), "dimensions": dimensions,
+            "subspace": {"canonical_correlations": canonical, "worst_canonical_r": worst_canonical},
+            "summary": summary(dimensions, explanations) | {"worst_canonical_r": worst_canonical},
             "thresholds": {"matched_r": MATCHED_R, "top_features": TOP_FEATURES}}
 
 
