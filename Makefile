@@ -39,8 +39,9 @@ chromium:
 	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null \
 	  || { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; }
 
+# Two workers (pytest-xdist), each test file on one of them so that a file's trained fixtures are built once.
 test: install chromium
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

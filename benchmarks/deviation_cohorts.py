@@ -94,7 +94,7 @@ def pca_scores(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndar
     return residual, np.sqrt(((scores / np.sqrt(pca.explained_variance_)) ** 2).sum(1))
 
 
-def run(seed: int, epochs: int, workdir: Path) -> dict:
+def run(seed: int, epochs: int, workdir: Path, reuse: bool = False) -> dict:
     from infinimodal import api
     from infinimodal.cli import main
     from infinimodal.deviation import COMBINATIONS, Reference, combine, deviation_parts
@@ -103,10 +103,11 @@ def run(seed: int, epochs: int, workdir: Path) -> dict:
     reference, groups = cohort(seed)
     path = workdir / f"cohort_{seed}.npz"
     group_of = np.array(write_npz(path, reference, groups, np.random.default_rng(seed)))
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        status = main(["train", "--data", str(path), "--epochs", str(epochs), "--seed", str(seed), "--quiet", "--out", str(workdir / f"run_{seed}")])
-    if status:
-        raise SystemExit(f"training failed ({status})")
+    if not (reuse and (workdir / f"run_{seed}" / "model.ckpt").is_file()):
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            status = main(["train", "--data", str(path), "--epochs", str(epochs), "--seed", str(seed), "--quiet", "--out", str(workdir / f"run_{seed}")])
+        if status:
+            raise SystemExit(f"training failed ({status})")
     vae, _, data = api.load_run(workdir / f"run_{seed}", progress=False)
     fitted = Reference.fit(vae.module, data.valid, 50)
     parts = deviation_parts(vae.module, data.test, fitted, 50)
@@ -139,11 +140,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--reuse", action="store_true", help="score the runs already trained in --workdir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runs = [run(seed, args.epochs, workdir) for seed in range(args.seeds)]
+        runs = [run(seed, args.epochs, workdir, args.reuse) for seed in range(args.seeds)]
     mean = {kind: {name: round(float(np.mean([r[kind][name] for r in runs])), 4) for name in runs[0][kind]} for kind in KINDS}
     candidates = list(runs[0][KINDS[0]])
     worst = {name: min(mean[kind][name] for kind in KINDS) for name in candidates}

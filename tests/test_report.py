@@ -91,8 +91,11 @@ def test_report_has_every_section_and_every_figure_is_an_embedded_png(image_run)
         assert f'<section id="{key}">' in page and f"<h2>{title}</h2>" in page
     files = sorted((image_run / "figures").glob("*.png"))
     names = {f.stem for f in files}
+    explained = json.loads((image_run / "explain.json").read_text())  # the explanation section's table, in full
+    drawn = {"variance_explained"} if explained["n_used"] else set()  # the figure of the used dimensions, when there are any
     assert names == {"curves", "maps", "stick_usage", "sticks_99", "per_dimension_img", "per_dimension_tab", "reconstruction",
-                     "given_img", "given_tab", "imputation", "deviation_scores", "prior_samples"}
+                     "given_img", "given_tab", "imputation", "deviation_scores", "prior_samples"} | drawn
+    assert ("explains" in page) == bool(explained["n_used"]) and "What each dimension does" in page
     embedded = _embedded_pngs(page)
     assert sorted(embedded) == sorted(f.read_bytes() for f in files), "each figure is embedded once, byte for byte the PNG file"
     for blob in embedded:

@@ -24,6 +24,8 @@ class Section:
     intro: str = ""
     html: list[str] = field(default_factory=list)  # tables, notes (already escaped)
     figures: list[Figure] = field(default_factory=list)
+    #: details a reader opens when needed (the configuration): the body is folded under the title
+    folded: bool = False
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, object]:
@@ -127,11 +129,13 @@ def render_page(title: str, sections: Sequence[Section], footer: str = "", base:
     ]
     for section in sections:
         parts.append(f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>')
+        if section.folded:
+            parts.append("<details><summary>show</summary>")
         if section.intro:
             parts.append(f'<p class="intro">{html.escape(section.intro)}</p>')
         parts.extend(section.html)
         for figure in section.figures:
             parts.append(figure_html(figure, base if base is not None else figure.path.parent.parent))
-        parts.append("</section>")
+        parts.append("</details></section>" if section.folded else "</section>")
     parts.append(f"</main><footer>{html.escape(footer)}</footer></body></html>")
     return "\n".join(parts) + "\n"

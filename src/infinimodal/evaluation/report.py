@@ -67,6 +67,8 @@ SECTIONS = (
     ("deviation", "How atypical the test rows are"),
     ("prior", "Samples from the prior"),
 )
+#: Sections folded under their title (details a reader opens when needed).
+FOLDED = ("config",)
 #: eval.json entries shown as figures rather than in the metrics table.
 LONG_METRICS = ("kl_per_dim", "mean_stick_weights", "sticks_99_histogram", "modalities", "notes")
 
@@ -231,7 +233,7 @@ def write_report(
     evaluation = read_json_object(run / "eval.json") if (run / "eval.json").is_file() else None
     rows = np.sort(np.random.default_rng(seed).permutation(len(data.test))[: min(max_rows, len(data.test))])
     ctx = _Run(run, vae, data, data.test.take(rows), figures_dir, examples, seed, progress)
-    sections = {key: Section(key, title) for key, title in SECTIONS}
+    sections = {key: Section(key, title, folded=key in FOLDED) for key, title in SECTIONS}
     steps = tqdm(total=10, desc="report", disable=not progress)
     started_steps = []
 
@@ -370,7 +372,7 @@ def _strongest_association(found: dict) -> str:
         return "-"
     q, name, a = min(tested, key=lambda t: t[0])
     label = {"spearman": "ρ", "auc": "AUC", "kruskal": "ε²"}.get(a["test"], a["test"])
-    return f"{name}: {label} {a['statistic']:.2f} (q {q:.1e})"
+    return f"{name}: {label} {a['statistic']:.2f} (q {q:.1e})" if q > 0 else f"{name}: {label} {a['statistic']:.2f} (q < 1e-300)"
 
 
 def column_mean(encoding, column) -> float:

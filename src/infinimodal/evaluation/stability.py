@@ -17,7 +17,9 @@ The dimensions of a model whose prior is rotation-invariant (a Gaussian) are fou
 of the space they span; `subspace` says whether that space itself comes back: the canonical correlations between the
 first run's used dimensions and each other run's (`canonical_correlations`), and `worst_canonical_r`, the smallest of
 the first k (k: the first run's used dimensions), worst over the runs (1: the same space, however rotated).
-`summary` holds the medians over the first run's used dimensions, the share that keep their index, and the number of
+`index_shift` is how far its match lies from its index (the median over the other runs), and `order_spearman` in
+the summary the rank correlation of the first run's used indices with their matches' (the median over the runs: 1
+when the order survives though the positions shift). `summary` holds the medians over the first run's used dimensions, the share that keep their index, and the number of
 used dimensions of each run. A dimension matched with |r| >= MATCHED_R counts as found again (`reproduced`).
 """
 
@@ -119,14 +121,24 @@ def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
             "worst_abs_r": float(rs.min()), "median_abs_r": float(np.median(rs)),
             "reproduced": bool(rs.min() >= MATCHED_R),
             "keeps_index": all(run["matched"][i] == j for run in per_run),
+            "index_shift": float(np.median([abs(run["matched"][i] - j) for run in per_run])),
             "pattern_agreement": _worst([run["pattern"][i] for run in per_run]),
             "feature_agreement": _worst([run["features"][i] for run in per_run]),
             "top_feature_overlap": _worst([run["top"][i] for run in per_run]),
         })
     return {"runs": len(codes), "rows": int(len(codes[0])), "dimensions": dimensions,
             "subspace": {"canonical_correlations": canonical, "worst_canonical_r": worst_canonical},
-            "summary": summary(dimensions, explanations) | {"worst_canonical_r": worst_canonical},
+            "summary": summary(dimensions, explanations) | {"worst_canonical_r": worst_canonical, "order_spearman": _order(used, per_run)},
             "thresholds": {"matched_r": MATCHED_R, "top_features": TOP_FEATURES}}
+
+
+def _order(used: np.ndarray, per_run: list[dict]) -> float | None:
+    """The median over the other runs of Spearman's rho between the used indices and their matches' indices."""
+    from scipy.stats import spearmanr
+
+    if len(used) < 3:
+        return None
+    return float(np.median([spearmanr(used, run["matched"])[0] for run in per_run]))
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,5 +163,5 @@ def summary(dimensions: list[dict], explanations: list[dict]) -> dict:
         "reproduced": int(sum(d["reproduced"] for d in dimensions)),
         "share_keep_index": float(np.mean([d["keeps_index"] for d in dimensions])) if dimensions else None,
         "median_pattern_agreement": median("pattern_agreement"), "median_feature_agreement": median("feature_agreement"),
-        "median_top_feature_overlap": median("top_feature_overlap"),
+        "median_top_feature_overlap": median("top_feature_overlap"), "median_index_shift": median("index_shift"),
     }
