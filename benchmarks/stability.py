@@ -143,12 +143,13 @@ def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]
     """MOFA+ per seed, scored like our runs: test factors, an explanation-shaped dict, seconds."""
     python = mofa_python()
     names = data.names
-    train = {f"train_{name}": data.train.arrays[name].reshape(len(data.train), -1) for name in names}
+    rows = data.train if args.max_train is None else data.train.take(slice(0, args.max_train))  # the rows our models train on
+    train = {f"train_{name}": rows.arrays[name].reshape(len(rows), -1).astype(np.float64) for name in names}
     np.savez(workdir / "mofa_in.npz", **train)
     test = data.test.take(slice(0, args.max_rows))
     x_test = [test.arrays[name].reshape(len(test), -1).astype(np.float64) for name in names]
     out = []
-    for seed in range(args.seeds):
+    for seed in range(args.mofa_seeds if args.mofa_seeds is not None else args.seeds):
         started = time.perf_counter()
         subprocess.run([str(python), __file__, "--child", str(workdir / "mofa_in.npz"), str(workdir / f"mofa_{seed}.npz"),
                         str(args.latent_dim), str(seed)], check=True, stdout=subprocess.DEVNULL)
@@ -209,6 +210,7 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--no-mofa", action="store_true")
+    parser.add_argument("--mofa-seeds", type=int, default=None, help="MOFA+ seeds (default: --seeds)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again")
     args = parser.parse_args()

@@ -159,8 +159,9 @@ def test_report_of_odd_inputs(tmp_path):
     assert page.count("No map of the") == 3  # joint, rgb (3 rows), cat (2 rows)
     assert "too few to be a reference population" in page  # 17 validation rows
     names = {f.stem for f in (out / "figures").glob("*.png")}
+    drawn = {"variance_explained"} if json.loads((out / "explain.json").read_text())["n_used"] else set()
     assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
-                     "given_cat", "class_cat_rgb", "imputation", "prior_samples", "class_errors"}
+                     "given_cat", "class_cat_rgb", "imputation", "prior_samples", "class_errors"} | drawn
     for blob in _embedded_pngs(page):
         _check_png(blob)
 
@@ -279,6 +280,7 @@ def test_compare_puts_runs_side_by_side(image_run, gaussian_run, tmp_path, capsy
         assert f'<section id="{section}">' in page
     assert "<th>beta</th>" in page and "<th>gaussian</th>" in page
     assert "trained on different data" in page and "gaussian has no eval.json" in page
+    assert '<section id="stability">' not in page  # dimensions of models of different data are not matched
     assert (tmp_path / "both_figures" / "curves.png").is_file()
     blobs = _embedded_pngs(page)
     assert len(blobs) == 3 + 2 * 5  # curves, KL spectra, sticks_99 (the beta run), then five figures per run
@@ -305,6 +307,9 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
     knn = re.search(r"<tr><td>knn_error / 3</td><td>(<b>)?", page)
     assert knn.group(1) == "<b>"  # the original's kNN error is the bold one
     assert "different numbers of importance samples" in page and "different numbers of test rows" not in page
+    # the same weights twice: every used dimension comes back at its own index (or none is used, and the page says so)
+    assert '<section id="stability">' in page
+    assert "share keeping their index 1" in page or "uses no dimension" in page
 
 
 def test_compare_ranks_the_models_imputation_errors_not_their_baselines_or_row_counts():

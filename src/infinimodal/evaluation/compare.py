@@ -95,6 +95,44 @@ def _report_is_current(run: Path) -> bool:
     return all(page.stat().st_mtime >= path.stat().st_mtime for path in inputs)
 
 
+#: Test rows the compare page's stability table is computed on, at most.
+STABILITY_ROWS = 1000
+
+
+def _stability_section(runs: list[Path], labels: list[str], load_run: Callable, progress: bool) -> Section:
+    """`stability` of the runs (trained on the same data): the first run's used dimensions matched in the others."""
+    from .explain import held_out_codes
+    from .stability import stability
+
+    section = Section("stability", "Would the dimensions come back: the first run's used dimensions in the others", intro=(
+        f"On up to {STABILITY_ROWS} test rows (the first run's data), each used dimension of {labels[0]} is matched to one dimension "
+        "of every other run by the correlation of their posterior means (Hungarian matching of |r|; `infinimodal stability` writes the "
+        "whole table). Found again: |r| >= 0.7 in every other run. Keeps its index: matched to the same index in every run. Pattern: the "
+        "worst cosine of the variance each explains per modality. The subspace's worst canonical correlation says whether the space "
+        "of the used dimensions comes back even where its axes are rotated."))
+    codes, explanations = [], []
+    rows = None
+    for run in runs:
+        vae, _, data = load_run(run, progress)
+        if rows is None:
+            rows = data.test.take(slice(0, STABILITY_ROWS))
+        explanations.append(vae.explain(rows, max_rows=STABILITY_ROWS))
+        codes.append(held_out_codes(vae.module, rows).code[:, : len(explanations[-1]["used"])])
+    if not any(explanations[0]["used"]):
+        section.html.append(note(f"{labels[0]} uses no dimension: nothing to match."))
+        return section
+    result = stability(codes, explanations)
+    s = result["summary"]
+    section.html.append(table([[str(d["index"]), ", ".join(str(m) for m in d["matches"]), ", ".join(f"{r:.2f}" for r in d["abs_r"]),
+                                "yes" if d["reproduced"] else "no", "yes" if d["keeps_index"] else "no", format_value(d["pattern_agreement"])]
+                               for d in result["dimensions"]],
+                              [f"dimension of {labels[0]}", f"its match in {', '.join(labels[1:])}", "|r|", "found again", "keeps its index", "pattern"]))
+    section.html.append(note(f"Used dimensions per run: {', '.join(f'{label} {n}' for label, n in zip(labels, s['used_per_run']))}; "
+                             f"median worst |r| {format_value(s['median_worst_abs_r'])}; share keeping their index {format_value(s['share_keep_index'])}; "
+                             f"order Spearman {format_value(s['order_spearman'])}; worst canonical r {format_value(s['worst_canonical_r'])}."))
+    return section
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Callable, progress: bool = True, **report_settings) -> Path:
     """Write the compare page `out` (HTML) and its figures into `<out stem>_figures/` next to it.
 
@@ -177,6 +215,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Call
         truncation = max(len(e["sticks_99_histogram"]) for e in evaluations if e is not None and e.get("sticks_99_histogram"))
         curves.figures.append(Figure(plots.sticks_99_figure(histograms, truncation, figures_dir / "sticks_99.png"), "sticks_99 over the test rows (stick families)"))
     sections.append(curves)
+
+    if len({rec.get("data") for rec in records}) == 1 and len({json.dumps(rec.get("modalities"), sort_keys=True) for rec in records}) == 1:
+        sections.append(_stability_section(runs, labels, load_run, progress))
 
     side = Section("side-by-side", "Figures side by side", intro="Each run's own report figures, in columns (the full reports are in each run directory).")
     columns = f"repeat({len(runs)}, minmax(0, 1fr))"

@@ -8,6 +8,7 @@ through `_style()` so that fonts, sizes and colours agree across a report, and `
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -92,9 +93,10 @@ def mosaic(images: np.ndarray, gap: int = 1) -> np.ndarray:
     return out
 
 
-def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, limits: tuple[float, float] | None = None) -> None:
-    """One modality's rows: images stacked top to bottom, or a rows x features heat map (NaN rows grey) with
-    colour limits `limits` (shared by every column of the modality, so data and generation compare)."""
+def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, scale: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """One modality's rows: images stacked top to bottom, or a rows x features heat map (NaN grey) of each feature in SDs
+    from its mean, `scale` = (mean, SD) per feature, shared by every column of the modality so that data and generation
+    compare, and features in large units (age in years) do not swamp the others; the features named where they are few."""
     flat = values.reshape(len(values), -1).astype(np.float64)
     missing = np.isnan(flat).all(axis=1)
     images = as_images(modality, np.where(np.isnan(values), 0.0, values))
@@ -105,13 +107,25 @@ def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, li
         ax.set_xticks([])
         ax.set_yticks([])
     else:
-        cmap = plt.get_cmap(HEATMAP).with_extremes(bad=MISSING_COLOUR)
-        vmin, vmax = limits if limits is not None else (None, None)
-        shown = ax.imshow(np.ma.masked_invalid(flat), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_xlabel("feature")
+        cmap = plt.get_cmap(DIVERGING).with_extremes(bad=MISSING_COLOUR)
+        if scale is not None:
+            flat = (flat - scale[0]) / scale[1]
+        shown = ax.imshow(np.ma.masked_invalid(flat), aspect="auto", cmap=cmap, vmin=-Z_LIMIT, vmax=Z_LIMIT)
+        names = modality.feature_names
+        if names is not None and len(names) <= MAX_NAMED_FEATURES:
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        else:
+            ax.set_xlabel("feature")
         ax.set_ylabel("row")
-        fig.colorbar(shown, ax=ax, fraction=0.05)
+        fig.colorbar(shown, ax=ax, fraction=0.05, label="SDs from the feature's mean")
     ax.set_title(title, fontsize=9)
+
+
+#: Heat maps of tabular rows: each feature in SDs from its mean over the rows drawn, on -Z_LIMIT..Z_LIMIT.
+Z_LIMIT = 2.5
+DIVERGING = "RdBu_r"
+#: Features named on a heat map's axis up to this many.
+MAX_NAMED_FEATURES = 40
 
 
 def columns_figure(columns: Sequence[tuple[str, Modality, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
@@ -123,15 +137,15 @@ def columns_figure(columns: Sequence[tuple[str, Modality, np.ndarray]], path: st
             1, len(columns), figsize=(sum(widths) * 1.3 + 0.6, 0.45 * n + 1.4), squeeze=False,
             gridspec_kw={"width_ratios": widths},
         )
-        limits = {}
+        scales = {}
         for name in {m.name for _, m, _ in columns}:
-            values = np.concatenate([v.reshape(-1) for _, m, v in columns if m.name == name])
-            values = values[np.isfinite(values)]
-            if len(values):
-                low, high = np.percentile(values, [1, 99])
-                limits[name] = (float(low), float(high) if high > low else float(low) + 1e-6)
+            rows = np.concatenate([v.reshape(len(v), -1).astype(np.float64) for _, m, v in columns if m.name == name])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a feature with no finite value: its mean is NaN, drawn grey
+                mean, sd = np.nanmean(rows, axis=0), np.nanstd(rows, axis=0)
+            scales[name] = (mean, np.where(sd > 0, sd, 1.0))
         for ax, (label, modality, values) in zip(axes[0], columns):
-            _draw_column(fig, ax, modality, values, label, limits.get(modality.name))
+            _draw_column(fig, ax, modality, values, label, scales.get(modality.name))
         if title:
             fig.suptitle(title)
         fig.tight_layout()
@@ -439,3 +453,49 @@ def variance_explained_figure(r2: dict[str, Sequence[float]], kl_share: Sequence
         fig.colorbar(image, ax=ax, fraction=0.05)
         fig.tight_layout()
         return _save(fig, path)
+
+
+#: Most panels of the coloured map figure, and most classes a panel shows with a legend (more: the commonest, the rest grey).
+MAX_COLOURED_PANELS = 9
+MAX_LEGEND_CLASSES = 10
+
+
+def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], path: str | Path, title: str = "joint posterior") -> Path:
+    """One 2-D map, drawn once per variable and coloured by it: classes with a legend (missing values light grey),
+    numbers on a colour scale with a colour bar."""
+    names = list(variables)[:MAX_COLOURED_PANELS]
+    n_cols = min(3, len(names))
+    n_rows = math.ceil(len(names) / n_cols)
+    with _style():
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.4 * n_cols, 3.9 * n_rows), squeeze=False)
+        for ax in axes.flat[len(names):]:
+            ax.axis("off")
+        for ax, name in zip(axes.flat, names):
+            values = np.asarray(variables[name], dtype=object)
+            given = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != "" for v in values])
+            ax.scatter(coords[~given, 0], coords[~given, 1], s=3, color="lightgray", linewidths=0, label="unknown" if (~given).any() else None)
+            numbers = _as_numbers(values[given])
+            if numbers is not None and len(np.unique(numbers)) > MAX_LEGEND_CLASSES:
+                shown = ax.scatter(coords[given, 0], coords[given, 1], s=3, c=numbers, cmap=HEATMAP, linewidths=0)
+                fig.colorbar(shown, ax=ax, label=name)
+            else:
+                text = values[given].astype(str)
+                classes, counts = np.unique(text, return_counts=True)
+                kept = classes[np.argsort(-counts)][:MAX_LEGEND_CLASSES]
+                cmap = plt.get_cmap("tab10")
+                for c, value in enumerate(sorted(kept)):
+                    chosen = text == value
+                    ax.scatter(coords[given][chosen, 0], coords[given][chosen, 1], s=3, color=cmap(c % 10), linewidths=0, label=value)
+                ax.legend(loc="best", markerscale=4, fontsize=7, title=name)
+            ax.set_title(f"{title}, coloured by {name}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def _as_numbers(values: np.ndarray) -> np.ndarray | None:
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError):
+        return None

@@ -41,6 +41,7 @@ from ..truncation import SPARE_DIMENSIONS, USED_DIMENSION_KL
 from .html import Figure, Section, flatten, format_value, note, render_page, table, tables_side_by_side
 from ..deviation import Reference, deviation_scores
 from .curves import class_error_curves, read_curves
+from .explain import explanation_variables
 from .metrics import KL_ACTIVE_THRESHOLD, encode, kl_span
 
 #: Posterior samples per likelihood estimate in the report's deviation scores.
@@ -67,6 +68,9 @@ SECTIONS = (
     ("deviation", "How atypical the test rows are"),
     ("prior", "Samples from the prior"),
 )
+#: What the heat maps of tabular rows show, said in every caption that has them.
+TABULAR_UNITS = (" Tabular modalities are heat maps of each feature in SDs from its mean over the rows drawn (red above, blue below, "
+                 "grey missing), so that a feature in large units (age in years) does not swamp the others.")
 #: Sections folded under their title (details a reader opens when needed).
 FOLDED = ("config",)
 #: eval.json entries shown as figures rather than in the metrics table.
@@ -257,7 +261,8 @@ def write_report(
         _metrics(sections["metrics"], evaluation, run)
         _curves(sections["curves"], run, figures_dir)
         step("what each dimension does")
-        _explain(sections["explain"], ctx)
+        found = _explain(sections["explain"], ctx)
+        sections["summary"].html.append(_found_summary(found))
         step("encoding the test rows")
         codes = encode(ctx.module, ctx.sample, [None, *ctx.singles])
         joint, single = codes[0], codes[1:]
@@ -331,7 +336,19 @@ REPORT_TOP_FEATURES = 3
 REPORT_EXPLAINED_DIMS = 20
 
 
-def _explain(section: Section, ctx: _Run) -> None:
+def _found_summary(result: dict) -> str:
+    """The summary's lines on what the model found (from `explain`): used dimensions, shared and private ones."""
+    used = [d for d in result["dimensions"] if d["used"]]
+    shared = [f"dim {d['index']} ({', '.join(d['modalities'])})" for d in used if d["sharing"] == "shared"]
+    private = [f"dim {d['index']} ({d['modalities'][0]})" for d in used if d["sharing"] == "private"]
+    total = result["variance_explained_total"]
+    rows = [["dimensions used", f"{result['n_used']} of {len(result['dimensions'])} (KL > {result['thresholds']['used_kl']} nats and an effect on some modality's fit)"],
+            ["shared by several modalities", ", ".join(shared) or "none"], ["private to one", ", ".join(private) or "none"],
+            ["variance explained by all dimensions", ", ".join(f"{name} {value:.2f}" for name, value in total.items() if value == value)]]
+    return "<h3>What the model found (on the test rows; details below)</h3>" + table(rows)
+
+
+def _explain(section: Section, ctx: _Run) -> dict:
     """`explain` on the report's test rows (also written to run_dir/explain.json): MOFA's variance-explained table as a
     figure, and per used dimension its KL, the modalities it explains, its strongest features and associations."""
     result = ctx.vae.explain(ctx.sample)
@@ -351,7 +368,7 @@ def _explain(section: Section, ctx: _Run) -> None:
         f"{result['thresholds']['used_r2']} or more: {result['n_used']} of {len(result['dimensions'])} are.")
     if not used:
         section.html.append(note("No dimension is used: the model has learned nothing from these rows."))
-        return
+        return result
     path = plots.variance_explained_figure(result["variance_explained"], result["kl_share"], used, ctx.figures / "variance_explained.png",
                                            "R²" if measures == ["squared error"] else "R², deviance for non-Gaussian features")
     section.figures.append(Figure(path, "variance explained per dimension and modality (alone), and each dimension's share of the KL"))
@@ -363,6 +380,7 @@ def _explain(section: Section, ctx: _Run) -> None:
         rows.append([str(j), f"{d['kl']:.2f} ({100 * d['kl_share']:.0f} %)", f"{d['sharing']}: {', '.join(d['modalities']) or '-'}",
                      tops or "-", _strongest_association(d["associations"])])
     section.html.append(table(rows, ["dim", "KL, nats (share)", "explains", "top features (change of the mean, data units)", "strongest association"]))
+    return result
 
 
 def _strongest_association(found: dict) -> str:
@@ -441,6 +459,10 @@ def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
         section.html.append(note("The data have no labels: the maps are not coloured."))
     if maps:
         section.figures.append(Figure(plots.map_figure(maps, ctx.figures / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
+        variables = {name: values for name, values in explanation_variables(ctx.modalities, ctx.sample, ctx.vae.covariates).items() if name != "label"}
+        if variables and maps[0][0] == "joint posterior":
+            section.figures.append(Figure(plots.coloured_maps_figure(maps[0][1], variables, ctx.figures / "maps_coloured.png"),
+                                          "the joint map coloured by each covariate and categorical column (light grey: unknown)"))
 
 
 def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
@@ -517,7 +539,7 @@ def _generation(section: Section, ctx: _Run) -> None:
     batch = test.batch(shown)
     section.intro = (
         f"{len(shown)} test rows: the data (grey: missing), then every modality decoded (E[x | z] at one posterior sample z) "
-        "from all observed modalities (reconstruction)" + (" and from each modality alone (cross-modal generation)." if ctx.multimodal else ".")
+        "from all observed modalities (reconstruction)" + (" and from each modality alone (cross-modal generation)." if ctx.multimodal else ".") + TABULAR_UNITS
     )
     for subset in [None, *ctx.singles]:
         mask = batch["mask"] if subset is None else batch["mask"] & torch.from_numpy(np.isin(np.arange(len(names)), subset))[None, :]
@@ -557,7 +579,7 @@ def _class_generation(section: Section, ctx: _Run) -> None:
     section.intro = (
         f"Generation from a class: for each class of a categorical modality (rows), {ctx.examples} draws z from the posterior given "
         "that class alone, each decoded into the other modalities (E[x | z]), as `infinimodal sample DIR --given NAME=CLASS` does. "
-        "A model that learned what the class means shows it in every column of its row."
+        "A model that learned what the class means shows it in every column of its row." + TABULAR_UNITS
     )
     for spec in categorical:
         classes = spec.class_values[:MAX_CLASSES_SHOWN]
@@ -601,7 +623,7 @@ def _imputation(section: Section, ctx: _Run) -> None:
         f"Test rows with a modality missing ({len(partial)} of {len(test)}; missing per modality: {counts}). "
         f"For {len(chosen)} of them: what was observed (grey: missing) and what the model fills in for the missing rows "
         "(E[x | z] at the posterior mean of z given the observed modalities, as `infinimodal impute` does; a categorical "
-        "modality is filled with its class probabilities)."
+        "modality is filled with its class probabilities)." + TABULAR_UNITS
     )
     label = ctx.data.label_modality
     if label is not None and test.labels is not None:
