@@ -184,22 +184,25 @@ def _column_moments(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
     return mean, std
 
 
-#: A representation coordinate varies on the reference rows when its SD is at least this share of the largest SD:
-#: the robust distance is taken over those (an unused dimension is nearly constant, and its covariance near singular).
-VARYING_SHARE = 0.01
+#: The robust distance is taken in the principal directions of the reference representations whose variance is at
+#: least this share of the largest (posterior means of unused dimensions are nearly constant, and a covariance over
+#: them singular), and in at most a third as many directions as fitting rows.
+VARYING_SHARE = 1e-3
 
 
 @dataclass
 class RobustCentre:
     """The reference rows' representations summarised by the minimum covariance determinant (Rousseeuw 1984,
     scikit-learn's `MinCovDet`): a centre and covariance that a few atypical reference subjects do not drag, fitted on
-    one half of the reference rows. A squared robust Mahalanobis distance d^2 is compared with a scaled chi^2,
-    d^2 / scale ~ chi^2(df), whose scale and degrees of freedom make its median and 90th percentile those of the other
-    half's distances (rows a covariance was not fitted on, whose distances are larger and heavier-tailed than chi^2 on
-    as many degrees of freedom as coordinates: measured on a cohort model, 55 % of held-out reference rows had
-    p < 0.05 under that plain chi^2, 25 % after matching the median alone)."""
+    one half of the reference rows, in their principal directions that vary (`VARYING_SHARE`). A squared robust
+    Mahalanobis distance d^2 is compared with a scaled chi^2, d^2 / scale ~ chi^2(df), whose scale and degrees of
+    freedom make its median and 90th percentile those of the other half's distances (rows a covariance was not fitted
+    on, whose distances are larger and heavier-tailed than chi^2 on as many degrees of freedom as directions: measured
+    on a cohort model, 55 % of held-out reference rows had p < 0.05 under that plain chi^2, 25 % after matching the
+    median alone)."""
 
-    coordinates: np.ndarray  # the coordinates that vary on the reference rows
+    centre: np.ndarray  # the fitting rows' mean
+    basis: np.ndarray  # [representation, directions]: the principal directions kept
     location: np.ndarray
     precision: np.ndarray
     scale: float
@@ -209,16 +212,20 @@ class RobustCentre:
     def fit(cls, fitting: np.ndarray, scaling: np.ndarray, seed: int = 0) -> "RobustCentre":
         from sklearn.covariance import MinCovDet
 
-        spread = fitting.std(0)
-        varying = np.flatnonzero(spread >= VARYING_SHARE * max(float(spread.max()), 1e-12))
-        fitted = MinCovDet(random_state=seed).fit(fitting[:, varying].astype(np.float64))
-        centre = cls(varying, fitted.location_, np.linalg.pinv(fitted.covariance_), 1.0, float(len(varying)))
-        centre.df, centre.scale = scaled_chi2(centre.squared_distances(scaling), len(varying))
-        return centre
+        fitting = fitting.astype(np.float64)
+        centre = fitting.mean(0)
+        _, singular, directions = np.linalg.svd(fitting - centre, full_matrices=False)
+        variance = singular ** 2
+        kept = np.flatnonzero(variance >= VARYING_SHARE * max(float(variance.max(initial=0.0)), 1e-300))[: max(1, len(fitting) // 3)]
+        basis = directions[kept].T
+        fitted = MinCovDet(random_state=seed).fit((fitting - centre) @ basis)
+        robust = cls(centre, basis, fitted.location_, np.linalg.pinv(fitted.covariance_), 1.0, float(len(kept)))
+        robust.df, robust.scale = scaled_chi2(robust.squared_distances(scaling), len(kept))
+        return robust
 
     def squared_distances(self, codes: np.ndarray) -> np.ndarray:
         """Squared robust Mahalanobis distances, unscaled."""
-        centred = codes[:, self.coordinates].astype(np.float64) - self.location
+        centred = (codes.astype(np.float64) - self.centre) @ self.basis - self.location
         return np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0.0)
 
     def p_values(self, codes: np.ndarray) -> np.ndarray:
