@@ -234,3 +234,12 @@ def test_a_rotated_latent_loses_its_dimensions_but_keeps_its_subspace():
     assert sorted(d["worst_abs_r"] for d in result["dimensions"])[0] < 0.75  # each of the rotated pair is only half of one
     # against unrelated codes the subspace does not come back
     assert canonical_correlations(codes, rng.normal(size=(400, 3)))[-1] < 0.2
+
+
+def test_explain_and_stability_refuse_what_they_cannot_write(factors_run, tmp_path):
+    root, _, _ = factors_run
+    done = _cli("explain", root / "run", "--out", tmp_path / "e.csv")
+    assert done.returncode == 2 and "--out must be a .json file" in done.stderr and not (tmp_path / "e.csv").exists()
+    done = _cli("stability", root / "run", root / "run", "--out", tmp_path / "s.txt")
+    assert done.returncode == 2 and "--out must be a .json file" in done.stderr
+    json.loads((root / "explain.json").read_text())  # strict JSON: NaN is written as null

@@ -53,9 +53,7 @@ def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples:
     the time; the reference population, the same rows at every call, is drawn as one batch)."""
     module.eval()
     out = np.full((len(split), module.n_modalities), np.nan)
-    for start in range(0, len(split), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(split)))
-        batch = split.batch(rows)
+    for rows, batch in split.batches(batch_size):
         data, mask = batch["data"], batch["mask"]
         for m in range(module.n_modalities):
             observed = mask[:, m]
@@ -90,9 +88,7 @@ def reconstruction_log_likelihoods(module: MultimodalModule, split: Split, sampl
     shows here, as the reconstruction of a point off the map from latent factors to measurements."""
     module.eval()
     out = np.full((len(split), module.n_modalities), np.nan)
-    for start in range(0, len(split), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(split)))
-        batch = split.batch(rows)
+    for rows, batch in split.batches(batch_size):
         data, mask = batch["data"], batch["mask"]
         z = module.conditional_draws(data, mask, samples, seed=module.n_modalities + 1, by_row=by_row)
         for m in range(module.n_modalities):

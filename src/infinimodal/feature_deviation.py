@@ -34,9 +34,7 @@ def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTIO
     the modality is missing or is the row's only one)."""
     module.eval()
     out = {name: np.full((len(split), int(np.prod(split.arrays[name].shape[1:]))), np.nan) for name in module.names}
-    for start in range(0, len(split), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(split)))
-        batch = split.batch(rows)
+    for rows, batch in split.batches(batch_size):
         data, mask = batch["data"], batch["mask"]
         for m, name in enumerate(module.names):
             hidden = mask.clone()

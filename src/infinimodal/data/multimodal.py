@@ -65,6 +65,12 @@ class Split:
             out["labels"] = torch.from_numpy(self.labels[rows])
         return out
 
+    def batches(self, batch_size: int):
+        """(row indices, `batch` of them) for consecutive blocks of at most batch_size rows."""
+        for start in range(0, len(self), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(self)))
+            yield rows, self.batch(rows)
+
     def full_batch(self) -> dict:
         return self.batch(np.arange(len(self)))
 
