@@ -109,7 +109,7 @@ def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, flo
     """(test codes, explanation, training seconds) per seed of one of our models."""
     from infinimodal.cli import main
 
-    latent = ["--latent", "gaussian"] if kind == "gaussian" else []
+    latent = ["--latent", "gaussian"] if kind == "gaussian" else args.gated_flags.split()
     out = []
     for seed in range(args.seeds):
         run = workdir / f"{kind}_{seed}"
@@ -151,8 +151,9 @@ def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]
     out = []
     for seed in range(args.mofa_seeds if args.mofa_seeds is not None else args.seeds):
         started = time.perf_counter()
-        subprocess.run([str(python), __file__, "--child", str(workdir / "mofa_in.npz"), str(workdir / f"mofa_{seed}.npz"),
-                        str(args.latent_dim), str(seed)], check=True, stdout=subprocess.DEVNULL)
+        if not (args.reuse and (workdir / f"mofa_{seed}.npz").is_file()):
+            subprocess.run([str(python), __file__, "--child", str(workdir / "mofa_in.npz"), str(workdir / f"mofa_{seed}.npz"),
+                            str(args.latent_dim), str(seed)], check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         found = np.load(workdir / f"mofa_{seed}.npz")
         weights = [found[f"W{m}"] for m in range(len(names))]
@@ -210,6 +211,8 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--no-mofa", action="store_true")
+    parser.add_argument("--gated-flags", default="", help="more `train` flags for the gated runs, e.g. \"--alpha 5\"")
+    parser.add_argument("--methods", default="gated,gaussian", help="which of our models to train: gated, gaussian or both")
     parser.add_argument("--mofa-seeds", type=int, default=None, help="MOFA+ seeds (default: --seeds)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again")
@@ -222,7 +225,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         result = {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "latent_dim": args.latent_dim, "max_train": args.max_train,
                   "rows": min(args.max_rows, len(data.test)), "methods": {}}
-        for kind in ("gated", "gaussian"):
+        for kind in args.methods.split(","):
             result["methods"][kind] = summarise(our_runs(args, kind, workdir), data)
         if not args.no_mofa:
             result["methods"]["mofa+"] = summarise(mofa_runs(args, data, workdir), data)

@@ -35,13 +35,16 @@ TOP_FEATURES = 10
 
 
 def abs_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[a columns, b columns] |Pearson r| (0 where a column is constant)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    norms = np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a.T @ b) / norms
-    return np.abs(np.nan_to_num(r))
+    """[a columns, b columns] |Pearson r|, 0 for a column that does not vary (its SD below 1e-9 of its matrix's
+    largest: a pruned factor's values near 1e-170 would otherwise overflow the ratio)."""
+    def standardised(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(0)
+        sd = np.sqrt((x ** 2).sum(0))
+        varies = sd > 1e-9 * max(float(sd.max(initial=0.0)), 1e-300)
+        return np.where(varies, x / np.where(varies, sd, 1.0), 0.0)
+
+    return np.clip(np.abs(standardised(a).T @ standardised(b)), 0.0, 1.0)
 
 
 def effect_vectors(explanation: dict) -> np.ndarray:
