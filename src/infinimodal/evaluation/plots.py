@@ -388,8 +388,12 @@ def per_dimension_figure(
                 spread = values.reshape(len(names), values.shape[1], -1).std(axis=1)
                 shown = ax.imshow(spread, aspect="auto", cmap=HEATMAP)
                 ax.set_yticks(np.arange(len(names)), names)
-                ax.set_xlabel("feature")
-                ax.set_title(title + ": spread of each feature", fontsize=9)
+                features = modality.feature_names
+                if features is not None and len(features) <= MAX_NAMED_FEATURES:
+                    ax.set_xticks(range(len(features)), features, rotation=90, fontsize=6)
+                else:
+                    ax.set_xlabel("feature")
+                ax.set_title(title + ": spread of each feature (model units: Gaussian features standardised)", fontsize=8)
                 fig.colorbar(shown, ax=ax, fraction=0.05, label="std of E[x | z] across the row")
         fig.suptitle(f"modality {modality.name}")
         fig.tight_layout()
