@@ -199,10 +199,10 @@ def summarise(method_runs, data) -> dict:
     return out
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+def main(argv: list[str] | None = None) -> dict:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         mofa_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-        return
+        return {}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="factors")
     parser.add_argument("--seeds", type=int, default=5)
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--mofa-seeds", type=int, default=None, help="MOFA+ seeds (default: --seeds)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from infinimodal.data import load_dataset
 
     data = load_dataset(args.data, progress=False)
@@ -230,6 +230,7 @@ def main() -> None:
         if not args.no_mofa:
             result["methods"]["mofa+"] = summarise(mofa_runs(args, data, workdir), data)
     print(json.dumps(result, indent=2, default=float))
+    return result
 
 
 if __name__ == "__main__":

@@ -264,3 +264,13 @@ def test_the_imputation_benchmark_scores_a_cohort_run_on_more_complete_subjects(
         low, high = entry["model_interval"]
         assert low < entry["model"] < high and entry["model_over_baseline"] == pytest.approx(entry["model"] / entry[entry["best_baseline"]])
         assert entry["baseline"] == min(entry[b] for b in ("mean", "ridge", "mlp", "logistic") if b in entry)
+
+
+def test_stability_benchmark_scores_seeds_against_the_truth_at_toy_size(tmp_path):
+    stability = load_script("stability")
+    result = stability.main(["--data", "factors:n=400,features=8", "--seeds", "2", "--epochs", "2", "--latent-dim", "4", "--no-mofa",
+                             "--workdir", str(tmp_path)])
+    for method in ("gated", "gaussian"):
+        entry = result["methods"][method]
+        assert len(entry["per_seed"]) == 2 and {"factors_matched", "pattern_right", "used"} <= set(entry["per_seed"][0])
+        assert 0 <= entry["per_seed"][0]["factors_matched"] <= 6 and entry["stability"]["used_per_run"] == [s["used"] for s in entry["per_seed"]]
