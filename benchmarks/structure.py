@@ -27,7 +27,7 @@ LAYERS = [
     ["api"],
     ["train", "training", "evaluation", "synthesis", "deviation", "feature_deviation", "rundata"],
     ["config", "model", "data", "semisupervised", "runfiles", "runlog"],
-    ["latents", "aggregators", "tabular", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed"],
+    ["latents", "aggregators", "tabular", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed", "adam_state"],
     ["settings", "outputs", "options", "flagtypes", "maths", "errors", "columns"],
 ]
 

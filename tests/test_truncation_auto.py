@@ -123,7 +123,7 @@ def test_growth_and_trimming_keep_the_optimiser_state_of_the_kept_entries():
 def test_grown_entries_take_the_steps_a_fresh_adam_would_take(fused):
     # a run 500 steps old grows its latent; the new entries' moments start at zero, and their steps must be those of an
     # Adam that starts with them (bias correction for their own step count), not 3-6 times larger
-    from infinimodal.model import BORN, correct_young_entries
+    from infinimodal.adam_state import BORN, correct_young_entries
 
     module, _ = _trained_looking_model("gated", "poe")
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2, fused=fused)

@@ -26,6 +26,7 @@ from .columns import COVARIATES
 from .latents import LatentFamily
 from .likelihoods import Likelihood
 from .mixture import MixturePosterior
+from .adam_state import births, moments, replace_parameter
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
 from .outputs import LossOutput
@@ -157,14 +158,14 @@ class MultimodalModule(nn.Module):
         state = optimizer.state if optimizer is not None else {}
         for key in self.names:
             head = self.heads[_key(key)]
-            for tensor in (head.weight, head.bias, *_moments(state, head.weight), *_moments(state, head.bias), *_births(state, head.weight),
-                           *_births(state, head.bias)):
+            for tensor in (head.weight, head.bias, *moments(state, head.weight), *moments(state, head.bias), *births(state, head.weight),
+                           *births(state, head.bias)):
                 _swap_rows(tensor, rows_j, rows_k)
             layer = self.decoders[_key(key)].input_layer()
             _swap_columns(layer.weight, j, k, into_j, into_k)
-            for born in _births(state, layer.weight):
+            for born in births(state, layer.weight):
                 _swap_columns(born, j, k, 1.0, 1.0)
-            first, second = _moments(state, layer.weight) or (None, None)
+            first, second = moments(state, layer.weight) or (None, None)
             if first is not None:
                 _swap_columns(first, j, k, 1.0 / into_j, 1.0 / into_k)
                 _swap_columns(second, j, k, 1.0 / into_j**2, 1.0 / into_k**2)
@@ -195,11 +196,11 @@ class MultimodalModule(nn.Module):
         fill = self.latent.prior_head_output()
         for key in self.names:
             head = self.heads[_key(key)]
-            _replace_parameter(head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer)
-            _replace_parameter(head, "bias", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0 if moment else fill), optimizer)
+            replace_parameter(head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer)
+            replace_parameter(head, "bias", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0 if moment else fill), optimizer)
             head.out_features = blocks * n
             layer = self.decoders[_key(key)].input_layer()
-            _replace_parameter(layer, "weight", lambda t, moment: _resized_columns(t, n, keep), optimizer)
+            replace_parameter(layer, "weight", lambda t, moment: _resized_columns(t, n, keep), optimizer)
             layer.in_features = n
         self.latent.resize(n)
 
@@ -462,48 +463,6 @@ def repeat_rows(covariates: Tensor | None, times: int) -> Tensor | None:
     return None if covariates is None else covariates.repeat(times, 1)
 
 
-def _moments(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
-    """Adam's first and second moments of a parameter, when the optimiser has taken a step with it."""
-    entry = state.get(parameter, {})
-    return (entry["exp_avg"], entry["exp_avg_sq"]) if "exp_avg" in entry and "exp_avg_sq" in entry else ()
-
-
-def _births(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
-    """The Adam step at which each entry of a parameter was born (`BORN`), where the latent was resized."""
-    entry = state.get(parameter, {})
-    return (entry[BORN],) if BORN in entry else ()
-
-
-#: Key of an Adam state entry: the step at which each entry of the parameter was born (0 for the first ones; the step of
-#: a resize for the rows and columns it added).
-BORN = "born_at_step"
-#: After this many steps of its own, an entry's bias correction is within float32 of the run's: its birth is forgotten.
-BIAS_CORRECTION_STEPS = 20_000
-
-
-@torch.no_grad()
-def correct_young_entries(optimizer: torch.optim.Optimizer) -> None:
-    """After an Adam step: move the entries born after the run's first step (rows and columns a resize added) to where
-    Adam with their own step count would have put them. Their moments started at zero while the run's step count went
-    on, so the step's bias correction treated their young moments as old ones: 3 to 6 times too large a step for
-    hundreds of steps (m / sqrt(v) is 0.1 / sqrt(0.001) = 3.2 after one step, where Adam's corrected step is 1).
-    Exact for torch's Adam without weight decay or amsgrad (the step is undone and redone with the entry's age)."""
-    for group in optimizer.param_groups:
-        (beta1, beta2), eps, lr = group["betas"], group["eps"], group["lr"]
-        for parameter in group["params"]:
-            entry = optimizer.state.get(parameter, {})
-            if BORN not in entry:
-                continue
-            step = float(entry["step"])
-            age = (step - entry[BORN]).clamp(min=1.0).double()
-            m, v = entry["exp_avg"].double(), entry["exp_avg_sq"].double()
-            applied = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
-            wanted = (m / (1 - beta1**age)) / ((v / (1 - beta2**age)).sqrt() + eps)
-            parameter.add_((lr * (applied - wanted)).to(parameter.dtype))
-            if bool((age > BIAS_CORRECTION_STEPS).all()):
-                del entry[BORN]
-
-
 def _resized_blocks(tensor: Tensor, blocks: int, old: int, n: int, keep: int, new_entries) -> Tensor:
     """A head's weight or bias ([blocks * old, ...]: block b's row k belongs to dimension k) with n rows per block: the
     first `keep` of each block kept, new rows set to `new_entries` (a number, or one value per block)."""
@@ -514,29 +473,6 @@ def _resized_blocks(tensor: Tensor, blocks: int, old: int, n: int, keep: int, ne
     resized = fill.expand(blocks, n, *rest).clone()
     resized[:, :keep] = current[:, :keep]
     return resized.reshape(blocks * n, *rest)
-
-
-def _replace_parameter(module: nn.Module, name: str, resized, optimizer: torch.optim.Optimizer | None) -> None:
-    """module.<name> := a new Parameter resized(old value, False); the optimiser's parameter list and state follow it, its
-    moments resized(moment, True). A new Parameter, not new .data: autograd caches a parameter's shape where the last
-    step's graph is still held."""
-    old = getattr(module, name)
-    new = nn.Parameter(resized(old.detach(), False), requires_grad=old.requires_grad)
-    setattr(module, name, new)
-    if optimizer is None:
-        return
-    for group in optimizer.param_groups:
-        group["params"] = [new if p is old else p for p in group["params"]]
-    entry = optimizer.state.pop(old, None)
-    if entry is not None:
-        for moment in ("exp_avg", "exp_avg_sq"):
-            if moment in entry:
-                entry[moment] = resized(entry[moment], True)
-        if "step" in entry:  # new entries are born now: Adam's bias correction must count their steps, not the run's
-            step = entry["step"].to(old.device, torch.float32)
-            born = entry.get(BORN, torch.zeros_like(old, dtype=torch.float32))
-            entry[BORN] = resized(born - step, True) + step
-        optimizer.state[new] = entry
 
 
 def _resized_columns(tensor: Tensor, n: int, keep: int) -> Tensor:

@@ -12,7 +12,8 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..errors import InfinimodalError
-from ..model import MultimodalModule, correct_young_entries
+from ..adam_state import correct_young_entries
+from ..model import MultimodalModule
 from ..options import TrainingOptions
 from ..runfiles import SELECTION_METRIC, STATE_PREFIX, class_error_key
 from ..semisupervised import TrainingObjective

@@ -1,0 +1,78 @@
+"""Adam's state kept in step with parameters that change shape or exchange entries during training.
+
+Ordered dimensions are exchanged (`MultimodalModule.swap_dimensions`) and an adaptive latent grows and trims
+(`MultimodalModule.resize_dimensions`) while Adam is running: its moments must move, scale and resize with the
+entries they belong to, and entries born after the run's first step need Adam's bias correction for their own step
+count (`correct_young_entries`, called by the training plan after every step). Exact for torch's Adam without weight
+decay or amsgrad.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def moments(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
+    """Adam's first and second moments of a parameter, when the optimiser has taken a step with it."""
+    entry = state.get(parameter, {})
+    return (entry["exp_avg"], entry["exp_avg_sq"]) if "exp_avg" in entry and "exp_avg_sq" in entry else ()
+
+
+def births(state: dict, parameter: Tensor) -> tuple[Tensor, ...]:
+    """The Adam step at which each entry of a parameter was born (`BORN`), where the latent was resized."""
+    entry = state.get(parameter, {})
+    return (entry[BORN],) if BORN in entry else ()
+
+
+#: Key of an Adam state entry: the step at which each entry of the parameter was born (0 for the first ones; the step of
+#: a resize for the rows and columns it added).
+BORN = "born_at_step"
+#: After this many steps of its own, an entry's bias correction is within float32 of the run's: its birth is forgotten.
+BIAS_CORRECTION_STEPS = 20_000
+
+
+@torch.no_grad()
+def correct_young_entries(optimizer: torch.optim.Optimizer) -> None:
+    """After an Adam step: move the entries born after the run's first step (rows and columns a resize added) to where
+    Adam with their own step count would have put them. Their moments started at zero while the run's step count went
+    on, so the step's bias correction treated their young moments as old ones: 3 to 6 times too large a step for
+    hundreds of steps (m / sqrt(v) is 0.1 / sqrt(0.001) = 3.2 after one step, where Adam's corrected step is 1).
+    Exact for torch's Adam without weight decay or amsgrad (the step is undone and redone with the entry's age)."""
+    for group in optimizer.param_groups:
+        (beta1, beta2), eps, lr = group["betas"], group["eps"], group["lr"]
+        for parameter in group["params"]:
+            entry = optimizer.state.get(parameter, {})
+            if BORN not in entry:
+                continue
+            step = float(entry["step"])
+            age = (step - entry[BORN]).clamp(min=1.0).double()
+            m, v = entry["exp_avg"].double(), entry["exp_avg_sq"].double()
+            applied = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
+            wanted = (m / (1 - beta1**age)) / ((v / (1 - beta2**age)).sqrt() + eps)
+            parameter.add_((lr * (applied - wanted)).to(parameter.dtype))
+            if bool((age > BIAS_CORRECTION_STEPS).all()):
+                del entry[BORN]
+
+
+def replace_parameter(module: nn.Module, name: str, resized, optimizer: torch.optim.Optimizer | None) -> None:
+    """module.<name> := a new Parameter resized(old value, False); the optimiser's parameter list and state follow it, its
+    moments resized(moment, True). A new Parameter, not new .data: autograd caches a parameter's shape where the last
+    step's graph is still held."""
+    old = getattr(module, name)
+    new = nn.Parameter(resized(old.detach(), False), requires_grad=old.requires_grad)
+    setattr(module, name, new)
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    entry = optimizer.state.pop(old, None)
+    if entry is not None:
+        for moment in ("exp_avg", "exp_avg_sq"):
+            if moment in entry:
+                entry[moment] = resized(entry[moment], True)
+        if "step" in entry:  # new entries are born now: Adam's bias correction must count their steps, not the run's
+            step = entry["step"].to(old.device, torch.float32)
+            born = entry.get(BORN, torch.zeros_like(old, dtype=torch.float32))
+            entry[BORN] = resized(born - step, True) + step
+        optimizer.state[new] = entry
