@@ -22,6 +22,7 @@ dispatched; each family file registers its rule with `register_product`.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -72,6 +73,19 @@ def product(experts: Sequence[Distribution], prior: Distribution | None = None) 
                 raise TypeError(f"product() needs experts of one family, got {names}")
             return _PRODUCT_RULES[cls](factors)
     raise ProductNotClosedForm(f"no product rule is registered for {type(factors[0]).__name__}")
+
+
+def averaged_over_components(method: Callable) -> Callable:
+    """A family method of a posterior q (`method(self, q, ...)` returning [..., L]) that, for a mixture posterior
+    (MoE, MoPoE), is the weighted average of its components' values: sum_c w_c method(q_c). Mixtures are handled here
+    once, not by an isinstance in each method."""
+    @functools.wraps(method)
+    def per_mixture(self, q, *args, **kwargs):
+        if isinstance(q, MixturePosterior):
+            return q.average(lambda components: method(self, components, *args, **kwargs))
+        return method(self, q, *args, **kwargs)
+
+    return per_mixture
 
 
 class LatentFamily(nn.Module):
@@ -189,14 +203,13 @@ class LatentFamily(nn.Module):
         "sticks" (stick-breaking fractions); the gated family has both."""
         return {"sticks" if self.has_sticks else "values": self.kl_per_dim(q).sum(-1)}
 
+    @averaged_over_components
     def kl_per_dim(self, q: Distribution) -> Tensor:
         """KL(q || prior) for each latent dimension or stick, shape [batch, latent_size].
 
         For a mixture posterior this is the weighted sum of its components' KLs, an upper bound on the
         mixture's own KL (convexity) that, unlike it, splits over dimensions.
         """
-        if isinstance(q, MixturePosterior):
-            return q.average(self.kl_per_dim)
         return kl_divergence(q, self.prior())
 
     def truncated(self, q: Distribution, keep: int) -> Distribution:

@@ -51,10 +51,10 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
-from ..mixture import LinearLogDensity, MixturePosterior, linear_log_density, register_linear_log_density
+from ..mixture import LinearLogDensity, linear_log_density, register_linear_log_density
 from ..settings import Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights
-from .base import LatentFamily, register_product
+from .base import LatentFamily, averaged_over_components, register_product
 from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
 from .gaussian import MAX_LOG_PRECISION, normal_product
 from .sticks import AUTO, CLOSED_EXPERT, DEFAULT_MAX_TRUNCATION, become_adaptive, truncation_setting
@@ -366,17 +366,7 @@ class GatedSticks(LatentFamily):
         over its gain at the new one, averaged over the rows (and mixture components) of q. For value experts that is
         the ratio of the mean gates (`mean_gates`); a code expert reads almost the same at any open gate (a ratio near
         1: scaling by the gates changed what the decoder read by 0.105 of 0.59 in one exchange)."""
-        def mean_gain(exchange: bool) -> Tensor:
-            def per_component(c):
-                gates = torch.cumprod(1.0 - c.sticks.mean, dim=-1)
-                if exchange:
-                    gates = gates.clone()
-                    gates[..., [j, k]] = gates[..., [k, j]]
-                return c.gain(gates)
-            gain = q.average(per_component) if isinstance(q, MixturePosterior) else per_component(q)
-            return gain.reshape(-1, self.latent_dim).mean(0)
-
-        here, there = mean_gain(False), mean_gain(True)
+        here, there = (self._gains(q, swapped).reshape(-1, self.latent_dim).mean(0) for swapped in (None, (j, k)))
         tiny = torch.finfo(here.dtype).tiny
 
         def ratio(dim: int) -> float:  # an expert that reaches the decoder nowhere (no evidence): nothing to keep
@@ -384,11 +374,23 @@ class GatedSticks(LatentFamily):
 
         return ratio(k), ratio(j)
 
+    @averaged_over_components
+    def _gains(self, q: Distribution, swapped: tuple[int, int] | None) -> Tensor:
+        """Each expert's gain at its position's gates, or (swapped = (j, k)) at the gates of j and k exchanged."""
+        gates = torch.cumprod(1.0 - q.sticks.mean, dim=-1)
+        if swapped is not None:
+            j, k = swapped
+            gates = gates.clone()
+            gates[..., [j, k]] = gates[..., [k, j]]
+        return q.gain(gates)
+
     def mean_gates(self, q: Distribution) -> Tensor:
         """E[r_k] = prod_{j<=k} (1 - E[v_j]) (the sticks are independent), averaged over rows and mixture components."""
-        if isinstance(q, MixturePosterior):
-            return q.average(lambda c: torch.cumprod(1.0 - c.sticks.mean, dim=-1)).reshape(-1, self.latent_dim).mean(0)
-        return torch.cumprod(1.0 - q.sticks.mean, dim=-1).reshape(-1, self.latent_dim).mean(0)
+        return self._gates(q).reshape(-1, self.latent_dim).mean(0)
+
+    @averaged_over_components
+    def _gates(self, q: Distribution) -> Tensor:
+        return torch.cumprod(1.0 - q.sticks.mean, dim=-1)
 
     def can_resize(self) -> bool:
         return True
@@ -457,26 +459,23 @@ class GatedSticks(LatentFamily):
         kl = self._values_and_sticks_kl(q)
         return {"values": kl[..., : self.latent_dim].sum(-1), "sticks": kl[..., self.latent_dim :].sum(-1)}
 
+    @averaged_over_components
     def _values_and_sticks_kl(self, q: Distribution) -> Tensor:
         """[..., 2 D]: each value's KL, then each stick's (a mixture: its components' weighted sum)."""
-        if isinstance(q, MixturePosterior):
-            return q.average(self._values_and_sticks_kl)
         return kl_divergence(q, self.prior())
 
     def describe_expert(self) -> str:
         return "experts on the gated code" if self.expert == "code" else "experts on the values"
 
+    @averaged_over_components
     def representation(self, q: Distribution) -> Tensor:
         """The posterior mean of the gated code, E[g r] (see each posterior's `expected_code`); a mixture averages
         its components'."""
-        if isinstance(q, MixturePosterior):
-            return q.average(self.representation)
         return q.expected_code()
 
     def decoder_space_representation(self, q: Distribution) -> Tensor:
         return self.representation(q)
 
+    @averaged_over_components
     def expected_weights(self, q: Distribution) -> Tensor:
-        if isinstance(q, MixturePosterior):
-            return q.average(self.expected_weights)
         return expected_stick_weights(q.sticks.mean)

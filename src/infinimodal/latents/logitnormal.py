@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal, SigmoidTransform, TransformedDistribution, constraints
 
-from ..mixture import MixturePosterior
 from ..stick_breaking import clamp_sticks, log_stick_weights_from_logits, stick_weights
-from .base import register_product
+from .base import averaged_over_components, register_product
 from .gaussian import MAX_LOG_PRECISION, normal_from_natural, normal_natural, normal_product
 from .sticks import CLOSED_EXPERT, StickLatent
 
@@ -170,7 +169,6 @@ class LogitNormalSticks(StickLatent):
         log_pi = log_stick_weights_from_logits(x)
         return log_pi if self.decoder_input_mode == "logpi" else log_pi.exp()
 
+    @averaged_over_components
     def expected_weights(self, q) -> Tensor:
-        if isinstance(q, MixturePosterior):
-            return q.average(self.expected_weights)
         return stick_weights(q.stick_mean)

@@ -17,10 +17,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Beta, Distribution
 
-from ..mixture import MixturePosterior
 from ..settings import SettingError, Settings, positive, setting
 from ..stick_breaking import clamp_sticks, expected_stick_weights, log_stick_weights
-from .base import LatentFamily
+from .base import LatentFamily, averaged_over_components
 
 DECODER_INPUTS = ("pi", "logpi", "logitv")
 #: Chosen by measurement on MNIST (docs/results.md): logit v gave the best ELBO and log p(x).
@@ -142,10 +141,8 @@ class StickLatent(LatentFamily):
         log_pi = log_stick_weights(v)
         return log_pi if self.decoder_input_mode == "logpi" else log_pi.exp()
 
+    @averaged_over_components  # under a mixture the sticks are not independent: E[pi] is the components' weighted sum
     def expected_weights(self, q: Distribution) -> Tensor:
-        # Under a mixture the sticks are not independent: E[pi] is the weighted sum of the components' E[pi].
-        if isinstance(q, MixturePosterior):
-            return q.average(self.expected_weights)
         return expected_stick_weights(q.mean)
 
     def representation(self, q: Distribution) -> Tensor:
