@@ -13,7 +13,7 @@ export INFINIMODAL_DATA := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: install chromium demo test test-slow lint bench bench-polymnist clean
+.PHONY: install chromium demo test test-slow lint docs bench bench-polymnist clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ demo: install
 # pyflakes and syntax errors ([tool.ruff] in pyproject.toml); tests/test_structure.py runs it too
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# The documentation site (MkDocs Material) from docs/ into site/: the command-line reference is generated from the
+# parser at every build (docs/hooks.py), the API reference from the docstrings; --strict fails on a broken link.
+docs: install
+	$(PY) -m mkdocs build --strict -d site
 
 # The report's browser test opens pages in headless Chromium (Debian package chromium): installed when missing.
 chromium:
@@ -68,4 +73,4 @@ bench-polymnist: install
 	$(PY) benchmarks/polymnist.py --accelerator $(ACCELERATOR) --out runs/polymnist $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

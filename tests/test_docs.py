@@ -1,0 +1,46 @@
+"""The README is short and runs as written; the documentation site builds without a broken link, and its command-line
+reference is the parser's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def test_the_readme_is_short_and_its_links_exist():
+    text = README.read_text()
+    assert len(text.encode()) < 6_000, f"README.md is {len(text.encode())} bytes: move the detail into docs/"
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert links and all((ROOT / link).is_file() for link in links), [link for link in links if not (ROOT / link).is_file()]
+
+
+def test_the_readme_python_quickstart_runs(tmp_path, monkeypatch):
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    assert "epochs=40" in code
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code.replace("epochs=40", "epochs=1"), "README.md", "exec"), scope)  # one epoch: it runs, not how well
+    assert {"z", "found", "filled", "scores"} <= set(scope) and len(scope["found"]["dimensions"]) == scope["z"].shape[1]
+
+
+def test_the_site_builds_strictly_with_a_cli_reference_from_the_parser(tmp_path):
+    from infinimodal.parser import build_parser
+
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reference = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    for name, command in commands.items():
+        assert f"## `infinimodal {name}`" in reference
+        for action in command._actions:
+            for flag in action.option_strings:
+                assert flag in reference, (name, flag)
+    assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()
+    assert "score_with_maps" in (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
