@@ -17,7 +17,6 @@ from scipy import stats
 
 from infinimodal import api
 from infinimodal.cli import main
-from infinimodal.data import load_dataset
 from infinimodal.evaluation import encode
 from infinimodal.evaluation.curves import read_curves
 from infinimodal.evaluation.report import (
@@ -402,22 +401,3 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[0] > 900  # the whole page, longer than one screen
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 100  # not blank: text, figures, colour
-
-
-def test_demo_ends_with_the_report_of_its_run(tmp_path, capsys):
-    from infinimodal import demo
-
-    out = tmp_path / "demo"
-    demo.main(["--epochs", "1", "--max-train", "500", "--iw-samples", "2", "--quiet", "--out", str(out)])
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1] == f"report (open in a browser): {(out / 'report.html').resolve()}"
-    # every test digit is scored: MNIST's test set is ordered and its first digits are harder than the rest
-    scored = json.loads((out / "eval.json").read_text())["n_test"]
-    assert scored == len(load_dataset("mnist:labels=0.1", progress=False).test) and f"test digits scored: {scored}" in "\n".join(printed)
-    assert any(line.startswith("validation error of imputing label from the other modalities, saved model (epoch 1): ") for line in printed)
-    baseline = json.loads((out / "eval.json").read_text())["prediction_baselines"]["label"]["image"]
-    assert baseline["train_rows"] <= 500 * 0.2  # the labels among the 500 digits the model trained on, not the split's
-    assert f"a classifier without the model: {100 * baseline[baseline['best_baseline']]:.2f} % ({baseline['best_baseline']} on the pixels" in "\n".join(printed)
-    page = (out / "report.html").read_text()
-    assert all(f'<section id="{key}">' in page for key, _ in SECTIONS)
-    assert "report written" in (out / "infinimodal.log").read_text()
