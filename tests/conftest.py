@@ -18,8 +18,13 @@ os.environ.setdefault("INFINIMODAL_OFFLINE", "1")
 os.environ["INFINIMODAL_CACHE"] = tempfile.mkdtemp(prefix="infinimodal-test-cache-")
 atexit.register(shutil.rmtree, os.environ["INFINIMODAL_CACHE"], True)
 
-# One thread per pytest-xdist worker (`make test` runs two on two cores), two when the tests run in one process.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# One thread per pytest-xdist worker (`make test` runs two on two cores), two when the tests run in one process; the
+# processes a test starts (DDP ranks, a training killed and resumed, the console script) inherit one thread under xdist.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 @pytest.fixture

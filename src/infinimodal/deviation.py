@@ -330,10 +330,11 @@ def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> 
     return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
 
 
-def deviation_parts(module: MultimodalModule, split: Split, reference: Reference, samples: int = 50) -> "Parts":
-    """Every row's standardised deviations, each against the reference rows seen through the row's own pattern."""
-    nll = -conditional_log_likelihoods(module, split, samples)
-    reconstruction = -reconstruction_log_likelihoods(module, split, samples)
+def deviation_parts(module: MultimodalModule, split: Split, reference: Reference, samples: int = 50, by_row: bool = True) -> "Parts":
+    """Every row's standardised deviations, each against the reference rows seen through the row's own pattern (`by_row`:
+    each row's posterior draws its own, so that a subject's scores do not depend on the other rows of the call)."""
+    nll = -conditional_log_likelihoods(module, split, samples, by_row=by_row)
+    reconstruction = -reconstruction_log_likelihoods(module, split, samples, by_row=by_row)
     codes = representations(module, split)
     deviations = np.full((len(split), module.n_modalities), np.nan)
     recon = np.full((len(split), module.n_modalities), np.nan)
@@ -357,12 +358,13 @@ def deviation_parts(module: MultimodalModule, split: Split, reference: Reference
 
 
 def deviation_scores(module: MultimodalModule, split: Split, reference: Reference, samples: int = 50,
-                     z_maps: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                     z_maps: dict[str, np.ndarray] | None = None, by_row: bool = True) -> dict[str, np.ndarray]:
     """The columns of the module docstring, one entry per row of `split`, in its order (`z_maps`: the rows' feature
-    z-maps, `Reference.features().z_maps`, when the caller has them already)."""
-    parts = deviation_parts(module, split, reference, samples)
+    z-maps, `Reference.features().z_maps`, when the caller has them already; `by_row` as for `deviation_parts`: False
+    draws each batch at once, for figures of many rows where a row's exact value need not be reproducible alone)."""
+    parts = deviation_parts(module, split, reference, samples, by_row)
     if z_maps is None:
-        z_maps = reference.features().z_maps(module, split)
+        z_maps = reference.features().z_maps(module, split, by_row=by_row)
     columns = {"score": combine(parts)}
     columns |= {f"deviation_{name}": parts.modalities[:, m] for m, name in enumerate(module.names)}
     columns["latent_deviation"] = parts.latent

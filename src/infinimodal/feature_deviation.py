@@ -29,9 +29,12 @@ PREDICTION_SAMPLES = 20
 
 
 @torch.no_grad()
-def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, batch_size: int = 500) -> dict[str, np.ndarray]:
+def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, batch_size: int = 500,
+                by_row: bool = True) -> dict[str, np.ndarray]:
     """{modality: [rows, features]}: each observed modality predicted from the row's other observed modalities (NaN where
-    the modality is missing or is the row's only one)."""
+    the modality is missing or is the row's only one). `by_row`: each row's posterior draws its own, so that a subject
+    gets the same map alone or among others (`MultimodalModule.conditional_draws`); the reference, the same rows at
+    every call, is drawn as one batch."""
     module.eval()
     out = {name: np.full((len(split), int(np.prod(split.arrays[name].shape[1:]))), np.nan) for name in module.names}
     for rows, batch in split.batches(batch_size):
@@ -44,7 +47,7 @@ def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTIO
                 continue
             index = predicted.nonzero().squeeze(-1)
             part = {k: v.index_select(0, index) for k, v in data.items()}
-            means = module.conditional_means(part, hidden.index_select(0, index), samples, seed=m, by_row=True)[name]
+            means = module.conditional_means(part, hidden.index_select(0, index), samples, seed=m, by_row=by_row)[name]
             out[name][rows[index.numpy()]] = means.reshape(len(index), -1).double().numpy()
     return out
 
@@ -63,7 +66,7 @@ class FeatureReference:
 
     @classmethod
     def fit(cls, module: MultimodalModule, reference: Split, samples: int = PREDICTION_SAMPLES) -> "FeatureReference":
-        predicted = predictions(module, reference, samples)
+        predicted = predictions(module, reference, samples, by_row=False)
         spread, mean, sd = {}, {}, {}
         for m, name in enumerate(module.names):
             values = _values(reference, name)
@@ -75,9 +78,9 @@ class FeatureReference:
                 sd[name] = np.nanstd(values[observed], axis=0) + 1e-8
         return cls(spread, mean, sd)
 
-    def z_maps(self, module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES) -> dict[str, np.ndarray]:
+    def z_maps(self, module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, by_row: bool = True) -> dict[str, np.ndarray]:
         """{modality: [rows, features]} z-scores (module docstring); NaN where the modality is missing or a cell empty."""
-        predicted = predictions(module, split, samples)
+        predicted = predictions(module, split, samples, by_row=by_row)
         out = {}
         for m, name in enumerate(module.names):
             values = _values(split, name)
