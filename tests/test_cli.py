@@ -221,7 +221,14 @@ def test_other_aggregators_train_from_the_command_line(aggregator, tmp_path):
     out = tmp_path / aggregator
     assert main(["train", "--data", SYNTHETIC, "--latent", "gaussian", "--latent-dim", "4", "--aggregator", aggregator, *extra, *SMALL, "--out", str(out)]) == 0
     assert main(["evaluate", str(out), "--iw-samples", "3", "--no-coherence", "--quiet"]) == 0
-    assert "coherence" not in json.loads((out / "eval.json").read_text())
+    result = json.loads((out / "eval.json").read_text())
+    assert "coherence" not in result and result["baselines_tuned"] is True
+    assert {"ridge", "mlp"} <= set(next(iter(result["imputation_mse"].values())))
+    # --no-baselines: the tuned regressions are skipped (the training mean stays) and eval.json says so
+    assert main(["evaluate", str(out), "--iw-samples", "3", "--no-coherence", "--no-baselines", "--quiet"]) == 0
+    quick = json.loads((out / "eval.json").read_text())
+    assert quick["baselines_tuned"] is False and quick["elbo"] == result["elbo"]
+    assert all(entry["best_baseline"] == "mean" and "mlp" not in entry and "ridge" not in entry for entry in quick["imputation_mse"].values())
 
 
 @pytest.mark.parametrize("latent, aggregator, flags, named", [

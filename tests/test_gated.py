@@ -229,7 +229,7 @@ def test_a_gated_run_learns_ordered_dimensions(tmp_path):
     common = ["--data", data, "--aggregator", "poe", "--latent-dim", "16", "--hidden", "64", "--epochs", "6", "--kl-warmup", "1",
               "--batch-size", "64", "--lr", "3e-3", "--quiet"]
     assert main(["train", *common, "--latent", "gated", "--alpha", "5", "--out", str(out)]) == 0
-    assert main(["evaluate", str(out), "--iw-samples", "5", "--no-coherence", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "5", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert 3 <= result["kl_active"] <= 8
     assert result["kl_span_99"] <= result["kl_active"] + 2
@@ -317,7 +317,7 @@ def test_report_of_a_gated_run_names_its_code_and_order(tmp_path):
     out = tmp_path / "gated_report"
     assert main(["train", "--data", "synthetic:n=400,features=4,missing=0.2", "--epochs", "1", "--hidden", "8", "--latent-dim", "4",
                  "--quiet", "--out", str(out)]) == 0
-    assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     assert main(["report", str(out), "--quiet"]) == 0
     page = html_module.unescape((out / "report.html").read_text())
     result = json.loads((out / "eval.json").read_text())

@@ -66,7 +66,7 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
         assert "--resume" in err and f"after {stopped_at['epochs_done']} of 3 epochs" in err and "Traceback" not in err
         assert stopped_at["stopped"] == "stopped by SIGTERM"
         # evaluate warns and records it, rather than proceeding as if the run were finished
-        assert main(["evaluate", str(run), "--iw-samples", "2", "--max-test", "50", "--no-coherence", "--quiet"]) == 0
+        assert main(["evaluate", str(run), "--iw-samples", "2", "--max-test", "50", "--no-coherence", "--no-baselines", "--quiet"]) == 0
         assert "training did not finish" in capsys.readouterr().err
         assert json.loads((run / "eval.json").read_text())["training_finished"] is False
         assert main(["report", str(run), "--max-rows", "100", "--examples", "2", "--max-dims", "2", "--quiet"]) == 0
@@ -153,7 +153,7 @@ def test_resume_refuses_what_it_cannot_do(uninterrupted, tmp_path, capsys):
 def test_evaluate_is_deterministic(uninterrupted, tmp_path):
     results = []
     for _ in range(2):
-        assert main(["evaluate", str(uninterrupted), "--iw-samples", "2", "--max-test", "100", "--quiet"]) == 0
+        assert main(["evaluate", str(uninterrupted), "--iw-samples", "2", "--max-test", "100", "--no-baselines", "--quiet"]) == 0
         result = json.loads((uninterrupted / "eval.json").read_text())
         result.pop("eval_seconds")
         results.append(result)
@@ -182,7 +182,7 @@ def test_run_format_is_recorded_and_other_formats_are_refused(uninterrupted, tmp
     two = tmp_path / "two"
     shutil.copytree(uninterrupted, two)
     (two / "config.json").write_text(json.dumps(config | {"format": 2}))
-    assert main(["evaluate", str(two), "--iw-samples", "2", "--max-test", "20", "--no-coherence", "--quiet"]) == 0
+    assert main(["evaluate", str(two), "--iw-samples", "2", "--max-test", "20", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     categorical = [m | {"likelihood": "categorical", "shape": [2]} if i == 0 else m for i, m in enumerate(config["modalities"])]
     (two / "config.json").write_text(json.dumps(config | {"format": 2, "modalities": categorical}))
     capsys.readouterr()
@@ -226,7 +226,7 @@ def test_two_cpu_processes_with_ddp_match_one_process_with_the_same_batch(uninte
     assert log.count("epoch 3:") == 1 and json.loads((run / "config.json").read_text())["devices"] == 2
     scores = {}
     for name, directory in (("one", uninterrupted), ("two", run)):
-        assert main(["evaluate", str(directory), "--iw-samples", "5", "--max-test", "300", "--no-coherence", "--quiet"]) == 0
+        assert main(["evaluate", str(directory), "--iw-samples", "5", "--max-test", "300", "--no-coherence", "--no-baselines", "--quiet"]) == 0
         scores[name] = json.loads((directory / "eval.json").read_text())
     for key in ("elbo", "log_likelihood"):
         assert abs(scores["one"][key] - scores["two"][key]) < 1.5, (key, scores["one"][key], scores["two"][key])

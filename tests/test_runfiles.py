@@ -160,7 +160,7 @@ def test_a_run_on_a_data_file_works_from_any_directory_and_notices_a_changed_fil
     record = json.loads((study / "run" / "config.json").read_text())
     assert record["data"] == "cohort.npz" and record["data_file"] == str((study / "cohort.npz").resolve()) and len(record["data_sha256"]) == 64
     monkeypatch.chdir(tmp_path)  # used from elsewhere: the recorded absolute path
-    assert main(["evaluate", "study/run", "--iw-samples", "2", "--no-coherence", "--quiet"]) == 0
+    assert main(["evaluate", "study/run", "--iw-samples", "2", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     np.savez(tmp_path / "subjects.npz", a=rng.normal(size=(3, 4)), b=rng.normal(size=(3, 3)))
     assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 0
     capsys.readouterr()

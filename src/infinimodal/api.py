@@ -436,7 +436,7 @@ class MultimodalVAE:
         return synthesis_report(self.module, model_units, data, seed, user_units=self.to_user_units)
 
     def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, baselines: bool = True) -> dict:
         """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal).
         Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`).
         Deterministic: the metrics draw from torch's generator seeded with `seed` (after the coherence classifiers
@@ -452,7 +452,8 @@ class MultimodalVAE:
             classifiers = load_classifiers(data, progress=progress)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress)
+            result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress,
+                                    baselines=baselines)
         result["standardized_modalities"] = sorted(self.standardization)
         return result
 
@@ -621,14 +622,17 @@ def load_run(run_dir: str | Path, progress: bool = True) -> tuple[MultimodalVAE,
     return vae, config, load_run_data(run_dir, config, progress=progress)
 
 
-def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True) -> dict:
+def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
+             baselines: bool = True) -> dict:
     """Evaluate a run on its test set and write `eval.json` (see `infinimodal.evaluation.metrics`)."""
     _check(iw_samples >= 1, f"--iw-samples must be at least 1, got {iw_samples}")
     _check(max_test is None or max_test >= 1, f"--max-test must be at least 1, got {max_test}")
     vae, config = load(run_dir)
     data = load_run_data(run_dir, config, progress)
     started = time.perf_counter()
-    result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress, seed=config.seed)
+    result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress, seed=config.seed,
+                          baselines=baselines)
+    result["baselines_tuned"] = baselines
     result["latent"] = config.latent
     result["aggregator"] = config.aggregator
     # the posterior family the run really uses (Kumaraswamy sticks fused under PoE / MoPoE are Beta projections)

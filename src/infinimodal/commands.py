@@ -147,7 +147,8 @@ def print_validation_errors(out: Path) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """`evaluate`: eval.json, and its headline figures printed."""
-    result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet)
+    result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet,
+                          baselines=not args.no_baselines)
     from .evaluation.catalogue import summary_keys
 
     print(json.dumps({k: result[k] for k in summary_keys() if k in result}))

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-test", type=flagtypes.positive_int, default=None,
                           help="score the first N test rows only (a quick look: a file's or MNIST's test rows are in their stored order, not a random sample)")
     evaluate.add_argument("--no-coherence", action="store_true", help="skip coherence (and its classifiers)")
+    evaluate.add_argument("--no-baselines", action="store_true",
+                          help="skip the tuned baselines of imputation and prediction (ridge, MLP, logistic regression; the training mean "
+                               "stays): a quick look, not a comparison (eval.json's baselines_tuned says which)")
     evaluate.add_argument("--quiet", action="store_true")
 
     report = commands.add_parser("report", help="write DIR/report.html: figures of what the model learned")

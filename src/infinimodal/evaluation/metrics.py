@@ -399,7 +399,7 @@ BASELINE_ROWS = 10_000
 
 @torch.no_grad()
 def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
-                      batch_size: int = 500, seed: int = 0, valid: Split | None = None) -> dict:
+                      batch_size: int = 500, seed: int = 0, valid: Split | None = None, tuned: bool = True) -> dict:
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
     Brier score; a table's empty cells are not scored, and the baselines read them as the training mean; a model's
     covariates are read by the baselines too) of imputing it on
@@ -410,7 +410,7 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     the model is held to the strongest). `model_all_rows`: the model on every test row with m observed, from whatever
     else the row has. Each model figure has a 95 % interval over rows (`model_interval`, `model_all_rows_interval`),
     and `warning` says when fewer than FEW_IMPUTATION_ROWS complete test rows carry the comparison. Without validation
-    rows with every modality, only the training mean is given."""
+    rows with every modality, or with `tuned` False (`evaluate --no-baselines`), only the training mean is given."""
     from .baselines import tuned_predictions
 
     names = model.names
@@ -456,7 +456,7 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
             x = {part: np.concatenate([rows[n] for n in given], axis=1) for part, rows in (("train", filled_train), ("test", filled_test))}
             y_train, y_test = filled_train[name], real_test[name]
             entry["mean"] = float(np.nanmean((y_test - y_train.mean(0)) ** 2))
-            if len(complete_valid) >= 10:
+            if tuned and len(complete_valid) >= 10:
                 x_valid = np.concatenate([filled_valid[n] for n in given], axis=1)
                 predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, filled_valid[name], x["test"],
                                                                             imputation_kind(model, name), seed)
@@ -490,8 +490,11 @@ def evaluate_model(
     coherence_classifiers=None,
     max_subsets: int = 10,
     progress: bool = True,
+    baselines: bool = True,
 ) -> dict:
-    """All metrics of the module docstring. Coherence is computed when classifiers are given."""
+    """All metrics of the module docstring. Coherence is computed when classifiers are given; `baselines` False skips the
+    tuned baselines of imputation and prediction (`evaluate --no-baselines`: the training mean stays), which are most of
+    an evaluation's time on small data."""
     test = data.test if max_test is None else data.test.take(slice(0, max_test))
     train = data.train_for_evaluation()
     names = [m.name for m in data.modalities]
@@ -567,10 +570,10 @@ def evaluate_model(
         errors = prediction_errors(model, test, data.label_modality)
         if errors:
             result["prediction_error"] = errors
-        baselines = prediction_baselines(data, test)
-        if baselines:
-            result["prediction_baselines"] = baselines
-        imputation = imputation_errors(model, data.train, test, valid=data.valid)
+        fitted = prediction_baselines(data, test) if baselines else None
+        if fitted:
+            result["prediction_baselines"] = fitted
+        imputation = imputation_errors(model, data.train, test, valid=data.valid, tuned=baselines)
         if imputation:
             result["imputation_mse"] = imputation
     if multimodal and labelled:
