@@ -109,3 +109,15 @@ def test_probe_ignores_a_coordinate_that_only_carries_rounding_noise():
     with_noise = np.hstack([informative, noise])
     expected = probe_accuracy(informative[:400], y[:400], informative[400:], y[400:])
     assert probe_accuracy(with_noise[:400], y[:400], with_noise[400:], y[400:]) == expected
+
+
+def test_every_declared_metric_names_the_function_that_computes_it():
+    from infinimodal.evaluation import catalogue, metrics
+    from infinimodal.stick_breaking import sticks_to_cover
+
+    for metric in catalogue.METRICS:
+        assert metric.computed_by, metric.key
+        if not metric.computed_by.startswith("the training plan"):
+            assert callable(getattr(metrics, metric.computed_by, None)) or metric.computed_by == sticks_to_cover.__name__, metric.key
+    assert catalogue.metric_of("imputation_mse / mri / model").key == "imputation_mse"
+    assert catalogue.direction("imputation_mse / mri / model") == -1 and catalogue.direction("imputation_mse / mri / ridge") == 0

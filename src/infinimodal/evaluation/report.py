@@ -43,6 +43,7 @@ from ..deviation import Reference, deviation_scores
 from .curves import class_error_curves, read_curves
 from .explain import explanation_variables
 from .report_explain import explain_section, found_summary
+from .catalogue import metric_of
 from .metrics import KL_ACTIVE_THRESHOLD, encode, kl_span
 
 #: Posterior samples per likelihood estimate in the report's deviation scores.
@@ -687,9 +688,17 @@ def _metrics(section: Section, evaluation: dict | None, run: Path) -> None:
     if evaluation is None:
         section.html.append(note(f"No eval.json: run `infinimodal evaluate {run}` for the test metrics, then this report again."))
         return
-    section.intro = "The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below."
+    section.intro = ("The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below. "
+                     "First the declared metrics (`infinimodal.evaluation.catalogue`) with what each means and which way is better, then "
+                     "every other entry.")
     flat = flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
-    section.html.append(tables_side_by_side([[k, format_value(v)] for k, v in flat.items()], ["metric", "value"], 3))
+    declared = {k: v for k, v in flat.items() if metric_of(k) is not None and metric_of(k).key != "imputation_mse"}
+    better = {1: "larger", -1: "smaller", 0: "-"}
+    section.html.append(table([[k, format_value(v), better[metric_of(k).direction], metric_of(k).meaning] for k, v in declared.items()],
+                              ["metric", "value", "better", "meaning"]))
+    rest = [[k, format_value(v)] for k, v in flat.items() if k not in declared]
+    if rest:
+        section.html.append(tables_side_by_side(rest, ["entry", "value"], 3))
     for line in evaluation.get("notes", []):
         section.html.append(note(line))
 
