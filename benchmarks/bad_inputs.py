@@ -2,7 +2,8 @@
 (and, with --markdown, the table of docs/reliability.md).
 
 A tiny model is trained on a clean file (modalities `bits` (bernoulli), `counts` (poisson), `values`
-(gaussian)); then each bad file goes to `train` (with those likelihoods given), `impute`, `embed` and `sample --given` and to the Python
+(gaussian)); then each bad file goes to `train` (with those likelihoods given), `impute`, `embed`, `sample --given`, `score` and
+`explain` and to the Python
 facade (`MultimodalVAE.embed` on the arrays), and a damaged checkpoint to `evaluate`. A row is a pass when the
 command exits non-zero with one line that names the problem, no traceback, and nothing written to --out.
 Bad folders of subject-keyed tables (`--data DIR`: a missing ID column, duplicated IDs, a column whose type changes,
@@ -142,11 +143,11 @@ def facade(run_dir: Path, path: Path) -> dict:
     return {"exit": 0, "error_lines": 0, "message": "accepted", "traceback": False, "wrote_output": False}
 
 
-def main_() -> dict:
+def main_(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--work", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="infinimodal-bad-inputs-"))
     work.mkdir(parents=True, exist_ok=True)
     good = work / "good.npz"
@@ -165,9 +166,11 @@ def main_() -> dict:
             ("impute", ["impute", str(model), "--data", str(path), "--out", str(work / "i.npz")], work / "i.npz"),
             ("embed", ["embed", str(model), "--data", str(path), "--out", str(work / "e.npy")], work / "e.npy"),
             ("sample --given", ["sample", str(model), "--n", "3", "--given", "values", "--data", str(path), "--out", str(work / "s.npz")], work / "s.npz"),
+            ("score", ["score", str(model), "--data", str(path), "--samples", "2", "--out", str(work / "sc.csv")], work / "sc.csv"),
+            ("explain", ["explain", str(model), "--data", str(path), "--out", str(work / "x.json")], work / "x.json"),
         ]:
             row[command] = run(argv, out)
-            for leftover in (work / "t", work / "i.npz", work / "e.npy", work / "s.npz"):
+            for leftover in (work / "t", work / "i.npz", work / "e.npy", work / "s.npz", work / "sc.csv", work / "x.json"):
                 shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         row["MultimodalVAE.embed"] = facade(model, path)
         table[name] = row
@@ -197,7 +200,7 @@ def main_() -> dict:
               "all_refused_in_one_line": all(c["exit"] in (2, "InfinimodalError") and c["error_lines"] == 1 and not c["traceback"] and not c["wrote_output"]
                                              for r in table.values() for c in r.values())}
     if args.markdown:
-        commands = ["train", "impute", "embed", "sample --given", "MultimodalVAE.embed", "evaluate"]
+        commands = ["train", "impute", "embed", "sample --given", "score", "explain", "MultimodalVAE.embed", "evaluate"]
         print("| bad input | " + " | ".join(commands) + " |")
         print("|---|" + "---|" * len(commands))
         for name, row in table.items():

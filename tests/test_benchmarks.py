@@ -274,3 +274,12 @@ def test_stability_benchmark_scores_seeds_against_the_truth_at_toy_size(tmp_path
         entry = result["methods"][method]
         assert len(entry["per_seed"]) == 2 and {"factors_matched", "pattern_right", "used"} <= set(entry["per_seed"][0])
         assert 0 <= entry["per_seed"][0]["factors_matched"] <= 6 and entry["stability"]["used_per_run"] == [s["used"] for s in entry["per_seed"]]
+
+
+def test_every_entry_point_refuses_every_bad_input_in_one_line(tmp_path):
+    """benchmarks/bad_inputs.py (docs/reliability.md's table): exit 2, one line, no traceback, nothing written, for every
+    bad file given to train, impute, embed, sample, score and explain, every bad folder of tables, a damaged checkpoint."""
+    result = load_script("bad_inputs").main_(["--work", str(tmp_path)])
+    assert result["all_refused_in_one_line"], {name: row for name, row in result["table"].items()
+                                               if any(c["exit"] not in (2, "InfinimodalError") or c["traceback"] for c in row.values())}
+    assert {"score", "explain"} <= set(result["table"]["inf"])
