@@ -18,7 +18,7 @@ from .options import TrainingOptions
 from .parser import build_parser, changed_train_flags, option_values, settings_values
 from .columns import COVARIATES
 from .errors import InfinimodalError
-from .runfiles import json_ready
+from .runfiles import json_ready, write_json
 from .distributed import is_rank_zero
 
 #: synthesize's exit status when it wrote its rows but the privacy report found them nearer the training rows than fresh subjects
@@ -400,9 +400,8 @@ def explained_rows(args: argparse.Namespace, run_dir: str):
 
 
 def write_json_file(path: str, record: dict) -> None:
-    if not path.endswith(".json"):
-        raise InfinimodalError(f"--out must be a .json file, got {path}")
-    Path(path).write_text(json.dumps(json_ready(record), indent=2, allow_nan=False) + "\n")
+    """A command's result as strict JSON (NaN as null), written atomically."""
+    write_json(path, json_ready(record))
 
 
 def run_explain(args: argparse.Namespace) -> None:

@@ -117,11 +117,8 @@ def _log_mean_exp(values: torch.Tensor) -> torch.Tensor:
 def representations(module: MultimodalModule, split: Split, batch_size: int = 500) -> np.ndarray:
     """The family's representation of q(z | every observed modality), per row."""
     module.eval()
-    parts = []
-    for start in range(0, len(split), batch_size):
-        batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
-        parts.append(module.latent.representation(module.conditional_posterior(batch["data"], batch["mask"])).numpy())
-    return np.concatenate(parts)
+    return np.concatenate([module.latent.representation(module.conditional_posterior(batch["data"], batch["mask"])).numpy()
+                           for _, batch in split.batches(batch_size)])
 
 
 #: A missingness pattern needs at least this many reference rows observing all of its modalities to get its own
@@ -159,10 +156,7 @@ class Standardisation:
         covariance = np.cov(fitting, rowvar=False) + 1e-6 * np.eye(codes.shape[1])
         precision = np.linalg.pinv(covariance)
         distances = _mahalanobis(scaling, mean, precision)
-        modality_mean, modality_std = np.full(rows.mask.shape[1], np.nan), np.full(rows.mask.shape[1], np.nan)
-        for m in np.flatnonzero(rows.mask.any(axis=0)):  # a modality no row observes has no values and is never used
-            values = nll[rows.mask[:, m], m]
-            modality_mean[m], modality_std[m] = values.mean(), values.std() + 1e-8
+        modality_mean, modality_std = _column_moments(nll, rows.mask)
         worst = _largest((nll - modality_mean) / modality_std)  # NaN where a row misses a modality
         recon_mean, recon_std = _column_moments(reconstruction, rows.mask)
         recon_worst = _largest((reconstruction - recon_mean) / recon_std)
@@ -172,7 +166,8 @@ class Standardisation:
 
 
 def _column_moments(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each modality's mean and SD over the rows that observe it (NaN for a modality no row observes)."""
+    """Each modality's mean and SD over the rows that observe it (NaN for a modality no row observes: it has no values
+    and is never used)."""
     mean, std = np.full(mask.shape[1], np.nan), np.full(mask.shape[1], np.nan)
     for m in np.flatnonzero(mask.any(axis=0)):
         column = values[mask[:, m], m]

@@ -52,8 +52,9 @@ def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTIO
     return out
 
 
-def _values(split: Split, name: str) -> np.ndarray:
-    return split.batch(np.arange(len(split)))["data"][name].reshape(len(split), -1).double().numpy()
+def _values(split: Split) -> dict[str, np.ndarray]:
+    """Every modality's rows as the model reads them, flattened to [rows, features] (float64)."""
+    return {name: x.reshape(len(split), -1).double().numpy() for name, x in split.full_batch()["data"].items()}
 
 
 @dataclass
@@ -67,9 +68,10 @@ class FeatureReference:
     @classmethod
     def fit(cls, module: MultimodalModule, reference: Split, samples: int = PREDICTION_SAMPLES) -> "FeatureReference":
         predicted = predictions(module, reference, samples, by_row=False)
+        rows = _values(reference)
         spread, mean, sd = {}, {}, {}
         for m, name in enumerate(module.names):
-            values = _values(reference, name)
+            values = rows[name]
             observed = reference.mask[:, m]
             residual = (values - predicted[name])[observed]
             with np.errstate(invalid="ignore"):
@@ -81,9 +83,10 @@ class FeatureReference:
     def z_maps(self, module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, by_row: bool = True) -> dict[str, np.ndarray]:
         """{modality: [rows, features]} z-scores (module docstring); NaN where the modality is missing or a cell empty."""
         predicted = predictions(module, split, samples, by_row=by_row)
+        rows = _values(split)
         out = {}
         for m, name in enumerate(module.names):
-            values = _values(split, name)
+            values = rows[name]
             alone = split.mask[:, m] & np.isnan(predicted[name]).all(axis=1)
             z = (values - predicted[name]) / self.spread[name]
             z[alone] = ((values[alone] - self.mean[name]) / self.sd[name])

@@ -15,14 +15,15 @@ import numpy as np
 from scipy.stats import false_discovery_control, kruskal, mannwhitneyu, spearmanr
 
 
-def _present(values: np.ndarray) -> np.ndarray:
-    """Rows whose value is given."""
+def present(values: np.ndarray) -> np.ndarray:
+    """Rows whose value is given (not NaN, None or blank text)."""
     if values.dtype.kind == "f":
         return np.isfinite(values)
     return np.array([not (v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and v.strip() == "")) for v in values])
 
 
-def _numeric(values: np.ndarray) -> np.ndarray | None:
+def as_numbers(values: np.ndarray) -> np.ndarray | None:
+    """The values as float64, or None when some are not numbers."""
     try:
         return values.astype(np.float64)
     except (TypeError, ValueError):
@@ -31,7 +32,7 @@ def _numeric(values: np.ndarray) -> np.ndarray | None:
 
 def _one(values: np.ndarray, codes: np.ndarray) -> dict:
     """The tests of one variable against every column of codes (rows already restricted to given values)."""
-    numeric = _numeric(values)
+    numeric = as_numbers(values)
     levels = np.unique(values.astype(str) if numeric is None else numeric)
     dims = codes.shape[1]
     statistic, p = np.full(dims, np.nan), np.full(dims, np.nan)
@@ -63,7 +64,7 @@ def associations(codes: np.ndarray, variables: dict[str, np.ndarray]) -> dict[st
     found = {}
     for name, values in variables.items():
         values = np.asarray(values)
-        given = _present(values)
+        given = present(values)
         found[name] = _one(values[given], codes[given]) | {"rows": int(given.sum())}
     tested = [(name, j) for name, a in found.items() for j in np.flatnonzero(np.isfinite(a["p"]))]
     q_values = false_discovery_control([found[name]["p"][j] for name, j in tested]) if tested else []

@@ -127,7 +127,8 @@ def _with_column(code: np.ndarray, j: int, values) -> np.ndarray:
 
 
 def variance_explained(module: MultimodalModule, fit: FitMeasure, codes: HeldOutCodes, prior: np.ndarray) -> dict[str, dict]:
-    """{"alone": {modality: [D]}, "leave_one_out": {...}, "total": {modality: R^2 of every dimension}}."""
+    """{"alone": {modality: [D]}, "leave_one_out": {...}, "total": {modality: R^2 of every dimension}}: each dimension's
+    R^2 alone is measured from the R^2 with every coordinate at its prior value, so a dimension at its prior gives 0."""
     code, covariates = codes.code, codes.covariates
     dims = code.shape[1]
     null_code = np.broadcast_to(prior, code.shape).astype(np.float32)
@@ -141,7 +142,7 @@ def variance_explained(module: MultimodalModule, fit: FitMeasure, codes: HeldOut
         for name in module.names:
             alone[name].append(only_j[name] - at_prior[name])
             loo[name].append(total[name] - without_j[name])
-    return {"alone": alone, "leave_one_out": loo, "total": total, "at_prior": at_prior}
+    return {"alone": alone, "leave_one_out": loo, "total": total}
 
 
 def feature_effects(module: MultimodalModule, codes: HeldOutCodes,
@@ -172,10 +173,9 @@ def explain(module: MultimodalModule, split: Split, feature_names: dict[str, lis
     variables = {name: np.asarray(values)[: len(split)] for name, values in (variables or {}).items()}
     module.eval()
     codes = held_out_codes(module, split)
-    dims = codes.code.shape[1]
+    dims = min(codes.code.shape[1], len(codes.kl))  # a stick family reading pi or log pi has one coordinate more than sticks
+    codes.code = codes.code[:, :dims]
     kl = np.asarray(codes.kl[:dims], dtype=np.float64)
-    codes.code = codes.code[:, : len(kl)]  # a stick family reading pi or log pi has one coordinate more than sticks
-    dims = codes.code.shape[1]
     prior = prior_code(module)[:dims]
     fit = FitMeasure(module, split)
     r2 = variance_explained(module, fit, codes, prior)

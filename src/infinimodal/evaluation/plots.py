@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from ..data import Split  # noqa: E402
 from ..modality import Modality  # noqa: E402
+from .associations import as_numbers, present  # noqa: E402
 
 #: One look for every figure of a report.
 STYLE = {
@@ -476,9 +477,9 @@ def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], p
             ax.axis("off")
         for ax, name in zip(axes.flat, names):
             values = np.asarray(variables[name], dtype=object)
-            given = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != "" for v in values])
+            given = present(values)
             ax.scatter(coords[~given, 0], coords[~given, 1], s=3, color="lightgray", linewidths=0, label="unknown" if (~given).any() else None)
-            numbers = _as_numbers(values[given])
+            numbers = as_numbers(values[given])
             if numbers is not None and len(np.unique(numbers)) > MAX_LEGEND_CLASSES:
                 shown = ax.scatter(coords[given, 0], coords[given, 1], s=3, c=numbers, cmap=HEATMAP, linewidths=0)
                 fig.colorbar(shown, ax=ax, label=name)
@@ -496,10 +497,3 @@ def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], p
             ax.set_yticks([])
         fig.tight_layout()
         return _save(fig, path)
-
-
-def _as_numbers(values: np.ndarray) -> np.ndarray | None:
-    try:
-        return values.astype(np.float64)
-    except (TypeError, ValueError):
-        return None

@@ -34,9 +34,9 @@ MATCHED_R = 0.7
 TOP_FEATURES = 10
 
 
-def abs_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[a columns, b columns] |Pearson r|, 0 for a column that does not vary (its SD below 1e-9 of its matrix's
-    largest: a pruned factor's values near 1e-170 would otherwise overflow the ratio)."""
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[a columns, b columns] Pearson r, 0 for a column that does not vary (its SD below 1e-9 of its matrix's largest: a
+    pruned factor's values near 1e-170 would otherwise overflow the ratio)."""
     def standardised(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         x = x - x.mean(0)
@@ -44,7 +44,12 @@ def abs_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         varies = sd > 1e-9 * max(float(sd.max(initial=0.0)), 1e-300)
         return np.where(varies, x / np.where(varies, sd, 1.0), 0.0)
 
-    return np.clip(np.abs(standardised(a).T @ standardised(b)), 0.0, 1.0)
+    return np.clip(standardised(a).T @ standardised(b), -1.0, 1.0)
+
+
+def abs_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|`correlations`|."""
+    return np.abs(correlations(a, b))
 
 
 def effect_vectors(explanation: dict) -> np.ndarray:
@@ -86,14 +91,12 @@ def canonical_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def match(reference: np.ndarray, other: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each used dimension of the reference codes: its match among the other run's dimensions, |r| and the sign of r."""
-    r = abs_correlations(reference[:, used], other)
-    rows, cols = linear_sum_assignment(-r)
+    r = correlations(reference[:, used], other)
+    rows, cols = linear_sum_assignment(-np.abs(r))
     matched = np.full(len(used), -1)
     matched[rows] = cols
-    a = reference[:, used] - reference[:, used].mean(0)
-    b = other - other.mean(0)
-    signs = np.array([np.sign(a[:, i] @ b[:, matched[i]]) if matched[i] >= 0 else 0.0 for i in range(len(used))])
-    return matched, np.array([r[i, matched[i]] if matched[i] >= 0 else 0.0 for i in range(len(used))]), signs
+    chosen = np.array([r[i, m] if m >= 0 else 0.0 for i, m in enumerate(matched)])
+    return matched, np.abs(chosen), np.sign(chosen)
 
 
 def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
