@@ -226,7 +226,7 @@ def test_a_gated_run_learns_ordered_dimensions(tmp_path):
     the information ends up in the leading dimensions, which a Gaussian latent has no reason to do."""
     out = tmp_path / "gated"
     data = "synthetic:shared=2,private=1,features=8,n=3000"
-    common = ["--data", data, "--aggregator", "poe", "--latent-dim", "16", "--hidden", "64", "--epochs", "6", "--kl-warmup", "1",
+    common = ["--data", data, "--aggregator", "poe", "--latent-dim", "16", "--truncation", "fixed", "--hidden", "64", "--epochs", "6", "--kl-warmup", "1",
               "--batch-size", "64", "--lr", "3e-3", "--quiet"]
     assert main(["train", *common, "--latent", "gated", "--alpha", "5", "--out", str(out)]) == 0
     assert main(["evaluate", str(out), "--iw-samples", "5", "--no-coherence", "--no-baselines", "--quiet"]) == 0

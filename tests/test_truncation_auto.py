@@ -201,6 +201,7 @@ class _Trainer:
 
     def __init__(self, data, epoch: int) -> None:
         self.current_epoch, self.optimizers = epoch, []
+        self.strategy = type("Strategy", (), {"broadcast": staticmethod(lambda obj, src=0: obj), "model": None})()  # one process
         self.datamodule = type("DataModule", (), {"data": data})()
 
 
@@ -329,8 +330,6 @@ def test_truncation_auto_on_the_command_line_and_what_it_refuses(tmp_path, capsy
     assert "--truncation auto needs --decoder-input logitv" in capsys.readouterr().err
     assert main(["train", *data, "--latent", "gated", "--truncation", "several", "--out", str(tmp_path / "y")]) != 0
     assert "--truncation must be fixed, auto or an integer" in capsys.readouterr().err
-    assert main(["train", *data, "--truncation", "auto", "--devices", "2", "--batch-size", "64", "--out", str(tmp_path / "z")]) != 0
-    assert "--truncation auto trains on one process" in capsys.readouterr().err
 
 
 def test_a_custom_decoder_cannot_be_resized_and_says_so():
@@ -341,3 +340,56 @@ def test_a_custom_decoder_cannot_be_resized_and_says_so():
     vae = MultimodalVAE(custom, latent="gated", truncation="auto", hidden=[8])
     with pytest.raises(InfinimodalError, match="default decoders"):
         vae.fit(data, epochs=1, progress=False)
+
+
+SAME_WEIGHTS_ON_EVERY_RANK = """
+import sys
+import lightning as L
+import torch
+from infinimodal import MultimodalVAE
+from infinimodal.data import load_dataset
+
+class SameWeights(L.Callback):
+    # after every epoch (and so after the growth at the second epoch's start): every process holds rank 0's weights
+    def on_train_epoch_end(self, trainer, plan):
+        flat = torch.cat([p.detach().reshape(-1) for p in plan.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        assert torch.equal(gathered[0], gathered[1]), (trainer.current_epoch, (gathered[0] - gathered[1]).abs().max())
+        sizes.append(plan.model.latent.n_dimensions)
+
+sizes = []
+data = load_dataset("synthetic:shared=12,private=0,features=16,n=800")
+vae = MultimodalVAE(data.modalities, hidden=[32], seed=0)
+vae.fit(data, epochs=3, batch_size=64, kl_warmup=1, progress=False, out_dir=sys.argv[1], devices=2, strategy="ddp",
+        accelerator="cpu", callbacks=[SameWeights()])
+if vae.module.latent.n_dimensions == 16 or sizes[0] != 16 or sizes[-1] == 16:
+    raise SystemExit(f"expected a growth from 16 dimensions, got {sizes}")
+"""
+
+
+def test_the_default_latent_grows_under_ddp_and_every_process_keeps_the_same_weights(tmp_path):
+    """--truncation auto (the default) on two CPU processes: rank 0 decides, every process resizes, and the rebuilt
+    DDP reducer keeps the grown parameters' gradients in step (a stale reducer would leave them per process)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "same_weights.py"  # a file: Lightning starts the second process by running it again
+    script.write_text(SAME_WEIGHTS_ON_EVERY_RANK)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_default_latent_adapts_its_size_and_latent_dim_bounds_it():
+    """No latent option: the gated family with truncation auto, 16 dimensions to start, at most --latent-dim (50)."""
+    from infinimodal.config import ModelConfig
+
+    modalities = [Modality("a", (5,)), Modality("b", (4,), "bernoulli")]
+    default = MultimodalVAE(modalities, hidden=[8]).module.latent
+    assert ModelConfig().latent == "gated" and default.adaptive and (default.n_dimensions, default.max_dimensions) == (16, 50)
+    bounded = MultimodalVAE(modalities, latent_dim=8, hidden=[8]).module.latent
+    assert bounded.adaptive and (bounded.n_dimensions, bounded.max_dimensions) == (8, 8)
+    assert MultimodalVAE(modalities, latent_dim=30, max_truncation=21, hidden=[8]).module.latent.max_dimensions == 20
+    fixed = MultimodalVAE(modalities, latent_dim=30, truncation="fixed", hidden=[8]).module.latent
+    assert not fixed.adaptive and fixed.n_dimensions == 30
+    with pytest.raises(ValueError, match="truncation='fixed'"):  # a custom decoder made for 50 inputs is told why it gets 16
+        MultimodalVAE([Modality("a", (5,), decoder=torch.nn.Linear(50, 5))], hidden=[8])

@@ -127,7 +127,7 @@ class MultimodalModule(nn.Module):
             decoder = modality.decoder if modality.decoder is not None else default_decoder(
                 latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical, conditions=covariates
             )
-            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood, covariates)
+            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood, covariates, latent.adaptive)
             key = _key(modality.name)
             self.encoders[key] = encoder
             self.heads[key] = nn.Linear(features + covariates, latent.head_size)
@@ -497,7 +497,8 @@ def _key(name: str) -> str:
     return f"mod_{name}"
 
 
-def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood, covariates: int = 0) -> int:
+def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood, covariates: int = 0,
+                    adaptive_latent: bool = False) -> int:
     """Dry-run the networks on two zero rows; return the encoder's feature size or say what does not fit."""
     n_params = likelihood.n_params
     with torch.no_grad():
@@ -510,7 +511,9 @@ def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, 
         try:
             params = decoder(torch.zeros(2, code_size), torch.zeros(2, covariates)) if covariates else decoder(torch.zeros(2, code_size))
         except Exception as exc:
-            raise ValueError(f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}: {exc}") from exc
+            adaptive = (f" (the latent starts with {code_size} dimensions and adapts them during training, truncation auto: "
+                        "give truncation='fixed' for exactly latent_dim)") if adaptive_latent else ""
+            raise ValueError(f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}{adaptive}: {exc}") from exc
         expected = n_params * math.prod(modality.shape)
         if params.numel() != 2 * expected:
             raise ValueError(

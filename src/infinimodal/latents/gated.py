@@ -282,7 +282,9 @@ EXPERTS = tuple(POSTERIORS)
 class GatedSettings(Settings):
     owner = "gated"
     absent_means = {"alpha_start": "alpha"}  # runs saved before the gate warm-up existed trained at alpha throughout
-    latent_dim: int = setting(50, "dimensions D (each a value and a stick)", check=lambda v: v >= 1, requirement="at least 1")
+    latent_dim: int = setting(50, "the most dimensions D (each a value and a stick): with --truncation auto (the default) training "
+                              "starts with up to 16 and grows or trims them up to this bound; with --truncation fixed, exactly D",
+                              check=lambda v: v >= 1, requirement="at least 1")
     alpha: float = setting(DEFAULT_GATE_ALPHA, "stick prior Beta(1, alpha): the prior gate of dimension k is (alpha / (1 + alpha))^k",
                            check=positive, requirement="a positive number")
     alpha_start: float = setting(DEFAULT_ALPHA_START, "gate warm-up: the sticks' prior alpha when training starts; it rises "
@@ -290,8 +292,9 @@ class GatedSettings(Settings):
                                  check=positive, requirement="a positive number")
     evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
     expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
-    truncation: int | str = setting("fixed", "fixed (or any integer, the stick families' K): --latent-dim dimensions; auto: start "
-                                    "with 16 dimensions, grow and trim them during training (--latent-dim is then unused)",
+    truncation: int | str = setting(AUTO, "auto: start with 16 dimensions (or --latent-dim, when fewer), grow and trim them during "
+                                    "training, at most --latent-dim (and --max-truncation - 1); fixed (or any integer, the stick "
+                                    "families' K): exactly --latent-dim dimensions",
                                     check=lambda v: v in ("fixed", AUTO) or truncation_setting(v), requirement="fixed, auto or an integer")
     max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
                                   check=lambda v: v >= 3, requirement="at least 3")
@@ -310,9 +313,9 @@ class GatedSticks(LatentFamily):
     EXPERTS = EXPERTS
 
     def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value",
-                 alpha_start: float = DEFAULT_ALPHA_START, truncation: str = "fixed", max_truncation: int = DEFAULT_MAX_TRUNCATION) -> None:
-        if truncation == AUTO:
-            latent_dim = become_adaptive(self, max_truncation)
+                 alpha_start: float = DEFAULT_ALPHA_START, truncation: str = AUTO, max_truncation: int = DEFAULT_MAX_TRUNCATION) -> None:
+        if truncation == AUTO:  # latent_dim is the bound (and max_truncation's, kept from when it was the only one)
+            latent_dim = become_adaptive(self, max_truncation, largest=latent_dim)
         elif not (truncation == "fixed" or truncation_setting(truncation)):
             raise ValueError(f"the gated family's truncation is fixed (--latent-dim dimensions), auto or an integer, got {truncation!r}")
         if latent_dim < 1:

@@ -42,12 +42,16 @@ def truncation_setting(value) -> bool:
     return value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 2)
 
 
-def become_adaptive(family: LatentFamily, max_truncation: int) -> int:
-    """Mark `family` adaptive (truncation auto) with at most max_truncation - 1 dimensions; return the dimensions it starts with."""
+def become_adaptive(family: LatentFamily, max_truncation: int, largest: int | None = None) -> int:
+    """Mark `family` adaptive (truncation auto) with at most max_truncation - 1 dimensions (and at most `largest`, the
+    gated family's --latent-dim); return the dimensions it starts with."""
     if max_truncation < 3:
         raise ValueError(f"--max-truncation must be at least 3, got {max_truncation}")
-    family.adaptive, family.max_dimensions = True, max_truncation - 1
-    return min(AUTO_START_DIMENSIONS, max_truncation - 1)
+    if largest is not None and largest < 1:
+        raise ValueError(f"latent_dim must be at least 1, got {largest}")
+    family.adaptive = True
+    family.max_dimensions = max_truncation - 1 if largest is None else min(largest, max_truncation - 1)
+    return min(AUTO_START_DIMENSIONS, family.max_dimensions)
 
 
 def auto_needs_logitv(decoder_input: str) -> str:

@@ -156,15 +156,19 @@ class AdaptTruncation(Callback):
                                      can_trim=warmed_up and self.wide_epochs >= TRIM_PATIENCE)
             if target < current:
                 target = self._trim_if_harmless(module, data, mask, target, trainer)
+        # every process measured the same rows with the same draws; rank 0's decision is the one all of them take
+        target, self.full_epochs, self.wide_epochs = trainer.strategy.broadcast((target, self.full_epochs, self.wide_epochs), src=0)
         if target != current:
             module.resize_dimensions(target, trainer.optimizers[0] if trainer.optimizers else None)
+            rebuild_data_parallel(trainer)
             self.full_epochs = self.wide_epochs = 0
             log.info("epoch %d: %s the latent from %d to %d dimensions (last used %d; KL of the last %.3f nats)",
                      trainer.current_epoch + 1, "grew" if target > current else "trimmed", current, target, span, float(kl[-1]))
         # the dimensions this epoch trains with; the last used one, the last dimension's KL and the mass (stick families:
         # mean E[pi] left after the last stick; gated: of its sticks) measured before the decision
         for name, value in (("truncation", target), ("truncation_span", span), ("truncation_last_kl", kl[-1]), ("truncation_mass_left", mass)):
-            plan.log(name, float(value), on_step=False, on_epoch=True, sync_dist=False)
+            # the same on every process (rank 0's decision); the mean over processes says so without Lightning's warning
+            plan.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True)
 
     def _trim_if_harmless(self, module: MultimodalModule, data: dict, mask: Tensor, target: int, trainer) -> int:
         """`target` if the trimmed model's mean ELBO on the rows is within EXCHANGE_TOLERANCE of the current one's."""
@@ -183,6 +187,18 @@ class AdaptTruncation(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.full_epochs = int(state.get("full_epochs", 0))
         self.wide_epochs = int(state.get("wide_epochs", 0))
+
+def rebuild_data_parallel(trainer) -> None:
+    """After a resize under DDP: wrap the module again, so that the gradient reducer holds today's parameters (its old
+    buckets name the replaced heads and decoder layers, whose gradients would never arrive). What Lightning's
+    `DDPStrategy.configure_ddp` does at setup; the new wrapper starts from rank 0's weights, which every rank shares."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    strategy = trainer.strategy
+    if isinstance(strategy.model, DistributedDataParallel):
+        strategy.model = strategy.lightning_module
+        strategy.configure_ddp()
+
 
 class RecordProgress(Callback):
     """progress.json after every epoch (once its checkpoints are written), and one log line per epoch."""

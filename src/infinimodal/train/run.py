@@ -100,7 +100,7 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     )
     plan = TrainingPlan(module, settings)  # refuses weights and terms the model cannot take before anything is moved
     try:
-        trainer = _trainer(settings, out, checkpoint, progress, callbacks, adaptive=_check_adaptive(module, settings))
+        trainer = _trainer(settings, out, checkpoint, progress, callbacks, adaptive=_check_adaptive(module))
     except MisconfigurationException as exc:
         raise InfinimodalError(f"cannot train with these settings here: {str(exc).splitlines()[0]}") from None
     if resume and is_rank_zero():
@@ -139,16 +139,14 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     score = checkpoint.best_model_score
     return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
 
-def _check_adaptive(module: MultimodalModule, settings: TrainingOptions) -> bool:
+def _check_adaptive(module: MultimodalModule) -> bool:
     """Whether the latent adapts its truncation (`AdaptTruncation`); refuses what it cannot do yet, in words."""
     if not module.latent.adaptive:
         return False
     if not module.can_resize_dimensions():
-        raise InfinimodalError("--truncation auto needs the default decoders (a custom decoder's input layer cannot be resized) "
-                               "and, for stick families, --decoder-input logitv")
-    if settings.devices > 1:
-        raise InfinimodalError("--truncation auto trains on one process for now: resizing the latent would change parameter "
-                               "shapes under DDP; give an integer --truncation (or --latent-dim) with --devices > 1")
+        raise InfinimodalError("--truncation auto (the gated family's default) resizes each decoder's input layer: it needs the "
+                               "default decoders, or custom ones with an `input_layer()` method returning their first nn.Linear "
+                               "(else give truncation='fixed'), and, for stick families, --decoder-input logitv")
     return True
 
 def _record_divergence(out: Path, trainer, settings: TrainingOptions, error: Exception) -> None:
