@@ -310,3 +310,20 @@ def test_log_prior_by_statistics_matches_scipy(name):
         expected = (st.norm.logpdf(zn[:, :d], 0.0, 1.0).sum(-1)
                     + st.beta.logpdf(zn[:, d:], 1.0, prior.concentration0.double().numpy()).sum(-1))
     np.testing.assert_allclose(family.log_prior(z).double().numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("a, b", [(1.0, 30.0), (2.5, 0.7), (1.0, 1e4), (40.0, 3.0)])
+def test_stable_beta_samples_follow_the_beta_law_and_their_gradients_are_the_exact_ones(a, b):
+    """StableBeta draws through two Gamma draws: the samples against scipy's Beta CDF (Kolmogorov-Smirnov), and the
+    pathwise gradient of the Monte Carlo mean of log v and log(1 - v) against the closed forms d/da E[log v] =
+    psi'(a) - psi'(a + b), d/db E[log v] = -psi'(a + b) (and the same with a and b exchanged for log(1 - v))."""
+    from infinimodal.latents.beta import StableBeta
+
+    torch.manual_seed(0)
+    ca, cb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    v = StableBeta(ca, cb).rsample((40000,)).double()
+    assert st.kstest(v.detach().numpy(), st.beta(a, b).cdf).pvalue > 0.01
+    for statistic, expected in ((torch.log(v), (sp.polygamma(1, a) - sp.polygamma(1, a + b), -sp.polygamma(1, a + b))),
+                                (torch.log1p(-v), (-sp.polygamma(1, a + b), sp.polygamma(1, b) - sp.polygamma(1, a + b)))):
+        grad_a, grad_b = torch.autograd.grad(statistic.mean(), (ca, cb), retain_graph=True)
+        np.testing.assert_allclose([grad_a.item(), grad_b.item()], expected, rtol=0.05, atol=1e-6)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.distributions import Beta, register_kl
+from torch.distributions import Beta, Gamma, register_kl
 
 from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import setting
@@ -50,9 +50,13 @@ class StableBeta(Beta):
     """
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        a, b = self.concentration1, self.concentration0
-        in_float64 = Beta(a.double(), b.double(), validate_args=False).rsample(sample_shape)
-        return in_float64.to(a.dtype)
+        """v = x / (x + y) with x ~ Gamma(a), y ~ Gamma(b), each with torch's implicit-reparameterisation gradient: the
+        same law and an unbiased pathwise gradient as torch's Beta (a two-class Dirichlet), at half its cost (the
+        Dirichlet's gradient series was a tenth of the default model's training step; benchmarks/throughput.py)."""
+        shape = self._extended_shape(sample_shape)
+        a, b = (c.double().expand(shape) for c in (self.concentration1, self.concentration0))
+        x, y = (Gamma(c, torch.ones_like(c), validate_args=False).rsample() for c in (a, b))  # each clamped to tiny, not 0
+        return (x / (x + y)).to(self.concentration1.dtype)
 
     def log_prob(self, value: Tensor) -> Tensor:
         a, b = self.concentration1.double(), self.concentration0.double()
