@@ -359,3 +359,31 @@ def test_inferred_likelihoods_that_are_probably_wrong_are_warned_about(tmp_path)
     assert "'reads'" not in notes.replace("modality 'reads' (2,): poisson (inferred)", "")
     given = load_dataset(str(tmp_path / "traps.npz"), likelihoods={"group": "categorical", "diagnosis": "categorical"})
     assert not [line for line in given.notes if line.startswith("warning")]
+
+
+def test_the_counts_data_set_is_over_dispersed_negative_binomial_counts_with_missing_proteins():
+    """`counts`: integer RNA and protein counts with the negative-binomial likelihood, proteins missing for about 30 %
+    of the cells, labels = the cell types, and the truth's state dimensions; the sampler's variance against the
+    negative binomial's own mu + mu^2 / r (scipy)."""
+    import scipy.stats as st
+
+    from infinimodal.data.counts import negative_binomial
+
+    data = load_dataset("counts:n=1000,genes=40,proteins=8")
+    assert [m.name for m in data.modalities] == ["rna", "protein"] and {m.likelihood for m in data.modalities} == {"negative_binomial"}
+    assert data.train.arrays["rna"].shape == (800, 40) and data.truth["true_dims"] == 4 + 2
+    for split in (data.train, data.valid, data.test):
+        for x in split.arrays.values():
+            assert (x >= 0).all() and np.array_equal(x, np.round(x))
+        np.testing.assert_array_equal(split.labels, data.truth["types"][split_name(data, split)])
+    assert 0.25 < 1 - data.train.mask[:, 1].mean() < 0.35 and data.train.mask[:, 0].all()
+    assert not data.train.arrays["protein"][~data.train.mask[:, 1]].any()  # an unmeasured cell holds no counts
+    rng = np.random.default_rng(0)
+    draws = negative_binomial(rng, np.full(200_000, 6.0), np.full(200_000, 1.5))
+    reference = st.nbinom(1.5, 1.5 / (1.5 + 6.0))
+    assert abs(draws.mean() - reference.mean()) < 0.05 and abs(draws.var() / reference.var() - 1) < 0.03
+    assert abs((draws == 0).mean() - reference.pmf(0)) < 0.005
+
+
+def split_name(data, split) -> str:
+    return next(name for name in ("train", "valid", "test") if getattr(data, name) is split)

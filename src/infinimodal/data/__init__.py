@@ -9,6 +9,7 @@
 | `polymnist:M` | m0..m{M-1}: RGB 3x28x28 (Laplace), M = 2..16 |
 | `noisy-mnist` | view1 (rotated digit), view2 (same class, noisy): 1x28x28 (Laplace) |
 | `synthetic[:k=v,...]` | x0..: tabular (Gaussian), known shared / private factors |
+| `counts[:k=v,...]` | rna, protein (30 % missing): negative-binomial counts of the same cells around a known state (CITE-seq-shaped) |
 | `cohort[:k=v,...]` | mri, pet (40 % missing), clinical, genetics (binary): a healthy reference and known atypical test subjects |
 | `cohort-tables[:k=v,...]` | the same kind of cohort as the folder of CSV tables a study holds (written to ./cohort-tables), read as tables |
 | `PATH.npz`, `PATH.h5mu` | the file's arrays (see `infinimodal.data.files`) |
@@ -38,6 +39,7 @@ from .images import noisy_mnist_dataset, polymnist_dataset, rotated_mnist_datase
 from .mnist import MNIST, BINARIZATIONS, DigitSplit, FallbackWarning, load_mnist, mnist_dataset, read_idx
 from .multimodal import MultimodalData, Split, binarize_fixed
 from .standardize import standardize_data
+from .counts import counts_dataset
 from .factors import factors_dataset
 from .synthetic import synthetic_dataset
 from .tables import is_table_spec, tables_dataset
@@ -79,6 +81,7 @@ BUILTINS: dict[str, Builtin] = {
     "synthetic": Builtin("synthetic[:settings]", lambda options, spec, c: synthetic_dataset(options), takes_options=True),
     "cohort": Builtin("cohort[:settings]", lambda options, spec, c: cohort_dataset(options), takes_options=True),
     "factors": Builtin("factors[:settings]", lambda options, spec, c: factors_dataset(options), takes_options=True),
+    "counts": Builtin("counts[:settings]", lambda options, spec, c: counts_dataset(options), takes_options=True),
 }
 #: Built-in data sets written as a folder of tables, then read like the user's (`infinimodal.data.tables`): name ->
 #: the function that writes the folder (from the text after the colon) and returns it.
