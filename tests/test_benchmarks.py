@@ -283,3 +283,32 @@ def test_every_entry_point_refuses_every_bad_input_in_one_line(tmp_path):
     assert result["all_refused_in_one_line"], {name: row for name, row in result["table"].items()
                                                if any(c["exit"] not in (2, "InfinimodalError") or c["traceback"] for c in row.values())}
     assert {"score", "explain"} <= set(result["table"]["inf"])
+
+
+def test_the_sticks_benchmark_measures_each_subjects_open_gates(tmp_path):
+    """benchmarks/sticks.py on a small cohort run: the expected number of open gates per subject against a Monte Carlo
+    estimate from the posterior's own sticks (sum_k of the mean of prod_{j<=k} (1 - v_j) over draws), and a Gaussian run
+    is skipped in words."""
+    import numpy as np
+    import torch
+
+    from infinimodal import api
+    from infinimodal.cli import main
+    from infinimodal.rundata import load_run_data
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "cohort:n=600", "--epochs", "2", "--latent-dim", "6", "--hidden", "8", "--quiet", "--out", str(out)]) == 0
+    result = load_script("sticks").stick_information(str(out), max_rows=50)
+    assert result["rows"] == 50 and result["dimensions"] == 6 and 0 <= result["stick_share"] <= 1
+    vae, config = api.load(out)
+    batch = load_run_data(out, config, progress=False).test.take(np.arange(50)).full_batch()
+    with torch.no_grad():
+        q = vae.module.posterior(batch["data"], batch["mask"])
+        torch.manual_seed(0)
+        v = q.sample((20000,))[..., 6:].double()  # [values, sticks] under the MoPoE mixture: the sticks' draws
+    n_eff = torch.cumprod(1 - v, dim=-1).mean(0).sum(-1).numpy()
+    assert abs(result["n_eff_mean"] - n_eff.mean()) < 0.01 and abs(result["n_eff_sd"] - n_eff.std()) < 0.01
+    assert result["n_eff_prior"] == pytest.approx(sum((30 / 31) ** k for k in range(1, 7)))
+    gaussian = tmp_path / "gaussian"
+    assert main(["train", "--data", "cohort:n=600", "--latent", "gaussian", "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(gaussian)]) == 0
+    assert "only the gated family" in load_script("sticks").stick_information(str(gaussian))["skipped"]
