@@ -61,6 +61,8 @@ def describe(config: dict) -> str:
     extra += [f"oversample {name}={k}" for name, k in sorted(config.get("oversample", {}).items())]
     if config.get("vat"):
         extra.append(f"vat radius={config['vat_radius']:g}")  # written beside vat since vat exists
+    if config.get("mopoe_kl", "all") != "all" and config["aggregator"] == "mopoe":
+        extra.append(f"mopoe_kl {config['mopoe_kl']}")  # each row's sampled subset's KL: another estimator of the objective
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"

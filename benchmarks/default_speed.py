@@ -1,0 +1,112 @@
+"""Training samples per second of the default model (`infinimodal train` with no latent option) against the Gaussian,
+as training runs them: whole `fit` calls, epoch-start moves (adaptive truncation, straggler moves) included, validation
+excluded. Prints one JSON object.
+
+For each data set, each model trains from scratch for `--epochs` epochs, the models taking turns in `--rounds`
+rounds (machine noise hits all alike), one torch thread; a model's figure is the median over rounds of training rows x
+epochs / seconds, where the seconds run from the start of `fit` to its end minus the validation passes (and the
+sanity check Lightning runs first). Models: `default` (the gated family, truncation auto), `fixed` (the previous
+default: the gated family with exactly --latent-dim 50), `gaussian` (D = 50), and with `--sampled` the same with
+`mopoe_kl=sampled`. Data sets (`--data`, any of):
+- `tabular3`: synthetic, three tabular modalities of 20 features, 6,000 rows;
+- `cohort`: the built-in four-modality cohort (PET missing for 40 %);
+- `mfeat`: the six UCI views (`--mfeat runs/mfeat.npz`, written by benchmarks/mfeat.py), likelihoods inferred;
+- `mnist`: MNIST-shaped (784 Bernoulli pixels, one modality), the first 6,000 training digits;
+- `counts`: the built-in RNA + protein negative-binomial counts.
+
+    python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from infinimodal import MultimodalVAE
+from infinimodal.data import load_dataset
+
+DATA = {"tabular3": "synthetic:n=6000", "cohort": "cohort", "mnist": "mnist", "counts": "counts"}
+MODELS = {"default": {}, "fixed": {"truncation": "fixed"}, "gaussian": {"latent": "gaussian"}}
+ROWS = 6000
+
+
+class ValidationClock(Callback):
+    """Seconds spent in validation passes (the sanity check included)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._started = 0.0, None
+
+    def on_validation_start(self, trainer, plan) -> None:
+        self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer, plan) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+
+def load(name: str, mfeat: str | None):
+    spec = mfeat if name == "mfeat" else DATA[name]
+    if spec is None:
+        raise SystemExit("--data mfeat needs --mfeat PATH.npz (benchmarks/mfeat.py writes it)")
+    data = load_dataset(spec)
+    if len(data.train) > ROWS:
+        data.train = data.train.take(slice(0, ROWS))
+    return data
+
+
+def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
+    clock = ValidationClock()
+    vae = MultimodalVAE(data.modalities, seed=seed, **settings)
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        vae.fit(data, epochs=epochs, progress=False, out_dir=out, callbacks=[clock], seed=seed)
+        seconds = time.perf_counter() - started - clock.seconds
+    return {"samples_per_second": len(data.train) * epochs / seconds, "seconds": seconds,
+            "dimensions": int(vae.module.latent.n_dimensions)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=["tabular3", "cohort", "mnist", "counts"], choices=[*DATA, "mfeat"])
+    parser.add_argument("--mfeat", help="the six views' .npz (benchmarks/mfeat.py)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sampled", action="store_true", help="also each model with mopoe_kl=sampled")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    models = dict(MODELS)
+    if args.sampled:
+        models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in MODELS.items()}
+    result = {"epochs": args.epochs, "rounds": args.rounds, "threads": 1, "torch": torch.__version__, "data": {}}
+    for name in args.data:
+        data = load(name, args.mfeat)
+        runs: dict[str, list[dict]] = {model: [] for model in models}
+        for round_ in range(args.rounds):
+            for model, settings in models.items():
+                runs[model].append(training_rate(data, settings, args.epochs, seed=round_))
+        rates = {model: statistics.median(r["samples_per_second"] for r in rs) for model, rs in runs.items()}
+        result["data"][name] = {
+            "rows": len(data.train), "modalities": len(data.modalities),
+            "samples_per_second": {model: round(rate, 1) for model, rate in rates.items()},
+            "dimensions_at_the_end": {model: [r["dimensions"] for r in rs] for model, rs in runs.items()},
+            "ratio_to_gaussian": {model: round(rate / rates["gaussian"], 3) for model, rate in rates.items()},
+        }
+        if args.sampled:
+            result["data"][name]["ratio_to_gaussian_sampled"] = {
+                model: round(rate / rates["gaussian, mopoe_kl sampled"], 3) for model, rate in rates.items()}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
