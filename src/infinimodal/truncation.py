@@ -33,6 +33,9 @@ SPARE_DIMENSIONS = 4
 
 GROW_PATIENCE = 1
 
+#: A trim is judged on the mean ELBO over this many sets of draws, before and after (`AdaptTruncation`).
+TRIM_DRAWS = 8
+
 TRIM_PATIENCE = 3
 
 def used_span(kl: np.ndarray) -> int:
