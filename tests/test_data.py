@@ -371,7 +371,7 @@ def test_the_counts_data_set_is_over_dispersed_negative_binomial_counts_with_mis
 
     data = load_dataset("counts:n=1000,genes=40,proteins=8")
     assert [m.name for m in data.modalities] == ["rna", "protein"] and {m.likelihood for m in data.modalities} == {"negative_binomial"}
-    assert data.train.arrays["rna"].shape == (800, 40) and data.truth["true_dims"] == 4 + 2
+    assert data.train.arrays["rna"].shape == (800, 40) and data.truth["true_dims"] == 4 + 2 + 2
     for split in (data.train, data.valid, data.test):
         for x in split.arrays.values():
             assert (x >= 0).all() and np.array_equal(x, np.round(x))

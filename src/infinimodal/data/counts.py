@@ -11,7 +11,8 @@ random, plus its own N(0, 0.5^2) offset in them; each modality adds `private` N(
   counts ~ NB(mu_p, r_p), r_p ~ U(5, 20), observed for a share 1 - `missing` of the cells (most sets measure
   proteins on some batches only).
 Both modalities are raw integer counts (not standardised) with the negative-binomial likelihood. The label is the cell
-type. The truth travels with the data (`MultimodalData.truth`): true_dims = shared + 2 private, the shared state
+type. The truth travels with the data (`MultimodalData.truth`): true_dims = shared + 2 private + 2 (each modality's
+library size is a factor of its own, which a model without a size offset must carry in its latent), the shared state
 {split: [rows, shared]} as `shared_factors`, and the types. Split 80 / 10 / 10.
 """
 
@@ -71,7 +72,7 @@ def generate(s: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, di
     mask = np.ones((n, 2), dtype=bool)
     mask[:, 1] = rng.random(n) >= s["missing"]
     protein[~mask[:, 1]] = 0.0
-    truth = {"shared": d, "private": s["private"], "modalities": 2, "true_dims": d + 2 * s["private"],
+    truth = {"shared": d, "private": s["private"], "modalities": 2, "true_dims": d + 2 * s["private"] + 2,
              "shared_factors": state.astype(np.float32), "types": types}
     return {"rna": rna, "protein": protein}, mask, types.astype(np.int64), truth
 
