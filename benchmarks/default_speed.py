@@ -14,7 +14,8 @@ default: the gated family with exactly --latent-dim 50), `gaussian` (D = 50), an
 - `mnist`: MNIST-shaped (784 Bernoulli pixels, one modality), the first 6,000 training digits;
 - `counts`: the built-in RNA + protein negative-binomial counts.
 
-    python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled] [--out FILE]
+    python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled]
+        [--also a5code=alpha:5+expert:code] [--out FILE]
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
             "dimensions": int(vae.module.latent.n_dimensions)}
 
 
+def parse_settings(text: str) -> dict:
+    """'alpha:5+expert:code' -> {"alpha": 5.0, "expert": "code"} (integers, numbers, text)."""
+    settings = {}
+    for pair in filter(None, text.split("+")):
+        key, _, value = pair.partition(":")
+        for kind in (int, float, str):
+            try:
+                settings[key] = kind(value)
+                break
+            except ValueError:
+                continue
+    return settings
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["tabular3", "cohort", "mnist", "counts"], choices=[*DATA, "mfeat"])
@@ -79,10 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sampled", action="store_true", help="also each model with mopoe_kl=sampled")
+    parser.add_argument("--also", nargs="*", default=[], metavar="NAME=KEY:VALUE+KEY:VALUE",
+                        help="more models: the default with these settings (a5code=alpha:5+expert:code)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    models = dict(MODELS)
+    models = dict(MODELS) | {name: parse_settings(text) for name, _, text in (a.partition("=") for a in args.also)}
     if args.sampled:
         models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in MODELS.items()}
     result = {"epochs": args.epochs, "rounds": args.rounds, "threads": 1, "torch": torch.__version__, "data": {}}

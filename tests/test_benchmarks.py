@@ -317,9 +317,10 @@ def test_the_sticks_benchmark_measures_each_subjects_open_gates(tmp_path):
 def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     speed = load_script("default_speed")
     speed.DATA["tabular3"] = "synthetic:n=600,features=6"  # toy size
-    result = speed.main(["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled"])
+    result = speed.main(["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim:6"])
     entry = result["data"]["tabular3"]
     assert entry["rows"] == 480 and entry["ratio_to_gaussian"]["gaussian"] == 1.0
     assert set(entry["samples_per_second"]) == {"default", "fixed", "gaussian", "default, mopoe_kl sampled", "fixed, mopoe_kl sampled",
-                                                 "gaussian, mopoe_kl sampled"}
+                                                 "gaussian, mopoe_kl sampled", "small", "small, mopoe_kl sampled"}
     assert entry["dimensions_at_the_end"]["default"] == [16] and entry["dimensions_at_the_end"]["fixed"] == [50]
+    assert entry["dimensions_at_the_end"]["small"] == [6]  # --also: the default with latent_dim 6 (a bound of 6)
