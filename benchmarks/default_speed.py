@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     models = dict(MODELS) | {name: parse_settings(text) for name, _, text in (a.partition("=") for a in args.also)}
     if args.sampled:
-        models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in MODELS.items()}
+        models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in models.items()}
     result = {"epochs": args.epochs, "rounds": args.rounds, "threads": 1, "torch": torch.__version__, "data": {}}
     for name in args.data:
         data = load(name, args.mfeat)
