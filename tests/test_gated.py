@@ -527,3 +527,32 @@ def test_exchanges_that_make_the_elbo_nan_or_cost_more_than_the_tolerance_in_tot
     assert len(moves) == kept  # 0.2 nats each: the second exchange would bring the total to 0.4 > EXCHANGE_TOLERANCE
     if kept == 0:  # undone (up to rounding: the moved column is scaled by a gate ratio and back)
         assert all(torch.allclose(p, weights[name], atol=1e-6) for name, p in module.named_parameters())
+
+
+def test_the_code_experts_kl_at_the_steps_own_draw_matches_its_integral():
+    """`kl_per_dim_at` for experts on the code: the mean over draws z ~ q of KL(q(g | v) || N(0, 1)) at z's stick, and
+    the sticks' exact KL, against quadrature over the Beta stick (one dimension: r = 1 - v), scipy's densities only."""
+    family = build_latent("gated", latent_dim=1, truncation="fixed", alpha=5.0, expert="code")
+    m, lam, a, b = 1.3, 4.0, 2.0, 3.0
+    q = family.posterior_class.from_expert(*(torch.tensor([x], dtype=torch.float64) for x in (m, lam, a, b)))
+    torch.manual_seed(0)
+    z = family.rsample(q, 200_000)
+    kl = family.kl_per_dim_at(q, z)  # [draws, 1]: the value's KL at each draw's stick plus the stick's KL
+
+    def value_kl(v: float) -> float:
+        r = 1.0 - v
+        precision = 1.0 + lam * r * r
+        mean, var = lam * m * r / precision, 1.0 / precision
+        return 0.5 * (var + mean * mean - 1.0 - math.log(var))
+
+    stick = st.beta(a, b)
+    expected_values = si.quad(lambda v: stick.pdf(v) * value_kl(v), 0, 1)[0]
+    prior = st.beta(1.0, 5.0)
+    expected_stick = si.quad(lambda v: stick.pdf(v) * (stick.logpdf(v) - prior.logpdf(v)), 0, 1)[0]
+    assert float(kl.mean()) == pytest.approx(expected_values + expected_stick, rel=3e-3)
+    values_only = kl - float(kl_divergence(Beta(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0), torch.tensor(5.0))))
+    for i in range(5):  # the value's part is read at each draw's own stick (not at another draw, not at a mean)
+        assert float(values_only[i, 0]) == pytest.approx(value_kl(float(z[i, 1])), rel=1e-6)
+    value_expert = build_latent("gated", latent_dim=1, truncation="fixed", alpha=5.0)
+    qv = value_expert.posterior_class.from_expert(*(torch.tensor([x], dtype=torch.float64) for x in (m, lam, a, b)))
+    torch.testing.assert_close(value_expert.kl_per_dim_at(qv, value_expert.rsample(qv)), value_expert.kl_per_dim(qv))  # exact: z unused

@@ -175,7 +175,7 @@ class PoE(Aggregator):
         batch, n_terms, n_modalities = subsets.shape
         fused = model.latent.fuse(unimodal, subsets)
         z = model.latent.rsample(fused)  # [B, T, L]
-        kl_per_dim = model.latent.kl_per_dim(fused)  # [B, T, L]
+        kl_per_dim = model.latent.kl_per_dim_at(fused, z)  # [B, T, L]
         rows = torch.arange(batch, device=mask.device).repeat_interleave(n_terms)
         log_lik = model.log_likelihoods(z.reshape(batch * n_terms, -1), data, subsets.reshape(-1, n_modalities), rows)
         reconstruction = log_lik.view(batch, n_terms, n_modalities).sum(-1)
@@ -311,8 +311,9 @@ class MoPoE(Aggregator):
         if self.mopoe_kl == "sampled":
             # one uniform non-empty subset of each row's available modalities: the mixture's weights, drawn directly
             fused = model.latent.fuse(unimodal, sample_subsets(mask, 1))  # [B, 1, L]
-            kl_per_dim = model.latent.kl_per_dim(fused)[:, 0]
-            z = model.latent.rsample(fused)[:, 0]
+            z = model.latent.rsample(fused)
+            kl_per_dim = model.latent.kl_per_dim_at(fused, z)[:, 0]
+            z = z[:, 0]
         else:
             subsets, subset_weights = self.subsets(mask)
             fused = model.latent.fuse(unimodal, subsets)  # [B, S, L]

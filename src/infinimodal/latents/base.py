@@ -212,6 +212,12 @@ class LatentFamily(nn.Module):
         """
         return kl_divergence(q, self.prior())
 
+    def kl_per_dim_at(self, q: Distribution, z: Tensor) -> Tensor:
+        """`kl_per_dim(q)` for a training step that also drew z ~ q (same shape as `rsample(q)`): a family whose KL
+        is itself estimated at a draw (the gated family's experts on the code) uses z instead of drawing again; an
+        exact KL ignores z."""
+        return self.kl_per_dim(q)
+
     def truncated(self, q: Distribution, keep: int) -> Distribution:
         """q with every dimension from index `keep` on replaced by the prior (all of a dimension's scalars).
 

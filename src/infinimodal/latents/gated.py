@@ -456,6 +456,18 @@ class GatedSticks(LatentFamily):
         kl = self._values_and_sticks_kl(q)
         return kl[..., : self.latent_dim] + kl[..., self.latent_dim :]
 
+    def kl_per_dim_at(self, q: Distribution, z: Tensor) -> Tensor:
+        """With experts on the code, KL(q(g | v) || N(0, 1)) at the sticks v of the step's own draw z ~ q (unbiased for
+        its mean over v, as at a fresh draw, without a second Beta draw: the Gamma draws and their gradients were the
+        code expert's extra cost); the sticks' KL is exact. Value experts and mixtures: `kl_per_dim`."""
+        if not isinstance(q, CodeGatedPosterior):
+            return self.kl_per_dim(q)
+        d = self.latent_dim
+        prior = self.prior()
+        v = z[..., d:]
+        values = kl_divergence(q.values_given(v), prior.values_given(v))
+        return values + kl_divergence(q.sticks, prior.sticks)
+
     def kl_parts(self, q: Distribution) -> dict[str, Tensor]:
         """The values' KL and the sticks' KL of each row: whether the sticks learn from the data (they carry KL) or
         stay at their prior, the gates then shrinking every row's dimensions alike."""
