@@ -30,6 +30,7 @@ demo: install
 # pyflakes and syntax errors ([tool.ruff] in pyproject.toml); tests/test_structure.py runs it too
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks docs/hooks.py
 
 # The documentation site (MkDocs Material) from docs/ into site/: the command-line reference is generated from the
 # parser at every build (docs/hooks.py), the API reference from the docstrings; --strict fails on a broken link.

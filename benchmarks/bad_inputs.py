@@ -52,6 +52,7 @@ def bad_files(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
             a = a.astype(np.float64 if isinstance(value, float) else a.dtype)
             a[row, col] = value
             return a
+
         return edit
 
     return {
@@ -64,7 +65,9 @@ def bad_files(rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
         "3.0 for bernoulli": changed(bits=at(5, 3, 3.0)),
         "negative count": changed(counts=at(2, 1, -1.0)),
         "fractional count": changed(counts=at(3, 0, 2.5)),
-        "a row without any modality": changed(bits=at(6, slice(None), np.nan), counts=at(6, slice(None), np.nan), values=at(6, slice(None), np.nan)),
+        "a row without any modality": changed(
+            bits=at(6, slice(None), np.nan), counts=at(6, slice(None), np.nan), values=at(6, slice(None), np.nan)
+        ),
     }
 
 
@@ -73,11 +76,17 @@ def clean_tables(folder: Path, n: int = N) -> Path:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     ids = [f"s{i:03d}" for i in range(n)]
-    (folder / "mri.csv").write_text("subject,r1,r2\n" + "".join(f"{s},{a:.3f},{b:.3f}\n" for s, (a, b) in zip(ids, rng.normal(size=(n, 2)))))
-    (folder / "clinical.csv").write_text("subject,mmse,diagnosis\n" + "".join(f"{s},{m},{d}\n" for s, m, d in zip(ids, rng.integers(20, 31, n),
-                                                                                                               rng.choice(["CN", "AD"], n))))
-    (folder / "covariates.csv").write_text("subject,age,site\n" + "".join(f"{s},{a:.0f},{t}\n" for s, a, t in zip(ids, rng.uniform(55, 90, n),
-                                                                                                          rng.choice(["A", "B"], n))))
+    (folder / "mri.csv").write_text(
+        "subject,r1,r2\n" + "".join(f"{s},{a:.3f},{b:.3f}\n" for s, (a, b) in zip(ids, rng.normal(size=(n, 2))))
+    )
+    (folder / "clinical.csv").write_text(
+        "subject,mmse,diagnosis\n"
+        + "".join(f"{s},{m},{d}\n" for s, m, d in zip(ids, rng.integers(20, 31, n), rng.choice(["CN", "AD"], n)))
+    )
+    (folder / "covariates.csv").write_text(
+        "subject,age,site\n"
+        + "".join(f"{s},{a:.0f},{t}\n" for s, a, t in zip(ids, rng.uniform(55, 90, n), rng.choice(["A", "B"], n)))
+    )
     return folder
 
 
@@ -106,13 +115,32 @@ def bad_tables(work: Path) -> dict[str, tuple[Path, list[str]]]:
 
     variant("tables: no such ID column", lambda f: None, ["--id-column", "participant"])
     variant("tables: duplicated IDs", replace("mri.csv", "s002,", "s001,"))
-    variant("tables: a column whose type changes", lambda f: [set_cell(f / "mri.csv", f"s{i:03d}", 1, "high") for i in range(30, N)])
-    variant("tables: stray strings in numbers", lambda f: [set_cell(f / "clinical.csv", subject, 1, text) for subject, text in (("s003", ">30"), ("s005", "n/a"))])
+    variant(
+        "tables: a column whose type changes",
+        lambda f: [set_cell(f / "mri.csv", f"s{i:03d}", 1, "high") for i in range(30, N)],
+    )
+    variant(
+        "tables: stray strings in numbers",
+        lambda f: [
+            set_cell(f / "clinical.csv", subject, 1, text) for subject, text in (("s003", ">30"), ("s005", "n/a"))
+        ],
+    )
     variant("tables: an unknown covariate", lambda f: None, ["--covariates", "age,scanner"])
-    variant("tables: no subject in common", lambda f: (f / "mri.csv").write_text((f / "mri.csv").read_text().replace("\ns", "\nsub-")))
-    variant("tables: not UTF-8", lambda f: (f / "clinical.csv").write_bytes((f / "clinical.csv").read_bytes().replace(b"AD", "\u00c4D".encode("latin-1"), 1)))
-    variant("tables: a subject with no modality", lambda f: (f / "covariates.csv").write_text((f / "covariates.csv").read_text() + "s999,70,A\n"),
-            ["--covariates", "age,site"])
+    variant(
+        "tables: no subject in common",
+        lambda f: (f / "mri.csv").write_text((f / "mri.csv").read_text().replace("\ns", "\nsub-")),
+    )
+    variant(
+        "tables: not UTF-8",
+        lambda f: (f / "clinical.csv").write_bytes(
+            (f / "clinical.csv").read_bytes().replace(b"AD", "\u00c4D".encode("latin-1"), 1)
+        ),
+    )
+    variant(
+        "tables: a subject with no modality",
+        lambda f: (f / "covariates.csv").write_text((f / "covariates.csv").read_text() + "s999,70,A\n"),
+        ["--covariates", "age,site"],
+    )
     return cases
 
 
@@ -137,9 +165,21 @@ def facade(run_dir: Path, path: Path) -> dict:
         with np.load(path, allow_pickle=False) as f:
             vae.embed({k: f[k] for k in f.files})
     except InfinimodalError as exc:
-        return {"exit": "InfinimodalError", "error_lines": 1 + str(exc).count("\n"), "message": str(exc), "traceback": False, "wrote_output": False}
+        return {
+            "exit": "InfinimodalError",
+            "error_lines": 1 + str(exc).count("\n"),
+            "message": str(exc),
+            "traceback": False,
+            "wrote_output": False,
+        }
     except Exception as exc:  # reported in the table: any other exception is a defect to fix
-        return {"exit": type(exc).__name__, "error_lines": 0, "message": str(exc)[:200], "traceback": True, "wrote_output": False}
+        return {
+            "exit": type(exc).__name__,
+            "error_lines": 0,
+            "message": str(exc)[:200],
+            "traceback": True,
+            "wrote_output": False,
+        }
     return {"exit": 0, "error_lines": 0, "message": "accepted", "traceback": False, "wrote_output": False}
 
 
@@ -153,7 +193,10 @@ def main_(argv: list[str] | None = None) -> dict:
     good = work / "good.npz"
     np.savez(good, **clean(np.random.default_rng(0)))
     model = work / "model"
-    assert run(["train", "--data", str(good), "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(model)])["exit"] == 0
+    assert (
+        run(["train", "--data", str(good), "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(model)])["exit"]
+        == 0
+    )
     table = {}
     for name, arrays in bad_files(np.random.default_rng(1)).items():
         path = work / f"{name.replace(' ', '_')}.npz"
@@ -161,44 +204,139 @@ def main_(argv: list[str] | None = None) -> dict:
         row = {}
         for command, argv, out in [
             # likelihoods given, as a user who knows the data would: otherwise 3.0 in `bits` is inferred as counts
-            ("train", ["train", "--data", str(path), "--likelihood", "bits=bernoulli", "--likelihood", "counts=poisson", "--epochs", "1",
-                       "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"),
+            (
+                "train",
+                [
+                    "train",
+                    "--data",
+                    str(path),
+                    "--likelihood",
+                    "bits=bernoulli",
+                    "--likelihood",
+                    "counts=poisson",
+                    "--epochs",
+                    "1",
+                    "--quiet",
+                    "--out",
+                    str(work / "t"),
+                ],
+                work / "t" / "model.ckpt",
+            ),
             ("impute", ["impute", str(model), "--data", str(path), "--out", str(work / "i.npz")], work / "i.npz"),
             ("embed", ["embed", str(model), "--data", str(path), "--out", str(work / "e.npy")], work / "e.npy"),
-            ("sample --given", ["sample", str(model), "--n", "3", "--given", "values", "--data", str(path), "--out", str(work / "s.npz")], work / "s.npz"),
-            ("score", ["score", str(model), "--data", str(path), "--samples", "2", "--out", str(work / "sc.csv")], work / "sc.csv"),
+            (
+                "sample --given",
+                [
+                    "sample",
+                    str(model),
+                    "--n",
+                    "3",
+                    "--given",
+                    "values",
+                    "--data",
+                    str(path),
+                    "--out",
+                    str(work / "s.npz"),
+                ],
+                work / "s.npz",
+            ),
+            (
+                "score",
+                ["score", str(model), "--data", str(path), "--samples", "2", "--out", str(work / "sc.csv")],
+                work / "sc.csv",
+            ),
             ("explain", ["explain", str(model), "--data", str(path), "--out", str(work / "x.json")], work / "x.json"),
         ]:
             row[command] = run(argv, out)
-            for leftover in (work / "t", work / "i.npz", work / "e.npy", work / "s.npz", work / "sc.csv", work / "x.json"):
+            for leftover in (
+                work / "t",
+                work / "i.npz",
+                work / "e.npy",
+                work / "s.npz",
+                work / "sc.csv",
+                work / "x.json",
+            ):
                 shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         row["MultimodalVAE.embed"] = facade(model, path)
         table[name] = row
-    table["unknown modality in --given"] = {"sample --given": run(["sample", str(model), "--n", "3", "--given", "nope", "--data", str(good), "--out", str(work / "s.npz")], work / "s.npz")}
+    table["unknown modality in --given"] = {
+        "sample --given": run(
+            ["sample", str(model), "--n", "3", "--given", "nope", "--data", str(good), "--out", str(work / "s.npz")],
+            work / "s.npz",
+        )
+    }
     truncated = work / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    table["a truncated .npz"] = {"train": run(["train", "--data", str(truncated), "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"),
-                                 "impute": run(["impute", str(model), "--data", str(truncated), "--out", str(work / "i.npz")], work / "i.npz")}
+    table["a truncated .npz"] = {
+        "train": run(
+            ["train", "--data", str(truncated), "--quiet", "--out", str(work / "t")], work / "t" / "model.ckpt"
+        ),
+        "impute": run(["impute", str(model), "--data", str(truncated), "--out", str(work / "i.npz")], work / "i.npz"),
+    }
     for name, (folder, flags) in bad_tables(work).items():
-        table[name] = {"train": run(["train", "--data", str(folder), *flags, "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(work / "t")],
-                                    work / "t" / "model.ckpt")}
+        table[name] = {
+            "train": run(
+                [
+                    "train",
+                    "--data",
+                    str(folder),
+                    *flags,
+                    "--epochs",
+                    "1",
+                    "--hidden",
+                    "8",
+                    "--quiet",
+                    "--out",
+                    str(work / "t"),
+                ],
+                work / "t" / "model.ckpt",
+            )
+        }
         shutil.rmtree(work / "t", ignore_errors=True)
     tables = clean_tables(work / "tables" / "clean")
     table_model = work / "table_model"
-    assert run(["train", "--data", str(tables), "--covariates", "age,site", "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(table_model)])["exit"] == 0
+    assert (
+        run(
+            [
+                "train",
+                "--data",
+                str(tables),
+                "--covariates",
+                "age,site",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(table_model),
+            ]
+        )["exit"]
+        == 0
+    )
     unseen = clean_tables(work / "tables" / "unseen_site")
     (unseen / "covariates.csv").write_text((unseen / "covariates.csv").read_text().replace(",A\n", ",C\n", 1))
     table["tables: a covariate class unseen in training"] = {
         command: run([command, str(table_model), "--data", str(unseen), "--out", str(work / target)], work / target)
-        for command, target in (("embed", "e.csv"), ("impute", "filled"))}
+        for command, target in (("embed", "e.csv"), ("impute", "filled"))
+    }
     damaged = work / "damaged"
     shutil.copytree(model, damaged, dirs_exist_ok=True)
     (damaged / "model.ckpt").write_bytes((model / "model.ckpt").read_bytes()[:1000])
     table["a corrupted checkpoint"] = {"evaluate": run(["evaluate", str(damaged), "--quiet"])}
-    result = {"work": str(work), "table": table,
-              # refused as bad input: exit 2 (the facade: InfinimodalError), one error line, no traceback, nothing written
-              "all_refused_in_one_line": all(c["exit"] in (2, "InfinimodalError") and c["error_lines"] == 1 and not c["traceback"] and not c["wrote_output"]
-                                             for r in table.values() for c in r.values())}
+    result = {
+        "work": str(work),
+        "table": table,
+        # refused as bad input: exit 2 (the facade: InfinimodalError), one error line, no traceback, nothing written
+        "all_refused_in_one_line": all(
+            c["exit"] in (2, "InfinimodalError")
+            and c["error_lines"] == 1
+            and not c["traceback"]
+            and not c["wrote_output"]
+            for r in table.values()
+            for c in r.values()
+        ),
+    }
     if args.markdown:
         commands = ["train", "impute", "embed", "sample --given", "score", "explain", "MultimodalVAE.embed", "evaluate"]
         print("| bad input | " + " | ".join(commands) + " |")
@@ -211,7 +349,11 @@ def main_(argv: list[str] | None = None) -> dict:
                     continue
                 r = row[c]
                 said = r["message"].removeprefix("infinimodal: error: ").replace(str(work) + "/", "").replace("|", "/")
-                cells.append(("exit " + str(r["exit"]) if r["exit"] else "**accepted**") + (" TRACEBACK" if r["traceback"] else "") + f": {said[:110]}")
+                cells.append(
+                    ("exit " + str(r["exit"]) if r["exit"] else "**accepted**")
+                    + (" TRACEBACK" if r["traceback"] else "")
+                    + f": {said[:110]}"
+                )
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps(result, indent=2))
     return result

@@ -58,7 +58,10 @@ def aucs(kinds: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
     out = {}
     for kind, name in ((1, "off_manifold"), (2, "latent_extreme")):
         rows = (kinds == 0) | (kinds == kind)
-        out[name] = {method: round(float(roc_auc_score(kinds[rows] == kind, values[rows])), 4) for method, values in scores.items()}
+        out[name] = {
+            method: round(float(roc_auc_score(kinds[rows] == kind, values[rows])), 4)
+            for method, values in scores.items()
+        }
     return out
 
 
@@ -76,7 +79,25 @@ def cohort_model(out: Path, latent: str, seed: int, epochs: int, samples: int, n
     run = out / f"{latent}_s{seed}"
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON
         if not (run / "model.ckpt").exists():
-            assert cli(["train", "--data", "cohort", "--latent", latent, "--epochs", str(epochs), "--seed", str(seed), "--quiet", "--out", str(run)]) == 0
+            assert (
+                cli(
+                    [
+                        "train",
+                        "--data",
+                        "cohort",
+                        "--latent",
+                        latent,
+                        "--epochs",
+                        str(epochs),
+                        "--seed",
+                        str(seed),
+                        "--quiet",
+                        "--out",
+                        str(run),
+                    ]
+                )
+                == 0
+            )
         if not (run / "eval.json").exists():  # delete it to evaluate a trained run again
             assert cli(["evaluate", str(run), "--iw-samples", "100", "--quiet"]) == 0
     result = json.loads((run / "eval.json").read_text())
@@ -89,10 +110,17 @@ def cohort_model(out: Path, latent: str, seed: int, epochs: int, samples: int, n
     kinds = data.truth["kinds"]
     model = {f"score_{how}": combine(parts, how)[complete] for how in COMBINATIONS}
     return {
-        "run": str(run), "latent": latent, "seed": seed, "epochs": epochs, "elbo": result["elbo"], "kl_active": result.get("kl_active"),
+        "run": str(run),
+        "latent": latent,
+        "seed": seed,
+        "epochs": epochs,
+        "elbo": result["elbo"],
+        "kl_active": result.get("kl_active"),
         "imputation_mse": result.get("imputation_mse"),
         "score_auc": aucs(kinds[complete], {**model, **baseline_scores(data)}),
-        "score_all_rows": aucs(kinds, {"score": scores["score"], **{f"score_{how}": combine(parts, how) for how in COMBINATIONS}}),
+        "score_all_rows": aucs(
+            kinds, {"score": scores["score"], **{f"score_{how}": combine(parts, how) for how in COMBINATIONS}}
+        ),
         "synthesis": synthesis(run, n_synthetic),
     }
 
@@ -105,7 +133,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--samples", type=int, default=20, help="posterior draws per row for the scores")
     parser.add_argument("--synthetic", type=int, default=1000, help="synthetic rows per report")
-    parser.add_argument("--privacy-only", nargs="*", default=[], help="existing runs that get only the synthesis report")
+    parser.add_argument(
+        "--privacy-only", nargs="*", default=[], help="existing runs that get only the synthesis report"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     results = {"cohort": [], "privacy_only": {}}

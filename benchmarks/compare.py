@@ -23,10 +23,27 @@ from pathlib import Path
 from infinimodal import api
 
 SUMMARY = (
-    "elbo", "log_likelihood", "iw_samples", "knn_error", "knn_error_decoder_input", "active_dims", "kl_active", "kl_span_99", "kl_order_spearman", "truncation_elbo_change",
-    "truncation", "latent_dimensions",
-    "sticks_99", "per_modality_sticks_99", "linear_probe_accuracy", "coherence", "coherence_classifier_accuracy",
-    "shared_factor_r2", "shared_factor_r2_decoder_input", "true_dims", "eval_seconds",
+    "elbo",
+    "log_likelihood",
+    "iw_samples",
+    "knn_error",
+    "knn_error_decoder_input",
+    "active_dims",
+    "kl_active",
+    "kl_span_99",
+    "kl_order_spearman",
+    "truncation_elbo_change",
+    "truncation",
+    "latent_dimensions",
+    "sticks_99",
+    "per_modality_sticks_99",
+    "linear_probe_accuracy",
+    "coherence",
+    "coherence_classifier_accuracy",
+    "shared_factor_r2",
+    "shared_factor_r2_decoder_input",
+    "true_dims",
+    "eval_seconds",
 )
 
 
@@ -81,7 +98,11 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=1000)
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--no-coherence", action="store_true")
-    parser.add_argument("--vary-data", action="store_true", help="data_seed = seed: another labelled subset (split, construction) per seed")
+    parser.add_argument(
+        "--vary-data",
+        action="store_true",
+        help="data_seed = seed: another labelled subset (split, construction) per seed",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     shared = parse_settings(args.set)
@@ -89,17 +110,42 @@ def main() -> None:
         for spec in args.models:
             name, _, own = spec.partition(":")
             latent, _, aggregator = name.partition("/")
-            settings = shared | parse_settings([p for p in own.split(",") if p]) | ({"data_seed": seed} if args.vary_data else {})
-            run = Path(args.out) / f"{name.replace('/', '_')}{'_' + own.replace('=', '').replace(',', '_') if own else ''}_s{seed}"
+            settings = (
+                shared
+                | parse_settings([p for p in own.split(",") if p])
+                | ({"data_seed": seed} if args.vary_data else {})
+            )
+            run = (
+                Path(args.out)
+                / f"{name.replace('/', '_')}{'_' + own.replace('=', '').replace(',', '_') if own else ''}_s{seed}"
+            )
             if not (run / "eval.json").is_file():
                 if not _trained(run):
-                    config = api.TrainConfig(data=args.data, latent=latent, aggregator=aggregator or "mopoe", epochs=args.epochs, seed=seed, **settings)
+                    config = api.TrainConfig(
+                        data=args.data,
+                        latent=latent,
+                        aggregator=aggregator or "mopoe",
+                        epochs=args.epochs,
+                        seed=seed,
+                        **settings,
+                    )
                     api.train(config, run, progress=False)
-                api.evaluate(run, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=False)
+                api.evaluate(
+                    run,
+                    iw_samples=args.iw_samples,
+                    max_test=args.max_test,
+                    coherence=not args.no_coherence,
+                    progress=False,
+                )
             result = json.loads((run / "eval.json").read_text())
             config = json.loads((run / "config.json").read_text())
-            line = {"run": str(run), "model": spec, "seed": seed, "epochs": config["epochs"],
-                    "seconds_per_epoch": round(config["train_seconds"] / config["epochs"], 2)}
+            line = {
+                "run": str(run),
+                "model": spec,
+                "seed": seed,
+                "epochs": config["epochs"],
+                "seconds_per_epoch": round(config["train_seconds"] / config["epochs"], 2),
+            }
             print(json.dumps(line | {k: result[k] for k in SUMMARY if k in result}), flush=True)
 
 

@@ -66,9 +66,13 @@ def compare(setting: str, family: str, steps: int, rounds: int) -> dict:
         for name, stepper in order:
             times[name] += [stepper.step() for _ in range(per_round)]
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-    return {"eager_ms": round(ms["eager"], 2), "compiled_ms": round(ms["compiled"], 2),
-            "speedup": round(ms["eager"] / ms["compiled"], 3), "first_compiled_step_seconds": round(compile_seconds, 1),
-            "graph_breaks": graph_breaks(make(modalities, family, "mopoe", hidden, size=size), data, mask)}
+    return {
+        "eager_ms": round(ms["eager"], 2),
+        "compiled_ms": round(ms["compiled"], 2),
+        "speedup": round(ms["eager"] / ms["compiled"], 3),
+        "first_compiled_step_seconds": round(compile_seconds, 1),
+        "graph_breaks": graph_breaks(make(modalities, family, "mopoe", hidden, size=size), data, mask),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,9 +87,13 @@ def main(argv: list[str] | None = None) -> dict:
     settings = ["tabular_3"] if args.quick else list(SETTINGS)
     families = ["gaussian"] if args.quick else ["gaussian", DEFAULT_LATENT]
     steps, rounds = (2, 1) if args.quick else (args.steps, args.rounds)
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "aggregator": "mopoe",
-              "what": "median ms per training step, eager against torch.compile(model), turns in rounds",
-              **{setting: {family: compare(setting, family, steps, rounds) for family in families} for setting in settings}}
+    result = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "aggregator": "mopoe",
+        "what": "median ms per training step, eager against torch.compile(model), turns in rounds",
+        **{setting: {family: compare(setting, family, steps, rounds) for family in families} for setting in settings},
+    }
     print(json.dumps(result, indent=1))
     return result
 

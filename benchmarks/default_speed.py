@@ -69,8 +69,11 @@ def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
         started = time.perf_counter()
         vae.fit(data, epochs=epochs, progress=False, out_dir=out, callbacks=[clock], seed=seed)
         seconds = time.perf_counter() - started - clock.seconds
-    return {"samples_per_second": len(data.train) * epochs / seconds, "seconds": seconds,
-            "dimensions": int(vae.module.latent.n_dimensions)}
+    return {
+        "samples_per_second": len(data.train) * epochs / seconds,
+        "seconds": seconds,
+        "dimensions": int(vae.module.latent.n_dimensions),
+    }
 
 
 def parse_settings(text: str) -> dict:
@@ -89,13 +92,20 @@ def parse_settings(text: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", default=["tabular3", "cohort", "mnist", "counts"], choices=[*DATA, "mfeat"])
+    parser.add_argument(
+        "--data", nargs="+", default=["tabular3", "cohort", "mnist", "counts"], choices=[*DATA, "mfeat"]
+    )
     parser.add_argument("--mfeat", help="the six views' .npz (benchmarks/mfeat.py)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sampled", action="store_true", help="also each model with mopoe_kl=sampled")
-    parser.add_argument("--also", nargs="*", default=[], metavar="NAME=KEY:VALUE+KEY:VALUE",
-                        help="more models: the default with these settings (a5code=alpha:5+expert:code)")
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="NAME=KEY:VALUE+KEY:VALUE",
+        help="more models: the default with these settings (a5code=alpha:5+expert:code)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -111,14 +121,16 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[model].append(training_rate(data, settings, args.epochs, seed=round_))
         rates = {model: statistics.median(r["samples_per_second"] for r in rs) for model, rs in runs.items()}
         result["data"][name] = {
-            "rows": len(data.train), "modalities": len(data.modalities),
+            "rows": len(data.train),
+            "modalities": len(data.modalities),
             "samples_per_second": {model: round(rate, 1) for model, rate in rates.items()},
             "dimensions_at_the_end": {model: [r["dimensions"] for r in rs] for model, rs in runs.items()},
             "ratio_to_gaussian": {model: round(rate / rates["gaussian"], 3) for model, rate in rates.items()},
         }
         if args.sampled:
             result["data"][name]["ratio_to_gaussian_sampled"] = {
-                model: round(rate / rates["gaussian, mopoe_kl sampled"], 3) for model, rate in rates.items()}
+                model: round(rate / rates["gaussian, mopoe_kl sampled"], 3) for model, rate in rates.items()
+            }
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))

@@ -49,8 +49,13 @@ def draw(rng, maps, n: int, kind: str | None, regions: np.ndarray):
 
 def cohort(seed: int):
     rng = np.random.default_rng([seed, 77])
-    maps = {name: (rng.standard_normal((SHARED + PRIVATE, p)) / np.sqrt(SHARED + PRIVATE),
-                   rng.standard_normal((SHARED + PRIVATE, p))) for name, p in SIZES.items()}
+    maps = {
+        name: (
+            rng.standard_normal((SHARED + PRIVATE, p)) / np.sqrt(SHARED + PRIVATE),
+            rng.standard_normal((SHARED + PRIVATE, p)),
+        )
+        for name, p in SIZES.items()
+    }
     regions = rng.choice(90, 12, replace=False)
     reference = draw(rng, maps, 3000, None, regions)
     sd = {name: x.std(0) for name, x in reference.items()}
@@ -69,7 +74,9 @@ def cohort(seed: int):
 
 def write_npz(path: Path, reference, groups, rng) -> list[str]:
     names = list(groups)
-    arrays = {name: np.concatenate([reference[name]] + [groups[g][name] for g in names]).astype(np.float32) for name in SIZES}
+    arrays = {
+        name: np.concatenate([reference[name]] + [groups[g][name] for g in names]).astype(np.float32) for name in SIZES
+    }
     n = len(arrays["mri"])
     arrays["pet"][rng.random(n) < 0.3] = np.nan
     split = np.array(["train"] * 2400 + ["valid"] * 600 + ["test"] * (n - 3000))
@@ -105,7 +112,20 @@ def run(seed: int, epochs: int, workdir: Path, reuse: bool = False) -> dict:
     group_of = np.array(write_npz(path, reference, groups, np.random.default_rng(seed)))
     if not (reuse and (workdir / f"run_{seed}" / "model.ckpt").is_file()):
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            status = main(["train", "--data", str(path), "--epochs", str(epochs), "--seed", str(seed), "--quiet", "--out", str(workdir / f"run_{seed}")])
+            status = main(
+                [
+                    "train",
+                    "--data",
+                    str(path),
+                    "--epochs",
+                    str(epochs),
+                    "--seed",
+                    str(seed),
+                    "--quiet",
+                    "--out",
+                    str(workdir / f"run_{seed}"),
+                ]
+            )
         if status:
             raise SystemExit(f"training failed ({status})")
     vae, _, data = api.load_run(workdir / f"run_{seed}", progress=False)
@@ -116,6 +136,7 @@ def run(seed: int, epochs: int, workdir: Path, reuse: bool = False) -> dict:
     train, test = data.train, data.test
     mri_res, mri_maha = pca_scores(train.arrays["mri"], test.arrays["mri"])
     pet_mean = train.arrays["pet"][train.mask[:, 1]].mean(0) if "pet" in data.names else None
+
     def concatenated(split):
         parts = []
         for m, name in enumerate(data.names):
@@ -124,8 +145,14 @@ def run(seed: int, epochs: int, workdir: Path, reuse: bool = False) -> dict:
                 x[~split.mask[:, m]] = pet_mean
             parts.append(x)
         return np.concatenate(parts, axis=1)
+
     all_res, all_maha = pca_scores(concatenated(train), concatenated(test))
-    baselines = {"pca_residual_mri": mri_res, "pca_mahalanobis_mri": mri_maha, "pca_residual_all": all_res, "pca_mahalanobis_all": all_maha}
+    baselines = {
+        "pca_residual_mri": mri_res,
+        "pca_mahalanobis_mri": mri_maha,
+        "pca_residual_all": all_res,
+        "pca_mahalanobis_all": all_maha,
+    }
     out = {}
     controls = group_of == "control"
     for kind in KINDS:
@@ -146,12 +173,26 @@ def main() -> None:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         runs = [run(seed, args.epochs, workdir, args.reuse) for seed in range(args.seeds)]
-    mean = {kind: {name: round(float(np.mean([r[kind][name] for r in runs])), 4) for name in runs[0][kind]} for kind in KINDS}
+    mean = {
+        kind: {name: round(float(np.mean([r[kind][name] for r in runs])), 4) for name in runs[0][kind]}
+        for kind in KINDS
+    }
     candidates = list(runs[0][KINDS[0]])
     worst = {name: min(mean[kind][name] for kind in KINDS) for name in candidates}
     average = {name: round(float(np.mean([mean[kind][name] for kind in KINDS])), 4) for name in candidates}
-    print(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "mean_auc": mean, "average_over_kinds": average, "worst_over_kinds": worst,
-                      "per_seed": runs}, indent=2))
+    print(
+        json.dumps(
+            {
+                "epochs": args.epochs,
+                "seeds": args.seeds,
+                "mean_auc": mean,
+                "average_over_kinds": average,
+                "worst_over_kinds": worst,
+                "per_seed": runs,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

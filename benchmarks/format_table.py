@@ -52,7 +52,11 @@ def describe(config: dict) -> str:
     n_modalities = len(config.get("modalities", [0]))
     aggregator = f"{config['aggregator']}, " if n_modalities > 1 else ""
     # settings away from their defaults, so runs that differ in them are not pooled as seeds
-    extra = [f"{key}={config[key]:g}" for key, default in (("lr", 1e-3), ("kl_weight", 1.0)) if config.get(key, default) != default]
+    extra = [
+        f"{key}={config[key]:g}"
+        for key, default in (("lr", 1e-3), ("kl_weight", 1.0))
+        if config.get(key, default) != default
+    ]
     extra += [f"likelihood {name}={law}" for name, law in sorted(config.get("likelihoods", {}).items())]
     extra += [f"weight {name}={w:g}" for name, w in sorted(config.get("weights", {}).items())]
     extra += [f"predict {name}={w:g}" for name, w in sorted(config.get("predict", {}).items())]
@@ -62,7 +66,9 @@ def describe(config: dict) -> str:
     if config.get("vat"):
         extra.append(f"vat radius={config['vat_radius']:g}")  # written beside vat since vat exists
     if config.get("mopoe_kl", "all") != "all" and config["aggregator"] == "mopoe":
-        extra.append(f"mopoe_kl {config['mopoe_kl']}")  # each row's sampled subset's KL: another estimator of the objective
+        extra.append(
+            f"mopoe_kl {config['mopoe_kl']}"
+        )  # each row's sampled subset's KL: another estimator of the objective
     if config.get("max_train"):
         extra.append(f"max_train={config['max_train']}")
     return f"{config['latent']} ({aggregator}{size}{''.join(', ' + e for e in extra)})"
@@ -93,7 +99,9 @@ def seconds_per_epoch(items) -> str:
 
 def paper(groups) -> None:
     samples = "/".join(str(s) for s in sorted({r["iw_samples"] for items in groups.values() for _, r in items}))
-    print(f"| model | seeds | epochs | -log p(x) (S={samples}) | -ELBO | kNN error % k=3 / 5 / 10 (E[pi], paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |")
+    print(
+        f"| model | seeds | epochs | -log p(x) (S={samples}) | -ELBO | kNN error % k=3 / 5 / 10 (E[pi], paper protocol) | kNN error % in decoder space | active units | KL-active | sticks_99 | s/epoch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
@@ -114,18 +122,31 @@ def by_count(results, key: str, count: str) -> str:
 def multimodal(groups) -> None:
     n = max(len(items[0][0]["modalities"]) for items in groups.values())
     given = [str(k) for k in range(1, n + 1)]
-    print(f"| model | seeds | epochs | probe, given {' / '.join(given)} | conditional coherence, given {' / '.join(given[:-1])} | joint coherence | log p(X) | -ELBO | KL-active | sticks_99 | s/epoch |")
+    print(
+        f"| model | seeds | epochs | probe, given {' / '.join(given)} | conditional coherence, given {' / '.join(given[:-1])} | joint coherence | log p(X) | -ELBO | KL-active | sticks_99 | s/epoch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
         probe = " / ".join(by_count(results, "linear_probe_accuracy", k) for k in given)
-        coherence = " / ".join(cell([r["coherence"]["conditional"].get(k) for r in results if "coherence" in r], digits=3) for k in given[:-1])
+        coherence = " / ".join(
+            cell([r["coherence"]["conditional"].get(k) for r in results if "coherence" in r], digits=3)
+            for k in given[:-1]
+        )
         print(
             f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {probe} | {coherence} | {cell([r['coherence']['joint'] for r in results if 'coherence' in r], digits=3)} "
             f"| {cell([r['log_likelihood'] for r in results], digits=1)} | {cell([-r['elbo'] for r in results], digits=1)} | {cell([r['kl_active'] for r in results], digits=1)} "
             f"| {cell([r.get('sticks_99') for r in results], digits=1)} | {cell([c['train_seconds'] / c['epochs'] for c, _ in items], digits=0)} |"
         )
-    accuracy = next((r["coherence_classifier_accuracy"] for items in groups.values() for _, r in items if "coherence_classifier_accuracy" in r), None)
+    accuracy = next(
+        (
+            r["coherence_classifier_accuracy"]
+            for items in groups.values()
+            for _, r in items
+            if "coherence_classifier_accuracy" in r
+        ),
+        None,
+    )
     if accuracy:
         print()
         print("Coherence classifiers' own test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
@@ -134,7 +155,9 @@ def multimodal(groups) -> None:
 def synthetic(groups) -> None:
     n = max(len(items[0][0]["modalities"]) for items in groups.values())
     given = [str(k) for k in range(1, n + 1)]
-    print(f"| model | seeds | epochs | test ELBO | log p(X) | probe, given {' / '.join(given)} | probe in decoder space | R^2 shared factors (E[pi] / decoder space) | KL-active (truth) | sticks_99 |")
+    print(
+        f"| model | seeds | epochs | test ELBO | log p(X) | probe, given {' / '.join(given)} | probe in decoder space | R^2 shared factors (E[pi] / decoder space) | KL-active (truth) | sticks_99 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
@@ -155,14 +178,22 @@ def synthetic(groups) -> None:
 
 def ordered(groups) -> None:
     """Fit, order and adaptivity side by side (docs/results.md section 7)."""
-    print("| model | seeds | epochs | -log p(x) | -ELBO | kNN error % k=3 / 5 / 10 | KL-active (truth) | kl_span_99 | Spearman(index, KL) "
-          "| ELBO change, dims after kl_span_99 at the prior | kl_span_99 per modality | s/epoch |")
+    print(
+        "| model | seeds | epochs | -log p(x) | -ELBO | kNN error % k=3 / 5 / 10 | KL-active (truth) | kl_span_99 | Spearman(index, KL) "
+        "| ELBO change, dims after kl_span_99 at the prior | kl_span_99 per modality | s/epoch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
-        knn = " / ".join(cell([r["knn_error"][k] for r in results if r.get("knn_error")], 100) for k in ("3", "5", "10"))
+        knn = " / ".join(
+            cell([r["knn_error"][k] for r in results if r.get("knn_error")], 100) for k in ("3", "5", "10")
+        )
         per_modality = [r.get("per_modality_kl_span_99") for r in results]
-        spans = " / ".join(cell([p[m] for p in per_modality], digits=1) for m in per_modality[0]) if all(per_modality) else "-"
+        spans = (
+            " / ".join(cell([p[m] for p in per_modality], digits=1) for m in per_modality[0])
+            if all(per_modality)
+            else "-"
+        )
         print(
             f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {cell([-r['log_likelihood'] for r in results])} | {cell([-r['elbo'] for r in results])} "
             f"| {knn} | {kl_active(results)} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
@@ -182,13 +213,19 @@ def truncation_history(config: dict) -> list[int]:
 
 def truncation(groups) -> None:
     """--truncation auto against fixed sizes (docs/results.md section 11)."""
-    print("| model | seeds | epochs | dimensions at the end (per seed) | KL-active (truth) | kl_span_99 | Spearman(index, KL) | -ELBO "
-          "| -log p(x) | kNN error % k=5 | probe, all given | R^2 shared factors | s/epoch | dimensions per epoch (first seed) |")
+    print(
+        "| model | seeds | epochs | dimensions at the end (per seed) | KL-active (truth) | kl_span_99 | Spearman(index, KL) | -ELBO "
+        "| -log p(x) | kNN error % k=5 | probe, all given | R^2 shared factors | s/epoch | dimensions per epoch (first seed) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, items in groups.items():
         results = [r for _, r in items]
         final = " / ".join(str(r.get("latent_dimensions", len(r["kl_per_dim"]))) for r in results)
-        probe = [r["linear_probe_accuracy"][max(r["linear_probe_accuracy"], key=int)] for r in results if r.get("linear_probe_accuracy")]
+        probe = [
+            r["linear_probe_accuracy"][max(r["linear_probe_accuracy"], key=int)]
+            for r in results
+            if r.get("linear_probe_accuracy")
+        ]
         print(
             f"| {name} | {seeds(items)} | {items[0][0]['epochs']} | {final} | {kl_active(results)} | {cell([r.get('kl_span_99') for r in results], digits=1)} "
             f"| {cell([r.get('kl_order_spearman') for r in results])} | {cell([-r['elbo'] for r in results])} | {cell([-r['log_likelihood'] for r in results])} "
@@ -204,7 +241,9 @@ def validation_error(config: dict, name: str = "label") -> float | None:
     path = Path(config["run_directory"]) / "metrics.csv"
     if not path.is_file():
         return None
-    return saved_model_values(read_curves(path)[1]).get(class_error_key(name))  # an epoch logged before the column existed has none
+    return saved_model_values(read_curves(path)[1]).get(
+        class_error_key(name)
+    )  # an epoch logged before the column existed has none
 
 
 def semi(groups) -> None:
@@ -213,8 +252,10 @@ def semi(groups) -> None:
     for name, items in groups.items():
         for config, result in items:
             by_data[(name, config["data"], config["epochs"])].append((config, result))
-    print("| model | data | seeds | epochs | label error % from all other modalities | from each alone | validation label error % "
-          "| kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 | kl_order_spearman |")
+    print(
+        "| model | data | seeds | epochs | label error % from all other modalities | from each alone | validation label error % "
+        "| kNN error % (k = 5, all labels) | test ELBO | KL-active | kl_span_99 | kl_order_spearman |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (name, data, _), items in sorted(by_data.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         results = [r for _, r in items]
@@ -230,7 +271,14 @@ def semi(groups) -> None:
 
 def main() -> None:
     kind, runs = sys.argv[1], sys.argv[2:]
-    tables = {"paper": paper, "multimodal": multimodal, "synthetic": synthetic, "ordered": ordered, "semi": semi, "truncation": truncation}
+    tables = {
+        "paper": paper,
+        "multimodal": multimodal,
+        "synthetic": synthetic,
+        "ordered": ordered,
+        "semi": semi,
+        "truncation": truncation,
+    }
     if kind not in tables:
         raise SystemExit(f"usage: format_table.py {{{','.join(tables)}}} RUN_DIR...")
     tables[kind](load(runs))

@@ -37,7 +37,9 @@ print((after - before) / 1024.0)
 def peak_mib(family: str, batch: int, size: int, modalities: int, subsets: int) -> float:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, family, str(batch), str(size), str(modalities), str(subsets)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -54,12 +56,14 @@ def main() -> None:
     result = {"batch": args.batch, "size": args.size, "configurations": []}
     for modalities, subsets in zip(args.modalities, args.subsets):
         mib = {family: peak_mib(family, args.batch, args.size, modalities, subsets) for family in FAMILIES}
-        result["configurations"].append({
-            "modalities": modalities,
-            "subsets": subsets,
-            "peak_mib": {k: round(v, 1) for k, v in mib.items()},
-            "ratio_to_gaussian": {k: round(v / max(mib["gaussian"], 1e-3), 2) for k, v in mib.items()},
-        })
+        result["configurations"].append(
+            {
+                "modalities": modalities,
+                "subsets": subsets,
+                "peak_mib": {k: round(v, 1) for k, v in mib.items()},
+                "ratio_to_gaussian": {k: round(v / max(mib["gaussian"], 1e-3), 2) for k, v in mib.items()},
+            }
+        )
     print(json.dumps(result, indent=2))
 
 

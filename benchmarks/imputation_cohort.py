@@ -33,19 +33,29 @@ def score(run: Path, rows: int) -> dict:
     out = {"run": str(run), "data": config.data, "test_rows": len(data.test)}
     for name, entry in errors.items():
         best = entry["best_baseline"]
-        out[name] = {"rows": entry["rows"], "model": entry["model"], "model_interval": entry["model_interval"],
-                     "best_baseline": best, "baseline": entry[best], "model_over_baseline": entry["model"] / entry[best],
-                     **{b: entry[b] for b in BASELINES if b in entry}}
+        out[name] = {
+            "rows": entry["rows"],
+            "model": entry["model"],
+            "model_interval": entry["model_interval"],
+            "best_baseline": best,
+            "baseline": entry[best],
+            "model_over_baseline": entry["model"] / entry[best],
+            **{b: entry[b] for b in BASELINES if b in entry},
+        }
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
-    parser.add_argument("--test", type=int, default=5000, help="held-out subjects to draw (about 60 %% have every modality)")
+    parser.add_argument(
+        "--test", type=int, default=5000, help="held-out subjects to draw (about 60 %% have every modality)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(json.dumps([score(Path(run), args.test) for run in args.runs if (Path(run) / "model.ckpt").is_file()], indent=1))
+    print(
+        json.dumps([score(Path(run), args.test) for run in args.runs if (Path(run) / "model.ckpt").is_file()], indent=1)
+    )
     return 0
 
 

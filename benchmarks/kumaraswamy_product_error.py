@@ -45,7 +45,9 @@ def normalise(log_density):
 def distances(exact, approx):
     tv = 0.5 * np.trapezoid(np.abs(exact - approx), GRID)
     keep = exact > 1e-300
-    kl = np.trapezoid(np.where(keep, exact * (np.log(np.where(keep, exact, 1)) - np.log(np.maximum(approx, 1e-300))), 0), GRID)
+    kl = np.trapezoid(
+        np.where(keep, exact * (np.log(np.where(keep, exact, 1)) - np.log(np.maximum(approx, 1e-300))), 0), GRID
+    )
     return tv, kl
 
 
@@ -88,7 +90,10 @@ def main() -> None:
     for name in ("beta_projection", "parameter_sum"):
         tv, kl = zip(*rows[name])
         out[name] = {"total_variation": summary(tv), "kl_exact_to_approx": summary(kl)}
-    out["quadrature_moment_error"] = {"mean": summary(rows["mean_rel_error"]), "variance": summary(rows["var_rel_error"])}
+    out["quadrature_moment_error"] = {
+        "mean": summary(rows["mean_rel_error"]),
+        "variance": summary(rows["var_rel_error"]),
+    }
     print(json.dumps(out))
 
 

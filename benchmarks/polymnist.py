@@ -41,7 +41,16 @@ PUBLISHED = {
     "MMVAE (paper)": {"1": 0.71, "2": 0.71, "3": 0.71, "4": 0.71},
 }
 PROTOCOL = {"aggregator": "mopoe", "likelihoods": {"*": "laplace:0.75"}, "kl_weight": 2.5, "batch_size": 256}
-TOY = {"max_train": 400, "max_test": 200, "epochs": 2, "latent_dim": 8, "hidden": [32], "curve_rows": 100, "iw_samples": 4, "batch_size": 50}
+TOY = {
+    "max_train": 400,
+    "max_test": 200,
+    "epochs": 2,
+    "latent_dim": 8,
+    "hidden": [32],
+    "curve_rows": 100,
+    "iw_samples": 4,
+    "batch_size": 50,
+}
 
 
 class CoherenceCurve(Callback):
@@ -70,14 +79,28 @@ def device_description(accelerator: str) -> dict:
         "accelerator": accelerator,
         "torch": torch.__version__,
         "cuda_available": cuda,
-        "device": torch.cuda.get_device_name(0) if on_gpu and cuda else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(0)
+        if on_gpu and cuda
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
     }
 
 
 def base_config(args, latent: str, epochs: int) -> api.TrainConfig:
-    settings = dict(PROTOCOL, data=f"polymnist:{args.modalities}", data_dir=args.data_dir, latent=latent, epochs=epochs,
-                    seed=args.seed, max_train=args.max_train, latent_dim=args.latent_dim, truncation=args.latent_dim + 1,
-                    hidden=list(args.hidden), lr=args.lr, kl_warmup=min(args.kl_warmup, epochs), accelerator=args.accelerator)
+    settings = dict(
+        PROTOCOL,
+        data=f"polymnist:{args.modalities}",
+        data_dir=args.data_dir,
+        latent=latent,
+        epochs=epochs,
+        seed=args.seed,
+        max_train=args.max_train,
+        latent_dim=args.latent_dim,
+        truncation=args.latent_dim + 1,
+        hidden=list(args.hidden),
+        lr=args.lr,
+        kl_warmup=min(args.kl_warmup, epochs),
+        accelerator=args.accelerator,
+    )
     settings["batch_size"] = args.batch_size
     return api.TrainConfig(**settings)
 
@@ -91,10 +114,23 @@ def epochs_that_fit(args, out: Path) -> tuple[int, float]:
 
 
 def summary(result: dict, config: dict, curve: list[dict]) -> dict:
-    keys = ("elbo", "log_likelihood", "iw_samples", "kl_active", "kl_span_99", "linear_probe_accuracy", "coherence", "coherence_classifier_accuracy", "n_test")
+    keys = (
+        "elbo",
+        "log_likelihood",
+        "iw_samples",
+        "kl_active",
+        "kl_span_99",
+        "linear_probe_accuracy",
+        "coherence",
+        "coherence_classifier_accuracy",
+        "n_test",
+    )
     return {k: result.get(k) for k in keys} | {
-        "latent": config["latent"], "epochs": config["epochs"], "train_seconds": config["train_seconds"],
-        "seconds_per_epoch": config["train_seconds"] / config["epochs"], "coherence_curve": curve,
+        "latent": config["latent"],
+        "epochs": config["epochs"],
+        "train_seconds": config["train_seconds"],
+        "seconds_per_epoch": config["train_seconds"] / config["epochs"],
+        "coherence_curve": curve,
     }
 
 
@@ -102,8 +138,12 @@ def markdown(report: dict) -> str:
     m = report["modalities"]
     sizes = [str(k) for k in range(1, m)]
     head = f"PolyMNIST-{m}, MoPoE, {report['epochs']} epochs, {report['n_train']} training rows, on {report['device']['device']} (torch {report['device']['torch']})"
-    lines = [head, "", f"| model | conditional coherence given {' / '.join(sizes)} | joint | probe given {' / '.join(str(k) for k in range(1, m + 1))} | log p(X) | KL-active | s/epoch |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        head,
+        "",
+        f"| model | conditional coherence given {' / '.join(sizes)} | joint | probe given {' / '.join(str(k) for k in range(1, m + 1))} | log p(X) | KL-active | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, row in report["models"].items():
         conditional = row["coherence"]["conditional"] if row["coherence"] else {}
         joint = f"{row['coherence']['joint']:.3f}" if row["coherence"] else "-"
@@ -114,12 +154,24 @@ def markdown(report: dict) -> str:
             f"{row['log_likelihood']:.1f} | {row['kl_active']} | {row['seconds_per_epoch']:.1f} |"
         )
     for name, published in PUBLISHED.items():
-        lines.append(f"| {name} | {' / '.join(f'{published[k]:.2f}' if k in published else '-' for k in sizes)} | - | - | - | - | - |")
-    lines += ["", "Conditional coherence (mean over the numbers of given modalities) against epochs:", "",
-              "| model | " + " | ".join(f"epoch {p['epoch']}" for p in next(iter(report["models"].values()))["coherence_curve"]) + " |",
-              "|---|" + "---|" * len(next(iter(report["models"].values()))["coherence_curve"])]
+        lines.append(
+            f"| {name} | {' / '.join(f'{published[k]:.2f}' if k in published else '-' for k in sizes)} | - | - | - | - | - |"
+        )
+    lines += [
+        "",
+        "Conditional coherence (mean over the numbers of given modalities) against epochs:",
+        "",
+        "| model | "
+        + " | ".join(f"epoch {p['epoch']}" for p in next(iter(report["models"].values()))["coherence_curve"])
+        + " |",
+        "|---|" + "---|" * len(next(iter(report["models"].values()))["coherence_curve"]),
+    ]
     for name, row in report["models"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{np.mean(list(p['conditional'].values())):.3f}" for p in row["coherence_curve"]) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{np.mean(list(p['conditional'].values())):.3f}" for p in row["coherence_curve"])
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +181,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="auto", choices=api.ACCELERATORS)
     parser.add_argument("--modalities", type=int, default=5)
     parser.add_argument("--latents", nargs="+", default=["gaussian", api.DEFAULT_LATENT])
-    parser.add_argument("--minutes", type=float, default=8.0, help="training budget per model (the epoch count is derived from it)")
+    parser.add_argument(
+        "--minutes", type=float, default=8.0, help="training budget per model (the epoch count is derived from it)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="instead of --minutes")
     parser.add_argument("--latent-dim", type=int, default=512, help="MoPoE's PolyMNIST latent size")
     parser.add_argument("--hidden", type=int, nargs="+", default=[500])
@@ -139,11 +193,15 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
     parser.add_argument("--iw-samples", type=int, default=100)
-    parser.add_argument("--curve-every", type=int, default=None, help="epochs between coherence points (default: about 5 points)")
+    parser.add_argument(
+        "--curve-every", type=int, default=None, help="epochs between coherence points (default: about 5 points)"
+    )
     parser.add_argument("--curve-rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--toy", action="store_true", help="a few minutes on the CPU: " + ", ".join(f"{k}={v}" for k, v in TOY.items()))
+    parser.add_argument(
+        "--toy", action="store_true", help="a few minutes on the CPU: " + ", ".join(f"{k}={v}" for k, v in TOY.items())
+    )
     args = parser.parse_args(argv)
     if args.toy:  # toy sizes replace the defaults, not what was given
         parser.set_defaults(**{k: v for k, v in TOY.items() if k != "epochs"})
@@ -166,9 +224,18 @@ def main(argv=None) -> dict:
     curve_rows = data.test.take(slice(0, args.curve_rows))
     every = args.curve_every or max(1, math.ceil(args.epochs / 5))
     report = {
-        "device": device_description(args.accelerator), "modalities": args.modalities, "epochs": args.epochs,
-        "probe_seconds_per_epoch": probe_seconds, "n_train": len(data.train) if args.max_train is None else min(args.max_train, len(data.train)),
-        "protocol": PROTOCOL | {"latent_dim": args.latent_dim, "lr": args.lr, "batch_size": args.batch_size, "networks": "infinimodal's default CNNs"},
+        "device": device_description(args.accelerator),
+        "modalities": args.modalities,
+        "epochs": args.epochs,
+        "probe_seconds_per_epoch": probe_seconds,
+        "n_train": len(data.train) if args.max_train is None else min(args.max_train, len(data.train)),
+        "protocol": PROTOCOL
+        | {
+            "latent_dim": args.latent_dim,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "networks": "infinimodal's default CNNs",
+        },
         "models": {},
     }
     for latent in args.latents:
@@ -176,7 +243,9 @@ def main(argv=None) -> dict:
         curve = CoherenceCurve(curve_rows, classifiers, args.modalities, every)
         run = api.train(config, out / f"{latent}-mopoe", progress=False, callbacks=[curve])
         result = api.evaluate(run, iw_samples=args.iw_samples, max_test=args.max_test, progress=False)
-        report["models"][f"{latent} (mopoe)"] = summary(result, json.loads((run / "config.json").read_text()), curve.points)
+        report["models"][f"{latent} (mopoe)"] = summary(
+            result, json.loads((run / "config.json").read_text()), curve.points
+        )
     report["seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(markdown(report))

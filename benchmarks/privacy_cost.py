@@ -40,7 +40,9 @@ def digits(images: np.ndarray, labels: np.ndarray, binarize_seed: int | None) ->
     return np.concatenate([np.asarray(pixels, dtype=np.float64), np.eye(10)[labels]], axis=1)
 
 
-def generators(train: np.ndarray, fresh: np.ndarray, n: int, binary: bool, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def generators(
+    train: np.ndarray, fresh: np.ndarray, n: int, binary: bool, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     copies = train[rng.choice(len(train), n, replace=False)]
     noisy = copies.copy()
     if binary:
@@ -71,13 +73,23 @@ def main() -> None:
     seeds = {"train": TRAIN_BINARIZATION_SEED, "valid": VALID_BINARIZATION_SEED, "test": TEST_BINARIZATION_SEED}
     binary = {name: digits(part.images, part.labels, seeds[name]) for name, part in splits.items()}
     half = len(binary["valid"]) // 2  # held-out rows and fresh rows from the training digits' population (see below)
-    result = {"train_rows": len(binary["train"]), "holdout_rows": half, "features": binary["train"].shape[1],
-              "binary": measure(binary["train"], binary["valid"][:half], binary["valid"][half:], args.rows, binary=True),
-              "test_digits_as_fresh": measure(binary["train"], binary["valid"][:half], binary["test"], args.rows, binary=True)["fresh"],
-              "test_digits_as_holdout": measure(binary["train"], binary["test"], binary["valid"][half:], args.rows, binary=True)["fresh"]}
+    result = {
+        "train_rows": len(binary["train"]),
+        "holdout_rows": half,
+        "features": binary["train"].shape[1],
+        "binary": measure(binary["train"], binary["valid"][:half], binary["valid"][half:], args.rows, binary=True),
+        "test_digits_as_fresh": measure(
+            binary["train"], binary["valid"][:half], binary["test"], args.rows, binary=True
+        )["fresh"],
+        "test_digits_as_holdout": measure(
+            binary["train"], binary["test"], binary["valid"][half:], args.rows, binary=True
+        )["fresh"],
+    }
     if args.continuous:
         grey = {name: digits(part.images, part.labels, None) for name, part in splits.items()}
-        result["continuous"] = measure(grey["train"], grey["valid"][:half], grey["valid"][half:], args.rows, binary=False)
+        result["continuous"] = measure(
+            grey["train"], grey["valid"][:half], grey["valid"][half:], args.rows, binary=False
+        )
     print(json.dumps(result, indent=1))
 
 

@@ -97,8 +97,14 @@ class Trainer:
         return elapsed
 
 
-def round_robin(trainers: dict, steps: int, rounds: int, seconds_per_configuration: float = 4.0,
-                label: str = "", warm_up: bool = True) -> tuple[dict, dict, list[float]]:
+def round_robin(
+    trainers: dict,
+    steps: int,
+    rounds: int,
+    seconds_per_configuration: float = 4.0,
+    label: str = "",
+    warm_up: bool = True,
+) -> tuple[dict, dict, list[float]]:
     """Median seconds per step of each trainer (anything with a timed `step()`), its timed steps round by round,
     and the wall seconds of each round.
 
@@ -124,7 +130,10 @@ def round_robin(trainers: dict, steps: int, rounds: int, seconds_per_configurati
             samples[name].append(taken)
         round_seconds.append(time.perf_counter() - started)
         print(f"[scaling] {label} round {r + 1}/{rounds}: {round_seconds[-1]:.0f} s", file=sys.stderr, flush=True)
-    medians = {name: statistics.median(t for taken in per_round_samples for t in taken) for name, per_round_samples in samples.items()}
+    medians = {
+        name: statistics.median(t for taken in per_round_samples for t in taken)
+        for name, per_round_samples in samples.items()
+    }
     return medians, samples, round_seconds
 
 
@@ -169,8 +178,20 @@ def peak_memory(family: str, aggregator: str, n_modalities: int, steps: int = 2)
     current RSS just before the steps: ru_maxrss, as fusion_memory.py reads it, starts in a child of this process
     at this process's own peak (vfork + exec hand it over), so it would hide the figure."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(HERE), family, aggregator, str(n_modalities), str(steps), str(torch.get_num_threads())],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(HERE),
+            family,
+            aggregator,
+            str(n_modalities),
+            str(steps),
+            str(torch.get_num_threads()),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -178,17 +199,29 @@ def peak_memory(family: str, aggregator: str, n_modalities: int, steps: int = 2)
 # --- by modalities ---------------------------------------------------------------------------------
 
 
-def by_modalities(modalities, families, aggregators, steps: int, rounds: int, memory_modalities=(), memory_steps: int = 2,
-                  seconds_per_configuration: float = 4.0) -> dict:
+def by_modalities(
+    modalities,
+    families,
+    aggregators,
+    steps: int,
+    rounds: int,
+    memory_modalities=(),
+    memory_steps: int = 2,
+    seconds_per_configuration: float = 4.0,
+) -> dict:
     trainers = {}
     for n in modalities:
         mods = tabular(n)
         data, mask = batch_for(mods, BATCH)
         for family in families:
             for aggregator in aggregators:
-                trainers[(n, family, aggregator)] = Trainer(make(mods, family, aggregator, HIDDEN, size=SIZE), data, mask)
+                trainers[(n, family, aggregator)] = Trainer(
+                    make(mods, family, aggregator, HIDDEN, size=SIZE), data, mask
+                )
     started = time.perf_counter()
-    seconds, samples, round_seconds = round_robin(trainers, steps, rounds, seconds_per_configuration, label="by_modalities")
+    seconds, samples, round_seconds = round_robin(
+        trainers, steps, rounds, seconds_per_configuration, label="by_modalities"
+    )
     counts = {key: sum(map(len, values)) for key, values in samples.items()}
     # another process can slow every step for a while (see the module's notes): the fastest round's median is
     # what a quiet machine gives; the medians over all rounds, asked for, can carry such a stretch
@@ -202,25 +235,43 @@ def by_modalities(modalities, families, aggregators, steps: int, rounds: int, me
         return {str(n): {f: {a: value(n, f, a) for a in aggregators} for f in families} for n in modalities}
 
     out: dict = {
-        "settings": {"features": FEATURES, "batch": BATCH, "hidden": HIDDEN, "size": SIZE, "likelihood": "gaussian",
-                     "timed_steps_per_configuration": rounds * max(1, math.ceil(steps / rounds)), "rounds": rounds,
-                     "timing_seconds": round(timing_s, 1), "round_seconds": [round(x, 1) for x in round_seconds]},
+        "settings": {
+            "features": FEATURES,
+            "batch": BATCH,
+            "hidden": HIDDEN,
+            "size": SIZE,
+            "likelihood": "gaussian",
+            "timed_steps_per_configuration": rounds * max(1, math.ceil(steps / rounds)),
+            "rounds": rounds,
+            "timing_seconds": round(timing_s, 1),
+            "round_seconds": [round(x, 1) for x in round_seconds],
+        },
         # configurations whose steps took so long that they got fewer timed steps (round_robin's time cap)
-        "fewer_timed_steps": {f"{n}/{f}/{a}": c for (n, f, a), c in counts.items() if c < rounds * max(1, math.ceil(steps / rounds))},
+        "fewer_timed_steps": {
+            f"{n}/{f}/{a}": c for (n, f, a), c in counts.items() if c < rounds * max(1, math.ceil(steps / rounds))
+        },
         "ms_per_step": table(lambda n, f, a: round(ms[n, f, a], 2)),
         "samples_per_second": table(lambda n, f, a: round(1000 * BATCH / ms[n, f, a], 1)),
         "ms_per_step_fastest_round": table(lambda n, f, a: round(best_round[n, f, a], 2)),
     }
     for other in ("mopoe", "moe", "mopoe-sampled"):
         if other in aggregators and "poe" in aggregators:
-            out[f"{other}_over_poe"] = {str(n): {f: round(ms[n, f, other] / ms[n, f, "poe"], 3) for f in families} for n in modalities}
+            out[f"{other}_over_poe"] = {
+                str(n): {f: round(ms[n, f, other] / ms[n, f, "poe"], 3) for f in families} for n in modalities
+            }
     if "mopoe" in aggregators and "mopoe-sampled" in aggregators:
-        out["mopoe_sampled_speedup"] = {str(n): {f: round(ms[n, f, "mopoe"] / ms[n, f, "mopoe-sampled"], 3) for f in families} for n in modalities}
+        out["mopoe_sampled_speedup"] = {
+            str(n): {f: round(ms[n, f, "mopoe"] / ms[n, f, "mopoe-sampled"], 3) for f in families} for n in modalities
+        }
     if "gaussian" in families:
-        out["ratio_to_gaussian"] = {str(n): {a: {f: round(ms[n, f, a] / ms[n, "gaussian", a], 3) for f in families} for a in aggregators}
-                                    for n in modalities}
+        out["ratio_to_gaussian"] = {
+            str(n): {a: {f: round(ms[n, f, a] / ms[n, "gaussian", a], 3) for f in families} for a in aggregators}
+            for n in modalities
+        }
     # linear in M: ms / M flat across M (a fixed per-step overhead makes it fall; a quadratic term makes it rise)
-    out["ms_per_step_per_modality"] = {a: {f: {str(n): round(ms[n, f, a] / n, 3) for n in modalities} for f in families} for a in aggregators}
+    out["ms_per_step_per_modality"] = {
+        a: {f: {str(n): round(ms[n, f, a] / n, 3) for n in modalities} for f in families} for a in aggregators
+    }
     lo, hi = min(modalities), max(modalities)
     out["per_modality_growth"] = {
         "what": f"(ms per step / M at M = {hi}) / (the same at M = {lo}); 1 = linear in M, {hi / lo:g} = quadratic",
@@ -235,20 +286,33 @@ def by_modalities(modalities, families, aggregators, steps: int, rounds: int, me
             for f in families:
                 for a in aggregators:
                     mem[n, f, a] = peak_memory(f, a, n, memory_steps)
-            print(f"[scaling] memory M = {n} done at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"[scaling] memory M = {n} done at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True
+            )
         methods = sorted({m["method"] for m in mem.values()})
         out["peak_memory"] = {
-            "what": (f"MiB by which {memory_steps} training steps (gradients, Adam state, activations) raise the peak RSS "
-                     "of a fresh process holding the model and batch (VmHWM reset to the RSS before the steps); "
-                     "params_mib = the float32 parameters"),
+            "what": (
+                f"MiB by which {memory_steps} training steps (gradients, Adam state, activations) raise the peak RSS "
+                "of a fresh process holding the model and batch (VmHWM reset to the RSS before the steps); "
+                "params_mib = the float32 parameters"
+            ),
             "method": methods,
             "modalities_measured": list(memory_modalities),
             "seconds": round(time.perf_counter() - started, 1),
-            "peak_increase_mib": {str(n): {f: {a: round(mem[n, f, a]["peak_increase_mib"], 1) for a in aggregators} for f in families}
-                                  for n in memory_modalities},
-            "params_mib": {str(n): {f: round(mem[n, f, aggregators[0]]["params_mib"], 2) for f in families} for n in memory_modalities},
-            "rss_before_mib": {str(n): round(statistics.median(mem[n, f, a]["rss_before_mib"] for f in families for a in aggregators), 1)
-                               for n in memory_modalities},
+            "peak_increase_mib": {
+                str(n): {f: {a: round(mem[n, f, a]["peak_increase_mib"], 1) for a in aggregators} for f in families}
+                for n in memory_modalities
+            },
+            "params_mib": {
+                str(n): {f: round(mem[n, f, aggregators[0]]["params_mib"], 2) for f in families}
+                for n in memory_modalities
+            },
+            "rss_before_mib": {
+                str(n): round(
+                    statistics.median(mem[n, f, a]["rss_before_mib"] for f in families for a in aggregators), 1
+                )
+                for n in memory_modalities
+            },
         }
     return out
 
@@ -316,10 +380,14 @@ def matmul_efficiency(rounds: int, steps_per_round: int, square: int) -> dict:
     mods_mnist, mods_tab = mnist(), tabular(3)
     (d1, m1), (d3, m3) = batch_for(mods_mnist, MNIST_BATCH), batch_for(mods_tab, BATCH)
     trainers = {
-        "mnist_1_modality": Trainer(make(mods_mnist, DEFAULT_LATENT, DEFAULT_AGGREGATOR, MNIST_HIDDEN, size=MNIST_SIZE), d1, m1),
+        "mnist_1_modality": Trainer(
+            make(mods_mnist, DEFAULT_LATENT, DEFAULT_AGGREGATOR, MNIST_HIDDEN, size=MNIST_SIZE), d1, m1
+        ),
         "tabular_3_modalities": Trainer(make(mods_tab, DEFAULT_LATENT, DEFAULT_AGGREGATOR, HIDDEN, size=SIZE), d3, m3),
     }
-    seconds, samples, _ = round_robin({**probes, **trainers}, rounds * steps_per_round, rounds, math.inf, label="matmul_efficiency")
+    seconds, samples, _ = round_robin(
+        {**probes, **trainers}, rounds * steps_per_round, rounds, math.inf, label="matmul_efficiency"
+    )
     rates = {name: probe.flops / seconds[name] / 1e9 for name, probe in probes.items()}  # median of the repeats
     models = {}
     for name, trainer in trainers.items():
@@ -333,14 +401,21 @@ def matmul_efficiency(rounds: int, steps_per_round: int, square: int) -> dict:
             "fraction_of_mlp_shaped_mm": round(achieved / rates[mlp_shape], 3),
             "fraction_of_square_mm": round(achieved / rates[square_shape], 3),
         }
-    models["mnist_1_modality"]["fraction_of_mnist_shaped_mm"] = round(models["mnist_1_modality"]["achieved_gflops"] / rates[mnist_shape], 3)
+    models["mnist_1_modality"]["fraction_of_mnist_shaped_mm"] = round(
+        models["mnist_1_modality"]["achieved_gflops"] / rates[mnist_shape], 3
+    )
     return {
         "mm_gflops": {name: round(rate, 2) for name, rate in rates.items()},
-        "mm_gflops_best": {name: round(probe.flops / min(map(min, samples[name])) / 1e9, 2) for name, probe in probes.items()},
+        "mm_gflops_best": {
+            name: round(probe.flops / min(map(min, samples[name])) / 1e9, 2) for name, probe in probes.items()
+        },
         "repeats": sum(map(len, samples[square_shape])),
-        "model": {"latent": DEFAULT_LATENT, "aggregator": DEFAULT_AGGREGATOR,
-                  "flop_count": "forward hook on every nn.Linear: 2 * in * out * rows; training step = 3 x forward "
-                                "(elementwise work, KLs, fusion and Adam are not counted)"},
+        "model": {
+            "latent": DEFAULT_LATENT,
+            "aggregator": DEFAULT_AGGREGATOR,
+            "flop_count": "forward hook on every nn.Linear: 2 * in * out * rows; training step = 3 x forward "
+            "(elementwise work, KLs, fusion and Adam are not counted)",
+        },
         **models,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -369,12 +444,24 @@ def iwae(families, rows: int, n_samples: int, repeats: int) -> dict:
     started = time.perf_counter()
     mods = mnist()
     data, mask = batch_for(mods, rows)
-    probes = {family: LikelihoodProbe(make(mods, family, "poe", MNIST_HIDDEN, size=MNIST_SIZE).eval(), data, mask, n_samples)
-              for family in families}
+    probes = {
+        family: LikelihoodProbe(make(mods, family, "poe", MNIST_HIDDEN, size=MNIST_SIZE).eval(), data, mask, n_samples)
+        for family in families
+    }
     # the hooked call, one per family, is also the warm-up
-    flops = {family: linear_flops(p.model, lambda p=p: p.model.log_likelihood(data, mask, n_samples=n_samples)) for family, p in probes.items()}
+    flops = {
+        family: linear_flops(p.model, lambda p=p: p.model.log_likelihood(data, mask, n_samples=n_samples))
+        for family, p in probes.items()
+    }
     seconds, _, _ = round_robin(probes, repeats, repeats, math.inf, label="iwae", warm_up=False)
-    out: dict = {"rows": rows, "n_samples": n_samples, "aggregator": "poe", "hidden": MNIST_HIDDEN, "size": MNIST_SIZE, "repeats": repeats}
+    out: dict = {
+        "rows": rows,
+        "n_samples": n_samples,
+        "aggregator": "poe",
+        "hidden": MNIST_HIDDEN,
+        "size": MNIST_SIZE,
+        "repeats": repeats,
+    }
     for family, probe in probes.items():
         per_second = rows / seconds[family]
         out[family] = {
@@ -394,20 +481,40 @@ def iwae(families, rows: int, n_samples: int, repeats: int) -> dict:
 
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: M in 2, 3, two families, few steps, smaller sizes")
-    parser.add_argument("--modalities", type=int, nargs="+", help=f"numbers of modalities (default {' '.join(map(str, MODALITIES))})")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: M in 2, 3, two families, few steps, smaller sizes"
+    )
+    parser.add_argument(
+        "--modalities", type=int, nargs="+", help=f"numbers of modalities (default {' '.join(map(str, MODALITIES))})"
+    )
     parser.add_argument("--families", nargs="+", choices=list(LATENT_FAMILIES), help="default: every family")
-    parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS) + list(AGGREGATOR_VARIANTS),
-                        help="default: every aggregator, and mopoe-sampled (mopoe with --mopoe-kl sampled)")
+    parser.add_argument(
+        "--aggregators",
+        nargs="+",
+        choices=list(AGGREGATORS) + list(AGGREGATOR_VARIANTS),
+        help="default: every aggregator, and mopoe-sampled (mopoe with --mopoe-kl sampled)",
+    )
     parser.add_argument("--steps", type=int, help="timed steps per configuration (default 12; quick 3)")
     parser.add_argument("--rounds", type=int, help="round-robin passes (default 4; quick 1)")
-    parser.add_argument("--seconds-per-configuration", type=float, default=4.0,
-                        help="cap on a configuration's timed steps (fewer steps, at least one per round, beyond it)")
-    parser.add_argument("--memory-modalities", type=int, nargs="*",
-                        help=f"M whose configurations get a fresh-process memory measurement (default {' '.join(map(str, MEMORY_MODALITIES))}; quick 3)")
+    parser.add_argument(
+        "--seconds-per-configuration",
+        type=float,
+        default=4.0,
+        help="cap on a configuration's timed steps (fewer steps, at least one per round, beyond it)",
+    )
+    parser.add_argument(
+        "--memory-modalities",
+        type=int,
+        nargs="*",
+        help=f"M whose configurations get a fresh-process memory measurement (default {' '.join(map(str, MEMORY_MODALITIES))}; quick 3)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     parser.add_argument("--square", type=int, help="side of the square matmul (default 2048; quick 1024)")
-    parser.add_argument("--matmul-rounds", type=int, help="rounds of the matmul / default-model comparison, two steps each (default 6; quick 2)")
+    parser.add_argument(
+        "--matmul-rounds",
+        type=int,
+        help="rounds of the matmul / default-model comparison, two steps each (default 6; quick 2)",
+    )
     parser.add_argument("--iwae-rows", type=int, help="test rows per log_likelihood call (default 100; quick 10)")
     parser.add_argument("--iwae-samples", type=int, default=1000)
     parser.add_argument("--iwae-repeats", type=int, help="timed calls (default 3; quick 1)")
@@ -418,7 +525,11 @@ def parse(argv=None) -> argparse.Namespace:
     if args.modalities is None:
         args.modalities = list(QUICK_MODALITIES if quick else MODALITIES)
     if args.families is None:
-        args.families = list(dict.fromkeys(["gaussian", DEFAULT_LATENT if DEFAULT_LATENT != "gaussian" else "beta"])) if quick else list(LATENT_FAMILIES)
+        args.families = (
+            list(dict.fromkeys(["gaussian", DEFAULT_LATENT if DEFAULT_LATENT != "gaussian" else "beta"]))
+            if quick
+            else list(LATENT_FAMILIES)
+        )
     if args.aggregators is None:
         args.aggregators = list(AGGREGATORS) + list(AGGREGATOR_VARIANTS)
     args.steps = args.steps or (3 if quick else 12)
@@ -458,8 +569,15 @@ def run(args: argparse.Namespace) -> dict:
         "optimiser": "Adam, lr 1e-3" + (", fused" if FUSED_ADAM else ""),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    result["by_modalities"] = by_modalities(args.modalities, args.families, args.aggregators, args.steps, args.rounds,
-                                            args.memory_modalities, seconds_per_configuration=args.seconds_per_configuration)
+    result["by_modalities"] = by_modalities(
+        args.modalities,
+        args.families,
+        args.aggregators,
+        args.steps,
+        args.rounds,
+        args.memory_modalities,
+        seconds_per_configuration=args.seconds_per_configuration,
+    )
     result["matmul_efficiency"] = matmul_efficiency(args.matmul_rounds, 2, args.square)
     iwae_families = list(dict.fromkeys([DEFAULT_LATENT, "gaussian"]))
     result["iwae"] = iwae(iwae_families, args.iwae_rows, args.iwae_samples, args.iwae_repeats)

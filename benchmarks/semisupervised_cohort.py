@@ -55,18 +55,31 @@ def score(run: Path, rows: int) -> tuple[dict, dict[str, np.ndarray]]:
             wrong[(key, classifier)][entry["test_rows"]] = p.argmax(axis=1) != test.labels[entry["test_rows"]]
             baselines.setdefault(key, {})[classifier] = float(np.nanmean(wrong[(key, classifier)]))
     best = min(wrong, key=lambda k: np.nanmean(wrong[k]))
-    result = {"run": str(run), "setting": run.parent.name, "data": config.data, "data_seed": config.data_seed, "test_rows": len(test),
-              "validation": prediction_errors(vae.module, data.valid)[label]["all"],
-              "model": prediction_errors(vae.module, test, label)[label], "baselines": baselines,
-              "best_baseline": {"error": float(np.nanmean(wrong[best])), "from": best[0], "classifier": best[1]}}
-    differences = {name: (model_wrong - wrong[key])[~np.isnan(model_wrong - wrong[key])]
-                   for name, key in (("mri_logistic", ("mri", "logistic")), ("best", best))}
+    result = {
+        "run": str(run),
+        "setting": run.parent.name,
+        "data": config.data,
+        "data_seed": config.data_seed,
+        "test_rows": len(test),
+        "validation": prediction_errors(vae.module, data.valid)[label]["all"],
+        "model": prediction_errors(vae.module, test, label)[label],
+        "baselines": baselines,
+        "best_baseline": {"error": float(np.nanmean(wrong[best])), "from": best[0], "classifier": best[1]},
+    }
+    differences = {
+        name: (model_wrong - wrong[key])[~np.isnan(model_wrong - wrong[key])]
+        for name, key in (("mri_logistic", ("mri", "logistic")), ("best", best))
+    }
     return result, differences
 
 
 def interval(differences: np.ndarray) -> dict:
     half = 1.96 * differences.std(ddof=1) / np.sqrt(len(differences))
-    return {"mean": float(differences.mean()), "interval": [float(differences.mean() - half), float(differences.mean() + half)], "rows": len(differences)}
+    return {
+        "mean": float(differences.mean()),
+        "interval": [float(differences.mean() - half), float(differences.mean() + half)],
+        "rows": len(differences),
+    }
 
 
 def summary(scored: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
@@ -76,10 +89,14 @@ def summary(scored: list[tuple[dict, dict[str, np.ndarray]]]) -> dict:
     out = {}
     for setting, runs in by_setting.items():
         model = np.array([r["model"]["all"] for r, _ in runs])
-        out[setting] = {"runs": len(runs), "validation": float(np.mean([r["validation"] for r, _ in runs])), "model": float(model.mean()),
-                        "model_sd": float(model.std(ddof=1)) if len(runs) > 1 else None,
-                        "best_baseline": float(np.mean([r["best_baseline"]["error"] for r, _ in runs])),
-                        "mri_logistic": float(np.mean([r["baselines"]["mri"]["logistic"] for r, _ in runs]))}
+        out[setting] = {
+            "runs": len(runs),
+            "validation": float(np.mean([r["validation"] for r, _ in runs])),
+            "model": float(model.mean()),
+            "model_sd": float(model.std(ddof=1)) if len(runs) > 1 else None,
+            "best_baseline": float(np.mean([r["best_baseline"]["error"] for r, _ in runs])),
+            "mri_logistic": float(np.mean([r["baselines"]["mri"]["logistic"] for r, _ in runs])),
+        }
         for name in ("mri_logistic", "best"):
             out[setting][f"model_minus_{name}"] = interval(np.concatenate([d[name] for _, d in runs]))
     return out

@@ -38,8 +38,10 @@ SETTINGS = {
 
 def labelled_batch(rows: int = 100, labelled: int = 1, classes: int = 10):
     """`rows` MNIST-shaped rows, the label observed on the first `labelled` of them."""
-    data = {"image": torch.bernoulli(torch.full((rows, 784), 0.13)),
-            "label": torch.nn.functional.one_hot(torch.arange(rows) % classes, classes).float()}
+    data = {
+        "image": torch.bernoulli(torch.full((rows, 784), 0.13)),
+        "label": torch.nn.functional.one_hot(torch.arange(rows) % classes, classes).float(),
+    }
     mask = torch.ones(rows, 2, dtype=torch.bool)
     mask[labelled:, 1] = False
     return data, mask
@@ -80,7 +82,8 @@ def measure(steps: int, rounds: int = 3) -> dict:
             samples[name] += step_ms(module, *batches[name], max(1, steps // rounds))
     ms = {name: statistics.median(values) for name, values in samples.items()}
     return {
-        "threads": torch.get_num_threads(), "steps": steps,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
         "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
         "ratio_to_predict": {k: round(v / ms["predict"], 3) for k, v in ms.items()},
     }

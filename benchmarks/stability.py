@@ -66,7 +66,11 @@ def mofa_child(path_in: str, path_out: str, factors: int, seed: int) -> None:
         entry.run()
     weights = [np.asarray(w) for w in entry.model.nodes["W"].getExpectation()]
     taus = [np.asarray(t) for t in entry.model.nodes["Tau"].getExpectation()]
-    np.savez(path_out, **{f"W{m}": w for m, w in enumerate(weights)}, **{f"tau{m}": np.asarray(t).reshape(-1, t.shape[-1]).mean(0) for m, t in enumerate(taus)})
+    np.savez(
+        path_out,
+        **{f"W{m}": w for m, w in enumerate(weights)},
+        **{f"tau{m}": np.asarray(t).reshape(-1, t.shape[-1]).mean(0) for m, t in enumerate(taus)},
+    )
 
 
 # --- the parent ---------------------------------------------------------------------------------------------------
@@ -102,7 +106,11 @@ def truth_scores(truth: dict, names: list[str], codes: np.ndarray, explanation: 
         for name in lives_in:
             loaded = truth["loadings"][name][:, k] != 0
             aurocs.append(roc_auc_score(loaded, np.abs(explanation["feature_effects"][name]["effects"][j])))
-    return {"factors_matched": matched, "pattern_right": right, "feature_auroc": float(np.mean(aurocs)) if aurocs else None}
+    return {
+        "factors_matched": matched,
+        "pattern_right": right,
+        "feature_auroc": float(np.mean(aurocs)) if aurocs else None,
+    }
 
 
 def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, float]]:
@@ -115,11 +123,29 @@ def our_runs(args, kind: str, workdir: Path) -> list[tuple[np.ndarray, dict, flo
         run = workdir / f"{kind}_{seed}"
         started = time.perf_counter()
         if (run / "model.ckpt").is_file() and args.reuse:
-            seconds = float(json.loads((run / "progress.json").read_text()).get("seconds", float("nan"))) if (run / "progress.json").is_file() else float("nan")
+            seconds = (
+                float(json.loads((run / "progress.json").read_text()).get("seconds", float("nan")))
+                if (run / "progress.json").is_file()
+                else float("nan")
+            )
             out.append(explained(run, args) + (seconds,))
             continue
-        flags = ["train", "--data", args.data, "--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim), "--seed", str(seed),
-                 "--quiet", "--out", str(run), *latent, *(["--max-train", str(args.max_train)] if args.max_train else [])]
+        flags = [
+            "train",
+            "--data",
+            args.data,
+            "--epochs",
+            str(args.epochs),
+            "--latent-dim",
+            str(args.latent_dim),
+            "--seed",
+            str(seed),
+            "--quiet",
+            "--out",
+            str(run),
+            *latent,
+            *(["--max-train", str(args.max_train)] if args.max_train else []),
+        ]
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             status = main(flags)
         if status != 0:
@@ -143,7 +169,9 @@ def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]
     """MOFA+ per seed, scored like our runs: test factors, an explanation-shaped dict, seconds."""
     python = mofa_python()
     names = data.names
-    rows = data.train if args.max_train is None else data.train.take(slice(0, args.max_train))  # the rows our models train on
+    rows = (
+        data.train if args.max_train is None else data.train.take(slice(0, args.max_train))
+    )  # the rows our models train on
     train = {f"train_{name}": rows.arrays[name].reshape(len(rows), -1).astype(np.float64) for name in names}
     np.savez(workdir / "mofa_in.npz", **train)
     test = data.test.take(slice(0, args.max_rows))
@@ -152,8 +180,19 @@ def mofa_runs(args, data, workdir: Path) -> list[tuple[np.ndarray, dict, float]]
     for seed in range(args.mofa_seeds if args.mofa_seeds is not None else args.seeds):
         started = time.perf_counter()
         if not (args.reuse and (workdir / f"mofa_{seed}.npz").is_file()):
-            subprocess.run([str(python), __file__, "--child", str(workdir / "mofa_in.npz"), str(workdir / f"mofa_{seed}.npz"),
-                            str(args.latent_dim), str(seed)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    str(python),
+                    __file__,
+                    "--child",
+                    str(workdir / "mofa_in.npz"),
+                    str(workdir / f"mofa_{seed}.npz"),
+                    str(args.latent_dim),
+                    str(seed),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         seconds = time.perf_counter() - started
         found = np.load(workdir / f"mofa_{seed}.npz")
         weights = [found[f"W{m}"] for m in range(len(names))]
@@ -173,12 +212,22 @@ def mofa_explanation(z: np.ndarray, weights: list[np.ndarray], x_test: list[np.n
     r2 = {}
     for name, w, x in zip(names, weights, x_test):
         centred = x - x.mean(0)
-        total = (centred ** 2).sum()
+        total = (centred**2).sum()
         r2[name] = [float(1 - ((centred - np.outer(z[:, k], w[:, k])) ** 2).sum() / total) for k in range(z.shape[1])]
     used = [max(r2[name][k] for name in names) >= USED_R2 for k in range(z.shape[1])]
-    dimensions = [{"index": k, "used": used[k], "modalities": [name for name in names if r2[name][k] >= EXPLAINS_R2]} for k in range(z.shape[1])]
-    return {"used": used, "dimensions": dimensions, "variance_explained": r2,
-            "feature_effects": {name: {"features": list(range(w.shape[0])), "effects": (w * (high - low)).T.tolist()} for name, w in zip(names, weights)}}
+    dimensions = [
+        {"index": k, "used": used[k], "modalities": [name for name in names if r2[name][k] >= EXPLAINS_R2]}
+        for k in range(z.shape[1])
+    ]
+    return {
+        "used": used,
+        "dimensions": dimensions,
+        "variance_explained": r2,
+        "feature_effects": {
+            name: {"features": list(range(w.shape[0])), "effects": (w * (high - low)).T.tolist()}
+            for name, w in zip(names, weights)
+        },
+    }
 
 
 def summarise(method_runs, data) -> dict:
@@ -211,11 +260,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-rows", type=int, default=2000)
     parser.add_argument("--no-mofa", action="store_true")
-    parser.add_argument("--gated-flags", default="", help="more `train` flags for the gated runs, e.g. \"--alpha 5\"")
-    parser.add_argument("--methods", default="gated,gaussian", help="which of our models to train: gated, gaussian or both")
+    parser.add_argument("--gated-flags", default="", help='more `train` flags for the gated runs, e.g. "--alpha 5"')
+    parser.add_argument(
+        "--methods", default="gated,gaussian", help="which of our models to train: gated, gaussian or both"
+    )
     parser.add_argument("--mofa-seeds", type=int, default=None, help="MOFA+ seeds (default: --seeds)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
-    parser.add_argument("--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again")
+    parser.add_argument(
+        "--reuse", action="store_true", help="score runs already trained in --workdir instead of training them again"
+    )
     args = parser.parse_args(argv)
     from infinimodal.data import load_dataset
 
@@ -223,8 +276,15 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = {"data": args.data, "seeds": args.seeds, "epochs": args.epochs, "latent_dim": args.latent_dim, "max_train": args.max_train,
-                  "rows": min(args.max_rows, len(data.test)), "methods": {}}
+        result = {
+            "data": args.data,
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "latent_dim": args.latent_dim,
+            "max_train": args.max_train,
+            "rows": min(args.max_rows, len(data.test)),
+            "methods": {},
+        }
         for kind in args.methods.split(","):
             result["methods"][kind] = summarise(our_runs(args, kind, workdir), data)
         if not args.no_mofa:

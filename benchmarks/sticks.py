@@ -53,14 +53,22 @@ def stick_information(run: str, max_rows: int = 2000) -> dict:
     gates = latent._gates(q).double().numpy()  # [rows, D] E[r_k | x]: the sticks are independent under q
     n_eff = gates.sum(1)
     ratio = latent.alpha / (1.0 + latent.alpha)
-    prior = float(sum(ratio ** k for k in range(1, latent.latent_dim + 1)))
+    prior = float(sum(ratio**k for k in range(1, latent.latent_dim + 1)))
     observed = batch["mask"].sum(1).numpy()
     result = {
-        "run": run, "rows": int(len(n_eff)), "dimensions": int(latent.latent_dim), "alpha": latent.alpha, "expert": latent.expert,
-        "value_kl": float(parts["values"].mean()), "stick_kl": float(parts["sticks"].mean()),
+        "run": run,
+        "rows": int(len(n_eff)),
+        "dimensions": int(latent.latent_dim),
+        "alpha": latent.alpha,
+        "expert": latent.expert,
+        "value_kl": float(parts["values"].mean()),
+        "stick_kl": float(parts["sticks"].mean()),
         "stick_share": float(parts["sticks"].mean() / (parts["values"].mean() + parts["sticks"].mean())),
-        "n_eff_prior": prior, "n_eff_mean": float(n_eff.mean()), "n_eff_sd": float(n_eff.std()),
-        "n_eff_p5": float(np.percentile(n_eff, 5)), "n_eff_p95": float(np.percentile(n_eff, 95)),
+        "n_eff_prior": prior,
+        "n_eff_mean": float(n_eff.mean()),
+        "n_eff_sd": float(n_eff.std()),
+        "n_eff_p5": float(np.percentile(n_eff, 5)),
+        "n_eff_p95": float(np.percentile(n_eff, 95)),
         "gate_spread": float(gates.std(0).max()),
     }
     if split.labels is not None:

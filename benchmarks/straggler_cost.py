@@ -34,9 +34,14 @@ def run(out: Path, epochs: int, order: bool) -> dict:
     log = (out / "infinimodal.log").read_text()
     moves = [(int(m), float(s)) for m, s in re.findall(r"epoch \d+: (\d+) straggler move\(s\) in ([\d.]+) s", log)]
     record = json.loads((out / "config.json").read_text())
-    return {"seconds": round(seconds, 1), "best_val_elbo": record["best_val_elbo"], "epoch_starts_with_moves": len(moves),
-            "moves": sum(m for m, _ in moves), "move_seconds": round(sum(s for _, s in moves), 2),
-            "largest_move_share_of_an_epoch": round(max((s for _, s in moves), default=0.0) / (seconds / epochs), 3)}
+    return {
+        "seconds": round(seconds, 1),
+        "best_val_elbo": record["best_val_elbo"],
+        "epoch_starts_with_moves": len(moves),
+        "moves": sum(m for m, _ in moves),
+        "move_seconds": round(sum(s for _, s in moves), 2),
+        "largest_move_share_of_an_epoch": round(max((s for _, s in moves), default=0.0) / (seconds / epochs), 3),
+    }
 
 
 def main() -> None:
@@ -51,7 +56,12 @@ def main() -> None:
     for repeat in range(args.repeats):  # interleaved, so that machine noise hits both alike
         runs["default"].append(run(out / f"default_{repeat}", args.epochs, True))
         runs["no_order_dimensions"].append(run(out / f"no_order_{repeat}", args.epochs, False))
-    result = {"data": DATA, "epochs": args.epochs, "repeats": args.repeats, **{name: each[0] for name, each in runs.items()}}
+    result = {
+        "data": DATA,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        **{name: each[0] for name, each in runs.items()},
+    }
     median = {name: sorted(r["seconds"] for r in each)[len(each) // 2] for name, each in runs.items()}
     result["median_seconds"] = median
     result["time_ratio"] = round(median["default"] / median["no_order_dimensions"], 3)

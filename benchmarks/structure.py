@@ -27,7 +27,19 @@ LAYERS = [
     ["api"],
     ["train", "training", "evaluation", "synthesis", "deviation", "feature_deviation", "rundata"],
     ["config", "model", "data", "semisupervised", "runfiles", "runlog"],
-    ["latents", "aggregators", "tabular", "likelihoods", "mixture", "nets", "stick_breaking", "modality", "truncation", "distributed", "adam_state"],
+    [
+        "latents",
+        "aggregators",
+        "tabular",
+        "likelihoods",
+        "mixture",
+        "nets",
+        "stick_breaking",
+        "modality",
+        "truncation",
+        "distributed",
+        "adam_state",
+    ],
     ["settings", "outputs", "options", "flagtypes", "maths", "errors", "columns"],
 ]
 
@@ -48,7 +60,9 @@ def layer_of(module: str) -> int | None:
 def imports_of(path: Path, module: str) -> list[tuple[str, bool]]:
     """(imported package module, imported inside a function) for each import of a module of the package."""
     tree = ast.parse(path.read_text())
-    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".") if module != "__init__" else []
+    package = (
+        module.split(".")[:-1] if path.name != "__init__.py" else module.split(".") if module != "__init__" else []
+    )
     found = []
 
     def visit(node: ast.AST, nested: bool) -> None:
@@ -65,7 +79,9 @@ def imports_of(path: Path, module: str) -> list[tuple[str, bool]]:
                 names = [a.name for a in child.names]
                 for name in names:  # `from . import latents` names a module
                     candidate = ".".join(target + [name])
-                    if (ROOT / Path(*target, name)).with_suffix(".py").is_file() or (ROOT / Path(*target, name)).is_dir():
+                    if (ROOT / Path(*target, name)).with_suffix(".py").is_file() or (
+                        ROOT / Path(*target, name)
+                    ).is_dir():
                         found.append((candidate, inner))
                         break
                 else:

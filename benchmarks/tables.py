@@ -60,7 +60,9 @@ def cell_baselines(arrays: dict, hidden: np.ndarray, train: np.ndarray, valid: n
     """Ridge and tuned MLP per MRI column: the column from every other value of the subject (empty -> training mean),
     fitted on training subjects, tuned on validation subjects; squared errors on the hidden cells, per column in units
     of its training standard deviation."""
-    names = sorted(k for k in arrays if k != COVARIATES) + ([COVARIATES] if COVARIATES in arrays else [])  # the model's covariates too
+    names = sorted(k for k in arrays if k != COVARIATES) + (
+        [COVARIATES] if COVARIATES in arrays else []
+    )  # the model's covariates too
     flat = np.concatenate([np.asarray(arrays[name], dtype=np.float64) for name in names], axis=1)
     start = sum(arrays[name].shape[1] for name in names[: names.index("mri")])
     mri = flat[:, start : start + arrays["mri"].shape[1]].copy()
@@ -75,22 +77,38 @@ def cell_baselines(arrays: dict, hidden: np.ndarray, train: np.ndarray, valid: n
         fit_rows = train & ~np.isnan(mri[:, j])
         tune_rows = valid & ~np.isnan(mri[:, j]) & ~hidden[:, j]
         test_rows = hidden[:, j]
-        predictions, _ = tuned_predictions(inputs[fit_rows], mri[fit_rows, j : j + 1], inputs[tune_rows], mri[tune_rows, j : j + 1],
-                                           inputs[test_rows], "continuous", seed)
+        predictions, _ = tuned_predictions(
+            inputs[fit_rows],
+            mri[fit_rows, j : j + 1],
+            inputs[tune_rows],
+            mri[tune_rows, j : j + 1],
+            inputs[test_rows],
+            "continuous",
+            seed,
+        )
         for name in errors:
             errors[name] += (((predictions[name][:, 0] - mri[test_rows, j]) / std[j]) ** 2).tolist()
     return {name: float(np.mean(e)) for name, e in errors.items()} | {"cells": int(hidden.sum())}
 
 
-def measure_run(folder: Path, out: Path, latent: str, covariates: bool, seed: int, epochs: int, truth, baselines_cache: dict) -> dict:
+def measure_run(
+    folder: Path, out: Path, latent: str, covariates: bool, seed: int, epochs: int, truth, baselines_cache: dict
+) -> dict:
     from scipy.stats import pearsonr
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     run = out / f"{latent}_{'cov' if covariates else 'nocov'}_s{seed}"
     tables = folder if covariates else without_covariates(folder)
-    config = api.TrainConfig(data=str(tables), latent=latent, covariates=COVARIATE_NAMES if covariates else [], epochs=epochs, seed=seed,
-                             latent_dim=16, hidden=[128])
+    config = api.TrainConfig(
+        data=str(tables),
+        latent=latent,
+        covariates=COVARIATE_NAMES if covariates else [],
+        epochs=epochs,
+        seed=seed,
+        latent_dim=16,
+        hidden=[128],
+    )
     started = time.perf_counter()
     api.train(config, run, progress=False)
     seconds = time.perf_counter() - started
@@ -110,14 +128,24 @@ def measure_run(folder: Path, out: Path, latent: str, covariates: bool, seed: in
     majority = float(max(np.mean(sites[heldout] == s) for s in np.unique(sites)))
     typical = heldout & ~atypical
     result = {
-        "latent": latent, "covariates": covariates, "seed": seed, "train_seconds": round(seconds, 1),
-        "test_elbo": evaluation["elbo"], "test_log_likelihood": evaluation["log_likelihood"], "kl_active": evaluation["kl_active"],
-        "kl_order_spearman": evaluation.get("kl_order_spearman"), "kl_span_99": evaluation.get("kl_span_99"),
-        "deviation_auc": float(roc_auc_score(atypical[heldout], scores[heldout])), "atypical_heldout": int(atypical[heldout].sum()),
+        "latent": latent,
+        "covariates": covariates,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "test_elbo": evaluation["elbo"],
+        "test_log_likelihood": evaluation["log_likelihood"],
+        "kl_active": evaluation["kl_active"],
+        "kl_order_spearman": evaluation.get("kl_order_spearman"),
+        "kl_span_99": evaluation.get("kl_span_99"),
+        "deviation_auc": float(roc_auc_score(atypical[heldout], scores[heldout])),
+        "atypical_heldout": int(atypical[heldout].sum()),
         "score_age_r_typical": float(pearsonr(scores[typical], ages[typical])[0]),
-        "site_accuracy": site_accuracy, "site_majority_share": majority,
-        "absent_rows": {name: {k: entry.get(k) for k in ("model", "mean", "ridge", "mlp", "logistic", "best_baseline", "rows")}
-                        for name, entry in evaluation.get("imputation_mse", {}).items()},
+        "site_accuracy": site_accuracy,
+        "site_majority_share": majority,
+        "absent_rows": {
+            name: {k: entry.get(k) for k in ("model", "mean", "ridge", "mlp", "logistic", "best_baseline", "rows")}
+            for name, entry in evaluation.get("imputation_mse", {}).items()
+        },
     }
     # empty cells: the same cells emptied for every run
     mri = np.asarray(rows.arrays["mri"], dtype=np.float64)
@@ -130,7 +158,9 @@ def measure_run(folder: Path, out: Path, latent: str, covariates: bool, seed: in
     key = f"baselines_{'cov' if covariates else 'nocov'}"  # the baselines read what the model reads
     if key not in baselines_cache:
         valid_rows = np.isin(ids, data.valid.ids)
-        baselines_cache[key] = cell_baselines({k: v for k, v in rows.arrays.items()}, hidden, train_rows, valid_rows, seed=0)
+        baselines_cache[key] = cell_baselines(
+            {k: v for k, v in rows.arrays.items()}, hidden, train_rows, valid_rows, seed=0
+        )
     result["empty_cells"] = {"model": model_error} | baselines_cache[key]
     return result
 
@@ -149,7 +179,9 @@ def without_covariates(folder: Path) -> Path:
 def _frame(folder: Path, name: str):
     import pandas as pd
 
-    return pd.read_csv(folder / f"{name}.csv", index_col=0, keep_default_na=False, dtype={"subject": str}).rename(index=str)
+    return pd.read_csv(folder / f"{name}.csv", index_col=0, keep_default_na=False, dtype={"subject": str}).rename(
+        index=str
+    )
 
 
 def npz_against_tables(folder: Path, out: Path, epochs: int) -> dict:
@@ -163,7 +195,9 @@ def npz_against_tables(folder: Path, out: Path, epochs: int) -> dict:
     ids = frames["mri"].index
     for name, frame in frames.items():
         frame.to_csv(numeric / f"{name}.csv")
-    np.savez(out / "numeric.npz", **{name: frame.reindex(ids).to_numpy(dtype=np.float64) for name, frame in frames.items()})
+    np.savez(
+        out / "numeric.npz", **{name: frame.reindex(ids).to_numpy(dtype=np.float64) for name, frame in frames.items()}
+    )
     timings = {}
     for path, spec in (("npz", str(out / "numeric.npz")), ("tables", str(numeric))):
         config = api.TrainConfig(data=spec, latent="gated", epochs=epochs, seed=0, latent_dim=16, hidden=[128])
@@ -172,8 +206,12 @@ def npz_against_tables(folder: Path, out: Path, epochs: int) -> dict:
         loaded = time.perf_counter() - started
         api.train(config, out / f"speed_{path}", progress=False)
         vae, _, data = api.load_run(out / f"speed_{path}", progress=False)
-        timings[path] = {"load_seconds": round(loaded, 3), "train_seconds": round(api.read_config(out / f"speed_{path}" / "config.json")["train_seconds"], 1),
-                         "test_elbo": vae.evaluate(data, iw_samples=1, coherence=False, progress=False)["elbo"], "train_rows": len(data.train)}
+        timings[path] = {
+            "load_seconds": round(loaded, 3),
+            "train_seconds": round(api.read_config(out / f"speed_{path}" / "config.json")["train_seconds"], 1),
+            "test_elbo": vae.evaluate(data, iw_samples=1, coherence=False, progress=False)["elbo"],
+            "train_rows": len(data.train),
+        }
     timings["train_time_ratio_tables_to_npz"] = timings["tables"]["train_seconds"] / timings["npz"]["train_seconds"]
     return timings
 
@@ -192,7 +230,9 @@ def mfeat_as_tables(npz: Path, out: Path, epochs: int, latents: list[str], seed:
         views = {name: archive[name] for name in archive.files if name != "labels"}
     ids = pd.Index([f"digit-{i + 1:04d}" for i in range(len(next(iter(views.values()))))], name="digit")
     for name, values in views.items():
-        pd.DataFrame(values, index=ids, columns=[f"{name}_{j + 1}" for j in range(values.shape[1])]).to_csv(folder / f"{name}.csv")
+        pd.DataFrame(values, index=ids, columns=[f"{name}_{j + 1}" for j in range(values.shape[1])]).to_csv(
+            folder / f"{name}.csv"
+        )
     result = {}
     for latent in latents:
         for path, spec in (("npz", str(npz)), ("tables", str(folder))):
@@ -204,8 +244,11 @@ def mfeat_as_tables(npz: Path, out: Path, epochs: int, latents: list[str], seed:
                 torch.manual_seed(0)
                 elbo = float(encode(vae.module, data.test, elbo=True)[0]["elbo"].mean())
                 log_p = float(importance_log_likelihood(vae.module, data.test, 200, progress=False).mean())
-            result[f"{latent}_{path}"] = {"test_elbo": elbo, "test_log_likelihood": log_p,
-                                          "train_seconds": round(api.read_config(run / "config.json")["train_seconds"], 1)}
+            result[f"{latent}_{path}"] = {
+                "test_elbo": elbo,
+                "test_log_likelihood": log_p,
+                "train_seconds": round(api.read_config(run / "config.json")["train_seconds"], 1),
+            }
     return result
 
 
@@ -221,22 +264,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latents", nargs="+", default=["gated", "gaussian"])
     parser.add_argument("--no-speed", action="store_true", help="skip the .npz-against-tables timing")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--mfeat", default=None, help="the .npz of benchmarks/mfeat.py: also train on it as tables and as .npz")
+    parser.add_argument(
+        "--mfeat", default=None, help="the .npz of benchmarks/mfeat.py: also train on it as tables and as .npz"
+    )
     parser.add_argument("--mfeat-only", action="store_true", help="only the multi-feature comparison")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.mfeat_only:
-        result = {"mfeat": mfeat_as_tables(Path(args.mfeat), out, args.epochs, args.latents, args.seeds[0]), "epochs": args.epochs}
+        result = {
+            "mfeat": mfeat_as_tables(Path(args.mfeat), out, args.epochs, args.latents, args.seeds[0]),
+            "epochs": args.epochs,
+        }
         (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result))
         return result
     folder = cohort_tables(f"n={args.n},seed=7,dir={out / 'cohort'}")
     truth = pd.read_csv(folder / "truth" / "atypical.csv", index_col=0)
     cache: dict = {}
-    runs = [measure_run(folder, out, latent, covariates, seed, args.epochs, truth, cache)
-            for latent in args.latents for covariates in (False, True) for seed in args.seeds]
+    runs = [
+        measure_run(folder, out, latent, covariates, seed, args.epochs, truth, cache)
+        for latent in args.latents
+        for covariates in (False, True)
+        for seed in args.seeds
+    ]
     result = {"data": f"cohort-tables:n={args.n},seed=7", "epochs": args.epochs, "runs": runs}
     if not args.no_speed:
         result["npz_against_tables"] = npz_against_tables(folder, out, args.epochs)

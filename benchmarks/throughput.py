@@ -43,18 +43,24 @@ def make(modalities, family: str, aggregator: str, hidden, size: int = 50) -> Mu
     # (alpha: the paper's 5 for stick families, the gated family's own default)
     settings = {"latent_dim": size, "truncation": size, "alpha": None if family == "gated" else 5.0}
     name, options = AGGREGATOR_VARIANTS.get(aggregator, (aggregator, {}))
-    return MultimodalModule(modalities, build_latent(family, **settings), build_aggregator(name, **options), hidden=hidden)
+    return MultimodalModule(
+        modalities, build_latent(family, **settings), build_aggregator(name, **options), hidden=hidden
+    )
 
 
 def batch_for(modalities, n: int):
     data = {}
     for m in modalities:
-        data[m.name] = torch.bernoulli(torch.full((n, *m.shape), 0.15)) if m.likelihood == "bernoulli" else torch.rand(n, *m.shape)
+        data[m.name] = (
+            torch.bernoulli(torch.full((n, *m.shape), 0.15)) if m.likelihood == "bernoulli" else torch.rand(n, *m.shape)
+        )
     return data, torch.ones(n, len(modalities), dtype=torch.bool)
 
 
 def step_times(model, data, mask, steps: int, autocast: bool = False) -> list[float]:
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # as training builds it (training.fused_adam_supported)
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=1e-3, fused=True
+    )  # as training builds it (training.fused_adam_supported)
     times = []
     for i in range(steps + 2):
         started = time.perf_counter()
@@ -89,7 +95,10 @@ def main() -> None:
     mnist = [Modality("image", (784,), "bernoulli")]
     data, mask = batch_for(mnist, 100)
     ms = interleaved({f: make(mnist, f, "poe", [500]) for f in LATENT_FAMILIES}, data, mask, steps)
-    result["mnist"] = {"ms_per_step": {k: round(v, 2) for k, v in ms.items()}, "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()}}
+    result["mnist"] = {
+        "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+        "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()},
+    }
 
     poly = [Modality(f"m{i}", (3, 28, 28), "laplace") for i in range(5)]
     data, mask = batch_for(poly, 100)
@@ -108,7 +117,10 @@ def main() -> None:
     tab = [Modality(f"x{i}", (20,), "gaussian") for i in range(3)]
     data, mask = batch_for(tab, 128)
     ms = interleaved({f: make(tab, f, "mopoe", [256, 256], size=30) for f in LATENT_FAMILIES}, data, mask, steps)
-    result["mopoe_3_tabular"] = {"ms_per_step": {k: round(v, 2) for k, v in ms.items()}, "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()}}
+    result["mopoe_3_tabular"] = {
+        "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+        "ratio_to_gaussian": {k: round(v / ms["gaussian"], 3) for k, v in ms.items()},
+    }
 
     # the optimiser step alone, torch's plain Adam against the fused kernel that training uses (same model, same gradients)
     model = make(tab, "gated", "mopoe", [256, 256], size=30)
@@ -126,10 +138,12 @@ def main() -> None:
     result["adam_step_ms_3_tabular"] = adam_ms
 
     per_m = {}
-    for n_modalities in ([2, 8] if args.quick else [2, 4, 6, 8, 12, 16]):
+    for n_modalities in [2, 8] if args.quick else [2, 4, 6, 8, 12, 16]:
         mods = [Modality(f"x{i}", (20,), "gaussian") for i in range(n_modalities)]
         data, mask = batch_for(mods, 128)
-        per_m[str(n_modalities)] = round(interleaved({"m": make(mods, "beta", "mopoe", [64])}, data, mask, steps, rounds=1)["m"], 2)
+        per_m[str(n_modalities)] = round(
+            interleaved({"m": make(mods, "beta", "mopoe", [64])}, data, mask, steps, rounds=1)["m"], 2
+        )
     result["mopoe_ms_per_step_by_modalities"] = per_m
 
     a = torch.rand(100, 49) * 5 + 1
@@ -146,7 +160,11 @@ def main() -> None:
         return 1000 * statistics.median(times)
 
     kuma, beta = kl_ms(Kumaraswamy), kl_ms(Beta)
-    result["kl_ms_forward_backward"] = {"kumaraswamy_quadrature": round(kuma, 3), "beta_closed_form": round(beta, 3), "ratio": round(kuma / beta, 2)}
+    result["kl_ms_forward_backward"] = {
+        "kumaraswamy_quadrature": round(kuma, 3),
+        "beta_closed_form": round(beta, 3),
+        "ratio": round(kuma / beta, 2),
+    }
 
     data, mask = batch_for(mnist, 100)
     model = make(mnist, "beta", "poe", [500])

@@ -33,17 +33,37 @@ def main() -> None:
     # compare.py's settings for each data set (docs/results.md sections 7 and 11)
     extra = dict(hidden=[256, 256], batch_size=128, kl_warmup=2) if synthetic else {}
     if not (out / "eval.json").is_file():
-        config = api.TrainConfig(data=args.data, latent="gated", aggregator="poe", epochs=args.epochs, seed=args.seed, truncation="auto", **extra)
+        config = api.TrainConfig(
+            data=args.data,
+            latent="gated",
+            aggregator="poe",
+            epochs=args.epochs,
+            seed=args.seed,
+            truncation="auto",
+            **extra,
+        )
         api.train(config, out, progress=False)
         api.evaluate(out, iw_samples=50 if synthetic else 100, coherence=False, progress=False)
     result = json.loads((out / "eval.json").read_text())
     config = json.loads((out / "config.json").read_text())
     with open(out / "metrics.csv", newline="") as handle:
         history = [int(float(row["truncation"])) for row in csv.DictReader(handle) if row.get("truncation")]
-    print(json.dumps({"run": str(out), "start": history[0], "train_seconds": config["train_seconds"], "elbo": result["elbo"],
-                      "log_likelihood": result["log_likelihood"], "kl_active": result["kl_active"], "kl_span_99": result["kl_span_99"],
-                      "latent_dimensions": result["latent_dimensions"], "knn_error_5": (result.get("knn_error") or {}).get("5"),
-                      "dimensions_per_epoch": history}))
+    print(
+        json.dumps(
+            {
+                "run": str(out),
+                "start": history[0],
+                "train_seconds": config["train_seconds"],
+                "elbo": result["elbo"],
+                "log_likelihood": result["log_likelihood"],
+                "kl_active": result["kl_active"],
+                "kl_span_99": result["kl_span_99"],
+                "latent_dimensions": result["latent_dimensions"],
+                "knn_error_5": (result.get("knn_error") or {}).get("5"),
+                "dimensions_per_epoch": history,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

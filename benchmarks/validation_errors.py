@@ -24,7 +24,9 @@ def validation_errors(run: Path) -> dict:
     """{"run": run, categorical modality: its error on the validation rows where it is observed, "rows": {modality: count}}."""
     vae, config = api.load(run)
     valid = api.load_run_data(run, config, progress=False).valid
-    errors = prediction_errors(vae.module, valid)  # no label modality named: the truth is each modality's observed value
+    errors = prediction_errors(
+        vae.module, valid
+    )  # no label modality named: the truth is each modality's observed value
     rows = {name: int(valid.mask[:, vae.module.names.index(name)].sum()) for name in errors}
     return {"run": str(run)} | {name: value["all"] for name, value in errors.items()} | {"rows": rows}
 

@@ -123,7 +123,11 @@ def make_data(n_train: int, n_valid: int, n_test: int, seed: int = SEED) -> dict
     rng = np.random.default_rng(seed)
     n = n_train + n_valid + n_test
     z = rng.standard_normal((n, SHARED_FACTORS))
-    bounds = {"train": slice(0, n_train), "valid": slice(n_train, n_train + n_valid), "test": slice(n_train + n_valid, n)}
+    bounds = {
+        "train": slice(0, n_train),
+        "valid": slice(n_train, n_train + n_valid),
+        "test": slice(n_train + n_valid, n),
+    }
     out: dict[str, np.ndarray] = {}
     for name, features in FEATURES.items():
         hidden = rng.standard_normal((SHARED_FACTORS, 64)) / np.sqrt(SHARED_FACTORS)
@@ -197,7 +201,11 @@ def ensure_mfeat_data(source: Path = MFEAT_SOURCE, folder: Path = DATA_DIR) -> P
 
 def features_of(data: dict[str, np.ndarray]) -> dict[str, int]:
     """{modality: features} of a data file in `make_data`'s layout, in the file's order."""
-    return {key[: -len("_train")]: array.shape[1] for key, array in data.items() if key.endswith("_train") and key != "labels_train"}
+    return {
+        key[: -len("_train")]: array.shape[1]
+        for key, array in data.items()
+        if key.endswith("_train") and key != "labels_train"
+    }
 
 
 def load_split(data: dict[str, np.ndarray], split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -241,13 +249,32 @@ class ChildSpec(NamedTuple):
     mopoe_kl: str = "all"  # ours only, for mopoe: the KL of every subset or of each row's sampled one
 
 
-def record(spec: ChildSpec, n_train: int, seconds: float, includes: str, fit_seconds: float, fit_includes: str,
-           baseline: float, peak: float, probe: float, **extra: Any) -> dict:
+def record(
+    spec: ChildSpec,
+    n_train: int,
+    seconds: float,
+    includes: str,
+    fit_seconds: float,
+    fit_includes: str,
+    baseline: float,
+    peak: float,
+    probe: float,
+    **extra: Any,
+) -> dict:
     return {
-        "library": spec.library, "aggregator": spec.aggregator, **extra, "epochs": spec.epochs, "train_rows": n_train,
-        "samples_per_second": round(n_train * spec.epochs / seconds, 1), "seconds": round(seconds, 3),
-        "seconds_include": includes, "fit_seconds": round(fit_seconds, 3), "fit_seconds_include": fit_includes,
-        "peak_rss_mib": round(peak, 1), "import_rss_mib": round(baseline, 1), "peak_over_import_mib": round(peak - baseline, 1),
+        "library": spec.library,
+        "aggregator": spec.aggregator,
+        **extra,
+        "epochs": spec.epochs,
+        "train_rows": n_train,
+        "samples_per_second": round(n_train * spec.epochs / seconds, 1),
+        "seconds": round(seconds, 3),
+        "seconds_include": includes,
+        "fit_seconds": round(fit_seconds, 3),
+        "fit_seconds_include": fit_includes,
+        "peak_rss_mib": round(peak, 1),
+        "import_rss_mib": round(baseline, 1),
+        "peak_over_import_mib": round(peak - baseline, 1),
         "probe_accuracy": round(probe, 4),
     }
 
@@ -316,24 +343,54 @@ def run_ours(spec: ChildSpec) -> dict:
         arrays, labels = load_split(data, name)
         return Split(arrays, np.ones((len(labels), len(modalities)), dtype=bool), labels)
 
-    dataset = MultimodalData(modalities, split("train"), split("valid"), split("test"), source=f"benchmarks/vs_multivae {Path(spec.data).name}")
-    vae = MultimodalVAE(modalities, latent=spec.latent, aggregator=spec.aggregator, seed=spec.seed, latent_dim=LATENT_DIM, hidden=list(HIDDEN),
-                        mopoe_kl=spec.mopoe_kl)
+    dataset = MultimodalData(
+        modalities,
+        split("train"),
+        split("valid"),
+        split("test"),
+        source=f"benchmarks/vs_multivae {Path(spec.data).name}",
+    )
+    vae = MultimodalVAE(
+        modalities,
+        latent=spec.latent,
+        aggregator=spec.aggregator,
+        seed=spec.seed,
+        latent_dim=LATENT_DIM,
+        hidden=list(HIDDEN),
+        mopoe_kl=spec.mopoe_kl,
+    )
     clock = _epoch_clock()
     started = time.perf_counter()
-    vae.fit(dataset, epochs=spec.epochs, batch_size=BATCH_SIZE, lr=LR, kl_warmup=0.0, seed=spec.seed, progress=False,
-            accelerator="cpu", callbacks=[clock])
+    vae.fit(
+        dataset,
+        epochs=spec.epochs,
+        batch_size=BATCH_SIZE,
+        lr=LR,
+        kl_warmup=0.0,
+        seed=spec.seed,
+        progress=False,
+        accelerator="cpu",
+        callbacks=[clock],
+    )
     fit_seconds = time.perf_counter() - started
     peak = rss_mib()
     test, labels = load_split(data, "test")
     probe = probe_accuracy(vae.embed(test), labels, spec.seed)
     return record(
-        spec, len(dataset.train), clock.seconds,
+        spec,
+        len(dataset.train),
+        clock.seconds,
         "training epochs: batches with data loading, forward, backward, gradient clipping and Adam steps, "
         "Lightning's per-step logging; not validation, checkpoints, epoch-start callbacks (OrderDimensions) or start-up",
-        fit_seconds, "MultimodalVAE.fit: Lightning set-up, sanity check, training epochs, validation, checkpoints, "
-        "epoch-start callbacks, loading the best checkpoint", baseline, peak, probe,
-        latent=spec.latent, model=f"{spec.latent}/{spec.aggregator}", parameters=trainable_parameters(vae.module),
+        fit_seconds,
+        "MultimodalVAE.fit: Lightning set-up, sanity check, training epochs, validation, checkpoints, "
+        "epoch-start callbacks, loading the best checkpoint",
+        baseline,
+        peak,
+        probe,
+        latent=spec.latent,
+        model=f"{spec.latent}/{spec.aggregator}",
+        parameters=trainable_parameters(vae.module),
         fit_train_seconds=round(vae.train_seconds, 3),
     )
 
@@ -372,16 +429,26 @@ def multivae_model(name: str, modalities: dict[str, int]):
             return ModelOutput(reconstruction=self.net(z))
 
     common = {
-        "n_modalities": len(modalities), "latent_dim": LATENT_DIM, "input_dims": {m: (f,) for m, f in modalities.items()},
-        "decoders_dist": {m: "normal" for m in modalities}, "decoder_dist_params": {m: {"scale": SCALE} for m in modalities},
+        "n_modalities": len(modalities),
+        "latent_dim": LATENT_DIM,
+        "input_dims": {m: (f,) for m, f in modalities.items()},
+        "decoders_dist": {m: "normal" for m in modalities},
+        "decoder_dist_params": {m: {"scale": SCALE} for m in modalities},
     }
     configs: dict[str, Callable[[], Any]] = {
         "MVAE": lambda: (MVAE, MVAEConfig(**common, k=1, warmup=0)),
-        "MMVAE": lambda: (MMVAE, MMVAEConfig(**common, K=1, prior_and_posterior_dist="normal", learn_prior=False, loss="iwae_looser")),
+        "MMVAE": lambda: (
+            MMVAE,
+            MMVAEConfig(**common, K=1, prior_and_posterior_dist="normal", learn_prior=False, loss="iwae_looser"),
+        ),
         "MoPoE": lambda: (MoPoE, MoPoEConfig(**common)),
     }
     model_class, config = configs[name]()
-    return model_class(config, encoders={m: Encoder(f) for m, f in modalities.items()}, decoders={m: Decoder(f) for m, f in modalities.items()})
+    return model_class(
+        config,
+        encoders={m: Encoder(f) for m, f in modalities.items()},
+        decoders={m: Decoder(f) for m, f in modalities.items()},
+    )
 
 
 def quiet_multivae() -> None:
@@ -408,7 +475,9 @@ def run_multivae(spec: ChildSpec) -> dict:
 
     def dataset(split: str) -> MultimodalBaseDataset:
         arrays, labels = load_split(data, split)
-        return MultimodalBaseDataset(data={m: torch.from_numpy(a) for m, a in arrays.items()}, labels=torch.from_numpy(labels))
+        return MultimodalBaseDataset(
+            data={m: torch.from_numpy(a) for m, a in arrays.items()}, labels=torch.from_numpy(labels)
+        )
 
     train, valid = dataset("train"), dataset("valid")
     torch.manual_seed(spec.seed)
@@ -416,11 +485,22 @@ def run_multivae(spec: ChildSpec) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         model = multivae_model(name, features_of(data))
-        config = BaseTrainerConfig(output_dir=scratch, per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=500,
-                                   num_epochs=spec.epochs, learning_rate=LR, steps_saving=None, steps_predict=None, seed=spec.seed, no_cuda=True)
+        config = BaseTrainerConfig(
+            output_dir=scratch,
+            per_device_train_batch_size=BATCH_SIZE,
+            per_device_eval_batch_size=500,
+            num_epochs=spec.epochs,
+            learning_rate=LR,
+            steps_saving=None,
+            steps_predict=None,
+            seed=spec.seed,
+            no_cuda=True,
+        )
         trainer = BaseTrainer(model=model, train_dataset=train, eval_dataset=valid, training_config=config)
         handler = trainer.callback_handler
-        handler.callbacks = [c for c in handler.callbacks if not isinstance(c, (ProgressBarCallback, MetricConsolePrinterCallback))]
+        handler.callbacks = [
+            c for c in handler.callbacks if not isinstance(c, (ProgressBarCallback, MetricConsolePrinterCallback))
+        ]
         epoch_seconds: list[float] = []
         train_step = trainer.train_step
 
@@ -437,15 +517,26 @@ def run_multivae(spec: ChildSpec) -> dict:
     best = trainer._best_model.eval()  # what its trainer keeps: the best model on the validation rows
     test, labels = load_split(data, "test")
     with torch.no_grad():
-        z = best.encode(MultimodalBaseDataset(data={m: torch.from_numpy(a) for m, a in test.items()}), cond_mod="all", return_mean=True).z
+        z = best.encode(
+            MultimodalBaseDataset(data={m: torch.from_numpy(a) for m, a in test.items()}),
+            cond_mod="all",
+            return_mean=True,
+        ).z
     probe = probe_accuracy(z.numpy(), labels, spec.seed)
     return record(
-        spec, len(train), sum(epoch_seconds),
+        spec,
+        len(train),
+        sum(epoch_seconds),
         "training epochs: BaseTrainer.train_step calls (batches with data loading, forward, backward, Adam steps, "
         "model.update); not validation, best-model copies, the final save or start-up",
-        fit_seconds, "model and BaseTrainer construction (with its one-batch sanity check), BaseTrainer.train "
-        "(training epochs, validation, best-model copies, final save into a temporary folder)", baseline, peak, probe,
-        model=name, parameters=trainable_parameters(best),
+        fit_seconds,
+        "model and BaseTrainer construction (with its one-batch sanity check), BaseTrainer.train "
+        "(training epochs, validation, best-model copies, final save into a temporary folder)",
+        baseline,
+        peak,
+        probe,
+        model=name,
+        parameters=trainable_parameters(best),
     )
 
 
@@ -469,7 +560,9 @@ def multivae_versions(python: Path) -> tuple[str, str] | None:
     """(multivae version, torch version) when this interpreter imports MultiVae as the benchmark needs it."""
     if not python.is_file():
         return None
-    found = subprocess.run([str(python), "-c", MULTIVAE_CHECK], check=False, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    found = subprocess.run(
+        [str(python), "-c", MULTIVAE_CHECK], check=False, capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
     if found.returncode != 0:
         return None
     multivae, torch = found.stdout.split()
@@ -478,7 +571,9 @@ def multivae_versions(python: Path) -> tuple[str, str] | None:
 
 def would_install(python: Path, *requirements: str) -> list[str]:
     """The distributions `pip install *requirements` would install (a dry run)."""
-    run = subprocess.run([str(python), "-m", "pip", "install", "--dry-run", *requirements], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [str(python), "-m", "pip", "install", "--dry-run", *requirements], capture_output=True, text=True, check=True
+    )
     lines = [line for line in run.stdout.splitlines() if line.startswith("Would install ")]
     return lines[0].removeprefix("Would install ").split() if lines else []
 
@@ -499,11 +594,18 @@ def write_torchvision_stand_in(site_packages: Path) -> Path:
     root = site_packages / "torchvision"
     (root / "datasets").mkdir(parents=True, exist_ok=True)
     (root / "__init__.py").write_text(TORCHVISION_STAND_IN)
-    submodules = {"transforms.py": "transform", "utils.py": "function", "models.py": "function",
-                  "datasets/__init__.py": "dataset", "datasets/utils.py": "function"}
+    submodules = {
+        "transforms.py": "transform",
+        "utils.py": "function",
+        "models.py": "function",
+        "datasets/__init__.py": "dataset",
+        "datasets/utils.py": "function",
+    }
     for path, kind in submodules.items():
         module = "torchvision." + path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-        (root / path).write_text(f"from torchvision import module_getattr\n\n__getattr__ = module_getattr({module!r}, {kind!r})\n")
+        (root / path).write_text(
+            f"from torchvision import module_getattr\n\n__getattr__ = module_getattr({module!r}, {kind!r})\n"
+        )
     return root
 
 
@@ -567,8 +669,12 @@ def ensure_multivae_venv(venv: Path = MULTIVAE_VENV) -> tuple[Path, tuple[str, s
     else:  # one at a time: those that would bring a torch come without their dependencies
         for requirement in MULTIVAE_IMPORTS:
             pip_install(python, requirement, no_deps=brings_torch(would_install(python, requirement)))
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     write_torchvision_stand_in(Path(site))
     versions = multivae_versions(python)
     if versions is None:
@@ -594,14 +700,27 @@ def plan(aggregators: list[str], latents: list[str], repeats: int) -> list[tuple
 
 def run_child(python: Path, spec: ChildSpec) -> dict:
     """One model in a fresh process with `python`; its result, or an error naming what it printed last."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(spec.threads),
+        "MKL_NUM_THREADS": str(spec.threads),
+        "PYTHONUNBUFFERED": "1",
+    }
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "result.json"
         spec_json = json.dumps(spec._asdict())
-        done = subprocess.run([str(python), str(Path(__file__).resolve()), "--child", spec_json, "--result", str(result)],
-                              check=False, capture_output=True, text=True, env=env, cwd=scratch)
+        done = subprocess.run(
+            [str(python), str(Path(__file__).resolve()), "--child", spec_json, "--result", str(result)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=scratch,
+        )
         if done.returncode != 0 or not result.is_file():
-            raise RuntimeError(f"{spec.library} {spec.latent or ''} {spec.aggregator} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            raise RuntimeError(
+                f"{spec.library} {spec.latent or ''} {spec.aggregator} failed ({done.returncode}):\n{done.stderr[-4000:]}"
+            )
         return json.loads(result.read_text())
 
 
@@ -609,7 +728,14 @@ def model_key(library: str, aggregator: str, latent: str) -> str:
     return f"multivae/{PAIRS[aggregator]}" if library == "multivae" else f"infinimodal/{latent}/{aggregator}"
 
 
-MEDIAN_FIELDS = ("samples_per_second", "seconds", "fit_seconds", "peak_rss_mib", "peak_over_import_mib", "probe_accuracy")
+MEDIAN_FIELDS = (
+    "samples_per_second",
+    "seconds",
+    "fit_seconds",
+    "peak_rss_mib",
+    "peak_over_import_mib",
+    "probe_accuracy",
+)
 
 
 def combine(results: list[dict]) -> dict:
@@ -660,12 +786,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and OMP/MKL threads) on both sides")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each model; the median is reported")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1,600 training rows, one epoch")
-    parser.add_argument("--data", choices=("synthetic", "mfeat"), default="synthetic",
-                        help="synthetic: three tabular modalities; mfeat: the six views of the UCI handwritten digits (1,600 training rows, "
-                        "MoPoE over all 63 subsets)")
-    parser.add_argument("--mopoe-kl", choices=("all", "sampled"), default="all",
-                        help="our MoPoE's KL: every subset's (as MultiVae's MoPoE), or each row's sampled subset's (--mopoe-kl sampled)")
-    parser.add_argument("--aggregators", nargs="+", choices=tuple(PAIRS), default=list(PAIRS), help="the pairings to run")
+    parser.add_argument(
+        "--data",
+        choices=("synthetic", "mfeat"),
+        default="synthetic",
+        help="synthetic: three tabular modalities; mfeat: the six views of the UCI handwritten digits (1,600 training rows, "
+        "MoPoE over all 63 subsets)",
+    )
+    parser.add_argument(
+        "--mopoe-kl",
+        choices=("all", "sampled"),
+        default="all",
+        help="our MoPoE's KL: every subset's (as MultiVae's MoPoE), or each row's sampled subset's (--mopoe-kl sampled)",
+    )
+    parser.add_argument(
+        "--aggregators", nargs="+", choices=tuple(PAIRS), default=list(PAIRS), help="the pairings to run"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--multivae-venv", type=Path, default=MULTIVAE_VENV)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -690,20 +826,38 @@ def main(argv: list[str] | None = None) -> dict:
     latents = ["gaussian", DEFAULT_LATENT]
     runs: dict[str, list[dict]] = {}
     for library, aggregator, latent in plan(aggregators, latents, args.repeats):
-        spec = ChildSpec(library, aggregator, str(data), epochs, args.threads, latent=latent or "gaussian", mopoe_kl=args.mopoe_kl)
+        spec = ChildSpec(
+            library, aggregator, str(data), epochs, args.threads, latent=latent or "gaussian", mopoe_kl=args.mopoe_kl
+        )
         python = multivae_python if library == "multivae" else Path(sys.executable)
         print(f"training {model_key(library, aggregator, latent)}", file=sys.stderr, flush=True)
         runs.setdefault(model_key(library, aggregator, latent), []).append(run_child(python, spec))
     models = {key: combine(results) for key, results in runs.items()}
     report = {
-        "threads": args.threads, "epochs": epochs, "repeats": args.repeats,
-        "data": args.data, "rows": dict(zip(("train", "valid", "test"), rows)), "features": features_of(dict(np.load(data))),
-        "torch": torch.__version__, "multivae_torch": multivae_torch, "multivae": multivae_version,
-        "default_latent": DEFAULT_LATENT, "aggregators": aggregators, "mopoe_kl": args.mopoe_kl,
-        "settings": {"latent_dim": LATENT_DIM, "hidden": list(HIDDEN), "batch_size": BATCH_SIZE, "lr": LR,
-                     "likelihood": f"gaussian:{SCALE}", "kl_warmup": 0,
-                     "MVAE": "k=1 random subset, warmup=0", "MMVAE": "K=1, normal posterior and fixed prior, iwae_looser",
-                     "MoPoE": "all subsets", "ours": f"poe_subsets=1, moe_samples=1, mopoe enumerates all subsets, mopoe_kl={args.mopoe_kl}"},
+        "threads": args.threads,
+        "epochs": epochs,
+        "repeats": args.repeats,
+        "data": args.data,
+        "rows": dict(zip(("train", "valid", "test"), rows)),
+        "features": features_of(dict(np.load(data))),
+        "torch": torch.__version__,
+        "multivae_torch": multivae_torch,
+        "multivae": multivae_version,
+        "default_latent": DEFAULT_LATENT,
+        "aggregators": aggregators,
+        "mopoe_kl": args.mopoe_kl,
+        "settings": {
+            "latent_dim": LATENT_DIM,
+            "hidden": list(HIDDEN),
+            "batch_size": BATCH_SIZE,
+            "lr": LR,
+            "likelihood": f"gaussian:{SCALE}",
+            "kl_warmup": 0,
+            "MVAE": "k=1 random subset, warmup=0",
+            "MMVAE": "K=1, normal posterior and fixed prior, iwae_looser",
+            "MoPoE": "all subsets",
+            "ours": f"poe_subsets=1, moe_samples=1, mopoe enumerates all subsets, mopoe_kl={args.mopoe_kl}",
+        },
         "models": models,
         **summarise(models, aggregators, latents),
     }

@@ -18,7 +18,9 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data, tmp_path_factory):
     vae = MultimodalVAE(data.modalities, latent="beta", aggregator="mopoe", truncation=8, hidden=[32])
-    return vae.fit(data, epochs=8, batch_size=50, lr=3e-3, kl_warmup=1, progress=False, out_dir=tmp_path_factory.mktemp("fit"))
+    return vae.fit(
+        data, epochs=8, batch_size=50, lr=3e-3, kl_warmup=1, progress=False, out_dir=tmp_path_factory.mktemp("fit")
+    )
 
 
 def arrays_with_gaps(data, n=30):
@@ -58,7 +60,9 @@ def test_embed_gives_a_row_per_input_row_and_respects_given(fitted, data):
         fitted.embed(arrays, given=["x0"])
     rows = mask[:, 0]
     only_x0 = fitted.embed({"x0": arrays["x0"][rows]})
-    np.testing.assert_allclose(fitted.embed({k: v[rows] for k, v in arrays.items()}, given=["x0"]), only_x0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        fitted.embed({k: v[rows] for k, v in arrays.items()}, given=["x0"]), only_x0, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_impute_fills_exactly_the_missing_rows(fitted, data):
@@ -104,19 +108,24 @@ def test_input_problems_name_the_modality_and_rows(fitted):
         fitted.embed({"x1": np.zeros((2, 5))})
     partial = np.zeros((3, 6))
     partial[2, :3] = np.nan
-    with pytest.raises(DataError, match=r"modality 'x0' in the input: rows 2 have some values missing \(NaN\) but not all"):
+    with pytest.raises(
+        DataError, match=r"modality 'x0' in the input: rows 2 have some values missing \(NaN\) but not all"
+    ):
         fitted.impute({"x0": partial})
     empty = np.full((2, 6), np.nan)
     with pytest.raises(DataError, match="rows 0, 1 have no modality observed"):
         fitted.impute({"x0": empty})
 
 
-@pytest.mark.parametrize("values, message", [
-    (np.array([[np.inf] * 6, [0.0] * 6]), "rows 0 hold infinite values"),
-    (np.array([["a"] * 6, ["b"] * 6]), "values must be numbers, got dtype <U1"),
-    (np.zeros((0, 6)), "holds no rows"),
-    (np.array([[1e30] * 6, [0.0] * 6]), "rows 0 hold values beyond"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (np.array([[np.inf] * 6, [0.0] * 6]), "rows 0 hold infinite values"),
+        (np.array([["a"] * 6, ["b"] * 6]), "values must be numbers, got dtype <U1"),
+        (np.zeros((0, 6)), "holds no rows"),
+        (np.array([[1e30] * 6, [0.0] * 6]), "rows 0 hold values beyond"),
+    ],
+)
 def test_arrays_given_to_a_trained_model_pass_the_file_checks(fitted, values, message):
     for use in (fitted.impute, fitted.embed, lambda a: fitted.sample(1, a)):
         with pytest.raises(DataError, match=f"modality 'x0' in the input: {message}"):
@@ -124,8 +133,12 @@ def test_arrays_given_to_a_trained_model_pass_the_file_checks(fitted, values, me
 
 
 def test_a_likelihoods_support_is_checked_at_prediction_time(tmp_path):
-    counts = MultimodalVAE([Modality("c", (3,), "poisson"), Modality("g", (2,), "gaussian")], latent="gaussian", latent_dim=2, hidden=[4])
-    with pytest.raises(DataError, match=r"modality 'c' in the input: poisson data must be non-negative integers; rows 1"):
+    counts = MultimodalVAE(
+        [Modality("c", (3,), "poisson"), Modality("g", (2,), "gaussian")], latent="gaussian", latent_dim=2, hidden=[4]
+    )
+    with pytest.raises(
+        DataError, match=r"modality 'c' in the input: poisson data must be non-negative integers; rows 1"
+    ):
         counts.impute({"c": np.array([[1.0, 2.0, 0.0], [0.5, 1.0, 1.0]]), "g": np.zeros((2, 2))})
 
 
@@ -189,7 +202,12 @@ def test_impute_returns_uint8_images_as_floats_in_the_model_scale():
     as the decoder's probabilities: not cast into uint8, which would turn every imputed value into 0."""
     from infinimodal.data import Split
 
-    vae = MultimodalVAE([Modality("img", (16,), "bernoulli"), Modality("tab", (3,), "gaussian")], latent="beta", truncation=4, hidden=[8])
+    vae = MultimodalVAE(
+        [Modality("img", (16,), "bernoulli"), Modality("tab", (3,), "gaussian")],
+        latent="beta",
+        truncation=4,
+        hidden=[8],
+    )
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (6, 16)).astype(np.uint8)
     mask = np.ones((6, 2), dtype=bool)
@@ -251,8 +269,14 @@ def test_embed_takes_what_a_python_user_holds_and_refuses_the_rest_at_once(fitte
     mdata = mudata.MuData(parts)
     order = [int(name[1:]) for name in mdata.obs_names]
     np.testing.assert_allclose(fitted.embed(mdata), expected[order], atol=1e-5)
-    np.testing.assert_allclose(fitted.embed({name: parts[name] for name in parts if np.isfinite(arrays[name]).all()} | {
-        name: arrays[name] for name in arrays if not np.isfinite(arrays[name]).all()}), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        fitted.embed(
+            {name: parts[name] for name in parts if np.isfinite(arrays[name]).all()}
+            | {name: arrays[name] for name in arrays if not np.isfinite(arrays[name]).all()}
+        ),
+        expected,
+        atol=1e-5,
+    )
     path = tmp_path / "rows.npz"
     np.savez(path, **arrays)
     np.testing.assert_allclose(fitted.embed(str(path)), expected, atol=1e-6)

@@ -23,8 +23,29 @@ def test_polymnist_protocol_runs_on_the_cpu_at_toy_size(tmp_path):
     mnist = fake_mnist(tmp_path / "mnist", n_train=150, n_test=40)
     polymnist = load_script("polymnist")
     out = tmp_path / "poly"
-    report = polymnist.main(["--toy", "--modalities", "3", "--max-train", "60", "--minutes", "1e-6", "--curve-every", "1",
-                             "--latent-dim", "4", "--hidden", "16", "--data-dir", str(mnist), "--accelerator", "cpu", "--out", str(out)])
+    report = polymnist.main(
+        [
+            "--toy",
+            "--modalities",
+            "3",
+            "--max-train",
+            "60",
+            "--minutes",
+            "1e-6",
+            "--curve-every",
+            "1",
+            "--latent-dim",
+            "4",
+            "--hidden",
+            "16",
+            "--data-dir",
+            str(mnist),
+            "--accelerator",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     # the epoch count came from the one-epoch probe run (a budget this small fits one epoch)
     assert report["epochs"] == 1 and report["probe_seconds_per_epoch"] > 0
     assert (out / "epoch-probe" / "model.ckpt").is_file()
@@ -33,8 +54,16 @@ def test_polymnist_protocol_runs_on_the_cpu_at_toy_size(tmp_path):
     for name, row in report["models"].items():
         config = json.loads((out / f"{row['latent']}-mopoe" / "config.json").read_text())
         # the MoPoE paper's likelihood and KL weight, on every modality
-        assert config["likelihoods"] == {"*": "laplace:0.75"} and config["kl_weight"] == 2.5 and config["aggregator"] == "mopoe"
-        assert set(row["coherence"]["conditional"]) == {"1", "2"} and set(row["linear_probe_accuracy"]) == {"1", "2", "3"}
+        assert (
+            config["likelihoods"] == {"*": "laplace:0.75"}
+            and config["kl_weight"] == 2.5
+            and config["aggregator"] == "mopoe"
+        )
+        assert set(row["coherence"]["conditional"]) == {"1", "2"} and set(row["linear_probe_accuracy"]) == {
+            "1",
+            "2",
+            "3",
+        }
         assert [p["epoch"] for p in row["coherence_curve"]] == [1]
         assert 0 <= row["coherence_curve"][0]["conditional"]["1"] <= 1
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(report))
@@ -45,17 +74,54 @@ def test_polymnist_protocol_runs_on_the_cpu_at_toy_size(tmp_path):
 def test_scaling_benchmark_runs_at_toy_size(tmp_path):
     scaling = load_script("scaling")
     out = tmp_path / "scaling.json"
-    result = scaling.main(["--modalities", "2", "3", "--families", "gaussian", "beta", "--steps", "1", "--rounds", "1",
-                           "--no-memory", "--aggregators", "poe", "mopoe", "--square", "128", "--matmul-rounds", "1",
-                           "--iwae-rows", "3", "--iwae-samples", "150", "--iwae-repeats", "1", "--threads", "1", "--out", str(out)])
+    result = scaling.main(
+        [
+            "--modalities",
+            "2",
+            "3",
+            "--families",
+            "gaussian",
+            "beta",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--no-memory",
+            "--aggregators",
+            "poe",
+            "mopoe",
+            "--square",
+            "128",
+            "--matmul-rounds",
+            "1",
+            "--iwae-rows",
+            "3",
+            "--iwae-samples",
+            "150",
+            "--iwae-repeats",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["threads"] >= 1 and result["torch"] and result["defaults"]["latent"] and result["defaults"]["aggregator"]
+    assert (
+        result["threads"] >= 1 and result["torch"] and result["defaults"]["latent"] and result["defaults"]["aggregator"]
+    )
     grid = result["by_modalities"]
     for table in ("ms_per_step", "samples_per_second", "ms_per_step_fastest_round"):
         assert set(grid[table]) == {"2", "3"}
         assert all(v > 0 for per_family in grid[table].values() for row in per_family.values() for v in row.values())
-    assert set(grid["mopoe_over_poe"]["3"]) == {"gaussian", "beta"} and grid["ratio_to_gaussian"]["2"]["poe"]["gaussian"] == 1.0
-    assert set(grid["ms_per_step_per_modality"]["poe"]["beta"]) == {"2", "3"} and grid["per_modality_growth"]["poe"]["gaussian"] > 0
+    assert (
+        set(grid["mopoe_over_poe"]["3"]) == {"gaussian", "beta"}
+        and grid["ratio_to_gaussian"]["2"]["poe"]["gaussian"] == 1.0
+    )
+    assert (
+        set(grid["ms_per_step_per_modality"]["poe"]["beta"]) == {"2", "3"}
+        and grid["per_modality_growth"]["poe"]["gaussian"] > 0
+    )
     assert "peak_memory" not in grid  # --no-memory; one configuration's fresh process instead:
     memory = scaling.peak_memory("gaussian", "poe", 2, steps=1)
     assert memory["peak_increase_mib"] > 0 and memory["params_mib"] > 0
@@ -68,38 +134,92 @@ def test_scaling_benchmark_runs_at_toy_size(tmp_path):
     assert matmul["mnist_1_modality"]["gflop_per_step"] > 3 * 2 * 100 * 784 * 500 * 2 / 1e9
     iwae = result["iwae"]
     for family in {result["defaults"]["latent"], "gaussian"}:
-        assert iwae[family]["rows_per_second"] > 0 and iwae[family]["minutes_for_10000_rows"] > 0 and iwae[family]["finite"]
+        assert (
+            iwae[family]["rows_per_second"] > 0
+            and iwae[family]["minutes_for_10000_rows"] > 0
+            and iwae[family]["finite"]
+        )
 
 
 def test_benchmarks_page_is_written_from_the_json(tmp_path):
     scaling = load_script("scaling")
     bench = tmp_path / "bench"
     bench.mkdir()
-    scaling.main(["--modalities", "2", "3", "--families", "gaussian", "gated", "--steps", "1", "--rounds", "1", "--no-memory",
-                  "--aggregators", "poe", "mopoe", "mopoe-sampled", "--square", "64", "--matmul-rounds", "1", "--iwae-rows", "2", "--iwae-samples", "20",
-                  "--iwae-repeats", "1", "--threads", "1", "--out", str(bench / "scaling.json")])
+    scaling.main(
+        [
+            "--modalities",
+            "2",
+            "3",
+            "--families",
+            "gaussian",
+            "gated",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--no-memory",
+            "--aggregators",
+            "poe",
+            "mopoe",
+            "mopoe-sampled",
+            "--square",
+            "64",
+            "--matmul-rounds",
+            "1",
+            "--iwae-rows",
+            "2",
+            "--iwae-samples",
+            "20",
+            "--iwae-repeats",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(bench / "scaling.json"),
+        ]
+    )
     page = load_script("benchmarks_md").main([str(bench)])
     assert "| gated/mopoe |" in page and "| gaussian/poe |" in page and "M = 3" in page
     assert "## Share of the machine's matmul rate" in page and "minutes for 10,000 rows" in page
     assert "Not run (`python benchmarks/vs_multivae.py" in page and "Not run (`python benchmarks/throughput.py" in page
     assert "--data mfeat --aggregators mopoe --mopoe-kl sampled" in page
-    assert "`--mopoe-kl sampled` (one subset fused and scored per row): its speed-up" in page and "| gated/mopoe-sampled |" in page
+    assert (
+        "`--mopoe-kl sampled` (one subset fused and scored per row): its speed-up" in page
+        and "| gated/mopoe-sampled |" in page
+    )
 
 
 def test_the_six_view_section_shows_the_mopoe_pairing_and_the_kl_estimate(tmp_path):
     def model(sps, probe):
         return {"samples_per_second": sps, "peak_over_import_mib": 50.0, "probe_accuracy": probe}
 
-    result = {"data": "mfeat", "features": {"fac": 216, "fou": 76}, "rows": {"train": 1600}, "epochs": 3, "threads": 1, "multivae": "1.0.3",
-              "torch": "2.13.0", "default_latent": "gated", "mopoe_kl": "sampled",
-              "models": {"multivae/MoPoE": model(1000, 0.9), "infinimodal/gaussian/mopoe": model(4000, 0.95), "infinimodal/gated/mopoe": model(2500, 0.94)},
-              "stick_over_our_gaussian": {"gated/mopoe": {"samples_per_second": 0.625}}}
+    result = {
+        "data": "mfeat",
+        "features": {"fac": 216, "fou": 76},
+        "rows": {"train": 1600},
+        "epochs": 3,
+        "threads": 1,
+        "multivae": "1.0.3",
+        "torch": "2.13.0",
+        "default_latent": "gated",
+        "mopoe_kl": "sampled",
+        "models": {
+            "multivae/MoPoE": model(1000, 0.9),
+            "infinimodal/gaussian/mopoe": model(4000, 0.95),
+            "infinimodal/gated/mopoe": model(2500, 0.94),
+        },
+        "stick_over_our_gaussian": {"gated/mopoe": {"samples_per_second": 0.625}},
+    }
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "vs_multivae_mfeat_sampled.json").write_text(json.dumps(result))
     page = load_script("benchmarks_md").main([str(bench)])
-    section = page[page.index("our KL: sampled"):]
-    assert "UCI handwritten digits (216, 76 features" in section and "63 subsets" in section and "--mopoe-kl sampled" in section
+    section = page[page.index("our KL: sampled") :]
+    assert (
+        "UCI handwritten digits (216, 76 features" in section
+        and "63 subsets" in section
+        and "--mopoe-kl sampled" in section
+    )
     assert "| gated/mopoe vs MoPoE | 2,500 | 1,000 | 2.50x |" in section and "MVAE" not in section
 
 
@@ -113,7 +233,10 @@ def test_the_compile_benchmark_times_eager_and_compiled_steps(tmp_path):
     bench.mkdir()
     (bench / "compile.json").write_text(json.dumps(result))
     page = load_script("benchmarks_md").main([str(bench)])
-    assert f"| tabular_3 gaussian/mopoe | {row['eager_ms']:.1f} | {row['compiled_ms']:.1f} |" in page and f"| {row['graph_breaks']} |" in page
+    assert (
+        f"| tabular_3 gaussian/mopoe | {row['eager_ms']:.1f} | {row['compiled_ms']:.1f} |" in page
+        and f"| {row['graph_breaks']} |" in page
+    )
 
 
 def test_format_table_keeps_runs_with_different_semi_supervised_terms_apart():
@@ -127,9 +250,24 @@ def test_format_table_keeps_runs_with_different_semi_supervised_terms_apart():
 def test_the_m2_marginal_benchmark_trains_with_the_bound_and_restores_the_model(tmp_path):
     script = load_script("m2_marginal")
     from infinimodal.model import MultimodalModule
+
     forward = MultimodalModule.forward
-    summary = script.main(["--data", "synthetic:n=300,features=4,labels=0.3", "--epochs", "1", "--latent-dim", "3", "--hidden", "8",
-                           "--iw-samples", "2", "--out", str(tmp_path / "m2")])
+    summary = script.main(
+        [
+            "--data",
+            "synthetic:n=300,features=4,labels=0.3",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "3",
+            "--hidden",
+            "8",
+            "--iw-samples",
+            "2",
+            "--out",
+            str(tmp_path / "m2"),
+        ]
+    )
     assert MultimodalModule.forward is forward
     assert 0.0 <= summary["label_error"] <= 1.0 and summary["train_seconds"] > 0
 
@@ -142,12 +280,15 @@ def test_the_m2_marginal_bound_sums_each_class_elbo_under_the_classifier(monkeyp
     from infinimodal import MultimodalVAE
     from infinimodal.data import load_dataset
     from infinimodal.mixture import MixturePosterior
+
     script = load_script("m2_marginal")
     data = load_dataset("synthetic:n=200,features=4,labels=0.3")
     batch = data.train.batch(np.arange(40))
     module = MultimodalVAE(data.modalities, latent="gaussian", aggregator="poe", latent_dim=2, hidden=[8]).module
     module.train()
-    monkeypatch.setattr(module.latent, "rsample", lambda q: q.components.mean[:, 0] if isinstance(q, MixturePosterior) else q.mean)
+    monkeypatch.setattr(
+        module.latent, "rsample", lambda q: q.components.mean[:, 0] if isinstance(q, MixturePosterior) else q.mean
+    )
     d, mask = batch["data"], batch["mask"]
     gain = script.marginal_gain(module, d, mask, 1.0, "label")
     rows = (~mask[:, 3] & mask[:, :3].any(1)).nonzero().squeeze(-1)
@@ -157,7 +298,9 @@ def test_the_m2_marginal_bound_sums_each_class_elbo_under_the_classifier(monkeyp
     def elbo(values, observed):
         c = module.posterior(values, observed).components
         post = Normal(c.mean[:, 0], c.stddev[:, 0])
-        return module.log_likelihoods(post.mean, values, observed).sum(-1) - kl_divergence(post, Normal(0.0, 1.0)).sum(-1)
+        return module.log_likelihoods(post.mean, values, observed).sum(-1) - kl_divergence(post, Normal(0.0, 1.0)).sum(
+            -1
+        )
 
     q = torch.softmax(module.class_logits("label", module.posterior(chosen, mask[rows]).components.mean[:, 0]), -1)
     n, classes = q.shape
@@ -196,8 +339,25 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     from infinimodal.evaluation.curves import read_curves
 
     out = tmp_path / "run"
-    assert main(["train", "--data", "synthetic:n=600,features=4,labels=0.3", "--epochs", "3", "--latent-dim", "3", "--hidden", "8",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=600,features=4,labels=0.3",
+                "--epochs",
+                "3",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert load_script("validation_errors").main([str(out), str(tmp_path / "not_a_run")]) == 0
     (result,) = json.loads(capsys.readouterr().out)
@@ -205,7 +365,9 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     _, curves = read_curves(out / "metrics.csv")
     best = curves["val_elbo"].argmax()
     assert result["label"] == pytest.approx(curves["val_label_error"][best], abs=1e-6)
-    assert load_script("format_table").validation_error({"run_directory": str(out)}) == pytest.approx(result["label"], abs=1e-6)
+    assert load_script("format_table").validation_error({"run_directory": str(out)}) == pytest.approx(
+        result["label"], abs=1e-6
+    )
     assert load_script("format_table").validation_error({"run_directory": str(tmp_path / "not_a_run")}) is None
     # the semi-supervised table: the validation column and the ordering of the dimensions (Spearman of index and KL)
     from infinimodal import api
@@ -216,18 +378,39 @@ def test_the_validation_errors_script_scores_the_saved_model_as_training_logged_
     header, _, row = capsys.readouterr().out.strip().splitlines()
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == len(header.strip("|").split("|"))
-    assert cells[6] == f"{100 * curves['val_label_error'][best]:.2f}" and cells[-1] == f"{result['kl_order_spearman']:.2f}"
+    assert (
+        cells[6] == f"{100 * curves['val_label_error'][best]:.2f}" and cells[-1] == f"{result['kl_order_spearman']:.2f}"
+    )
 
 
-def test_the_cohort_benchmark_scores_runs_on_more_subjects_and_pairs_the_model_with_its_baselines(tmp_path, monkeypatch, capsys):
+def test_the_cohort_benchmark_scores_runs_on_more_subjects_and_pairs_the_model_with_its_baselines(
+    tmp_path, monkeypatch, capsys
+):
     import numpy as np
 
     from infinimodal.cli import main
     from infinimodal.evaluation import metrics
 
     out = tmp_path / "default" / "run_s0"
-    assert main(["train", "--data", "cohort:n=800,groups=3,separation=2,labels=0.2", "--epochs", "2", "--latent-dim", "3", "--hidden", "8",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "cohort:n=800,groups=3,separation=2,labels=0.2",
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     script = load_script("semisupervised_cohort")
     monkeypatch.setattr("sys.argv", ["semisupervised_cohort.py", "--test", "900", str(out)])
@@ -241,10 +424,14 @@ def test_the_cohort_benchmark_scores_runs_on_more_subjects_and_pairs_the_model_w
 
     vae, _ = api.load(out)
     data = load_dataset("cohort:test=900,n=800,groups=3,separation=2,labels=0.2")
-    assert run["model"]["all"] == pytest.approx(metrics.prediction_errors(vae.module, data.test, "label")["label"]["all"])
+    assert run["model"]["all"] == pytest.approx(
+        metrics.prediction_errors(vae.module, data.test, "label")["label"]["all"]
+    )
     setting = report["summary"]["default"]
     # the paired difference against logistic regression on MRI is the difference of the two error rates
-    assert setting["model_minus_mri_logistic"]["mean"] == pytest.approx(run["model"]["all"] - run["baselines"]["mri"]["logistic"])
+    assert setting["model_minus_mri_logistic"]["mean"] == pytest.approx(
+        run["model"]["all"] - run["baselines"]["mri"]["logistic"]
+    )
     assert setting["model_minus_mri_logistic"]["rows"] == 900
     low, high = setting["model_minus_best"]["interval"]
     assert low <= setting["model_minus_best"]["mean"] <= high and np.isfinite(low)
@@ -255,33 +442,71 @@ def test_the_imputation_benchmark_scores_a_cohort_run_on_more_complete_subjects(
     from infinimodal.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--data", "cohort:n=600", "--epochs", "1", "--latent-dim", "3", "--hidden", "8", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "cohort:n=600",
+                "--epochs",
+                "1",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = load_script("imputation_cohort").score(out, 400)
     assert result["test_rows"] == 400
     for name in ("mri", "pet", "clinical", "genetics"):
         entry = result[name]
         assert 0.5 * 400 < entry["rows"] < 0.8 * 400  # the subjects with PET, about 60 %
         low, high = entry["model_interval"]
-        assert low < entry["model"] < high and entry["model_over_baseline"] == pytest.approx(entry["model"] / entry[entry["best_baseline"]])
+        assert low < entry["model"] < high and entry["model_over_baseline"] == pytest.approx(
+            entry["model"] / entry[entry["best_baseline"]]
+        )
         assert entry["baseline"] == min(entry[b] for b in ("mean", "ridge", "mlp", "logistic") if b in entry)
 
 
 def test_stability_benchmark_scores_seeds_against_the_truth_at_toy_size(tmp_path):
     stability = load_script("stability")
-    result = stability.main(["--data", "factors:n=400,features=8", "--seeds", "2", "--epochs", "2", "--latent-dim", "4", "--no-mofa",
-                             "--workdir", str(tmp_path)])
+    result = stability.main(
+        [
+            "--data",
+            "factors:n=400,features=8",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--latent-dim",
+            "4",
+            "--no-mofa",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     for method in ("gated", "gaussian"):
         entry = result["methods"][method]
         assert len(entry["per_seed"]) == 2 and {"factors_matched", "pattern_right", "used"} <= set(entry["per_seed"][0])
-        assert 0 <= entry["per_seed"][0]["factors_matched"] <= 6 and entry["stability"]["used_per_run"] == [s["used"] for s in entry["per_seed"]]
+        assert 0 <= entry["per_seed"][0]["factors_matched"] <= 6 and entry["stability"]["used_per_run"] == [
+            s["used"] for s in entry["per_seed"]
+        ]
 
 
 def test_every_entry_point_refuses_every_bad_input_in_one_line(tmp_path):
     """benchmarks/bad_inputs.py (docs/reliability.md's table): exit 2, one line, no traceback, nothing written, for every
     bad file given to train, impute, embed, sample, score and explain, every bad folder of tables, a damaged checkpoint."""
     result = load_script("bad_inputs").main_(["--work", str(tmp_path)])
-    assert result["all_refused_in_one_line"], {name: row for name, row in result["table"].items()
-                                               if any(c["exit"] not in (2, "InfinimodalError") or c["traceback"] for c in row.values())}
+    assert result["all_refused_in_one_line"], {
+        name: row
+        for name, row in result["table"].items()
+        if any(c["exit"] not in (2, "InfinimodalError") or c["traceback"] for c in row.values())
+    }
     assert {"score", "explain"} <= set(result["table"]["inf"])
 
 
@@ -297,7 +522,25 @@ def test_the_sticks_benchmark_measures_each_subjects_open_gates(tmp_path):
     from infinimodal.rundata import load_run_data
 
     out = tmp_path / "run"
-    assert main(["train", "--data", "cohort:n=600", "--epochs", "2", "--latent-dim", "6", "--hidden", "8", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "cohort:n=600",
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "6",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = load_script("sticks").stick_information(str(out), max_rows=50)
     assert result["rows"] == 50 and result["dimensions"] == 6 and 0 <= result["stick_share"] <= 1
     vae, config = api.load(out)
@@ -310,17 +553,45 @@ def test_the_sticks_benchmark_measures_each_subjects_open_gates(tmp_path):
     assert abs(result["n_eff_mean"] - n_eff.mean()) < 0.01 and abs(result["n_eff_sd"] - n_eff.std()) < 0.01
     assert result["n_eff_prior"] == pytest.approx(sum((30 / 31) ** k for k in range(1, 7)))
     gaussian = tmp_path / "gaussian"
-    assert main(["train", "--data", "cohort:n=600", "--latent", "gaussian", "--epochs", "1", "--hidden", "8", "--quiet", "--out", str(gaussian)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "cohort:n=600",
+                "--latent",
+                "gaussian",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--out",
+                str(gaussian),
+            ]
+        )
+        == 0
+    )
     assert "only the gated family" in load_script("sticks").stick_information(str(gaussian))["skipped"]
 
 
 def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     speed = load_script("default_speed")
     speed.DATA["tabular3"] = "synthetic:n=600,features=6"  # toy size
-    result = speed.main(["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim:6"])
+    result = speed.main(
+        ["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim:6"]
+    )
     entry = result["data"]["tabular3"]
     assert entry["rows"] == 480 and entry["ratio_to_gaussian"]["gaussian"] == 1.0
-    assert set(entry["samples_per_second"]) == {"default", "fixed", "gaussian", "default, mopoe_kl sampled", "fixed, mopoe_kl sampled",
-                                                 "gaussian, mopoe_kl sampled", "small", "small, mopoe_kl sampled"}
+    assert set(entry["samples_per_second"]) == {
+        "default",
+        "fixed",
+        "gaussian",
+        "default, mopoe_kl sampled",
+        "fixed, mopoe_kl sampled",
+        "gaussian, mopoe_kl sampled",
+        "small",
+        "small, mopoe_kl sampled",
+    }
     assert entry["dimensions_at_the_end"]["default"] == [16] and entry["dimensions_at_the_end"]["fixed"] == [50]
     assert entry["dimensions_at_the_end"]["small"] == [6]  # --also: the default with latent_dim 6 (a bound of 6)

@@ -17,7 +17,25 @@ TINY = ["--max-train", "300", "--epochs", "2", "--hidden", "64", "--batch-size",
 @pytest.fixture(scope="module")
 def beta_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "beta"
-    assert main(["train", "--data", "mnist", "--latent", "beta", "--truncation", "10", "--alpha", "3", *TINY, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "mnist",
+                "--latent",
+                "beta",
+                "--truncation",
+                "10",
+                "--alpha",
+                "3",
+                *TINY,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -47,13 +65,23 @@ def test_evaluate_writes_every_key(beta_run, capsys):
     vae, config = api.load(beta_run)
     test = api.load_data(config, progress=False).test.take(slice(0, 100))
     with torch.no_grad():
-        raw = vae.module.heads["mod_image"](vae.module.encoders["mod_image"](torch.from_numpy(np.asarray(test.arrays["image"])))).double().numpy()
+        raw = (
+            vae.module.heads["mod_image"](
+                vae.module.encoders["mod_image"](torch.from_numpy(np.asarray(test.arrays["image"])))
+            )
+            .double()
+            .numpy()
+        )
     e_a, e_b = np.exp(np.minimum(np.split(raw, 2, axis=1), 15.0))
     mean_v = (1 + e_a) / (1 + e_a + config.alpha + e_b)
-    weights = np.concatenate([mean_v, np.ones((len(mean_v), 1))], axis=1) * np.concatenate([np.ones((len(mean_v), 1)), np.cumprod(1 - mean_v, axis=1)], axis=1)
+    weights = np.concatenate([mean_v, np.ones((len(mean_v), 1))], axis=1) * np.concatenate(
+        [np.ones((len(mean_v), 1)), np.cumprod(1 - mean_v, axis=1)], axis=1
+    )
     needed = (np.cumsum(weights, axis=1) < 0.99 - 1e-7).sum(axis=1) + 1
     assert result["sticks_99"] == pytest.approx(needed.mean(), abs=1e-6)
-    assert result["sticks_99_histogram"] == np.bincount(needed, minlength=11)[1:].tolist()  # rows needing 1..K sticks, K = 10
+    assert (
+        result["sticks_99_histogram"] == np.bincount(needed, minlength=11)[1:].tolist()
+    )  # rows needing 1..K sticks, K = 10
     assert result["log_likelihood"] >= result["elbo"] - 5  # the bound tightens, up to sampling noise
     assert "log_likelihood" in capsys.readouterr().out
 
@@ -80,7 +108,26 @@ def test_same_seed_same_model(tmp_path):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        main(["train", "--latent", "logitnormal", "--truncation", "6", "--max-train", "200", "--epochs", "1", "--hidden", "32", "--quiet", "--seed", "7", "--out", str(out)])
+        main(
+            [
+                "train",
+                "--latent",
+                "logitnormal",
+                "--truncation",
+                "6",
+                "--max-train",
+                "200",
+                "--epochs",
+                "1",
+                "--hidden",
+                "32",
+                "--quiet",
+                "--seed",
+                "7",
+                "--out",
+                str(out),
+            ]
+        )
         outs.append(api.load(out)[0].module.state_dict())
     for key in outs[0]:
         torch.testing.assert_close(outs[0][key], outs[1][key], rtol=0, atol=0)
@@ -100,7 +147,25 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_kl_weight_is_the_weight_after_warm_up(tmp_path):
     out = tmp_path / "kl"
-    assert main(["train", "--latent", "gaussian", "--latent-dim", "4", "--kl-warmup", "1", "--kl-weight", "2.5", *TINY, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--latent",
+                "gaussian",
+                "--latent-dim",
+                "4",
+                "--kl-warmup",
+                "1",
+                "--kl-weight",
+                "2.5",
+                *TINY,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["kl_weight"] == 2.5
     # 6 batches per epoch: epoch 0 ramps 0..5/6 of 2.5 (mean 2.5 * 2.5 / 6), epoch 1 stays at 2.5
     weights = pd.read_csv(out / "metrics.csv")["kl_weight"].dropna().to_numpy()
@@ -112,7 +177,11 @@ def test_console_script_reports_errors_with_exit_code(tmp_path):
         [sys.executable, "-m", "infinimodal.cli", "evaluate", str(tmp_path / "missing")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "config.json is missing" in bad.stderr
-    usage = subprocess.run([sys.executable, "-m", "infinimodal.cli", "train", "--latent", "nope", "--out", "x"], capture_output=True, text=True)
+    usage = subprocess.run(
+        [sys.executable, "-m", "infinimodal.cli", "train", "--latent", "nope", "--out", "x"],
+        capture_output=True,
+        text=True,
+    )
     assert usage.returncode == 2 and "invalid choice: 'nope'" in usage.stderr
 
 
@@ -146,7 +215,9 @@ def test_a_nan_gradient_under_a_finite_loss_stops_the_run_naming_the_parameter(t
 
     monkeypatch.setattr(MultimodalModule, "forward", poisoned)
     config = api.TrainConfig(latent="beta", truncation=5, hidden=[16], epochs=1, max_train=100)
-    with pytest.raises(InfinimodalError, match=r"the gradient of heads\.mod_image\.weight is NaN or infinite .* with a finite loss"):
+    with pytest.raises(
+        InfinimodalError, match=r"the gradient of heads\.mod_image\.weight is NaN or infinite .* with a finite loss"
+    ):
         api.train(config, tmp_path / "nan", progress=False)
 
 
@@ -166,7 +237,9 @@ def test_posterior_parameters_that_become_nan_stop_the_run_naming_the_encoders(t
 
     monkeypatch.setattr(MultimodalModule, "forward", poisoned)
     config = api.TrainConfig(latent=latent, latent_dim=4, hidden=[16], epochs=1, max_train=100)
-    with pytest.raises(InfinimodalError, match=r"training diverged: loss is nan .*the encoders' posterior parameters are not finite"):
+    with pytest.raises(
+        InfinimodalError, match=r"training diverged: loss is nan .*the encoders' posterior parameters are not finite"
+    ):
         api.train(config, tmp_path / "nan", progress=False)
 
 
@@ -183,7 +256,11 @@ def test_a_training_step_builds_its_distributions_unchecked_and_restores_the_che
         return original(self, data, mask, kl_weight, weights)
 
     monkeypatch.setattr(MultimodalModule, "forward", recording)
-    api.train(api.TrainConfig(latent="gaussian", latent_dim=4, hidden=[16], epochs=1, max_train=100), tmp_path / "run", progress=False)
+    api.train(
+        api.TrainConfig(latent="gaussian", latent_dim=4, hidden=[16], epochs=1, max_train=100),
+        tmp_path / "run",
+        progress=False,
+    )
     assert {checked for training, checked in seen if training} == {False}
     assert {checked for training, checked in seen if not training} == {True}  # validation and evaluation keep them
     with pytest.raises(ValueError):
@@ -200,7 +277,25 @@ SMALL = ["--epochs", "2", "--hidden", "16", "--batch-size", "50", "--quiet"]
 @pytest.fixture(scope="module")
 def multimodal_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "mopoe"
-    assert main(["train", "--data", SYNTHETIC, "--latent", "beta", "--aggregator", "mopoe", "--truncation", "6", *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                SYNTHETIC,
+                "--latent",
+                "beta",
+                "--aggregator",
+                "mopoe",
+                "--truncation",
+                "6",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -219,7 +314,26 @@ def test_multimodal_train_and_evaluate(multimodal_run):
 def test_other_aggregators_train_from_the_command_line(aggregator, tmp_path):
     extra = ["--moe-samples", "3"] if aggregator == "moe" else ["--poe-subsets", "2"]
     out = tmp_path / aggregator
-    assert main(["train", "--data", SYNTHETIC, "--latent", "gaussian", "--latent-dim", "4", "--aggregator", aggregator, *extra, *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                SYNTHETIC,
+                "--latent",
+                "gaussian",
+                "--latent-dim",
+                "4",
+                "--aggregator",
+                aggregator,
+                *extra,
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(out), "--iw-samples", "3", "--no-coherence", "--quiet"]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert "coherence" not in result and result["baselines_tuned"] is True
@@ -228,18 +342,46 @@ def test_other_aggregators_train_from_the_command_line(aggregator, tmp_path):
     assert main(["evaluate", str(out), "--iw-samples", "3", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     quick = json.loads((out / "eval.json").read_text())
     assert quick["baselines_tuned"] is False and quick["elbo"] == result["elbo"]
-    assert all(entry["best_baseline"] == "mean" and "mlp" not in entry and "ridge" not in entry for entry in quick["imputation_mse"].values())
+    assert all(
+        entry["best_baseline"] == "mean" and "mlp" not in entry and "ridge" not in entry
+        for entry in quick["imputation_mse"].values()
+    )
 
 
-@pytest.mark.parametrize("latent, aggregator, flags, named", [
-    ("gated", "mopoe", ["--moe-samples", "4"], "--moe-samples is an option of moe"),
-    ("gated", "moe", ["--poe-subsets", "2", "--mopoe-kl", "sampled"], "--poe-subsets is an option of poe; --mopoe-kl is an option of mopoe"),
-    ("gaussian", "poe", ["--alpha", "5"], "--alpha is an option of beta, kumaraswamy, logitnormal, gated"),
-    ("gaussian", "mopoe", ["--truncation", "auto"], "--truncation is an option of"),
-])
+@pytest.mark.parametrize(
+    "latent, aggregator, flags, named",
+    [
+        ("gated", "mopoe", ["--moe-samples", "4"], "--moe-samples is an option of moe"),
+        (
+            "gated",
+            "moe",
+            ["--poe-subsets", "2", "--mopoe-kl", "sampled"],
+            "--poe-subsets is an option of poe; --mopoe-kl is an option of mopoe",
+        ),
+        ("gaussian", "poe", ["--alpha", "5"], "--alpha is an option of beta, kumaraswamy, logitnormal, gated"),
+        ("gaussian", "mopoe", ["--truncation", "auto"], "--truncation is an option of"),
+    ],
+)
 def test_an_option_of_a_component_not_chosen_is_refused_not_ignored(latent, aggregator, flags, named, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--data", SYNTHETIC, "--latent", latent, "--aggregator", aggregator, *flags, *SMALL, "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                SYNTHETIC,
+                "--latent",
+                latent,
+                "--aggregator",
+                aggregator,
+                *flags,
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err and f"not of --latent {latent} or --aggregator {aggregator}" in err
     assert not (out / "config.json").exists()  # refused before anything is written but the log
@@ -251,7 +393,23 @@ def test_sample_writes_pictures_and_arrays(multimodal_run, tmp_path):
     assert main(["sample", str(multimodal_run), "--n", "5", "--out", str(tmp_path / "prior.png")]) == 0
     image = plt.imread(tmp_path / "prior.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0.01
-    assert main(["sample", str(multimodal_run), "--n", "4", "--given", "x0,x1,x2", "--data", SYNTHETIC, "--out", str(tmp_path / "given.npz")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(multimodal_run),
+                "--n",
+                "4",
+                "--given",
+                "x0,x1,x2",
+                "--data",
+                SYNTHETIC,
+                "--out",
+                str(tmp_path / "given.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "given.npz") as arrays:
         assert {k: arrays[k].shape for k in arrays.files} == {"x0": (4, 5), "x1": (4, 5), "x2": (4, 5)}
     assert main(["sample", str(multimodal_run), "--out", str(tmp_path / "x.jpg")]) == 2
@@ -263,7 +421,12 @@ def test_impute_fills_the_missing_rows_of_a_file(multimodal_run, tmp_path):
     x1[[2, 5]] = np.nan
     x2[[0]] = np.nan
     np.savez(tmp_path / "gaps.npz", x0=x0, x1=x1, x2=x2, labels=np.arange(8))
-    assert main(["impute", str(multimodal_run), "--data", str(tmp_path / "gaps.npz"), "--out", str(tmp_path / "filled.npz")]) == 0
+    assert (
+        main(
+            ["impute", str(multimodal_run), "--data", str(tmp_path / "gaps.npz"), "--out", str(tmp_path / "filled.npz")]
+        )
+        == 0
+    )
     with np.load(tmp_path / "filled.npz") as filled:
         assert np.isfinite(filled["x1"]).all() and np.isfinite(filled["x2"]).all()
         np.testing.assert_array_equal(filled["x1"][[0, 1, 3, 4, 6, 7]], x1[[0, 1, 3, 4, 6, 7]].astype(np.float32))
@@ -271,16 +434,25 @@ def test_impute_fills_the_missing_rows_of_a_file(multimodal_run, tmp_path):
         np.testing.assert_array_equal(filled["labels"], np.arange(8))
     x0[3, 1] = np.nan
     np.savez(tmp_path / "bad.npz", x0=x0, x1=x1, x2=x2)
-    assert main(["impute", str(multimodal_run), "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "no.npz")]) == 2
+    assert (
+        main(["impute", str(multimodal_run), "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "no.npz")])
+        == 2
+    )
 
 
 def test_embed_writes_one_row_per_data_row(multimodal_run, tmp_path, capsys):
     assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--out", str(tmp_path / "z.npy")]) == 0
     codes = np.load(tmp_path / "z.npy")
     assert codes.shape == (40, 6) and np.isfinite(codes).all()
-    assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--decoder-space", "--out", str(tmp_path / "v.npy")]) == 0
+    assert (
+        main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--decoder-space", "--out", str(tmp_path / "v.npy")])
+        == 0
+    )
     assert np.load(tmp_path / "v.npy").shape == (40, 5)
-    assert main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--given", "x7", "--out", str(tmp_path / "n.npy")]) == 2
+    assert (
+        main(["embed", str(multimodal_run), "--data", SYNTHETIC, "--given", "x7", "--out", str(tmp_path / "n.npy")])
+        == 2
+    )
     assert "unknown modalities x7" in capsys.readouterr().err
 
 
@@ -289,13 +461,43 @@ def test_polymnist_trains_from_the_command_line(tmp_path):
 
     mnist = fake_mnist(tmp_path / "mnist", n_train=120, n_test=30)
     out = tmp_path / "poly"
-    args = ["--data", "polymnist:2", "--data-dir", str(mnist), "--latent", "beta", "--aggregator", "poe", "--truncation", "5"]
-    assert main(["train", *args, "--epochs", "1", "--hidden", "16", "--batch-size", "25", "--quiet", "--out", str(out)]) == 0
+    args = [
+        "--data",
+        "polymnist:2",
+        "--data-dir",
+        str(mnist),
+        "--latent",
+        "beta",
+        "--aggregator",
+        "poe",
+        "--truncation",
+        "5",
+    ]
+    assert (
+        main(["train", *args, "--epochs", "1", "--hidden", "16", "--batch-size", "25", "--quiet", "--out", str(out)])
+        == 0
+    )
     assert main(["evaluate", str(out), "--iw-samples", "2", "--quiet"]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert set(result["coherence_classifier_accuracy"]) == {"m0", "m1"}
     # the data set is rebuilt like the run's (its data_dir, its seed), and m0 conditions every modality
-    assert main(["sample", str(out), "--n", "3", "--given", "m0", "--data", "polymnist:2", "--out", str(tmp_path / "cross.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(out),
+                "--n",
+                "3",
+                "--given",
+                "m0",
+                "--data",
+                "polymnist:2",
+                "--out",
+                str(tmp_path / "cross.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cross.png").stat().st_size > 1000
 
 
@@ -321,20 +523,39 @@ def test_every_training_and_data_option_is_one_declaration_read_by_the_parser_th
 
     # a flag and a value other than the default for each option, as a user would type them
     typed = {
-        "epochs": (["--epochs", "7"], 7), "batch_size": (["--batch-size", "60", "--devices", "2"], 60), "lr": (["--lr", "0.01"], 0.01),
-        "kl_warmup": (["--kl-warmup", "3"], 3.0), "kl_weight": (["--kl-weight", "0.5"], 0.5), "seed": (["--seed", "4"], 4),
-        "precision": (["--precision", "bf16-mixed"], "bf16-mixed"), "accelerator": (["--accelerator", "cpu"], "cpu"),
-        "devices": (["--devices", "2"], 2), "strategy": (["--strategy", "ddp"], "ddp"), "grad_clip": (["--grad-clip", "none"], None),
-        "weights": (["--weight", "a=2"], {"a": 2.0}), "predict": (["--predict", "a=3"], {"a": 3.0}),
-        "infomax": (["--infomax", "a=4"], {"a": 4.0}), "vat": (["--vat", "a=5", "--vat-radius", "0.5"], {"a": 5.0}),
-        "vat_radius": (["--vat", "a=5", "--vat-radius", "0.5"], 0.5), "oversample": (["--oversample", "a=6"], {"a": 6}),
-        "order_dimensions": (["--no-order-dimensions"], False), "cell_dropout": (["--cell-dropout", "0"], 0.0), "data": (["--data", "cohort"], "cohort"),
-        "data_dir": (["--data-dir", "/d"], "/d"), "data_seed": (["--data-seed", "3"], 3), "likelihoods": (["--likelihood", "a=poisson"], {"a": "poisson"}),
-        "binarize": (["--binarize", "static"], "static"), "max_train": (["--max-train", "9"], 9), "standardize": (["--no-standardize"], False),
-        "id_column": (["--id-column", "subject"], "subject"), "covariates": (["--covariates", "age,site"], ["age", "site"]),
+        "epochs": (["--epochs", "7"], 7),
+        "batch_size": (["--batch-size", "60", "--devices", "2"], 60),
+        "lr": (["--lr", "0.01"], 0.01),
+        "kl_warmup": (["--kl-warmup", "3"], 3.0),
+        "kl_weight": (["--kl-weight", "0.5"], 0.5),
+        "seed": (["--seed", "4"], 4),
+        "precision": (["--precision", "bf16-mixed"], "bf16-mixed"),
+        "accelerator": (["--accelerator", "cpu"], "cpu"),
+        "devices": (["--devices", "2"], 2),
+        "strategy": (["--strategy", "ddp"], "ddp"),
+        "grad_clip": (["--grad-clip", "none"], None),
+        "weights": (["--weight", "a=2"], {"a": 2.0}),
+        "predict": (["--predict", "a=3"], {"a": 3.0}),
+        "infomax": (["--infomax", "a=4"], {"a": 4.0}),
+        "vat": (["--vat", "a=5", "--vat-radius", "0.5"], {"a": 5.0}),
+        "vat_radius": (["--vat", "a=5", "--vat-radius", "0.5"], 0.5),
+        "oversample": (["--oversample", "a=6"], {"a": 6}),
+        "order_dimensions": (["--no-order-dimensions"], False),
+        "cell_dropout": (["--cell-dropout", "0"], 0.0),
+        "data": (["--data", "cohort"], "cohort"),
+        "data_dir": (["--data-dir", "/d"], "/d"),
+        "data_seed": (["--data-seed", "3"], 3),
+        "likelihoods": (["--likelihood", "a=poisson"], {"a": "poisson"}),
+        "binarize": (["--binarize", "static"], "static"),
+        "max_train": (["--max-train", "9"], 9),
+        "standardize": (["--no-standardize"], False),
+        "id_column": (["--id-column", "subject"], "subject"),
+        "covariates": (["--covariates", "age,site"], ["age", "site"]),
     }
     declared = [f.name for options in (TrainingOptions, DataOptions) for f in fields(options)]
-    assert sorted(declared) == sorted(typed), "a new option needs a line here: its flag and a value other than its default"
+    assert sorted(declared) == sorted(typed), (
+        "a new option needs a line here: its flag and a value other than its default"
+    )
     parser = build_parser()
     for name in declared:
         flags, value = typed[name]

@@ -25,7 +25,9 @@ def _params(likelihood, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_every_likelihood_has_a_contract():
-    assert set(LIKELIHOODS) | {TableLikelihood.name} == set(LIKELIHOOD_CONTRACTS), "a new likelihood needs an entry in tests/contracts.py"
+    assert set(LIKELIHOODS) | {TableLikelihood.name} == set(LIKELIHOOD_CONTRACTS), (
+        "a new likelihood needs an entry in tests/contracts.py"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -35,8 +37,15 @@ def test_log_prob_and_mean_match_scipy(name):
     x = contract.data(np.random.default_rng(1), 6)
     p = _params(likelihood, 6)
     distribution = likelihood(p)
-    np.testing.assert_allclose(distribution.log_prob(torch.from_numpy(x)).detach().numpy(), contract.reference(x, p.numpy(), likelihood), rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(distribution.mean.detach().numpy(), contract.mean(p.numpy(), likelihood), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        distribution.log_prob(torch.from_numpy(x)).detach().numpy(),
+        contract.reference(x, p.numpy(), likelihood),
+        rtol=1e-8,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        distribution.mean.detach().numpy(), contract.mean(p.numpy(), likelihood), rtol=1e-8, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,7 +102,9 @@ def _latent(key: str):
 
 
 def test_every_latent_family_and_posterior_has_a_contract():
-    assert {c.family for c in LATENT_CONTRACTS.values()} == set(LATENT_FAMILIES), "a new family needs an entry in tests/contracts.py"
+    assert {c.family for c in LATENT_CONTRACTS.values()} == set(LATENT_FAMILIES), (
+        "a new family needs an entry in tests/contracts.py"
+    )
     assert {c.settings.get("expert", "value") for c in LATENT_CONTRACTS.values() if c.family == "gated"} == set(EXPERTS)
 
 
@@ -102,11 +113,16 @@ def test_kl_to_the_prior_is_the_monte_carlo_mean_of_log_q_minus_log_p(key):
     latent, raw = _latent(key)
     q = latent.posterior(raw[:, 0])
     with torch.no_grad():
-        kl = torch.stack([latent.kl_per_dim(q).sum(-1) for _ in range(50)])  # a family may estimate part of it from one draw
+        kl = torch.stack(
+            [latent.kl_per_dim(q).sum(-1) for _ in range(50)]
+        )  # a family may estimate part of it from one draw
         z = latent.rsample(q, DRAWS)
         gap = q.log_prob(z).sum(-1) - latent.log_prior(z)
     standard_error = (gap.std(0) / DRAWS**0.5 + kl.std(0) / 50**0.5).numpy()
-    assert (np.abs(kl.mean(0).numpy() - gap.mean(0).numpy()) <= 5 * standard_error + 1e-3).all(), (kl.mean(0), gap.mean(0))
+    assert (np.abs(kl.mean(0).numpy() - gap.mean(0).numpy()) <= 5 * standard_error + 1e-3).all(), (
+        kl.mean(0),
+        gap.mean(0),
+    )
 
 
 @pytest.mark.parametrize("key", [k for k in LATENTS if LATENT_CONTRACTS[k].exact_fusion is True])
@@ -116,7 +132,11 @@ def test_the_fused_posterior_is_the_product_of_the_experts_over_the_prior(key):
     fused = latent.fuse(experts, torch.ones(3, 1, 2, dtype=torch.bool))
     with torch.no_grad():
         z = latent.rsample(fused, 8)[:, :, 0]  # [draws, rows, latent]
-        ratio = fused.log_prob(z.unsqueeze(2)).sum(-1)[:, :, 0] - experts.log_prob(z.unsqueeze(2)).sum(-1).sum(-1) + latent.log_prior(z)
+        ratio = (
+            fused.log_prob(z.unsqueeze(2)).sum(-1)[:, :, 0]
+            - experts.log_prob(z.unsqueeze(2)).sum(-1).sum(-1)
+            + latent.log_prior(z)
+        )
     assert ratio.var(0).max() < 1e-12  # the same constant (the normaliser) at every z
 
 

@@ -113,7 +113,6 @@ def test_fallback_to_packaged_subset_warns(tmp_path, monkeypatch):
 # --- multimodal data sets ----------------------------------------------------------------------------
 
 
-
 from infinimodal.data import load_dataset  # noqa: E402
 from infinimodal.data.cache import cache_root  # noqa: E402
 from infinimodal.data.images import rotate, texture  # noqa: E402
@@ -128,7 +127,9 @@ def tiny_mnist(tmp_path, monkeypatch):
 
 def test_polymnist_rows_share_a_label_and_show_different_digits_on_unique_textures(tiny_mnist):
     data = load_dataset("polymnist:3", data_dir=str(tiny_mnist), progress=False)
-    assert data.names == ["m0", "m1", "m2"] and all(m.shape == (3, 28, 28) and m.likelihood == "laplace" for m in data.modalities)
+    assert data.names == ["m0", "m1", "m2"] and all(
+        m.shape == (3, 28, 28) and m.likelihood == "laplace" for m in data.modalities
+    )
     raw = load_mnist(tiny_mnist)
     folder = next((cache_root() / "polymnist").iterdir())
     for split_name, part in (("train", raw.train), ("test", raw.test)):
@@ -234,10 +235,17 @@ def test_npz_missing_rows_inferred_likelihoods_and_labels(tmp_path):
     counts[[3, 7]] = np.nan
     real[[7, 11, 12]] = np.nan
     labels = np.array(["cat", "dog"] * 20)
-    path = write_npz(tmp_path / "d.npz", counts=counts, binary=binary, real=real, labels=labels, group=rng.integers(0, 3, n))
+    path = write_npz(
+        tmp_path / "d.npz", counts=counts, binary=binary, real=real, labels=labels, group=rng.integers(0, 3, n)
+    )
     data = load_dataset(str(path), likelihoods={"group": "categorical"})
     likelihoods = {m.name: (m.likelihood, m.shape) for m in data.modalities}
-    assert likelihoods == {"counts": ("poisson", (5,)), "binary": ("bernoulli", (6,)), "real": ("gaussian", (2, 3)), "group": ("categorical", (3,))}
+    assert likelihoods == {
+        "counts": ("poisson", (5,)),
+        "binary": ("bernoulli", (6,)),
+        "real": ("gaussian", (2, 3)),
+        "group": ("categorical", (3,)),
+    }
     assert len(data.train) + len(data.valid) + len(data.test) == n  # nothing dropped
     from infinimodal.data import read_table
 
@@ -265,7 +273,9 @@ def test_npz_errors_name_the_modality_the_file_and_the_rows(tmp_path):
         load_dataset(str(write_npz(tmp_path / "bad3.npz", a=good, b=good[:11])))
     negative = np.abs(good) + 1
     negative[5, 0] = -1
-    with pytest.raises(DataError, match=r"modality 'a' in .*bad4.npz: poisson data must be non-negative integers; rows 5"):
+    with pytest.raises(
+        DataError, match=r"modality 'a' in .*bad4.npz: poisson data must be non-negative integers; rows 5"
+    ):
         load_dataset(str(write_npz(tmp_path / "bad4.npz", a=negative, b=good)), likelihoods={"a": "poisson"})
     infinite = good.copy()
     infinite[1, 2] = np.inf
@@ -277,7 +287,9 @@ def test_npz_errors_name_the_modality_the_file_and_the_rows(tmp_path):
         load_dataset("nothing-like-this")
     # a pandas column of dtype object saved as it is: the array, and how to save it instead
     np.savez(tmp_path / "objects.npz", a=good, sex=np.array(["F", None, 3] * 4, dtype=object))
-    with pytest.raises(DataError, match=r"objects.npz: array 'sex' holds Python objects .*np.asarray\(values, dtype=str\)"):
+    with pytest.raises(
+        DataError, match=r"objects.npz: array 'sex' holds Python objects .*np.asarray\(values, dtype=str\)"
+    ):
         load_dataset(str(tmp_path / "objects.npz"))
 
 
@@ -322,7 +334,9 @@ def test_rotated_mnist_turns_the_digits_about_their_centre(mnist_dir):
     from infinimodal.data import load_dataset
 
     upright, rotated = load_dataset("mnist", str(mnist_dir)), load_dataset("mnist-rotated", str(mnist_dir))
-    assert [len(upright.split(s)) for s in ("train", "valid", "test")] == [len(rotated.split(s)) for s in ("train", "valid", "test")]
+    assert [len(upright.split(s)) for s in ("train", "valid", "test")] == [
+        len(rotated.split(s)) for s in ("train", "valid", "test")
+    ]
     np.testing.assert_array_equal(upright.test.labels, rotated.test.labels)
     rows = np.arange(28)[:, None] - 13.5
 
@@ -350,11 +364,20 @@ def test_inferred_likelihoods_that_are_probably_wrong_are_warned_about(tmp_path)
     classes[[4, 9]] = np.nan  # a pandas class column: float codes, NaN where missing
     one_hot = np.eye(4)[rng.integers(0, 4, 60)]
     counts = rng.poisson(30.0, (60, 2)).astype(float)  # real counts: many values, no warning
-    data = load_dataset(str(write_npz(tmp_path / "traps.npz", group=classes, diagnosis=one_hot, reads=counts, x=rng.normal(size=(60, 3)))))
+    data = load_dataset(
+        str(
+            write_npz(
+                tmp_path / "traps.npz", group=classes, diagnosis=one_hot, reads=counts, x=rng.normal(size=(60, 3))
+            )
+        )
+    )
     likelihoods = {m.name: m.likelihood for m in data.modalities}
     assert likelihoods["group"] == "poisson" and likelihoods["diagnosis"] == "bernoulli"
     notes = "\n".join(data.notes)
-    assert "modality 'group' is one column of 3 integer values (0, 1, 2), read as counts (poisson); if they are classes, give --likelihood group=categorical" in notes
+    assert (
+        "modality 'group' is one column of 3 integer values (0, 1, 2), read as counts (poisson); if they are classes, give --likelihood group=categorical"
+        in notes
+    )
     assert "modality 'diagnosis' has exactly one 1 per row in its 4 binary columns" in notes
     assert "'reads'" not in notes.replace("modality 'reads' (2,): poisson (inferred)", "")
     given = load_dataset(str(tmp_path / "traps.npz"), likelihoods={"group": "categorical", "diagnosis": "categorical"})
@@ -370,7 +393,9 @@ def test_the_counts_data_set_is_over_dispersed_negative_binomial_counts_with_mis
     from infinimodal.data.counts import negative_binomial
 
     data = load_dataset("counts:n=1000,genes=40,proteins=8")
-    assert [m.name for m in data.modalities] == ["rna", "protein"] and {m.likelihood for m in data.modalities} == {"negative_binomial"}
+    assert [m.name for m in data.modalities] == ["rna", "protein"] and {m.likelihood for m in data.modalities} == {
+        "negative_binomial"
+    }
     assert data.train.arrays["rna"].shape == (800, 40) and data.truth["true_dims"] == 4 + 2 + 2
     for split in (data.train, data.valid, data.test):
         for x in split.arrays.values():

@@ -16,7 +16,9 @@ def test_the_readme_is_short_and_its_links_exist():
     text = README.read_text()
     assert len(text.encode()) < 6_000, f"README.md is {len(text.encode())} bytes: move the detail into docs/"
     links = re.findall(r"\]\(([^)#]+)\)", text)
-    assert links and all((ROOT / link).is_file() for link in links), [link for link in links if not (ROOT / link).is_file()]
+    assert links and all((ROOT / link).is_file() for link in links), [
+        link for link in links if not (ROOT / link).is_file()
+    ]
 
 
 def test_the_readme_python_quickstart_runs(tmp_path, monkeypatch):
@@ -31,8 +33,12 @@ def test_the_readme_python_quickstart_runs(tmp_path, monkeypatch):
 def test_the_site_builds_strictly_with_a_cli_reference_from_the_parser(tmp_path):
     from infinimodal.parser import build_parser
 
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     reference = (ROOT / "docs" / "reference" / "cli.md").read_text()
     parser = build_parser()
@@ -57,15 +63,37 @@ def test_the_tutorial_runs_as_written_on_a_small_cohort(tmp_path, monkeypatch):
 
     block = re.search(r"```bash\n(.*?)```", (ROOT / "docs" / "tutorial.md").read_text(), re.S).group(1)
     commands = [shlex.split(line) for line in block.strip().splitlines()]
-    assert [c[1] for c in commands] == ["train", "train", "report", "explain", "stability", "score", "impute", "synthesize"]
+    assert [c[1] for c in commands] == [
+        "train",
+        "train",
+        "report",
+        "explain",
+        "stability",
+        "score",
+        "impute",
+        "synthesize",
+    ]
     monkeypatch.chdir(tmp_path)
     for words in commands:
         # training writes the cohort's tables into ./cohort-tables (300 subjects here); the other commands read that folder
-        words = [("cohort-tables:n=300" if w == "cohort-tables" and words[1] == "train" else "2" if w == "40" else w) for w in words[1:]]
+        words = [
+            ("cohort-tables:n=300" if w == "cohort-tables" and words[1] == "train" else "2" if w == "40" else w)
+            for w in words[1:]
+        ]
         words += ["--quiet"] if words[0] in ("train", "report") else []
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
             status = main(words)
-        assert status in (0, 4), (words, err.getvalue()[-2000:])  # 4: synthesize wrote its rows, and its privacy check objected
-    assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "z-maps.csv").is_file() and (tmp_path / "scores.groups.csv").is_file()
-    assert json.loads((tmp_path / "explain.json").read_text())["dimensions"] and json.loads((tmp_path / "stability.json").read_text())["summary"]
+        assert status in (0, 4), (
+            words,
+            err.getvalue()[-2000:],
+        )  # 4: synthesize wrote its rows, and its privacy check objected
+    assert (
+        (tmp_path / "run" / "report.html").is_file()
+        and (tmp_path / "z-maps.csv").is_file()
+        and (tmp_path / "scores.groups.csv").is_file()
+    )
+    assert (
+        json.loads((tmp_path / "explain.json").read_text())["dimensions"]
+        and json.loads((tmp_path / "stability.json").read_text())["summary"]
+    )
     assert (tmp_path / "filled" / "clinical.csv").is_file() and (tmp_path / "synthetic" / "privacy.json").is_file()

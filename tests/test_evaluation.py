@@ -90,7 +90,9 @@ def test_coherence_over_several_batches_scores_each_row_against_its_own_label():
     data = load_dataset("synthetic:modalities=3,shared=2,private=1,features=5,n=400,missing=0.3")
     vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8])
     subsets = subsets_by_size(3)
-    result = coherence(vae.module, data.test, [Constant(n, 0) for n in data.names], subsets, n_joint=20, batch_size=7, progress=False)
+    result = coherence(
+        vae.module, data.test, [Constant(n, 0) for n in data.names], subsets, n_joint=20, batch_size=7, progress=False
+    )
     labels, mask = np.asarray(data.test.labels), data.test.mask
     for size in ("1", "2"):
         shares = [float((labels[mask[:, list(s)].all(axis=1)] == 0).mean()) for s in subsets[int(size)]]
@@ -118,6 +120,11 @@ def test_every_declared_metric_names_the_function_that_computes_it():
     for metric in catalogue.METRICS:
         assert metric.computed_by, metric.key
         if not metric.computed_by.startswith("the training plan"):
-            assert callable(getattr(metrics, metric.computed_by, None)) or metric.computed_by == sticks_to_cover.__name__, metric.key
+            assert (
+                callable(getattr(metrics, metric.computed_by, None)) or metric.computed_by == sticks_to_cover.__name__
+            ), metric.key
     assert catalogue.metric_of("imputation_mse / mri / model").key == "imputation_mse"
-    assert catalogue.direction("imputation_mse / mri / model") == -1 and catalogue.direction("imputation_mse / mri / ridge") == 0
+    assert (
+        catalogue.direction("imputation_mse / mri / model") == -1
+        and catalogue.direction("imputation_mse / mri / ridge") == 0
+    )

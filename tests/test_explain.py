@@ -46,7 +46,9 @@ def test_deviances_are_twice_the_log_likelihood_gap_to_the_saturated_model():
     rate = rng.uniform(0.1, 20, 50)
     counts = rng.poisson(rate).astype(float)
     got = PoissonLikelihood((50,)).deviance(torch.tensor(counts), torch.tensor(rate)).numpy()
-    np.testing.assert_allclose(got, 2 * (stats.poisson.logpmf(counts, counts) - stats.poisson.logpmf(counts, rate)), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        got, 2 * (stats.poisson.logpmf(counts, counts) - stats.poisson.logpmf(counts, rate)), rtol=1e-9, atol=1e-12
+    )
 
     probs = rng.dirichlet(np.ones(4), 30)
     classes = rng.integers(0, 4, 30)
@@ -55,7 +57,9 @@ def test_deviances_are_twice_the_log_likelihood_gap_to_the_saturated_model():
     np.testing.assert_allclose(got, -2 * np.log(probs[np.arange(30), classes]), rtol=1e-10)
 
     y, m = rng.normal(size=20), rng.normal(size=20)
-    np.testing.assert_allclose(GaussianLikelihood((20,)).deviance(torch.tensor(y), torch.tensor(m)).numpy(), (y - m) ** 2)
+    np.testing.assert_allclose(
+        GaussianLikelihood((20,)).deviance(torch.tensor(y), torch.tensor(m)).numpy(), (y - m) ** 2
+    )
 
 
 # --- variance explained: the closed form of a linear-Gaussian model ---------------------------------------------------
@@ -81,7 +85,9 @@ def test_variance_explained_of_a_linear_decoder_is_mofas_closed_form():
     n, dims = 400, 3
     x = {"a": rng.normal(size=(n, 5)) @ np.diag([3, 1, 1, 1, 0.5]), "b": rng.normal(size=(n, 4))}
     weights = {"a": rng.normal(size=(5, dims)), "b": rng.normal(size=(4, dims))}
-    modalities = [Modality(name, (v.shape[1],), "gaussian", decoder=_Linear(weights[name], v.mean(0))) for name, v in x.items()]
+    modalities = [
+        Modality(name, (v.shape[1],), "gaussian", decoder=_Linear(weights[name], v.mean(0))) for name, v in x.items()
+    ]
     vae = MultimodalVAE(modalities, latent="gaussian", latent_dim=dims, seed=3)
     arrays = {k: v.astype(np.float32) for k, v in x.items()}
     result = vae.explain(arrays)
@@ -91,16 +97,18 @@ def test_variance_explained_of_a_linear_decoder_is_mofas_closed_form():
         centred = values - values.mean(0)
         for j in range(dims):
             residual = centred - np.outer(codes[:, j], weights[name][:, j])
-            expected = 1 - (residual ** 2).sum() / (centred ** 2).sum()
+            expected = 1 - (residual**2).sum() / (centred**2).sum()
             assert result["variance_explained"][name][j] == pytest.approx(expected, abs=1e-4)
             # leave one out: R^2 of all dimensions minus R^2 without j, both closed forms
             full = centred - codes @ weights[name].T
             without = full + np.outer(codes[:, j], weights[name][:, j])
-            loo = (without ** 2).sum() / (centred ** 2).sum() - (full ** 2).sum() / (centred ** 2).sum()
+            loo = (without**2).sum() / (centred**2).sum() - (full**2).sum() / (centred**2).sum()
             assert result["variance_explained_leave_one_out"][name][j] == pytest.approx(loo, abs=1e-4)
             # the effect of moving c_j between its percentiles is w_j times that distance
             low, high = np.percentile(codes[:, j], [5, 95])
-            np.testing.assert_allclose(result["feature_effects"][name]["effects"][j], weights[name][:, j] * (high - low), rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(
+                result["feature_effects"][name]["effects"][j], weights[name][:, j] * (high - low), rtol=1e-3, atol=1e-4
+            )
     assert result["variance_explained_measure"] == {"a": "squared error", "b": "squared error"}
 
 
@@ -126,7 +134,7 @@ def test_explain_finds_each_true_factor_its_modalities_and_its_features(factors_
     vae = api.load(root / "run")[0]
     codes = vae.embed(data.test, decoder_space=True)
     factors = truth["factors"]["test"]
-    r = np.abs(np.corrcoef(factors.T, codes.T)[: factors.shape[1], factors.shape[1]:])
+    r = np.abs(np.corrcoef(factors.T, codes.T)[: factors.shape[1], factors.shape[1] :])
     names = data.names
     pattern = factor_pattern(len(names))
     found = 0
@@ -137,7 +145,11 @@ def test_explain_finds_each_true_factor_its_modalities_and_its_features(factors_
         found += 1
         record = result["dimensions"][j]
         assert record["used"]
-        assert sorted(record["modalities"]) == sorted(np.asarray(names)[pattern[k]].tolist()), (k, j, record["modalities"])
+        assert sorted(record["modalities"]) == sorted(np.asarray(names)[pattern[k]].tolist()), (
+            k,
+            j,
+            record["modalities"],
+        )
         for m in np.flatnonzero(pattern[k]):
             name = names[m]
             loaded = truth["loadings"][name][:, k] != 0
@@ -190,8 +202,11 @@ def test_associations_match_scipy_and_control_the_false_discovery_rate():
 
 
 def _explanation(used, effects):
-    return {"used": used, "variance_explained": {"a": [0.5] * len(used), "b": [0.1] * len(used)},
-            "feature_effects": {"a": {"features": ["f0", "f1", "f2"], "effects": effects}}}
+    return {
+        "used": used,
+        "variance_explained": {"a": [0.5] * len(used), "b": [0.1] * len(used)},
+        "feature_effects": {"a": {"features": ["f0", "f1", "f2"], "effects": effects}},
+    }
 
 
 def test_stability_matches_permuted_and_flipped_dimensions():
@@ -203,7 +218,9 @@ def test_stability_matches_permuted_and_flipped_dimensions():
     assert matched.tolist() == [1, 0, 2] and (r > 0.9).all() and (signs == -1).all()
     effects = rng.normal(size=(4, 3)).tolist()
     flipped = [[-v for v in effects[k]] for k in (1, 0, 2, 3)]
-    result = stability([codes, other], [_explanation([True, True, True, False], effects), _explanation([True] * 3 + [False], flipped)])
+    result = stability(
+        [codes, other], [_explanation([True, True, True, False], effects), _explanation([True] * 3 + [False], flipped)]
+    )
     by_index = {d["index"]: d for d in result["dimensions"]}
     assert [by_index[j]["keeps_index"] for j in range(3)] == [False, False, True]
     assert all(d["feature_agreement"] == pytest.approx(1.0) and d["reproduced"] for d in result["dimensions"])
@@ -215,7 +232,9 @@ def test_stability_command_compares_runs_on_the_same_rows(factors_run, tmp_path)
     done = _cli("stability", root / "run", root / "run", "--out", tmp_path / "s.json")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "s.json").read_text())
-    assert result["summary"]["share_keep_index"] == 1.0 and result["summary"]["median_worst_abs_r"] == pytest.approx(1.0)
+    assert result["summary"]["share_keep_index"] == 1.0 and result["summary"]["median_worst_abs_r"] == pytest.approx(
+        1.0
+    )
     assert _cli("stability", root / "run", "--out", tmp_path / "t.json").returncode != 0
 
 
@@ -231,7 +250,9 @@ def test_a_rotated_latent_loses_its_dimensions_but_keeps_its_subspace():
     effects = rng.normal(size=(3, 3)).tolist()
     result = stability([codes, rotated], [_explanation([True] * 3, effects), _explanation([True] * 3, effects)])
     assert result["summary"]["worst_canonical_r"] == pytest.approx(1.0)
-    assert sorted(d["worst_abs_r"] for d in result["dimensions"])[0] < 0.75  # each of the rotated pair is only half of one
+    assert (
+        sorted(d["worst_abs_r"] for d in result["dimensions"])[0] < 0.75
+    )  # each of the rotated pair is only half of one
     # against unrelated codes the subspace does not come back
     assert canonical_correlations(codes, rng.normal(size=(400, 3)))[-1] < 0.2
 

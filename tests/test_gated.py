@@ -24,8 +24,10 @@ def random_posterior(batch=(4,), dims=5, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     shape = (*batch, dims)
     return GatedPosterior(
-        torch.randn(shape, generator=g, dtype=dtype), torch.rand(shape, generator=g, dtype=dtype) + 0.2,
-        torch.rand(shape, generator=g, dtype=dtype) * 4 + 1, torch.rand(shape, generator=g, dtype=dtype) * 8 + 1,
+        torch.randn(shape, generator=g, dtype=dtype),
+        torch.rand(shape, generator=g, dtype=dtype) + 0.2,
+        torch.rand(shape, generator=g, dtype=dtype) * 4 + 1,
+        torch.rand(shape, generator=g, dtype=dtype) * 8 + 1,
     )
 
 
@@ -35,11 +37,16 @@ def test_log_prob_and_kl_against_scipy():
     log_q = q.log_prob(z).numpy()
     g, v = z[..., :5].numpy(), z[..., 5:].numpy()
     np.testing.assert_allclose(log_q[..., :5], st.norm.logpdf(g, q.loc.numpy(), q.scale.numpy()), rtol=1e-10)
-    np.testing.assert_allclose(log_q[..., 5:], st.beta.logpdf(v, q.concentration1.numpy(), q.concentration0.numpy()), rtol=1e-10)
+    np.testing.assert_allclose(
+        log_q[..., 5:], st.beta.logpdf(v, q.concentration1.numpy(), q.concentration0.numpy()), rtol=1e-10
+    )
     kl = kl_divergence(q, p).numpy()
     for i in [0, 3]:
         for d in [0, 4]:
-            normal_q, normal_p = st.norm(q.loc[i, d].item(), q.scale[i, d].item()), st.norm(p.loc[i, d].item(), p.scale[i, d].item())
+            normal_q, normal_p = (
+                st.norm(q.loc[i, d].item(), q.scale[i, d].item()),
+                st.norm(p.loc[i, d].item(), p.scale[i, d].item()),
+            )
             ref = si.quad(lambda x: normal_q.pdf(x) * (normal_q.logpdf(x) - normal_p.logpdf(x)), -40, 40, limit=200)[0]
             assert kl[i, d] == pytest.approx(ref, rel=1e-7)
             beta_q = st.beta(q.concentration1[i, d].item(), q.concentration0[i, d].item())
@@ -68,12 +75,18 @@ def test_representation_and_weights_are_the_posterior_means():
     se = (codes.std(0) / math.sqrt(len(codes))).numpy()
     assert (np.abs(family.representation(q).numpy() - mc) < 5 * se + 1e-6).all()
     v = draws[..., 5:]
-    weights = torch.cat([v, torch.ones_like(v[..., :1])], -1) * torch.cat([torch.ones_like(v[..., :1]), torch.cumprod(1 - v, -1)], -1)
+    weights = torch.cat([v, torch.ones_like(v[..., :1])], -1) * torch.cat(
+        [torch.ones_like(v[..., :1]), torch.cumprod(1 - v, -1)], -1
+    )
     np.testing.assert_allclose(family.expected_weights(q).numpy(), weights.mean(0).numpy(), atol=3e-3)
     # a mixture's representation is its components' average
-    mixture = MixturePosterior(random_posterior(batch=(3, 2), seed=5), torch.tensor([[0.25, 0.75]] * 3, dtype=torch.float64))
+    mixture = MixturePosterior(
+        random_posterior(batch=(3, 2), seed=5), torch.tensor([[0.25, 0.75]] * 3, dtype=torch.float64)
+    )
     components = family.representation(mixture.components)
-    np.testing.assert_allclose(family.representation(mixture).numpy(), (0.25 * components[:, 0] + 0.75 * components[:, 1]).numpy())
+    np.testing.assert_allclose(
+        family.representation(mixture).numpy(), (0.25 * components[:, 0] + 0.75 * components[:, 1]).numpy()
+    )
 
 
 def test_kl_per_dimension_sums_the_value_and_the_stick():
@@ -81,7 +94,9 @@ def test_kl_per_dimension_sums_the_value_and_the_stick():
     q = random_posterior(dims=4, seed=6)
     prior = family.prior()
     per_dim = family.kl_per_dim(q)
-    expected = kl_divergence(q.values, prior.values) + kl_divergence(Beta(q.concentration1, q.concentration0), Beta(prior.concentration1, prior.concentration0))
+    expected = kl_divergence(q.values, prior.values) + kl_divergence(
+        Beta(q.concentration1, q.concentration0), Beta(prior.concentration1, prior.concentration0)
+    )
     torch.testing.assert_close(per_dim, expected)
     assert per_dim.shape == (4, family.n_dimensions)
 
@@ -106,8 +121,10 @@ def test_an_untrained_dimension_sits_at_the_prior_and_costs_nothing():
 # --- gate warm-up ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("progress, alpha_t", [(0.0, 2.0), (0.25, 2.0 ** 0.75 * 30.0 ** 0.25), (0.5, math.sqrt(60.0)), (1.0, 30.0),
-                                               (3.0, 30.0), (-1.0, 2.0)])
+@pytest.mark.parametrize(
+    "progress, alpha_t",
+    [(0.0, 2.0), (0.25, 2.0**0.75 * 30.0**0.25), (0.5, math.sqrt(60.0)), (1.0, 30.0), (3.0, 30.0), (-1.0, 2.0)],
+)
 def test_gate_warm_up_moves_the_sticks_prior_from_alpha_start_to_alpha_geometrically(progress, alpha_t):
     family = build_latent("gated", latent_dim=3, alpha=30.0, alpha_start=2.0).double()
     raw = torch.zeros(2, family.head_size, dtype=torch.float64)  # exp evidence: e_a = e_b = 1
@@ -116,8 +133,14 @@ def test_gate_warm_up_moves_the_sticks_prior_from_alpha_start_to_alpha_geometric
     np.testing.assert_allclose(family.prior().concentration1.numpy(), 1.0)
     np.testing.assert_allclose(family.posterior(raw).concentration0.numpy(), alpha_t + 1.0, rtol=1e-12)
     # the prior gate E[r_k] = (alpha_t / (1 + alpha_t))^k, which the warm-up closes for late k
-    gate = family.representation(GatedPosterior(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
-                                                family.prior().concentration1, family.prior().concentration0))
+    gate = family.representation(
+        GatedPosterior(
+            torch.ones(3, dtype=torch.float64),
+            torch.ones(3, dtype=torch.float64),
+            family.prior().concentration1,
+            family.prior().concentration0,
+        )
+    )
     np.testing.assert_allclose(gate.numpy(), (alpha_t / (1 + alpha_t)) ** np.arange(1, 4), rtol=1e-12)
     family.warm_up(1.0)
     assert family.prior().concentration0.tolist() == [30.0] * 3
@@ -127,7 +150,10 @@ def test_no_gate_warm_up_when_alpha_start_is_alpha():
     family = build_latent("gated", latent_dim=2, alpha=7.0, alpha_start=7.0)
     family.warm_up(0.0)
     assert family.prior().concentration0.tolist() == [7.0, 7.0]
-    assert "warm-up" not in family.describe() and "gate warm-up from alpha = 2" in build_latent("gated", latent_dim=2).describe()
+    assert (
+        "warm-up" not in family.describe()
+        and "gate warm-up from alpha = 2" in build_latent("gated", latent_dim=2).describe()
+    )
 
 
 def test_training_sees_the_gate_warm_up_and_validation_and_the_saved_model_only_alpha(tmp_path):
@@ -143,20 +169,24 @@ def test_training_sees_the_gate_warm_up_and_validation_and_the_saved_model_only_
             self.train, self.valid = [], []
 
         def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
-            self.train.append((plan.global_step - 1, plan.model.latent.prior().concentration0[0].item(), plan.kl_weight()))
+            self.train.append(
+                (plan.global_step - 1, plan.model.latent.prior().concentration0[0].item(), plan.kl_weight())
+            )
 
         def on_validation_batch_start(self, trainer, plan, batch, batch_idx, dataloader_idx=0):
             self.valid.append(plan.model.latent.prior().concentration0[0].item())
 
     data = load_dataset("synthetic:shared=2,private=1,features=4,n=400")
-    vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", latent_dim=3, hidden=[8], alpha=30.0, alpha_start=2.0)
+    vae = MultimodalVAE(
+        data.modalities, latent="gated", aggregator="poe", latent_dim=3, hidden=[8], alpha=30.0, alpha_start=2.0
+    )
     record = Record()
     vae.fit(data, epochs=3, batch_size=80, kl_warmup=2, progress=False, out_dir=tmp_path / "run", callbacks=[record])
     steps_per_epoch = math.ceil(len(data.train) / 80)
     assert len(record.train) == 3 * steps_per_epoch
     for step, alpha_t, _ in record.train:
         progress = min(1.0, step / (2 * steps_per_epoch))
-        assert alpha_t == pytest.approx(2.0 ** (1 - progress) * 30.0 ** progress, rel=1e-6)  # the prior is float32
+        assert alpha_t == pytest.approx(2.0 ** (1 - progress) * 30.0**progress, rel=1e-6)  # the prior is float32
     assert record.train[0][1] == pytest.approx(2.0) and record.train[-1][1] == 30.0
     assert record.valid and set(record.valid) == {30.0}
     assert vae.module.latent.prior().concentration0.tolist() == [30.0] * 3
@@ -171,13 +201,22 @@ def test_training_sees_the_gate_warm_up_and_validation_and_the_saved_model_only_
 def mp_beta_kl(a1, b1, a2, b2):
     a1, b1, a2, b2 = (mpmath.mpf(x) for x in (a1, b1, a2, b2))
     lb = lambda a, b: mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b)  # noqa: E731
-    return float(lb(a2, b2) - lb(a1, b1) + (a1 - a2) * mpmath.digamma(a1) + (b1 - b2) * mpmath.digamma(b1)
-                 + (a2 - a1 + b2 - b1) * mpmath.digamma(a1 + b1))
+    return float(
+        lb(a2, b2)
+        - lb(a1, b1)
+        + (a1 - a2) * mpmath.digamma(a1)
+        + (b1 - b2) * mpmath.digamma(b1)
+        + (a2 - a1 + b2 - b1) * mpmath.digamma(a1 + b1)
+    )
 
 
 def mp_beta_logpdf(v, a, b):
     v, a, b = mpmath.mpf(v), mpmath.mpf(a), mpmath.mpf(b)
-    return float((a - 1) * mpmath.log(v) + (b - 1) * mpmath.log1p(-v) - (mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b)))
+    return float(
+        (a - 1) * mpmath.log(v)
+        + (b - 1) * mpmath.log1p(-v)
+        - (mpmath.loggamma(a) + mpmath.loggamma(b) - mpmath.loggamma(a + b))
+    )
 
 
 @pytest.mark.parametrize("evidence", [1e2, 1e4, 1e6, math.exp(15)])
@@ -188,7 +227,9 @@ def test_stable_beta_matches_mpmath_at_large_evidence_in_float32(evidence):
     kl = kl_divergence(q, p)
     for i in range(2):
         assert kl[i].item() == pytest.approx(mp_beta_kl(a[i].item(), b[i].item(), 1.0, 5.0), abs=2e-3, rel=1e-6)
-    v = torch.tensor([a[0].item() / (a[0].item() + b[0].item()), a[1].item() / (a[1].item() + b[1].item())], dtype=torch.float32)
+    v = torch.tensor(
+        [a[0].item() / (a[0].item() + b[0].item()), a[1].item() / (a[1].item() + b[1].item())], dtype=torch.float32
+    )
     log_q = q.log_prob(v)
     for i in range(2):
         assert log_q[i].item() == pytest.approx(mp_beta_logpdf(v[i].item(), a[i].item(), b[i].item()), abs=2e-3)
@@ -226,8 +267,27 @@ def test_a_gated_run_learns_ordered_dimensions(tmp_path):
     the information ends up in the leading dimensions, which a Gaussian latent has no reason to do."""
     out = tmp_path / "gated"
     data = "synthetic:shared=2,private=1,features=8,n=3000"
-    common = ["--data", data, "--aggregator", "poe", "--latent-dim", "16", "--truncation", "fixed", "--hidden", "64", "--epochs", "6", "--kl-warmup", "1",
-              "--batch-size", "64", "--lr", "3e-3", "--quiet"]
+    common = [
+        "--data",
+        data,
+        "--aggregator",
+        "poe",
+        "--latent-dim",
+        "16",
+        "--truncation",
+        "fixed",
+        "--hidden",
+        "64",
+        "--epochs",
+        "6",
+        "--kl-warmup",
+        "1",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
     assert main(["train", *common, "--latent", "gated", "--alpha", "5", "--out", str(out)]) == 0
     assert main(["evaluate", str(out), "--iw-samples", "5", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     result = json.loads((out / "eval.json").read_text())
@@ -243,10 +303,18 @@ def test_a_gated_run_learns_ordered_dimensions(tmp_path):
     with torch.no_grad():
         mixture = vae.module.posterior(batch["data"], batch["mask"])  # PoE: one component per row
         q, weights = mixture.components, mixture.weights.unsqueeze(-1)
-        prior_sticks = torch.distributions.Beta(torch.ones(16, dtype=torch.float64), vae.module.latent.stick_prior_b().double())
-        sticks = torch.distributions.kl_divergence(torch.distributions.Beta(q.sticks.concentration1.double(), q.sticks.concentration0.double()), prior_sticks)
-        values = torch.distributions.kl_divergence(torch.distributions.Normal(q.values.loc, q.values.scale), torch.distributions.Normal(0.0, 1.0))
-    assert result["kl_parts"]["sticks"] == pytest.approx(float((weights * sticks).sum((-2, -1)).mean()), rel=1e-4, abs=1e-6)
+        prior_sticks = torch.distributions.Beta(
+            torch.ones(16, dtype=torch.float64), vae.module.latent.stick_prior_b().double()
+        )
+        sticks = torch.distributions.kl_divergence(
+            torch.distributions.Beta(q.sticks.concentration1.double(), q.sticks.concentration0.double()), prior_sticks
+        )
+        values = torch.distributions.kl_divergence(
+            torch.distributions.Normal(q.values.loc, q.values.scale), torch.distributions.Normal(0.0, 1.0)
+        )
+    assert result["kl_parts"]["sticks"] == pytest.approx(
+        float((weights * sticks).sum((-2, -1)).mean()), rel=1e-4, abs=1e-6
+    )
     assert result["kl_parts"]["values"] == pytest.approx(float((weights * values).sum((-2, -1)).mean()), rel=1e-4)
     assert sum(result["kl_parts"].values()) == pytest.approx(sum(result["kl_per_dim"]), rel=1e-4)
     assert main(["report", str(out), "--quiet", "--max-rows", "200", "--examples", "2", "--max-dims", "2"]) == 0
@@ -281,8 +349,18 @@ def test_truncation_elbo_against_a_direct_monte_carlo(tmp_path):
         # keep nothing: q is the prior, so the bound is E_prior[log p(X | z)], drawn here without the helper
         torch.manual_seed(1)
         z = vae.module.latent.sample_prior(20_000)
-        lik = torch.stack([vae.module.log_likelihoods(z, {k: v[i].expand(len(z), *v.shape[1:]) for k, v in batch["data"].items()},
-                                                       batch["mask"][i].expand(len(z), -1)).sum(-1).mean() for i in range(40)])
+        lik = torch.stack(
+            [
+                vae.module.log_likelihoods(
+                    z,
+                    {k: v[i].expand(len(z), *v.shape[1:]) for k, v in batch["data"].items()},
+                    batch["mask"][i].expand(len(z), -1),
+                )
+                .sum(-1)
+                .mean()
+                for i in range(40)
+            ]
+        )
     torch.manual_seed(2)
     estimate = truncation_elbo(vae.module, test, keep=0, n_samples=2000)
     assert estimate == pytest.approx(float(lik.mean()), abs=0.05 * abs(float(lik.mean())) / 10 + 0.1)
@@ -302,7 +380,25 @@ def test_the_default_model_is_the_stick_gated_latent(tmp_path):
     assert (config.latent, config.aggregator, config.alpha, config.expert) == ("gated", "mopoe", 30.0, "value")
     assert MultimodalVAE([Modality("x", (3,))], hidden=[4]).config.latent == "gated"
     out = tmp_path / "default"
-    assert main(["train", "--data", "synthetic:n=300,features=4", "--epochs", "1", "--hidden", "8", "--latent-dim", "3", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=300,features=4",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "config.json").read_text())
     assert record["latent"] == "gated" and record["alpha"] == 30.0 and record["latent_dim"] == 3
     # another family keeps its own default for the shared option
@@ -315,8 +411,25 @@ def test_report_of_a_gated_run_names_its_code_and_order(tmp_path):
     import html as html_module
 
     out = tmp_path / "gated_report"
-    assert main(["train", "--data", "synthetic:n=400,features=4,missing=0.2", "--epochs", "1", "--hidden", "8", "--latent-dim", "4",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4,missing=0.2",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "4",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(out), "--iw-samples", "2", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     assert main(["report", str(out), "--quiet"]) == 0
     page = html_module.unescape((out / "report.html").read_text())
@@ -331,8 +444,12 @@ def test_eval_names_the_posterior_family_a_run_really_uses():
     kumaraswamy = build_latent("kumaraswamy", truncation=4)
     assert "Beta projection" in kumaraswamy.posterior_description(build_aggregator("mopoe").fuses, 2)
     assert "Beta projection" in kumaraswamy.posterior_description(build_aggregator("poe").fuses, 3)
-    assert kumaraswamy.posterior_description(build_aggregator("moe").fuses, 3) == "kumaraswamy"  # a mixture of the experts themselves
-    assert kumaraswamy.posterior_description(build_aggregator("poe").fuses, 1) == "kumaraswamy"  # one modality: the SB-VAE posterior
+    assert (
+        kumaraswamy.posterior_description(build_aggregator("moe").fuses, 3) == "kumaraswamy"
+    )  # a mixture of the experts themselves
+    assert (
+        kumaraswamy.posterior_description(build_aggregator("poe").fuses, 1) == "kumaraswamy"
+    )  # one modality: the SB-VAE posterior
     assert build_latent("gated").posterior_description(True, 3) == "gated"
 
 
@@ -354,12 +471,21 @@ def _gated_model(latent_dim=6, seed=0, expert="value"):
     from infinimodal import MultimodalVAE
     from infinimodal.modality import Modality
 
-    vae = MultimodalVAE([Modality("a", (5,)), Modality("b", (4,), "bernoulli")], latent="gated", aggregator="mopoe",
-                        latent_dim=latent_dim, hidden=[16], seed=seed, expert=expert)
+    vae = MultimodalVAE(
+        [Modality("a", (5,)), Modality("b", (4,), "bernoulli")],
+        latent="gated",
+        aggregator="mopoe",
+        latent_dim=latent_dim,
+        hidden=[16],
+        seed=seed,
+        expert=expert,
+    )
     module = vae.module
     with torch.no_grad():
         for head in module.heads.values():
-            head.bias[2 * latent_dim :] = -30.0  # no stick evidence: every row's gates are the prior's, E[r] the same for all
+            head.bias[
+                2 * latent_dim :
+            ] = -30.0  # no stick evidence: every row's gates are the prior's, E[r] the same for all
             head.weight[2 * latent_dim :] = 0.0
     return module
 
@@ -376,7 +502,9 @@ def test_swapping_two_dimensions_keeps_what_the_decoders_read_in_mean():
     # the gates are the prior's: (alpha / (1 + alpha))^k (independent reference)
     torch.testing.assert_close(gates, (30.0 / 31.0) ** torch.arange(1, 7, dtype=torch.float32), rtol=1e-5, atol=0)
     scales = module.latent.exchange_scales(q, 1, 4)
-    assert scales == pytest.approx((float(gates[4] / gates[1]), float(gates[1] / gates[4])), rel=1e-6)  # value experts: the gate ratio
+    assert scales == pytest.approx(
+        (float(gates[4] / gates[1]), float(gates[1] / gates[4])), rel=1e-6
+    )  # value experts: the gate ratio
     module.swap_dimensions(1, 4, scales)
     q_after = module.posterior(data, mask)
     after = {name: module.decoders[f"mod_{name}"].input_layer()(module.latent.representation(q_after)) for name in data}
@@ -426,13 +554,18 @@ def test_adam_moments_move_with_their_parameters():
     optimizer.step()
     layer = module.decoders["mod_a"].input_layer()
     head = module.heads["mod_a"]
-    first, second = optimizer.state[layer.weight]["exp_avg"].clone(), optimizer.state[layer.weight]["exp_avg_sq"].clone()
+    first, second = (
+        optimizer.state[layer.weight]["exp_avg"].clone(),
+        optimizer.state[layer.weight]["exp_avg_sq"].clone(),
+    )
     head_first = optimizer.state[head.weight]["exp_avg"].clone()
     module.swap_dimensions(0, 3, (0.7 / 1.0, 1.0 / 0.7), optimizer)
     into_0 = 0.7 / 1.0  # the column moving from 3 to 0 is scaled by gates[3] / gates[0]; its gradient by the inverse
     torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg"][:, 0], first[:, 3] / into_0)
     torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg_sq"][:, 0], second[:, 3] / into_0**2)
-    torch.testing.assert_close(optimizer.state[head.weight]["exp_avg"][[0, 6]], head_first[[3, 9]])  # loc and log-precision rows
+    torch.testing.assert_close(
+        optimizer.state[head.weight]["exp_avg"][[0, 6]], head_first[[3, 9]]
+    )  # loc and log-precision rows
     torch.testing.assert_close(optimizer.state[head.weight]["exp_avg"][12:], head_first[12:])  # the sticks stay
 
 
@@ -451,9 +584,15 @@ def test_a_straggler_is_moved_to_the_first_free_position_and_the_order_restored(
 
     def used():
         with torch.no_grad():
-            return np.flatnonzero((module.latent.kl_per_dim(module.posterior(batch["data"], batch["mask"])).mean(0) > USED_DIMENSION_KL).numpy())
+            return np.flatnonzero(
+                (
+                    module.latent.kl_per_dim(module.posterior(batch["data"], batch["mask"])).mean(0) > USED_DIMENSION_KL
+                ).numpy()
+            )
 
-    move_stragglers(module, batch["data"], batch["mask"])  # whatever training left out of order (this seed: dimension 7 of 5 used)
+    move_stragglers(
+        module, batch["data"], batch["mask"]
+    )  # whatever training left out of order (this seed: dimension 7 of 5 used)
     first = used()
     assert len(first) >= 3 and first.tolist() == list(range(len(first)))
     with torch.no_grad():
@@ -475,11 +614,34 @@ def test_training_moves_stragglers_unless_told_not_to(tmp_path):
     data = load_dataset("synthetic:shared=2,private=1,features=6,n=600")
     assert MultimodalVAE(data.modalities, latent="gated", hidden=[8]).module.can_swap_dimensions()
     assert not MultimodalVAE(data.modalities, latent="gaussian", hidden=[8]).module.can_swap_dimensions()
-    custom = [Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(3, 6))) for m in data.modalities]
-    assert not MultimodalVAE(custom, latent="gated", latent_dim=3, hidden=[8]).module.can_swap_dimensions()  # its input layer is its author's
+    custom = [
+        Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(3, 6)))
+        for m in data.modalities
+    ]
+    assert not MultimodalVAE(
+        custom, latent="gated", latent_dim=3, hidden=[8]
+    ).module.can_swap_dimensions()  # its input layer is its author's
     out = tmp_path / "run"
-    assert main(["train", "--data", "synthetic:shared=2,private=1,features=6,n=600", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
-                 "--no-order-dimensions", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:shared=2,private=1,features=6,n=600",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--no-order-dimensions",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["order_dimensions"] is False
 
 
@@ -515,7 +677,9 @@ def test_a_straggler_pair_is_exchanged_at_most_once_per_call(monkeypatch):
     assert [(m, t) for m, t, _, _ in callbacks.move_stragglers(module, batch["data"], batch["mask"])] == [(3, 2)]
 
 
-@pytest.mark.parametrize("elbos, kept", [([-10.0, float("nan")], 0), ([-10.0, -10.2, -10.2, -10.4], 1), ([-10.0, -10.1, -10.1, -10.2], 2)])
+@pytest.mark.parametrize(
+    "elbos, kept", [([-10.0, float("nan")], 0), ([-10.0, -10.2, -10.2, -10.4], 1), ([-10.0, -10.1, -10.1, -10.2], 2)]
+)
 def test_exchanges_that_make_the_elbo_nan_or_cost_more_than_the_tolerance_in_total_are_undone(monkeypatch, elbos, kept):
     from infinimodal.train import callbacks
 
@@ -550,9 +714,13 @@ def test_the_code_experts_kl_at_the_steps_own_draw_matches_its_integral():
     prior = st.beta(1.0, 5.0)
     expected_stick = si.quad(lambda v: stick.pdf(v) * (stick.logpdf(v) - prior.logpdf(v)), 0, 1)[0]
     assert float(kl.mean()) == pytest.approx(expected_values + expected_stick, rel=3e-3)
-    values_only = kl - float(kl_divergence(Beta(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0), torch.tensor(5.0))))
+    values_only = kl - float(
+        kl_divergence(Beta(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0), torch.tensor(5.0)))
+    )
     for i in range(5):  # the value's part is read at each draw's own stick (not at another draw, not at a mean)
         assert float(values_only[i, 0]) == pytest.approx(value_kl(float(z[i, 1])), rel=1e-6)
     value_expert = build_latent("gated", latent_dim=1, truncation="fixed", alpha=5.0)
     qv = value_expert.posterior_class.from_expert(*(torch.tensor([x], dtype=torch.float64) for x in (m, lam, a, b)))
-    torch.testing.assert_close(value_expert.kl_per_dim_at(qv, value_expert.rsample(qv)), value_expert.kl_per_dim(qv))  # exact: z unused
+    torch.testing.assert_close(
+        value_expert.kl_per_dim_at(qv, value_expert.rsample(qv)), value_expert.kl_per_dim(qv)
+    )  # exact: z unused

@@ -41,10 +41,16 @@ def test_labels_option_adds_a_stratified_label_modality():
     np.testing.assert_array_equal(load_dataset("synthetic:n=2000,features=4,labels=0.25").train.mask, data.train.mask)
 
 
-@pytest.mark.parametrize("spec, problem", [
-    ("synthetic:n=500,labels=0", "in (0, 1]"), ("synthetic:n=500,labels=1.5", "in (0, 1]"), ("synthetic:n=500,labels=abc", "in (0, 1]"),
-    ("mnist:rotate=1", "takes no option but labels=F"), ("polymnist:labels=0.1", "polymnist:M"),
-])
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("synthetic:n=500,labels=0", "in (0, 1]"),
+        ("synthetic:n=500,labels=1.5", "in (0, 1]"),
+        ("synthetic:n=500,labels=abc", "in (0, 1]"),
+        ("mnist:rotate=1", "takes no option but labels=F"),
+        ("polymnist:labels=0.1", "polymnist:M"),
+    ],
+)
 def test_bad_label_options_are_one_clear_error(spec, problem, capsys):
     with pytest.raises(DataError, match=problem.replace("(", r"\(").replace("]", r"\]")):
         load_dataset(spec)
@@ -72,7 +78,9 @@ def test_an_integer_column_of_a_file_is_a_categorical_modality_with_its_own_clas
     data = load_dataset(str(path))
     spec = data.modalities[data.names.index("y")]
     assert spec.likelihood == "categorical" and spec.shape == (3,) and spec.classes == (3, 5, 9)
-    whole = {name: np.concatenate([data.split(s).arrays[name] for s in ("train", "valid", "test")]) for name in data.names}
+    whole = {
+        name: np.concatenate([data.split(s).arrays[name] for s in ("train", "valid", "test")]) for name in data.names
+    }
     mask = np.concatenate([data.split(s).mask for s in ("train", "valid", "test")])
     assert mask[:, 1].sum() == (y != -1).sum()
     codes = np.array(spec.classes)[whole["y"][mask[:, 1]].argmax(1)]
@@ -91,8 +99,31 @@ def class_run(tmp_path_factory):
     out = folder / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["train", "--data", str(path), "--epochs", "12", "--hidden", "32", "--latent-dim", "6", "--batch-size", "50",
-                     "--kl-warmup", "2", "--weight", "y=5", "--quiet", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(path),
+                    "--epochs",
+                    "12",
+                    "--hidden",
+                    "32",
+                    "--latent-dim",
+                    "6",
+                    "--batch-size",
+                    "50",
+                    "--kl-warmup",
+                    "2",
+                    "--weight",
+                    "y=5",
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     (folder / "train_stdout.txt").write_text(printed.getvalue())
     return path, out
 
@@ -124,7 +155,9 @@ def test_prediction_error_is_the_error_of_imputation_against_the_truth(class_run
     rows = np.flatnonzero(test.mask[:, 1])
     # the truth of a file's categorical modality: its own observed test rows, predicted with it hidden
     given = test.take(rows)
-    given.mask[:, 1] = False  # the split is in the model's units already (a dict of the user's arrays would be standardised)
+    given.mask[:, 1] = (
+        False  # the split is in the model's units already (a dict of the user's arrays would be standardised)
+    )
     predicted = vae.impute(given)["y"].argmax(1)
     assert errors["all"] == pytest.approx(float((predicted != test.arrays["y"][rows].argmax(1)).mean()))
     assert errors["all"] <= 0.1  # x separates the classes
@@ -146,11 +179,14 @@ def test_sampling_given_a_class_generates_that_class(class_run, tmp_path):
     assert (tmp_path / "nine.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["--given", "y=4"], "hold classes the model was not trained on"),
-    (["--given", "x=1"], "not categorical"),
-    (["--given", "y=9", "--data", "whatever.npz"], "drop --data"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--given", "y=4"], "hold classes the model was not trained on"),
+        (["--given", "x=1"], "not categorical"),
+        (["--given", "y=9", "--data", "whatever.npz"], "drop --data"),
+    ],
+)
 def test_sampling_given_a_bad_class_is_one_clear_error(class_run, tmp_path, capsys, args, problem):
     _, out = class_run
     assert main(["sample", str(out), "--n", "2", *args, "--out", str(tmp_path / "s.npz")]) == 2
@@ -166,7 +202,10 @@ def test_the_label_modality_is_predicted_never_read_by_the_representation_metric
     assert set(result["prediction_error"]) == {"label"}
     assert set(result["prediction_error"]["label"]) == {"all", "x0", "x1", "x2"}
     # the label's own usage: its posterior for each test row's true class (the label is observed on no test row)
-    assert set(result["per_modality_kl_span_99"]) == {"x0", "x1", "x2", "label"} and result["per_modality_kl_span_99"]["label"] >= 1
+    assert (
+        set(result["per_modality_kl_span_99"]) == {"x0", "x1", "x2", "label"}
+        and result["per_modality_kl_span_99"]["label"] >= 1
+    )
     # the truth of the label modality is the test labels: predicting from the representation-free impute path agrees
     test = data.test
     hidden = {name: test.arrays[name] for name in ("x0", "x1", "x2")}
@@ -214,14 +253,51 @@ def test_mopoe_loss_with_a_weight_against_the_weighted_sum_written_out():
 
 def test_weights_are_recorded_and_a_run_scores_unweighted(tmp_path, capsys):
     out = tmp_path / "weighted"
-    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
-                 "--weight", "label=20", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4,labels=0.3",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--weight",
+                "label=20",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["weights"] == {"label": 20.0}
     vae, _ = api.load(out)
     batch = load_dataset("synthetic:n=400,features=4,labels=0.3").train.batch(np.arange(50))
-    scored = vae.module(batch["data"], batch["mask"])  # a loaded model's objective is its unweighted ELBO (MoPoE: loss = -mean)
+    scored = vae.module(
+        batch["data"], batch["mask"]
+    )  # a loaded model's objective is its unweighted ELBO (MoPoE: loss = -mean)
     assert scored.loss.item() == pytest.approx(-scored.elbo.mean().item(), rel=1e-6)
-    assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--weight", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4",
+                "--epochs",
+                "1",
+                "--weight",
+                "label=2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--weight given for label" in err
 
@@ -256,15 +332,23 @@ def test_validation_reports_the_error_of_imputing_each_categorical_modality(clas
     assert errors["y"][best] == pytest.approx(prediction_errors(vae.module, valid)["y"]["all"], abs=1e-6)
     # train ends by printing it for the saved model
     printed = (out.parent / "train_stdout.txt").read_text()
-    assert f"validation error of imputing y from the other modalities, saved model (epoch {best + 1}): {100 * errors['y'][best]:.2f} %" in printed
+    assert (
+        f"validation error of imputing y from the other modalities, saved model (epoch {best + 1}): {100 * errors['y'][best]:.2f} %"
+        in printed
+    )
     # the run's log shows it with each epoch's line, as metrics.csv has it
-    lines = [line for line in (out / "infinimodal.log").read_text().splitlines() if ": epoch " in line and "val_elbo" in line]
+    lines = [
+        line for line in (out / "infinimodal.log").read_text().splitlines() if ": epoch " in line and "val_elbo" in line
+    ]
     shown = [float(re.search(r"val_y_error (\S+?)(,|$)", line).group(1)) for line in lines]
     np.testing.assert_allclose(shown, errors["y"], atol=5e-4)
     assert main(["report", str(out), "--max-rows", "200", "--examples", "4", "--quiet"]) == 0
     page = (out / "report.html").read_text()
     section = page[page.index('<section id="curves">') : page.index("</section>", page.index('<section id="curves">'))]
-    assert "validation error of imputing each categorical modality" in section and (out / "figures" / "class_errors.png").is_file()
+    assert (
+        "validation error of imputing each categorical modality" in section
+        and (out / "figures" / "class_errors.png").is_file()
+    )
 
 
 def test_compare_ranks_runs_on_the_validation_label_error_at_their_saved_models(class_run, tmp_path):
@@ -282,7 +366,9 @@ def test_compare_ranks_runs_on_the_validation_label_error_at_their_saved_models(
     page_path = tmp_path / "both.html"
     assert main(["compare", str(out), str(twin), "--out", str(page_path), "--quiet"]) == 0
     page = page_path.read_text()
-    section = page[page.index('<section id="validation">') : page.index("</section>", page.index('<section id="validation">'))]
+    section = page[
+        page.index('<section id="validation">') : page.index("</section>", page.index('<section id="validation">'))
+    ]
     # the value at the saved model's epoch: the first epoch of the best validation ELBO, read here with pandas
     epochs = pd.read_csv(out / "metrics.csv").dropna(subset=["val_elbo"])
     saved = epochs.loc[epochs["val_elbo"].idxmax()]
@@ -306,7 +392,9 @@ def test_class_probabilities_are_the_conditional_mean_of_the_class_modality(aggr
     hidden = batch["mask"].clone()
     hidden[:, -1] = False
     probabilities = module.class_probabilities("label", batch["data"], hidden, samples=samples, seed=3)
-    means = module.conditional_means(batch["data"], hidden, samples=samples, seed=3)["label"]  # every decoder, then the mean
+    means = module.conditional_means(batch["data"], hidden, samples=samples, seed=3)[
+        "label"
+    ]  # every decoder, then the mean
     torch.testing.assert_close(probabilities, means)
     assert probabilities.shape == (len(data.valid), 4) and float(probabilities.std(0).max()) > 0  # rows differ
 
@@ -368,7 +456,7 @@ def test_a_model_without_categorical_modalities_reports_no_class_errors():
     labelled = load_dataset("synthetic:n=300,features=4,labels=0.5")
     batch = labelled.valid.batch(np.arange(len(labelled.valid)))
     module = MultimodalVAE(labelled.modalities, latent="gated", aggregator="mopoe", latent_dim=3, hidden=[8]).module
-    (error, rows), = module.class_errors(batch["data"], batch["mask"]).values()
+    ((error, rows),) = module.class_errors(batch["data"], batch["mask"]).values()
     assert rows == int(batch["mask"][:, -1].sum()) and 0 <= float(error) <= 1
 
 
@@ -385,7 +473,10 @@ def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
     term.backward()
     head = module.heads["mod_label"]
     assert head.weight.grad is None or head.weight.grad.abs().max() == 0  # the label's own expert is hidden from it
-    assert module.heads["mod_x0"].weight.grad.abs().max() > 0 and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    assert (
+        module.heads["mod_x0"].weight.grad.abs().max() > 0
+        and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    )
     # it is alpha times a sum of log-probabilities of classes (each <= 0) over the labelled rows, per batch row
     assert -7.0 * labelled / 64 * 50 < term.item() < 0
     # rows without the label contribute nothing; evaluation mode and other models have no such term
@@ -399,15 +490,52 @@ def test_the_prediction_term_trains_imputation_from_the_other_modalities_only():
     torch.testing.assert_close(training.elbo, scoring.elbo)
     assert training.loss.item() > scoring.loss.item()  # the term (negative log-probabilities) is added in training only
     torch.manual_seed(2)
-    assert TrainingObjective(module)(module, batch["data"], batch["mask"]).loss.item() == pytest.approx(scoring.loss.item(), rel=1e-6)
+    assert TrainingObjective(module)(module, batch["data"], batch["mask"]).loss.item() == pytest.approx(
+        scoring.loss.item(), rel=1e-6
+    )
 
 
 def test_predict_is_recorded_and_checked(tmp_path, capsys):
     out = tmp_path / "predict"
-    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
-                 "--predict", "label=10", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4,labels=0.3",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--predict",
+                "label=10",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["predict"] == {"label": 10.0}
-    assert main(["train", "--data", "synthetic:n=400,features=4", "--epochs", "1", "--predict", "label=2", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4",
+                "--epochs",
+                "1",
+                "--predict",
+                "label=2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--predict given for label" in err
 
@@ -429,7 +557,9 @@ def test_the_semisupervised_terms_draw_from_the_posterior_imputation_uses(monkey
         drawn_from.append(q.weights.shape[-1])  # components: 1 for the product of experts
         return q
 
-    monkeypatch.setattr(module, "posterior", lambda *args: pytest.fail("a semi-supervised term drew from the training posterior"))
+    monkeypatch.setattr(
+        module, "posterior", lambda *args: pytest.fail("a semi-supervised term drew from the training posterior")
+    )
     monkeypatch.setattr(module, "conditional_posterior", recorded)
     assert float(prediction_term(module, batch["data"], batch["mask"], {"label": 3.0}).detach()) < 0
     assert float(information_term(module, batch["data"], batch["mask"], {"label": 2.0}).detach()) > 0
@@ -513,14 +643,22 @@ def test_the_report_summary_names_the_best_classifier_fitted_on_the_labels_alone
     from infinimodal.evaluation.report import _summary
 
     family = SimpleNamespace(has_sticks=False, describe=lambda: "D = 4", truncation=None, n_dimensions=4)
-    evaluation = {"elbo": -1.0, "prediction_error": {"label": {"all": 0.1, "mri": 0.12}},
-                  "prediction_baselines": {"label": {
-                      "all": {"train_rows": 120, "logistic": 0.16, "mlp": 0.15, "best_baseline": "mlp"},
-                      "mri": {"train_rows": 120, "logistic": 0.14, "mlp": 0.17, "best_baseline": "logistic"},
-                      "pet": {"train_rows": 70, "note": "too few labelled rows to fit and tune a classifier"}}}}
+    evaluation = {
+        "elbo": -1.0,
+        "prediction_error": {"label": {"all": 0.1, "mri": 0.12}},
+        "prediction_baselines": {
+            "label": {
+                "all": {"train_rows": 120, "logistic": 0.16, "mlp": 0.15, "best_baseline": "mlp"},
+                "mri": {"train_rows": 120, "logistic": 0.14, "mlp": 0.17, "best_baseline": "logistic"},
+                "pet": {"train_rows": 70, "note": "too few labelled rows to fit and tune a classifier"},
+            }
+        },
+    }
     section = Section("summary", "Summary")
     _summary(section, {"latent": "gaussian", "aggregator": "mopoe"}, evaluation, ["mri", "pet", "label"], family)
     page = "".join(section.html)
     assert "<td>error predicting label</td><td>10.00 % from all other modalities (from mri alone 12.00 %)" in page
-    assert ("<td>best classifier of label fitted on its labelled rows alone</td><td>14.00 % (logistic from mri alone, 120 labelled "
-            "training rows") in page
+    assert (
+        "<td>best classifier of label fitted on its labelled rows alone</td><td>14.00 % (logistic from mri alone, 120 labelled "
+        "training rows"
+    ) in page

@@ -48,7 +48,9 @@ def reference_kl_kuma_beta(a, b, alpha, beta):
 
     # the last 2e-16 of u is left out: float64 rounds nodes there to 1, and it holds < 1e-12 of the KL
     pieces = [0.0, 1e-12, 1e-6, 1e-3, 0.5, 1 - 1e-3, 1 - 1e-6, 1 - 1e-12, 1 - 2**-52]
-    return sum(si.quad(integrand, lo, hi, limit=400, epsabs=1e-12, epsrel=1e-11)[0] for lo, hi in zip(pieces, pieces[1:]))
+    return sum(
+        si.quad(integrand, lo, hi, limit=400, epsabs=1e-12, epsrel=1e-11)[0] for lo, hi in zip(pieces, pieces[1:])
+    )
 
 
 # --- Kumaraswamy ---------------------------------------------------------------------------------
@@ -67,7 +69,8 @@ def test_kumaraswamy_kl_against_quadrature_on_the_whole_range(prior):
     alpha, beta = prior
     a, b = np.array(list(itertools.product(GRID, GRID))).T
     ours = kl_divergence(
-        Kumaraswamy(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(alpha, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64))
+        Kumaraswamy(torch.tensor(a), torch.tensor(b)),
+        Beta(torch.tensor(alpha, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64)),
     ).numpy()
     reference = np.array([reference_kl_kuma_beta(ai, bi, alpha, beta) for ai, bi in zip(a, b)])
     relative = np.abs(ours - reference) / np.maximum(np.abs(reference), 1e-3)
@@ -80,7 +83,10 @@ def test_kumaraswamy_kl_against_quadrature_on_the_encoders_range():
     alpha = 5.0
     values = [1.0, 3.0, 30.0, 300.0, 3000.0, 10_001.0]
     a, b = np.array(list(itertools.product(values, [v - 1 + alpha for v in values]))).T
-    ours = kl_divergence(Kumaraswamy(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(alpha, dtype=torch.float64))).numpy()
+    ours = kl_divergence(
+        Kumaraswamy(torch.tensor(a), torch.tensor(b)),
+        Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(alpha, dtype=torch.float64)),
+    ).numpy()
     reference = np.array([reference_kl_kuma_beta(ai, bi, 1.0, alpha) for ai, bi in zip(a, b)])
     relative = np.abs(ours - reference) / np.maximum(np.abs(reference), 1e-3)
     worst = int(np.argmax(relative))
@@ -92,7 +98,10 @@ def test_kumaraswamy_kl_in_float32_matches_float64():
     b = torch.tensor(GRID).repeat(len(GRID))
     prior = Beta(torch.tensor(1.0), torch.tensor(5.0))
     kl32 = kl_divergence(Kumaraswamy(a.float(), b.float()), prior)
-    kl64 = kl_divergence(Kumaraswamy(a.double(), b.double()), Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(5.0, dtype=torch.float64)))
+    kl64 = kl_divergence(
+        Kumaraswamy(a.double(), b.double()),
+        Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(5.0, dtype=torch.float64)),
+    )
     torch.testing.assert_close(kl32.double(), kl64, rtol=1e-4, atol=1e-4)
 
 
@@ -101,7 +110,9 @@ def test_the_ten_term_series_is_what_we_replace():
     a, b = 5.0, 1.0
     series = -sum(b / m * math.exp(sp.betaln(1 + m / a, b)) for m in range(1, 11))
     exact = si.quad(lambda v: math.log1p(-v) * math.exp(kuma_logpdf(v, a, b)), 0, 1, limit=200)[0]
-    ours = expected_log_one_minus_v(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)).item()
+    ours = expected_log_one_minus_v(
+        torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)
+    ).item()
     assert ours == pytest.approx(exact, rel=1e-6)
     assert abs(series - exact) > 0.1
 
@@ -125,7 +136,10 @@ def test_kumaraswamy_kl_gradients_are_finite_at_the_edges():
 def test_kumaraswamy_log_prob_integrates_to_one_and_matches_torch():
     for a, b in [(0.3, 0.5), (2.0, 3.0), (20.0, 0.2)]:
         pieces = [0.0, 1e-6, 0.5, 1 - 1e-6, 1.0]
-        total = sum(si.quad(lambda v: math.exp(kuma_logpdf(v, a, b)), lo, hi, limit=400)[0] for lo, hi in zip(pieces, pieces[1:]))
+        total = sum(
+            si.quad(lambda v: math.exp(kuma_logpdf(v, a, b)), lo, hi, limit=400)[0]
+            for lo, hi in zip(pieces, pieces[1:])
+        )
         assert total == pytest.approx(1.0, abs=1e-5)
         v = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
         ours = Kumaraswamy(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)).log_prob(v)
@@ -136,7 +150,11 @@ def test_kumaraswamy_samples_follow_the_cdf():
     torch.manual_seed(0)
     # (Parameters whose mass sits within 1e-16 of 1 cannot be checked this way: float64 rounds it to 1.)
     for a, b in [(0.3, 0.5), (2.0, 5.0), (40.0, 0.3)]:
-        v = Kumaraswamy(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)).sample((20_000,)).numpy()
+        v = (
+            Kumaraswamy(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
+            .sample((20_000,))
+            .numpy()
+        )
         assert np.all((v >= 0) & (v <= 1))
         statistic = st.kstest(v, lambda x: 1 - (1 - np.clip(x, 0, 1) ** a) ** b).statistic
         assert statistic < 0.015
@@ -160,10 +178,17 @@ def test_kumaraswamy_rsample_has_pathwise_gradients():
 def test_beta_log_prob_and_kl_against_scipy():
     a, b, alpha = 2.5, 0.7, 5.0
     v = torch.linspace(0.01, 0.99, 25, dtype=torch.float64)
-    np.testing.assert_allclose(Beta(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)).log_prob(v).numpy(), st.beta.logpdf(v.numpy(), a, b), rtol=1e-7)
+    np.testing.assert_allclose(
+        Beta(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)).log_prob(v).numpy(),
+        st.beta.logpdf(v.numpy(), a, b),
+        rtol=1e-7,
+    )
     q, p = st.beta(a, b), st.beta(1, alpha)
     reference = si.quad(lambda x: q.pdf(x) * (q.logpdf(x) - p.logpdf(x)), 0, 1, limit=400)[0]
-    kl = kl_divergence(Beta(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)), Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(alpha, dtype=torch.float64)))
+    kl = kl_divergence(
+        Beta(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)),
+        Beta(torch.tensor(1.0, dtype=torch.float64), torch.tensor(alpha, dtype=torch.float64)),
+    )
     assert kl.item() == pytest.approx(reference, rel=1e-6)
 
 
@@ -215,7 +240,9 @@ def test_logitnormal_density_mean_and_kl_against_quadrature():
     p = LogitNormal(torch.tensor(mu0, dtype=torch.float64), torch.tensor(s0, dtype=torch.float64))
     reference = si.quad(
         lambda x: logitnormal_pdf(x, mu, s) * (np.log(logitnormal_pdf(x, mu, s)) - np.log(logitnormal_pdf(x, mu0, s0))),
-        1e-12, 1 - 1e-12, limit=400,
+        1e-12,
+        1 - 1e-12,
+        limit=400,
     )[0]
     assert kl_divergence(q, p).item() == pytest.approx(reference, rel=1e-6)
 
@@ -255,7 +282,9 @@ def test_logitnormal_family_reads_and_differentiates_large_logits():
     np.testing.assert_allclose(code.detach().numpy(), loc.detach().numpy(), atol=0.01)
     code.sum().backward()
     np.testing.assert_allclose(loc.grad.numpy(), 1.0)
-    np.testing.assert_allclose(q.log_prob(x).detach().numpy(), st.norm.logpdf(x.detach().numpy(), loc.detach().numpy(), 1e-3), rtol=1e-9)
+    np.testing.assert_allclose(
+        q.log_prob(x).detach().numpy(), st.norm.logpdf(x.detach().numpy(), loc.detach().numpy(), 1e-3), rtol=1e-9
+    )
     # log pi from the logits, against the weights of v = sigmoid(x) computed in float64 by plain products
     for mode in ("logpi", "pi"):
         other = build_latent("logitnormal", truncation=8, alpha=3.0, decoder_input=mode).double()
@@ -264,7 +293,9 @@ def test_logitnormal_family_reads_and_differentiates_large_logits():
         got = other.decoder_input(logits).numpy()
         np.testing.assert_allclose(np.exp(got) if mode == "logpi" else got, expected, rtol=1e-10)
     # E[pi] uses E[sigmoid(x)]: against Monte Carlo
-    q = type(family.prior())(torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([1.5, 0.7], dtype=torch.float64))
+    q = type(family.prior())(
+        torch.tensor([0.3, -1.0], dtype=torch.float64), torch.tensor([1.5, 0.7], dtype=torch.float64)
+    )
     mc = torch.sigmoid(q.sample((400_000,))).mean(0)
     np.testing.assert_allclose(q.stick_mean.numpy(), mc.numpy(), atol=3e-3)
 
@@ -276,7 +307,10 @@ def test_gaussian_kl_against_scipy():
     mu, s = 0.3, 0.4
     q, p = st.norm(mu, s), st.norm(0, 1)
     reference = si.quad(lambda x: q.pdf(x) * (q.logpdf(x) - p.logpdf(x)), -10, 10, limit=200)[0]
-    kl = kl_divergence(Normal(torch.tensor(mu, dtype=torch.float64), torch.tensor(s, dtype=torch.float64)), Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)))
+    kl = kl_divergence(
+        Normal(torch.tensor(mu, dtype=torch.float64), torch.tensor(s, dtype=torch.float64)),
+        Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)),
+    )
     assert kl.item() == pytest.approx(reference, rel=1e-7)
 
 
@@ -290,7 +324,9 @@ def test_beta_kl_gradient_matches_finite_differences_for_both_laws():
     b1 = torch.exp(torch.randn(4, 3, generator=g, dtype=torch.float64) * 3).requires_grad_()
     a2 = torch.exp(torch.randn(3, generator=g, dtype=torch.float64)).requires_grad_()
     b2 = torch.exp(torch.randn(3, generator=g, dtype=torch.float64) * 2).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b, c, d: kl_divergence(StableBeta(a, b), StableBeta(c, d)), (a1, b1, a2, b2))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, d: kl_divergence(StableBeta(a, b), StableBeta(c, d)), (a1, b1, a2, b2)
+    )
 
 
 @pytest.mark.parametrize("name", ["gaussian", "beta", "kumaraswamy", "logitnormal", "gated"])
@@ -304,11 +340,14 @@ def test_log_prior_by_statistics_matches_scipy(name):
     if name in ("gaussian", "logitnormal"):
         expected = st.norm.logpdf(zn, prior.loc.double().numpy(), prior.scale.double().numpy()).sum(-1)
     elif name in ("beta", "kumaraswamy"):
-        expected = st.beta.logpdf(zn, prior.concentration1.double().numpy(), prior.concentration0.double().numpy()).sum(-1)
+        expected = st.beta.logpdf(zn, prior.concentration1.double().numpy(), prior.concentration0.double().numpy()).sum(
+            -1
+        )
     else:
         d = family.latent_dim
-        expected = (st.norm.logpdf(zn[:, :d], 0.0, 1.0).sum(-1)
-                    + st.beta.logpdf(zn[:, d:], 1.0, prior.concentration0.double().numpy()).sum(-1))
+        expected = st.norm.logpdf(zn[:, :d], 0.0, 1.0).sum(-1) + st.beta.logpdf(
+            zn[:, d:], 1.0, prior.concentration0.double().numpy()
+        ).sum(-1)
     np.testing.assert_allclose(family.log_prior(z).double().numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
@@ -323,7 +362,9 @@ def test_stable_beta_samples_follow_the_beta_law_and_their_gradients_are_the_exa
     ca, cb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
     v = StableBeta(ca, cb).rsample((40000,)).double()
     assert st.kstest(v.detach().numpy(), st.beta(a, b).cdf).pvalue > 0.01
-    for statistic, expected in ((torch.log(v), (sp.polygamma(1, a) - sp.polygamma(1, a + b), -sp.polygamma(1, a + b))),
-                                (torch.log1p(-v), (-sp.polygamma(1, a + b), sp.polygamma(1, b) - sp.polygamma(1, a + b)))):
+    for statistic, expected in (
+        (torch.log(v), (sp.polygamma(1, a) - sp.polygamma(1, a + b), -sp.polygamma(1, a + b))),
+        (torch.log1p(-v), (-sp.polygamma(1, a + b), sp.polygamma(1, b) - sp.polygamma(1, a + b))),
+    ):
         grad_a, grad_b = torch.autograd.grad(statistic.mean(), (ca, cb), retain_graph=True)
         np.testing.assert_allclose([grad_a.item(), grad_b.item()], expected, rtol=0.05, atol=1e-6)

@@ -32,7 +32,7 @@ def test_likelihood_inference_from_values():
 
 @pytest.mark.parametrize("name, law", [("gaussian", "norm"), ("laplace", "laplace")])
 def test_location_scale_log_prob_matches_scipy_with_learned_and_fixed_scales(name, law):
-    
+
     from infinimodal.likelihoods import build_likelihood
 
     for spec in (name, f"{name}:0.75"):
@@ -43,7 +43,11 @@ def test_location_scale_log_prob_matches_scipy_with_learned_and_fixed_scales(nam
         params = torch.randn(5, 1, 4, 3) * 2
         x = torch.randn(5, 4, 3) * 3
         p = likelihood(params)
-        expected = getattr(st, law).logpdf(x.double().numpy(), params[:, 0].double().numpy(), likelihood.scale().double().detach().numpy()).sum((-1, -2))
+        expected = (
+            getattr(st, law)
+            .logpdf(x.double().numpy(), params[:, 0].double().numpy(), likelihood.scale().double().detach().numpy())
+            .sum((-1, -2))
+        )
         np.testing.assert_allclose(p.log_prob(x).detach().double().numpy(), expected, rtol=1e-5, atol=1e-4)
         assert p.mean.shape == (5, 4, 3) and p.sample().shape == (5, 4, 3)
         wider = p.expand((2, 5))  # Independent's expand reaches the base law's

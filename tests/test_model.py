@@ -14,7 +14,11 @@ from infinimodal.latents import DECODER_INPUTS, LATENT_FAMILIES, STICK_FAMILIES,
 from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
 
-MODALITIES = [Modality("bits", (12,), "bernoulli"), Modality("values", (5,), "gaussian"), Modality("image", (1, 8, 8), "laplace")]
+MODALITIES = [
+    Modality("bits", (12,), "bernoulli"),
+    Modality("values", (5,), "gaussian"),
+    Modality("image", (1, 8, 8), "laplace"),
+]
 
 
 def latent(family: str, **settings):
@@ -23,7 +27,9 @@ def latent(family: str, **settings):
 
 
 def small_model(family: str, aggregator: str = "mopoe", modalities=MODALITIES, **settings) -> MultimodalModule:
-    return MultimodalModule(modalities, latent(family, **settings), build_aggregator(aggregator, moe_samples=3), hidden=[16])
+    return MultimodalModule(
+        modalities, latent(family, **settings), build_aggregator(aggregator, moe_samples=3), hidden=[16]
+    )
 
 
 def batch(n=32, seed=0, modalities=MODALITIES):
@@ -48,7 +54,9 @@ def test_one_training_step_changes_every_weight(family, aggregator):
     data, mask = batch()
     mask[::3, 1] = False  # some rows miss a modality
     out = model(data, mask)
-    assert torch.isfinite(out.loss) and out.elbo.shape == (32,) and out.kl_per_dim.shape == (32, model.latent.n_dimensions)
+    assert (
+        torch.isfinite(out.loss) and out.elbo.shape == (32,) and out.kl_per_dim.shape == (32, model.latent.n_dimensions)
+    )
     out.loss.backward()
     optimiser.step()
     after = model.state_dict()
@@ -71,7 +79,10 @@ class RecordingEncoder(torch.nn.Module):
 
 @pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial"])
 def test_count_encoders_read_log_one_plus_counts_and_others_read_values(likelihood):
-    counts, values = Modality("counts", (6,), likelihood, encoder=RecordingEncoder(6)), Modality("values", (5,), "gaussian", encoder=RecordingEncoder(5))
+    counts, values = (
+        Modality("counts", (6,), likelihood, encoder=RecordingEncoder(6)),
+        Modality("values", (5,), "gaussian", encoder=RecordingEncoder(5)),
+    )
     model = MultimodalModule([counts, values], latent("gated"), build_aggregator("mopoe"), hidden=[16])
     x = torch.tensor(np.random.default_rng(0).integers(0, 1500, size=(8, 6)), dtype=torch.float32)
     y = torch.randn(8, 5)
@@ -180,7 +191,10 @@ def test_importance_sampled_log_likelihood_matches_the_exact_marginal(family, ag
     torch.manual_seed(0)
     settings, bounds = ONE_D[family]
     model = MultimodalModule(TWO, build_latent(family, **settings), build_aggregator(aggregator), hidden=[8]).double()
-    data = {"a": torch.bernoulli(torch.full((3, 6), 0.4, dtype=torch.float64)), "b": torch.randn(3, 3, dtype=torch.float64)}
+    data = {
+        "a": torch.bernoulli(torch.full((3, 6), 0.4, dtype=torch.float64)),
+        "b": torch.randn(3, 3, dtype=torch.float64),
+    }
     mask = torch.tensor([[True, True], [True, False], [False, True]])  # complete, and each modality alone
     exact = exact_log_marginal(model, data, mask, *bounds)
     fit_encoders(model, data, mask)
@@ -341,7 +355,9 @@ def test_mopoe_posteriors_given_subsets_from_one_fusion_match_fusing_each(family
         for given, q in zip(givens, together):
             alone = model.aggregator.posterior(model, unimodal, given)
             torch.testing.assert_close(q.weights, alone.weights)
-            torch.testing.assert_close(model.latent.representation(q), model.latent.representation(alone), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                model.latent.representation(q), model.latent.representation(alone), rtol=1e-5, atol=1e-6
+            )
             torch.testing.assert_close(model.latent.kl_per_dim(q), model.latent.kl_per_dim(alone), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(q.log_prob(z), alone.log_prob(z), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="does not have"):
@@ -445,8 +461,13 @@ def test_importance_sampling_in_three_dimensions_against_the_linear_gaussian_mar
 
     torch.manual_seed(0)
     scale = 0.5
-    mods = [Modality("a", (4,), f"gaussian:{scale}", decoder=torch.nn.Linear(3, 4)), Modality("b", (2,), f"gaussian:{scale}", decoder=torch.nn.Linear(3, 2))]
-    model = MultimodalModule(mods, build_latent("gaussian", latent_dim=3), build_aggregator(aggregator), hidden=[16]).double()
+    mods = [
+        Modality("a", (4,), f"gaussian:{scale}", decoder=torch.nn.Linear(3, 4)),
+        Modality("b", (2,), f"gaussian:{scale}", decoder=torch.nn.Linear(3, 2)),
+    ]
+    model = MultimodalModule(
+        mods, build_latent("gaussian", latent_dim=3), build_aggregator(aggregator), hidden=[16]
+    ).double()
     n = 4
     data = {"a": torch.randn(n, 4, dtype=torch.float64), "b": torch.randn(n, 2, dtype=torch.float64)}
     mask = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
@@ -504,7 +525,10 @@ def test_a_non_finite_loss_is_traced_to_its_modality_and_latent_term():
     kl_per_dim = torch.zeros(32, model.latent.n_dimensions)
     kl_per_dim[3, 2] = float("inf")
     finite = LossOutput(torch.tensor(1.0), torch.zeros(32), torch.zeros(32), kl_per_dim.sum(-1), kl_per_dim)
-    assert non_finite_terms(finite, model, {"data": data, "mask": mask}) == "the KL of the GatedSticks latent (dimensions [2])"
+    assert (
+        non_finite_terms(finite, model, {"data": data, "mask": mask})
+        == "the KL of the GatedSticks latent (dimensions [2])"
+    )
 
 
 def test_relative_clip_cuts_spikes_to_a_multiple_of_the_running_norm_and_leaves_steady_growth():

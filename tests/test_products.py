@@ -60,7 +60,9 @@ def test_beta_product_is_the_normalised_product():
     assert result.variance.item() == pytest.approx(var, rel=1e-7)
     for v in [0.05, 0.3, 0.7]:  # and the density itself, pointwise
         unnormalised = np.exp(sum(log_density(d)(v) for d in experts + [prior]))
-        assert result.log_prob(torch.tensor(v, dtype=torch.float64)).exp().item() == pytest.approx(unnormalised / z, rel=1e-7)
+        assert result.log_prob(torch.tensor(v, dtype=torch.float64)).exp().item() == pytest.approx(
+            unnormalised / z, rel=1e-7
+        )
 
 
 def test_beta_evidence_posterior_is_prior_times_expert():
@@ -165,7 +167,9 @@ def test_fuse_is_the_normalised_product_with_the_prior_divided_out(name):
     unimodal_all = family.posterior(raw)
     fused_all = family.fuse(unimodal_all, subsets)
     prior_all = family.prior()
-    for (unimodal, (lo, hi)), (fused, _), (prior, _) in zip(scalar_parts(unimodal_all), scalar_parts(fused_all), scalar_parts(prior_all)):
+    for (unimodal, (lo, hi)), (fused, _), (prior, _) in zip(
+        scalar_parts(unimodal_all), scalar_parts(fused_all), scalar_parts(prior_all)
+    ):
         prior_scalar = type(prior)(**{k: getattr(prior, k)[0] for k in prior.arg_constraints})
         for b in range(2):
             for s in range(3):
@@ -222,22 +226,33 @@ def test_kumaraswamy_fusion_entry_by_entry_matches_the_normalised_product():
     # two and three (the grid); each entry against scipy quadrature of p(v) prod_{m in S} q_m(v) / p(v)
     alpha = 5.0
     family = build_latent("kumaraswamy", truncation=2, alpha=alpha)
-    experts = [[(2.0, 6.0), (30.0, 7.0), (1.0, 40.0)], [(1.5, 5.0), (3.0, 50.0), (200.0, 5.0)]]  # [row][modality] (a, b)
+    experts = [
+        [(2.0, 6.0), (30.0, 7.0), (1.0, 40.0)],
+        [(1.5, 5.0), (3.0, 50.0), (200.0, 5.0)],
+    ]  # [row][modality] (a, b)
     a = torch.tensor([[[ab[0]] for ab in row] for row in experts], dtype=torch.float64)
     b = torch.tensor([[[ab[1]] for ab in row] for row in experts], dtype=torch.float64)
     unimodal = Kumaraswamy(a, b)
-    subsets = torch.tensor([[[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]], [[1, 0, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1]]], dtype=torch.bool)
+    subsets = torch.tensor(
+        [[[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 1, 1]], [[1, 0, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1]]], dtype=torch.bool
+    )
     fused = family.to(torch.float64).fuse(unimodal, subsets)
     prior = lambda v: math.log(alpha) + (alpha - 1) * math.log1p(-v)  # noqa: E731
     for row in range(2):
         for s in range(4):
             members = [m for m in range(3) if subsets[row, s, m]]
             k = len(members)
-            factors = [lambda v, k=k: (1 - k) * prior(v)] + [kuma_log_density(*experts[row][m]) for m in members]  # p prod (q_m / p)
-            _, mean, var = normalised_product_moments(factors, 0, 1, points=[1e-9, 1e-6, 1e-3, 0.1, 0.5, 0.9, 0.999, 1 - 1e-6])
+            factors = [lambda v, k=k: (1 - k) * prior(v)] + [
+                kuma_log_density(*experts[row][m]) for m in members
+            ]  # p prod (q_m / p)
+            _, mean, var = normalised_product_moments(
+                factors, 0, 1, points=[1e-9, 1e-6, 1e-3, 0.1, 0.5, 0.9, 0.999, 1 - 1e-6]
+            )
             assert fused.mean[row, s, 0].item() == pytest.approx(mean, rel=5e-4), (row, members)
             assert fused.variance[row, s, 0].item() == pytest.approx(var, rel=5e-4), (row, members)
-    assert fused.concentration1[0, 0, 0].item() == 1.0 and fused.concentration0[0, 0, 0].item() == alpha  # empty: the prior itself
+    assert (
+        fused.concentration1[0, 0, 0].item() == 1.0 and fused.concentration0[0, 0, 0].item() == alpha
+    )  # empty: the prior itself
 
 
 # --- mixtures score exponential-family components by one matrix product --------------------------------
@@ -259,7 +274,9 @@ def scipy_component_log_prob(name, params, z):
     return st.norm.logpdf(zc[..., :d], loc, scale).sum(-1) + st.beta.logpdf(zc[..., d:], a, b).sum(-1)
 
 
-@pytest.mark.parametrize("sample_shape", [(6,), (2, 3)])  # (2, 3): two sample dimensions, as MoE's stratified samples have
+@pytest.mark.parametrize(
+    "sample_shape", [(6,), (2, 3)]
+)  # (2, 3): two sample dimensions, as MoE's stratified samples have
 @pytest.mark.parametrize("name", ["normal", "beta", "gated"])
 def test_mixture_component_log_prob_by_matrix_product_matches_scipy(name, sample_shape):
     # sharp components (scale 1e-3, concentrations to e^12) where the linear form's terms cancel by many orders

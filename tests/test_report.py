@@ -55,7 +55,25 @@ def image_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     data = _two_modality_file(folder / "subjects.npz")
     out = folder / "beta"
-    assert main(["train", "--data", str(data), "--latent", "beta", "--truncation", "8", "--aggregator", "mopoe", *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--latent",
+                "beta",
+                "--truncation",
+                "8",
+                "--aggregator",
+                "mopoe",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(out), "--iw-samples", "4", "--no-coherence", "--quiet"]) == 0
     assert main(["report", str(out), "--quiet", "--max-rows", "200"]) == 0
     return out
@@ -66,7 +84,25 @@ def gaussian_run(tmp_path_factory):
     """Gaussian latents, PoE, three tabular modalities, no missing rows, not evaluated."""
     out = tmp_path_factory.mktemp("report") / "gaussian"
     spec = "synthetic:modalities=3,shared=2,private=1,features=5,n=300"
-    assert main(["train", "--data", spec, "--latent", "gaussian", "--latent-dim", "6", "--aggregator", "poe", *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                spec,
+                "--latent",
+                "gaussian",
+                "--latent-dim",
+                "6",
+                "--aggregator",
+                "poe",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out), "--quiet"]) == 0
     return out
 
@@ -91,12 +127,32 @@ def test_report_has_every_section_and_every_figure_is_an_embedded_png(image_run)
     files = sorted((image_run / "figures").glob("*.png"))
     names = {f.stem for f in files}
     explained = json.loads((image_run / "explain.json").read_text())  # the explanation section's table, in full
-    drawn = {"variance_explained"} if explained["n_used"] else set()  # the figure of the used dimensions, when there are any
-    assert names == {"curves", "maps", "stick_usage", "sticks_99", "per_dimension_img", "per_dimension_tab", "reconstruction",
-                     "given_img", "given_tab", "imputation", "deviation_scores", "prior_samples"} | drawn
+    drawn = (
+        {"variance_explained"} if explained["n_used"] else set()
+    )  # the figure of the used dimensions, when there are any
+    assert (
+        names
+        == {
+            "curves",
+            "maps",
+            "stick_usage",
+            "sticks_99",
+            "per_dimension_img",
+            "per_dimension_tab",
+            "reconstruction",
+            "given_img",
+            "given_tab",
+            "imputation",
+            "deviation_scores",
+            "prior_samples",
+        }
+        | drawn
+    )
     assert ("explains" in page) == bool(explained["n_used"]) and "What each dimension does" in page
     embedded = _embedded_pngs(page)
-    assert sorted(embedded) == sorted(f.read_bytes() for f in files), "each figure is embedded once, byte for byte the PNG file"
+    assert sorted(embedded) == sorted(f.read_bytes() for f in files), (
+        "each figure is embedded once, byte for byte the PNG file"
+    )
     for blob in embedded:
         _check_png(blob)
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
@@ -150,8 +206,27 @@ def test_report_of_odd_inputs(tmp_path):
     split = np.array(["train"] * 180 + ["valid"] * 17 + ["test"] * 3)
     np.savez(tmp_path / "odd.npz", rgb=rgb, cat=category, labels=labels, split=split)
     out = tmp_path / "a&<b"
-    assert main(["train", "--data", str(tmp_path / "odd.npz"), "--likelihood", "cat=categorical", "--latent", "beta", "--truncation", "5",
-                 "--aggregator", "moe", *SMALL, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "odd.npz"),
+                "--likelihood",
+                "cat=categorical",
+                "--latent",
+                "beta",
+                "--truncation",
+                "5",
+                "--aggregator",
+                "moe",
+                *SMALL,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(out), "--quiet"]) == 0
     page = (out / "report.html").read_text()
     assert "a&amp;&lt;b" in page and "a&<b" not in page
@@ -159,8 +234,24 @@ def test_report_of_odd_inputs(tmp_path):
     assert "too few to be a reference population" in page  # 17 validation rows
     names = {f.stem for f in (out / "figures").glob("*.png")}
     drawn = {"variance_explained"} if json.loads((out / "explain.json").read_text())["n_used"] else set()
-    assert names == {"curves", "stick_usage", "sticks_99", "per_dimension_rgb", "per_dimension_cat", "reconstruction", "given_rgb",
-                     "given_cat", "class_cat_rgb", "imputation", "prior_samples", "class_errors"} | drawn
+    assert (
+        names
+        == {
+            "curves",
+            "stick_usage",
+            "sticks_99",
+            "per_dimension_rgb",
+            "per_dimension_cat",
+            "reconstruction",
+            "given_rgb",
+            "given_cat",
+            "class_cat_rgb",
+            "imputation",
+            "prior_samples",
+            "class_errors",
+        }
+        | drawn
+    )
     for blob in _embedded_pngs(page):
         _check_png(blob)
 
@@ -186,7 +277,15 @@ def test_curves_are_the_last_value_logged_in_each_epoch(image_run):
     table = pd.read_csv(image_run / "metrics.csv")
     expected = table.groupby("epoch").agg(lambda column: column.dropna().iloc[-1] if column.notna().any() else np.nan)
     assert list(epochs) == [e + 1 for e in expected.index]
-    for key in ("train_elbo", "train_reconstruction", "train_kl", "val_elbo", "val_reconstruction", "val_kl", "kl_weight"):
+    for key in (
+        "train_elbo",
+        "train_reconstruction",
+        "train_kl",
+        "val_elbo",
+        "val_reconstruction",
+        "val_kl",
+        "kl_weight",
+    ):
         np.testing.assert_allclose(curves[key], expected[key].to_numpy())
     # the ELBO is reconstruction minus KL, epoch by epoch
     np.testing.assert_allclose(curves["val_elbo"], curves["val_reconstruction"] - curves["val_kl"], rtol=1e-4)
@@ -250,7 +349,9 @@ def test_stick_usage_per_modality_uses_only_the_rows_where_it_is_observed(image_
         e_a, e_b = np.exp(np.minimum(np.split(raw, 2, axis=1), 15.0))
         mean_v = (1 + e_a) / (1 + e_a + config.alpha + e_b)
         ones = np.ones((len(mean_v), 1))
-        expected = np.concatenate([mean_v, ones], axis=1) * np.concatenate([ones, np.cumprod(1 - mean_v, axis=1)], axis=1)
+        expected = np.concatenate([mean_v, ones], axis=1) * np.concatenate(
+            [ones, np.cumprod(1 - mean_v, axis=1)], axis=1
+        )
         np.testing.assert_allclose(weights[name], expected.mean(0), rtol=1e-5, atol=1e-7)
         assert len(counts[name]) == observed.sum()
     np.testing.assert_allclose(weights["joint"].sum(), 1.0, rtol=1e-5)
@@ -314,13 +415,29 @@ def test_compare_bolds_the_better_run(image_run, tmp_path):
 def test_compare_ranks_the_models_imputation_errors_not_their_baselines_or_row_counts():
     from infinimodal.evaluation.compare import _ranked_rows
 
-    first = {"imputation_mse / x / rows": 120, "imputation_mse / x / model": 0.5, "imputation_mse / x / model_all_rows": 0.6,
-             "imputation_mse / x / ridge": 0.7, "imputation_mse / x / mean": 1.0, "prediction_error / y / all": 0.1}
-    second = {"imputation_mse / x / rows": 80, "imputation_mse / x / model": 0.4, "imputation_mse / x / model_all_rows": 0.7,
-              "imputation_mse / x / ridge": 0.7, "imputation_mse / x / mean": 1.0, "prediction_error / y / all": 0.2}
+    first = {
+        "imputation_mse / x / rows": 120,
+        "imputation_mse / x / model": 0.5,
+        "imputation_mse / x / model_all_rows": 0.6,
+        "imputation_mse / x / ridge": 0.7,
+        "imputation_mse / x / mean": 1.0,
+        "prediction_error / y / all": 0.1,
+    }
+    second = {
+        "imputation_mse / x / rows": 80,
+        "imputation_mse / x / model": 0.4,
+        "imputation_mse / x / model_all_rows": 0.7,
+        "imputation_mse / x / ridge": 0.7,
+        "imputation_mse / x / mean": 1.0,
+        "prediction_error / y / all": 0.2,
+    }
     rows, bold = _ranked_rows([first, second], [{"aggregator": "mopoe"}] * 2)
     bolded = {rows[r][0]: c for r, c in bold}
-    assert bolded == {"imputation_mse / x / model": 2, "imputation_mse / x / model_all_rows": 1, "prediction_error / y / all": 1}
+    assert bolded == {
+        "imputation_mse / x / model": 2,
+        "imputation_mse / x / model_all_rows": 1,
+        "prediction_error / y / all": 1,
+    }
 
 
 def test_compare_does_not_rank_elbos_of_different_aggregators(image_run, tmp_path):
@@ -354,7 +471,9 @@ def test_compare_needs_two_runs_and_an_html_file(image_run, tmp_path, capsys):
 def _chromium() -> str:
     path = os.environ.get("INFINIMODAL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("Chromium is missing: `make test` installs the Debian package chromium (or set INFINIMODAL_CHROMIUM)")
+        pytest.fail(
+            "Chromium is missing: `make test` installs the Debian package chromium (or set INFINIMODAL_CHROMIUM)"
+        )
     return path
 
 
@@ -365,17 +484,35 @@ def _open_in_browser(page_path, screenshot_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=_chromium(),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}") if message.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda message: (
+                    problems.append(f"console {message.type}: {message.text}")
+                    if message.type in ("error", "warning")
+                    else None
+                ),
+            )
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
             page.goto(page_path.resolve().as_uri(), wait_until="load")
-            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])")
-            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => [h.textContent, h.getBoundingClientRect().height])")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])"
+            )
+            headings = page.evaluate(
+                "Array.from(document.querySelectorAll('h2')).map(h => [h.textContent, h.getBoundingClientRect().height])"
+            )
             page.screenshot(path=str(screenshot_path), full_page=True)
         finally:
             browser.close()
@@ -390,7 +527,13 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     else:
         page_path = tmp_path / "compare.html"
         assert main(["compare", str(image_run), str(gaussian_run), "--out", str(page_path), "--quiet"]) == 0
-        titles = ["Runs", "Validation: what to choose on", "Test metrics", "Training curves and latent usage", "Figures side by side"]
+        titles = [
+            "Runs",
+            "Validation: what to choose on",
+            "Test metrics",
+            "Training curves and latent usage",
+            "Figures side by side",
+        ]
     shot = tmp_path / "screenshot.png"
     images, headings, problems = _open_in_browser(page_path, shot)
     assert problems == []
@@ -400,4 +543,6 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     assert [text for text, _ in headings] == titles and all(height > 0 for _, height in headings)
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[0] > 900  # the whole page, longer than one screen
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 100  # not blank: text, figures, colour
+    assert (
+        pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 100
+    )  # not blank: text, figures, colour

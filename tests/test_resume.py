@@ -15,7 +15,22 @@ from infinimodal.cli import EXIT_INTERRUPTED, main
 from infinimodal.runfiles import RUN_FORMAT, atomic_write, read_state_dict
 
 DATA = "synthetic:n=3000,features=12"
-TRAIN = ["train", "--data", DATA, "--epochs", "3", "--hidden", "32", "--latent-dim", "6", "--kl-warmup", "2", "--batch-size", "50", "--quiet"]
+TRAIN = [
+    "train",
+    "--data",
+    DATA,
+    "--epochs",
+    "3",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "6",
+    "--kl-warmup",
+    "2",
+    "--batch-size",
+    "50",
+    "--quiet",
+]
 
 
 def cli(*args) -> list[str]:
@@ -55,7 +70,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_weights(uninterrupted, tmp_path, sig, capsys):
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_weights(
+    uninterrupted, tmp_path, sig, capsys
+):
     run = tmp_path / "stopped"
     returncode, err = start_and_stop_mid_epoch(run, sig)
     stopped_at = progress(run)
@@ -66,12 +83,30 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_the_uninterrupted_runs_we
         assert "--resume" in err and f"after {stopped_at['epochs_done']} of 3 epochs" in err and "Traceback" not in err
         assert stopped_at["stopped"] == "stopped by SIGTERM"
         # evaluate warns and records it, rather than proceeding as if the run were finished
-        assert main(["evaluate", str(run), "--iw-samples", "2", "--max-test", "50", "--no-coherence", "--no-baselines", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(run),
+                    "--iw-samples",
+                    "2",
+                    "--max-test",
+                    "50",
+                    "--no-coherence",
+                    "--no-baselines",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert "training did not finish" in capsys.readouterr().err
         assert json.loads((run / "eval.json").read_text())["training_finished"] is False
         assert main(["report", str(run), "--max-rows", "100", "--examples", "2", "--max-dims", "2", "--quiet"]) == 0
         assert "training did not finish" in capsys.readouterr().err
-        assert "Warning: " in (run / "report.html").read_text() and "training did not finish" in (run / "report.html").read_text()
+        assert (
+            "Warning: " in (run / "report.html").read_text()
+            and "training did not finish" in (run / "report.html").read_text()
+        )
     else:
         assert returncode == -signal.SIGKILL
     # as a requeued job resumes: the very command line the run was started with, plus --resume
@@ -105,14 +140,40 @@ def test_a_new_run_in_an_old_directory_clears_the_old_runs_files(uninterrupted, 
     run = tmp_path / "reused"
     shutil.copytree(uninterrupted, run)
     (run / "eval.json").write_text("{}")
-    assert main(["train", "--data", DATA, "--epochs", "1", "--hidden", "8", "--max-train", "200", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                DATA,
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--max-train",
+                "200",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert progress(run) == {"epochs_done": 1, "epochs": 1, "finished": True, "stopped": None}
     assert not (run / "eval.json").exists()  # it described the old model
     assert json.loads((run / "config.json").read_text())["hidden"] == [8]
 
 
-@pytest.mark.parametrize("mistake", [["--predict", "y=10"], ["--weight", "x9=2"], ["--data", "synthetic:n=3000,features=12,labels=0.1", "--infomax", "x0=5"],
-                                     ["--data", "/nonexistent/cohort.npz"]], ids=["predict", "weight", "infomax", "data"])
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        ["--predict", "y=10"],
+        ["--weight", "x9=2"],
+        ["--data", "synthetic:n=3000,features=12,labels=0.1", "--infomax", "x0=5"],
+        ["--data", "/nonexistent/cohort.npz"],
+    ],
+    ids=["predict", "weight", "infomax", "data"],
+)
 def test_a_refused_run_leaves_the_old_run_in_its_directory(uninterrupted, tmp_path, capsys, mistake):
     # the data and the options are checked before the old run's files are cleared: a typo loses nothing
     import shutil
@@ -129,7 +190,10 @@ def test_a_refused_run_leaves_the_old_run_in_its_directory(uninterrupted, tmp_pa
 def test_a_diverged_run_says_to_retrain_not_to_resume(tmp_path, capsys):
     from infinimodal.runfiles import DIVERGED, unfinished_warning, write_json
 
-    write_json(tmp_path / "progress.json", {"epochs_done": 2, "epochs": 5, "finished": False, "stopped": f"{DIVERGED}: loss is nan at step 40"})
+    write_json(
+        tmp_path / "progress.json",
+        {"epochs_done": 2, "epochs": 5, "finished": False, "stopped": f"{DIVERGED}: loss is nan at step 40"},
+    )
     warning = unfinished_warning(tmp_path)
     assert "diverge again" in warning and "smaller --lr" in warning and "--resume`" not in warning
 
@@ -143,7 +207,11 @@ def test_resume_refuses_what_it_cannot_do(uninterrupted, tmp_path, capsys):
     # the run's own flags are accepted (a requeued job repeats them); only the one that differs is named
     assert main([*TRAIN, "--out", str(uninterrupted), "--resume", "--batch-size", "64"]) == 2
     err = capsys.readouterr().err
-    assert "drop --batch-size (batch_size=64 where the run has 50)" in err and "--epochs" not in err and "--hidden" not in err
+    assert (
+        "drop --batch-size (batch_size=64 where the run has 50)" in err
+        and "--epochs" not in err
+        and "--hidden" not in err
+    )
     assert main([*TRAIN, "--out", str(uninterrupted), "--resume"]) == 2
     assert "already finished" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
@@ -153,7 +221,12 @@ def test_resume_refuses_what_it_cannot_do(uninterrupted, tmp_path, capsys):
 def test_evaluate_is_deterministic(uninterrupted, tmp_path):
     results = []
     for _ in range(2):
-        assert main(["evaluate", str(uninterrupted), "--iw-samples", "2", "--max-test", "100", "--no-baselines", "--quiet"]) == 0
+        assert (
+            main(
+                ["evaluate", str(uninterrupted), "--iw-samples", "2", "--max-test", "100", "--no-baselines", "--quiet"]
+            )
+            == 0
+        )
         result = json.loads((uninterrupted / "eval.json").read_text())
         result.pop("eval_seconds")
         results.append(result)
@@ -174,7 +247,9 @@ def test_run_format_is_recorded_and_other_formats_are_refused(uninterrupted, tmp
     older = tmp_path / "older"
     shutil.copytree(uninterrupted, older)
     counts = [m | {"likelihood": "poisson"} if i == 0 else m for i, m in enumerate(config["modalities"])]
-    (older / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "format"} | {"modalities": counts}))
+    (older / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k != "format"} | {"modalities": counts})
+    )
     assert main(["evaluate", str(older), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run format 1" in err and "log(1 + x)" in err and "retrain" in err
@@ -182,8 +257,25 @@ def test_run_format_is_recorded_and_other_formats_are_refused(uninterrupted, tmp
     two = tmp_path / "two"
     shutil.copytree(uninterrupted, two)
     (two / "config.json").write_text(json.dumps(config | {"format": 2}))
-    assert main(["evaluate", str(two), "--iw-samples", "2", "--max-test", "20", "--no-coherence", "--no-baselines", "--quiet"]) == 0
-    categorical = [m | {"likelihood": "categorical", "shape": [2]} if i == 0 else m for i, m in enumerate(config["modalities"])]
+    assert (
+        main(
+            [
+                "evaluate",
+                str(two),
+                "--iw-samples",
+                "2",
+                "--max-test",
+                "20",
+                "--no-coherence",
+                "--no-baselines",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    categorical = [
+        m | {"likelihood": "categorical", "shape": [2]} if i == 0 else m for i, m in enumerate(config["modalities"])
+    ]
     (two / "config.json").write_text(json.dumps(config | {"format": 2, "modalities": categorical}))
     capsys.readouterr()
     assert main(["evaluate", str(two), "--quiet"]) == 2
@@ -217,8 +309,12 @@ def test_two_cpu_processes_with_ddp_match_one_process_with_the_same_batch(uninte
     """Lightning DDP on two CPU processes (gloo), each taking 25 of the 50 rows of a step, against the one-process
     run: the same test ELBO and log p(x) within 1.5 nats (measured once on this setting: 0.26 and 0.18 nats apart)."""
     run = tmp_path / "ddp"
-    done = subprocess.run(cli(*TRAIN, "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--out", str(run)),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cli(*TRAIN, "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--out", str(run)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained ") == 1  # one process speaks and writes
     assert progress(run) == {"epochs_done": 3, "epochs": 3, "finished": True, "stopped": None}
@@ -226,7 +322,22 @@ def test_two_cpu_processes_with_ddp_match_one_process_with_the_same_batch(uninte
     assert log.count("epoch 3:") == 1 and json.loads((run / "config.json").read_text())["devices"] == 2
     scores = {}
     for name, directory in (("one", uninterrupted), ("two", run)):
-        assert main(["evaluate", str(directory), "--iw-samples", "5", "--max-test", "300", "--no-coherence", "--no-baselines", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(directory),
+                    "--iw-samples",
+                    "5",
+                    "--max-test",
+                    "300",
+                    "--no-coherence",
+                    "--no-baselines",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         scores[name] = json.loads((directory / "eval.json").read_text())
     for key in ("elbo", "log_likelihood"):
         assert abs(scores["one"][key] - scores["two"][key]) < 1.5, (key, scores["one"][key], scores["two"][key])

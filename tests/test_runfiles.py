@@ -10,8 +10,21 @@ from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
 from infinimodal.errors import InfinimodalError
 
-TINY = ["--data", "synthetic:n=400,features=5", "--epochs", "1", "--hidden", "16", "--batch-size", "50", "--truncation", "4",
-        "--latent-dim", "3", "--quiet"]
+TINY = [
+    "--data",
+    "synthetic:n=400,features=5",
+    "--epochs",
+    "1",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "50",
+    "--truncation",
+    "4",
+    "--latent-dim",
+    "3",
+    "--quiet",
+]
 
 
 class _Planted:
@@ -114,10 +127,16 @@ def _a_list(path):
     torch.save([torch.zeros(2)], path)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (_truncate, "not a readable checkpoint"), (_garbage, "not a readable checkpoint"),
-    (_wrong_shapes, "do not fit"), (_no_state_dict, "no 'state_dict'"), (_a_list, "no 'state_dict'"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_truncate, "not a readable checkpoint"),
+        (_garbage, "not a readable checkpoint"),
+        (_wrong_shapes, "do not fit"),
+        (_no_state_dict, "no 'state_dict'"),
+        (_a_list, "no 'state_dict'"),
+    ],
+)
 def test_a_damaged_checkpoint_gives_one_line(run, tmp_path, capsys, damage, message):
     shared = copy_run(run, tmp_path)
     damage(shared / "model.ckpt")
@@ -125,15 +144,18 @@ def test_a_damaged_checkpoint_gives_one_line(run, tmp_path, capsys, damage, mess
     assert message in err and "model.ckpt" in err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"modalities": 3}', "'modalities' must be a list"),
-    ('{"modalities": [{"name": "x0"}]}', "modality entry is malformed"),
-    ("REPLACE latent_dim=abc", "config.json"),
-    ("REPLACE latent=nonsense", "unknown latent"),
-    ("REPLACE epochs=zero", "config.json"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"modalities": 3}', "'modalities' must be a list"),
+        ('{"modalities": [{"name": "x0"}]}', "modality entry is malformed"),
+        ("REPLACE latent_dim=abc", "config.json"),
+        ("REPLACE latent=nonsense", "unknown latent"),
+        ("REPLACE epochs=zero", "config.json"),
+    ],
+)
 def test_a_damaged_config_gives_one_line(run, tmp_path, capsys, text, message):
     shared = copy_run(run, tmp_path)
     if text.startswith("REPLACE"):
@@ -156,15 +178,39 @@ def test_a_run_on_a_data_file_works_from_any_directory_and_notices_a_changed_fil
     study.mkdir()
     np.savez(study / "cohort.npz", a=rng.normal(size=(200, 4)), b=rng.normal(size=(200, 3)))
     monkeypatch.chdir(study)  # trained with the path as a user types it, relative to where they are
-    assert main(["train", "--data", "cohort.npz", "--epochs", "1", "--hidden", "8", "--latent-dim", "3", "--quiet", "--out", "run"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "cohort.npz",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--quiet",
+                "--out",
+                "run",
+            ]
+        )
+        == 0
+    )
     record = json.loads((study / "run" / "config.json").read_text())
-    assert record["data"] == "cohort.npz" and record["data_file"] == str((study / "cohort.npz").resolve()) and len(record["data_sha256"]) == 64
+    assert (
+        record["data"] == "cohort.npz"
+        and record["data_file"] == str((study / "cohort.npz").resolve())
+        and len(record["data_sha256"]) == 64
+    )
     monkeypatch.chdir(tmp_path)  # used from elsewhere: the recorded absolute path
     assert main(["evaluate", "study/run", "--iw-samples", "2", "--no-coherence", "--no-baselines", "--quiet"]) == 0
     np.savez(tmp_path / "subjects.npz", a=rng.normal(size=(3, 4)), b=rng.normal(size=(3, 3)))
     assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 0
     capsys.readouterr()
-    np.savez(study / "cohort.npz", a=rng.normal(size=(200, 4)), b=rng.normal(size=(200, 3)))  # the same name, other rows
+    np.savez(
+        study / "cohort.npz", a=rng.normal(size=(200, 4)), b=rng.normal(size=(200, 3))
+    )  # the same name, other rows
     assert main(["score", "study/run", "--data", "subjects.npz", "--samples", "2", "--out", "scores.csv"]) == 2
     assert "is not the file study/run was trained on (its SHA-256 differs" in capsys.readouterr().err
     (study / "cohort.npz").unlink()

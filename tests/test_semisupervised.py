@@ -33,7 +33,9 @@ def test_mutual_information_edges():
     same = torch.log_softmax(torch.randn(1, 5).expand(40, 5), dim=1)
     assert float(mutual_information(same)) == pytest.approx(0.0, abs=1e-6)  # one belief for every row: nothing learned
     one_hot = torch.full((6, 3), -1e4).scatter(1, torch.tensor([[0], [1], [2], [0], [1], [2]]), 0.0)
-    assert float(mutual_information(torch.log_softmax(one_hot, 1))) == pytest.approx(np.log(3), abs=1e-6)  # its maximum, log C
+    assert float(mutual_information(torch.log_softmax(one_hot, 1))) == pytest.approx(
+        np.log(3), abs=1e-6
+    )  # its maximum, log C
     two = torch.log_softmax(torch.tensor([[50.0, -50.0], [-50.0, 50.0]]), 1)  # K = 2 classes, certain and balanced
     assert float(mutual_information(two)) == pytest.approx(np.log(2), abs=1e-6)
 
@@ -58,12 +60,17 @@ def test_the_information_term_reads_the_unlabelled_rows_only():
     chosen = {k: v.index_select(0, unlabelled) for k, v in data.items()}
     z = module.latent.rsample(module.conditional_posterior(chosen, mask.index_select(0, unlabelled)))
     logits = module.class_logits("label", z).detach().double().numpy()
-    assert term.item() == pytest.approx(4.0 * len(unlabelled) / 64 * _reference_information(logits), rel=1e-4)  # float32 against float64
+    assert term.item() == pytest.approx(
+        4.0 * len(unlabelled) / 64 * _reference_information(logits), rel=1e-4
+    )  # float32 against float64
     module.zero_grad()
     term.backward()
     head = module.heads["mod_label"]
     assert head.weight.grad is None or head.weight.grad.abs().max() == 0  # no unlabelled row has a label to encode
-    assert module.heads["mod_x0"].weight.grad.abs().max() > 0 and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    assert (
+        module.heads["mod_x0"].weight.grad.abs().max() > 0
+        and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    )
     # labelled rows change nothing: every row labelled gives no term
     labelled = mask.clone()
     labelled[:, 3] = True
@@ -123,8 +130,15 @@ def test_training_with_the_information_term_makes_unlabelled_rows_confident_and_
     results = {}
     for beta in (None, 20.0):
         vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=4, hidden=[32], seed=0)
-        vae.fit(data, epochs=6, batch_size=100, kl_warmup=2, progress=False, predict={"label": 10.0},
-                infomax={"label": beta} if beta else None)
+        vae.fit(
+            data,
+            epochs=6,
+            batch_size=100,
+            kl_warmup=2,
+            progress=False,
+            predict={"label": 10.0},
+            infomax={"label": beta} if beta else None,
+        )
         p = _imputed_classes(vae, data.train)[unlabelled]
         results[beta] = (float(entropy(p, axis=1).mean()), float(entropy(p.mean(0))))
     plain, informed = results[None], results[20.0]
@@ -136,11 +150,34 @@ def test_training_with_the_information_term_makes_unlabelled_rows_confident_and_
 
 def test_infomax_is_recorded_and_checked(tmp_path, capsys):
     out = tmp_path / "infomax"
-    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
-                 "--predict", "label=10", "--infomax", "label=5", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4,labels=0.3",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--predict",
+                "label=10",
+                "--infomax",
+                "label=5",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["infomax"] == {"label": 5.0}
-    for args, problem in ((["--data", "synthetic:n=400,features=4", "--infomax", "label=2"], "--infomax given for label"),
-                          (["--data", "synthetic:n=400,features=4,labels=0.3", "--infomax", "x0=2"], "x0 is not categorical")):
+    for args, problem in (
+        (["--data", "synthetic:n=400,features=4", "--infomax", "label=2"], "--infomax given for label"),
+        (["--data", "synthetic:n=400,features=4,labels=0.3", "--infomax", "x0=2"], "x0 is not categorical"),
+    ):
         assert main(["train", *args, "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and problem in err

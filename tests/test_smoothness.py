@@ -13,7 +13,13 @@ from infinimodal import MultimodalVAE
 from infinimodal.cli import main
 from infinimodal.data import load_dataset
 from infinimodal.semisupervised import (
-    PROBE_RADIUS, adversarial_shifts, class_divergence, class_log_probs, perturbable, row_directions, row_norm_scale,
+    PROBE_RADIUS,
+    adversarial_shifts,
+    class_divergence,
+    class_log_probs,
+    perturbable,
+    row_directions,
+    row_norm_scale,
     TrainingObjective,
     smoothness_term,
 )
@@ -41,7 +47,9 @@ def test_class_divergence_matches_scipy(scale):
 
 
 def test_row_directions_are_unit_rows_and_keep_zero_rows():
-    t = torch.randn(5, 1, 4, 3, dtype=torch.float64) * torch.tensor([1e-30, 1.0, 1e30, 0.0, 7.0], dtype=torch.float64).view(5, 1, 1, 1)
+    t = torch.randn(5, 1, 4, 3, dtype=torch.float64) * torch.tensor(
+        [1e-30, 1.0, 1e30, 0.0, 7.0], dtype=torch.float64
+    ).view(5, 1, 1, 1)
     unit = row_directions(t)
     assert unit.shape == t.shape and torch.isfinite(unit).all()
     norms = unit.flatten(1).norm(dim=1)
@@ -84,10 +92,15 @@ def test_the_perturbation_is_one_power_iteration_of_the_divergence_hessian():
 
         def divergence(flat):
             parts = dict(zip(moved, flat.split(sizes)))
-            return class_divergence(clean[r : r + 1], class_log_probs(module, "label", one, given[r : r + 1], {m: p.unsqueeze(0) for m, p in parts.items()})).sum()
+            return class_divergence(
+                clean[r : r + 1],
+                class_log_probs(module, "label", one, given[r : r + 1], {m: p.unsqueeze(0) for m, p in parts.items()}),
+            ).sum()
 
         hessian = torch.autograd.functional.hessian(divergence, torch.zeros(sum(sizes), dtype=torch.float64)).numpy()
-        assert np.allclose(hessian, hessian.T, atol=1e-10) and np.linalg.eigvalsh(hessian).min() > -1e-10  # a minimum at s = 0
+        assert (
+            np.allclose(hessian, hessian.T, atol=1e-10) and np.linalg.eigvalsh(hessian).min() > -1e-10
+        )  # a minimum at s = 0
         iterated = np.split(hessian @ torch.cat([probe[m][r] for m in moved]).numpy(), np.cumsum(sizes)[:-1])
         for m, expected in zip(moved, iterated):
             got = shifts[m][r].numpy()
@@ -107,7 +120,12 @@ def test_the_adversarial_perturbation_moves_the_class_more_than_random_ones():
     adversarial = class_divergence(clean, class_log_probs(module, "label", data, given, shifts)).detach()
     random = []
     for _ in range(20):
-        noise = {m: 0.3 * row_norm_scale(data[m], given[:, module.names.index(m)]) * row_directions(torch.randn_like(data[m])) for m in shifts}
+        noise = {
+            m: 0.3
+            * row_norm_scale(data[m], given[:, module.names.index(m)])
+            * row_directions(torch.randn_like(data[m]))
+            for m in shifts
+        }
         random.append(class_divergence(clean, class_log_probs(module, "label", data, given, noise)).detach())
     random = torch.stack(random)
     assert float(adversarial.mean()) > 3 * float(random.mean())
@@ -123,15 +141,22 @@ def test_the_term_reads_rows_with_another_modality_and_trains_the_class_path():
     assert term.item() > 0
     module.zero_grad()
     term.backward()
-    assert module.heads["mod_x0"].weight.grad.abs().max() > 0 and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
-    assert module.heads["mod_label"].weight.grad is None or module.heads["mod_label"].weight.grad.abs().max() == 0  # the label is not an input
+    assert (
+        module.heads["mod_x0"].weight.grad.abs().max() > 0
+        and module.decoders["mod_label"].input_layer().weight.grad.abs().max() > 0
+    )
+    assert (
+        module.heads["mod_label"].weight.grad is None or module.heads["mod_label"].weight.grad.abs().max() == 0
+    )  # the label is not an input
     # rows with the label alone have nothing to perturb and add nothing: only the label observed anywhere gives 0
     alone = torch.zeros_like(mask)
     alone[:, 3] = True
     assert float(smoothness_term(module, data, alone, {"label": 2.0})) == 0.0
     # a row's term does not depend on whether its label is observed (labelled rows are smoothed too)
     torch.manual_seed(4)
-    labelled = smoothness_term(module, data, mask | torch.tensor([False, False, False, True]), {"label": 2.0}, radius=0.3)
+    labelled = smoothness_term(
+        module, data, mask | torch.tensor([False, False, False, True]), {"label": 2.0}, radius=0.3
+    )
     assert labelled.item() == pytest.approx(term.item(), rel=1e-5)
 
 
@@ -147,8 +172,11 @@ def test_the_term_is_added_by_the_training_objective_only_and_checked():
     assert training.loss.item() > scoring.loss.item()  # the divergence (>= 0) is added to the loss in training
     with torch.no_grad():  # scored without gradients it still finds its direction
         assert torch.isfinite(objective(module, data, mask).loss)
-    for weights, radius, problem in (({"x0": 1.0}, 0.2, "x0 is not categorical"), ({"y": 1.0}, 0.2, "not modalities of this model"),
-                                     ({"label": 1.0}, 0.0, "radius must be a positive number")):
+    for weights, radius, problem in (
+        ({"x0": 1.0}, 0.2, "x0 is not categorical"),
+        ({"y": 1.0}, 0.2, "not modalities of this model"),
+        ({"label": 1.0}, 0.0, "radius must be a positive number"),
+    ):
         with pytest.raises(ValueError, match=problem):
             TrainingObjective(module, vat=weights, vat_radius=radius)
 
@@ -170,8 +198,15 @@ def test_training_with_the_term_makes_imputation_stable_under_perturbation():
     sensitivity = {}
     for gamma in (None, 100.0):
         vae = MultimodalVAE(data.modalities, latent="gated", aggregator="mopoe", latent_dim=4, hidden=[32], seed=0)
-        vae.fit(data, epochs=6, batch_size=100, kl_warmup=2, progress=False, predict={"label": 10.0},
-                vat={"label": gamma} if gamma else None)
+        vae.fit(
+            data,
+            epochs=6,
+            batch_size=100,
+            kl_warmup=2,
+            progress=False,
+            predict={"label": 10.0},
+            vat={"label": gamma} if gamma else None,
+        )
         vae.module.eval()
         sensitivity[gamma] = _sensitivity(vae, data.test)
     # (measured: 5.7e-4 without the term, 1.7e-4 with it; these classes are near even odds, so divergences are small)
@@ -180,13 +215,41 @@ def test_training_with_the_term_makes_imputation_stable_under_perturbation():
 
 def test_vat_is_recorded_and_checked(tmp_path, capsys):
     out = tmp_path / "vat"
-    assert main(["train", "--data", "synthetic:n=400,features=4,labels=0.3", "--epochs", "1", "--hidden", "8", "--latent-dim", "3",
-                 "--predict", "label=10", "--vat", "label=5", "--vat-radius", "0.1", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic:n=400,features=4,labels=0.3",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "3",
+                "--predict",
+                "label=10",
+                "--vat",
+                "label=5",
+                "--vat-radius",
+                "0.1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["vat"] == {"label": 5.0} and config["vat_radius"] == 0.1
-    for args, problem in ((["--data", "synthetic:n=400,features=4", "--vat", "label=2"], "--vat given for label"),
-                          (["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "x0=2"], "x0 is not categorical"),
-                          (["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "label=2", "--vat-radius", "0"], "--vat-radius must be a positive number")):
+    for args, problem in (
+        (["--data", "synthetic:n=400,features=4", "--vat", "label=2"], "--vat given for label"),
+        (["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "x0=2"], "x0 is not categorical"),
+        (
+            ["--data", "synthetic:n=400,features=4,labels=0.3", "--vat", "label=2", "--vat-radius", "0"],
+            "--vat-radius must be a positive number",
+        ),
+    ):
         assert main(["train", *args, "--epochs", "1", "--quiet", "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and problem in err
@@ -212,6 +275,7 @@ def test_vat_needs_a_modality_to_perturb():
     module = MultimodalVAE(data.modalities, latent_dim=3, hidden=[8]).module
     assert perturbable(module, "label") == ["x0", "x1", "x2"]
     from infinimodal.modality import Modality
+
     two_labels = [Modality("label", (3,), "categorical"), Modality("site", (2,), "categorical")]
     only_classes = MultimodalVAE(two_labels, latent_dim=3, hidden=[8]).module
     with pytest.raises(ValueError, match="label has none beside it"):

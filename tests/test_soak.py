@@ -23,7 +23,9 @@ EDGES = {
 def soak(family: str, aggregator: str, edge: str, seed: int, steps: int) -> None:
     torch.manual_seed(seed)
     settings = {"truncation": 6, "alpha": 3.0, "latent_dim": 5} | EDGES[edge]
-    model = MultimodalModule(MODALITIES, build_latent(family, **settings), build_aggregator(aggregator, moe_samples=2), hidden=[16])
+    model = MultimodalModule(
+        MODALITIES, build_latent(family, **settings), build_aggregator(aggregator, moe_samples=2), hidden=[16]
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     clip = RelativeClip(10.0)
     for step in range(steps):

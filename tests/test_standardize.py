@@ -51,8 +51,29 @@ def test_gaussian_modalities_of_a_file_are_standardised_on_observed_training_row
 def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_user_units(tmp_path, capsys):
     path = multiview_file(tmp_path / "views.npz")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--latent-dim", "4", "--hidden", "32", "--epochs", "3", "--kl-warmup", "1",
-                 "--batch-size", "50", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--latent-dim",
+                "4",
+                "--hidden",
+                "32",
+                "--epochs",
+                "3",
+                "--kl-warmup",
+                "1",
+                "--batch-size",
+                "50",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "modality 'unit' (5,): gaussian (inferred)" in err and "modality 'counts' (3,): poisson (inferred)" in err
     assert "warning: modality 'counts' holds counts up to" in err
@@ -63,7 +84,9 @@ def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_use
     arrays = {k: raw[k].astype(np.float64) for k in ("unit", "big", "counts")}
     missing = np.isnan(arrays["big"]).all(axis=1)
     filled = vae.impute(arrays)
-    np.testing.assert_array_equal(filled["big"][~missing], arrays["big"][~missing].astype(np.float32))  # observed: unchanged
+    np.testing.assert_array_equal(
+        filled["big"][~missing], arrays["big"][~missing].astype(np.float32)
+    )  # observed: unchanged
     imputed = filled["big"][missing]
     # imputations are the decoder's standardised means mapped with the saved statistics (numpy here): the plug-in at
     # the observed set's posterior mean, and the average over posterior draws
@@ -72,10 +95,16 @@ def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_use
     batch = split.batch(rows)
     stat = record["standardization"]["big"]
     with torch.no_grad():
-        plug_in = vae.module.decode_mean(vae.module.conditional_posterior(batch["data"], batch["mask"]).mean)["big"].numpy()
+        plug_in = vae.module.decode_mean(vae.module.conditional_posterior(batch["data"], batch["mask"]).mean)[
+            "big"
+        ].numpy()
         # each row's draws are seeded by its own values: these rows alone get what impute gives them among others
         averaged = vae.module.conditional_means(batch["data"], batch["mask"], samples=20, by_row=True)["big"].numpy()
-    np.testing.assert_allclose(vae.impute(arrays, samples=0)["big"][missing], plug_in * np.array(stat["std"]) + np.array(stat["mean"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        vae.impute(arrays, samples=0)["big"][missing],
+        plug_in * np.array(stat["std"]) + np.array(stat["mean"]),
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(imputed, averaged * np.array(stat["std"]) + np.array(stat["mean"]), rtol=1e-5)
     assert imputed.mean() > 1000  # the user's units, not the standardised ones
     samples = vae.sample(20)
@@ -88,15 +117,51 @@ def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_use
 def test_no_standardize_keeps_the_users_units(tmp_path):
     path = multiview_file(tmp_path / "views.npz")
     out = tmp_path / "raw"
-    assert main(["train", "--data", str(path), "--no-standardize", "--latent-dim", "3", "--hidden", "8", "--epochs", "1",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--no-standardize",
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["standardization"] == {}
 
 
 def test_a_malformed_standardisation_in_config_is_one_line(tmp_path):
     path = multiview_file(tmp_path / "views.npz")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--latent-dim", "3", "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "config.json").read_text())
     record["standardization"]["big"]["mean"] = [0.0, float("nan"), 1.0, 1.0]
     (out / "config.json").write_text(json.dumps(record))
@@ -120,13 +185,33 @@ def test_a_diverged_distribution_is_reported_as_one_line():
 def test_a_truncated_npz_is_one_line_for_training_and_for_a_trained_model(tmp_path, capsys):
     path = multiview_file(tmp_path / "views.npz")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--latent-dim", "3", "--hidden", "8", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--latent-dim",
+                "3",
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     broken = tmp_path / "broken.npz"
     broken.write_bytes(path.read_bytes()[:300])
     capsys.readouterr()
-    for command in (["train", "--data", str(broken), "--quiet", "--out", str(tmp_path / "x")],
-                    ["impute", str(out), "--data", str(broken), "--out", str(tmp_path / "f.npz")],
-                    ["embed", str(out), "--data", str(broken), "--out", str(tmp_path / "z.npy")]):
+    for command in (
+        ["train", "--data", str(broken), "--quiet", "--out", str(tmp_path / "x")],
+        ["impute", str(out), "--data", str(broken), "--out", str(tmp_path / "f.npz")],
+        ["embed", str(out), "--data", str(broken), "--out", str(tmp_path / "z.npy")],
+    ):
         assert main(command) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "broken.npz: cannot read as .npz" in err and "Traceback" not in err
@@ -137,7 +222,9 @@ def test_fixed_scales_are_kept_in_user_units_and_evaluation_refuses_other_statis
     fixed = load_dataset(str(path), likelihoods={"big": "gaussian:100"})
     assert "big" not in fixed.standardization and "unit" in fixed.standardization  # a scale given in the data's units
     data = load_dataset(str(path))
-    vae = MultimodalVAE(data.modalities, latent="gaussian", latent_dim=2, hidden=[8]).fit(data, epochs=1, progress=False)
+    vae = MultimodalVAE(data.modalities, latent="gaussian", latent_dim=2, hidden=[8]).fit(
+        data, epochs=1, progress=False
+    )
     with pytest.raises(InfinimodalError, match="standardised differently"):
         vae.evaluate(load_dataset(str(path), standardize=False), iw_samples=2, progress=False)
     assert vae.evaluate(data, iw_samples=2, progress=False)["standardized_modalities"] == ["big", "unit"]

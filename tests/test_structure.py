@@ -39,7 +39,8 @@ def test_the_structure_tool_finds_a_planted_cycle_and_an_upward_import(tmp_path,
 
 
 def test_ruff_finds_no_defect():
-    """`make lint`: pyflakes and syntax errors ([tool.ruff] in pyproject.toml) over the package, tests and benchmarks."""
+    """`make lint`: pyflakes and syntax errors ([tool.ruff] in pyproject.toml) over the package, tests and benchmarks, and
+    the tree as `ruff format` writes it."""
     import shutil
     import subprocess
     import sys
@@ -48,16 +49,40 @@ def test_ruff_finds_no_defect():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     assert ruff is not None, "ruff is a dev dependency: pip install -e '.[dev]'"
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True)
+    done = subprocess.run(
+        [ruff, "check", "--no-cache", "src", "tests", "benchmarks"], cwd=root, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:]
+    formatted = subprocess.run(
+        [ruff, "format", "--check", "--no-cache", "src", "tests", "benchmarks", "docs/hooks.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert formatted.returncode == 0, (
+        "run `ruff format src tests benchmarks docs/hooks.py`:\n" + formatted.stdout[-3000:]
+    )
 
 
 def test_compare_ranks_and_evaluate_prints_what_the_metric_catalogue_declares():
     from infinimodal.evaluation.catalogue import METRICS, summary_keys
     from infinimodal.evaluation.compare import _direction
 
-    assert summary_keys() == ("elbo", "log_likelihood", "knn_error", "active_dims", "kl_active", "sticks_99", "linear_probe_accuracy", "coherence")
+    assert summary_keys() == (
+        "elbo",
+        "log_likelihood",
+        "knn_error",
+        "active_dims",
+        "kl_active",
+        "sticks_99",
+        "linear_probe_accuracy",
+        "coherence",
+    )
     for metric in METRICS:  # a nested entry takes its metric's direction
         assert _direction(metric.key) == _direction(f"{metric.key} / 5") == metric.direction
     assert _direction("imputation_mse / mri / model") == -1 and _direction("imputation_mse / mri / ridge") == 0
-    assert _direction("val_label_error") == -1 and _direction("n_test") == 0 and _direction("knn_error_decoder_input / 3") == -1
+    assert (
+        _direction("val_label_error") == -1
+        and _direction("n_test") == 0
+        and _direction("knn_error_decoder_input / 3") == -1
+    )

@@ -37,7 +37,9 @@ COLUMNS = TABLE_COLUMNS  # one column of each family (tests/contracts.py)
 def test_beta_binomial_log_prob_matches_scipy(n, mean, concentration):
     k = torch.arange(n + 1, dtype=torch.float64)
     logit = torch.tensor(np.log(mean / (1 - mean)), dtype=torch.float64)
-    ours = beta_binomial_log_prob(k, torch.tensor(float(n)), logit, torch.tensor(concentration, dtype=torch.float64)).numpy()
+    ours = beta_binomial_log_prob(
+        k, torch.tensor(float(n)), logit, torch.tensor(concentration, dtype=torch.float64)
+    ).numpy()
     a, b = mean * concentration, (1 - mean) * concentration
     np.testing.assert_allclose(ours, stats.betabinom.logpmf(np.arange(n + 1), n, a, b), rtol=1e-9, atol=1e-9)
 
@@ -49,20 +51,26 @@ def test_a_saturated_bounded_score_stays_finite_filled_or_empty(logit):
         params = torch.full((1, 1, 1), logit, requires_grad=True)
         log_p = law(params).log_prob(torch.tensor([[cell]]))
         log_p.sum().backward()
-        assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all() and torch.isfinite(law.families["beta_binomial"].raw_concentration.grad).all()
+        assert (
+            torch.isfinite(log_p).all()
+            and torch.isfinite(params.grad).all()
+            and torch.isfinite(law.families["beta_binomial"].raw_concentration.grad).all()
+        )
         law.zero_grad()
 
 
 def test_empty_cells_pass_no_gradient_and_reach_the_encoder_as_indicators():
     law = TableLikelihood(COLUMNS)
     params = torch.zeros(2, 1, law.shape[0], requires_grad=True)
-    rows = torch.tensor([[np.nan, 1, 3, 27, 0, 1, 0, 2], [0.5, 0, 1, 3, np.nan, np.nan, np.nan, 1]], dtype=torch.float32)
+    rows = torch.tensor(
+        [[np.nan, 1, 3, 27, 0, 1, 0, 2], [0.5, 0, 1, 3, np.nan, np.nan, np.nan, 1]], dtype=torch.float32
+    )
     law(params).log_prob(rows).sum().backward()
     assert torch.isfinite(params.grad).all()
     assert params.grad[0, 0, 0] == 0 and (params.grad[1, 0, 4:7] == 0).all()  # the empty cells' parameters get nothing
     seen = law.eval().encoder_input(rows)  # (in training, some filled cells are hidden too: the next test)
     assert seen.shape == (2, law.shape[0] + len(COLUMNS)) and torch.isfinite(seen).all()
-    indicators = seen[:, law.shape[0]:]
+    indicators = seen[:, law.shape[0] :]
     assert indicators.tolist() == [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 1]]
     assert seen[0, 0] == 0 and (seen[1, 4:7] == 0).all()
 
@@ -72,12 +80,16 @@ def test_in_training_the_encoder_misses_a_share_of_the_filled_cells_whole():
     torch.manual_seed(0)
     rows = torch.tensor([[0.5, 1, 3, 27, 0, 1, 0, 2]], dtype=torch.float32).expand(20_000, 8)
     seen = law.encoder_input(rows)
-    indicators = seen[:, law.shape[0]:]
+    indicators = seen[:, law.shape[0] :]
     assert abs(float(1 - indicators.mean()) - law.cell_dropout) < 0.01  # the share of cells hidden
     site = seen[:, 4:7]
     assert torch.equal(site.sum(1) == 0, indicators[:, 4] == 0)  # a categorical column is hidden whole
-    assert (seen[:, :law.shape[0]][indicators.index_select(1, law.position_columns) == 0] == 0).all()  # a hidden cell reads 0
-    assert torch.equal(law.eval().encoder_input(rows[:3])[:, law.shape[0]:], torch.ones(3, len(COLUMNS)))  # none hidden in evaluation
+    assert (
+        seen[:, : law.shape[0]][indicators.index_select(1, law.position_columns) == 0] == 0
+    ).all()  # a hidden cell reads 0
+    assert torch.equal(
+        law.eval().encoder_input(rows[:3])[:, law.shape[0] :], torch.ones(3, len(COLUMNS))
+    )  # none hidden in evaluation
 
 
 def test_column_spec_round_trips_and_parses_overrides():
@@ -98,14 +110,19 @@ def write_cohort(folder: Path, n: int = 60, seed: int = 0) -> dict[str, pd.DataF
     rng = np.random.default_rng(seed)
     ids = [f"s{i:03d}" for i in range(n)]
     z = rng.normal(size=(n, 2))
-    mri = pd.DataFrame(z @ rng.normal(size=(2, 4)) + 0.2 * rng.normal(size=(n, 4)), columns=[f"region{j}" for j in range(4)], index=ids)
+    mri = pd.DataFrame(
+        z @ rng.normal(size=(2, 4)) + 0.2 * rng.normal(size=(n, 4)), columns=[f"region{j}" for j in range(4)], index=ids
+    )
     pet = pd.DataFrame(z[:, :1] @ rng.normal(size=(1, 2)), columns=["suvr_a", "suvr_b"], index=ids).iloc[: 2 * n // 3]
-    clinical = pd.DataFrame({
-        "sex": rng.choice(["F", "M"], n).astype(object),
-        "mmse": np.clip(np.round(27 + 2 * z[:, 0]), 0, 30).astype(int).astype(object),
-        "lesions": rng.negative_binomial(2, 0.2, n),
-        "smoker": rng.integers(0, 2, n),
-    }, index=ids)
+    clinical = pd.DataFrame(
+        {
+            "sex": rng.choice(["F", "M"], n).astype(object),
+            "mmse": np.clip(np.round(27 + 2 * z[:, 0]), 0, 30).astype(int).astype(object),
+            "lesions": rng.negative_binomial(2, 0.2, n),
+            "smoker": rng.integers(0, 2, n),
+        },
+        index=ids,
+    )
     clinical.loc[ids[3], "sex"] = ""
     clinical.loc[ids[5], "mmse"] = ""
     frames = {"mri": mri, "pet": pet, "clinical": clinical}
@@ -120,8 +137,12 @@ def test_a_folder_of_tables_is_joined_on_the_id_with_types_inferred(tmp_path):
     data = load_dataset(str(tmp_path / "tables"))
     assert data.names == ["clinical", "mri", "pet"]
     clinical = data.modalities[0]
-    assert [(c.name, c.family) for c in clinical.columns] == [("sex", "categorical"), ("mmse", "beta_binomial"), ("lesions", "negative_binomial"),
-                                                              ("smoker", "bernoulli")]
+    assert [(c.name, c.family) for c in clinical.columns] == [
+        ("sex", "categorical"),
+        ("mmse", "beta_binomial"),
+        ("lesions", "negative_binomial"),
+        ("smoker", "bernoulli"),
+    ]
     assert clinical.columns[1].high == int(pd.to_numeric(frames["clinical"]["mmse"], errors="coerce").max())
     every = {s: split for s in ("train", "valid", "test") for split in [data.split(s)]}
     ids = np.concatenate([every[s].ids for s in every])
@@ -131,14 +152,19 @@ def test_a_folder_of_tables_is_joined_on_the_id_with_types_inferred(tmp_path):
         split, i = rows[subject]
         assert every[split].mask[i, 2] == (subject in frames["pet"].index)
     split, i = rows["s003"]
-    assert np.isnan(every[split].arrays["clinical"][i, :2]).all() and not np.isnan(every[split].arrays["clinical"][i, 2:]).any()
+    assert (
+        np.isnan(every[split].arrays["clinical"][i, :2]).all()
+        and not np.isnan(every[split].arrays["clinical"][i, 2:]).any()
+    )
     split, i = rows["s005"]
     assert np.isnan(every[split].arrays["clinical"][i, 2])  # the empty mmse cell (after sex's two positions)
     split, i = rows["s010"]
     region = frames["mri"].loc["s010", "region2"]
     stat = data.standardization["mri"]
     assert every[split].arrays["mri"][i, 2] == pytest.approx((region - stat["mean"][2]) / stat["std"][2], rel=1e-5)
-    assert any("missingness patterns" in line for line in data.notes) and any("mmse beta_binomial on 0.." in line for line in data.notes)
+    assert any("missingness patterns" in line for line in data.notes) and any(
+        "mmse beta_binomial on 0.." in line for line in data.notes
+    )
 
 
 def test_tables_from_pairs_tsv_parquet_and_dataframes_read_alike(tmp_path):
@@ -154,8 +180,14 @@ def test_tables_from_pairs_tsv_parquet_and_dataframes_read_alike(tmp_path):
 
 def test_column_likelihood_overrides(tmp_path):
     write_cohort(tmp_path / "t")
-    data = load_dataset(str(tmp_path / "t"), likelihoods={"clinical.mmse": "beta_binomial:0-30", "clinical.smoker": "categorical",
-                                                          "clinical.lesions": "gaussian"})
+    data = load_dataset(
+        str(tmp_path / "t"),
+        likelihoods={
+            "clinical.mmse": "beta_binomial:0-30",
+            "clinical.smoker": "categorical",
+            "clinical.lesions": "gaussian",
+        },
+    )
     columns = {c.name: c for c in data.modalities[0].columns}
     assert (columns["mmse"].low, columns["mmse"].high) == (0, 30)
     assert columns["smoker"].classes == ("0", "1") and columns["lesions"].family == "gaussian"
@@ -174,19 +206,41 @@ def _write(path: Path, text: str | bytes) -> Path:
 GOOD = "subject,age\n" + "".join(f"s{i},{60 + i}\n" for i in range(12))
 
 
-@pytest.mark.parametrize("name,tables,expected", [
-    ("no id column", {"mri.csv": GOOD}, "no ID column 'participant'"),
-    ("duplicated ids", {"mri.csv": GOOD + "s3,70\ns4,71\n"}, "IDs appear more than once in column 'subject': s3, s4"),
-    ("stray strings", {"mri.csv": GOOD + "s20,n/a\ns21,>30\n"}, "numeric column with text in 2 cells ('>30', 'n/a') of subjects s20, s21"),
-    ("ragged row", {"mri.csv": GOOD + "s22,1,5\n"}, "Expected 2 fields in line 14, saw 3"),
-    ("decimal comma", {"mri.csv": GOOD + 's20,"1,5"\n'}, "decimal commas"),
-    ("type change", {"mri.csv": "subject,dx\n" + "".join(f"s{i},{i}\n" for i in range(4)) + "".join(f"s{i},AD\n" for i in range(4, 12))},
-     "changes type: numbers for subjects s0, s1, s2, s3"),
-    ("not utf-8", {"mri.csv": "subject,site\ns1,Z\xfcrich\n".encode("latin-1")}, "not UTF-8 text"),
-    ("nothing in common", {"mri.csv": GOOD, "pet.csv": GOOD.replace("s", "sub-")}, "no subject in common"),
-    ("free text", {"mri.csv": "subject,notes\n" + "".join(f"s{i},note {i}\n" for i in range(40))}, "look like free text"),
-    ("empty subject", {"mri.csv": GOOD + "s30,\n"}, "subjects s30 have no value in any modality table"),
-])
+@pytest.mark.parametrize(
+    "name,tables,expected",
+    [
+        ("no id column", {"mri.csv": GOOD}, "no ID column 'participant'"),
+        (
+            "duplicated ids",
+            {"mri.csv": GOOD + "s3,70\ns4,71\n"},
+            "IDs appear more than once in column 'subject': s3, s4",
+        ),
+        (
+            "stray strings",
+            {"mri.csv": GOOD + "s20,n/a\ns21,>30\n"},
+            "numeric column with text in 2 cells ('>30', 'n/a') of subjects s20, s21",
+        ),
+        ("ragged row", {"mri.csv": GOOD + "s22,1,5\n"}, "Expected 2 fields in line 14, saw 3"),
+        ("decimal comma", {"mri.csv": GOOD + 's20,"1,5"\n'}, "decimal commas"),
+        (
+            "type change",
+            {
+                "mri.csv": "subject,dx\n"
+                + "".join(f"s{i},{i}\n" for i in range(4))
+                + "".join(f"s{i},AD\n" for i in range(4, 12))
+            },
+            "changes type: numbers for subjects s0, s1, s2, s3",
+        ),
+        ("not utf-8", {"mri.csv": "subject,site\ns1,Z\xfcrich\n".encode("latin-1")}, "not UTF-8 text"),
+        ("nothing in common", {"mri.csv": GOOD, "pet.csv": GOOD.replace("s", "sub-")}, "no subject in common"),
+        (
+            "free text",
+            {"mri.csv": "subject,notes\n" + "".join(f"s{i},note {i}\n" for i in range(40))},
+            "look like free text",
+        ),
+        ("empty subject", {"mri.csv": GOOD + "s30,\n"}, "subjects s30 have no value in any modality table"),
+    ],
+)
 def test_bad_tables_get_one_line_naming_file_column_and_subjects(tmp_path, name, tables, expected):
     for file, text in tables.items():
         _write(tmp_path / "t" / file, text)
@@ -213,7 +267,20 @@ def _cli(*args) -> subprocess.CompletedProcess:
 def table_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
     frames = write_cohort(root / "tables", n=80)
-    done = _cli("train", "--data", root / "tables", "--epochs", "2", "--latent-dim", "6", "--hidden", "16", "--quiet", "--out", root / "run")
+    done = _cli(
+        "train",
+        "--data",
+        root / "tables",
+        "--epochs",
+        "2",
+        "--latent-dim",
+        "6",
+        "--hidden",
+        "16",
+        "--quiet",
+        "--out",
+        root / "run",
+    )
     assert done.returncode == 0, done.stderr
     return root, frames, done
 
@@ -236,7 +303,9 @@ def test_embed_score_and_impute_write_tables_keyed_by_id(table_run, tmp_path):
     run, tables = root / "run", root / "tables"
     assert _cli("embed", run, "--data", tables, "--out", tmp_path / "z.csv").returncode == 0
     embedded = _read(tmp_path / "z.csv")
-    assert list(embedded[0])[:2] == ["subject", "dim0"] and [r["subject"] for r in embedded] == list(frames["mri"].index)
+    assert list(embedded[0])[:2] == ["subject", "dim0"] and [r["subject"] for r in embedded] == list(
+        frames["mri"].index
+    )
     done = _cli("score", run, "--data", tables, "--out", tmp_path / "s.csv", "--samples", "3")
     assert done.returncode == 0, done.stderr
     scored = _read(tmp_path / "s.csv")
@@ -246,10 +315,15 @@ def test_embed_score_and_impute_write_tables_keyed_by_id(table_run, tmp_path):
     assert done.returncode == 0, done.stderr
     pet = pd.read_csv(tmp_path / "filled" / "pet.csv", index_col=0)
     assert list(pet.index) == list(frames["mri"].index) and not pet.isna().any().any()  # every subject, filled
-    np.testing.assert_allclose(pet.loc[frames["pet"].index].to_numpy(), frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)  # observed kept
+    np.testing.assert_allclose(
+        pet.loc[frames["pet"].index].to_numpy(), frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6
+    )  # observed kept
     clinical = pd.read_csv(tmp_path / "filled" / "clinical.csv", index_col=0, keep_default_na=False)
     assert list(clinical.columns) == ["sex", "mmse", "lesions", "smoker"]
-    assert clinical.loc["s003", "sex"] in ("F", "M") and clinical.loc["s004", "sex"] == frames["clinical"].loc["s004", "sex"]
+    assert (
+        clinical.loc["s003", "sex"] in ("F", "M")
+        and clinical.loc["s004", "sex"] == frames["clinical"].loc["s004", "sex"]
+    )
     assert clinical.loc["s005", "mmse"] != "" and 0 <= float(clinical.loc["s005", "mmse"]) <= 30
     probabilities = pd.read_csv(tmp_path / "filled" / "clinical.probabilities.csv", index_col=0)
     assert list(probabilities.columns) == ["sex=F", "sex=M"]
@@ -277,7 +351,11 @@ def write_covariate_cohort(folder: Path, n: int = 90, seed: int = 1) -> dict[str
     age = rng.uniform(55, 90, n).round(1)
     z = rng.normal(size=(n, 2))
     offset = pd.Series({"A": 0.0, "B": 2.0, "C": -2.0})[site].to_numpy()
-    mri = pd.DataFrame(z @ rng.normal(size=(2, 4)) + offset[:, None] + 0.03 * (age[:, None] - 70), columns=[f"r{j}" for j in range(4)], index=ids)
+    mri = pd.DataFrame(
+        z @ rng.normal(size=(2, 4)) + offset[:, None] + 0.03 * (age[:, None] - 70),
+        columns=[f"r{j}" for j in range(4)],
+        index=ids,
+    )
     pet = pd.DataFrame(z[:, :1] @ rng.normal(size=(1, 2)), columns=["a", "b"], index=ids).iloc[: 2 * n // 3]
     covariates = pd.DataFrame({"age": age, "sex": rng.choice(["F", "M"], n), "site": site}, index=ids)
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,12 +368,18 @@ def write_covariate_cohort(folder: Path, n: int = 90, seed: int = 1) -> dict[str
 def test_covariates_leave_the_modalities_and_are_encoded_from_training_subjects(tmp_path):
     frames = write_covariate_cohort(tmp_path / "t")
     data = load_dataset(str(tmp_path / "t"), covariates=["age", "site"])
-    assert data.names == ["covariates", "mri", "pet"]  # sex, not named a covariate, stays a feature of its table's modality
+    assert data.names == [
+        "covariates",
+        "mri",
+        "pet",
+    ]  # sex, not named a covariate, stays a feature of its table's modality
     assert [c.name for c in data.modalities[0].columns] == ["sex"]
     encoding = data.covariates
     assert encoding.names == ["age", "site"] and encoding.width == 4
     train_ages = frames["covariates"].loc[list(data.train.ids), "age"]
-    assert encoding.mean[0] == pytest.approx(train_ages.mean()) and encoding.std[0] == pytest.approx(train_ages.std(ddof=0))
+    assert encoding.mean[0] == pytest.approx(train_ages.mean()) and encoding.std[0] == pytest.approx(
+        train_ages.std(ddof=0)
+    )
     row = data.test.arrays[COVARIATES][0]
     subject = frames["covariates"].loc[data.test.ids[0]]
     assert row[0] == pytest.approx((subject["age"] - encoding.mean[0]) / encoding.std[0], rel=1e-5)
@@ -320,15 +404,20 @@ def test_a_conditional_model_decodes_at_the_covariates_it_is_given():
     from infinimodal.modality import Modality
 
     torch.manual_seed(0)
-    module = build_module([Modality("x", (3,), "gaussian"), Modality("y", (2,), "bernoulli")], ModelConfig(latent="gated", latent_dim=4, hidden=[8]),
-                          covariates=2)
+    module = build_module(
+        [Modality("x", (3,), "gaussian"), Modality("y", (2,), "bernoulli")],
+        ModelConfig(latent="gated", latent_dim=4, hidden=[8]),
+        covariates=2,
+    )
     z = torch.rand(5, module.latent.latent_size)
     at_a, at_b = torch.tensor([[1.0, 0.0]]).expand(5, 2), torch.tensor([[0.0, 1.0]]).expand(5, 2)
     assert not torch.allclose(module.decode_mean(z, at_a)["x"], module.decode_mean(z, at_b)["x"])
     with pytest.raises(ValueError, match="conditioned on 2 covariate values"):
         module.decode_mean(z)
     before = module.decode_mean(z, at_b)["x"]
-    module.resize_dimensions(6)  # the latent grows; the covariates keep their own weights and the decodes stay as they were
+    module.resize_dimensions(
+        6
+    )  # the latent grows; the covariates keep their own weights and the decodes stay as they were
     values, sticks = z[:, :4], z[:, 4:]  # the gated family's z: 4 values, then 4 sticks
     grown = torch.cat([values, torch.zeros(5, 2), sticks, torch.full((5, 2), 0.5)], dim=-1)
     torch.testing.assert_close(module.decode_mean(grown, at_b)["x"], before)
@@ -338,8 +427,22 @@ def test_a_conditional_model_decodes_at_the_covariates_it_is_given():
 def covariate_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("covariates")
     frames = write_covariate_cohort(root / "tables")
-    done = _cli("train", "--data", root / "tables", "--covariates", "age,sex,site", "--epochs", "2", "--latent-dim", "4", "--hidden", "16",
-                "--quiet", "--out", root / "run")
+    done = _cli(
+        "train",
+        "--data",
+        root / "tables",
+        "--covariates",
+        "age,sex,site",
+        "--epochs",
+        "2",
+        "--latent-dim",
+        "4",
+        "--hidden",
+        "16",
+        "--quiet",
+        "--out",
+        root / "run",
+    )
     assert done.returncode == 0, done.stderr
     return root, frames, done
 
@@ -364,20 +467,41 @@ def test_harmonising_at_the_subjects_own_site_keeps_their_values(covariate_run):
     at_b = vae.covariates.set_values(rows.arrays[COVARIATES], {"site": "B"})
     split = vae.as_split(rows.arrays)
     batch = split.batch(np.arange(len(split)))
-    own = vae.to_user_units({k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True).items()})
-    there = vae.to_user_units({k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True,
-                                                                                     decode_at=torch.from_numpy(at_b)).items()})
+    own = vae.to_user_units(
+        {k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True).items()}
+    )
+    there = vae.to_user_units(
+        {
+            k: v.numpy()
+            for k, v in vae.module.conditional_means(
+                batch["data"], batch["mask"], 2, by_row=True, decode_at=torch.from_numpy(at_b)
+            ).items()
+        }
+    )
     moved = vae.harmonize(rows.arrays, at_b, samples=2)
     np.testing.assert_allclose(moved["mri"], frames["mri"].to_numpy() + there["mri"] - own["mri"], rtol=1e-4, atol=1e-4)
     absent = ~split.mask[:, vae.names.index("pet")]
     assert absent.any()
-    np.testing.assert_allclose(moved["pet"][absent], there["pet"][absent], rtol=1e-5, atol=1e-5)  # absent rows: decoded at site B
+    np.testing.assert_allclose(
+        moved["pet"][absent], there["pet"][absent], rtol=1e-5, atol=1e-5
+    )  # absent rows: decoded at site B
     assert np.abs(there["mri"] - own["mri"])[~(frames["covariates"]["site"] == "B").to_numpy()].max() > 1e-3
 
 
 def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run, tmp_path):
     root, frames, _ = covariate_run
-    done = _cli("impute", root / "run", "--data", root / "tables", "--out", tmp_path / "harmonised", "--set", "site=B", "--samples", "2")
+    done = _cli(
+        "impute",
+        root / "run",
+        "--data",
+        root / "tables",
+        "--out",
+        tmp_path / "harmonised",
+        "--set",
+        "site=B",
+        "--samples",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert list(pd.read_csv(tmp_path / "harmonised" / "mri.csv", index_col=0).index) == list(frames["mri"].index)
     done = _cli("synthesize", root / "run", "--n", "30", "--out", tmp_path / "synthetic", "--set", "site=C")
@@ -399,7 +523,11 @@ def test_covariate_commands_write_harmonised_and_synthetic_tables(covariate_run,
         frames[name].to_csv(tmp_path / "new" / f"{name}.csv")
     clinic.to_csv(tmp_path / "new" / "covariates.csv")
     done = _cli("score", root / "run", "--data", tmp_path / "new", "--out", tmp_path / "s.csv")
-    assert done.returncode != 0 and "classes D (subjects p002)" in done.stderr and "refused rather than mapped" in done.stderr
+    assert (
+        done.returncode != 0
+        and "classes D (subjects p002)" in done.stderr
+        and "refused rather than mapped" in done.stderr
+    )
 
 
 def test_fidelity_on_too_few_held_out_rows_says_so_instead_of_failing():
@@ -417,7 +545,7 @@ def test_the_report_shows_the_tables_as_read_and_what_the_embedding_keeps_of_eac
 
     root, _, _ = covariate_run
     page = write_report(root / "run", api.load_run, max_rows=100, examples=2, max_dims=2, progress=False).read_text()
-    section = page[page.index("The data as read, and the covariates"):]
+    section = page[page.index("The data as read, and the covariates") :]
     assert "missingness patterns" in section and "predicted from the embedding" in section
     assert "site" in section and "majority share" in section and "R²" in section
 
@@ -427,10 +555,16 @@ def test_the_python_facade_takes_dataframes_indexed_by_id(table_run):
 
     root, frames, _ = table_run
     vae = api.load(root / "run")[0]
-    given = {name: frame.rename_axis("subject") for name, frame in reversed(list(frames.items()))}  # PET first: fewer subjects
+    given = {
+        name: frame.rename_axis("subject") for name, frame in reversed(list(frames.items()))
+    }  # PET first: fewer subjects
     filled = vae.impute(given, samples=2)
     pet = filled["pet"]
-    assert sorted(pet.index) == sorted(frames["mri"].index) and list(pet.columns) == ["suvr_a", "suvr_b"] and not pet.isna().any().any()
+    assert (
+        sorted(pet.index) == sorted(frames["mri"].index)
+        and list(pet.columns) == ["suvr_a", "suvr_b"]
+        and not pet.isna().any().any()
+    )
     np.testing.assert_allclose(pet.loc[frames["pet"].index].to_numpy(), frames["pet"].to_numpy(), rtol=1e-5, atol=1e-6)
     assert list(filled["clinical"].columns) == ["sex=F", "sex=M", "mmse", "lesions", "smoker"]
     embedded = vae.embed(given)
@@ -466,24 +600,44 @@ def test_imputation_baselines_read_the_covariates_a_conditional_model_reads():
 
     def split(n):
         covariate = rng.normal(size=(n, 1)).astype(np.float32)
-        arrays = {"a": rng.normal(size=(n, 2)).astype(np.float32), "b": (3 * covariate + 0.01 * rng.normal(size=(n, 1))).astype(np.float32),
-                  COVARIATES: covariate}
+        arrays = {
+            "a": rng.normal(size=(n, 2)).astype(np.float32),
+            "b": (3 * covariate + 0.01 * rng.normal(size=(n, 1))).astype(np.float32),
+            COVARIATES: covariate,
+        }
         return Split(arrays, np.ones((n, 2), dtype=bool))
 
-    module = build_module([Modality("a", (2,), "gaussian"), Modality("b", (1,), "gaussian")], ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]),
-                          covariates=1)
+    module = build_module(
+        [Modality("a", (2,), "gaussian"), Modality("b", (1,), "gaussian")],
+        ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]),
+        covariates=1,
+    )
     errors = imputation_errors(module, split(300), split(120), samples=2, valid=split(60))
-    assert errors["b"]["ridge"] < 0.01 < errors["b"]["mean"]  # b is the covariate times 3: a baseline that reads it predicts b
+    assert (
+        errors["b"]["ridge"] < 0.01 < errors["b"]["mean"]
+    )  # b is the covariate times 3: a baseline that reads it predicts b
 
 
 def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_tables(tmp_path):
     folder = tmp_path / "cohort"
     data = load_dataset(f"cohort-tables:n=200,seed=3,dir={folder}", covariates=["age", "sex", "site"])
-    assert sorted(p.name for p in folder.iterdir()) == ["clinical.csv", "covariates.csv", "eeg.csv", "mri.csv", "pet.csv", "truth"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "clinical.csv",
+        "covariates.csv",
+        "eeg.csv",
+        "mri.csv",
+        "pet.csv",
+        "truth",
+    ]
     assert json.loads((folder / "truth" / "settings.json").read_text()) == {"n": 200, "atypical": 0.05, "seed": 3}
     assert data.names == ["clinical", "eeg", "mri", "pet"] and data.covariates.names == ["age", "sex", "site"]
     families = {c.name: c.family for c in data.modalities[0].columns}
-    assert families == {"mmse": "beta_binomial", "diagnosis": "categorical", "education": "beta_binomial", "apoe4": "bernoulli"}
+    assert families == {
+        "mmse": "beta_binomial",
+        "diagnosis": "categorical",
+        "education": "beta_binomial",
+        "apoe4": "bernoulli",
+    }
     clinical = pd.read_csv(folder / "clinical.csv", index_col=0, keep_default_na=False)
     assert 0.04 < (clinical == "").to_numpy().mean() < 0.12  # about 8 % of the cells empty
     truth = pd.read_csv(folder / "truth" / "atypical.csv", index_col=0)
@@ -499,7 +653,9 @@ def test_cohort_tables_writes_a_folder_a_newcomer_can_open_and_reads_it_as_table
 
 def test_class_texts_keep_every_digit_and_one_class_is_refused_naming_the_file(tmp_path):
     ids = [f"s{i}" for i in range(12)]
-    frame = pd.DataFrame({"code": [1000001.0, 1000002.0, 1000003.0] * 4, "study": ["ADNI"] * 12}, index=pd.Index(ids, name="subject"))
+    frame = pd.DataFrame(
+        {"code": [1000001.0, 1000002.0, 1000003.0] * 4, "study": ["ADNI"] * 12}, index=pd.Index(ids, name="subject")
+    )
     frame.to_parquet(_write(tmp_path / "t" / "a.parquet", b""))
     with pytest.raises(DataError, match=r"column 'study' of .*a.parquet: one class \(ADNI\)"):
         load_dataset(str(tmp_path / "t"))
@@ -511,7 +667,9 @@ def test_class_texts_keep_every_digit_and_one_class_is_refused_naming_the_file(t
 def test_a_parquet_file_saved_from_a_filtered_frame_keeps_no_row_numbers(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"subject": [f"s{i}" for i in range(30)], "suvr": rng.normal(size=30)})
-    frame[frame.suvr > -1].to_parquet(_write(tmp_path / "t" / "pet.parquet", b""))  # its leftover row numbers are the index
+    frame[frame.suvr > -1].to_parquet(
+        _write(tmp_path / "t" / "pet.parquet", b"")
+    )  # its leftover row numbers are the index
     data = load_dataset(str(tmp_path / "t"))
     assert [c.name for c in data.modalities[0].columns] == ["suvr"]
 
@@ -532,12 +690,16 @@ def test_empty_cells_do_not_make_a_subject_look_more_typical(table_run):
     emptied.arrays["clinical"][:, 2:4] = np.nan  # mmse and lesions emptied on every row
     before = deviation_parts(vae.module, whole, reference, samples=5).modalities[:, m]
     after = deviation_parts(vae.module, emptied, reference, samples=5).modalities[:, m]
-    assert abs(np.mean(after) - np.mean(before)) < 0.5 * np.std(before)  # against the reference rows with the same cells empty
+    assert abs(np.mean(after) - np.mean(before)) < 0.5 * np.std(
+        before
+    )  # against the reference rows with the same cells empty
     naive = reference.standardisation(tuple(bool(b) for b in emptied.mask[0]))  # the reference rows with every cell
     from infinimodal.deviation import conditional_log_likelihoods
 
     nll = -conditional_log_likelihoods(vae.module, emptied, 5)[:, m]
-    assert np.mean((nll - naive.modality_mean[m]) / naive.modality_std[m]) < np.mean(after) - 0.5 * np.std(before)  # what it corrects
+    assert np.mean((nll - naive.modality_mean[m]) / naive.modality_std[m]) < np.mean(after) - 0.5 * np.std(
+        before
+    )  # what it corrects
 
 
 def test_the_cell_dropout_option_reaches_every_table_likelihood():
@@ -546,7 +708,10 @@ def test_the_cell_dropout_option_reaches_every_table_likelihood():
     from infinimodal.options import CELL_DROPOUT, TrainingOptions
     from infinimodal.train.plan import TrainingPlan
 
-    module = build_module([Modality("t", (8,), "table", columns=COLUMNS), Modality("x", (2,), "gaussian")], ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]))
+    module = build_module(
+        [Modality("t", (8,), "table", columns=COLUMNS), Modality("x", (2,), "gaussian")],
+        ModelConfig(latent="gaussian", latent_dim=2, hidden=[8]),
+    )
     assert module.likelihood("t").cell_dropout == CELL_DROPOUT
     TrainingPlan(module, TrainingOptions(cell_dropout=0.0))
     assert module.likelihood("t").cell_dropout == 0.0
@@ -565,8 +730,20 @@ def test_explain_names_the_tables_features_and_tests_the_covariates(covariate_ru
 
 def test_score_by_group_compares_each_site_with_the_reference(covariate_run, tmp_path):
     root, _, _ = covariate_run
-    done = _cli("score", root / "run", "--data", root / "tables", "--samples", "3", "--group", "site", "--features", tmp_path / "z.csv",
-                "--out", tmp_path / "s.csv")
+    done = _cli(
+        "score",
+        root / "run",
+        "--data",
+        root / "tables",
+        "--samples",
+        "3",
+        "--group",
+        "site",
+        "--features",
+        tmp_path / "z.csv",
+        "--out",
+        tmp_path / "s.csv",
+    )
     assert done.returncode == 0, done.stderr
     groups = _read(tmp_path / "s.groups.csv")
     assert [g["site"] for g in groups] == ["reference (validation rows)", "A", "B", "C"]

@@ -19,8 +19,14 @@ FAMILIES = ["gated", "beta", "kumaraswamy", "logitnormal"]
 def _trained_looking_model(latent: str, aggregator: str, seed: int = 0):
     """A two-modality model with truncation auto whose weights are perturbed away from their initial values (the
     sticks' evidence included), after one Adam step so that the optimiser has state."""
-    vae = MultimodalVAE([Modality("a", (5,)), Modality("b", (4,), "bernoulli")], latent=latent, aggregator=aggregator,
-                        truncation="auto", hidden=[16], seed=seed)
+    vae = MultimodalVAE(
+        [Modality("a", (5,)), Modality("b", (4,), "bernoulli")],
+        latent=latent,
+        aggregator=aggregator,
+        truncation="auto",
+        hidden=[16],
+        seed=seed,
+    )
     module = vae.module
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -36,7 +42,10 @@ def _trained_looking_model(latent: str, aggregator: str, seed: int = 0):
 
 def _batch(seed: int = 0, rows: int = 9):
     generator = torch.Generator().manual_seed(seed + 1)
-    data = {"a": torch.randn(rows, 5, generator=generator), "b": torch.bernoulli(torch.full((rows, 4), 0.5), generator=generator)}
+    data = {
+        "a": torch.randn(rows, 5, generator=generator),
+        "b": torch.bernoulli(torch.full((rows, 4), 0.5), generator=generator),
+    }
     mask = torch.ones(rows, 2, dtype=torch.bool)
     mask[0, 1] = False  # a row without b
     mask[1, 0] = False  # and one without a
@@ -76,16 +85,22 @@ def test_growth_keeps_what_the_model_computes(latent, aggregator):
     with torch.no_grad():
         q_after = module.posterior(data, mask)
         # a new dimension's draw, anywhere in the prior's support: the decoders ignore it and q matches p there
-        fill = torch.tensor([0.7, 0.2]) if latent == "gated" else torch.tensor([0.2 if latent != "logitnormal" else -1.0])
+        fill = (
+            torch.tensor([0.7, 0.2]) if latent == "gated" else torch.tensor([0.2 if latent != "logitnormal" else -1.0])
+        )
         z_after = _pad(z, old, old + 5, fill)
         weights_after = _log_weights(module, q_after, z_after, data, mask)
         kl_after = module.latent.kl_per_dim(q_after)
         means_after = module.decode_mean(z_after)
-    for name in means_before:  # the decoders read the new dimensions with zero weights: the same outputs (to the last bits
+    for (
+        name
+    ) in means_before:  # the decoders read the new dimensions with zero weights: the same outputs (to the last bits
         # of float32, where the wider product sums in another order)
         torch.testing.assert_close(means_after[name], means_before[name], rtol=0, atol=1e-6)
     torch.testing.assert_close(kl_after[..., :old], kl_before, rtol=1e-5, atol=1e-6)
-    assert float(kl_after[..., old:].abs().max()) < 1e-6  # the new dimensions sit at the prior (Kumaraswamy's fused: its quadrature)
+    assert (
+        float(kl_after[..., old:].abs().max()) < 1e-6
+    )  # the new dimensions sit at the prior (Kumaraswamy's fused: its quadrature)
     # the importance weights at the same draws: equal to about 1e-5 nats (the new experts' evidence exp(-15) in log q - log p)
     torch.testing.assert_close(weights_after, weights_before, rtol=0, atol=1e-4)
 
@@ -93,20 +108,27 @@ def test_growth_keeps_what_the_model_computes(latent, aggregator):
 def test_growth_and_trimming_keep_the_optimiser_state_of_the_kept_entries():
     module, optimizer = _trained_looking_model("gated", "mopoe")
     head, layer = module.heads["mod_a"], module.decoders["mod_a"].input_layer()
-    first = {name: optimizer.state[p]["exp_avg"].clone() for name, p in (("head", head.weight), ("bias", head.bias), ("layer", layer.weight))}
+    first = {
+        name: optimizer.state[p]["exp_avg"].clone()
+        for name, p in (("head", head.weight), ("bias", head.bias), ("layer", layer.weight))
+    }
     steps = optimizer.state[head.weight]["step"].clone()
     old = module.latent.n_dimensions
     module.resize_dimensions(old + 3, optimizer)
     head, layer = module.heads["mod_a"], module.decoders["mod_a"].input_layer()
     assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {id(p) for p in module.parameters()}
     state = optimizer.state[head.weight]
-    grown = state["exp_avg"].reshape(4, old + 3, -1)  # four blocks (value mean, value precision, the sticks' two evidences)
+    grown = state["exp_avg"].reshape(
+        4, old + 3, -1
+    )  # four blocks (value mean, value precision, the sticks' two evidences)
     torch.testing.assert_close(grown[:, :old], first["head"].reshape(4, old, -1))
     assert float(grown[:, old:].abs().max()) == 0.0 and torch.equal(state["step"], steps)
     torch.testing.assert_close(optimizer.state[layer.weight]["exp_avg"][:, :old], first["layer"])
     assert float(optimizer.state[layer.weight]["exp_avg"][:, old:].abs().max()) == 0.0
     # the new rows' biases give the prior; the old rows keep theirs
-    torch.testing.assert_close(head.bias.reshape(4, old + 3)[:, old:], module.latent.prior_head_output()[:, None].expand(4, 3))
+    torch.testing.assert_close(
+        head.bias.reshape(4, old + 3)[:, old:], module.latent.prior_head_output()[:, None].expand(4, 3)
+    )
     data, mask = _batch()
     module.train()
     module(data, mask).loss.backward()
@@ -145,7 +167,10 @@ def test_grown_entries_take_the_steps_a_fresh_adam_would_take(fused):
         step(None)
     module.resize_dimensions(old + 4, optimizer)
     layer = module.decoders["mod_a"].input_layer()
-    assert float(optimizer.state[layer.weight][BORN][:, old:].min()) == 500.0 and float(optimizer.state[layer.weight][BORN][:, :old].max()) == 0.0
+    assert (
+        float(optimizer.state[layer.weight][BORN][:, old:].min()) == 500.0
+        and float(optimizer.state[layer.weight][BORN][:, :old].max()) == 0.0
+    )
     fresh = torch.zeros(layer.weight.shape[0], 4, requires_grad=True)
     reference = torch.optim.Adam([fresh], lr=1e-2)
     for gradient in gradients:  # the new columns start at zero, as the fresh tensor does
@@ -190,7 +215,9 @@ def _model_using(dimensions: int, used: int, seed: int = 0):
             weight, bias = head.weight.view(4, dimensions, -1), head.bias.view(4, dimensions)
             weight.zero_()
             bias.copy_(module.latent.prior_head_output()[:, None].expand(4, dimensions))
-            weight[0, :used] = 2.0 * torch.randn(used, weight.shape[-1], generator=generator)  # the values' means read the input
+            weight[0, :used] = 2.0 * torch.randn(
+                used, weight.shape[-1], generator=generator
+            )  # the values' means read the input
             bias[1, :used] = 4.0  # a precise expert
             bias[3, :used] = 3.0  # long remaining sticks (evidence on 1 - v): open gates
     return module, data
@@ -201,7 +228,9 @@ class _Trainer:
 
     def __init__(self, data, epoch: int) -> None:
         self.current_epoch, self.optimizers = epoch, []
-        self.strategy = type("Strategy", (), {"broadcast": staticmethod(lambda obj, src=0: obj), "model": None})()  # one process
+        self.strategy = type(
+            "Strategy", (), {"broadcast": staticmethod(lambda obj, src=0: obj), "model": None}
+        )()  # one process
         self.datamodule = type("DataModule", (), {"data": data})()
 
 
@@ -228,9 +257,13 @@ def test_the_callback_grows_a_full_latent_after_two_epochs_and_trims_a_wide_one_
     for epoch in range(GROW_PATIENCE + 1):
         callback.on_train_epoch_start(_Trainer(data, epoch), plan)
         sizes.append(module.latent.n_dimensions)
-    assert sizes == [8] * GROW_PATIENCE + [6 + 2 * SPARE_DIMENSIONS]  # 6 of 8 used (fewer than 4 free): grown (not before the first epoch)
+    assert sizes == [8] * GROW_PATIENCE + [
+        6 + 2 * SPARE_DIMENSIONS
+    ]  # 6 of 8 used (fewer than 4 free): grown (not before the first epoch)
     logged = dict(plan.logged[-4:])
-    assert logged["truncation"] == 14 and logged["truncation_span"] == 6 and logged["truncation_last_kl"] < 1e-6  # the 8th at the prior
+    assert (
+        logged["truncation"] == 14 and logged["truncation_span"] == 6 and logged["truncation_last_kl"] < 1e-6
+    )  # the 8th at the prior
 
     module, data = _model_using(dimensions=30, used=3)
     callback, plan = AdaptTruncation(seed=0), _Plan(module)
@@ -238,14 +271,26 @@ def test_the_callback_grows_a_full_latent_after_two_epochs_and_trims_a_wide_one_
     for epoch in range(1, TRIM_PATIENCE + 2):
         callback.on_train_epoch_start(_Trainer(data, epoch), plan)
         sizes.append(module.latent.n_dimensions)
-    assert sizes == [30] * (TRIM_PATIENCE - 1) + [3 + SPARE_DIMENSIONS] * 2  # trimmed to the used ones and the spare ones
+    assert (
+        sizes == [30] * (TRIM_PATIENCE - 1) + [3 + SPARE_DIMENSIONS] * 2
+    )  # trimmed to the used ones and the spare ones
     assert callback.state_dict() == {"full_epochs": 0, "wide_epochs": 0}
 
 
 def _fit(data_name: str, epochs: int, out, resume: bool = False, callbacks=(), hidden: int = 32) -> MultimodalVAE:
     data = load_dataset(data_name)
     vae = MultimodalVAE(data.modalities, latent="gated", aggregator="poe", truncation="auto", hidden=[hidden])
-    return vae.fit(data, epochs=epochs, batch_size=64, kl_warmup=1, lr=3e-3, progress=False, out_dir=out, resume=resume, callbacks=callbacks)
+    return vae.fit(
+        data,
+        epochs=epochs,
+        batch_size=64,
+        kl_warmup=1,
+        lr=3e-3,
+        progress=False,
+        out_dir=out,
+        resume=resume,
+        callbacks=callbacks,
+    )
 
 
 def _history(run) -> list[tuple[int, int]]:
@@ -262,8 +307,25 @@ MANY, FEW = "synthetic:shared=24,private=0,features=32,n=4000", "synthetic:share
 def runs(tmp_path_factory):
     """Two small runs, 8 epochs (warm-up 1): 24 shared factors (the 16 starting dimensions are too few) and 2."""
     root = tmp_path_factory.mktemp("auto")
-    common = ["--latent", "gated", "--aggregator", "poe", "--truncation", "auto", "--hidden", "64", "--epochs", "8", "--kl-warmup", "1",
-              "--batch-size", "64", "--lr", "3e-3", "--quiet"]
+    common = [
+        "--latent",
+        "gated",
+        "--aggregator",
+        "poe",
+        "--truncation",
+        "auto",
+        "--hidden",
+        "64",
+        "--epochs",
+        "8",
+        "--kl-warmup",
+        "1",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
     for name, data in (("many", MANY), ("few", FEW)):
         assert main(["train", "--data", data, *common, "--out", str(root / name)]) == 0
     return root / "many", root / "few"
@@ -282,7 +344,10 @@ def test_the_latent_grows_on_data_that_need_it_and_stays_small_on_data_that_do_n
         assert main(["evaluate", str(run), "--iw-samples", "5", "--no-coherence", "--no-baselines", "--quiet"]) == 0
         result = json.loads((run / "eval.json").read_text())
         # the saved model is loaded with its own number of dimensions (the best epoch's)
-        assert result["latent_dimensions"] == len(result["kl_per_dim"]) and result["truncation"] == result["latent_dimensions"] + 1
+        assert (
+            result["latent_dimensions"] == len(result["kl_per_dim"])
+            and result["truncation"] == result["latent_dimensions"] + 1
+        )
         assert abs(result["kl_active"] - truth) <= 4
 
 
@@ -315,9 +380,36 @@ def test_a_resumed_auto_run_continues_from_its_dimensions(tmp_path):
 
 def test_truncation_auto_on_the_command_line_and_what_it_refuses(tmp_path, capsys):
     out = tmp_path / "beta"
-    data = ["--data", "synthetic:shared=2,private=0,features=6,n=600", "--epochs", "2", "--hidden", "8", "--kl-warmup", "1", "--quiet"]
-    assert main(["train", *data, "--latent", "beta", "--aggregator", "mopoe", "--truncation", "auto", "--max-truncation", "12",
-                 "--out", str(out)]) == 0
+    data = [
+        "--data",
+        "synthetic:shared=2,private=0,features=6,n=600",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--kl-warmup",
+        "1",
+        "--quiet",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                *data,
+                "--latent",
+                "beta",
+                "--aggregator",
+                "mopoe",
+                "--truncation",
+                "auto",
+                "--max-truncation",
+                "12",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["truncation"] == "auto" and config["max_truncation"] == 12
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -326,7 +418,23 @@ def test_truncation_auto_on_the_command_line_and_what_it_refuses(tmp_path, capsy
     assert (out / "figures" / "truncation.png").is_file()
     assert "Truncation auto" in (out / "report.html").read_text()
     capsys.readouterr()
-    assert main(["train", *data, "--latent", "beta", "--truncation", "auto", "--decoder-input", "logpi", "--out", str(tmp_path / "x")]) != 0
+    assert (
+        main(
+            [
+                "train",
+                *data,
+                "--latent",
+                "beta",
+                "--truncation",
+                "auto",
+                "--decoder-input",
+                "logpi",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        != 0
+    )
     assert "--truncation auto needs --decoder-input logitv" in capsys.readouterr().err
     assert main(["train", *data, "--latent", "gated", "--truncation", "several", "--out", str(tmp_path / "y")]) != 0
     assert "--truncation must be fixed, auto or an integer" in capsys.readouterr().err
@@ -336,7 +444,10 @@ def test_a_custom_decoder_cannot_be_resized_and_says_so():
     from infinimodal.errors import InfinimodalError
 
     data = load_dataset("synthetic:shared=2,private=0,features=6,n=600")
-    custom = [Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(16, 6))) for m in data.modalities]
+    custom = [
+        Modality(m.name, m.shape, m.likelihood, decoder=torch.nn.Sequential(torch.nn.Linear(16, 6)))
+        for m in data.modalities
+    ]
     vae = MultimodalVAE(custom, latent="gated", truncation="auto", hidden=[8])
     with pytest.raises(InfinimodalError, match="default decoders"):
         vae.fit(data, epochs=1, progress=False)
@@ -375,7 +486,9 @@ def test_the_default_latent_grows_under_ddp_and_every_process_keeps_the_same_wei
 
     script = tmp_path / "same_weights.py"  # a file: Lightning starts the second process by running it again
     script.write_text(SAME_WEIGHTS_ON_EVERY_RANK)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -385,11 +498,17 @@ def test_the_default_latent_adapts_its_size_and_latent_dim_bounds_it():
 
     modalities = [Modality("a", (5,)), Modality("b", (4,), "bernoulli")]
     default = MultimodalVAE(modalities, hidden=[8]).module.latent
-    assert ModelConfig().latent == "gated" and default.adaptive and (default.n_dimensions, default.max_dimensions) == (16, 50)
+    assert (
+        ModelConfig().latent == "gated"
+        and default.adaptive
+        and (default.n_dimensions, default.max_dimensions) == (16, 50)
+    )
     bounded = MultimodalVAE(modalities, latent_dim=8, hidden=[8]).module.latent
     assert bounded.adaptive and (bounded.n_dimensions, bounded.max_dimensions) == (8, 8)
     assert MultimodalVAE(modalities, latent_dim=30, max_truncation=21, hidden=[8]).module.latent.max_dimensions == 20
     fixed = MultimodalVAE(modalities, latent_dim=30, truncation="fixed", hidden=[8]).module.latent
     assert not fixed.adaptive and fixed.n_dimensions == 30
-    with pytest.raises(ValueError, match="truncation='fixed'"):  # a custom decoder made for 50 inputs is told why it gets 16
+    with pytest.raises(
+        ValueError, match="truncation='fixed'"
+    ):  # a custom decoder made for 50 inputs is told why it gets 16
         MultimodalVAE([Modality("a", (5,), decoder=torch.nn.Linear(50, 5))], hidden=[8])

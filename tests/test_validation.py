@@ -13,13 +13,16 @@ from infinimodal.data import load_dataset
 from infinimodal.data.files import MAX_ABS_VALUE, check_rows
 from infinimodal.errors import DataError
 
+
 def named_rows(message: str) -> list[int]:
     """The row numbers an error message lists after "rows" ("rows 3, 17, 40 and 2 more")."""
     found = re.search(r"\brows ((?:\d+(?:, )?)+)", message)
     return [int(r) for r in found.group(1).split(", ") if r] if found else []
 
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -78,7 +81,9 @@ def test_values_outside_the_support_are_refused(values, likelihood):
         assert observed.all()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.integers(10, 60), st.integers(1, 3), st.data())
 def test_a_file_loads_every_row_once_with_its_missing_modalities(tmp_path_factory, n, n_modalities, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 10**6)))

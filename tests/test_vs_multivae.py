@@ -35,7 +35,9 @@ def test_the_data_are_deterministic_standardised_and_labelled():
     for name, features in vs.FEATURES.items():
         for split, rows in (("train", 200), ("valid", 50), ("test", 60)):
             assert data[f"{name}_{split}"].shape == (rows, features) and data[f"{name}_{split}"].dtype == np.float32
-        assert np.allclose(data[f"{name}_train"].mean(0), 0, atol=1e-5) and np.allclose(data[f"{name}_train"].std(0), 1, atol=1e-4)
+        assert np.allclose(data[f"{name}_train"].mean(0), 0, atol=1e-5) and np.allclose(
+            data[f"{name}_train"].std(0), 1, atol=1e-4
+        )
     labels = np.concatenate([data[f"labels_{split}"] for split in ("train", "valid", "test")])
     assert labels.dtype == np.int64 and labels.min() >= 0 and labels.max() < vs.CLASSES and len(np.unique(labels)) > 2
 
@@ -81,12 +83,18 @@ def test_our_side_trains_six_views_with_the_sampled_mopoe_kl(tmp_path, restore_t
     path = tmp_path / "six.npz"
     split = vs.split_mfeat(fake_mfeat())
     np.savez(path, **{k: v[:300] if k.endswith("_train") else v for k, v in split.items()})
-    result = vs.run_ours(vs.ChildSpec("infinimodal", "mopoe", str(path), epochs=1, threads=1, latent="gated", mopoe_kl="sampled"))
+    result = vs.run_ours(
+        vs.ChildSpec("infinimodal", "mopoe", str(path), epochs=1, threads=1, latent="gated", mopoe_kl="sampled")
+    )
     assert result["model"] == "gated/mopoe" and result["train_rows"] == 300 and 0 <= result["probe_accuracy"] <= 1
 
 
 def check_result(result: dict, latent: str, aggregator: str) -> None:
-    assert result["library"] == "infinimodal" and result["model"] == f"{latent}/{aggregator}" and result["train_rows"] == 300
+    assert (
+        result["library"] == "infinimodal"
+        and result["model"] == f"{latent}/{aggregator}"
+        and result["train_rows"] == 300
+    )
     assert result["samples_per_second"] > 0 and 0 < result["seconds"] <= result["fit_seconds"]
     assert 0 <= result["probe_accuracy"] <= 1
     assert result["peak_rss_mib"] >= result["import_rss_mib"] > 0 and result["parameters"] > 0
@@ -109,20 +117,40 @@ def test_each_round_runs_the_paired_models_back_to_back_rotating_the_first():
     for group in groups:
         assert len({aggregator for _, aggregator, _ in group}) == 1
         assert sorted(library for library, _, _ in group) == ["infinimodal", "infinimodal", "multivae"]
-    assert [group[0] for group in groups[:3]] == [("multivae", "poe", ""), ("infinimodal", "moe", "gaussian"), ("infinimodal", "mopoe", "gated")]
+    assert [group[0] for group in groups[:3]] == [
+        ("multivae", "poe", ""),
+        ("infinimodal", "moe", "gaussian"),
+        ("infinimodal", "mopoe", "gated"),
+    ]
 
 
 def test_the_summary_divides_ours_by_multivae_and_sticks_by_our_gaussian():
     def model(sps, fit, peak, over, probe):
-        return {"samples_per_second": sps, "fit_seconds": fit, "peak_rss_mib": peak, "peak_over_import_mib": over, "probe_accuracy": probe}
+        return {
+            "samples_per_second": sps,
+            "fit_seconds": fit,
+            "peak_rss_mib": peak,
+            "peak_over_import_mib": over,
+            "probe_accuracy": probe,
+        }
 
-    models = {"multivae/MVAE": model(100, 10, 500, 50, 0.8), "infinimodal/gaussian/poe": model(200, 4, 400, 25, 0.9),
-              "infinimodal/gated/poe": model(150, 5, 410, 30, 0.85)}
+    models = {
+        "multivae/MVAE": model(100, 10, 500, 50, 0.8),
+        "infinimodal/gaussian/poe": model(200, 4, 400, 25, 0.9),
+        "infinimodal/gated/poe": model(150, 5, 410, 30, 0.85),
+    }
     summary = vs.summarise(models, ["poe"], ["gaussian", "gated"])
     assert summary["ours_over_multivae"]["gaussian/poe vs MVAE"] == {
-        "samples_per_second": 2.0, "fit_seconds_inverse": 2.5, "peak_rss": 0.8, "peak_over_import": 0.5, "probe_accuracy_difference": 0.1}
+        "samples_per_second": 2.0,
+        "fit_seconds_inverse": 2.5,
+        "peak_rss": 0.8,
+        "peak_over_import": 0.5,
+        "probe_accuracy_difference": 0.1,
+    }
     assert summary["stick_over_our_gaussian"]["gated/poe"]["samples_per_second"] == 0.75
-    combined = vs.combine([{**models["multivae/MVAE"], "seconds": 3.0}, {**model(300, 8, 520, 60, 0.7), "seconds": 1.0}])
+    combined = vs.combine(
+        [{**models["multivae/MVAE"], "seconds": 3.0}, {**model(300, 8, 520, 60, 0.7), "seconds": 1.0}]
+    )
     assert combined["samples_per_second"] == 200 and combined["runs_samples_per_second"] == [100, 300]
 
 
@@ -147,7 +175,9 @@ def test_the_torchvision_stand_in_imports_what_multivae_needs_and_refuses_to_run
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert done.stdout.strip() == "ok", done.stderr
 
 

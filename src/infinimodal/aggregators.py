@@ -78,7 +78,9 @@ def sample_subsets(mask: Tensor, n: int, max_tries: int = 64, generator: torch.G
     return torch.where(empty.unsqueeze(-1), first, subsets)
 
 
-def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def subsets_of_available(
+    mask: Tensor, max_enumerate: int, n_sampled: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Subsets for a mixture over the non-empty subsets of each row's available modalities.
 
     Returns (subsets [batch, S, M] bool, weights [batch, S]) with uniform weights over the valid
@@ -101,23 +103,45 @@ def subsets_of_available(mask: Tensor, max_enumerate: int, n_sampled: int, gener
 @dataclass
 class PoESettings(Settings):
     owner = "poe"
-    poe_subsets: int = setting(1, "random subset terms per step besides the joint and unimodal ones", check=lambda v: v >= 0, requirement=">= 0")
+    poe_subsets: int = setting(
+        1,
+        "random subset terms per step besides the joint and unimodal ones",
+        check=lambda v: v >= 0,
+        requirement=">= 0",
+    )
 
 
 @dataclass
 class MoESettings(Settings):
     owner = "moe"
-    moe_samples: int = setting(1, "importance samples K per row in training (K > 1: the IWAE bound)", check=lambda v: v >= 1, requirement="at least 1")
-    moe_estimator: str = setting("auto", "auto = stratified ELBO for K = 1, IWAE bound with DReG gradients for K > 1",
-                                 choices=("auto", "stratified", "iwae", "dreg"))
+    moe_samples: int = setting(
+        1,
+        "importance samples K per row in training (K > 1: the IWAE bound)",
+        check=lambda v: v >= 1,
+        requirement="at least 1",
+    )
+    moe_estimator: str = setting(
+        "auto",
+        "auto = stratified ELBO for K = 1, IWAE bound with DReG gradients for K > 1",
+        choices=("auto", "stratified", "iwae", "dreg"),
+    )
 
 
 @dataclass
 class MoPoESettings(Settings):
     owner = "mopoe"
-    max_enumerate: int = setting(6, "enumerate all subsets up to this many modalities, sample them beyond", check=lambda v: v >= 1, requirement="at least 1")
-    mopoe_kl: str = setting("all", "all: the weighted KL of every subset; sampled: the KL of each row's reconstruction subset only "
-                            "(the same objective in expectation, one subset fused per row)", choices=("all", "sampled"))
+    max_enumerate: int = setting(
+        6,
+        "enumerate all subsets up to this many modalities, sample them beyond",
+        check=lambda v: v >= 1,
+        requirement="at least 1",
+    )
+    mopoe_kl: str = setting(
+        "all",
+        "all: the weighted KL of every subset; sampled: the KL of each row's reconstruction subset only "
+        "(the same objective in expectation, one subset fused per row)",
+        choices=("all", "sampled"),
+    )
 
 
 class Aggregator:
@@ -133,7 +157,14 @@ class Aggregator:
     #: Whether the aggregator multiplies experts into fused subset posteriors (PoE, MoPoE) or mixes them (MoE).
     fuses = True
 
-    def loss(self, model: Encodes, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0, weights: Tensor | None = None) -> LossOutput:  # pragma: no cover
+    def loss(
+        self,
+        model: Encodes,
+        data: dict[str, Tensor],
+        mask: Tensor,
+        kl_weight: float = 1.0,
+        weights: Tensor | None = None,
+    ) -> LossOutput:  # pragma: no cover
         """The training objective of a batch and its ELBO per row; `weights` [M]: each modality's log-likelihood weight
         in the objective (`outputs.weigh`; None: 1, and the reported ELBO is always unweighted)."""
         raise NotImplementedError
@@ -141,7 +172,9 @@ class Aggregator:
     def posterior(self, model: Encodes, unimodal: Distribution, mask: Tensor) -> MixturePosterior:  # pragma: no cover
         raise NotImplementedError
 
-    def posteriors_given(self, model: Encodes, unimodal: Distribution, mask: Tensor, givens: list[Tensor]) -> Iterator[MixturePosterior]:
+    def posteriors_given(
+        self, model: Encodes, unimodal: Distribution, mask: Tensor, givens: list[Tensor]
+    ) -> Iterator[MixturePosterior]:
         """q(z | the modalities of each mask in `givens`, each within `mask`) from the same unimodal posteriors, one at a
         time (a generator: a caller that uses each and drops it holds one posterior's parameters, not all of them); MoPoE
         fuses each subset once for all of them."""
@@ -182,7 +215,9 @@ class PoE(Aggregator):
         kl = kl_per_dim.sum(-1)
         valid = subsets.any(-1).float()
         objective = (valid * (weigh(log_lik, weights).view(batch, n_terms) - kl_weight * kl)).sum(1)
-        return LossOutput(-objective.mean(), reconstruction[:, 0] - kl[:, 0], reconstruction[:, 0], kl[:, 0], kl_per_dim[:, 0])
+        return LossOutput(
+            -objective.mean(), reconstruction[:, 0] - kl[:, 0], reconstruction[:, 0], kl[:, 0], kl_per_dim[:, 0]
+        )
 
     def posterior(self, model, unimodal, mask):
         fused = model.latent.fuse(unimodal, mask.unsqueeze(1))
@@ -260,7 +295,9 @@ class MoE(Aggregator):
         k = self.iw_samples
         mixture = MixturePosterior(unimodal, mask.float())
         z = model.latent.rsample(mixture, k)  # [K, B, L]
-        proposal = MixturePosterior(detach_distribution(unimodal), mask.float()) if dreg else mixture  # DReG: q cut from the graph
+        proposal = (
+            MixturePosterior(detach_distribution(unimodal), mask.float()) if dreg else mixture
+        )  # DReG: q cut from the graph
         log_q = proposal.log_prob(z)  # [K, B]
         log_p = model.latent.log_prior(z)
         rows = torch.arange(batch, device=mask.device).repeat(k)

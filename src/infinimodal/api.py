@@ -26,7 +26,15 @@ import numpy as np
 import torch
 
 from .config import (  # noqa: F401  (re-exported: the configuration is part of the facade)
-    DEFAULT_AGGREGATOR, DEFAULT_LATENT, DataOptions, ModelConfig, TrainConfig, _check, build_module, component_settings, named_component_settings,
+    DEFAULT_AGGREGATOR,
+    DEFAULT_LATENT,
+    DataOptions,
+    ModelConfig,
+    TrainConfig,
+    _check,
+    build_module,
+    component_settings,
+    named_component_settings,
 )
 from .options import ACCELERATORS, DEFAULT_GRAD_CLIP, PRECISIONS, TrainingOptions  # noqa: F401  (re-exported likewise)
 from .data import MultimodalData, Split
@@ -44,7 +52,17 @@ from .evaluation.explain import explain as explain_dimensions
 from .deviation import Reference, deviation_scores, empty_cells
 from .modality import Modality
 from .synthesis import DEFAULT_SOURCE, SOURCES, synthesis_report, synthesize
-from .runfiles import RUN_FORMAT, atomic_write, clear_run_files, load_weights, read_config, read_progress, read_standardization, unfinished_warning, write_json
+from .runfiles import (
+    RUN_FORMAT,
+    atomic_write,
+    clear_run_files,
+    load_weights,
+    read_config,
+    read_progress,
+    read_standardization,
+    unfinished_warning,
+    write_json,
+)
 from .runlog import log_to  # (also re-exported for the command line)
 from .rundata import data_file_record, file_sha256, load_data, load_run_data, run_data_file  # noqa: F401  (re-exported)
 from .distributed import is_rank_zero
@@ -66,8 +84,13 @@ class MultimodalVAE:
     """
 
     def __init__(
-        self, modalities: Sequence[Modality], latent: str = DEFAULT_LATENT, aggregator: str = DEFAULT_AGGREGATOR, seed: int = 0,
-        covariates: CovariateEncoding | None = None, **settings
+        self,
+        modalities: Sequence[Modality],
+        latent: str = DEFAULT_LATENT,
+        aggregator: str = DEFAULT_AGGREGATOR,
+        seed: int = 0,
+        covariates: CovariateEncoding | None = None,
+        **settings,
     ) -> None:
         self.config = ModelConfig(latent=latent, aggregator=aggregator, **settings)
         self.config.validate()
@@ -76,7 +99,9 @@ class MultimodalVAE:
         self.covariates = covariates
         with torch.random.fork_rng():  # the initial weights depend on `seed` only, not on the caller's RNG state
             torch.manual_seed(seed)
-            self.module = build_module(self.modalities, self.config, covariates=covariates.width if covariates is not None else 0)
+            self.module = build_module(
+                self.modalities, self.config, covariates=covariates.width if covariates is not None else 0
+            )
         self.module.eval()
         #: {modality: {"mean", "std"}} of standardised modalities: inputs are mapped in, outputs back out
         self.standardization: dict = {}
@@ -91,24 +116,43 @@ class MultimodalVAE:
         """Refuse, with the flag's name, training options that do not fit this model and these data (see `fit`);
         `train` asks before it clears an old run from the run directory, so a mistake loses nothing."""
         options.validate()
-        for flag, values in (("--weight", options.weights), ("--predict", options.predict), ("--infomax", options.infomax),
-                             ("--vat", options.vat), ("--oversample", options.oversample)):
+        for flag, values in (
+            ("--weight", options.weights),
+            ("--predict", options.predict),
+            ("--infomax", options.infomax),
+            ("--vat", options.vat),
+            ("--oversample", options.oversample),
+        ):
             unknown = set(values) - set(self.names)
             if unknown:
-                raise InfinimodalError(f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})")
+                raise InfinimodalError(
+                    f"{flag} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(self.names)})"
+                )
         for flag, values in (("--infomax", options.infomax), ("--vat", options.vat)):
             not_classes = [m.name for m in self.modalities if m.name in values and not m.categorical]
             if not_classes:
-                raise InfinimodalError(f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical")
+                raise InfinimodalError(
+                    f"{flag} is for categorical modalities (a class per row); {', '.join(not_classes)} is not categorical"
+                )
         categorical = {m.name for m in self.modalities if m.categorical}
-        _check(not options.vat or len(categorical) < len(self.modalities), f"--vat perturbs the modalities beside {', '.join(sorted(options.vat))}, "
-               "and every one of them is categorical: there is nothing to perturb")
+        _check(
+            not options.vat or len(categorical) < len(self.modalities),
+            f"--vat perturbs the modalities beside {', '.join(sorted(options.vat))}, "
+            "and every one of them is categorical: there is nothing to perturb",
+        )
         observed = {m.name: bool(data.train.mask[:, i].any()) for i, m in enumerate(data.modalities)}
         unseen = [name for name in options.oversample if not observed.get(name, True)]
         _check(not unseen, f"--oversample {', '.join(unseen)}: no training row has it observed")
 
-    def fit(self, data: MultimodalData, out_dir: str | Path | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
-            resume: bool = False, **options) -> "MultimodalVAE":
+    def fit(
+        self,
+        data: MultimodalData,
+        out_dir: str | Path | None = None,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+        resume: bool = False,
+        **options,
+    ) -> "MultimodalVAE":
         """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
         into `out_dir` (a temporary folder when None). `callbacks` are extra Lightning callbacks (their
         `pl_module.model` is this model's module). `resume`: continue `out_dir`'s run from its last.ckpt (see
@@ -131,11 +175,18 @@ class MultimodalVAE:
                 f"{[m.signature() for m in self.modalities]}"
             )
         if self.standardization and data.standardization and self.standardization != data.standardization:
-            raise InfinimodalError("the data are standardised with other statistics than this model's; fit on the data set it was built for")
+            raise InfinimodalError(
+                "the data are standardised with other statistics than this model's; fit on the data set it was built for"
+            )
         self.standardization = dict(data.standardization)  # saved with the model; inputs and outputs are mapped with it
-        with tempfile.TemporaryDirectory() as scratch, log_to(out_dir, f"MultimodalVAE.fit(epochs={settings.epochs}, ...)", create=True):
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            log_to(out_dir, f"MultimodalVAE.fit(epochs={settings.epochs}, ...)", create=True),
+        ):
             out = Path(out_dir) if out_dir is not None else Path(scratch)
-            result = run_training(self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume)
+            result = run_training(
+                self.module, data, settings, out, progress=progress, callbacks=callbacks, resume=resume
+            )
             self.train_seconds = result.seconds
             self.best_val_elbo = result.best_val_elbo
             self._load_weights(result.best_checkpoint)
@@ -143,7 +194,9 @@ class MultimodalVAE:
         return self
 
     def _load_weights(self, path: Path) -> None:
-        load_weights(self.module, path, fit=self.module.match_dimensions)  # tensors only: a checkpoint cannot run code (runfiles.py)
+        load_weights(
+            self.module, path, fit=self.module.match_dimensions
+        )  # tensors only: a checkpoint cannot run code (runfiles.py)
         self.module.cpu().eval()
 
     # --- inputs ------------------------------------------------------------------------------------------
@@ -176,7 +229,9 @@ class MultimodalVAE:
     def _as_split(self, arrays: dict, source: str, ids) -> Split:
         unknown = set(arrays) - set(self.names) - {"labels", "split", COVARIATES}
         if unknown:
-            raise DataError(f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})")
+            raise DataError(
+                f"{source}: arrays {', '.join(sorted(unknown))} are not modalities of this model ({', '.join(self.names)})"
+            )
         lengths = {name: len(arrays[name]) for name in self.names if name in arrays}
         if not lengths:
             raise DataError(f"{source}: holds none of the model's modalities ({', '.join(self.names)})")
@@ -209,7 +264,10 @@ class MultimodalVAE:
         mask = np.stack(columns, axis=1)
         empty = ~mask.any(axis=1)
         if empty.any():
-            raise DataError(f"{source}: rows {format_rows(empty)} have no modality observed" + (f" (subjects {', '.join(ids[empty][:8])})" if ids is not None else ""))
+            raise DataError(
+                f"{source}: rows {format_rows(empty)} have no modality observed"
+                + (f" (subjects {', '.join(ids[empty][:8])})" if ids is not None else "")
+            )
         if self.covariates is not None:
             out[COVARIATES] = self._covariate_rows(arrays, n, source)
         return Split(out, mask, ids=ids)
@@ -218,10 +276,14 @@ class MultimodalVAE:
         """The encoded covariates of the rows (tables read for this model carry them; `CovariateEncoding.encode`)."""
         values = arrays.get(COVARIATES)
         if values is None:
-            raise DataError(f"{source}: this model is conditioned on covariates ({', '.join(self.covariates.names)}): give tables that hold them")
+            raise DataError(
+                f"{source}: this model is conditioned on covariates ({', '.join(self.covariates.names)}): give tables that hold them"
+            )
         values = np.asarray(values, dtype=np.float32)
         if values.shape != (n, self.covariates.width) or not np.isfinite(values).all():
-            raise DataError(f"{source}: covariates must be {self.covariates.width} finite encoded values per row, got shape {values.shape}")
+            raise DataError(
+                f"{source}: covariates must be {self.covariates.width} finite encoded values per row, got shape {values.shape}"
+            )
         return values
 
     def _given_mask(self, mask: np.ndarray, given: Sequence[str] | None, source: str) -> np.ndarray:
@@ -233,7 +295,9 @@ class MultimodalVAE:
         limited = mask & np.isin(self.names, list(given))[None, :]
         empty = ~limited.any(axis=1)
         if empty.any():
-            raise DataError(f"{source}: rows {format_rows(empty)} have none of the given modalities ({', '.join(given)}) observed")
+            raise DataError(
+                f"{source}: rows {format_rows(empty)} have none of the given modalities ({', '.join(given)}) observed"
+            )
         return limited
 
     # --- using a trained model ---------------------------------------------------------------------------
@@ -250,7 +314,9 @@ class MultimodalVAE:
         return encode(self.module, split)[0]["decoder_space" if decoder_space else "representation"]
 
     @torch.no_grad()
-    def impute(self, arrays, batch_size: int = 500, source: str = "the input", samples: int = DEFAULT_IMPUTATION_SAMPLES) -> dict[str, np.ndarray]:
+    def impute(
+        self, arrays, batch_size: int = 500, source: str = "the input", samples: int = DEFAULT_IMPUTATION_SAMPLES
+    ) -> dict[str, np.ndarray]:
         """Every modality's missing rows replaced by its conditional mean E[x_m | the row's observed modalities], in the
         data's own units; observed rows of arrays given by the user are returned unchanged (a data set's Split,
         already standardised, comes back mapped to the data's units). A categorical modality is filled with its
@@ -268,19 +334,29 @@ class MultimodalVAE:
         arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
-        incomplete = np.flatnonzero(~split.mask.all(axis=1) | empty_cells(self.module, split).any(axis=1))  # rows with nothing missing need no decoding
+        incomplete = np.flatnonzero(
+            ~split.mask.all(axis=1) | empty_cells(self.module, split).any(axis=1)
+        )  # rows with nothing missing need no decoding
         for start in range(0, len(incomplete), batch_size):
             rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
-            means = self.module.conditional_means(batch["data"], batch["mask"], samples, by_row=True)  # a row's answer is its own
+            means = self.module.conditional_means(
+                batch["data"], batch["mask"], samples, by_row=True
+            )  # a row's answer is its own
             generated = self.to_user_units({k: v.numpy() for k, v in means.items()})
             for m, name in enumerate(self.names):
                 fill_missing(filled[name], rows, ~split.mask[rows, m], generated[name])
         return filled
 
     @torch.no_grad()
-    def harmonize(self, arrays, at: np.ndarray, batch_size: int = 500, source: str = "the input",
-                  samples: int = DEFAULT_IMPUTATION_SAMPLES) -> dict[str, np.ndarray]:
+    def harmonize(
+        self,
+        arrays,
+        at: np.ndarray,
+        batch_size: int = 500,
+        source: str = "the input",
+        samples: int = DEFAULT_IMPUTATION_SAMPLES,
+    ) -> dict[str, np.ndarray]:
         """Every subject as if measured at the covariates `at` (encoded, [rows, K] or one row for all;
         `CovariateEncoding.encode` / `set_values`): the encoders read each subject's own covariates, the decoders `at`.
         A Gaussian value that was observed keeps its residual, x + E[x | z, at] - E[x | z, own]; any other observed value
@@ -297,10 +373,23 @@ class MultimodalVAE:
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
             batch = split.batch(rows)
-            own = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(batch["data"], batch["mask"], samples, by_row=True).items()})
+            own = self.to_user_units(
+                {
+                    k: v.numpy()
+                    for k, v in self.module.conditional_means(
+                        batch["data"], batch["mask"], samples, by_row=True
+                    ).items()
+                }
+            )
             at_rows = torch.from_numpy(np.ascontiguousarray(target_rows[rows]))
-            target = self.to_user_units({k: v.numpy() for k, v in self.module.conditional_means(
-                batch["data"], batch["mask"], samples, by_row=True, decode_at=at_rows).items()})
+            target = self.to_user_units(
+                {
+                    k: v.numpy()
+                    for k, v in self.module.conditional_means(
+                        batch["data"], batch["mask"], samples, by_row=True, decode_at=at_rows
+                    ).items()
+                }
+            )
             for m, modality in enumerate(self.modalities):
                 name = modality.name
                 values = out[name][rows].astype(np.float64)
@@ -311,7 +400,9 @@ class MultimodalVAE:
         return out
 
     @torch.no_grad()
-    def impute_draws(self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0) -> dict[str, np.ndarray]:
+    def impute_draws(
+        self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0
+    ) -> dict[str, np.ndarray]:
         """Multiple imputation: `draws` arrays per modality ([draws, rows, ...]) whose missing rows are independent
         draws from the model's predictive distribution, x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the
         data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
@@ -335,7 +426,12 @@ class MultimodalVAE:
     def _observed_copy(self, arrays, split: Split) -> dict[str, np.ndarray]:
         """What imputation starts from: the observed values in the data's units (arrays given by the user exactly as
         given; images stored as uint8 intensities as floats in [0, 1], the scale the model generates in)."""
-        filled = {name: split.arrays[name] / np.float32(255.0) if split.arrays[name].dtype == np.uint8 else split.arrays[name].copy() for name in self.names}
+        filled = {
+            name: split.arrays[name] / np.float32(255.0)
+            if split.arrays[name].dtype == np.uint8
+            else split.arrays[name].copy()
+            for name in self.names
+        }
         for m, name in enumerate(self.names):
             if name not in self.standardization:
                 continue
@@ -343,28 +439,50 @@ class MultimodalVAE:
                 filled[name] = unstandardize_values(self.standardization[name], filled[name])
             elif name in arrays:  # exactly the values given
                 observed = split.mask[:, m].reshape(-1, *[1] * (filled[name].ndim - 1))
-                filled[name] = np.where(observed, np.asarray(arrays[name], dtype=np.float32).reshape(filled[name].shape), 0.0).astype(np.float32)
+                filled[name] = np.where(
+                    observed, np.asarray(arrays[name], dtype=np.float32).reshape(filled[name].shape), 0.0
+                ).astype(np.float32)
         return filled
 
     def to_user_units(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model-space values (decoder means, samples) of standardised modalities mapped back to the data's units."""
-        return {name: unstandardize_values(self.standardization[name], v) if name in self.standardization else v for name, v in values.items()}
+        return {
+            name: unstandardize_values(self.standardization[name], v) if name in self.standardization else v
+            for name, v in values.items()
+        }
 
     @torch.no_grad()
-    def sample(self, n: int, arrays=None, given: Sequence[str] | None = None, covariates: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def sample(
+        self, n: int, arrays=None, given: Sequence[str] | None = None, covariates: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """E[x_m | z] for every modality, z from the prior (n draws) or, with `arrays`, from the posterior given
         the first n rows' observed modalities (only those in `given`, when set). A model conditioned on covariates
         decodes prior draws at `covariates` (encoded, one row for all or one per draw; `CovariateEncoding`), rows of
         `arrays` at their own."""
         if arrays is None:
-            at = None if covariates is None else torch.from_numpy(np.broadcast_to(np.asarray(covariates, dtype=np.float32), (n, self.module.n_covariates)).copy())
-            return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n), at).items()})
+            at = (
+                None
+                if covariates is None
+                else torch.from_numpy(
+                    np.broadcast_to(np.asarray(covariates, dtype=np.float32), (n, self.module.n_covariates)).copy()
+                )
+            )
+            return self.to_user_units(
+                {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.sample_prior(n), at).items()}
+            )
         split = self.as_split(arrays)
         split = split.take(slice(0, n))
         mask = self._given_mask(split.mask, given, "the input")
         batch = split.batch(np.arange(len(split)))
         q = self.module.posterior(batch["data"], torch.from_numpy(mask))
-        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q), self.module.covariates_of(batch["data"])).items()})
+        return self.to_user_units(
+            {
+                k: v.numpy()
+                for k, v in self.module.decode_mean(
+                    self.module.latent.rsample(q), self.module.covariates_of(batch["data"])
+                ).items()
+            }
+        )
 
     @torch.no_grad()
     def sample_class(self, n: int, modality: str, value) -> dict[str, np.ndarray]:
@@ -374,11 +492,15 @@ class MultimodalVAE:
             raise InfinimodalError(f"unknown modality {modality!r}: this model has {', '.join(self.names)}")
         spec = self.modalities[self.names.index(modality)]
         if not spec.categorical:
-            raise InfinimodalError(f"modality {modality!r} is {spec.likelihood}, not categorical: give rows of it with --data instead of a class")
+            raise InfinimodalError(
+                f"modality {modality!r} is {spec.likelihood}, not categorical: give rows of it with --data instead of a class"
+            )
         split = self.as_split({modality: np.full(n, value)}, f"class {value} of {modality!r}")
         batch = split.batch(np.arange(n))
         q = self.module.posterior(batch["data"], batch["mask"])
-        return self.to_user_units({k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()})
+        return self.to_user_units(
+            {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()}
+        )
 
     def explain(self, arrays, max_rows: int = EXPLAIN_ROWS, source: str = "the input") -> dict:
         """What each latent dimension does on these rows (held-out rows: a data set's test split), in index order: its
@@ -387,7 +509,9 @@ class MultimodalVAE:
         (`infinimodal.evaluation.explain`; a JSON-ready dict)."""
         split = self.as_split(arrays, source)
         variables = explanation_variables(self.modalities, split, self.covariates)
-        return explain_dimensions(self.module, split, feature_names(self.modalities), self.to_user_units, variables, max_rows)
+        return explain_dimensions(
+            self.module, split, feature_names(self.modalities), self.to_user_units, variables, max_rows
+        )
 
     # --- clinical uses: deviation scores and synthetic cohorts -----------------------------------------------
 
@@ -399,7 +523,9 @@ class MultimodalVAE:
             return keyed(tables, self.score(tables.arrays, reference, samples, source))
         return self.score_with_maps(arrays, reference, samples, source)[0]
 
-    def score_with_maps(self, arrays, reference: Split, samples: int = 50, source: str = "the input") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def score_with_maps(
+        self, arrays, reference: Split, samples: int = 50, source: str = "the input"
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(`score`'s columns, the rows' per-feature deviation z-maps {modality: [rows, features]}): each observed
         feature minus the model's prediction of it from the row's other modalities (and covariates), in reference
         SDs of that residual (`infinimodal.feature_deviation`)."""
@@ -410,8 +536,14 @@ class MultimodalVAE:
             z_maps = fitted.features().z_maps(self.module, split)
             return deviation_scores(self.module, split, fitted, samples, z_maps=z_maps), z_maps
 
-    def synthesize(self, n: int, source: str = DEFAULT_SOURCE, data: MultimodalData | None = None, seed: int = 0,
-                   at: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    def synthesize(
+        self,
+        n: int,
+        source: str = DEFAULT_SOURCE,
+        data: MultimodalData | None = None,
+        seed: int = 0,
+        at: dict[str, str] | None = None,
+    ) -> dict[str, np.ndarray]:
         """n synthetic subjects with every modality, drawn from the likelihoods, in the data's units (`infinimodal.synthesis`);
         source "aggregate" draws latent codes from the posteriors of `data`'s training rows. A model conditioned on
         covariates gives each subject the covariates of a random training subject, with those named in `at` set
@@ -419,24 +551,49 @@ class MultimodalVAE:
         if source not in SOURCES:
             raise InfinimodalError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
         if (source == "aggregate" or self.covariates is not None) and data is None:
-            raise InfinimodalError("synthesis from the aggregate posterior, or by a model with covariates, needs the training data (data=...)")
+            raise InfinimodalError(
+                "synthesis from the aggregate posterior, or by a model with covariates, needs the training data (data=...)"
+            )
         if at and self.covariates is None:
             raise InfinimodalError("--set gives covariate values, and this model has no covariates")
         change = (lambda encoded: self.covariates.set_values(encoded, at)) if at else None
         if change is not None:
-            change(np.zeros((1, self.covariates.width), dtype=np.float32))  # unknown names and classes refused before any work
-        return self.to_user_units(synthesize(self.module, n, source, data.train_for_evaluation() if data is not None else None, seed,
-                                             set_covariates=change))
+            change(
+                np.zeros((1, self.covariates.width), dtype=np.float32)
+            )  # unknown names and classes refused before any work
+        return self.to_user_units(
+            synthesize(
+                self.module,
+                n,
+                source,
+                data.train_for_evaluation() if data is not None else None,
+                seed,
+                set_covariates=change,
+            )
+        )
 
     def synthesis_report(self, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
         """Privacy, fidelity and utility of synthetic rows (as `synthesize` returns them) against `data`'s training and
         held-out rows (`infinimodal.evaluation.privacy`)."""
-        model_units = {name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
-                       if name in self.standardization else values for name, values in synthetic.items() if name in self.names}
+        model_units = {
+            name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
+            if name in self.standardization
+            else values
+            for name, values in synthetic.items()
+            if name in self.names
+        }
         return synthesis_report(self.module, model_units, data, seed, user_units=self.to_user_units)
 
-    def evaluate(self, data: MultimodalData, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
-                 seed: int = 0, baselines: bool = True) -> dict:
+    def evaluate(
+        self,
+        data: MultimodalData,
+        iw_samples: int = 1000,
+        max_test: int | None = None,
+        coherence: bool = True,
+        progress: bool = True,
+        seed: int = 0,
+        baselines: bool = True,
+    ) -> dict:
         """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal).
         Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`).
         Deterministic: the metrics draw from torch's generator seeded with `seed` (after the coherence classifiers
@@ -452,8 +609,15 @@ class MultimodalVAE:
             classifiers = load_classifiers(data, progress=progress)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            result = evaluate_model(self.module, data, iw_samples=iw_samples, max_test=max_test, coherence_classifiers=classifiers, progress=progress,
-                                    baselines=baselines)
+            result = evaluate_model(
+                self.module,
+                data,
+                iw_samples=iw_samples,
+                max_test=max_test,
+                coherence_classifiers=classifiers,
+                progress=progress,
+                baselines=baselines,
+            )
         result["standardized_modalities"] = sorted(self.standardization)
         return result
 
@@ -463,9 +627,16 @@ class MultimodalVAE:
         """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        record = {"format": RUN_FORMAT} | self.config.model_fields() | (extra or {}) | {
-            "modalities": [m.to_dict() for m in self.modalities], "standardization": self.standardization,
-        } | covariate_record(self.covariates)
+        record = (
+            {"format": RUN_FORMAT}
+            | self.config.model_fields()
+            | (extra or {})
+            | {
+                "modalities": [m.to_dict() for m in self.modalities],
+                "standardization": self.standardization,
+            }
+            | covariate_record(self.covariates)
+        )
         write_json(out / "config.json", record)
         state = {"state_dict": {f"model.{k}": v for k, v in self.module.state_dict().items()}}
         atomic_write(out / "model.ckpt", lambda tmp: torch.save(state, tmp))
@@ -481,13 +652,20 @@ class MultimodalVAE:
                 raise InfinimodalError(f"{run} is not a finished run directory: {name} is missing")
         record = read_config(run / "config.json")
         try:
-            saved = [Modality.from_dict(m) for m in record.get("modalities", [{"name": "image", "shape": [784], "likelihood": "bernoulli"}])]
+            saved = [
+                Modality.from_dict(m)
+                for m in record.get("modalities", [{"name": "image", "shape": [784], "likelihood": "bernoulli"}])
+            ]
         except (KeyError, TypeError, ValueError) as exc:
-            raise InfinimodalError(f"{run / 'config.json'}: a modality entry is malformed ({type(exc).__name__}: {exc})") from None
+            raise InfinimodalError(
+                f"{run / 'config.json'}: a modality entry is malformed ({type(exc).__name__}: {exc})"
+            ) from None
         if modalities is None:
             custom = [m["name"] for m in record.get("modalities", []) if m.get("custom_networks")]
             if custom:
-                raise InfinimodalError(f"{run}: modalities {', '.join(custom)} have custom networks; pass the same modalities to load()")
+                raise InfinimodalError(
+                    f"{run}: modalities {', '.join(custom)} have custom networks; pass the same modalities to load()"
+                )
             modalities = saved
         elif [m.signature() for m in modalities] != [m.signature() for m in saved]:
             raise InfinimodalError(f"{run}: the modalities given differ from the saved ones")
@@ -497,12 +675,16 @@ class MultimodalVAE:
             modalities = [m.with_copied_networks() for m in modalities]
         try:
             config = ModelConfig.from_dict(record)
-            covariates = CovariateEncoding.from_dict(record["covariate_encoding"]) if record.get("covariate_encoding") else None
+            covariates = (
+                CovariateEncoding.from_dict(record["covariate_encoding"]) if record.get("covariate_encoding") else None
+            )
             vae = cls(modalities, covariates=covariates, **config.model_fields())
         except InfinimodalError as exc:
             raise InfinimodalError(f"{run / 'config.json'}: {exc}") from None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise InfinimodalError(f"{run / 'config.json'}: settings that do not describe a model ({type(exc).__name__}: {exc})") from None
+            raise InfinimodalError(
+                f"{run / 'config.json'}: settings that do not describe a model ({type(exc).__name__}: {exc})"
+            ) from None
         vae.standardization = read_standardization(record, run / "config.json", vae.modalities)
         vae._load_weights(run / "model.ckpt")
         return vae
@@ -520,7 +702,10 @@ def keyed(tables, result, modalities: Sequence[Modality] = ()):
     names = {m.name: m.feature_names for m in modalities}
     if not names:
         return pd.DataFrame(result, index=index)
-    return {name: pd.DataFrame(values.reshape(len(values), -1), index=index, columns=names.get(name)) for name, values in result.items()}
+    return {
+        name: pd.DataFrame(values.reshape(len(values), -1), index=index, columns=names.get(name))
+        for name, values in result.items()
+    }
 
 
 def gaussian_positions(modality: Modality) -> np.ndarray:
@@ -549,8 +734,14 @@ def fill_missing(values: np.ndarray, rows: np.ndarray, missing: np.ndarray, gene
 # --- run directories (the command line) ---------------------------------------------------------------
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, announce=None, callbacks: Sequence[Callback] = (),
-          resume: bool = False) -> Path:
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    announce=None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+) -> Path:
     """Train a model and write config.json, model.ckpt, last.ckpt, metrics.csv and progress.json into `out_dir`.
     `announce(line)`, when given, hears what the user should know before training starts (a file's inferred
     likelihoods, warnings); `callbacks` are extra Lightning callbacks for `MultimodalVAE.fit`; `resume` continues
@@ -570,20 +761,41 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True, annou
         # a new run in an old directory: nothing of the old run may pass for this one's (cleared only once the data
         # and options are known to be good, so a mistake in them leaves the old run as it was)
         clear_run_files(out)
-    record = {"format": RUN_FORMAT} | asdict(config) | {
-        "data_source": data.source, "n_train": len(data.train), "n_valid": len(data.valid),
-        "modalities": [m.to_dict() for m in data.modalities], "standardization": data.standardization,
-    } | covariate_record(data.covariates) | data_file_record(config.data)
+    record = (
+        {"format": RUN_FORMAT}
+        | asdict(config)
+        | {
+            "data_source": data.source,
+            "n_train": len(data.train),
+            "n_valid": len(data.valid),
+            "modalities": [m.to_dict() for m in data.modalities],
+            "standardization": data.standardization,
+        }
+        | covariate_record(data.covariates)
+        | data_file_record(config.data)
+    )
     if resume:
         record["resumed"] = int(earlier.get("resumed", 0)) + 1
     writes = is_rank_zero()  # under DDP only rank 0 writes the run directory
     if writes:
         write_json(out / "config.json", record)
-    log.info("%s %s / %s on %s (%d training rows) into %s", "resuming" if resume else "training", config.latent, config.aggregator,
-             data.source, len(data.train), out)
-    vae.fit(data, out_dir=out, progress=progress, callbacks=callbacks, resume=resume, **asdict(config.training_options()))
+    log.info(
+        "%s %s / %s on %s (%d training rows) into %s",
+        "resuming" if resume else "training",
+        config.latent,
+        config.aggregator,
+        data.source,
+        len(data.train),
+        out,
+    )
+    vae.fit(
+        data, out_dir=out, progress=progress, callbacks=callbacks, resume=resume, **asdict(config.training_options())
+    )
     # seconds of the segments that finished (a killed segment's are not known)
-    record |= {"train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)), "best_val_elbo": vae.best_val_elbo}
+    record |= {
+        "train_seconds": vae.train_seconds + float(earlier.get("train_seconds", 0.0)),
+        "best_val_elbo": vae.best_val_elbo,
+    }
     if writes:
         write_json(out / "config.json", record)
     log.info("trained in %.0f s; best validation ELBO %s", vae.train_seconds, vae.best_val_elbo)
@@ -622,21 +834,36 @@ def load_run(run_dir: str | Path, progress: bool = True) -> tuple[MultimodalVAE,
     return vae, config, load_run_data(run_dir, config, progress=progress)
 
 
-def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None = None, coherence: bool = True, progress: bool = True,
-             baselines: bool = True) -> dict:
+def evaluate(
+    run_dir: str | Path,
+    iw_samples: int = 1000,
+    max_test: int | None = None,
+    coherence: bool = True,
+    progress: bool = True,
+    baselines: bool = True,
+) -> dict:
     """Evaluate a run on its test set and write `eval.json` (see `infinimodal.evaluation.metrics`)."""
     _check(iw_samples >= 1, f"--iw-samples must be at least 1, got {iw_samples}")
     _check(max_test is None or max_test >= 1, f"--max-test must be at least 1, got {max_test}")
     vae, config = load(run_dir)
     data = load_run_data(run_dir, config, progress)
     started = time.perf_counter()
-    result = vae.evaluate(data, iw_samples=iw_samples, max_test=max_test, coherence=coherence, progress=progress, seed=config.seed,
-                          baselines=baselines)
+    result = vae.evaluate(
+        data,
+        iw_samples=iw_samples,
+        max_test=max_test,
+        coherence=coherence,
+        progress=progress,
+        seed=config.seed,
+        baselines=baselines,
+    )
     result["baselines_tuned"] = baselines
     result["latent"] = config.latent
     result["aggregator"] = config.aggregator
     # the posterior family the run really uses (Kumaraswamy sticks fused under PoE / MoPoE are Beta projections)
-    result["posterior_family"] = vae.module.latent.posterior_description(vae.module.aggregator.fuses, len(vae.modalities))
+    result["posterior_family"] = vae.module.latent.posterior_description(
+        vae.module.aggregator.fuses, len(vae.modalities)
+    )
     # each aggregator's ELBO is its own bound (PoE: joint; MoE: mixture; MoPoE: mixture of subset KLs)
     result["elbo_bound"] = f"{config.aggregator} ELBO"
     result["eval_seconds"] = time.perf_counter() - started
@@ -645,5 +872,11 @@ def evaluate(run_dir: str | Path, iw_samples: int = 1000, max_test: int | None =
     if unfinished:
         result.setdefault("notes", []).append(unfinished)
     write_json(Path(run_dir) / "eval.json", result)
-    log.info("evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)", result["eval_seconds"], result["elbo"], result["log_likelihood"], iw_samples)
+    log.info(
+        "evaluated in %.0f s: test ELBO %.3f, log p(x) %.3f (%d samples)",
+        result["eval_seconds"],
+        result["elbo"],
+        result["log_likelihood"],
+        iw_samples,
+    )
     return result

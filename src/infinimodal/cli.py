@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         from .runlog import log_to
 
         # the commands that write into a run directory log there; sample / impute / embed only read it
-        directory = {"train": getattr(args, "out", None), "evaluate": getattr(args, "run_dir", None), "report": getattr(args, "run_dir", None)}.get(args.command)
+        directory = {
+            "train": getattr(args, "out", None),
+            "evaluate": getattr(args, "run_dir", None),
+            "report": getattr(args, "run_dir", None),
+        }.get(args.command)
         words = sys.argv[1:] if argv is None else argv
         _warn_if_unfinished(args)
         with log_to(directory, f"infinimodal {' '.join(words)}", create=args.command == "train"):
@@ -75,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         if debug:
             raise
-        print(f"infinimodal: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"infinimodal: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr
+        )
         return EXIT_FAILURE
     return status
 

@@ -43,13 +43,21 @@ class Column:
 
     def __post_init__(self) -> None:
         if self.family not in COLUMN_FAMILIES:
-            raise ValueError(f"column {self.name!r}: unknown column likelihood {self.family!r}; choose one of {', '.join(COLUMN_FAMILIES)}")
+            raise ValueError(
+                f"column {self.name!r}: unknown column likelihood {self.family!r}; choose one of {', '.join(COLUMN_FAMILIES)}"
+            )
         if self.family == "categorical":
             if self.classes is None or len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-                raise ValueError(f"column {self.name!r}: a categorical column needs at least 2 distinct classes, got {self.classes}")
+                raise ValueError(
+                    f"column {self.name!r}: a categorical column needs at least 2 distinct classes, got {self.classes}"
+                )
             object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if self.family == "beta_binomial" and not (self.low is not None and self.high is not None and self.high > self.low):
-            raise ValueError(f"column {self.name!r}: a bounded score needs a range low-high with high > low, got {self.low}-{self.high}")
+        if self.family == "beta_binomial" and not (
+            self.low is not None and self.high is not None and self.high > self.low
+        ):
+            raise ValueError(
+                f"column {self.name!r}: a bounded score needs a range low-high with high > low, got {self.low}-{self.high}"
+            )
 
     @property
     def width(self) -> int:
@@ -80,7 +88,13 @@ class Column:
     @classmethod
     def from_dict(cls, values: dict) -> "Column":
         classes = values.get("classes")
-        return cls(values["name"], values["family"], tuple(classes) if classes is not None else None, values.get("low"), values.get("high"))
+        return cls(
+            values["name"],
+            values["family"],
+            tuple(classes) if classes is not None else None,
+            values.get("low"),
+            values.get("high"),
+        )
 
 
 def parse_column_likelihood(name: str, text: str) -> tuple[str, int | None, int | None]:
@@ -88,8 +102,10 @@ def parse_column_likelihood(name: str, text: str) -> tuple[str, int | None, int 
     ValueError saying what is allowed otherwise."""
     family, colon, argument = text.partition(":")
     if family not in COLUMN_FAMILIES:
-        raise ValueError(f"column {name!r}: unknown column likelihood {text!r}; choose one of {', '.join(COLUMN_FAMILIES)} "
-                         "(beta_binomial:LOW-HIGH for a bounded score)")
+        raise ValueError(
+            f"column {name!r}: unknown column likelihood {text!r}; choose one of {', '.join(COLUMN_FAMILIES)} "
+            "(beta_binomial:LOW-HIGH for a bounded score)"
+        )
     if not colon:
         return family, None, None
     if family != "beta_binomial":
@@ -100,7 +116,9 @@ def parse_column_likelihood(name: str, text: str) -> tuple[str, int | None, int 
     except ValueError:
         bounds = None
     if not dash or bounds is None or bounds[1] <= bounds[0]:
-        raise ValueError(f"column {name!r}: write a bounded score's range as beta_binomial:LOW-HIGH with whole numbers, e.g. beta_binomial:0-30, got {text!r}")
+        raise ValueError(
+            f"column {name!r}: write a bounded score's range as beta_binomial:LOW-HIGH with whole numbers, e.g. beta_binomial:0-30, got {text!r}"
+        )
     return family, bounds[0], bounds[1]
 
 

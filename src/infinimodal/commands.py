@@ -86,8 +86,14 @@ def with_ids(columns: dict, subjects: Subjects | None) -> dict:
 
 def config_from_flags(args: argparse.Namespace) -> api.TrainConfig:
     """The training configuration `train`'s flags describe."""
-    return api.TrainConfig(latent=args.latent, aggregator=args.aggregator, hidden=args.hidden, **option_values(args),
-                           **settings_values(args, DataOptions), **settings_values(args, TrainingOptions))
+    return api.TrainConfig(
+        latent=args.latent,
+        aggregator=args.aggregator,
+        hidden=args.hidden,
+        **option_values(args),
+        **settings_values(args, DataOptions),
+        **settings_values(args, TrainingOptions),
+    )
 
 
 def flags_unlike_the_run(args: argparse.Namespace) -> list[str]:
@@ -107,7 +113,9 @@ def flags_unlike_the_run(args: argparse.Namespace) -> list[str]:
         if saved is None or not fields:
             differing.append(flag)
         elif any(wanted[name] != getattr(saved, name) for name in fields):
-            differing.append(f"{flag} ({', '.join(f'{name}={wanted[name]!r} where the run has {getattr(saved, name)!r}' for name in fields)})")
+            differing.append(
+                f"{flag} ({', '.join(f'{name}={wanted[name]!r} where the run has {getattr(saved, name)!r}' for name in fields)})"
+            )
     return differing
 
 
@@ -115,12 +123,18 @@ def run_train_resumed(args: argparse.Namespace) -> None:
     """`train --resume`: continue DIR's run with the settings of its config.json."""
     differing = flags_unlike_the_run(args)
     if differing:
-        raise InfinimodalError(f"--resume continues {args.out}'s run with its own settings (its config.json); "
-                               f"these flags differ from them: drop {'; '.join(differing)}")
+        raise InfinimodalError(
+            f"--resume continues {args.out}'s run with its own settings (its config.json); "
+            f"these flags differ from them: drop {'; '.join(differing)}"
+        )
     config = api.resume_config(args.out)
-    out = api.train(config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True)
+    out = api.train(
+        config, args.out, progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr), resume=True
+    )
     if is_rank_zero():
-        print(f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv")
+        print(
+            f"resumed and finished {config.latent} / {config.aggregator} model: {out}/model.ckpt, curves in {out}/metrics.csv"
+        )
         print_validation_errors(Path(out))
 
 
@@ -142,13 +156,21 @@ def print_validation_errors(out: Path) -> None:
     index = saved_model_index(curves)
     for column, value in saved_model_values(curves).items():
         if (name := class_error_modality(column)) is not None:
-            print(f"validation error of imputing {name} from the other modalities, saved model (epoch {int(epochs[index])}): {100 * value:.2f} %")
+            print(
+                f"validation error of imputing {name} from the other modalities, saved model (epoch {int(epochs[index])}): {100 * value:.2f} %"
+            )
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """`evaluate`: eval.json, and its headline figures printed."""
-    result = api.evaluate(args.run_dir, iw_samples=args.iw_samples, max_test=args.max_test, coherence=not args.no_coherence, progress=not args.quiet,
-                          baselines=not args.no_baselines)
+    result = api.evaluate(
+        args.run_dir,
+        iw_samples=args.iw_samples,
+        max_test=args.max_test,
+        coherence=not args.no_coherence,
+        progress=not args.quiet,
+        baselines=not args.no_baselines,
+    )
     from .evaluation.catalogue import summary_keys
 
     print(json.dumps({k: result[k] for k in summary_keys() if k in result}))
@@ -159,7 +181,14 @@ def run_report(args: argparse.Namespace) -> None:
     """`report`: report.html and its figures."""
     from .evaluation.report import write_report
 
-    path = write_report(args.run_dir, api.load_run, max_rows=args.max_rows, examples=args.examples, max_dims=args.max_dims, progress=not args.quiet)
+    path = write_report(
+        args.run_dir,
+        api.load_run,
+        max_rows=args.max_rows,
+        examples=args.examples,
+        max_dims=args.max_dims,
+        progress=not args.quiet,
+    )
     print(f"wrote {path} (figures in {path.parent / 'figures'})")
 
 
@@ -195,7 +224,9 @@ def run_sample(args: argparse.Namespace) -> None:
         vae, config = api.load(args.run_dir)
         inputs, samples = None, vae.sample(args.n, covariates=prior_sample_covariates(vae, config, args))
     if args.set and (given_class or args.data is not None):
-        raise InfinimodalError("--set gives the covariates of samples from the prior; rows given with --data are decoded at their own")
+        raise InfinimodalError(
+            "--set gives the covariates of samples from the prior; rows given with --data are decoded at their own"
+        )
     if out.suffix == ".npz":
         np.savez(out, **samples)
     else:
@@ -211,7 +242,9 @@ def prior_sample_covariates(vae, config, args: argparse.Namespace) -> np.ndarray
     (seeded by --seed), with --set's values; None for a model without."""
     if vae.covariates is None:
         if args.set:
-            raise InfinimodalError("--set gives covariate values, and this model has no covariates (train with --covariates)")
+            raise InfinimodalError(
+                "--set gives covariate values, and this model has no covariates (train with --covariates)"
+            )
         return None
     train = api.load_run_data(args.run_dir, config, progress=False).train
     drawn = train.arrays[COVARIATES][np.random.default_rng(args.seed).integers(0, len(train), args.n)]
@@ -227,9 +260,13 @@ def run_impute(args: argparse.Namespace) -> None:
         raise InfinimodalError("--draws and --samples must be >= 0")
     tables = is_table_spec(args.data)
     if not tables and (not args.data.endswith(".npz") or not args.out.endswith(".npz")):
-        raise InfinimodalError("impute reads and writes .npz files (--data FILE.npz --out FILE.npz), or tables (--data DIR --out OUTDIR)")
+        raise InfinimodalError(
+            "impute reads and writes .npz files (--data FILE.npz --out FILE.npz), or tables (--data DIR --out OUTDIR)"
+        )
     if tables and Path(args.out).suffix:
-        raise InfinimodalError(f"--out {args.out}: tables are imputed into a folder (one table per modality), not a file")
+        raise InfinimodalError(
+            f"--out {args.out}: tables are imputed into a folder (one table per modality), not a file"
+        )
     if tables and args.draws:
         raise InfinimodalError("--draws writes arrays: impute a .npz for multiple imputations")
     if args.draws and args.set:
@@ -240,7 +277,9 @@ def run_impute(args: argparse.Namespace) -> None:
     settings = {} if args.samples is None else {"samples": args.samples}
     if args.set:
         if vae.covariates is None:
-            raise InfinimodalError("--set gives covariate values, and this model has no covariates (train with --covariates)")
+            raise InfinimodalError(
+                "--set gives covariate values, and this model has no covariates (train with --covariates)"
+            )
         at = vae.covariates.set_values(split.arrays[COVARIATES], dict(args.set))
         filled = vae.harmonize(given, at, source=args.data, **settings)
     else:
@@ -248,13 +287,24 @@ def run_impute(args: argparse.Namespace) -> None:
     counts = {name: int((~split.mask[:, m]).sum()) for m, name in enumerate(vae.names)}
     if tables:
         written = write_imputed_tables(vae, filled, ids.ids, Path(args.out), ids.column)
-        cells = {m.name: int((split.mask[:, i, None] & np.isnan(split.arrays[m.name])).any(axis=1).sum()) for i, m in enumerate(vae.modalities) if m.is_table}
-        what = f"every subject decoded at {', '.join(f'{k}={v}' for k, v in args.set)} (harmonised); " if args.set else ""
-        print(f"{what}imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
-              f"wrote {', '.join(written)}")
+        cells = {
+            m.name: int((split.mask[:, i, None] & np.isnan(split.arrays[m.name])).any(axis=1).sum())
+            for i, m in enumerate(vae.modalities)
+            if m.is_table
+        }
+        what = (
+            f"every subject decoded at {', '.join(f'{k}={v}' for k, v in args.set)} (harmonised); " if args.set else ""
+        )
+        print(
+            f"{what}imputed absent subjects {json.dumps(counts)} and rows with empty cells {json.dumps(cells)} of {len(split)} subjects; "
+            f"wrote {', '.join(written)}"
+        )
         return
     if args.draws:
-        filled |= {f"{name}_draws": value for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()}
+        filled |= {
+            f"{name}_draws": value
+            for name, value in vae.impute_draws(given, args.draws, source=args.data, seed=args.seed).items()
+        }
     extra = {k: v for k, v in rows.items() if k not in vae.names}
     np.savez(args.out, **filled, **extra)
     print(f"imputed missing rows {json.dumps(counts)} of {len(split)}; wrote {args.out}")
@@ -288,7 +338,9 @@ def run_score(args: argparse.Namespace) -> None:
     config = api.load(args.run_dir)[1]
     reference = api.load_run_data(args.run_dir, config, progress=False).valid
     split = vae.as_split(rows, args.data)
-    groups = group_values(vae, split, args.group) if args.group is not None else None  # an unknown column refused before any work
+    groups = (
+        group_values(vae, split, args.group) if args.group is not None else None
+    )  # an unknown column refused before any work
     scores, z_maps = vae.score_with_maps(split, reference, samples=args.samples, source=args.data)
     write_csv(args.out, with_ids(scores, ids) if ids is not None else scores)
     print(f"scored {len(scores['score'])} rows against {len(reference)} reference (validation) rows; wrote {args.out}")
@@ -313,7 +365,9 @@ def group_values(vae, split, column: str) -> np.ndarray:
 
     found = explanation_variables(vae.modalities, split, vae.covariates)
     if column not in found:
-        raise InfinimodalError(f"--group {column}: not a covariate, label or categorical column of these rows; they have {', '.join(found) or 'none'}")
+        raise InfinimodalError(
+            f"--group {column}: not a covariate, label or categorical column of these rows; they have {', '.join(found) or 'none'}"
+        )
     return np.asarray(found[column], dtype=object)
 
 
@@ -321,13 +375,34 @@ def write_group_summary(vae, reference, scores: dict, groups: np.ndarray, args: 
     """Per group: subjects, the share with latent p < GROUP_P and the mean count of extreme features, with the reference
     rows (scored the same way) first."""
     own = vae.score(reference, reference, samples=args.samples)
-    rows = [["reference (validation rows)", len(own["latent_p"]), float(np.mean(own["latent_p"] < GROUP_P)), float(np.mean(own["extreme_features"]))]]
+    rows = [
+        [
+            "reference (validation rows)",
+            len(own["latent_p"]),
+            float(np.mean(own["latent_p"] < GROUP_P)),
+            float(np.mean(own["extreme_features"])),
+        ]
+    ]
     for value in sorted({str(v) for v in groups if v is not None}):
         chosen = np.array([str(v) == value for v in groups])
-        rows.append([value, int(chosen.sum()), float(np.mean(scores["latent_p"][chosen] < GROUP_P)), float(np.mean(scores["extreme_features"][chosen]))])
+        rows.append(
+            [
+                value,
+                int(chosen.sum()),
+                float(np.mean(scores["latent_p"][chosen] < GROUP_P)),
+                float(np.mean(scores["extreme_features"][chosen])),
+            ]
+        )
     path = str(Path(args.out).with_suffix("")) + ".groups.csv"
-    write_csv(path, {args.group: [r[0] for r in rows], "subjects": [r[1] for r in rows], f"share_latent_p_below_{GROUP_P:g}": [r[2] for r in rows],
-                     "mean_extreme_features": [r[3] for r in rows]})
+    write_csv(
+        path,
+        {
+            args.group: [r[0] for r in rows],
+            "subjects": [r[1] for r in rows],
+            f"share_latent_p_below_{GROUP_P:g}": [r[2] for r in rows],
+            "mean_extreme_features": [r[3] for r in rows],
+        },
+    )
     print(f"by {args.group} (share with latent p < {GROUP_P:g}; mean count of features with |z| > 2.6):")
     for group, n, share, extreme in rows:
         print(f"  {group:<28} {n:>6}  {share:.3f}  {extreme:.2f}")
@@ -354,26 +429,42 @@ def run_synthesize(args: argparse.Namespace) -> int:
         if covariates:
             import pandas as pd
 
-            pd.DataFrame(covariates, index=pd.Index(ids, name=data.id_column or "id")).to_csv(Path(args.out) / "covariates.csv", float_format="%.6g")
+            pd.DataFrame(covariates, index=pd.Index(ids, name=data.id_column or "id")).to_csv(
+                Path(args.out) / "covariates.csv", float_format="%.6g"
+            )
             written.append(str(Path(args.out) / "covariates.csv"))
         report_path = Path(args.out) / "privacy.json"
         where = ", ".join(written)
     else:
-        labels = {"labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[samples[data.label_modality].argmax(1)]} \
-            if data.label_modality is not None else {}
-        text = {f"covariate_{name}": np.asarray(values).astype(str if np.asarray(values).dtype == object else np.float64) for name, values in covariates.items()}
+        labels = (
+            {
+                "labels": np.asarray(vae.modalities[vae.names.index(data.label_modality)].class_values)[
+                    samples[data.label_modality].argmax(1)
+                ]
+            }
+            if data.label_modality is not None
+            else {}
+        )
+        text = {
+            f"covariate_{name}": np.asarray(values).astype(str if np.asarray(values).dtype == object else np.float64)
+            for name, values in covariates.items()
+        }
         np.savez(args.out, **samples, **labels, **text)
         report_path, where = Path(args.out).with_suffix(".privacy.json"), args.out
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.n} synthetic rows ({source}) to {where}; privacy, fidelity and utility in {report_path.name}")
     privacy = report.get("privacy") or {}
     if privacy:
-        print(f"  share nearer a training row than a held-out row {privacy['dcr_share']:.3f} (fresh subjects: {privacy['dcr_share_null']:.3f}); "
-              f"exact copies {privacy['exact_copies']} (held-out rows: {privacy['exact_copies_holdout']}); "
-              f"membership AUC {privacy['membership_auc']:.3f} (0.5: cannot tell); {privacy['rows']['train']} training and "
-              f"{privacy['rows']['holdout']} held-out rows with every modality")
-    print(("PRIVACY CHECK FAILED: " if report["memorisation"] else "privacy: ") + report["verdict"],
-          file=sys.stderr if report["memorisation"] or report["warnings"] else sys.stdout)
+        print(
+            f"  share nearer a training row than a held-out row {privacy['dcr_share']:.3f} (fresh subjects: {privacy['dcr_share_null']:.3f}); "
+            f"exact copies {privacy['exact_copies']} (held-out rows: {privacy['exact_copies_holdout']}); "
+            f"membership AUC {privacy['membership_auc']:.3f} (0.5: cannot tell); {privacy['rows']['train']} training and "
+            f"{privacy['rows']['holdout']} held-out rows with every modality"
+        )
+    print(
+        ("PRIVACY CHECK FAILED: " if report["memorisation"] else "privacy: ") + report["verdict"],
+        file=sys.stderr if report["memorisation"] or report["warnings"] else sys.stdout,
+    )
     return EXIT_MEMORISATION if report["memorisation"] else 0
 
 
@@ -411,11 +502,15 @@ def run_explain(args: argparse.Namespace) -> None:
     vae, rows = explained_rows(args, args.run_dir)
     result = vae.explain(rows, max_rows=args.max_rows)
     write_json_file(args.out, result)
-    print(f"explained {len(result['dimensions'])} dimensions on {result['rows']} rows ({result['n_used']} used); wrote {args.out}")
+    print(
+        f"explained {len(result['dimensions'])} dimensions on {result['rows']} rows ({result['n_used']} used); wrote {args.out}"
+    )
     for record in result["dimensions"]:
         if record["used"]:
             r2 = ", ".join(f"{name} {result['variance_explained'][name][record['index']]:.2f}" for name in vae.names)
-            print(f"  dim {record['index']:>2}  KL {record['kl']:.2f} ({100 * record['kl_share']:.0f} %)  {record['sharing']:<7}  R^2 alone: {r2}")
+            print(
+                f"  dim {record['index']:>2}  KL {record['kl']:.2f} ({100 * record['kl_share']:.0f} %)  {record['sharing']:<7}  R^2 alone: {r2}"
+            )
 
 
 def run_stability(args: argparse.Namespace) -> None:
@@ -439,9 +534,11 @@ def run_stability(args: argparse.Namespace) -> None:
     result = {"run_dirs": list(args.run_dirs)} | stability(codes, explanations)
     write_json_file(args.out, result)
     s = result["summary"]
-    print(f"{len(result['dimensions'])} used dimensions of {args.run_dirs[0]} matched in {len(args.run_dirs) - 1} other runs on {result['rows']} rows: "
-          f"median worst |r| {s['median_worst_abs_r']}, {s['reproduced']} found again (|r| >= 0.7), share keeping their index "
-          f"{s['share_keep_index']}; used per run {s['used_per_run']}; wrote {args.out}")
+    print(
+        f"{len(result['dimensions'])} used dimensions of {args.run_dirs[0]} matched in {len(args.run_dirs) - 1} other runs on {result['rows']} rows: "
+        f"median worst |r| {s['median_worst_abs_r']}, {s['reproduced']} found again (|r| >= 0.7), share keeping their index "
+        f"{s['share_keep_index']}; used per run {s['used_per_run']}; wrote {args.out}"
+    )
 
 
 def run_train_command(args: argparse.Namespace) -> None:
@@ -451,7 +548,15 @@ def run_train_command(args: argparse.Namespace) -> None:
 
 #: Command name -> what it does.
 COMMANDS = {
-    "train": run_train_command, "evaluate": run_evaluate, "report": run_report, "compare": run_compare, "sample": run_sample,
-    "impute": run_impute, "score": run_score, "synthesize": run_synthesize, "embed": run_embed,
-    "explain": run_explain, "stability": run_stability,
+    "train": run_train_command,
+    "evaluate": run_evaluate,
+    "report": run_report,
+    "compare": run_compare,
+    "sample": run_sample,
+    "impute": run_impute,
+    "score": run_score,
+    "synthesize": run_synthesize,
+    "embed": run_embed,
+    "explain": run_explain,
+    "stability": run_stability,
 }

@@ -37,7 +37,9 @@ def component_settings() -> list[type[Settings]]:
 
 def named_component_settings() -> list[tuple[str, type[Settings]]]:
     """(registry name, settings class) of every latent family, then every aggregator."""
-    return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [(name, cls.Settings) for name, cls in AGGREGATORS.items()]
+    return [(name, cls.Settings) for name, cls in LATENT_FAMILIES.items()] + [
+        (name, cls.Settings) for name, cls in AGGREGATORS.items()
+    ]
 
 
 def check_options_apply(latent: str, aggregator: str, given: Sequence[str]) -> None:
@@ -48,7 +50,10 @@ def check_options_apply(latent: str, aggregator: str, given: Sequence[str]) -> N
     used = {f.name for cls in (LATENT_FAMILIES[latent].Settings, AGGREGATORS[aggregator].Settings) for f in fields(cls)}
     ignored = [name for name in given if name not in used]
     if ignored:
-        owners = {name: [owner for owner, cls in named_component_settings() if name in {f.name for f in fields(cls)}] for name in ignored}
+        owners = {
+            name: [owner for owner, cls in named_component_settings() if name in {f.name for f in fields(cls)}]
+            for name in ignored
+        }
         raise InfinimodalError(
             "; ".join(f"{flag(name)} is an option of {', '.join(owners[name])}" for name in ignored)
             + f", not of --latent {latent} or --aggregator {aggregator}: it would be ignored; drop it or choose the component it belongs to"
@@ -64,7 +69,9 @@ def _option_fields() -> list[tuple]:
         defaults = [field_default(f) for _, f in entries]
         first = entries[0][1]
         agreed = all(d == defaults[0] for d in defaults)
-        out.append((name, first.type if agreed else f"{first.type} | None", field(default=defaults[0] if agreed else None)))
+        out.append(
+            (name, first.type if agreed else f"{first.type} | None", field(default=defaults[0] if agreed else None))
+        )
     return out
 
 
@@ -72,10 +79,18 @@ class _ModelConfigMethods:
     """The behaviour of `ModelConfig`, whose fields are generated from the registered settings classes."""
 
     def validate(self) -> None:
-        _check(self.latent in LATENT_FAMILIES, f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}")
-        _check(self.aggregator in AGGREGATORS, f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}")
+        _check(
+            self.latent in LATENT_FAMILIES,
+            f"unknown latent {self.latent!r}: choose one of {', '.join(LATENT_FAMILIES)}",
+        )
+        _check(
+            self.aggregator in AGGREGATORS,
+            f"unknown aggregator {self.aggregator!r}: choose one of {', '.join(AGGREGATORS)}",
+        )
         try:
-            _check(bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}")
+            _check(
+                bool(self.hidden) and min(self.hidden) >= 1, f"--hidden needs positive layer sizes, got {self.hidden}"
+            )
         except TypeError:
             raise InfinimodalError(f"--hidden needs a list of positive layer sizes, got {self.hidden!r}") from None
         self.resolve()
@@ -103,7 +118,7 @@ class _ModelConfigMethods:
         trained with (the component's `absent_means`), not today's default."""
         values = dict(values)
         for component in (LATENT_FAMILIES.get(values.get("latent")), AGGREGATORS.get(values.get("aggregator"))):
-            for name, source in (component.Settings.absent_means.items() if component is not None else ()):
+            for name, source in component.Settings.absent_means.items() if component is not None else ():
                 if name not in values and source in values:
                     values[name] = values[source]
         known = {f.name for f in fields(cls)}
@@ -112,8 +127,12 @@ class _ModelConfigMethods:
 
 ModelConfig = make_dataclass(
     "ModelConfig",
-    [("latent", "str", field(default=DEFAULT_LATENT)), ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)), *_option_fields(),
-     ("hidden", "list[int]", field(default_factory=lambda: [500]))],
+    [
+        ("latent", "str", field(default=DEFAULT_LATENT)),
+        ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)),
+        *_option_fields(),
+        ("hidden", "list[int]", field(default_factory=lambda: [500])),
+    ],
     bases=(_ModelConfigMethods,),
     namespace={"__module__": __name__},
 )
@@ -128,23 +147,53 @@ class DataOptions(Settings):
 
     owner = "data"
 
-    data: str = setting("mnist", lambda: f"a built-in data set ({', '.join(BUILTIN)}: labels=F observes a label modality for a "
-                        "fraction F of the training rows), a .npz/.h5mu file, or subject-keyed tables: a folder of .csv/.tsv/.parquet files, one per "
-                        "modality, or name=FILE,name=FILE")
+    data: str = setting(
+        "mnist",
+        lambda: (
+            f"a built-in data set ({', '.join(BUILTIN)}: labels=F observes a label modality for a "
+            "fraction F of the training rows), a .npz/.h5mu file, or subject-keyed tables: a folder of .csv/.tsv/.parquet files, one per "
+            "modality, or name=FILE,name=FILE"
+        ),
+    )
     data_dir: str | None = setting(None, "directory with the MNIST IDX files (default: search)")
-    id_column: str | None = setting(None, "tables (--data DIR): the column of subject IDs that joins them (default: each table's first column)")
-    covariates: list[str] = setting([], "tables: columns every encoder and decoder is conditioned on, not modelled (age,sex,site: from a table "
-                                    "named covariates or whichever table holds them; numbers standardised, text one-hot)",
-                                    metavar="A,B,C", parse=flagtypes.names)
-    data_seed: int = setting(0, "seed of the data set's construction or split (polymnist, noisy-mnist, a data file's split)")
-    likelihoods: dict[str, str] = setting({}, lambda: f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / "
-                                          "laplace:S with a fixed scale S; * = every modality)", flag="--likelihood",
-                                          metavar="MODALITY=NAME", pairs=True, parse=flagtypes.likelihood_pair)
+    id_column: str | None = setting(
+        None, "tables (--data DIR): the column of subject IDs that joins them (default: each table's first column)"
+    )
+    covariates: list[str] = setting(
+        [],
+        "tables: columns every encoder and decoder is conditioned on, not modelled (age,sex,site: from a table "
+        "named covariates or whichever table holds them; numbers standardised, text one-hot)",
+        metavar="A,B,C",
+        parse=flagtypes.names,
+    )
+    data_seed: int = setting(
+        0, "seed of the data set's construction or split (polymnist, noisy-mnist, a data file's split)"
+    )
+    likelihoods: dict[str, str] = setting(
+        {},
+        lambda: (
+            f"override a modality's likelihood ({', '.join(LIKELIHOODS)}, or gaussian:S / "
+            "laplace:S with a fixed scale S; * = every modality)"
+        ),
+        flag="--likelihood",
+        metavar="MODALITY=NAME",
+        pairs=True,
+        parse=flagtypes.likelihood_pair,
+    )
     binarize: str = setting("dynamic", "mnist: training binarisation", choices=BINARIZATIONS)
-    max_train: int | None = setting(None, "use only the first N training rows", check=lambda v: v is None or v >= 1,
-                                    requirement="at least 1", parse=flagtypes.positive_int)
-    standardize: bool = setting(True, "data files: keep Gaussian / Laplace modalities in their own units (default: standardise each "
-                                "feature on the training rows)", negative="--no-standardize")
+    max_train: int | None = setting(
+        None,
+        "use only the first N training rows",
+        check=lambda v: v is None or v >= 1,
+        requirement="at least 1",
+        parse=flagtypes.positive_int,
+    )
+    standardize: bool = setting(
+        True,
+        "data files: keep Gaussian / Laplace modalities in their own units (default: standardise each "
+        "feature on the training rows)",
+        negative="--no-standardize",
+    )
 
 
 #: The option classes of a training run besides the model's: their fields are `TrainConfig`'s and `train`'s flags.
@@ -169,8 +218,11 @@ class _TrainConfigMethods:
 
 TrainConfig = make_dataclass(
     "TrainConfig",
-    [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)) for options in RUN_OPTIONS
-     for f in fields(options)],
+    [
+        (f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+        for options in RUN_OPTIONS
+        for f in fields(options)
+    ],
     bases=(_TrainConfigMethods, ModelConfig),
     namespace={"__module__": __name__},
 )

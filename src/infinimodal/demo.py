@@ -36,47 +36,68 @@ DEMO_PREDICT_ALPHA = 100.0
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--labels", type=float, default=DEMO_LABELS, help="fraction of training digits whose label the model sees")
+    parser.add_argument(
+        "--labels", type=float, default=DEMO_LABELS, help="fraction of training digits whose label the model sees"
+    )
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--iw-samples", type=int, default=DEMO_IW_SAMPLES)
-    parser.add_argument("--max-test", type=int, default=None, help="score the first N test digits only (default: all of them)")
+    parser.add_argument(
+        "--max-test", type=int, default=None, help="score the first N test digits only (default: all of them)"
+    )
     parser.add_argument("--max-train", type=int, default=None, help="train on the first N digits only (a quick look)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    with api.log_to(args.out, "python -m infinimodal.demo " + " ".join(argv if argv is not None else sys.argv[1:]), create=True):
+    with api.log_to(
+        args.out, "python -m infinimodal.demo " + " ".join(argv if argv is not None else sys.argv[1:]), create=True
+    ):
         run(args)
 
 
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     # the default model, what `infinimodal train` gives, on the image and a mostly hidden label
-    config = api.TrainConfig(data=f"mnist:labels={args.labels:g}", epochs=args.epochs, max_train=args.max_train,
-                             predict={"label": DEMO_PREDICT_ALPHA}, kl_warmup=min(5.0, args.epochs / 2))
+    config = api.TrainConfig(
+        data=f"mnist:labels={args.labels:g}",
+        epochs=args.epochs,
+        max_train=args.max_train,
+        predict={"label": DEMO_PREDICT_ALPHA},
+        kl_warmup=min(5.0, args.epochs / 2),
+    )
     config.validate()
-    print(f"infinimodal demo: {config.latent} latent (D = {config.latent_dim} dimensions gated by stick-breaking, alpha = {config.alpha:g}), "
-          f"{config.aggregator} over the MNIST image and its label, the label seen for {100 * args.labels:g} % of the training digits; "
-          f"{config.epochs} epochs")
+    print(
+        f"infinimodal demo: {config.latent} latent (D = {config.latent_dim} dimensions gated by stick-breaking, alpha = {config.alpha:g}), "
+        f"{config.aggregator} over the MNIST image and its label, the label seen for {100 * args.labels:g} % of the training digits; "
+        f"{config.epochs} epochs"
+    )
     out = api.train(config, args.out, progress=not args.quiet)
     result = api.evaluate(out, iw_samples=args.iw_samples, max_test=args.max_test, progress=not args.quiet)
     record = json.loads((Path(out) / "config.json").read_text())
     knn = ", ".join(f"k={k}: {100 * v:.2f}%" for k, v in result["knn_error"].items())
     print()
     print(f"data: {record['data_source']}; test digits scored: {result['n_test']}")
-    print(f"label error from the image:  {100 * result['prediction_error']['label']['image']:.2f} % "
-          f"(the label imputed from the image alone; labels seen for {100 * args.labels:g} % of the {record['n_train']} training digits)")
+    print(
+        f"label error from the image:  {100 * result['prediction_error']['label']['image']:.2f} % "
+        f"(the label imputed from the image alone; labels seen for {100 * args.labels:g} % of the {record['n_train']} training digits)"
+    )
     baseline = result.get("prediction_baselines", {}).get("label", {}).get("image", {})
     if "best_baseline" in baseline:
-        print(f"a classifier without the model: {100 * baseline[baseline['best_baseline']]:.2f} % ({baseline['best_baseline']} on the pixels of the "
-              f"{baseline['train_rows']} labelled training digits alone, tuned on the labelled validation digits)")
+        print(
+            f"a classifier without the model: {100 * baseline[baseline['best_baseline']]:.2f} % ({baseline['best_baseline']} on the pixels of the "
+            f"{baseline['train_rows']} labelled training digits alone, tuned on the labelled validation digits)"
+        )
     print_validation_errors(Path(out))
     print(f"test ELBO of the image:      {result['elbo']:.2f} nats (test labels are hidden)")
     print(f"test log p(x), {result['iw_samples']} samples: {result['log_likelihood']:.2f} nats")
     print(f"kNN error on E[g r]:         {knn} (the gated code the decoder reads)")
-    print(f"dimensions with KL > 0.05:   {result['kl_active']} of {config.latent_dim} "
-          f"(the image alone: {result['per_modality_kl_active']['image']}, the label alone: {result['per_modality_kl_active']['label']})")
+    print(
+        f"dimensions with KL > 0.05:   {result['kl_active']} of {config.latent_dim} "
+        f"(the image alone: {result['per_modality_kl_active']['image']}, the label alone: {result['per_modality_kl_active']['label']})"
+    )
     spans = result["per_modality_kl_span_99"]
-    print(f"leading dimensions holding 99% of the KL: {result['kl_span_99']} (the image alone: {spans['image']}, the label alone: {spans['label']}; "
-          f"Spearman of index and KL: {_format_or_none(result['kl_order_spearman'])})")
+    print(
+        f"leading dimensions holding 99% of the KL: {result['kl_span_99']} (the image alone: {spans['image']}, the label alone: {spans['label']}; "
+        f"Spearman of index and KL: {_format_or_none(result['kl_order_spearman'])})"
+    )
     print(f"run directory:               {Path(out).resolve()} (config.json, model.ckpt, metrics.csv, eval.json)")
     print(f"on other machines and thread counts the same demo gave {MEASURED_SPREAD} (docs/results.md section 9)")
     print()

@@ -46,7 +46,9 @@ COMBINATION = "either_reconstruction"
 
 
 @torch.no_grad()
-def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200, by_row: bool = True) -> np.ndarray:
+def conditional_log_likelihoods(
+    module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200, by_row: bool = True
+) -> np.ndarray:
     """[rows, M]: log p(x_m | the row's other observed modalities) for every observed m (NaN where m is missing); for a
     row with m alone, log p(x_m) (importance-sampled with q(z | x_m)). With `by_row` each row's draws are its own
     (`MultimodalModule.conditional_draws`): a subject's figures do not depend on the other rows of the call (six times
@@ -81,7 +83,9 @@ def conditional_log_likelihoods(module: MultimodalModule, split: Split, samples:
 
 
 @torch.no_grad()
-def reconstruction_log_likelihoods(module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200, by_row: bool = True) -> np.ndarray:
+def reconstruction_log_likelihoods(
+    module: MultimodalModule, split: Split, samples: int = 50, batch_size: int = 200, by_row: bool = True
+) -> np.ndarray:
     """[rows, M]: log p(x_m | z) averaged over z ~ q(z | every observed modality of the row, m included) (log mean exp
     over the draws; NaN where m is missing): how well the subject's own joint posterior reconstructs each modality,
     the score of normative VAEs. A shift the other modalities cannot predict (a modality's private variance) still
@@ -117,8 +121,12 @@ def _log_mean_exp(values: torch.Tensor) -> torch.Tensor:
 def representations(module: MultimodalModule, split: Split, batch_size: int = 500) -> np.ndarray:
     """The family's representation of q(z | every observed modality), per row."""
     module.eval()
-    return np.concatenate([module.latent.representation(module.conditional_posterior(batch["data"], batch["mask"])).numpy()
-                           for _, batch in split.batches(batch_size)])
+    return np.concatenate(
+        [
+            module.latent.representation(module.conditional_posterior(batch["data"], batch["mask"])).numpy()
+            for _, batch in split.batches(batch_size)
+        ]
+    )
 
 
 #: A missingness pattern needs at least this many reference rows observing all of its modalities to get its own
@@ -160,9 +168,21 @@ class Standardisation:
         worst = _largest((nll - modality_mean) / modality_std)  # NaN where a row misses a modality
         recon_mean, recon_std = _column_moments(reconstruction, rows.mask)
         recon_worst = _largest((reconstruction - recon_mean) / recon_std)
-        return cls(modality_mean, modality_std, mean, precision, float(distances.mean()), float(distances.std() + 1e-8),
-                   float(worst.mean()), float(worst.std() + 1e-8), recon_mean, recon_std, float(recon_worst.mean()),
-                   float(recon_worst.std() + 1e-8), RobustCentre.fit(fitting, scaling))
+        return cls(
+            modality_mean,
+            modality_std,
+            mean,
+            precision,
+            float(distances.mean()),
+            float(distances.std() + 1e-8),
+            float(worst.mean()),
+            float(worst.std() + 1e-8),
+            recon_mean,
+            recon_std,
+            float(recon_worst.mean()),
+            float(recon_worst.std() + 1e-8),
+            RobustCentre.fit(fitting, scaling),
+        )
 
 
 def _column_moments(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +226,10 @@ class RobustCentre:
         fitting = fitting.astype(np.float64)
         centre = fitting.mean(0)
         _, singular, directions = np.linalg.svd(fitting - centre, full_matrices=False)
-        variance = singular ** 2
-        kept = np.flatnonzero(variance >= VARYING_SHARE * max(float(variance.max(initial=0.0)), 1e-300))[: max(1, len(fitting) // 3)]
+        variance = singular**2
+        kept = np.flatnonzero(variance >= VARYING_SHARE * max(float(variance.max(initial=0.0)), 1e-300))[
+            : max(1, len(fitting) // 3)
+        ]
         basis = directions[kept].T
         fitted = MinCovDet(random_state=seed).fit((fitting - centre) @ basis)
         robust = cls(centre, basis, fitted.location_, np.linalg.pinv(fitted.covariance_), 1.0, float(len(kept)))
@@ -284,7 +306,9 @@ class Reference:
                 rows = Split({k: v[having] for k, v in self.rows.arrays.items()}, mask, None)
             else:
                 rows = self.rows  # too few reference rows see this pattern: the reference as it is
-            self.patterns[key] = Standardisation.fit(self.module, with_empty_cells(self.module, rows, empty), self.samples)
+            self.patterns[key] = Standardisation.fit(
+                self.module, with_empty_cells(self.module, rows, empty), self.samples
+            )
         return self.patterns[key]
 
 
@@ -295,7 +319,9 @@ def table_names(module: MultimodalModule) -> list[str]:
 def empty_cells(module: MultimodalModule, split: Split) -> np.ndarray:
     """[rows, table positions] bool: the empty cells of each row's observed table modalities, side by side in
     `table_names` order (no column for a model without tables)."""
-    flags = [np.isnan(split.arrays[name]) & split.mask[:, module.names.index(name), None] for name in table_names(module)]
+    flags = [
+        np.isnan(split.arrays[name]) & split.mask[:, module.names.index(name), None] for name in table_names(module)
+    ]
     return np.concatenate(flags, axis=1) if flags else np.zeros((len(split), 0), dtype=bool)
 
 
@@ -325,7 +351,9 @@ def _mahalanobis(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> 
     return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
 
 
-def deviation_parts(module: MultimodalModule, split: Split, reference: Reference, samples: int = 50, by_row: bool = True) -> "Parts":
+def deviation_parts(
+    module: MultimodalModule, split: Split, reference: Reference, samples: int = 50, by_row: bool = True
+) -> "Parts":
     """Every row's standardised deviations, each against the reference rows seen through the row's own pattern (`by_row`:
     each row's posterior draws its own, so that a subject's scores do not depend on the other rows of the call)."""
     nll = -conditional_log_likelihoods(module, split, samples, by_row=by_row)
@@ -336,24 +364,37 @@ def deviation_parts(module: MultimodalModule, split: Split, reference: Reference
     latent, worst, recon_worst = np.full(len(split), np.nan), np.full(len(split), np.nan), np.full(len(split), np.nan)
     robust_d2, robust_p = np.full(len(split), np.nan), np.full(len(split), np.nan)
     # a row's pattern: the modalities it has, and its empty table cells
-    patterns, which = np.unique(np.concatenate([split.mask, empty_cells(module, split)], axis=1), axis=0, return_inverse=True)
+    patterns, which = np.unique(
+        np.concatenate([split.mask, empty_cells(module, split)], axis=1), axis=0, return_inverse=True
+    )
     for p, flags in enumerate(patterns):
         rows = which.reshape(-1) == p
         observed, empty = flags[: module.n_modalities], flags[module.n_modalities :]
         fitted = reference.standardisation(tuple(bool(b) for b in observed), tuple(bool(b) for b in empty))
-        deviations[np.ix_(rows, observed)] = (nll[np.ix_(rows, observed)] - fitted.modality_mean[observed]) / fitted.modality_std[observed]
-        latent[rows] = (_mahalanobis(codes[rows], fitted.latent_mean, fitted.latent_precision) - fitted.distance_mean) / fitted.distance_std
+        deviations[np.ix_(rows, observed)] = (
+            nll[np.ix_(rows, observed)] - fitted.modality_mean[observed]
+        ) / fitted.modality_std[observed]
+        latent[rows] = (
+            _mahalanobis(codes[rows], fitted.latent_mean, fitted.latent_precision) - fitted.distance_mean
+        ) / fitted.distance_std
         worst[rows] = (_largest(deviations[rows]) - fitted.worst_mean) / fitted.worst_std
-        recon[np.ix_(rows, observed)] = ((reconstruction[np.ix_(rows, observed)] - fitted.reconstruction_mean[observed])
-                                         / fitted.reconstruction_std[observed])
+        recon[np.ix_(rows, observed)] = (
+            reconstruction[np.ix_(rows, observed)] - fitted.reconstruction_mean[observed]
+        ) / fitted.reconstruction_std[observed]
         recon_worst[rows] = (_largest(recon[rows]) - fitted.reconstruction_worst_mean) / fitted.reconstruction_worst_std
         robust_d2[rows] = fitted.robust.squared_distances(codes[rows])
         robust_p[rows] = fitted.robust.p_values(codes[rows])
     return Parts(deviations, worst, latent, recon, recon_worst, robust_d2, robust_p)
 
 
-def deviation_scores(module: MultimodalModule, split: Split, reference: Reference, samples: int = 50,
-                     z_maps: dict[str, np.ndarray] | None = None, by_row: bool = True) -> dict[str, np.ndarray]:
+def deviation_scores(
+    module: MultimodalModule,
+    split: Split,
+    reference: Reference,
+    samples: int = 50,
+    z_maps: dict[str, np.ndarray] | None = None,
+    by_row: bool = True,
+) -> dict[str, np.ndarray]:
     """The columns of the module docstring, one entry per row of `split`, in its order (`z_maps`: the rows' feature
     z-maps, `Reference.features().z_maps`, when the caller has them already; `by_row` as for `deviation_parts`: False
     draws each batch at once, for figures of many rows where a row's exact value need not be reproducible alone)."""
@@ -397,8 +438,12 @@ COMBINATIONS = {
     "modalities": lambda parts: _largest(parts.modalities),
     "reconstruction": lambda parts: parts.reconstruction_worst,
     "robust_latent": lambda parts: _p_as_z(parts.robust_p),
-    "either_reconstruction": lambda parts: np.maximum(np.maximum(parts.latent, parts.worst), parts.reconstruction_worst),
-    "robust_either_reconstruction": lambda parts: np.maximum(np.maximum(_p_as_z(parts.robust_p), parts.worst), parts.reconstruction_worst),
+    "either_reconstruction": lambda parts: np.maximum(
+        np.maximum(parts.latent, parts.worst), parts.reconstruction_worst
+    ),
+    "robust_either_reconstruction": lambda parts: np.maximum(
+        np.maximum(_p_as_z(parts.robust_p), parts.worst), parts.reconstruction_worst
+    ),
 }
 
 

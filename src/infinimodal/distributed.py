@@ -10,6 +10,7 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """The seed of one epoch's random stream (0: training, 1: validation, 2: data order, 3 + r: training on rank r > 0)."""
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
 
+
 def _group_rank() -> tuple[int, int]:
     """(rank, world size) in the process group; (0, 1) when there is none (a single process takes every row)."""
     import torch.distributed as dist
@@ -17,6 +18,7 @@ def _group_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
 
 def process_rank() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) outside multi-process training. Before the process group
@@ -34,6 +36,7 @@ def process_rank() -> tuple[int, int]:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         return int(os.environ.get("NODE_RANK", 0)) * local_world + int(os.environ["LOCAL_RANK"]), world
     return 0, 1
+
 
 def is_rank_zero() -> bool:
     """Whether this process writes the run directory (only rank 0 does)."""

@@ -29,8 +29,13 @@ PREDICTION_SAMPLES = 20
 
 
 @torch.no_grad()
-def predictions(module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, batch_size: int = 500,
-                by_row: bool = True) -> dict[str, np.ndarray]:
+def predictions(
+    module: MultimodalModule,
+    split: Split,
+    samples: int = PREDICTION_SAMPLES,
+    batch_size: int = 500,
+    by_row: bool = True,
+) -> dict[str, np.ndarray]:
     """{modality: [rows, features]}: each observed modality predicted from the row's other observed modalities (NaN where
     the modality is missing or is the row's only one). `by_row`: each row's posterior draws its own, so that a subject
     gets the same map alone or among others (`MultimodalModule.conditional_draws`); the reference, the same rows at
@@ -80,7 +85,9 @@ class FeatureReference:
                 sd[name] = np.nanstd(values[observed], axis=0) + 1e-8
         return cls(spread, mean, sd)
 
-    def z_maps(self, module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, by_row: bool = True) -> dict[str, np.ndarray]:
+    def z_maps(
+        self, module: MultimodalModule, split: Split, samples: int = PREDICTION_SAMPLES, by_row: bool = True
+    ) -> dict[str, np.ndarray]:
         """{modality: [rows, features]} z-scores (module docstring); NaN where the modality is missing or a cell empty."""
         predicted = predictions(module, split, samples, by_row=by_row)
         rows = _values(split)
@@ -89,7 +96,7 @@ class FeatureReference:
             values = rows[name]
             alone = split.mask[:, m] & np.isnan(predicted[name]).all(axis=1)
             z = (values - predicted[name]) / self.spread[name]
-            z[alone] = ((values[alone] - self.mean[name]) / self.sd[name])
+            z[alone] = (values[alone] - self.mean[name]) / self.sd[name]
             z[~split.mask[:, m]] = np.nan
             out[name] = z
         return out

@@ -38,14 +38,18 @@ def weight_pair(text: str) -> tuple[str, float]:
     except ValueError:
         weight = float("nan")
     if not sep or not name or not (weight > 0 and weight != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected MODALITY=WEIGHT with a positive weight, e.g. label=50, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected MODALITY=WEIGHT with a positive weight, e.g. label=50, got {text!r}"
+        )
     return name, weight
 
 
 def rows_pair(text: str) -> tuple[str, int]:
     name, sep, value = text.partition("=")
     if not sep or not name or not value.strip().isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected MODALITY=ROWS with a positive whole number of rows, e.g. label=20, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected MODALITY=ROWS with a positive whole number of rows, e.g. label=20, got {text!r}"
+        )
     return name, int(value)
 
 
@@ -64,7 +68,9 @@ def given(text: str) -> list[str] | tuple[str, int]:
     try:
         return name.strip(), int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MODALITY=CLASS with an integer class, e.g. label=3, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected MODALITY=CLASS with an integer class, e.g. label=3, got {text!r}"
+        ) from None
 
 
 def int_or_word(text: str) -> int | str:

@@ -117,8 +117,10 @@ class BernoulliLikelihood(Likelihood):
         if between.any():
             # a Bernoulli "log-likelihood" of intensities is a cross-entropy, not a log-likelihood: refuse it
             rows = between.reshape(len(values), -1).any(axis=1)
-            return (f"bernoulli data must be 0 or 1, found {int(between.sum())} values strictly between (e.g. {values[between].flat[0]:g}) "
-                    f"in rows {format_rows(rows)}; binarise them, or give the modality a gaussian or laplace likelihood")
+            return (
+                f"bernoulli data must be 0 or 1, found {int(between.sum())} values strictly between (e.g. {values[between].flat[0]:g}) "
+                f"in rows {format_rows(rows)}; binarise them, or give the modality a gaussian or laplace likelihood"
+            )
         return None
 
 
@@ -326,7 +328,9 @@ class LikelihoodSpec:
         """ValueError saying what is allowed when `text` is not a likelihood."""
         name, colon, argument = str(text).partition(":")
         if name not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {text!r}; choose one of {', '.join(LIKELIHOODS)} (gaussian:S, laplace:S for a fixed scale S)")
+            raise ValueError(
+                f"unknown likelihood {text!r}; choose one of {', '.join(LIKELIHOODS)} (gaussian:S, laplace:S for a fixed scale S)"
+            )
         if not colon:
             return cls(name)
         if name not in WITH_FIXED_SCALE:

@@ -73,9 +73,17 @@ def linear_component_log_prob(terms: LinearLogDensity, value: Tensor, batch_shap
     *_, n_components, latent, features = terms.natural.shape
     sample_shape = value.shape[: value.dim() - len(batch_shape) - 1]
     rows, draws = batch_shape.numel(), sample_shape.numel()
-    statistics = terms.statistics(value.double()).reshape(draws, rows, latent * features).transpose(0, 1)  # [rows, draws, L F]
-    natural = terms.natural.double().expand(*batch_shape, n_components, latent, features).reshape(rows, n_components, latent * features)
-    normalizer = terms.log_normalizer.double().expand(*batch_shape, n_components, latent).sum(-1).reshape(rows, 1, n_components)
+    statistics = (
+        terms.statistics(value.double()).reshape(draws, rows, latent * features).transpose(0, 1)
+    )  # [rows, draws, L F]
+    natural = (
+        terms.natural.double()
+        .expand(*batch_shape, n_components, latent, features)
+        .reshape(rows, n_components, latent * features)
+    )
+    normalizer = (
+        terms.log_normalizer.double().expand(*batch_shape, n_components, latent).sum(-1).reshape(rows, 1, n_components)
+    )
     scores = torch.baddbmm(-normalizer, statistics, natural.transpose(1, 2))  # [rows, draws, C]
     return scores.transpose(0, 1).reshape(*sample_shape, *batch_shape, n_components)
 
@@ -107,8 +115,14 @@ class MixturePosterior(Distribution):
         `value`'s batch dimensions are the mixture's own; values that broadcast against them take the family's `log_prob`)."""
         terms = linear_log_density(self.components, value.device)
         batch = tuple(self.batch_shape)
-        if terms is not None and value.dim() > len(batch) and tuple(value.shape[value.dim() - 1 - len(batch) : -1]) == batch:
-            return linear_component_log_prob(terms, value, self.batch_shape).to(torch.promote_types(value.dtype, self.weights.dtype))
+        if (
+            terms is not None
+            and value.dim() > len(batch)
+            and tuple(value.shape[value.dim() - 1 - len(batch) : -1]) == batch
+        ):
+            return linear_component_log_prob(terms, value, self.batch_shape).to(
+                torch.promote_types(value.dtype, self.weights.dtype)
+            )
         return self.components.log_prob(value.unsqueeze(-2)).sum(-1)
 
     def log_prob(self, value: Tensor) -> Tensor:

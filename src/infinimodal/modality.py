@@ -53,15 +53,21 @@ class Modality:
         if self.classes is not None:
             self.classes = tuple(self.classes)
             if not cls.categorical or self.shape != (len(self.classes),) or len(set(self.classes)) != len(self.classes):
-                raise ValueError(f"modality {self.name!r}: classes {list(self.classes)} must be distinct, one per position of a categorical modality of shape (C,)")
+                raise ValueError(
+                    f"modality {self.name!r}: classes {list(self.classes)} must be distinct, one per position of a categorical modality of shape (C,)"
+                )
 
     def _check_columns(self) -> None:
         if not self.columns or self.likelihood != TABLE_LIKELIHOOD:
-            raise ValueError(f"modality {self.name!r}: a table modality has likelihood {TABLE_LIKELIHOOD!r} and at least one column")
+            raise ValueError(
+                f"modality {self.name!r}: a table modality has likelihood {TABLE_LIKELIHOOD!r} and at least one column"
+            )
         self.columns = tuple(self.columns)
         width = sum(column.width for column in self.columns)
         if self.shape != (width,):
-            raise ValueError(f"modality {self.name!r}: its columns take {width} positions, but its shape is {self.shape}")
+            raise ValueError(
+                f"modality {self.name!r}: its columns take {width} positions, but its shape is {self.shape}"
+            )
         names = [column.name for column in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"modality {self.name!r}: column names must be distinct, got {names}")
@@ -116,9 +122,16 @@ class Modality:
         return dataclasses.replace(self, encoder=copy.deepcopy(self.encoder), decoder=copy.deepcopy(self.decoder))
 
     def to_dict(self) -> dict:
-        record = {"name": self.name, "shape": list(self.shape), "likelihood": self.likelihood, "custom_networks": self.custom}
+        record = {
+            "name": self.name,
+            "shape": list(self.shape),
+            "likelihood": self.likelihood,
+            "custom_networks": self.custom,
+        }
         if self.classes is not None:
-            record["classes"] = [c.item() if hasattr(c, "item") else c for c in self.classes]  # JSON: plain numbers / strings
+            record["classes"] = [
+                c.item() if hasattr(c, "item") else c for c in self.classes
+            ]  # JSON: plain numbers / strings
         if self.columns is not None:
             record["columns"] = [column.to_dict() for column in self.columns]
         return record
@@ -126,5 +139,10 @@ class Modality:
     @classmethod
     def from_dict(cls, values: dict) -> "Modality":
         classes, columns = values.get("classes"), values.get("columns")
-        return cls(values["name"], tuple(values["shape"]), values["likelihood"], classes=tuple(classes) if classes is not None else None,
-                   columns=tuple(Column.from_dict(c) for c in columns) if columns is not None else None)
+        return cls(
+            values["name"],
+            tuple(values["shape"]),
+            values["likelihood"],
+            classes=tuple(classes) if classes is not None else None,
+            columns=tuple(Column.from_dict(c) for c in columns) if columns is not None else None,
+        )

@@ -121,13 +121,30 @@ class MultimodalModule(nn.Module):
         self.likelihoods = nn.ModuleDict()
         for modality in self.modalities:
             likelihood = modality.observation_model()
-            encoder = modality.encoder if modality.encoder is not None else default_encoder(likelihood.encoder_shape, hidden, likelihood.categorical)
-            if modality.decoder is not None and covariates:
-                raise ValueError(f"modality {modality.name!r}: a custom decoder cannot read covariates; use the default networks or no covariates")
-            decoder = modality.decoder if modality.decoder is not None else default_decoder(
-                latent.decoder_input_size, modality.shape, hidden, likelihood.n_params, likelihood.categorical, conditions=covariates
+            encoder = (
+                modality.encoder
+                if modality.encoder is not None
+                else default_encoder(likelihood.encoder_shape, hidden, likelihood.categorical)
             )
-            features = _check_networks(modality, encoder, decoder, latent.decoder_input_size, likelihood, covariates, latent.adaptive)
+            if modality.decoder is not None and covariates:
+                raise ValueError(
+                    f"modality {modality.name!r}: a custom decoder cannot read covariates; use the default networks or no covariates"
+                )
+            decoder = (
+                modality.decoder
+                if modality.decoder is not None
+                else default_decoder(
+                    latent.decoder_input_size,
+                    modality.shape,
+                    hidden,
+                    likelihood.n_params,
+                    likelihood.categorical,
+                    conditions=covariates,
+                )
+            )
+            features = _check_networks(
+                modality, encoder, decoder, latent.decoder_input_size, likelihood, covariates, latent.adaptive
+            )
             key = _key(modality.name)
             self.encoders[key] = encoder
             self.heads[key] = nn.Linear(features + covariates, latent.head_size)
@@ -143,10 +160,14 @@ class MultimodalModule(nn.Module):
     def can_swap_dimensions(self) -> bool:
         """Whether `swap_dimensions` applies: a family with ordered dimensions, and decoders whose input layer is known
         (the default ones; a custom decoder is left as its author wrote it)."""
-        return self.latent.orders_dimensions and all(hasattr(decoder, "input_layer") for decoder in self.decoders.values())
+        return self.latent.orders_dimensions and all(
+            hasattr(decoder, "input_layer") for decoder in self.decoders.values()
+        )
 
     @torch.no_grad()
-    def swap_dimensions(self, j: int, k: int, scales: tuple[float, float], optimizer: torch.optim.Optimizer | None = None) -> None:
+    def swap_dimensions(
+        self, j: int, k: int, scales: tuple[float, float], optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
         """Exchange what latent dimensions j and k carry, keeping what the decoders compute as far as a deterministic
         change can: every encoder head's rows of the two dimensions' exchangeable part are swapped (for the gated
         family, the experts; the sticks belong to the positions), and every decoder's input columns are swapped, the
@@ -158,8 +179,14 @@ class MultimodalModule(nn.Module):
         state = optimizer.state if optimizer is not None else {}
         for key in self.names:
             head = self.heads[_key(key)]
-            for tensor in (head.weight, head.bias, *moments(state, head.weight), *moments(state, head.bias), *births(state, head.weight),
-                           *births(state, head.bias)):
+            for tensor in (
+                head.weight,
+                head.bias,
+                *moments(state, head.weight),
+                *moments(state, head.bias),
+                *births(state, head.weight),
+                *births(state, head.bias),
+            ):
                 _swap_rows(tensor, rows_j, rows_k)
             layer = self.decoders[_key(key)].input_layer()
             _swap_columns(layer.weight, j, k, into_j, into_k)
@@ -196,8 +223,15 @@ class MultimodalModule(nn.Module):
         fill = self.latent.prior_head_output()
         for key in self.names:
             head = self.heads[_key(key)]
-            replace_parameter(head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer)
-            replace_parameter(head, "bias", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0 if moment else fill), optimizer)
+            replace_parameter(
+                head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer
+            )
+            replace_parameter(
+                head,
+                "bias",
+                lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0 if moment else fill),
+                optimizer,
+            )
             head.out_features = blocks * n
             layer = self.decoders[_key(key)].input_layer()
             replace_parameter(layer, "weight", lambda t, moment: _resized_columns(t, n, keep), optimizer)
@@ -229,7 +263,9 @@ class MultimodalModule(nn.Module):
         inputs = self.likelihoods[key].encoder_input(values)
         return self.encoders[key](inputs if shift is None else inputs + shift)
 
-    def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None) -> Distribution:
+    def unimodal_posteriors(
+        self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None
+    ) -> Distribution:
         """q(z | x_m) for every modality, batch shape [batch, M, latent_size].
 
         Rows where a modality is missing get the head output 0 (a finite placeholder that every
@@ -245,14 +281,24 @@ class MultimodalModule(nn.Module):
             shift = shifts.get(name)
             head = self.heads[_key(name)]
             if bool(observed.all()):
-                raws.append(full_precision(head(self._with_covariates(self.encoder_features(name, data[name], shift), covariates))))
+                raws.append(
+                    full_precision(
+                        head(self._with_covariates(self.encoder_features(name, data[name], shift), covariates))
+                    )
+                )
                 continue
             rows = observed.nonzero().squeeze(-1)
             raw = torch.zeros(batch, self.latent.head_size, device=mask.device, dtype=head.weight.dtype)
             if len(rows):
                 shift = None if shift is None else shift.index_select(0, rows)
                 features = self.encoder_features(name, data[name].index_select(0, rows), shift)
-                out = full_precision(head(self._with_covariates(features, None if covariates is None else covariates.index_select(0, rows))))
+                out = full_precision(
+                    head(
+                        self._with_covariates(
+                            features, None if covariates is None else covariates.index_select(0, rows)
+                        )
+                    )
+                )
                 raw = raw.index_copy(0, rows, out)
             raws.append(raw)
         return self.latent.posterior(torch.stack(raws, dim=1))
@@ -264,7 +310,9 @@ class MultimodalModule(nn.Module):
         covariates = data.get(COVARIATES)
         if covariates is None or covariates.shape[-1] != self.n_covariates:
             found = "none" if covariates is None else f"{covariates.shape[-1]} per row"
-            raise ValueError(f"this model is conditioned on {self.n_covariates} covariate values per row; the data give {found}")
+            raise ValueError(
+                f"this model is conditioned on {self.n_covariates} covariate values per row; the data give {found}"
+            )
         return covariates
 
     def _with_covariates(self, features: Tensor, covariates: Tensor | None) -> Tensor:
@@ -274,7 +322,9 @@ class MultimodalModule(nn.Module):
         """q(z | the modalities observed in `mask`), as the aggregator defines it."""
         return self.aggregator.posterior(self, self.unimodal_posteriors(data, mask), mask)
 
-    def conditional_posterior(self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None) -> MixturePosterior:
+    def conditional_posterior(
+        self, data: dict[str, Tensor], mask: Tensor, shifts: dict[str, Tensor] | None = None
+    ) -> MixturePosterior:
         """q(z | X_S) for the observed set S itself, what imputation and deviation scores condition on: where the
         aggregator fuses experts (PoE, MoPoE), the product of the observed experts, the posterior trained to explain
         every modality from exactly S (MoPoE's own posterior mixes it with its sub-subsets' broader ones); where it
@@ -286,8 +336,15 @@ class MultimodalModule(nn.Module):
         return MixturePosterior(fused, torch.ones(mask.shape[0], 1, device=mask.device))
 
     @torch.no_grad()
-    def conditional_means(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0,
-                          by_row: bool = False, decode_at: Tensor | None = None) -> dict[str, Tensor]:
+    def conditional_means(
+        self,
+        data: dict[str, Tensor],
+        mask: Tensor,
+        samples: int = IMPUTATION_SAMPLES,
+        seed: int = 0,
+        by_row: bool = False,
+        decode_at: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
         `conditional_posterior` (the draws seeded, so the same rows give the same answer; `by_row`: each row's own,
         whatever else is in the call, `conditional_draws`); samples = 0 decodes at the posterior's mean instead (a
@@ -296,10 +353,14 @@ class MultimodalModule(nn.Module):
         covariates = self.covariates_of(data) if decode_at is None else decode_at
         if samples == 0:
             return self.decode_mean(self.conditional_posterior(data, mask).mean, covariates)
-        means = self.decode_mean(self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1), repeat_rows(covariates, samples))
+        means = self.decode_mean(
+            self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1), repeat_rows(covariates, samples)
+        )
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
 
-    def conditional_draws(self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int, by_row: bool = False) -> Tensor:
+    def conditional_draws(
+        self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int, by_row: bool = False
+    ) -> Tensor:
         """[samples, rows, latent] draws from `conditional_posterior`, seeded by `seed`, the caller's random streams
         left as they were. Seeded once for the batch, a row's draws depend on its position and on the rows beside it
         (a deviation score moved by up to 0.65 SD with the other rows of a call); `by_row` seeds each row by its own
@@ -310,8 +371,13 @@ class MultimodalModule(nn.Module):
                 q = self.conditional_posterior(data, mask)
                 torch.manual_seed(seed)
                 return self.latent.rsample(q, samples)
-            return torch.cat([self.latent.rsample(self.conditional_posterior(alone, row_mask), samples)
-                              for alone, row_mask in self.rows_alone(data, mask, seed)], dim=1)
+            return torch.cat(
+                [
+                    self.latent.rsample(self.conditional_posterior(alone, row_mask), samples)
+                    for alone, row_mask in self.rows_alone(data, mask, seed)
+                ],
+                dim=1,
+            )
 
     def rows_alone(self, data: dict[str, Tensor], mask: Tensor, seed: int):
         """Each row's values and mask on their own, with torch's stream seeded by the row (`row_seeds`) before it is
@@ -334,19 +400,25 @@ class MultimodalModule(nn.Module):
         return {name: torch.stack(values, dim=1) for name, values in out.items()}
 
     @torch.no_grad()
-    def class_probabilities(self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0) -> Tensor:
+    def class_probabilities(
+        self, name: str, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES, seed: int = 0
+    ) -> Tensor:
         """E[x_name | the observed modalities] [rows, C] for a categorical modality: its imputed class probabilities,
         what `conditional_means(...)[name]` gives with the same draws, decoding that modality alone (its decoder is
         small; the others' need not run)."""
         covariates = self.covariates_of(data)
         if samples == 0:
-            return torch.softmax(self.class_logits(name, self.conditional_posterior(data, mask).mean, covariates), dim=-1)
+            return torch.softmax(
+                self.class_logits(name, self.conditional_posterior(data, mask).mean, covariates), dim=-1
+            )
         draws = self.conditional_draws(data, mask, samples, seed).flatten(0, 1)
         probabilities = torch.softmax(self.class_logits(name, draws, repeat_rows(covariates, samples)), dim=-1)
         return probabilities.view(samples, mask.shape[0], -1).mean(0)
 
     @torch.no_grad()
-    def class_errors(self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES) -> dict[str, tuple[Tensor, int]]:
+    def class_errors(
+        self, data: dict[str, Tensor], mask: Tensor, samples: int = IMPUTATION_SAMPLES
+    ) -> dict[str, tuple[Tensor, int]]:
         """For each categorical modality c of a model with others: (the error rate of its imputation, rows scored) on
         the rows where c and another modality are observed, c hidden: the argmax of `class_probabilities` from the
         others against c's own value. What validation reports each epoch (`val_<c>_error`); modalities with no such
@@ -377,9 +449,7 @@ class MultimodalModule(nn.Module):
         params = decoder(code, covariates) if self.n_covariates else decoder(code)
         return likelihood(params.reshape(code.shape[0], likelihood.n_params, *likelihood.shape))
 
-    def log_likelihoods(
-        self, z: Tensor, data: dict[str, Tensor], select: Tensor, rows: Tensor | None = None
-    ) -> Tensor:
+    def log_likelihoods(self, z: Tensor, data: dict[str, Tensor], select: Tensor, rows: Tensor | None = None) -> Tensor:
         """log p(x_m[rows[r]] | z[r]) for every r and modality m with select[r, m], 0 elsewhere: [R, M].
 
         z: [R, latent_size]; rows: the data row each z belongs to (default: r itself); select: [R, M] bool.
@@ -400,7 +470,9 @@ class MultimodalModule(nn.Module):
             column = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
             if len(idx):
                 given = None if covariates is None else covariates.index_select(0, idx)
-                column = column.index_copy(0, idx, self._log_prob(name, code.index_select(0, idx), x.index_select(0, idx), given).to(z.dtype))
+                column = column.index_copy(
+                    0, idx, self._log_prob(name, code.index_select(0, idx), x.index_select(0, idx), given).to(z.dtype)
+                )
             columns.append(column)
         return torch.stack(columns, dim=-1)
 
@@ -423,7 +495,9 @@ class MultimodalModule(nn.Module):
         """Where training stands in the warm-up, 0 to 1 (1: the model itself); see `LatentFamily.warm_up`."""
         self.latent.warm_up(progress)
 
-    def forward(self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0, weights: Tensor | None = None) -> LossOutput:
+    def forward(
+        self, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0, weights: Tensor | None = None
+    ) -> LossOutput:
         """The aggregator's objective on a batch (its ELBO per row, and the loss at this KL weight); `weights` [M]: each
         modality's log-likelihood weight in the loss (None: 1; the ELBO reported is unweighted either way)."""
         return self.aggregator.loss(self, data, mask, kl_weight, weights)
@@ -454,7 +528,11 @@ class MultimodalModule(nn.Module):
         batch = mask.shape[0]
         z = self.latent.rsample(q, n_samples)  # [S, batch, latent_size]
         rows = torch.arange(batch, device=mask.device).repeat(n_samples)
-        log_lik = self.log_likelihoods(z.reshape(n_samples * batch, -1), data, mask.repeat(n_samples, 1), rows).sum(-1).view(n_samples, batch)
+        log_lik = (
+            self.log_likelihoods(z.reshape(n_samples * batch, -1), data, mask.repeat(n_samples, 1), rows)
+            .sum(-1)
+            .view(n_samples, batch)
+        )
         return log_lik + self.latent.log_prior(z) - q.log_prob(z)
 
 
@@ -497,23 +575,46 @@ def _key(name: str) -> str:
     return f"mod_{name}"
 
 
-def _check_networks(modality: Modality, encoder: nn.Module, decoder: nn.Module, code_size: int, likelihood: Likelihood, covariates: int = 0,
-                    adaptive_latent: bool = False) -> int:
+def _check_networks(
+    modality: Modality,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    code_size: int,
+    likelihood: Likelihood,
+    covariates: int = 0,
+    adaptive_latent: bool = False,
+) -> int:
     """Dry-run the networks on two zero rows; return the encoder's feature size or say what does not fit."""
     n_params = likelihood.n_params
     with torch.no_grad():
         try:
             features = encoder(likelihood.encoder_input(torch.zeros(2, *modality.shape)))
         except Exception as exc:  # a user's module: any failure is reported with what was expected
-            raise ValueError(f"modality {modality.name!r}: the encoder fails on a batch of shape {(2, *likelihood.encoder_shape)}: {exc}") from exc
+            raise ValueError(
+                f"modality {modality.name!r}: the encoder fails on a batch of shape {(2, *likelihood.encoder_shape)}: {exc}"
+            ) from exc
         if features.dim() != 2 or features.shape[0] != 2:
-            raise ValueError(f"modality {modality.name!r}: the encoder must return [batch, features], got {tuple(features.shape)}")
+            raise ValueError(
+                f"modality {modality.name!r}: the encoder must return [batch, features], got {tuple(features.shape)}"
+            )
         try:
-            params = decoder(torch.zeros(2, code_size), torch.zeros(2, covariates)) if covariates else decoder(torch.zeros(2, code_size))
+            params = (
+                decoder(torch.zeros(2, code_size), torch.zeros(2, covariates))
+                if covariates
+                else decoder(torch.zeros(2, code_size))
+            )
         except Exception as exc:
-            adaptive = (f" (the latent starts with {code_size} dimensions and adapts them during training, truncation auto: "
-                        "give truncation='fixed' for exactly latent_dim)") if adaptive_latent else ""
-            raise ValueError(f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}{adaptive}: {exc}") from exc
+            adaptive = (
+                (
+                    f" (the latent starts with {code_size} dimensions and adapts them during training, truncation auto: "
+                    "give truncation='fixed' for exactly latent_dim)"
+                )
+                if adaptive_latent
+                else ""
+            )
+            raise ValueError(
+                f"modality {modality.name!r}: the decoder fails on a code of shape {(2, code_size)}{adaptive}: {exc}"
+            ) from exc
         expected = n_params * math.prod(modality.shape)
         if params.numel() != 2 * expected:
             raise ValueError(

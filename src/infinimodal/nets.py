@@ -69,7 +69,9 @@ class Conditioned(nn.Module):
 
 
 class MLPDecoder(Conditioned):
-    def __init__(self, in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, conditions: int = 0) -> None:
+    def __init__(
+        self, in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, conditions: int = 0
+    ) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.n_params = n_params
@@ -109,7 +111,9 @@ class ConvDecoder(Conditioned):
     Sizes that are not multiples of 4 are generated one step larger and cropped.
     """
 
-    def __init__(self, in_features: int, shape: tuple[int, int, int], width: int, n_params: int, conditions: int = 0) -> None:
+    def __init__(
+        self, in_features: int, shape: tuple[int, int, int], width: int, n_params: int, conditions: int = 0
+    ) -> None:
         super().__init__()
         channels, height, breadth = shape
         c1, c2 = CONV_CHANNELS
@@ -129,7 +133,11 @@ class ConvDecoder(Conditioned):
         return self.dense[0]
 
     def forward(self, code: Tensor, covariates: Tensor | None = None) -> Tensor:
-        out = self.deconv(self.dense[1:](self._read_code(self.dense[0], code, covariates)).view(code.shape[0], CONV_CHANNELS[1], *self.grid))
+        out = self.deconv(
+            self.dense[1:](self._read_code(self.dense[0], code, covariates)).view(
+                code.shape[0], CONV_CHANNELS[1], *self.grid
+            )
+        )
         _, height, breadth = self.shape
         return out[:, :, :height, :breadth].reshape(code.shape[0], self.n_params, *self.shape)
 
@@ -146,8 +154,14 @@ def default_encoder(shape: tuple[int, ...], hidden: Sequence[int], categorical: 
     return ConvEncoder(shape, hidden[-1]) if len(shape) == 3 else MLPEncoder(shape, hidden)
 
 
-def default_decoder(in_features: int, shape: tuple[int, ...], hidden: Sequence[int], n_params: int, categorical: bool = False,
-                    conditions: int = 0) -> nn.Module:
+def default_decoder(
+    in_features: int,
+    shape: tuple[int, ...],
+    hidden: Sequence[int],
+    n_params: int,
+    categorical: bool = False,
+    conditions: int = 0,
+) -> nn.Module:
     """The encoder's mirror image; for a categorical modality one hidden layer of CATEGORICAL_HIDDEN units to the logits.
     `conditions`: covariate values per row that the decoder also reads (a conditional VAE; `Conditioned`)."""
     if categorical:

@@ -22,8 +22,17 @@ def load_data(config: TrainConfig, progress: bool = True, limit_train: bool = Fa
 
     Evaluation uses the whole training split (kNN, probes, coherence classifiers), whatever the run trained on.
     """
-    data = load_dataset(config.data, config.data_dir, config.binarize, config.likelihoods, seed=config.data_seed, progress=progress,
-                        standardize=config.standardize, id_column=config.id_column, covariates=config.covariates)
+    data = load_dataset(
+        config.data,
+        config.data_dir,
+        config.binarize,
+        config.likelihoods,
+        seed=config.data_seed,
+        progress=progress,
+        standardize=config.standardize,
+        id_column=config.id_column,
+        covariates=config.covariates,
+    )
     if limit_train and config.max_train is not None:
         data.train = data.train.take(slice(0, config.max_train))
     elif config.max_train is not None and config.max_train < len(data.train):
@@ -43,7 +52,11 @@ def data_file_record(spec: str) -> dict:
 
 def resolved_tables(spec: str) -> str:
     """A table spec with absolute paths: the folder, or name=FILE pairs."""
-    return str(Path(spec).resolve()) if Path(spec).is_dir() else ",".join(f"{name}={path.resolve()}" for name, path in table_paths(spec).items())
+    return (
+        str(Path(spec).resolve())
+        if Path(spec).is_dir()
+        else ",".join(f"{name}={path.resolve()}" for name, path in table_paths(spec).items())
+    )
 
 
 def tables_sha256(spec: str) -> str:
@@ -72,11 +85,15 @@ def run_data_file(run_dir: str | Path, config: TrainConfig) -> TrainConfig:
         return config
     found = next((p for p in (Path(config.data), Path(record["data_file"])) if p.is_file()), None)
     if found is None:
-        raise InfinimodalError(f"{run_dir} was trained on {record['data_file']}, which is missing: evaluate, report, synthesize and "
-                               "score read its rows (score: its validation rows, the reference population); put the file back there")
+        raise InfinimodalError(
+            f"{run_dir} was trained on {record['data_file']}, which is missing: evaluate, report, synthesize and "
+            "score read its rows (score: its validation rows, the reference population); put the file back there"
+        )
     if file_sha256(found) != record.get("data_sha256"):
-        raise InfinimodalError(f"{found} is not the file {run_dir} was trained on (its SHA-256 differs from the one in config.json): "
-                               "the run's splits and standardisation would not be its own")
+        raise InfinimodalError(
+            f"{found} is not the file {run_dir} was trained on (its SHA-256 differs from the one in config.json): "
+            "the run's splits and standardisation would not be its own"
+        )
     return replace(config, data=str(found))
 
 
@@ -86,11 +103,15 @@ def run_tables(run_dir: str | Path, config: TrainConfig, record: dict) -> TrainC
     for spec in (config.data, record["data_file"]):
         if is_table_spec(spec) and all(path.is_file() for path in table_paths(spec).values()):
             if tables_sha256(spec) != record.get("data_sha256"):
-                raise InfinimodalError(f"{spec}: not the tables {run_dir} was trained on (their SHA-256 differs from the one in config.json): "
-                                       "the run's subjects, splits and standardisation would not be its own")
+                raise InfinimodalError(
+                    f"{spec}: not the tables {run_dir} was trained on (their SHA-256 differs from the one in config.json): "
+                    "the run's subjects, splits and standardisation would not be its own"
+                )
             return replace(config, data=spec)
-    raise InfinimodalError(f"{run_dir} was trained on the tables {record['data_file']}, which are missing: evaluate, report, synthesize and "
-                           "score read them; put them back there")
+    raise InfinimodalError(
+        f"{run_dir} was trained on the tables {record['data_file']}, which are missing: evaluate, report, synthesize and "
+        "score read them; put them back there"
+    )
 
 
 def load_run_data(run_dir: str | Path, config: TrainConfig, progress: bool = True) -> MultimodalData:

@@ -110,7 +110,9 @@ def check_format(record: dict, path: str | Path, modalities: list[dict]) -> None
     if not isinstance(found, int) or found < 1:
         raise InfinimodalError(f"{path}: run format {found!r} is not a format of this tool (formats 1 to {RUN_FORMAT})")
     if found > RUN_FORMAT:
-        raise InfinimodalError(f"{path}: run format {found!r} is newer than this infinimodal reads (format {RUN_FORMAT}); upgrade infinimodal")
+        raise InfinimodalError(
+            f"{path}: run format {found!r} is newer than this infinimodal reads (format {RUN_FORMAT}); upgrade infinimodal"
+        )
     for version in range(found + 1, RUN_FORMAT + 1):
         likelihoods, change = FORMAT_CHANGES[version]
         affected = [m.get("name") for m in modalities if str(m.get("likelihood")).partition(":")[0] in likelihoods]
@@ -143,10 +145,14 @@ def unfinished_warning(run_dir: str | Path) -> str | None:
         return None
     why = progress.get("stopped") or "training stopped before the end (killed, or still running)"
     if str(why).startswith(DIVERGED):
-        return (f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
-                "these are the best weights before it diverged; resuming would diverge again: retrain with a smaller --lr or a longer --kl-warmup")
-    return (f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
-            f"these are the best weights so far; continue it with `infinimodal train --out {run_dir} --resume`")
+        return (
+            f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
+            "these are the best weights before it diverged; resuming would diverge again: retrain with a smaller --lr or a longer --kl-warmup"
+        )
+    return (
+        f"{run_dir}: training did not finish ({why}; {progress.get('epochs_done', 0)} of {progress.get('epochs', '?')} epochs done): "
+        f"these are the best weights so far; continue it with `infinimodal train --out {run_dir} --resume`"
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -164,11 +170,17 @@ def read_checkpoint(path: str | Path) -> dict:
                 f"{path}: refused to load: it holds a Python object ({refused.group(1)}) besides weights, and loading it could run code"
             ) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-        raise InfinimodalError(f"{path}: not a readable checkpoint ({detail.group(1).strip() if detail else 'damaged pickle data'})") from None
+        raise InfinimodalError(
+            f"{path}: not a readable checkpoint ({detail.group(1).strip() if detail else 'damaged pickle data'})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        raise InfinimodalError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'})") from None
+        raise InfinimodalError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no details'})"
+        ) from None
     if not isinstance(checkpoint, dict):
-        raise InfinimodalError(f"{path}: not a checkpoint of this tool (a {type(checkpoint).__name__}, no 'state_dict' of named tensors)")
+        raise InfinimodalError(
+            f"{path}: not a checkpoint of this tool (a {type(checkpoint).__name__}, no 'state_dict' of named tensors)"
+        )
     return checkpoint
 
 
@@ -197,7 +209,9 @@ def load_weights(module: nn.Module, path: str | Path, fit: Callable[[dict], None
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong_shape)):
             if keys:
                 parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-        raise InfinimodalError(f"{path}: its weights do not fit the model that config.json describes: parameters {'; '.join(parts)}")
+        raise InfinimodalError(
+            f"{path}: its weights do not fit the model that config.json describes: parameters {'; '.join(parts)}"
+        )
     module.load_state_dict(state)
 
 
@@ -239,5 +253,7 @@ def read_standardization(record: dict, path: Path, modalities: Sequence[Modality
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise InfinimodalError(f"{path}: the standardisation of modality {name!r} is malformed (needs a finite mean and a finite positive std of its shape)")
+            raise InfinimodalError(
+                f"{path}: the standardisation of modality {name!r} is malformed (needs a finite mean and a finite positive std of its shape)"
+            )
     return stats

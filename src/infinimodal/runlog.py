@@ -26,7 +26,12 @@ class log_to:
     def __enter__(self) -> "log_to":
         from .distributed import is_rank_zero
 
-        if self.directory is None or not (self.directory.is_dir() or self.create) or not is_rank_zero() or self._already_logging():
+        if (
+            self.directory is None
+            or not (self.directory.is_dir() or self.create)
+            or not is_rank_zero()
+            or self._already_logging()
+        ):
             return self  # under DDP, rank 0 keeps the log; `train` logs before `fit` does
         self.directory.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.directory / "infinimodal.log")

@@ -62,7 +62,9 @@ def unlabelled_rows(mask: Tensor, c: int) -> Tensor:
     return (~mask[:, c] & others_observed(mask, c)).nonzero().squeeze(-1)
 
 
-def information_term(module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]) -> Tensor:
+def information_term(
+    module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]
+) -> Tensor:
     """sum_c beta_c (R_c / B) I_c: for each categorical modality c, beta_c times the mutual information of its imputed
     class over the R_c rows of the batch (B rows) where c is missing, z drawn from q(z | the observed modalities), the
     posterior imputation draws from (`MultimodalModule.conditional_posterior`)."""
@@ -73,7 +75,9 @@ def information_term(module: MultimodalModule, data: dict[str, Tensor], mask: Te
         if len(rows) < 2:  # one row has no spread of classes to reward
             continue
         chosen = select_rows(data, rows)
-        z = module.latent.rsample(module.conditional_posterior(chosen, mask.index_select(0, rows)))  # as imputation draws
+        z = module.latent.rsample(
+            module.conditional_posterior(chosen, mask.index_select(0, rows))
+        )  # as imputation draws
         log_p = torch.log_softmax(module.class_logits(name, z, module.covariates_of(chosen)), dim=-1)
         total = total + beta * len(rows) / mask.shape[0] * mutual_information(log_p)
     return total
@@ -108,16 +112,18 @@ def perturbable(module: MultimodalModule, name: str) -> list[str]:
     return [m for m in module.names if m != name and not module.likelihood(m).categorical]
 
 
-def class_log_probs(module: MultimodalModule, name: str, data: dict[str, Tensor], given: Tensor,
-                    shifts: dict[str, Tensor] | None = None) -> Tensor:
+def class_log_probs(
+    module: MultimodalModule, name: str, data: dict[str, Tensor], given: Tensor, shifts: dict[str, Tensor] | None = None
+) -> Tensor:
     """log p(name | x) [R, C]: categorical modality `name` decoded at the mean of q(z | the modalities in `given`),
     their encoders' inputs moved by `shifts` (the plug-in imputation the smoothness term asks to be stable)."""
     q = module.conditional_posterior(data, given, shifts)
     return torch.log_softmax(module.class_logits(name, q.mean, module.covariates_of(data)), dim=-1)
 
 
-def adversarial_shifts(module: MultimodalModule, name: str, data: dict[str, Tensor], given: Tensor, clean: Tensor,
-                       radius: float) -> dict[str, Tensor]:
+def adversarial_shifts(
+    module: MultimodalModule, name: str, data: dict[str, Tensor], given: Tensor, clean: Tensor, radius: float
+) -> dict[str, Tensor]:
     """The perturbation of the encoder inputs of `perturbable(name)` that changes `clean` = class_log_probs(no shift)
     most, to second order: one power iteration of the divergence's Hessian from a random probe (Miyato et al. 2018),
     each modality's rows scaled to `radius` times its `row_norm_scale`. The result carries no gradient; finding it
@@ -127,14 +133,21 @@ def adversarial_shifts(module: MultimodalModule, name: str, data: dict[str, Tens
     inputs = {m: module.likelihood(m).encoder_input(data[m]).detach() for m in moved}
     scale = {m: row_norm_scale(inputs[m], given[:, module.names.index(m)]) for m in moved}
     with torch.enable_grad(), torch.autocast(clean.device.type, enabled=False):
-        probe = {m: (PROBE_RADIUS * scale[m] * row_directions(torch.randn_like(inputs[m]))).requires_grad_() for m in moved}
+        probe = {
+            m: (PROBE_RADIUS * scale[m] * row_directions(torch.randn_like(inputs[m]))).requires_grad_() for m in moved
+        }
         divergence = class_divergence(clean.detach(), class_log_probs(module, name, data, given, probe)).sum()
         sensitivity = torch.autograd.grad(divergence, list(probe.values()))
     return {m: radius * scale[m] * row_directions(g.detach()) for m, g in zip(moved, sensitivity)}
 
 
-def smoothness_term(module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, weights: dict[str, float],
-                    radius: float = DEFAULT_SMOOTHNESS_RADIUS) -> Tensor:
+def smoothness_term(
+    module: MultimodalModule,
+    data: dict[str, Tensor],
+    mask: Tensor,
+    weights: dict[str, float],
+    radius: float = DEFAULT_SMOOTHNESS_RADIUS,
+) -> Tensor:
     """sum_c gamma_c (1 / B) sum_rows KL(p_c(x) || p_c(x + r_adv)): for each categorical modality c, over the rows of
     the batch (B rows) where another modality is observed, p_c = `class_log_probs` from the other observed
     modalities, the clean prediction held fixed, and r_adv = `adversarial_shifts` (virtual adversarial training)."""
@@ -148,11 +161,18 @@ def smoothness_term(module: MultimodalModule, data: dict[str, Tensor], mask: Ten
         with torch.no_grad():
             clean = class_log_probs(module, name, chosen, given)
         shifts = adversarial_shifts(module, name, chosen, given, clean, radius)
-        total = total + gamma * class_divergence(clean, class_log_probs(module, name, chosen, given, shifts)).sum() / mask.shape[0]
+        total = (
+            total
+            + gamma
+            * class_divergence(clean, class_log_probs(module, name, chosen, given, shifts)).sum()
+            / mask.shape[0]
+        )
     return total
 
 
-def prediction_term(module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]) -> Tensor:
+def prediction_term(
+    module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, weights: dict[str, float]
+) -> Tensor:
     """sum_c alpha_c sum over rows where c and another modality are observed of log p(x_c | z), z ~ q(z | the other
     observed modalities), divided by the batch size.
 
@@ -196,36 +216,71 @@ class TrainingObjective:
     as a ValueError naming them, weights for modalities the model lacks and class terms for modalities without
     classes."""
 
-    def __init__(self, module: MultimodalModule, weights: dict[str, float] | None = None, predict: dict[str, float] | None = None,
-                 infomax: dict[str, float] | None = None, vat: dict[str, float] | None = None,
-                 vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS) -> None:
+    def __init__(
+        self,
+        module: MultimodalModule,
+        weights: dict[str, float] | None = None,
+        predict: dict[str, float] | None = None,
+        infomax: dict[str, float] | None = None,
+        vat: dict[str, float] | None = None,
+        vat_radius: float = DEFAULT_SMOOTHNESS_RADIUS,
+    ) -> None:
         weights, predict, infomax, vat = dict(weights or {}), dict(predict or {}), dict(infomax or {}), dict(vat or {})
-        for what, given in (("weights", weights), ("prediction terms", predict), ("information terms", infomax), ("smoothness terms", vat)):
+        for what, given in (
+            ("weights", weights),
+            ("prediction terms", predict),
+            ("information terms", infomax),
+            ("smoothness terms", vat),
+        ):
             unknown = set(given) - set(module.names)
             if unknown:
-                raise ValueError(f"{what} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(module.names)})")
+                raise ValueError(
+                    f"{what} given for {', '.join(sorted(unknown))}, which are not modalities of this model ({', '.join(module.names)})"
+                )
         for what, given in (("information", infomax), ("smoothness", vat)):
             not_classes = [name for name in given if not module.likelihood(name).categorical]
             if not_classes:
-                raise ValueError(f"{what} terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical")
+                raise ValueError(
+                    f"{what} terms are for categorical modalities; {', '.join(sorted(not_classes))} is not categorical"
+                )
         unmoved = [name for name in vat if not perturbable(module, name)]
         if unmoved:
-            raise ValueError(f"smoothness terms need a modality that is not categorical to perturb; {', '.join(unmoved)} has none beside it")
+            raise ValueError(
+                f"smoothness terms need a modality that is not categorical to perturb; {', '.join(unmoved)} has none beside it"
+            )
         if not (vat_radius > 0 and math.isfinite(vat_radius)):
             raise ValueError(f"the smoothness radius must be a positive number, got {vat_radius}")
-        self.likelihood_weights = torch.tensor([float(weights.get(name, 1.0)) for name in module.names]) if weights else None
-        self.terms = [term for term in (
-            LossTerm("prediction", lambda m, d, k: prediction_term(m, d, k, predict), -1.0, False) if predict else None,
-            LossTerm("information", lambda m, d, k: information_term(m, d, k, infomax), -1.0, True) if infomax else None,
-            LossTerm("smoothness", lambda m, d, k: smoothness_term(m, d, k, vat, vat_radius), 1.0, True) if vat else None,
-        ) if term is not None]
+        self.likelihood_weights = (
+            torch.tensor([float(weights.get(name, 1.0)) for name in module.names]) if weights else None
+        )
+        self.terms = [
+            term
+            for term in (
+                LossTerm("prediction", lambda m, d, k: prediction_term(m, d, k, predict), -1.0, False)
+                if predict
+                else None,
+                LossTerm("information", lambda m, d, k: information_term(m, d, k, infomax), -1.0, True)
+                if infomax
+                else None,
+                LossTerm("smoothness", lambda m, d, k: smoothness_term(m, d, k, vat, vat_radius), 1.0, True)
+                if vat
+                else None,
+            )
+            if term is not None
+        ]
 
     @classmethod
     def from_options(cls, module: MultimodalModule, options: TrainingOptions) -> "TrainingObjective":
         return cls(module, options.weights, options.predict, options.infomax, options.vat, options.vat_radius)
 
-    def __call__(self, module: MultimodalModule, data: dict[str, Tensor], mask: Tensor, kl_weight: float = 1.0,
-                 warm_up: float = 1.0) -> LossOutput:
+    def __call__(
+        self,
+        module: MultimodalModule,
+        data: dict[str, Tensor],
+        mask: Tensor,
+        kl_weight: float = 1.0,
+        warm_up: float = 1.0,
+    ) -> LossOutput:
         """The batch's `LossOutput` with the loss training minimises; `warm_up` (0 to 1) ramps the ramped terms in, as
         the KL weight is (a class decoder that has seen few labels is not yet worth sharpening or smoothing)."""
         if self.likelihood_weights is not None and self.likelihood_weights.device != mask.device:

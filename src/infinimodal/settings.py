@@ -28,16 +28,35 @@ class SettingError(InfinimodalError, ValueError):
     """A setting outside its allowed values: a user's error (one line) and a ValueError for library callers."""
 
 
-def setting(default: Any, help: str | Callable[[], str], *, choices: Iterable | None = None, check: Callable[[Any], bool] | None = None,
-            requirement: str = "", parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-            pairs: bool = False, negative: str | None = None) -> Any:
+def setting(
+    default: Any,
+    help: str | Callable[[], str],
+    *,
+    choices: Iterable | None = None,
+    check: Callable[[Any], bool] | None = None,
+    requirement: str = "",
+    parse: Callable[[str], Any] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    pairs: bool = False,
+    negative: str | None = None,
+) -> Any:
     """A settings field: its default, a help text (or a function that writes it when the parser is built), optionally
     the allowed values or a check (with what it requires), and how its flag reads: `parse` turns the flag's text into
     the value (default: the annotated type), `flag` replaces the name's own (`--weight` for `weights`), `pairs` makes
     a repeatable flag of MODALITY=VALUE pairs (`parse` reads one) collected into a dict, and `negative` names the flag
     that turns a true-by-default switch off (`--no-standardize`)."""
-    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None, "check": check, "requirement": requirement,
-                "parse": parse, "flag": flag, "metavar": metavar, "pairs": pairs, "negative": negative}
+    metadata = {
+        "help": help,
+        "choices": tuple(choices) if choices is not None else None,
+        "check": check,
+        "requirement": requirement,
+        "parse": parse,
+        "flag": flag,
+        "metavar": metavar,
+        "pairs": pairs,
+        "negative": negative,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -77,7 +96,9 @@ class Settings:
             value = getattr(self, f.name)
             expected = _KINDS.get(str(f.type))
             if expected is not None and (isinstance(value, bool) or not isinstance(value, expected)):
-                raise SettingError(f"{field_flag(f)} must be {'an integer' if f.type == 'int' else 'a number' if f.type == 'float' else 'text'}, got {value!r}")
+                raise SettingError(
+                    f"{field_flag(f)} must be {'an integer' if f.type == 'int' else 'a number' if f.type == 'float' else 'text'}, got {value!r}"
+                )
             choices, check = f.metadata.get("choices"), f.metadata.get("check")
             if choices is not None and value not in choices:
                 raise SettingError(f"{field_flag(f)} must be one of {', '.join(map(str, choices))}, got {value!r}")

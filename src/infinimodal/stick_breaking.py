@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+
 def stick_bounds(dtype: torch.dtype) -> tuple[float, float]:
     """The interval sticks are kept in: [sqrt(tiny), largest float below 1] of their dtype.
 

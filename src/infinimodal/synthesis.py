@@ -44,8 +44,15 @@ DEFAULT_SOURCE = "prior"
 
 
 @torch.no_grad()
-def synthesize(module: MultimodalModule, n: int, source: str = DEFAULT_SOURCE, rows: Split | None = None, seed: int = 0,
-               batch_size: int = 1000, set_covariates=None) -> dict[str, np.ndarray]:
+def synthesize(
+    module: MultimodalModule,
+    n: int,
+    source: str = DEFAULT_SOURCE,
+    rows: Split | None = None,
+    seed: int = 0,
+    batch_size: int = 1000,
+    set_covariates=None,
+) -> dict[str, np.ndarray]:
     """n synthetic rows of every modality, in the model's units: z from `source`, then x_m ~ p(x_m | z). A conditional
     model's synthetic subjects take the covariates of random training rows (`rows`; for the aggregate source, the rows
     their codes come from), changed by `set_covariates` (encoded rows -> encoded rows; `--set`) before they are decoded,
@@ -57,7 +64,9 @@ def synthesize(module: MultimodalModule, n: int, source: str = DEFAULT_SOURCE, r
         raise ValueError("aggregate-posterior sampling, and a model conditioned on covariates, need the training rows")
     module.eval()
     generator = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in module.names + ([COVARIATES] if module.n_covariates else [])}
+    parts: dict[str, list[np.ndarray]] = {
+        name: [] for name in module.names + ([COVARIATES] if module.n_covariates else [])
+    }
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
@@ -67,7 +76,9 @@ def synthesize(module: MultimodalModule, n: int, source: str = DEFAULT_SOURCE, r
             covariates = None
             if module.n_covariates:
                 drawn = rows.arrays[COVARIATES][chosen]
-                covariates = torch.from_numpy(np.ascontiguousarray(set_covariates(drawn) if set_covariates is not None else drawn))
+                covariates = torch.from_numpy(
+                    np.ascontiguousarray(set_covariates(drawn) if set_covariates is not None else drawn)
+                )
             if covariates is not None:
                 parts[COVARIATES].append(covariates.numpy())
             for name in module.names:
@@ -89,29 +100,45 @@ def fill_empty_cells(train: dict[str, np.ndarray], holdout: dict[str, np.ndarray
     if not any(np.isnan(v).any() for part in (train, holdout) for v in part.values() if v.dtype.kind == "f"):
         return train, holdout
     means = {name: np.nan_to_num(np.nanmean(values, axis=0)) for name, values in train.items()}
-    return tuple({name: np.where(np.isnan(values), means[name], values) for name, values in part.items()} for part in (train, holdout))
+    return tuple(
+        {name: np.where(np.isnan(values), means[name], values) for name, values in part.items()}
+        for part in (train, holdout)
+    )
 
 
 def _row_count(rows: dict[str, np.ndarray]) -> int:
     return int(len(next(iter(rows.values())))) if rows else 0
 
 
-def privacy_block(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], holdout: dict[str, np.ndarray], what: str,
-                  seed: int) -> tuple[dict | None, list[str]]:
+def privacy_block(
+    synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], holdout: dict[str, np.ndarray], what: str, seed: int
+) -> tuple[dict | None, list[str]]:
     """The privacy measures of the modalities in `train` on the given rows, and warnings about what they can say."""
     names = list(train)
     rows = {"training": _row_count(train), "held-out": _row_count(holdout)}
     if min(rows.values()) < 2:
-        return None, [f"{what}: {rows['training']} training and {rows['held-out']} held-out rows: the privacy measures are not defined"]
-    report = privacy.privacy(privacy.flat({n: synthetic[n] for n in names}), privacy.flat(train), privacy.flat(holdout), seed=seed)
-    warnings = [f"{what}: only {count} {side} rows: too few to conclude" for side, count in rows.items() if count < privacy.MIN_ROWS]
+        return None, [
+            f"{what}: {rows['training']} training and {rows['held-out']} held-out rows: the privacy measures are not defined"
+        ]
+    report = privacy.privacy(
+        privacy.flat({n: synthetic[n] for n in names}), privacy.flat(train), privacy.flat(holdout), seed=seed
+    )
+    warnings = [
+        f"{what}: only {count} {side} rows: too few to conclude"
+        for side, count in rows.items()
+        if count < privacy.MIN_ROWS
+    ]
     if report["inconclusive"]:
-        warnings.append(f"{what}: a planted copier passes {', '.join(report['inconclusive'])} on these rows: "
-                        "those measures cannot tell a copier here")
+        warnings.append(
+            f"{what}: a planted copier passes {', '.join(report['inconclusive'])} on these rows: "
+            "those measures cannot tell a copier here"
+        )
     return report, warnings
 
 
-def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0, user_units=None) -> dict:
+def synthesis_report(
+    module: MultimodalModule, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0, user_units=None
+) -> dict:
     """Privacy, fidelity and utility of `synthetic` (model units) against the training and held-out rows.
 
     The held-out rows are the validation split: subjects of the training population that the model never fitted (it
@@ -130,16 +157,28 @@ def synthesis_report(module: MultimodalModule, synthetic: dict[str, np.ndarray],
     # every binary synthetic row look nearer the held-out rows)
     train_split, holdout_split, names = data.train_for_evaluation(), data.valid, module.names
     limited = {name: synthetic[name][:MAX_REPORT_ROWS] for name in names}
-    train, holdout = fill_empty_cells(observed_rows(train_split, names, names), observed_rows(holdout_split, names, names))
-    out = {"synthetic_rows": _row_count(synthetic), "real_rows": "every row with every modality observed",
-           "training_rows": _row_count(train), "held_out_rows": _row_count(holdout)}
+    train, holdout = fill_empty_cells(
+        observed_rows(train_split, names, names), observed_rows(holdout_split, names, names)
+    )
+    out = {
+        "synthetic_rows": _row_count(synthetic),
+        "real_rows": "every row with every modality observed",
+        "training_rows": _row_count(train),
+        "held_out_rows": _row_count(holdout),
+    }
     out["privacy"], warnings = privacy_block(limited, train, holdout, "every modality", seed)
     memorisation = {"every modality": out["privacy"]["memorisation"]} if out["privacy"] else {}
     if not (train_split.mask.all() and holdout_split.mask.all()) and len(names) > 1:
         out["privacy_by_modality"] = {}
         for name in names:
-            block, block_warnings = privacy_block(limited, *fill_empty_cells(observed_rows(train_split, names, [name]),
-                                                                             observed_rows(holdout_split, names, [name])), name, seed)
+            block, block_warnings = privacy_block(
+                limited,
+                *fill_empty_cells(
+                    observed_rows(train_split, names, [name]), observed_rows(holdout_split, names, [name])
+                ),
+                name,
+                seed,
+            )
             out["privacy_by_modality"][name] = block
             warnings += block_warnings
             if block:
@@ -171,21 +210,28 @@ def values_unlike_the_data(synthetic: dict[str, np.ndarray], train: Split, user_
         values, rows = synthetic[name], np.flatnonzero(train.mask[:, m])
         if not len(rows):
             continue
-        observed = user_units({name: train.batch(rows)["data"][name].numpy().astype(np.float64)})[name].reshape(len(rows), -1)
+        observed = user_units({name: train.batch(rows)["data"][name].numpy().astype(np.float64)})[name].reshape(
+            len(rows), -1
+        )
         drawn = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         whole = _is_whole(observed).all(0)  # (to float32's precision: standardised values come back with rounding)
         low, high = observed.min(0), observed.max(0)
         slack = 1e-5 * np.maximum(1.0, np.abs(observed).max(0))
-        shares = {"below": (drawn < low - slack).mean(0), "above": (drawn > high + slack).mean(0),
-                  "not_whole": np.where(whole, (~_is_whole(drawn)).mean(0), 0.0)}
+        shares = {
+            "below": (drawn < low - slack).mean(0),
+            "above": (drawn > high + slack).mean(0),
+            "not_whole": np.where(whole, (~_is_whole(drawn)).mean(0), 0.0),
+        }
         columns = np.flatnonzero(np.any([v > UNLIKE_SHARE for v in shares.values()], axis=0))
         if not len(columns):
             continue
         found[name] = {int(j): {kind: float(share[j]) for kind, share in shares.items()} for j in columns}
         worst = max(columns, key=lambda j: shares["below"][j] + shares["above"][j] + shares["not_whole"][j])
-        warnings.append(f"{name}: {len(columns)} column(s) have synthetic values outside the training rows' range or not whole where "
-                        f"the data are (column {worst}: {100 * shares['below'][worst]:.0f} % below, {100 * shares['above'][worst]:.0f} % above, "
-                        f"{100 * shares['not_whole'][worst]:.0f} % not whole); such columns need their own likelihood (e.g. bernoulli or a bounded one)")
+        warnings.append(
+            f"{name}: {len(columns)} column(s) have synthetic values outside the training rows' range or not whole where "
+            f"the data are (column {worst}: {100 * shares['below'][worst]:.0f} % below, {100 * shares['above'][worst]:.0f} % above, "
+            f"{100 * shares['not_whole'][worst]:.0f} % not whole); such columns need their own likelihood (e.g. bernoulli or a bounded one)"
+        )
     return found, warnings
 
 
@@ -196,8 +242,11 @@ def _is_whole(values: np.ndarray) -> np.ndarray:
 def verdict(memorisation: dict[str, list[str]], warnings: list[str]) -> str:
     """One line: memorisation found (where, by which measures), or not, and whether that can be concluded."""
     if memorisation:
-        return "MEMORISATION: nearer the training rows than fresh subjects are, by " + \
-            "; ".join(f"{', '.join(found)} ({what})" for what, found in memorisation.items())
+        return "MEMORISATION: nearer the training rows than fresh subjects are, by " + "; ".join(
+            f"{', '.join(found)} ({what})" for what, found in memorisation.items()
+        )
     if warnings:
         return f"no memorisation found, but {len(warnings)} warning(s): " + "; ".join(warnings)
-    return f"no memorisation found: every measure at its null (p >= {privacy.ALPHA}), and a planted copier fails every one"
+    return (
+        f"no memorisation found: every measure at its null (p >= {privacy.ALPHA}), and a planted copier fails every one"
+    )

@@ -39,7 +39,6 @@ from .options import CELL_DROPOUT
 START_CONCENTRATION = 10.0
 
 
-
 def _inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value))
 
@@ -67,7 +66,9 @@ class BetaBinomial(Distribution):
     support = constraints.nonnegative_integer
 
     def __init__(self, trials: Tensor, logit: Tensor, concentration: Tensor) -> None:
-        self.trials, self.logit, self.concentration = torch.broadcast_tensors(trials.to(logit.dtype), logit, concentration.to(logit.dtype))
+        self.trials, self.logit, self.concentration = torch.broadcast_tensors(
+            trials.to(logit.dtype), logit, concentration.to(logit.dtype)
+        )
         super().__init__(self.logit.shape, validate_args=False)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -113,8 +114,13 @@ class BetaBinomialLikelihood(Likelihood):
 
 #: The observation model of each numeric column family, for a group of such columns of shape (n,): the modalities'
 #: own likelihoods (a table's Gaussian columns learn their scales as a Gaussian modality's features do, ...).
-NUMERIC_FAMILIES = {"gaussian": GaussianLikelihood, "bernoulli": BernoulliLikelihood, "poisson": PoissonLikelihood,
-                    "negative_binomial": NegativeBinomialLikelihood, "beta_binomial": BetaBinomialLikelihood}
+NUMERIC_FAMILIES = {
+    "gaussian": GaussianLikelihood,
+    "bernoulli": BernoulliLikelihood,
+    "poisson": PoissonLikelihood,
+    "negative_binomial": NegativeBinomialLikelihood,
+    "beta_binomial": BetaBinomialLikelihood,
+}
 
 
 class TableDistribution(Distribution):
@@ -132,11 +138,16 @@ class TableDistribution(Distribution):
 
     def _numeric(self, params: Tensor):
         """(positions, elementwise distribution of those positions) of each numeric family."""
-        return [(index, part(params.index_select(-1, index).unsqueeze(-2)).base_dist) for index, part in self.law.numeric_parts()]
+        return [
+            (index, part(params.index_select(-1, index).unsqueeze(-2)).base_dist)
+            for index, part in self.law.numeric_parts()
+        ]
 
     def _categorical(self, params: Tensor):
         """(positions, one-hot categorical) of each categorical column."""
-        return [(index, part(params.index_select(-1, index).unsqueeze(-2))) for index, part in self.law.categorical_parts()]
+        return [
+            (index, part(params.index_select(-1, index).unsqueeze(-2))) for index, part in self.law.categorical_parts()
+        ]
 
     def _parts(self, params: Tensor):
         return self._numeric(params) + self._categorical(params)
@@ -150,7 +161,9 @@ class TableDistribution(Distribution):
         for index, part in self._numeric(params):
             terms = terms.index_copy(-1, index, part.log_prob(filled.index_select(-1, index)).to(terms.dtype))
         for index, part in self._categorical(params):  # one term per column, at its first position (the others stay 0)
-            terms = terms.index_copy(-1, index[:1], part.log_prob(filled.index_select(-1, index)).unsqueeze(-1).to(terms.dtype))
+            terms = terms.index_copy(
+                -1, index[:1], part.log_prob(filled.index_select(-1, index)).unsqueeze(-1).to(terms.dtype)
+            )
         return torch.where(observed, terms, torch.zeros((), dtype=terms.dtype, device=terms.device)).sum(-1)
 
     @property
@@ -184,14 +197,22 @@ class TableLikelihood(Likelihood):
         for family, cls in NUMERIC_FAMILIES.items():
             chosen = [(start, column) for (start, _), column in zip(spans, self.columns) if column.family == family]
             if chosen:
-                self.register_buffer(f"{family}_positions", torch.tensor([start for start, _ in chosen], dtype=torch.long), persistent=False)
+                self.register_buffer(
+                    f"{family}_positions",
+                    torch.tensor([start for start, _ in chosen], dtype=torch.long),
+                    persistent=False,
+                )
                 extra = {"trials": [column.trials for _, column in chosen]} if family == "beta_binomial" else {}
                 self.families[family] = cls((len(chosen),), **extra)
-        blocks = [(start, width) for (start, width), column in zip(spans, self.columns) if column.family == "categorical"]
+        blocks = [
+            (start, width) for (start, width), column in zip(spans, self.columns) if column.family == "categorical"
+        ]
         for c, (start, width) in enumerate(blocks):
             self.register_buffer(f"categorical_{c}_positions", torch.arange(start, start + width), persistent=False)
         self.categories = nn.ModuleList([CategoricalLikelihood((width,)) for _, width in blocks])
-        self.register_buffer("first_positions", torch.tensor([start for start, _ in spans], dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "first_positions", torch.tensor([start for start, _ in spans], dtype=torch.long), persistent=False
+        )
         column_of = [c for c, (_, width) in enumerate(spans) for _ in range(width)]
         self.register_buffer("position_columns", torch.tensor(column_of, dtype=torch.long), persistent=False)
         #: in training, each filled cell is hidden from the encoder (read as empty) with this probability while the
@@ -214,11 +235,16 @@ class TableLikelihood(Likelihood):
 
     def encoder_input(self, values: Tensor) -> Tensor:
         observed = ~torch.isnan(values)
-        if self.training and self.cell_dropout > 0:  # whole cells (a categorical column's positions together), CELL_DROPOUT
+        if (
+            self.training and self.cell_dropout > 0
+        ):  # whole cells (a categorical column's positions together), CELL_DROPOUT
             hidden = torch.rand(values.shape[0], len(self.columns), device=values.device) < self.cell_dropout
             observed = observed & ~hidden.index_select(1, self.position_columns)
         x = torch.where(observed, values, torch.zeros((), dtype=values.dtype, device=values.device))
-        for index, part in self.numeric_parts():  # each family's cells as its modalities' encoders read them (counts as log(1 + x))
+        for (
+            index,
+            part,
+        ) in self.numeric_parts():  # each family's cells as its modalities' encoders read them (counts as log(1 + x))
             x = x.index_copy(-1, index, part.encoder_input(x.index_select(-1, index)))
         return torch.cat([x, observed.index_select(-1, self.first_positions).to(x.dtype)], dim=-1)
 
@@ -236,4 +262,3 @@ class TableLikelihood(Likelihood):
         for index, part in self.numeric_parts() + self.categorical_parts():
             out = out.index_copy(-1, index, part.deviance(x.index_select(-1, index), mean.index_select(-1, index)))
         return torch.where(torch.isnan(x), torch.full_like(out, float("nan")), out)
-

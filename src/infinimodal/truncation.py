@@ -18,10 +18,12 @@ USED_DIMENSION_KL = 0.05
 #: that, and is undone.
 EXCHANGE_TOLERANCE = 0.25
 
+
 def harmless(before: float, after: float) -> bool:
     """A change to the model (exchanges, a trim) stays only if the ELBO after it is finite and at most EXCHANGE_TOLERANCE
     below the ELBO before (a NaN compares False with everything, so `after < before - tol` let a NaN through)."""
     return math.isfinite(after) and after >= before - EXCHANGE_TOLERANCE
+
 
 #: `--truncation auto` keeps this many unused dimensions after the last used one: it grows when fewer have been free at
 #: GROW_PATIENCE epoch starts in a row, and trims to this many when more than twice as many have been free for
@@ -38,14 +40,17 @@ TRIM_DRAWS = 8
 
 TRIM_PATIENCE = 3
 
+
 def used_span(kl: np.ndarray) -> int:
     """The last dimension (counted from 1) whose mean KL is above USED_DIMENSION_KL; 0 when none is."""
     used = np.flatnonzero(kl > USED_DIMENSION_KL)
     return int(used[-1]) + 1 if len(used) else 0
 
+
 def full(span: int, current: int) -> bool:
     """Fewer than SPARE_DIMENSIONS unused dimensions after the last used one: growth is due if it lasts."""
     return current - span < SPARE_DIMENSIONS
+
 
 def next_truncation(span: int, current: int, largest: int, can_grow: bool, can_trim: bool) -> int:
     """The number of dimensions to continue with, given the last used one (`span`): when `can_grow` and the latent is
@@ -57,6 +62,7 @@ def next_truncation(span: int, current: int, largest: int, can_grow: bool, can_t
     if can_trim and current > span + SPARE_DIMENSIONS:
         return span + SPARE_DIMENSIONS
     return current
+
 
 def too_wide(span: int, current: int) -> bool:
     """More than twice SPARE_DIMENSIONS unused dimensions after the last used one: a trim is due if it lasts."""

@@ -44,6 +44,7 @@ from .factors import factors_dataset
 from .synthetic import synthetic_dataset
 from .tables import is_table_spec, tables_dataset
 
+
 @dataclass(frozen=True)
 class Context:
     """What a built-in data set may need besides its own options."""
@@ -68,7 +69,9 @@ def _polymnist(options: str, spec: str, context: Context) -> MultimodalData:
     try:
         n_modalities = int(options)
     except ValueError:
-        raise DataError(f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5 (or polymnist:5,labels=0.1)") from None
+        raise DataError(
+            f"{spec}: write polymnist:M with the number of modalities M, e.g. polymnist:5 (or polymnist:5,labels=0.1)"
+        ) from None
     return polymnist_dataset(n_modalities, context.data_dir, seed=context.seed, progress=context.progress)
 
 
@@ -77,8 +80,12 @@ BUILTINS: dict[str, Builtin] = {
     "mnist": Builtin("mnist", lambda options, spec, c: mnist_dataset(c.data_dir, c.binarize)),
     "mnist-rotated": Builtin("mnist-rotated", lambda options, spec, c: rotated_mnist_dataset(c.data_dir, c.binarize)),
     "polymnist": Builtin("polymnist:M", _polymnist, takes_options=True),
-    "noisy-mnist": Builtin("noisy-mnist", lambda options, spec, c: noisy_mnist_dataset(c.data_dir, seed=c.seed, progress=c.progress)),
-    "synthetic": Builtin("synthetic[:settings]", lambda options, spec, c: synthetic_dataset(options), takes_options=True),
+    "noisy-mnist": Builtin(
+        "noisy-mnist", lambda options, spec, c: noisy_mnist_dataset(c.data_dir, seed=c.seed, progress=c.progress)
+    ),
+    "synthetic": Builtin(
+        "synthetic[:settings]", lambda options, spec, c: synthetic_dataset(options), takes_options=True
+    ),
     "cohort": Builtin("cohort[:settings]", lambda options, spec, c: cohort_dataset(options), takes_options=True),
     "factors": Builtin("factors[:settings]", lambda options, spec, c: factors_dataset(options), takes_options=True),
     "counts": Builtin("counts[:settings]", lambda options, spec, c: counts_dataset(options), takes_options=True),
@@ -87,7 +94,11 @@ BUILTINS: dict[str, Builtin] = {
 #: the function that writes the folder (from the text after the colon) and returns it.
 TABLE_BUILTINS: dict[str, Callable[[str], Path]] = {"cohort-tables": cohort_tables}
 
-BUILTIN = (*(b.synopsis for b in BUILTINS.values()), "any of them with labels=F", *(f"{name}[:settings]" for name in TABLE_BUILTINS))
+BUILTIN = (
+    *(b.synopsis for b in BUILTINS.values()),
+    "any of them with labels=F",
+    *(f"{name}[:settings]" for name in TABLE_BUILTINS),
+)
 
 
 def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, progress: bool) -> MultimodalData:
@@ -98,7 +109,9 @@ def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, p
         raise DataError(f"unknown data {spec!r}: use {', '.join(BUILTIN)}, a .npz / .h5mu file, or a folder of tables")
     options, label_fraction = split_label_option(options, spec)
     if options and not builtin.takes_options:
-        raise DataError(f"{spec}: {name} takes no option but labels=F (the fraction of training rows whose label is observed)")
+        raise DataError(
+            f"{spec}: {name} takes no option but labels=F (the fraction of training rows whose label is observed)"
+        )
     data = builtin.make(options, spec, Context(data_dir, binarize, seed, progress))
     if label_fraction is not None:
         add_label_modality(data, label_fraction, seed=seed)
@@ -127,7 +140,9 @@ def load_dataset(
         name, _, options = spec.partition(":")
         spec = str(TABLE_BUILTINS[name](options))
     if covariates and not is_table_spec(spec):
-        raise DataError(f"--covariates {','.join(covariates)}: covariates are columns of tables (--data DIR); {spec} is not")
+        raise DataError(
+            f"--covariates {','.join(covariates)}: covariates are columns of tables (--data DIR); {spec} is not"
+        )
     if is_table_spec(spec):
         data = tables_dataset(spec, id_column, likelihoods, seed=seed, covariates=covariates)
         data.validate()
@@ -140,7 +155,9 @@ def load_dataset(
         override_likelihoods(data, likelihoods)
     data.validate()
     if Path(spec).suffix in SUFFIXES:
-        given = {k for k in (likelihoods or {}) if k != "*"} | (set(data.names) if "*" in (likelihoods or {}) else set())
+        given = {k for k in (likelihoods or {}) if k != "*"} | (
+            set(data.names) if "*" in (likelihoods or {}) else set()
+        )
         if standardize:
             standardize_data(data)
         data.notes = describe_file_modalities(data, given)
@@ -191,11 +208,15 @@ def likelihood_doubts(name: str, likelihood: str, observed: np.ndarray) -> list[
         return []
     if likelihood in ("poisson", "negative_binomial") and flat.shape[1] == 1 and len(np.unique(flat)) <= FEW_CODES:
         codes = ", ".join(f"{v:g}" for v in np.unique(flat))
-        return [f"warning: modality {name!r} is one column of {len(np.unique(flat))} integer values ({codes}), read as counts ({likelihood}); "
-                f"if they are classes, give --likelihood {name}=categorical; if a bounded score, --likelihood {name}=gaussian"]
+        return [
+            f"warning: modality {name!r} is one column of {len(np.unique(flat))} integer values ({codes}), read as counts ({likelihood}); "
+            f"if they are classes, give --likelihood {name}=categorical; if a bounded score, --likelihood {name}=gaussian"
+        ]
     if likelihood == "bernoulli" and flat.shape[1] >= 2 and (flat.sum(1) == 1).all():
-        return [f"warning: modality {name!r} has exactly one 1 per row in its {flat.shape[1]} binary columns: one-hot classes read as "
-                f"independent Bernoulli features; give --likelihood {name}=categorical"]
+        return [
+            f"warning: modality {name!r} has exactly one 1 per row in its {flat.shape[1]} binary columns: one-hot classes read as "
+            f"independent Bernoulli features; give --likelihood {name}=categorical"
+        ]
     return []
 
 
@@ -211,7 +232,9 @@ def override_likelihoods(data: MultimodalData, likelihoods: dict[str, str]) -> N
     """Replace modalities' likelihoods ("*" = every modality), checking the names and the data's support."""
     unknown = set(likelihoods) - set(data.names) - {"*"}
     if unknown:
-        raise DataError(f"{data.source}: likelihoods given for {', '.join(sorted(unknown))}, which are not among its modalities ({', '.join(data.names)})")
+        raise DataError(
+            f"{data.source}: likelihoods given for {', '.join(sorted(unknown))}, which are not among its modalities ({', '.join(data.names)})"
+        )
     for m, modality in enumerate(data.modalities):
         chosen = likelihoods.get(modality.name, likelihoods.get("*"))
         if chosen is None or chosen == modality.likelihood:

@@ -41,10 +41,14 @@ def parse_numbers(where: str, ids: np.ndarray, cells: np.ndarray) -> np.ndarray 
     example = ", ".join(repr(s) for s in strays[:5])
     if text.sum() <= STRAY_SHARE * (text.sum() + numbers.sum()):
         hint = " (decimal commas? write 1.5, not 1,5)" if any("," in s for s in strays) else ""
-        raise DataError(f"{where}: a numeric column with text in {int(text.sum())} cells ({example}) of subjects {shown(ids[text])}{hint}: "
-                        "write numbers, or leave the cells empty for missing values")
-    raise DataError(f"{where}: the column changes type: numbers for subjects {shown(ids[numbers])}, text ({example}) for "
-                    f"{shown(ids[text])}; keep one type per column (numbers, or text for categories)")
+        raise DataError(
+            f"{where}: a numeric column with text in {int(text.sum())} cells ({example}) of subjects {shown(ids[text])}{hint}: "
+            "write numbers, or leave the cells empty for missing values"
+        )
+    raise DataError(
+        f"{where}: the column changes type: numbers for subjects {shown(ids[numbers])}, text ({example}) for "
+        f"{shown(ids[text])}; keep one type per column (numbers, or text for categories)"
+    )
 
 
 def cell_texts(cells: np.ndarray) -> np.ndarray:
@@ -53,4 +57,10 @@ def cell_texts(cells: np.ndarray) -> np.ndarray:
     if cells.dtype == object:
         texts = np.asarray([str(c).strip() for c in cells], dtype=object)
         return np.where(np.isin(texts, list(MISSING_TOKENS)), "", texts).astype(object)
-    return np.asarray(["" if np.isnan(v) else str(int(v)) if float(v).is_integer() else repr(float(v)) for v in cells.astype(np.float64)], dtype=object)
+    return np.asarray(
+        [
+            "" if np.isnan(v) else str(int(v)) if float(v).is_integer() else repr(float(v))
+            for v in cells.astype(np.float64)
+        ],
+        dtype=object,
+    )

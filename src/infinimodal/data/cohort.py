@@ -37,7 +37,17 @@ from ..modality import Modality
 from .multimodal import MultimodalData, Split
 from .synthetic import read_settings
 
-DEFAULTS = {"n": 6000, "shared": 4, "missing": 0.4, "atypical": 0.1, "noise": 0.3, "groups": 0, "separation": 1.5, "test": 0, "seed": 0}
+DEFAULTS = {
+    "n": 6000,
+    "shared": 4,
+    "missing": 0.4,
+    "atypical": 0.1,
+    "noise": 0.3,
+    "groups": 0,
+    "separation": 1.5,
+    "test": 0,
+    "seed": 0,
+}
 _INTEGER_KEYS = ("n", "shared", "groups", "test", "seed")
 SHAPES = {"mri": 40, "pet": 20, "clinical": 5, "genetics": 10}
 KINDS = ("typical", "off_manifold", "latent_extreme")
@@ -48,10 +58,16 @@ HIDDEN_UNITS = 32
 
 def parse_spec(text: str) -> dict:
     settings = read_settings("cohort", text, DEFAULTS, _INTEGER_KEYS)
-    checks = {"n": settings["n"] >= 100, "shared": settings["shared"] >= 1, "missing": 0 <= settings["missing"] < 1,
-              "atypical": 0 <= settings["atypical"] < 1, "noise": settings["noise"] > 0,
-              "groups": settings["groups"] == 0 or settings["groups"] >= 2, "separation": settings["separation"] >= 0,
-              "test": settings["test"] >= 0}
+    checks = {
+        "n": settings["n"] >= 100,
+        "shared": settings["shared"] >= 1,
+        "missing": 0 <= settings["missing"] < 1,
+        "atypical": 0 <= settings["atypical"] < 1,
+        "noise": settings["noise"] > 0,
+        "groups": settings["groups"] == 0 or settings["groups"] >= 2,
+        "separation": settings["separation"] >= 0,
+        "test": settings["test"] >= 0,
+    }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise DataError(f"cohort: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
@@ -65,8 +81,11 @@ class _Maps:
         self.weights = {}
         for name, features in SHAPES.items():
             inputs = shared + 1
-            self.weights[name] = (rng.standard_normal((inputs, HIDDEN_UNITS)) / np.sqrt(inputs), rng.standard_normal(HIDDEN_UNITS) * 0.5,
-                                  rng.standard_normal((HIDDEN_UNITS, features)) / np.sqrt(HIDDEN_UNITS))
+            self.weights[name] = (
+                rng.standard_normal((inputs, HIDDEN_UNITS)) / np.sqrt(inputs),
+                rng.standard_normal(HIDDEN_UNITS) * 0.5,
+                rng.standard_normal((HIDDEN_UNITS, features)) / np.sqrt(HIDDEN_UNITS),
+            )
 
     def __call__(self, name: str, shared: np.ndarray, private: np.ndarray) -> np.ndarray:
         w1, c, w2 = self.weights[name]
@@ -85,7 +104,11 @@ class _Groups:
         return self.rng.integers(0, len(self.centres), rows)
 
 
-def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+def generate(
+    s: dict,
+) -> tuple[
+    dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None
+]:
     """Per split: the raw arrays, the availability mask, each row's kind (0 typical, 1 off-manifold, 2 extreme) and,
     with groups, each row's group (else None)."""
     rng = np.random.default_rng([s["seed"], 4321])
@@ -137,8 +160,13 @@ def generate(s: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.nd
 def cohort_dataset(spec: str = "") -> MultimodalData:
     settings = parse_spec(spec)
     arrays, masks, kinds, labels = generate(settings)
-    splits = {name: Split(arrays[name], masks[name], None if labels is None else labels[name]) for name in ("train", "valid", "test")}
-    modalities = [Modality(name, (size,), "bernoulli" if name == "genetics" else "gaussian") for name, size in SHAPES.items()]
+    splits = {
+        name: Split(arrays[name], masks[name], None if labels is None else labels[name])
+        for name in ("train", "valid", "test")
+    }
+    modalities = [
+        Modality(name, (size,), "bernoulli" if name == "genetics" else "gaussian") for name, size in SHAPES.items()
+    ]
     text = ",".join(f"{k}={v}" for k, v in settings.items())
     truth = {"kind_names": KINDS, "kinds": kinds["test"], "settings": settings}
     return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], f"cohort:{text}", truth=truth)

@@ -40,11 +40,15 @@ def read_options(text: str) -> dict:
     for part in (p for p in text.split(",") if p):
         key, sep, value = part.partition("=")
         if not sep or key not in DEFAULTS:
-            raise DataError(f"cohort-tables:{text}: unknown setting {part!r}; settings: {', '.join(f'{k}={v}' for k, v in DEFAULTS.items())}")
+            raise DataError(
+                f"cohort-tables:{text}: unknown setting {part!r}; settings: {', '.join(f'{k}={v}' for k, v in DEFAULTS.items())}"
+            )
         try:
             options[key] = type(DEFAULTS[key])(value)
         except ValueError:
-            raise DataError(f"cohort-tables:{text}: {key} must be a {type(DEFAULTS[key]).__name__}, got {value!r}") from None
+            raise DataError(
+                f"cohort-tables:{text}: {key} must be a {type(DEFAULTS[key]).__name__}, got {value!r}"
+            ) from None
     if options["n"] < 50 or not 0 <= options["atypical"] < 0.5:
         raise DataError(f"cohort-tables:{text}: needs n >= 50 subjects and 0 <= atypical < 0.5")
     return options
@@ -58,8 +62,10 @@ def cohort_tables(text: str = "") -> Path:
     if all((folder / f).is_file() for f in FILES):
         written = read_settings(folder)
         if written is not None and written != wanted:  # (a folder without the record is read as it is)
-            raise DataError(f"cohort-tables{':' + text if text else ''}: {folder} already holds a cohort written with {written}, not "
-                            f"{wanted}: give another dir=, or remove that folder")
+            raise DataError(
+                f"cohort-tables{':' + text if text else ''}: {folder} already holds a cohort written with {written}, not "
+                f"{wanted}: give another dir=, or remove that folder"
+            )
         return folder
     write_cohort_tables(folder, options["n"], options["atypical"], options["seed"])
     (folder / SETTINGS).write_text(json.dumps(wanted) + "\n")
@@ -93,10 +99,25 @@ def write_cohort_tables(folder: Path, n: int, atypical: float, seed: int) -> Non
 
     mri_maps, pet_maps = rng.normal(size=(3, 12)), rng.normal(size=(2, 6))
     mri_site, pet_site = rng.normal(scale=0.8, size=(3, 12)), rng.normal(scale=0.8, size=(3, 6))
-    mri = 10 + factors @ mri_maps * np.array([[0.8]]) - 0.04 * (age[:, None] - 70) * rng.uniform(0.5, 1.5, 12) + mri_site[site_index]
+    mri = (
+        10
+        + factors @ mri_maps * np.array([[0.8]])
+        - 0.04 * (age[:, None] - 70) * rng.uniform(0.5, 1.5, 12)
+        + mri_site[site_index]
+    )
     mri += np.tanh(disease)[:, None] * 0.5 + 0.3 * rng.normal(size=(n, 12))
-    pet = 1.2 + 0.25 * (factors[:, :2] @ pet_maps) + 0.1 * np.maximum(disease, 0)[:, None] ** 2 + 0.25 * pet_site[site_index] + 0.08 * rng.normal(size=(n, 6))
-    eeg = np.exp(0.3 * np.outer(disease, rng.uniform(-1, 1, 8)) + 0.2 * np.outer(shared, rng.uniform(-1, 1, 8)) + 0.25 * rng.normal(size=(n, 8)))
+    pet = (
+        1.2
+        + 0.25 * (factors[:, :2] @ pet_maps)
+        + 0.1 * np.maximum(disease, 0)[:, None] ** 2
+        + 0.25 * pet_site[site_index]
+        + 0.08 * rng.normal(size=(n, 6))
+    )
+    eeg = np.exp(
+        0.3 * np.outer(disease, rng.uniform(-1, 1, 8))
+        + 0.2 * np.outer(shared, rng.uniform(-1, 1, 8))
+        + 0.25 * rng.normal(size=(n, 8))
+    )
 
     planted = rng.random(n) < atypical
     mri_regions, pet_regions = rng.choice(12, 3, replace=False), rng.choice(6, 2, replace=False)
@@ -119,10 +140,21 @@ def write_cohort_tables(folder: Path, n: int, atypical: float, seed: int) -> Non
 
     save(pd.DataFrame(mri, index=index, columns=[f"region_{j + 1:02d}" for j in range(12)]), "mri.csv")
     save(pd.DataFrame(pet, index=index, columns=[f"suvr_{j + 1}" for j in range(6)]), "pet.csv", rng.random(n) >= 0.4)
-    save(pd.DataFrame(eeg, index=index, columns=[f"{band}_{side}" for band in ("delta", "theta", "alpha", "beta") for side in ("left", "right")]),
-         "eeg.csv", rng.random(n) >= 0.2)
-    clinical = pd.DataFrame({"mmse": mmse, "diagnosis": diagnosis, "education": education, "apoe4": apoe4}, index=index).astype(object)
+    save(
+        pd.DataFrame(
+            eeg,
+            index=index,
+            columns=[f"{band}_{side}" for band in ("delta", "theta", "alpha", "beta") for side in ("left", "right")],
+        ),
+        "eeg.csv",
+        rng.random(n) >= 0.2,
+    )
+    clinical = pd.DataFrame(
+        {"mmse": mmse, "diagnosis": diagnosis, "education": education, "apoe4": apoe4}, index=index
+    ).astype(object)
     clinical = clinical.mask(rng.random(clinical.shape) < 0.08, "")
     save(clinical, "clinical.csv")
     save(pd.DataFrame({"age": age, "sex": sex, "site": site}, index=index), "covariates.csv")
-    pd.DataFrame({"atypical": planted.astype(int), "disease": disease.round(4)}, index=index).to_csv(folder / "truth" / "atypical.csv")
+    pd.DataFrame({"atypical": planted.astype(int), "disease": disease.round(4)}, index=index).to_csv(
+        folder / "truth" / "atypical.csv"
+    )

@@ -32,8 +32,15 @@ LIKELIHOOD = "negative_binomial"
 
 def parse_spec(text: str) -> dict:
     s = read_settings("counts", text, DEFAULTS, _INTEGER_KEYS)
-    checks = {"genes": s["genes"] >= 2, "proteins": s["proteins"] >= 2, "types": s["types"] >= 2, "shared": s["shared"] >= 1,
-              "private": s["private"] >= 0, "n": s["n"] >= 50, "missing": 0 <= s["missing"] < 1}
+    checks = {
+        "genes": s["genes"] >= 2,
+        "proteins": s["proteins"] >= 2,
+        "types": s["types"] >= 2,
+        "shared": s["shared"] >= 1,
+        "private": s["private"] >= 0,
+        "n": s["n"] >= 50,
+        "missing": 0 <= s["missing"] < 1,
+    }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise DataError(f"counts: invalid {', '.join(f'{k}={s[k]}' for k in bad)}")
@@ -66,14 +73,22 @@ def generate(s: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, di
     rna = negative_binomial(rng, library * shares_rna, rng.uniform(0.5, 5.0, s["genes"]))
 
     z_protein = np.concatenate([state, private["protein"]], axis=1)
-    log_mean = z_protein @ loadings(s["proteins"], 0.7).T + rng.normal(3.0, 0.5, s["proteins"]) + rng.normal(0.0, 0.2, (n, 1))
+    log_mean = (
+        z_protein @ loadings(s["proteins"], 0.7).T + rng.normal(3.0, 0.5, s["proteins"]) + rng.normal(0.0, 0.2, (n, 1))
+    )
     protein = negative_binomial(rng, np.exp(log_mean), rng.uniform(5.0, 20.0, s["proteins"]))
 
     mask = np.ones((n, 2), dtype=bool)
     mask[:, 1] = rng.random(n) >= s["missing"]
     protein[~mask[:, 1]] = 0.0
-    truth = {"shared": d, "private": s["private"], "modalities": 2, "true_dims": d + 2 * s["private"] + 2,
-             "shared_factors": state.astype(np.float32), "types": types}
+    truth = {
+        "shared": d,
+        "private": s["private"],
+        "modalities": 2,
+        "true_dims": d + 2 * s["private"] + 2,
+        "shared_factors": state.astype(np.float32),
+        "types": types,
+    }
     return {"rna": rna, "protein": protein}, mask, types.astype(np.int64), truth
 
 
@@ -82,8 +97,14 @@ def counts_dataset(spec: str = "") -> MultimodalData:
     arrays, mask, labels, truth = generate(s)
     n = s["n"]
     order = np.random.default_rng([s["seed"], 97]).permutation(n)
-    bounds = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
-    splits = {k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()}
+    bounds = {
+        "train": order[: int(0.8 * n)],
+        "valid": order[int(0.8 * n) : int(0.9 * n)],
+        "test": order[int(0.9 * n) :],
+    }
+    splits = {
+        k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()
+    }
     truth["shared_factors"] = {k: truth["shared_factors"][rows] for k, rows in bounds.items()}
     truth["types"] = {k: truth["types"][rows] for k, rows in bounds.items()}
     truth["settings"] = s

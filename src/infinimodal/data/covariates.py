@@ -41,7 +41,9 @@ class CovariateEncoding:
         parts = []
         for column, mean, std in zip(self.columns, self.mean, self.std):
             if column.name not in cells:
-                raise DataError(f"{where}: no covariate column {column.name!r} (the model is conditioned on {', '.join(self.names)})")
+                raise DataError(
+                    f"{where}: no covariate column {column.name!r} (the model is conditioned on {', '.join(self.names)})"
+                )
             values = cells[column.name]
             here = f"covariate {column.name!r} of {where}"
             if column.family == "categorical":
@@ -50,8 +52,10 @@ class CovariateEncoding:
                 _refuse_empty(here, ids, empty)
                 unseen = ~np.isin(texts, list(column.classes))
                 if unseen.any():
-                    raise DataError(f"{here}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
-                                    f"model's ({shown(column.classes)}); refused rather than mapped: a model cannot condition on a site it never saw")
+                    raise DataError(
+                        f"{here}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
+                        f"model's ({shown(column.classes)}); refused rather than mapped: a model cannot condition on a site it never saw"
+                    )
                 parts.append((texts[:, None] == np.asarray(column.classes)[None, :]).astype(np.float32))
             else:
                 numbers = parse_numbers(here, ids, values)
@@ -66,7 +70,11 @@ class CovariateEncoding:
         out, start = {}, 0
         for column, mean, std in zip(self.columns, self.mean, self.std):
             block = encoded[:, start : start + column.width]
-            out[column.name] = np.asarray(column.classes, dtype=object)[block.argmax(1)] if column.family == "categorical" else block[:, 0] * std + mean
+            out[column.name] = (
+                np.asarray(column.classes, dtype=object)[block.argmax(1)]
+                if column.family == "categorical"
+                else block[:, 0] * std + mean
+            )
             start += column.width
         return out
 
@@ -77,13 +85,17 @@ class CovariateEncoding:
         out, start = np.array(encoded, dtype=np.float32, copy=True), 0
         unknown = sorted(set(values) - set(self.names))
         if unknown:
-            raise DataError(f"--set {', '.join(unknown)}: not a covariate of this model (its covariates: {', '.join(self.names) or 'none'})")
+            raise DataError(
+                f"--set {', '.join(unknown)}: not a covariate of this model (its covariates: {', '.join(self.names) or 'none'})"
+            )
         for column, mean, std in zip(self.columns, self.mean, self.std):
             if column.name in values:
                 text = str(values[column.name])
                 if column.family == "categorical":
                     if text not in column.classes:
-                        raise DataError(f"--set {column.name}={text}: not a class the model was trained with ({', '.join(column.classes)})")
+                        raise DataError(
+                            f"--set {column.name}={text}: not a class the model was trained with ({', '.join(column.classes)})"
+                        )
                     out[:, start : start + column.width] = 0.0
                     out[:, start + column.classes.index(text)] = 1.0
                 else:
@@ -116,11 +128,15 @@ class CovariateEncoding:
 
 def _refuse_empty(where: str, ids: np.ndarray, empty: np.ndarray) -> None:
     if empty.any():
-        raise DataError(f"{where}: empty for subjects {shown(ids[empty])}: the model conditions on every covariate; fill them in, "
-                        "or leave these subjects out")
+        raise DataError(
+            f"{where}: empty for subjects {shown(ids[empty])}: the model conditions on every covariate; fill them in, "
+            "or leave these subjects out"
+        )
 
 
-def fit_covariates(cells: dict[str, np.ndarray], ids: np.ndarray, training: np.ndarray, where: dict[str, str]) -> CovariateEncoding:
+def fit_covariates(
+    cells: dict[str, np.ndarray], ids: np.ndarray, training: np.ndarray, where: dict[str, str]
+) -> CovariateEncoding:
     """The encoding of covariate columns: text -> one-hot over the classes, numbers -> standardised with the mean and
     standard deviation of the training subjects (`training`, a boolean row mask)."""
     columns, means, stds = [], [], []
@@ -130,7 +146,9 @@ def fit_covariates(cells: dict[str, np.ndarray], ids: np.ndarray, training: np.n
             texts = cell_texts(values)
             classes = tuple(sorted(set(texts[texts != ""])))
             if len(classes) < 2:
-                raise DataError(f"covariate {name!r} of {where[name]}: one class ({', '.join(classes)}) on every subject: nothing to condition on")
+                raise DataError(
+                    f"covariate {name!r} of {where[name]}: one class ({', '.join(classes)}) on every subject: nothing to condition on"
+                )
             columns.append(Column(name, "categorical", classes))
             means.append(0.0)
             stds.append(1.0)

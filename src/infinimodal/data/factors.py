@@ -34,8 +34,14 @@ _INTEGER_KEYS = ("modalities", "features", "n", "seed")
 
 def parse_spec(text: str) -> dict:
     s = read_settings("factors", text, DEFAULTS, _INTEGER_KEYS)
-    checks = {"modalities": s["modalities"] >= 2, "features": s["features"] >= 4, "n": s["n"] >= 50,
-              "sparsity": 0 < s["sparsity"] <= 1, "noise": s["noise"] > 0, "warp": s["warp"] >= 0}
+    checks = {
+        "modalities": s["modalities"] >= 2,
+        "features": s["features"] >= 4,
+        "n": s["n"] >= 50,
+        "sparsity": 0 < s["sparsity"] <= 1,
+        "noise": s["noise"] > 0,
+        "warp": s["warp"] >= 0,
+    }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise DataError(f"factors: invalid {', '.join(f'{k}={s[k]}' for k in bad)}")
@@ -82,11 +88,23 @@ def factors_dataset(spec: str = "") -> MultimodalData:
     mask = np.ones((n, s["modalities"]), dtype=bool)
     labels = (factors[:, 0] > 0).astype(np.int64)
     order = np.random.default_rng([s["seed"], 98]).permutation(n)
-    bounds = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
-    arrays = {name: standardized_on_training_rows(x, mask[:, m], bounds["train"]) for m, (name, x) in enumerate(arrays.items())}
-    splits = {k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()}
-    truth |= {"factors": {k: factors[rows].astype(np.float32) for k, rows in bounds.items()}, "settings": s,
-              "true_dims": len(truth["pattern"])}
+    bounds = {
+        "train": order[: int(0.8 * n)],
+        "valid": order[int(0.8 * n) : int(0.9 * n)],
+        "test": order[int(0.9 * n) :],
+    }
+    arrays = {
+        name: standardized_on_training_rows(x, mask[:, m], bounds["train"])
+        for m, (name, x) in enumerate(arrays.items())
+    }
+    splits = {
+        k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()
+    }
+    truth |= {
+        "factors": {k: factors[rows].astype(np.float32) for k, rows in bounds.items()},
+        "settings": s,
+        "true_dims": len(truth["pattern"]),
+    }
     modalities = [Modality(name, (s["features"],), "gaussian") for name in arrays]
     text = ",".join(f"{k}={v:g}" for k, v in s.items())
     return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], f"factors:{text}", truth=truth)

@@ -34,7 +34,9 @@ SPLIT_NAMES = ("train", "valid", "test")
 SUFFIXES = (".npz", ".h5mu")
 
 
-def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> tuple[list[Modality], Split, np.ndarray | None]:
+def read_table(
+    path: str | Path, likelihoods: dict[str, str] | None = None
+) -> tuple[list[Modality], Split, np.ndarray | None]:
     """Read a file into modalities, one Split holding every row, and the optional split column."""
     path = Path(path)
     likelihoods = dict(likelihoods or {})
@@ -50,7 +52,9 @@ def read_table(path: str | Path, likelihoods: dict[str, str] | None = None) -> t
         raise DataError(f"{path}: holds no modality arrays (only {', '.join(RESERVED)})")
     unknown = set(likelihoods) - set(raw)
     if unknown:
-        raise DataError(f"{path}: likelihoods given for {', '.join(sorted(unknown))}, which the file does not hold ({', '.join(raw)})")
+        raise DataError(
+            f"{path}: likelihoods given for {', '.join(sorted(unknown))}, which the file does not hold ({', '.join(raw)})"
+        )
     n = len(next(iter(raw.values())))
     modalities, arrays, columns = [], {}, []
     for name, values in raw.items():
@@ -104,12 +108,18 @@ def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[
         raise DataError(f"{where}: rows {format_rows(infinite)} hold infinite values")
     huge = (np.abs(np.where(nan, 0.0, flat)) > MAX_ABS_VALUE).any(axis=1)
     if huge.any():
-        raise DataError(f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, too large for float32 arithmetic (squares overflow); rescale this modality")
+        raise DataError(
+            f"{where}: rows {format_rows(huge)} hold values beyond +-{MAX_ABS_VALUE:g}, too large for float32 arithmetic (squares overflow); rescale this modality"
+        )
     observed = ~missing
     chosen = likelihood or infer_likelihood(values[observed])
     # missing rows stand in as a row inside the support, so the rows a check names are the input's own rows
     law = likelihood_class(chosen)
-    stand_in = np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), law.placeholder(values.shape[1:]), values) if missing.any() else values
+    stand_in = (
+        np.where(missing.reshape(-1, *[1] * (values.ndim - 1)), law.placeholder(values.shape[1:]), values)
+        if missing.any()
+        else values
+    )
     problem = law.check(stand_in)
     if problem:
         raise DataError(f"{where}: {problem} (among observed rows)")
@@ -117,7 +127,9 @@ def check_rows(where: str, values: np.ndarray, likelihood: str | None) -> tuple[
     return array, observed, chosen
 
 
-def _modality(path: Path, name: str, values: np.ndarray, likelihood: str | None) -> tuple[Modality, np.ndarray, np.ndarray]:
+def _modality(
+    path: Path, name: str, values: np.ndarray, likelihood: str | None
+) -> tuple[Modality, np.ndarray, np.ndarray]:
     where = f"modality {name!r} in {path}"
     if likelihood is not None:
         try:
@@ -146,7 +158,9 @@ def _observed_codes(where: str, values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         observed = ~np.isnan(values) & (values != MISSING_CODE)
         if not np.all(values[observed] == np.round(values[observed])):
-            raise DataError(f"{where}: categorical codes must be whole numbers, rows {format_rows(observed & (values != np.round(values)))} are not")
+            raise DataError(
+                f"{where}: categorical codes must be whole numbers, rows {format_rows(observed & (values != np.round(values)))} are not"
+            )
     else:
         observed = values != MISSING_CODE
     return observed
@@ -159,10 +173,14 @@ def class_codes(where: str, values: np.ndarray) -> tuple[np.ndarray, tuple[int, 
     codes = values[observed].astype(np.int64)
     negative = observed & (np.where(observed, values, 0) < 0)
     if negative.any():
-        raise DataError(f"{where}: categorical codes must be >= 0 ({MISSING_CODE} marks a missing row); rows {format_rows(negative)} are not")
+        raise DataError(
+            f"{where}: categorical codes must be >= 0 ({MISSING_CODE} marks a missing row); rows {format_rows(negative)} are not"
+        )
     classes, position = np.unique(codes, return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"{where}: a categorical modality needs at least 2 classes among its observed rows, found {classes.tolist()}")
+        raise DataError(
+            f"{where}: a categorical modality needs at least 2 classes among its observed rows, found {classes.tolist()}"
+        )
     out = np.full(len(values), -1, dtype=np.int64)
     out[observed] = position
     return out, tuple(int(c) for c in classes)
@@ -182,7 +200,9 @@ def codes_to_positions(where: str, values: np.ndarray, classes: tuple) -> np.nda
         else:
             out[row] = position
     if unknown.any():
-        raise DataError(f"{where}: rows {format_rows(unknown)} hold classes the model was not trained on (its classes: {', '.join(map(str, classes))})")
+        raise DataError(
+            f"{where}: rows {format_rows(unknown)} hold classes the model was not trained on (its classes: {', '.join(map(str, classes))})"
+        )
     return out
 
 
@@ -209,7 +229,9 @@ def read_npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})") from None
+        raise DataError(
+            f"{path}: cannot read as .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'damaged'})"
+        ) from None
 
 
 def _npz_array(path, archive, key: str) -> np.ndarray:
@@ -220,9 +242,11 @@ def _npz_array(path, archive, key: str) -> np.ndarray:
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise
-        raise DataError(f"{path}: array {key!r} holds Python objects (dtype object), which cannot be read without running "
-                        "pickled code: save it as numbers, or strings as a fixed-width type, e.g. np.asarray(values, dtype=str) "
-                        "or, from pandas, column.to_numpy(dtype=float)") from None
+        raise DataError(
+            f"{path}: array {key!r} holds Python objects (dtype object), which cannot be read without running "
+            "pickled code: save it as numbers, or strings as a fixed-width type, e.g. np.asarray(values, dtype=str) "
+            "or, from pandas, column.to_numpy(dtype=float)"
+        ) from None
 
 
 def _read_npz(path: Path):
@@ -236,7 +260,9 @@ def _read_h5mu(path: Path):
     try:
         import mudata
     except ImportError as exc:
-        raise DataError(f"{path}: reading .h5mu needs the optional dependency: pip install 'infinimodal[h5mu]'") from exc
+        raise DataError(
+            f"{path}: reading .h5mu needs the optional dependency: pip install 'infinimodal[h5mu]'"
+        ) from exc
     try:
         mdata = mudata.read_h5mu(path)
     except (OSError, ValueError, KeyError) as exc:
@@ -293,12 +319,16 @@ def user_arrays(value, names: list[str], source: str) -> dict:
         return mudata_arrays(value)
     if _is_anndata(value):
         if len(names) != 1:
-            raise DataError(f"{source}: an AnnData holds one modality and this model has {len(names)} ({', '.join(names)}): "
-                            "pass a MuData, or a dict {modality: AnnData or array}")
+            raise DataError(
+                f"{source}: an AnnData holds one modality and this model has {len(names)} ({', '.join(names)}): "
+                "pass a MuData, or a dict {modality: AnnData or array}"
+            )
         return {names[0]: dense(value)}
     if not isinstance(value, Mapping):
-        raise DataError(f"{source}: cannot read rows from a {type(value).__module__}.{type(value).__name__}: pass a dict of arrays or "
-                        "DataFrames keyed by modality, a MuData, an AnnData (one-modality models) or an .npz / .h5mu path")
+        raise DataError(
+            f"{source}: cannot read rows from a {type(value).__module__}.{type(value).__name__}: pass a dict of arrays or "
+            "DataFrames keyed by modality, a MuData, an AnnData (one-modality models) or an .npz / .h5mu path"
+        )
     arrays = {}
     for name, column in value.items():
         if _is_anndata(column):
@@ -307,7 +337,9 @@ def user_arrays(value, names: list[str], source: str) -> dict:
             column = column.to_numpy()
         array = np.asarray(column)
         if array.ndim == 0:
-            raise DataError(f"{source}: {name!r} is a {type(column).__name__}, not an array of rows (one row per subject)")
+            raise DataError(
+                f"{source}: {name!r} is a {type(column).__name__}, not an array of rows (one row per subject)"
+            )
         arrays[name] = array
     return arrays
 
@@ -323,9 +355,15 @@ def file_dataset(path: str | Path, likelihoods: dict[str, str] | None = None, se
         parts = {name: np.flatnonzero(split == name) for name in SPLIT_NAMES}
     else:
         if n < 10:
-            raise DataError(f"{path}: {n} rows are too few to split into train/valid/test (need 10, or a 'split' array)")
+            raise DataError(
+                f"{path}: {n} rows are too few to split into train/valid/test (need 10, or a 'split' array)"
+            )
         order = np.random.default_rng(seed).permutation(n)
-        parts = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
+        parts = {
+            "train": order[: int(0.8 * n)],
+            "valid": order[int(0.8 * n) : int(0.9 * n)],
+            "test": order[int(0.9 * n) :],
+        }
     empty = [name for name, rows in parts.items() if len(rows) == 0]
     if empty:
         raise DataError(f"{path}: the {', '.join(empty)} split is empty")

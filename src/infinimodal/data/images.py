@@ -50,7 +50,11 @@ def _palette_map(t: np.ndarray, palette: np.ndarray) -> np.ndarray:
     low = np.clip(1 - 2 * t, 0, 1)
     high = np.clip(2 * t - 1, 0, 1)
     mid = 1 - low - high
-    return low[None] * palette[0][:, None, None] + mid[None] * palette[2][:, None, None] + high[None] * palette[1][:, None, None]
+    return (
+        low[None] * palette[0][:, None, None]
+        + mid[None] * palette[2][:, None, None]
+        + high[None] * palette[1][:, None, None]
+    )
 
 
 def texture(index: int, seed: int = 0, size: int = TEXTURE_SIZE) -> np.ndarray:
@@ -71,9 +75,15 @@ def texture(index: int, seed: int = 0, size: int = TEXTURE_SIZE) -> np.ndarray:
     elif kind == 1:  # stripes of two widths, bent slowly
         angle = rng.uniform(0, math.pi)
         u = x * math.cos(angle) + y * math.sin(angle) + 0.3 * _smooth_noise(rng, size, 40)
-        t = np.tanh(4 * np.sin(2 * math.pi * rng.uniform(6, 14) * u)) + 0.5 * np.sin(2 * math.pi * rng.uniform(1, 3) * u)
+        t = np.tanh(4 * np.sin(2 * math.pi * rng.uniform(6, 14) * u)) + 0.5 * np.sin(
+            2 * math.pi * rng.uniform(1, 3) * u
+        )
     elif kind == 2:  # cells: distance to the nearest of random points
-        points = rng.random((int(rng.integers(12, 30) * (size / TEXTURE_FEATURE_SCALE) ** 2), 2)) * size / TEXTURE_FEATURE_SCALE
+        points = (
+            rng.random((int(rng.integers(12, 30) * (size / TEXTURE_FEATURE_SCALE) ** 2), 2))
+            * size
+            / TEXTURE_FEATURE_SCALE
+        )
         d = np.full((size, size), np.inf)
         for start in range(0, len(points), 64):
             chunk = points[start : start + 64]
@@ -170,7 +180,9 @@ def rotate(images: np.ndarray, degrees: np.ndarray) -> np.ndarray:
     out = []
     for start in range(0, len(x), 10_000):
         grid = F.affine_grid(matrix[start : start + 10_000], list(x[start : start + 10_000].shape), align_corners=False)
-        out.append(F.grid_sample(x[start : start + 10_000], grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+        out.append(
+            F.grid_sample(x[start : start + 10_000], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
     return torch.cat(out).squeeze(1).numpy() if out else np.zeros_like(images, dtype=np.float32)
 
 
@@ -220,8 +232,10 @@ def noisy_mnist_dataset(data_dir=None, seed: int = 0, progress: bool = True) -> 
 def _image_dataset(modalities: list[Modality], splits: dict, source: str) -> MultimodalData:
     def split(arrays: dict) -> Split:
         n = len(arrays["labels"])
-        return Split({m.name: arrays[m.name] for m in modalities}, np.ones((n, len(modalities)), dtype=bool), np.asarray(arrays["labels"]))
+        return Split(
+            {m.name: arrays[m.name] for m in modalities},
+            np.ones((n, len(modalities)), dtype=bool),
+            np.asarray(arrays["labels"]),
+        )
 
     return MultimodalData(modalities, split(splits["train"]), split(splits["valid"]), split(splits["test"]), source)
-
-

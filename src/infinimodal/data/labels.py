@@ -32,7 +32,9 @@ def split_label_option(options: str, spec: str) -> tuple[str, float | None]:
         except ValueError:
             fraction = float("nan")
         if not 0.0 < fraction <= 1.0:
-            raise DataError(f"{spec}: {OPTION}= must be the fraction of training rows whose label is observed, in (0, 1], got {value!r}")
+            raise DataError(
+                f"{spec}: {OPTION}= must be the fraction of training rows whose label is observed, in (0, 1], got {value!r}"
+            )
     return ",".join(kept), fraction
 
 
@@ -57,11 +59,17 @@ def add_label_modality(data: MultimodalData, fraction: float, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     for name in ("train", "valid", "test"):
         split = data.split(name)
-        observed = observed_fraction(split.labels, fraction, rng) if name != "test" else np.zeros(len(split), dtype=bool)
+        observed = (
+            observed_fraction(split.labels, fraction, rng) if name != "test" else np.zeros(len(split), dtype=bool)
+        )
         one_hot = np.eye(n_classes, dtype=np.float32)[split.labels] * observed[:, None]  # missing rows hold zeros
         arrays = split.arrays | {LABEL_MODALITY: one_hot}
-        setattr(data, name, Split(arrays, np.concatenate([split.mask, observed[:, None]], axis=1), split.labels, split.ids))
+        setattr(
+            data, name, Split(arrays, np.concatenate([split.mask, observed[:, None]], axis=1), split.labels, split.ids)
+        )
     data.modalities = [*data.modalities, Modality(LABEL_MODALITY, (n_classes,), "categorical")]
     data.label_modality = LABEL_MODALITY
-    data.source = f"{data.source}; labels observed for {int(data.train.mask[:, -1].sum())} of {len(data.train)} training rows"
+    data.source = (
+        f"{data.source}; labels observed for {int(data.train.mask[:, -1].sum())} of {len(data.train)} training rows"
+    )
     return data

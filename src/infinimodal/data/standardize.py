@@ -28,7 +28,9 @@ def fit_standardization(data: MultimodalData, scale: bool = True) -> dict[str, d
     stats = {}
     for m, modality in enumerate(data.modalities):
         if modality.is_table:
-            stats[modality.name] = table_standardization(modality, data.train.arrays[modality.name][data.train.mask[:, m]], scale)
+            stats[modality.name] = table_standardization(
+                modality, data.train.arrays[modality.name][data.train.mask[:, m]], scale
+            )
             continue
         if not scale or modality.law.family not in STANDARDIZED_FAMILIES or modality.law.scale is not None:
             continue  # a fixed scale ("gaussian:0.5") was given in the data's own units: those stay as they are
@@ -90,6 +92,8 @@ def standardize_data(data: MultimodalData, scale: bool = True) -> MultimodalData
     `scale`, only table modalities are mapped (their bounded scores' offsets)."""
     stats = fit_standardization(data, scale)
     names = data.names
-    data.train, data.valid, data.test = (standardize_split(s, names, stats) for s in (data.train, data.valid, data.test))
+    data.train, data.valid, data.test = (
+        standardize_split(s, names, stats) for s in (data.train, data.valid, data.test)
+    )
     data.standardization = stats
     return data

@@ -21,7 +21,17 @@ from ..errors import DataError
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
 
-DEFAULTS = {"modalities": 3, "shared": 3, "private": 1, "features": 20, "n": 20_000, "classes": 4, "noise": 0.1, "missing": 0.0, "seed": 0}
+DEFAULTS = {
+    "modalities": 3,
+    "shared": 3,
+    "private": 1,
+    "features": 20,
+    "n": 20_000,
+    "classes": 4,
+    "noise": 0.1,
+    "missing": 0.0,
+    "seed": 0,
+}
 _INTEGER_KEYS = ("modalities", "shared", "private", "features", "n", "classes", "seed")
 HIDDEN_UNITS = 32
 
@@ -44,9 +54,14 @@ def parse_spec(text: str) -> dict:
     """'modalities=3,shared=8' -> the full settings dict; unknown keys and bad values are errors."""
     settings = read_settings("synthetic", text, DEFAULTS, _INTEGER_KEYS)
     checks = {
-        "modalities": settings["modalities"] >= 1, "shared": settings["shared"] >= 0, "private": settings["private"] >= 0,
-        "features": settings["features"] >= 1, "n": settings["n"] >= 10, "classes": settings["classes"] >= 2,
-        "noise": settings["noise"] >= 0, "missing": 0 <= settings["missing"] < 1,
+        "modalities": settings["modalities"] >= 1,
+        "shared": settings["shared"] >= 0,
+        "private": settings["private"] >= 0,
+        "features": settings["features"] >= 1,
+        "n": settings["n"] >= 10,
+        "classes": settings["classes"] >= 2,
+        "noise": settings["noise"] >= 0,
+        "missing": 0 <= settings["missing"] < 1,
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
@@ -81,8 +96,11 @@ def generate(settings: dict) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndar
         empty = np.flatnonzero(~mask.any(1))
         mask[empty, rng.integers(0, n_mod, len(empty))] = True
     truth = {
-        "shared": s["shared"], "private": s["private"], "modalities": n_mod,
-        "true_dims": s["shared"] + n_mod * s["private"], "shared_factors": shared.astype(np.float32),
+        "shared": s["shared"],
+        "private": s["private"],
+        "modalities": n_mod,
+        "true_dims": s["shared"] + n_mod * s["private"],
+        "shared_factors": shared.astype(np.float32),
     }
     return arrays, mask, labels.astype(np.int64), truth
 
@@ -101,11 +119,22 @@ def synthetic_dataset(spec: str = "") -> MultimodalData:
     arrays, mask, labels, truth = generate(settings)
     n = settings["n"]
     order = np.random.default_rng([settings["seed"], 99]).permutation(n)
-    bounds = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
-    arrays = {name: standardized_on_training_rows(x, mask[:, m], bounds["train"]) for m, (name, x) in enumerate(arrays.items())}
-    splits = {k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()}
+    bounds = {
+        "train": order[: int(0.8 * n)],
+        "valid": order[int(0.8 * n) : int(0.9 * n)],
+        "test": order[int(0.9 * n) :],
+    }
+    arrays = {
+        name: standardized_on_training_rows(x, mask[:, m], bounds["train"])
+        for m, (name, x) in enumerate(arrays.items())
+    }
+    splits = {
+        k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()
+    }
     truth["shared_factors"] = {k: truth["shared_factors"][rows] for k, rows in bounds.items()}
     truth["settings"] = settings
     modalities = [Modality(name, (settings["features"],), "gaussian") for name in arrays]
     text = ",".join(f"{k}={v}" for k, v in settings.items())
-    return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], f"synthetic:{text}", truth=truth)
+    return MultimodalData(
+        modalities, splits["train"], splits["valid"], splits["test"], f"synthetic:{text}", truth=truth
+    )

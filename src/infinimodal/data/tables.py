@@ -58,7 +58,9 @@ def table_paths(spec: str) -> dict[str, Path]:
         found: dict[str, Path] = {}
         for file in files:
             if file.stem in found:
-                raise DataError(f"{path}: two tables for modality {file.stem!r} ({found[file.stem].name}, {file.name}): keep one")
+                raise DataError(
+                    f"{path}: two tables for modality {file.stem!r} ({found[file.stem].name}, {file.name}): keep one"
+                )
             found[file.stem] = file
         return found
     if "=" not in spec:
@@ -92,14 +94,23 @@ def _text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8 (in a spreadsheet: CSV UTF-8)") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8 (in a spreadsheet: CSV UTF-8)"
+        ) from None
 
 
 def _read_csv(path: Path, separator: str = ","):
     """Every cell as text (empty cells as ''), so that numbers, text and stray text are told apart here, not by pandas."""
     import pandas as pd
 
-    return pd.read_csv(io.StringIO(_text(path)), sep=separator, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    return pd.read_csv(
+        io.StringIO(_text(path)),
+        sep=separator,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        skipinitialspace=True,
+    )
 
 
 def _read_parquet(path: Path):
@@ -142,13 +153,17 @@ def table_of_frame(path: Path, frame, key: str) -> Table:
         raise DataError(f"{path}: column names repeat: {shown(sorted({n for n in names if names.count(n) > 1}))}")
     if key not in names:
         raise DataError(f"{path}: no ID column {key!r} (its columns: {shown(names)}); give --id-column NAME")
-    ids = np.asarray([str(v).strip() if v is not None and v == v else "" for v in frame[key].to_numpy(dtype=object)], dtype=object)
+    ids = np.asarray(
+        [str(v).strip() if v is not None and v == v else "" for v in frame[key].to_numpy(dtype=object)], dtype=object
+    )
     empty = np.flatnonzero(ids == "")
     if len(empty):
         raise DataError(f"{path}: rows {shown(empty + 2)} (counting the header as line 1) have no ID in column {key!r}")
     unique, counts = np.unique(ids.astype(str), return_counts=True)
     if (counts > 1).any():
-        raise DataError(f"{path}: IDs appear more than once in column {key!r}: {shown(unique[counts > 1])}; keep one row per subject")
+        raise DataError(
+            f"{path}: IDs appear more than once in column {key!r}: {shown(unique[counts > 1])}; keep one row per subject"
+        )
     cells = {name: column_cells(frame[column]) for name, column in zip(names, frame.columns) if name != key}
     if not cells:
         raise DataError(f"{path}: holds only its ID column {key!r}, no feature")
@@ -159,7 +174,13 @@ def column_cells(column) -> np.ndarray:
     """A pandas column's cells: floats (NaN where empty) for a numeric column, else stripped text ('' where empty)."""
     if column.dtype.kind in "biuf":
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.asarray(["" if v is None or (isinstance(v, float) and v != v) else str(v).strip() for v in column.to_numpy(dtype=object)], dtype=object)
+    return np.asarray(
+        [
+            "" if v is None or (isinstance(v, float) and v != v) else str(v).strip()
+            for v in column.to_numpy(dtype=object)
+        ],
+        dtype=object,
+    )
 
 
 # --- what a column is --------------------------------------------------------------------------------
@@ -170,7 +191,9 @@ def categorical_column(name: str, cells: np.ndarray, where: str) -> Column:
     texts = cell_texts(cells)
     classes = tuple(sorted(set(texts[texts != ""])))
     if len(classes) < 2:
-        raise DataError(f"{where}: one class ({shown(classes)}) on every filled cell carries nothing; remove the column")
+        raise DataError(
+            f"{where}: one class ({shown(classes)}) on every filled cell carries nothing; remove the column"
+        )
     return Column(name, "categorical", classes)
 
 
@@ -210,8 +233,10 @@ def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray
         texts = cell_texts(cells)
         unseen = (texts != "") & ~np.isin(texts, list(column.classes))
         if unseen.any():
-            raise DataError(f"{where}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
-                            f"model's ({shown(column.classes)}); refused rather than mapped: correct them, or leave the cells empty")
+            raise DataError(
+                f"{where}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
+                f"model's ({shown(column.classes)}); refused rather than mapped: correct them, or leave the cells empty"
+            )
         return
     observed = ~np.isnan(values)
     if np.isinf(values).any():
@@ -225,9 +250,15 @@ def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray
         "beta_binomial": (x != np.round(x)) | (x < (column.low or 0)) | (x > (column.high or 0)),
     }[column.family] & observed
     if bad.any():
-        wanted = {"bernoulli": "0 or 1", "poisson": "non-negative whole numbers", "negative_binomial": "non-negative whole numbers",
-                  "beta_binomial": f"whole numbers in {column.low}..{column.high}"}[column.family]
-        raise DataError(f"{where}: {column.family} cells must be {wanted}; subjects {shown(ids[bad])} hold {shown(sorted(set(x[bad].tolist())))}")
+        wanted = {
+            "bernoulli": "0 or 1",
+            "poisson": "non-negative whole numbers",
+            "negative_binomial": "non-negative whole numbers",
+            "beta_binomial": f"whole numbers in {column.low}..{column.high}",
+        }[column.family]
+        raise DataError(
+            f"{where}: {column.family} cells must be {wanted}; subjects {shown(ids[bad])} hold {shown(sorted(set(x[bad].tolist())))}"
+        )
 
 
 def encode_column(column: Column, values: np.ndarray | None, cells: np.ndarray) -> np.ndarray:
@@ -248,8 +279,10 @@ def table_columns(name: str, table: Table, overrides: dict[str, str]) -> list[Co
     """The columns of modality `name` read from its table: inferred, or as `--likelihood name.column=` says."""
     unknown = sorted(set(overrides) - set(table.cells))
     if unknown:
-        raise DataError(f"{table.path}: --likelihood names columns {shown(unknown)} of modality {name!r}, which its table does not hold "
-                        f"(its columns: {shown(list(table.cells))})")
+        raise DataError(
+            f"{table.path}: --likelihood names columns {shown(unknown)} of modality {name!r}, which its table does not hold "
+            f"(its columns: {shown(list(table.cells))})"
+        )
     columns = []
     for column_name, cells in table.cells.items():
         where = f"column {column_name!r} of {table.path}"
@@ -257,12 +290,21 @@ def table_columns(name: str, table: Table, overrides: dict[str, str]) -> list[Co
         if column_name in overrides:
             column = column_from_override(column_name, overrides[column_name], values, cells, where)
         else:
-            if values is not None and np.isnan(values).all() or values is None and np.isin(cells, list(MISSING_TOKENS)).all():
+            if (
+                values is not None
+                and np.isnan(values).all()
+                or values is None
+                and np.isin(cells, list(MISSING_TOKENS)).all()
+            ):
                 raise DataError(f"{where}: every cell is empty; remove the column")
             column = infer_column(column_name, values, cells, where)
-            if column.family == "categorical" and len(column.classes) > max(FREE_TEXT_CLASSES, FREE_TEXT_SHARE * len(cells)):
-                raise DataError(f"{where}: {len(column.classes)} distinct texts in {len(cells)} rows look like free text or IDs, not "
-                                "categories; remove the column (or give --id-column if it is the subjects' ID)")
+            if column.family == "categorical" and len(column.classes) > max(
+                FREE_TEXT_CLASSES, FREE_TEXT_SHARE * len(cells)
+            ):
+                raise DataError(
+                    f"{where}: {len(column.classes)} distinct texts in {len(cells)} rows look like free text or IDs, not "
+                    "categories; remove the column (or give --id-column if it is the subjects' ID)"
+                )
         check_column(where, table.ids, column, values, cells)
         columns.append(column)
     return columns
@@ -273,7 +315,9 @@ def encode_table(table: Table, columns: tuple[Column, ...], where: str) -> np.nd
     empty cells; a model column the table lacks is empty for every subject, a table column the model lacks is an error."""
     extra = [c for c in table.cells if c not in {column.name for column in columns}]
     if extra:
-        raise DataError(f"{where}: columns {shown(extra)} are not among the model's ({shown([c.name for c in columns])})")
+        raise DataError(
+            f"{where}: columns {shown(extra)} are not among the model's ({shown([c.name for c in columns])})"
+        )
     parts = []
     for column in columns:
         cells = table.cells.get(column.name)
@@ -320,8 +364,10 @@ def join_tables(tables: dict[str, Table]) -> JoinedTables:
         if len(tables) > 1:
             others = set().union(*(set(t.ids) for n, t in tables.items() if n != name))
             if not others & set(table.ids):
-                raise DataError(f"{table.path}: no subject in common with the other tables ({', '.join(n for n in tables if n != name)}): "
-                                f"are the IDs written the same way? (its first: {shown(table.ids[:3])}; theirs: {shown(sorted(others)[:3])})")
+                raise DataError(
+                    f"{table.path}: no subject in common with the other tables ({', '.join(n for n in tables if n != name)}): "
+                    f"are the IDs written the same way? (its first: {shown(table.ids[:3])}; theirs: {shown(sorted(others)[:3])})"
+                )
     return JoinedTables(order.astype(str), tables, rows)
 
 
@@ -329,7 +375,9 @@ def read_tables(spec: str, id_column: str | None) -> dict[str, Table]:
     paths = table_paths(spec)
     for name in paths:
         if not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise DataError(f"{paths[name]}: the modality name {name!r} (the file's stem) must be letters, digits, '-' or '_'")
+            raise DataError(
+                f"{paths[name]}: the modality name {name!r} (the file's stem) must be letters, digits, '-' or '_'"
+            )
     return {name: read_table_file(path, id_column) for name, path in paths.items()}
 
 
@@ -340,23 +388,39 @@ def split_column_overrides(likelihoods: dict[str, str], names: list[str], spec: 
     for key, value in likelihoods.items():
         modality, dot, column = key.partition(".")
         if not dot:
-            raise DataError(f"--data {spec}: tables take a likelihood per column, --likelihood {modality}.COLUMN={value}, not per modality")
+            raise DataError(
+                f"--data {spec}: tables take a likelihood per column, --likelihood {modality}.COLUMN={value}, not per modality"
+            )
         if modality not in out:
-            raise DataError(f"--data {spec}: --likelihood {key}: no table named {modality!r} (tables: {', '.join(names)})")
+            raise DataError(
+                f"--data {spec}: --likelihood {key}: no table named {modality!r} (tables: {', '.join(names)})"
+            )
         out[modality][column] = value
     return out
 
 
-def overview(ids_by_split: dict[str, int], names: list[str], mask: np.ndarray, modalities: list[Modality], sources: dict[str, Path]) -> list[str]:
+def overview(
+    ids_by_split: dict[str, int],
+    names: list[str],
+    mask: np.ndarray,
+    modalities: list[Modality],
+    sources: dict[str, Path],
+) -> list[str]:
     """A screen about the data: subjects per modality, the missingness patterns, and every column's likelihood."""
     n = len(mask)
     lines = [f"{n} subjects in {len(names)} tables ({', '.join(f'{k} {v}' for k, v in ids_by_split.items())})"]
     for m, name in enumerate(names):
-        lines.append(f"  {name} ({sources[name].name}): {int(mask[:, m].sum())} subjects, {n - int(mask[:, m].sum())} absent")
+        lines.append(
+            f"  {name} ({sources[name].name}): {int(mask[:, m].sum())} subjects, {n - int(mask[:, m].sum())} absent"
+        )
     patterns, counts = np.unique(mask, axis=0, return_counts=True)
     lines.append("missingness patterns (x = present):  " + "  ".join(f"{name:>8}" for name in names) + "  subjects")
     for pattern, count in sorted(zip(patterns.tolist(), counts.tolist()), key=lambda pc: -pc[1])[:8]:
-        lines.append("                                     " + "  ".join(f"{'x' if p else '.':>8}" for p in pattern) + f"  {count:>8}")
+        lines.append(
+            "                                     "
+            + "  ".join(f"{'x' if p else '.':>8}" for p in pattern)
+            + f"  {count:>8}"
+        )
     if len(patterns) > 8:
         lines.append(f"  ... and {len(patterns) - 8} rarer patterns")
     for modality in modalities:
@@ -364,16 +428,27 @@ def overview(ids_by_split: dict[str, int], names: list[str], mask: np.ndarray, m
     return lines
 
 
-def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, str] | None = None, seed: int = 0,
-                   covariates: list[str] | None = None) -> MultimodalData:
+def tables_dataset(
+    spec,
+    id_column: str | None = None,
+    likelihoods: dict[str, str] | None = None,
+    seed: int = 0,
+    covariates: list[str] | None = None,
+) -> MultimodalData:
     """Tables as a training data set: joined on the ID, one table modality per file, a seeded 80/10/10 split of the
     subjects. `spec`: a folder or `name=FILE,...` (module docstring), or a dict {modality: pandas DataFrame indexed by
     subject ID} (the Python API)."""
-    tables = {name: frame_table(name, frame) for name, frame in spec.items()} if isinstance(spec, dict) else read_tables(spec, id_column)
+    tables = (
+        {name: frame_table(name, frame) for name, frame in spec.items()}
+        if isinstance(spec, dict)
+        else read_tables(spec, id_column)
+    )
     spec = f"tables {', '.join(spec)}" if isinstance(spec, dict) else spec
     joined = join_tables(tables)
     covariate_cells, sources = take_covariates(tables, joined, list(covariates or []))
-    tables = {name: table for name, table in tables.items() if table.cells}  # a table of covariates alone is no modality
+    tables = {
+        name: table for name, table in tables.items() if table.cells
+    }  # a table of covariates alone is no modality
     names = list(tables)
     overrides = split_column_overrides(dict(likelihoods or {}), names, spec)
     modalities, arrays, columns_mask = [], {}, []
@@ -410,28 +485,41 @@ def tables_dataset(spec, id_column: str | None = None, likelihoods: dict[str, st
     data = MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], source)
     data.covariates = encoding
     data.id_column = next(iter(tables.values())).id_name
-    data.notes = overview({k: len(v) for k, v in splits.items()}, names, mask, modalities, {k: t.path for k, t in tables.items()})
+    data.notes = overview(
+        {k: len(v) for k, v in splits.items()}, names, mask, modalities, {k: t.path for k, t in tables.items()}
+    )
     if encoding is not None:
-        data.notes.append("covariates (every encoder and decoder reads them): " + "; ".join(
-            f"{c.name} from {sources[c.name]} ({c.describe() if c.family == 'categorical' else f'numeric, mean {m:.4g}, sd {s:.4g}'})"
-            for c, m, s in zip(encoding.columns, encoding.mean, encoding.std)))
+        data.notes.append(
+            "covariates (every encoder and decoder reads them): "
+            + "; ".join(
+                f"{c.name} from {sources[c.name]} ({c.describe() if c.family == 'categorical' else f'numeric, mean {m:.4g}, sd {s:.4g}'})"
+                for c, m, s in zip(encoding.columns, encoding.mean, encoding.std)
+            )
+        )
     return data
 
 
-def take_covariates(tables: dict[str, Table], joined: JoinedTables, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def take_covariates(
+    tables: dict[str, Table], joined: JoinedTables, names: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The covariate columns `names`, each taken out of the table that holds it (the `covariates` table first) and laid
     out per joined subject ('' where the subject is absent from that table): (cells by name, file by name)."""
     cells, sources = {}, {}
     missing = [name for name in names if not any(name in table.cells for table in tables.values())]
     if missing:
-        raise DataError(f"--covariates: no table holds a column {', '.join(map(repr, missing))} (tables: " + "; ".join(
-            f"{t}: {shown(list(table.cells))}" for t, table in tables.items()) + ")")
+        raise DataError(
+            f"--covariates: no table holds a column {', '.join(map(repr, missing))} (tables: "
+            + "; ".join(f"{t}: {shown(list(table.cells))}" for t, table in tables.items())
+            + ")"
+        )
     for name in names:
         holders = [t for t, table in tables.items() if name in table.cells]
         if COVARIATE_TABLE in holders:
             holders = [COVARIATE_TABLE]
         if len(holders) > 1:
-            raise DataError(f"--covariates: column {name!r} is in several tables ({', '.join(holders)}); keep it in one, or in a table named {COVARIATE_TABLE}")
+            raise DataError(
+                f"--covariates: column {name!r} is in several tables ({', '.join(holders)}); keep it in one, or in a table named {COVARIATE_TABLE}"
+            )
         table = tables[holders[0]]
         values = table.cells.pop(name)
         rows = joined.rows[holders[0]]
@@ -452,7 +540,9 @@ class TableRows(NamedTuple):
     covariate_cells: dict[str, np.ndarray]
 
 
-def user_tables(spec, modalities: list[Modality], id_column: str | None, source: str, covariates: CovariateEncoding | None = None) -> TableRows:
+def user_tables(
+    spec, modalities: list[Modality], id_column: str | None, source: str, covariates: CovariateEncoding | None = None
+) -> TableRows:
     """Tables given to a trained model: a spec as for training, or a dict of pandas DataFrames indexed by ID."""
     if isinstance(spec, dict):
         tables = {name: frame_table(name, frame) for name, frame in spec.items()}
@@ -471,7 +561,9 @@ def user_tables(spec, modalities: list[Modality], id_column: str | None, source:
     for name, table in tables.items():
         modality = known[name]
         if not modality.is_table:
-            raise DataError(f"{table.path}: modality {name!r} of this model is not a table (it was trained from {modality.likelihood} arrays)")
+            raise DataError(
+                f"{table.path}: modality {name!r} of this model is not a table (it was trained from {modality.likelihood} arrays)"
+            )
         arrays[name] = joined.gather(name, encode_table(table, modality.columns, str(table.path)))
     if covariates is not None:
         arrays[COVARIATES] = covariates.encode(cells, joined.ids, str(source))
@@ -489,7 +581,11 @@ def frame_table(name: str, frame) -> Table:
 
 def holds_frames(value) -> bool:
     """Whether a user's rows are a dict of pandas DataFrames (subject-keyed tables)."""
-    return isinstance(value, dict) and bool(value) and all(hasattr(v, "columns") and hasattr(v, "index") for v in value.values())
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(hasattr(v, "columns") and hasattr(v, "index") for v in value.values())
+    )
 
 
 def table_rows(where: str, values: np.ndarray, modality: Modality) -> tuple[np.ndarray, np.ndarray]:
@@ -498,8 +594,10 @@ def table_rows(where: str, values: np.ndarray, modality: Modality) -> tuple[np.n
     against its column (`encode_table` gives such rows from files)."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != modality.shape[0]:
-        raise DataError(f"{where}: rows of shape {values.shape[1:]}, the model's table takes {modality.shape} (its columns: "
-                        f"{shown([c.name for c in modality.columns])})")
+        raise DataError(
+            f"{where}: rows of shape {values.shape[1:]}, the model's table takes {modality.shape} (its columns: "
+            f"{shown([c.name for c in modality.columns])})"
+        )
     if np.isinf(values).any():
         raise DataError(f"{where}: rows {shown(np.flatnonzero(np.isinf(values).any(axis=1)))} hold infinite values")
     missing = np.isnan(values).all(axis=1)
@@ -511,7 +609,9 @@ def table_rows(where: str, values: np.ndarray, modality: Modality) -> tuple[np.n
             filled = ~np.isnan(block).any(axis=1)
             bad = filled & ~((np.isin(block, (0, 1))).all(axis=1) & (block.sum(axis=1) == 1))
             if bad.any():
-                raise DataError(f"{where}: column {column.name!r} must be one-hot over its classes; rows {shown(ids[bad])} are not")
+                raise DataError(
+                    f"{where}: column {column.name!r} must be one-hot over its classes; rows {shown(ids[bad])} are not"
+                )
         else:
             check_column(f"{where}, column {column.name!r}", ids, column, block[:, 0], np.asarray([], dtype=object))
         start += column.width
@@ -531,7 +631,9 @@ def decoded_frame(modality: Modality, values: np.ndarray, ids, id_name: str):
         block = np.asarray(values[:, start : start + column.width], dtype=np.float64)
         if column.family == "categorical":
             known = ~np.isnan(block).any(axis=1)
-            columns[column.name] = np.where(known, np.asarray(column.classes, dtype=object)[np.nan_to_num(block).argmax(axis=1)], "")
+            columns[column.name] = np.where(
+                known, np.asarray(column.classes, dtype=object)[np.nan_to_num(block).argmax(axis=1)], ""
+            )
             for j, label in enumerate(column.classes):
                 probabilities[f"{column.name}={label}"] = block[:, j]
         else:

@@ -19,7 +19,12 @@ def present(values: np.ndarray) -> np.ndarray:
     """Rows whose value is given (not NaN, None or blank text)."""
     if values.dtype.kind == "f":
         return np.isfinite(values)
-    return np.array([not (v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and v.strip() == "")) for v in values])
+    return np.array(
+        [
+            not (v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and v.strip() == ""))
+            for v in values
+        ]
+    )
 
 
 def as_numbers(values: np.ndarray) -> np.ndarray | None:
@@ -56,7 +61,12 @@ def _one(values: np.ndarray, codes: np.ndarray) -> dict:
         else:
             h, pj = kruskal(*(column[g] for g in groups))
             statistic[j], p[j] = h / (len(column) - 1), pj
-    return {"test": "auc" if len(levels) == 2 else "kruskal", "levels": [str(v) for v in levels], "statistic": statistic, "p": p}
+    return {
+        "test": "auc" if len(levels) == 2 else "kruskal",
+        "levels": [str(v) for v in levels],
+        "statistic": statistic,
+        "p": p,
+    }
 
 
 def associations(codes: np.ndarray, variables: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -72,4 +82,7 @@ def associations(codes: np.ndarray, variables: dict[str, np.ndarray]) -> dict[st
         a["q"] = np.full(len(a["p"]), np.nan)
     for (name, j), q in zip(tested, q_values):
         found[name]["q"][j] = q
-    return {name: {key: (value.tolist() if isinstance(value, np.ndarray) else value) for key, value in a.items()} for name, a in found.items()}
+    return {
+        name: {key: (value.tolist() if isinstance(value, np.ndarray) else value) for key, value in a.items()}
+        for name, a in found.items()
+    }

@@ -51,7 +51,10 @@ def _ridge(alpha: float):
 
 def _mlp(setting: tuple[int, float], seed: int):
     width, penalty = setting
-    return make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(width,), alpha=penalty, early_stopping=True, max_iter=300, random_state=seed))
+    return make_pipeline(
+        StandardScaler(),
+        MLPRegressor(hidden_layer_sizes=(width,), alpha=penalty, early_stopping=True, max_iter=300, random_state=seed),
+    )
 
 
 class _PerFeatureLogistic:
@@ -64,12 +67,17 @@ class _PerFeatureLogistic:
         self.models = []
         for j in range(y.shape[1]):
             classes = np.unique(y[:, j])
-            self.models.append(float(classes[0]) if len(classes) < 2 else
-                               make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=1000)).fit(x, y[:, j]))
+            self.models.append(
+                float(classes[0])
+                if len(classes) < 2
+                else make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=1000)).fit(x, y[:, j])
+            )
         return self
 
     def predict(self, x):
-        return np.column_stack([np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1] for m in self.models])
+        return np.column_stack(
+            [np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1] for m in self.models]
+        )
 
 
 class _Multinomial:
@@ -93,7 +101,9 @@ def _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_
     """The setting whose model, fitted on the tuning rows of the training set, predicts the validation rows best; and
     that setting's model fitted on every training row."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # early stopping ends most MLP fits; the rest stop at max_iter
+        warnings.simplefilter(
+            "ignore", ConvergenceWarning
+        )  # early stopping ends most MLP fits; the rest stop at max_iter
         fitted = {setting: build(setting).fit(x_train[tuning_rows], y_train[tuning_rows]) for setting in settings}
         errors = {setting: _squared_error(predict(model, x_valid), y_valid) for setting, model in fitted.items()}
         best = min(errors, key=errors.get)
@@ -102,8 +112,15 @@ def _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_
         return best, build(best).fit(x_train, y_train)
 
 
-def tuned_predictions(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, x_test: np.ndarray,
-                      kind: str, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def tuned_predictions(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    x_test: np.ndarray,
+    kind: str,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Each baseline's predictions of the test rows' y, its setting chosen on the validation rows: (predictions by name,
     chosen setting by name). Settings are compared on at most TUNING_ROWS training rows; the chosen one is refitted on
     all of them. Per-feature logistic regression is left out above MAX_LOGISTIC_FEATURES binary features (images)."""
@@ -125,7 +142,9 @@ def tuned_predictions(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndar
         predict = regress if name != "logistic" else (lambda model, x: model.predict(x))
         chosen[name], model = _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_rows)
         predictions[name] = predict(model, x_test)
-    chosen = {name: (float(value) if np.isscalar(value) else [float(v) for v in value]) for name, value in chosen.items()}
+    chosen = {
+        name: (float(value) if np.isscalar(value) else [float(v) for v in value]) for name, value in chosen.items()
+    }
     return predictions, chosen
 
 
@@ -140,22 +159,39 @@ def _classifier(name: str, setting, seed: int, rows: int):
     if name == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(C=setting, max_iter=1000))
     width, penalty = setting
-    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(width,), alpha=penalty, max_iter=200, random_state=seed,
-                                                         early_stopping=rows >= EARLY_STOPPING_ROWS))
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(
+            hidden_layer_sizes=(width,),
+            alpha=penalty,
+            max_iter=200,
+            random_state=seed,
+            early_stopping=rows >= EARLY_STOPPING_ROWS,
+        ),
+    )
 
 
 def _class_probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(x), n_classes))
     out[:, model.classes_] = model.predict_proba(x)
-    return out / out.sum(axis=1, keepdims=True)  # float64 rows that sum to one (float32 inputs give float32 probabilities)
+    return out / out.sum(
+        axis=1, keepdims=True
+    )  # float64 rows that sum to one (float32 inputs give float32 probabilities)
 
 
 #: The classifiers `tuned_classifiers` fits, with the settings each is chosen from.
 CLASSIFIERS = {"logistic": LOGISTIC_C, "mlp": MLP_CLASSIFIER_SETTINGS}
 
 
-def tuned_classifiers(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray, x_test: np.ndarray,
-                      n_classes: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def tuned_classifiers(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    x_test: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Each classifier's class probabilities for the test rows, its setting chosen by log loss on the validation rows
     (labels as integers 0..n_classes-1): (probabilities by name, chosen setting by name). With fewer than two classes
     among the training labels there is nothing to fit: the training frequencies are the prediction."""
@@ -166,9 +202,13 @@ def tuned_classifiers(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, settings in CLASSIFIERS.items():
-            fitted = {setting: _classifier(name, setting, seed, len(x_train)).fit(x_train, y_train) for setting in settings}
-            losses = {setting: log_loss(y_valid, _class_probabilities(model, x_valid, n_classes), labels=range(n_classes))
-                      for setting, model in fitted.items()}
+            fitted = {
+                setting: _classifier(name, setting, seed, len(x_train)).fit(x_train, y_train) for setting in settings
+            }
+            losses = {
+                setting: log_loss(y_valid, _class_probabilities(model, x_valid, n_classes), labels=range(n_classes))
+                for setting, model in fitted.items()
+            }
             best = min(losses, key=losses.get)
             predictions[name] = _class_probabilities(fitted[best], x_test, n_classes)
             chosen[name] = float(best) if np.isscalar(best) else [float(v) for v in best]

@@ -29,28 +29,95 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("elbo", 1, "test ELBO, the aggregator's own bound", summary=True, per_aggregator=True, computed_by="encode"),
-    Metric("val_elbo", 1, "validation ELBO of the saved model", per_aggregator=True, computed_by="the training plan (metrics.csv)"),
-    Metric("log_likelihood", 1, "importance-sampled test log p(x)", summary=True, computed_by="importance_log_likelihood"),
-    Metric("knn_error", -1, "kNN classification error of the representation (k = 3, 5, 10)", summary=True, computed_by="knn_errors",
-           needs="labels"),
-    Metric("knn_error_decoder_input", -1, "kNN error of what the decoder reads", computed_by="knn_errors", needs="labels and a stick family"),
-    Metric("active_dims", 0, "dimensions whose posterior mean varies across test rows", summary=True, computed_by="encode"),
+    Metric(
+        "val_elbo",
+        1,
+        "validation ELBO of the saved model",
+        per_aggregator=True,
+        computed_by="the training plan (metrics.csv)",
+    ),
+    Metric(
+        "log_likelihood", 1, "importance-sampled test log p(x)", summary=True, computed_by="importance_log_likelihood"
+    ),
+    Metric(
+        "knn_error",
+        -1,
+        "kNN classification error of the representation (k = 3, 5, 10)",
+        summary=True,
+        computed_by="knn_errors",
+        needs="labels",
+    ),
+    Metric(
+        "knn_error_decoder_input",
+        -1,
+        "kNN error of what the decoder reads",
+        computed_by="knn_errors",
+        needs="labels and a stick family",
+    ),
+    Metric(
+        "active_dims", 0, "dimensions whose posterior mean varies across test rows", summary=True, computed_by="encode"
+    ),
     Metric("kl_active", 0, "dimensions with KL above the threshold", summary=True, computed_by="encode"),
-    Metric("sticks_99", 0, "sticks holding 99 % of E[pi]", summary=True, computed_by="sticks_to_cover", needs="a stick family"),
-    Metric("linear_probe_accuracy", 1, "logistic-regression probe accuracy per number of observed modalities", summary=True,
-           computed_by="probe_accuracy", needs="labels and several modalities"),
-    Metric("linear_probe_accuracy_decoder_input", 1, "probe accuracy on what the decoder reads", computed_by="probe_accuracy",
-           needs="labels, several modalities and a stick family"),
-    Metric("coherence", 1, "cross-modal and joint coherence (conditional, joint)", summary=True, computed_by="coherence",
-           needs="labels, several modalities and the coherence classifiers"),
-    Metric("shared_factor_r2", 1, "R² of the true shared factors from the representation (synthetic data)", computed_by="r2_of_factors",
-           needs="generated data whose factors are known"),
-    Metric("shared_factor_r2_decoder_input", 1, "the same from what the decoder reads", computed_by="r2_of_factors",
-           needs="known factors and a stick family"),
-    Metric("prediction_error", -1, "error of the imputed class of each categorical modality", computed_by="prediction_errors",
-           needs="a categorical modality"),
-    Metric("imputation_mse", 0, "squared error of imputing each modality from the others, beside tuned baselines (only the model's own "
-           "entries are ranked)", computed_by="imputation_errors", needs="several modalities"),
+    Metric(
+        "sticks_99",
+        0,
+        "sticks holding 99 % of E[pi]",
+        summary=True,
+        computed_by="sticks_to_cover",
+        needs="a stick family",
+    ),
+    Metric(
+        "linear_probe_accuracy",
+        1,
+        "logistic-regression probe accuracy per number of observed modalities",
+        summary=True,
+        computed_by="probe_accuracy",
+        needs="labels and several modalities",
+    ),
+    Metric(
+        "linear_probe_accuracy_decoder_input",
+        1,
+        "probe accuracy on what the decoder reads",
+        computed_by="probe_accuracy",
+        needs="labels, several modalities and a stick family",
+    ),
+    Metric(
+        "coherence",
+        1,
+        "cross-modal and joint coherence (conditional, joint)",
+        summary=True,
+        computed_by="coherence",
+        needs="labels, several modalities and the coherence classifiers",
+    ),
+    Metric(
+        "shared_factor_r2",
+        1,
+        "R² of the true shared factors from the representation (synthetic data)",
+        computed_by="r2_of_factors",
+        needs="generated data whose factors are known",
+    ),
+    Metric(
+        "shared_factor_r2_decoder_input",
+        1,
+        "the same from what the decoder reads",
+        computed_by="r2_of_factors",
+        needs="known factors and a stick family",
+    ),
+    Metric(
+        "prediction_error",
+        -1,
+        "error of the imputed class of each categorical modality",
+        computed_by="prediction_errors",
+        needs="a categorical modality",
+    ),
+    Metric(
+        "imputation_mse",
+        0,
+        "squared error of imputing each modality from the others, beside tuned baselines (only the model's own "
+        "entries are ranked)",
+        computed_by="imputation_errors",
+        needs="several modalities",
+    ),
 )
 #: eval.json's imputation_mse entries that are the model's own errors (beside them: baselines and row counts, not ranked).
 MODEL_IMPUTATION = ("model", "model_all_rows")

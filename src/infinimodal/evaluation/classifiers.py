@@ -35,11 +35,17 @@ class ModalityClassifier:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         self.net.eval()
-        return torch.cat([self.net(x[i : i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)]) if len(x) else torch.zeros(0, dtype=torch.long)
+        return (
+            torch.cat([self.net(x[i : i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+            if len(x)
+            else torch.zeros(0, dtype=torch.long)
+        )
 
 
 def _network(modality: Modality, n_classes: int) -> nn.Module:
-    return nn.Sequential(default_encoder(modality.shape, CLASSIFIER_HIDDEN), nn.Linear(CLASSIFIER_HIDDEN[-1], n_classes))
+    return nn.Sequential(
+        default_encoder(modality.shape, CLASSIFIER_HIDDEN), nn.Linear(CLASSIFIER_HIDDEN[-1], n_classes)
+    )
 
 
 def _observed(split: Split, m: int, name: str, binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +78,9 @@ def train_classifier(
         net.train()
         order = torch.randperm(len(x), generator=generator)
         steps = range(0, len(x), batch_size)
-        for start in tqdm(steps, desc=f"classifier {modality.name}, epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
+        for start in tqdm(
+            steps, desc=f"classifier {modality.name}, epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+        ):
             idx = order[start : start + batch_size]
             optimiser.zero_grad()
             nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
@@ -112,7 +120,9 @@ def load_classifiers(data: MultimodalData, progress: bool = True) -> list[Modali
             classifiers.append(ModalityClassifier(modality.name, net, json.loads(meta.read_text())["test_accuracy"]))
             continue
         if progress:
-            print(f"infinimodal: training the {modality.name} classifier for coherence (cached in {folder})", flush=True)
+            print(
+                f"infinimodal: training the {modality.name} classifier for coherence (cached in {folder})", flush=True
+            )
         classifier = train_classifier(data, m, progress=progress)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(classifier.net.state_dict(), weights)

@@ -25,8 +25,13 @@ from .report import FIGURES, LONG_METRICS, REPORT, write_report
 log = logging.getLogger("infinimodal")
 
 #: Each run's figures shown side by side on the compare page (file stem, title).
-SIDE_BY_SIDE = (("maps", "latent maps"), ("stick_usage", "stick usage"), ("per_dimension", "samples per latent dimension (first modality)"),
-                ("reconstruction", "reconstructions"), ("prior_samples", "samples from the prior"))
+SIDE_BY_SIDE = (
+    ("maps", "latent maps"),
+    ("stick_usage", "stick usage"),
+    ("per_dimension", "samples per latent dimension (first modality)"),
+    ("reconstruction", "reconstructions"),
+    ("prior_samples", "samples from the prior"),
+)
 
 
 def _direction(key: str) -> int:
@@ -45,33 +50,50 @@ def _ranked_rows(flat: list[dict], records: list[dict]) -> tuple[list[list[str]]
         rows.append([key, *(format_value(v) for v in values)])
         bound = metric_of(key) is not None and metric_of(key).per_aggregator
         sign = 0 if bound and several_aggregators else _direction(key)
-        numbers = [v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values]
+        numbers = [
+            v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values
+        ]
         if sign and sum(v is not None for v in numbers) > 1:
             best = max(sign * v for v in numbers if v is not None)
             bold |= {(r, c + 1) for c, v in enumerate(numbers) if v is not None and sign * v == best}
     return rows, bold
 
 
-def _validation_section(labels: list[str], runs_curves: dict[str, tuple[np.ndarray, dict]], records: list[dict]) -> Section:
+def _validation_section(
+    labels: list[str], runs_curves: dict[str, tuple[np.ndarray, dict]], records: list[dict]
+) -> Section:
     """Each run's validation values at the epoch of its saved model: what to choose among runs on."""
-    section = Section("validation", "Validation: what to choose on", intro=(
-        "Each run's validation values (metrics.csv) at the epoch of its saved model, model.ckpt: the first epoch of its best "
-        "validation ELBO. val_<modality>_error is the error of imputing a categorical modality (a label) from the others "
-        "on the validation rows where it is observed. Settings are chosen on these; the best is in bold."))
+    section = Section(
+        "validation",
+        "Validation: what to choose on",
+        intro=(
+            "Each run's validation values (metrics.csv) at the epoch of its saved model, model.ckpt: the first epoch of its best "
+            "validation ELBO. val_<modality>_error is the error of imputing a categorical modality (a label) from the others "
+            "on the validation rows where it is observed. Settings are chosen on these; the best is in bold."
+        ),
+    )
     values = []
     for label in labels:
         epochs, curves = runs_curves.get(label, (None, {}))
         index = saved_model_index(curves)
-        values.append({} if index is None else {"epoch of the saved model": int(epochs[index]), **saved_model_values(curves)})
+        values.append(
+            {} if index is None else {"epoch of the saved model": int(epochs[index]), **saved_model_values(curves)}
+        )
     for label, run_values in zip(labels, values):
         if not run_values:
             section.html.append(note(f"{label} has no validated epoch in a metrics.csv."))
     if not any(values):
         return section
     if len({rec.get("aggregator") for rec in records}) > 1:
-        section.html.append(note("The runs use different aggregators, each with its own ELBO bound: no validation ELBO is set in bold."))
+        section.html.append(
+            note("The runs use different aggregators, each with its own ELBO bound: no validation ELBO is set in bold.")
+        )
     if len({rec.get("data") for rec in records}) > 1:
-        section.html.append(note("The runs were trained on different data: their validation rows differ, and so do these values' meaning."))
+        section.html.append(
+            note(
+                "The runs were trained on different data: their validation rows differ, and so do these values' meaning."
+            )
+        )
     rows, bold = _ranked_rows(values, records)
     section.html.append(table(rows, ["value", *labels], bold))
     return section
@@ -104,12 +126,17 @@ def _stability_section(runs: list[Path], labels: list[str], load_run: Callable, 
     from .explain import held_out_codes
     from .stability import stability
 
-    section = Section("stability", "Would the dimensions come back: the first run's used dimensions in the others", intro=(
-        f"On up to {STABILITY_ROWS} test rows (the first run's data), each used dimension of {labels[0]} is matched to one dimension "
-        "of every other run by the correlation of their posterior means (Hungarian matching of |r|; `infinimodal stability` writes the "
-        "whole table). Found again: |r| >= 0.7 in every other run. Keeps its index: matched to the same index in every run. Pattern: the "
-        "worst cosine of the variance each explains per modality. The subspace's worst canonical correlation says whether the space "
-        "of the used dimensions comes back even where its axes are rotated."))
+    section = Section(
+        "stability",
+        "Would the dimensions come back: the first run's used dimensions in the others",
+        intro=(
+            f"On up to {STABILITY_ROWS} test rows (the first run's data), each used dimension of {labels[0]} is matched to one dimension "
+            "of every other run by the correlation of their posterior means (Hungarian matching of |r|; `infinimodal stability` writes the "
+            "whole table). Found again: |r| >= 0.7 in every other run. Keeps its index: matched to the same index in every run. Pattern: the "
+            "worst cosine of the variance each explains per modality. The subspace's worst canonical correlation says whether the space "
+            "of the used dimensions comes back even where its axes are rotated."
+        ),
+    )
     codes, explanations = [], []
     rows = None
     for run in runs:
@@ -123,17 +150,42 @@ def _stability_section(runs: list[Path], labels: list[str], load_run: Callable, 
         return section
     result = stability(codes, explanations)
     s = result["summary"]
-    section.html.append(table([[str(d["index"]), ", ".join(str(m) for m in d["matches"]), ", ".join(f"{r:.2f}" for r in d["abs_r"]),
-                                "yes" if d["reproduced"] else "no", "yes" if d["keeps_index"] else "no", format_value(d["pattern_agreement"])]
-                               for d in result["dimensions"]],
-                              [f"dimension of {labels[0]}", f"its match in {', '.join(labels[1:])}", "|r|", "found again", "keeps its index", "pattern"]))
-    section.html.append(note(f"Used dimensions per run: {', '.join(f'{label} {n}' for label, n in zip(labels, s['used_per_run']))}; "
-                             f"median worst |r| {format_value(s['median_worst_abs_r'])}; share keeping their index {format_value(s['share_keep_index'])}; "
-                             f"order Spearman {format_value(s['order_spearman'])}; worst canonical r {format_value(s['worst_canonical_r'])}."))
+    section.html.append(
+        table(
+            [
+                [
+                    str(d["index"]),
+                    ", ".join(str(m) for m in d["matches"]),
+                    ", ".join(f"{r:.2f}" for r in d["abs_r"]),
+                    "yes" if d["reproduced"] else "no",
+                    "yes" if d["keeps_index"] else "no",
+                    format_value(d["pattern_agreement"]),
+                ]
+                for d in result["dimensions"]
+            ],
+            [
+                f"dimension of {labels[0]}",
+                f"its match in {', '.join(labels[1:])}",
+                "|r|",
+                "found again",
+                "keeps its index",
+                "pattern",
+            ],
+        )
+    )
+    section.html.append(
+        note(
+            f"Used dimensions per run: {', '.join(f'{label} {n}' for label, n in zip(labels, s['used_per_run']))}; "
+            f"median worst |r| {format_value(s['median_worst_abs_r'])}; share keeping their index {format_value(s['share_keep_index'])}; "
+            f"order Spearman {format_value(s['order_spearman'])}; worst canonical r {format_value(s['worst_canonical_r'])}."
+        )
+    )
     return section
 
 
-def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Callable, progress: bool = True, **report_settings) -> Path:
+def compare_runs(
+    run_dirs: Sequence[str | Path], out: str | Path, load_run: Callable, progress: bool = True, **report_settings
+) -> Path:
     """Write the compare page `out` (HTML) and its figures into `<out stem>_figures/` next to it.
 
     Runs without a report get one first (`write_report` with `load_run` and `report_settings`)."""
@@ -160,35 +212,77 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Call
     sections = []
 
     overview = Section("runs", "Runs")
-    overview.html.append(table(
-        [[label, str(run), f"{rec.get('latent')} / {rec.get('aggregator')}", str(rec.get("data")), str(rec.get("epochs")), format_value(rec.get("train_seconds"))]
-         for label, run, rec in zip(labels, runs, records)],
-        ["run", "directory", "latent / fusion", "data", "epochs", "training seconds"],
-    ))
+    overview.html.append(
+        table(
+            [
+                [
+                    label,
+                    str(run),
+                    f"{rec.get('latent')} / {rec.get('aggregator')}",
+                    str(rec.get("data")),
+                    str(rec.get("epochs")),
+                    format_value(rec.get("train_seconds")),
+                ]
+                for label, run, rec in zip(labels, runs, records)
+            ],
+            ["run", "directory", "latent / fusion", "data", "epochs", "training seconds"],
+        )
+    )
     keys = sorted({k for rec in records for k in rec if k != "modalities"})
     differing = [k for k in keys if len({json.dumps(rec.get(k), sort_keys=True) for rec in records}) > 1]
     overview.html.append("<h3>Settings that differ</h3>")
-    overview.html.append(table([[k, *(format_value(rec.get(k)) if not isinstance(rec.get(k), dict) else json.dumps(rec.get(k)) for rec in records)] for k in differing],
-                                ["setting", *labels]) if differing else note("The runs have the same settings."))
+    overview.html.append(
+        table(
+            [
+                [
+                    k,
+                    *(
+                        format_value(rec.get(k)) if not isinstance(rec.get(k), dict) else json.dumps(rec.get(k))
+                        for rec in records
+                    ),
+                ]
+                for k in differing
+            ],
+            ["setting", *labels],
+        )
+        if differing
+        else note("The runs have the same settings.")
+    )
     if len({rec.get("data") for rec in records}) > 1:
         overview.html.append(note("The runs were trained on different data: their metrics are not comparable."))
     sections.append(overview)
 
-    runs_curves = {label: read_curves(run / "metrics.csv") for label, run in zip(labels, runs) if (run / "metrics.csv").is_file()}
+    runs_curves = {
+        label: read_curves(run / "metrics.csv") for label, run in zip(labels, runs) if (run / "metrics.csv").is_file()
+    }
     sections.append(_validation_section(labels, runs_curves, records))
 
-    metrics = Section("metrics", "Test metrics", intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold. "
-                      "These report how the runs do; choose among runs on the validation values above, never on these.")
-    flat = [flatten({k: v for k, v in e.items() if k not in LONG_METRICS}) if e is not None else {} for e in evaluations]
+    metrics = Section(
+        "metrics",
+        "Test metrics",
+        intro="Each run's eval.json; the best value of each metric where larger or smaller is better is in bold. "
+        "These report how the runs do; choose among runs on the validation values above, never on these.",
+    )
+    flat = [
+        flatten({k: v for k, v in e.items() if k not in LONG_METRICS}) if e is not None else {} for e in evaluations
+    ]
     rows, bold = _ranked_rows(flat, records)
     if len({rec.get("aggregator") for rec in records}) > 1:
-        metrics.html.append(note("The runs use different aggregators, and each aggregator's ELBO is its own bound (PoE: the joint posterior's; "
-                                  "MoE: the mixture's; MoPoE: with a mixture of subset KLs), so no ELBO is set in bold: compare log_likelihood."))
+        metrics.html.append(
+            note(
+                "The runs use different aggregators, and each aggregator's ELBO is its own bound (PoE: the joint posterior's; "
+                "MoE: the mixture's; MoPoE: with a mixture of subset KLs), so no ELBO is set in bold: compare log_likelihood."
+            )
+        )
     scored = [e for e in evaluations if e is not None]
     for key, what in (("n_test", "numbers of test rows"), ("iw_samples", "numbers of importance samples")):
         if len({e.get(key) for e in scored}) > 1:
-            metrics.html.append(note(f"The runs were evaluated with different {what} ({key}): their metrics are not directly comparable; "
-                                      "evaluate them alike (infinimodal evaluate DIR --iw-samples S --max-test N)."))
+            metrics.html.append(
+                note(
+                    f"The runs were evaluated with different {what} ({key}): their metrics are not directly comparable; "
+                    "evaluate them alike (infinimodal evaluate DIR --iw-samples S --max-test N)."
+                )
+            )
     for label, e in zip(labels, evaluations):
         if e is None:
             metrics.html.append(note(f"{label} has no eval.json: run `infinimodal evaluate` on it."))
@@ -197,29 +291,67 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Call
 
     curves = Section("curves", "Training curves and latent usage")
     if runs_curves:
-        curves.figures.append(Figure(plots.overlay_curves_figure(runs_curves, figures_dir / "curves.png"), "validation ELBO and KL per epoch"))
-    class_errors = {(label, name): (epochs, values) for label, (epochs, run_curves) in runs_curves.items()
-                    for name, values in class_error_curves(run_curves).items()}
+        curves.figures.append(
+            Figure(
+                plots.overlay_curves_figure(runs_curves, figures_dir / "curves.png"), "validation ELBO and KL per epoch"
+            )
+        )
+    class_errors = {
+        (label, name): (epochs, values)
+        for label, (epochs, run_curves) in runs_curves.items()
+        for name, values in class_error_curves(run_curves).items()
+    }
     if class_errors:
         names = {name for _, name in class_errors}
-        series = {label if len(names) == 1 else f"{label}: {name}": values for (label, name), values in class_errors.items()}
-        curves.figures.append(Figure(plots.class_error_figure(series, figures_dir / "class_errors.png"),
-                                     f"validation error of imputing {', '.join(sorted(names))} from the other modalities, per epoch"))
-    spectra = {label: np.asarray(e["kl_per_dim"]) for label, e in zip(labels, evaluations) if e is not None and "kl_per_dim" in e}
+        series = {
+            label if len(names) == 1 else f"{label}: {name}": values for (label, name), values in class_errors.items()
+        }
+        curves.figures.append(
+            Figure(
+                plots.class_error_figure(series, figures_dir / "class_errors.png"),
+                f"validation error of imputing {', '.join(sorted(names))} from the other modalities, per epoch",
+            )
+        )
+    spectra = {
+        label: np.asarray(e["kl_per_dim"])
+        for label, e in zip(labels, evaluations)
+        if e is not None and "kl_per_dim" in e
+    }
     if spectra:
-        curves.figures.append(Figure(plots.sorted_kl_figure(spectra, figures_dir / "kl_spectrum.png", KL_ACTIVE_THRESHOLD),
-                                     "mean KL per dimension or stick, sorted: how many dimensions each model uses"))
-    histograms = {label: np.repeat(np.arange(1, len(e["sticks_99_histogram"]) + 1), e["sticks_99_histogram"])
-                  for label, e in zip(labels, evaluations) if e is not None and e.get("sticks_99_histogram")}
+        curves.figures.append(
+            Figure(
+                plots.sorted_kl_figure(spectra, figures_dir / "kl_spectrum.png", KL_ACTIVE_THRESHOLD),
+                "mean KL per dimension or stick, sorted: how many dimensions each model uses",
+            )
+        )
+    histograms = {
+        label: np.repeat(np.arange(1, len(e["sticks_99_histogram"]) + 1), e["sticks_99_histogram"])
+        for label, e in zip(labels, evaluations)
+        if e is not None and e.get("sticks_99_histogram")
+    }
     if histograms:
-        truncation = max(len(e["sticks_99_histogram"]) for e in evaluations if e is not None and e.get("sticks_99_histogram"))
-        curves.figures.append(Figure(plots.sticks_99_figure(histograms, truncation, figures_dir / "sticks_99.png"), "sticks_99 over the test rows (stick families)"))
+        truncation = max(
+            len(e["sticks_99_histogram"]) for e in evaluations if e is not None and e.get("sticks_99_histogram")
+        )
+        curves.figures.append(
+            Figure(
+                plots.sticks_99_figure(histograms, truncation, figures_dir / "sticks_99.png"),
+                "sticks_99 over the test rows (stick families)",
+            )
+        )
     sections.append(curves)
 
-    if len({rec.get("data") for rec in records}) == 1 and len({json.dumps(rec.get("modalities"), sort_keys=True) for rec in records}) == 1:
+    if (
+        len({rec.get("data") for rec in records}) == 1
+        and len({json.dumps(rec.get("modalities"), sort_keys=True) for rec in records}) == 1
+    ):
         sections.append(_stability_section(runs, labels, load_run, progress))
 
-    side = Section("side-by-side", "Figures side by side", intro="Each run's own report figures, in columns (the full reports are in each run directory).")
+    side = Section(
+        "side-by-side",
+        "Figures side by side",
+        intro="Each run's own report figures, in columns (the full reports are in each run directory).",
+    )
     columns = f"repeat({len(runs)}, minmax(0, 1fr))"
     for stem, title in SIDE_BY_SIDE:
         side.html.append(f"<h3>{html.escape(title)}</h3>")
@@ -232,8 +364,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, load_run: Call
         side.html.append(f'<div class="side" style="grid-template-columns: {columns}">' + "".join(cells) + "</div>")
     sections.append(side)
 
-    page = render_page(f"infinimodal: {' vs '.join(labels)}", sections, base=out.parent,
-                       footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s")
+    page = render_page(
+        f"infinimodal: {' vs '.join(labels)}",
+        sections,
+        base=out.parent,
+        footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s",
+    )
     out.write_text(page)
     log.info("compare page written: %s", out)
     return out

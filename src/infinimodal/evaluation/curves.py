@@ -63,4 +63,8 @@ def saved_model_values(curves: dict[str, np.ndarray]) -> dict[str, float]:
     best = saved_model_index(curves)
     if best is None:
         return {}
-    return {key: float(values[best]) for key, values in curves.items() if key.startswith("val_") and np.isfinite(values[best])}
+    return {
+        key: float(values[best])
+        for key, values in curves.items()
+        if key.startswith("val_") and np.isfinite(values[best])
+    }

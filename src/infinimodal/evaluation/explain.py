@@ -65,8 +65,10 @@ def held_out_codes(module: MultimodalModule, split: Split) -> HeldOutCodes:
     subsets = [None] + [(m,) for m in range(module.n_modalities)]
     encoded = encode(module, split, subsets)
     joint = encoded[0]
-    kl_by = {name: (out["kl_per_dim"][out["rows"]].mean(0) if out["rows"].any() else np.zeros(joint["kl_per_dim"].shape[1]))
-             for name, out in zip(module.names, encoded[1:])}
+    kl_by = {
+        name: (out["kl_per_dim"][out["rows"]].mean(0) if out["rows"].any() else np.zeros(joint["kl_per_dim"].shape[1]))
+        for name, out in zip(module.names, encoded[1:])
+    }
     covariates = module.covariates_of(split.full_batch()["data"]) if module.n_covariates else None
     return HeldOutCodes(joint["decoder_space"].astype(np.float32), joint["kl_per_dim"].mean(0), kl_by, covariates)
 
@@ -80,14 +82,18 @@ def prior_code(module: MultimodalModule) -> np.ndarray:
 
 
 @torch.no_grad()
-def decoded(module: MultimodalModule, code: np.ndarray, covariates: torch.Tensor | None, batch_size: int = 1000) -> dict[str, np.ndarray]:
+def decoded(
+    module: MultimodalModule, code: np.ndarray, covariates: torch.Tensor | None, batch_size: int = 1000
+) -> dict[str, np.ndarray]:
     """E[x_m | code] for every row of `code` [n, D] (float64)."""
     module.eval()
     parts: dict[str, list[np.ndarray]] = {name: [] for name in module.names}
     for start in range(0, len(code), batch_size):
         rows = slice(start, start + batch_size)
         given = None if covariates is None else covariates[rows]
-        for name, mean in module.decode_code_mean(torch.from_numpy(np.ascontiguousarray(code[rows], dtype=np.float32)), given).items():
+        for name, mean in module.decode_code_mean(
+            torch.from_numpy(np.ascontiguousarray(code[rows], dtype=np.float32)), given
+        ).items():
             parts[name].append(mean.double().numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
 
@@ -126,7 +132,9 @@ def _with_column(code: np.ndarray, j: int, values) -> np.ndarray:
     return out
 
 
-def variance_explained(module: MultimodalModule, fit: FitMeasure, codes: HeldOutCodes, prior: np.ndarray) -> dict[str, dict]:
+def variance_explained(
+    module: MultimodalModule, fit: FitMeasure, codes: HeldOutCodes, prior: np.ndarray
+) -> dict[str, dict]:
     """{"alone": {modality: [D]}, "leave_one_out": {...}, "total": {modality: R^2 of every dimension}}: each dimension's
     R^2 alone is measured from the R^2 with every coordinate at its prior value, so a dimension at its prior gives 0."""
     code, covariates = codes.code, codes.covariates
@@ -145,8 +153,11 @@ def variance_explained(module: MultimodalModule, fit: FitMeasure, codes: HeldOut
     return {"alone": alone, "leave_one_out": loo, "total": total}
 
 
-def feature_effects(module: MultimodalModule, codes: HeldOutCodes,
-                    to_user_units: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def feature_effects(
+    module: MultimodalModule,
+    codes: HeldOutCodes,
+    to_user_units: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
     """{modality: [D, features]}: the mean change of each feature's decoded mean (data units) as coordinate j moves
     from its 5th to its 95th percentile over the rows (module docstring)."""
     code, covariates = codes.code, codes.covariates
@@ -156,13 +167,22 @@ def feature_effects(module: MultimodalModule, codes: HeldOutCodes,
         at_low = to_user_units(decoded(module, _with_column(code, j, low[j]), covariates))
         at_high = to_user_units(decoded(module, _with_column(code, j, high[j]), covariates))
         for name in module.names:
-            effects[name].append((np.asarray(at_high[name], np.float64) - np.asarray(at_low[name], np.float64)).reshape(len(code), -1).mean(0))
+            effects[name].append(
+                (np.asarray(at_high[name], np.float64) - np.asarray(at_low[name], np.float64))
+                .reshape(len(code), -1)
+                .mean(0)
+            )
     return {name: np.stack(rows) for name, rows in effects.items()}
 
 
-def explain(module: MultimodalModule, split: Split, feature_names: dict[str, list[str]],
-            to_user_units: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda values: values,
-            variables: dict[str, np.ndarray] | None = None, max_rows: int = MAX_ROWS) -> dict:
+def explain(
+    module: MultimodalModule,
+    split: Split,
+    feature_names: dict[str, list[str]],
+    to_user_units: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda values: values,
+    variables: dict[str, np.ndarray] | None = None,
+    max_rows: int = MAX_ROWS,
+) -> dict:
     """The explanation of every dimension on the rows of `split` (the first `max_rows`), as a JSON-ready dict (module
     docstring): `dimensions` (one record per dimension, in index order), `used`, `kl`, `kl_share`, `kl_by_modality`,
     `variance_explained` and `variance_explained_leave_one_out` ({modality: [R^2 per dimension]}),
@@ -173,16 +193,23 @@ def explain(module: MultimodalModule, split: Split, feature_names: dict[str, lis
     variables = {name: np.asarray(values)[: len(split)] for name, values in (variables or {}).items()}
     module.eval()
     codes = held_out_codes(module, split)
-    dims = min(codes.code.shape[1], len(codes.kl))  # a stick family reading pi or log pi has one coordinate more than sticks
+    dims = min(
+        codes.code.shape[1], len(codes.kl)
+    )  # a stick family reading pi or log pi has one coordinate more than sticks
     codes.code = codes.code[:, :dims]
     kl = np.asarray(codes.kl[:dims], dtype=np.float64)
     prior = prior_code(module)[:dims]
     fit = FitMeasure(module, split)
     r2 = variance_explained(module, fit, codes, prior)
     effects = feature_effects(module, codes, to_user_units)
-    effect_size = np.array([max(max(r2["alone"][name][j], r2["leave_one_out"][name][j]) for name in module.names) for j in range(dims)])
+    effect_size = np.array(
+        [max(max(r2["alone"][name][j], r2["leave_one_out"][name][j]) for name in module.names) for j in range(dims)]
+    )
     used = (kl > USED_KL) & (np.nan_to_num(effect_size) >= USED_R2)
-    explained = [[name for name in module.names if max(r2["alone"][name][j], r2["leave_one_out"][name][j]) >= EXPLAINS_R2] for j in range(dims)]
+    explained = [
+        [name for name in module.names if max(r2["alone"][name][j], r2["leave_one_out"][name][j]) >= EXPLAINS_R2]
+        for j in range(dims)
+    ]
     found = associations(codes.code, variables)
     total_kl = float(kl.sum())
     records = []
@@ -191,22 +218,44 @@ def explain(module: MultimodalModule, split: Split, feature_names: dict[str, lis
         for name in module.names:
             order = np.argsort(-np.abs(effects[name][j]))[:TOP_FEATURES]
             top[name] = [{"feature": feature_names[name][i], "effect": float(effects[name][j, i])} for i in order]
-        records.append({
-            "index": j, "used": bool(used[j]), "kl": float(kl[j]), "kl_share": float(kl[j] / total_kl) if total_kl > 0 else 0.0,
-            "effect_size": float(effect_size[j]), "modalities": explained[j],
-            "sharing": "shared" if len(explained[j]) > 1 else "private" if explained[j] else "none",
-            "top_features": top,
-            "associations": {name: {key: a[key][j] for key in ("statistic", "p", "q")} | {"test": a["test"]} for name, a in found.items()},
-        })
+        records.append(
+            {
+                "index": j,
+                "used": bool(used[j]),
+                "kl": float(kl[j]),
+                "kl_share": float(kl[j] / total_kl) if total_kl > 0 else 0.0,
+                "effect_size": float(effect_size[j]),
+                "modalities": explained[j],
+                "sharing": "shared" if len(explained[j]) > 1 else "private" if explained[j] else "none",
+                "top_features": top,
+                "associations": {
+                    name: {key: a[key][j] for key in ("statistic", "p", "q")} | {"test": a["test"]}
+                    for name, a in found.items()
+                },
+            }
+        )
     return {
-        "rows": len(split), "dimensions": records, "used": [bool(u) for u in used], "n_used": int(used.sum()),
-        "kl": kl.tolist(), "kl_share": (kl / total_kl if total_kl > 0 else np.zeros_like(kl)).tolist(),
-        "kl_by_modality": {name: np.asarray(v[:dims], dtype=np.float64).tolist() for name, v in codes.kl_by_modality.items()},
-        "variance_explained": r2["alone"], "variance_explained_leave_one_out": r2["leave_one_out"],
-        "variance_explained_total": r2["total"], "variance_explained_measure": fit.measure_names(),
-        "feature_effects": {name: {"features": list(feature_names[name]), "effects": effects[name].tolist(),
-                                   "moves": f"from the {EFFECT_PERCENTILES[0]:g}th to the {EFFECT_PERCENTILES[1]:g}th percentile of the dimension, in the data's units"}
-                            for name in module.names},
+        "rows": len(split),
+        "dimensions": records,
+        "used": [bool(u) for u in used],
+        "n_used": int(used.sum()),
+        "kl": kl.tolist(),
+        "kl_share": (kl / total_kl if total_kl > 0 else np.zeros_like(kl)).tolist(),
+        "kl_by_modality": {
+            name: np.asarray(v[:dims], dtype=np.float64).tolist() for name, v in codes.kl_by_modality.items()
+        },
+        "variance_explained": r2["alone"],
+        "variance_explained_leave_one_out": r2["leave_one_out"],
+        "variance_explained_total": r2["total"],
+        "variance_explained_measure": fit.measure_names(),
+        "feature_effects": {
+            name: {
+                "features": list(feature_names[name]),
+                "effects": effects[name].tolist(),
+                "moves": f"from the {EFFECT_PERCENTILES[0]:g}th to the {EFFECT_PERCENTILES[1]:g}th percentile of the dimension, in the data's units",
+            }
+            for name in module.names
+        },
         "associations": found,
         "thresholds": {"used_kl": USED_KL, "used_r2": USED_R2, "explains_r2": EXPLAINS_R2},
     }

@@ -51,7 +51,9 @@ def format_value(value) -> str:
     return str(value)
 
 
-def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, bold: set[tuple[int, int]] = frozenset()) -> str:
+def table(
+    rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, bold: set[tuple[int, int]] = frozenset()
+) -> str:
     lines = ["<table>"]
     if header:
         lines.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
@@ -122,8 +124,10 @@ def figure_html(figure: Figure, base: Path) -> str:
 def render_page(title: str, sections: Sequence[Section], footer: str = "", base: Path | None = None) -> str:
     """One self-contained HTML page; figures are embedded, and linked as files relative to `base`."""
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style></head><body>",
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
         f"<header><h1>{html.escape(title)}</h1></header>",
         "<nav>" + "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections) + "</nav><main>",
     ]

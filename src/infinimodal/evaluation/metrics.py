@@ -107,7 +107,13 @@ def _restricted(mask: torch.Tensor, subset: tuple[int, ...] | None) -> tuple[tor
 
 
 @torch.no_grad()
-def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] | None] = (None,), batch_size: int = 500, elbo: bool = False) -> list[dict]:
+def encode(
+    model: MultimodalModule,
+    split: Split,
+    subsets: list[tuple[int, ...] | None] = (None,),
+    batch_size: int = 500,
+    elbo: bool = False,
+) -> list[dict]:
     """Posterior summaries of every row for each subset of given modalities (None = all observed).
 
     Encoders run once per batch; each subset's posterior is aggregated from the same unimodal posteriors (MoPoE fuses each
@@ -142,7 +148,9 @@ def encode(model: MultimodalModule, split: Split, subsets: list[tuple[int, ...] 
 
 
 @torch.no_grad()
-def importance_log_likelihood(model: MultimodalModule, split: Split, n_samples: int = 1000, batch_size: int = 100, progress: bool = True) -> np.ndarray:
+def importance_log_likelihood(
+    model: MultimodalModule, split: Split, n_samples: int = 1000, batch_size: int = 100, progress: bool = True
+) -> np.ndarray:
     """Per-row importance-sampled log p(X_observed), batched over rows and samples so memory stays flat."""
     model.eval()
     chunk = max(1, min(n_samples, 10_000 // batch_size))
@@ -155,7 +163,9 @@ def importance_log_likelihood(model: MultimodalModule, split: Split, n_samples: 
 
 
 @torch.no_grad()
-def truncation_elbo(model: MultimodalModule, split: Split, keep: int | None, n_samples: int = 10, batch_size: int = 250) -> float:
+def truncation_elbo(
+    model: MultimodalModule, split: Split, keep: int | None, n_samples: int = 10, batch_size: int = 250
+) -> float:
     """Mean over rows of E_q[log p(X_observed, z) - log q(z)] for the joint posterior q, with every dimension from
     `keep` on set to the prior (None: q itself), by `n_samples` draws per row."""
     model.eval()
@@ -187,7 +197,9 @@ def kl_order_spearman(mean_kl: np.ndarray) -> float | None:
     return float(spearmanr(np.arange(len(kl)), kl).statistic)
 
 
-def knn_errors(train_rep: np.ndarray, train_y: np.ndarray, test_rep: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
+def knn_errors(
+    train_rep: np.ndarray, train_y: np.ndarray, test_rep: np.ndarray, test_y: np.ndarray
+) -> dict[str, float]:
     errors = {}
     for k in KNN_K:
         classifier = KNeighborsClassifier(n_neighbors=k).fit(train_rep, train_y)
@@ -213,7 +225,15 @@ def r2_of_factors(train_rep, train_factors, test_rep, test_factors) -> float:
 
 
 @torch.no_grad()
-def coherence(model: MultimodalModule, split: Split, classifiers, subsets: dict[int, list], n_joint: int = 1000, batch_size: int = 500, progress: bool = True) -> dict:
+def coherence(
+    model: MultimodalModule,
+    split: Split,
+    classifiers,
+    subsets: dict[int, list],
+    n_joint: int = 1000,
+    batch_size: int = 500,
+    progress: bool = True,
+) -> dict:
     """Conditional coherence by number of given modalities on `split`, and joint coherence from prior samples.
 
     classifiers: one per modality, in the model's modality order.
@@ -271,7 +291,9 @@ def without_modality(split: Split, m: int) -> Split:
 
 
 @torch.no_grad()
-def predicted_classes(model: MultimodalModule, split: Split, name: str, rows: np.ndarray, given: list[int], batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def predicted_classes(
+    model: MultimodalModule, split: Split, name: str, rows: np.ndarray, given: list[int], batch_size: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
     """(the positions in `rows` of the rows with any of the `given` modalities observed, the class imputation gives each
     of them: the argmax of E[x_name | the given modalities], what `impute` fills in)."""
     keep = torch.zeros(len(model.names), dtype=torch.bool)
@@ -284,8 +306,12 @@ def predicted_classes(model: MultimodalModule, split: Split, name: str, rows: np
         if not bool(usable.any()):
             continue
         index = usable.nonzero().squeeze(-1)
-        probabilities = model.class_probabilities(name, {k: v.index_select(0, index) for k, v in batch["data"].items()},
-                                                  mask.index_select(0, index), samples=DEFAULT_IMPUTATION_SAMPLES)
+        probabilities = model.class_probabilities(
+            name,
+            {k: v.index_select(0, index) for k, v in batch["data"].items()},
+            mask.index_select(0, index),
+            samples=DEFAULT_IMPUTATION_SAMPLES,
+        )
         positions.append(start + index.numpy())
         predicted.append(probabilities.argmax(dim=1).numpy())
     if not positions:
@@ -303,7 +329,9 @@ def class_truth(split: Split, name: str, c: int, label_modality: str | None) -> 
 
 
 @torch.no_grad()
-def prediction_errors(model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500) -> dict:
+def prediction_errors(
+    model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500
+) -> dict:
     """For every categorical modality c: the error of predicting it, the argmax of E[x_c | the other modalities] (what
     `impute` fills in), from all of them ("all") and from each one alone.
 
@@ -367,7 +395,9 @@ def baseline_class_predictions(data: MultimodalData, test: Split, given: list[in
         entry["note"] = "too few labelled rows to fit and tune a classifier"
         return entry
     entry["test_rows"] = test_rows
-    entry["probabilities"], entry["settings"] = tuned_classifiers(*fits["train"], *fits["valid"], x_test, int(data.modalities[c].shape[0]), seed)
+    entry["probabilities"], entry["settings"] = tuned_classifiers(
+        *fits["train"], *fits["valid"], x_test, int(data.modalities[c].shape[0]), seed
+    )
     return entry
 
 
@@ -398,8 +428,16 @@ BASELINE_ROWS = 10_000
 
 
 @torch.no_grad()
-def imputation_errors(model: MultimodalModule, train: Split, test: Split, samples: int = DEFAULT_IMPUTATION_SAMPLES,
-                      batch_size: int = 500, seed: int = 0, valid: Split | None = None, tuned: bool = True) -> dict:
+def imputation_errors(
+    model: MultimodalModule,
+    train: Split,
+    test: Split,
+    samples: int = DEFAULT_IMPUTATION_SAMPLES,
+    batch_size: int = 500,
+    seed: int = 0,
+    valid: Split | None = None,
+    tuned: bool = True,
+) -> dict:
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
     Brier score; a table's empty cells are not scored, and the baselines read them as the training mean; a model's
     covariates are read by the baselines too) of imputing it on
@@ -424,14 +462,27 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
     def rows_of(split: Split, rows: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}
 
-    real_train, real_valid, real_test = rows_of(train, complete_train), rows_of(valid, complete_valid), rows_of(test, complete_test)
+    real_train, real_valid, real_test = (
+        rows_of(train, complete_train),
+        rows_of(valid, complete_valid),
+        rows_of(test, complete_test),
+    )
     # empty cells of table modalities (NaN): baselines read and fit them as the training mean; no error counts them
-    fill = {name: np.nan_to_num(np.nanmean(values, axis=0), nan=0.0) for name, values in real_train.items()} if len(complete_train) else {}
-    filled_train, filled_valid, filled_test = ({k: np.where(np.isnan(v), fill[k], v) for k, v in rows.items()} for rows in (real_train, real_valid, real_test))
+    fill = (
+        {name: np.nan_to_num(np.nanmean(values, axis=0), nan=0.0) for name, values in real_train.items()}
+        if len(complete_train)
+        else {}
+    )
+    filled_train, filled_valid, filled_test = (
+        {k: np.where(np.isnan(v), fill[k], v) for k, v in rows.items()} for rows in (real_train, real_valid, real_test)
+    )
     out = {}
     for m, name in enumerate(names):
         entry: dict = {"rows": int(len(complete_test))}
-        for key, rows in (("model", complete_test), ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1)))):
+        for key, rows in (
+            ("model", complete_test),
+            ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1))),
+        ):
             if not len(rows):
                 continue
             per_row = []
@@ -448,18 +499,26 @@ def imputation_errors(model: MultimodalModule, train: Split, test: Split, sample
         if len(entry) == 1:
             continue  # no test row has m and something to impute it from
         if entry["rows"] < FEW_IMPUTATION_ROWS:
-            entry["warning"] = (f"only {entry['rows']} test rows have every modality: the model and its baselines are compared on too few "
-                                "rows to conclude (model_all_rows uses every row with this modality)")
+            entry["warning"] = (
+                f"only {entry['rows']} test rows have every modality: the model and its baselines are compared on too few "
+                "rows to conclude (model_all_rows uses every row with this modality)"
+            )
         if len(complete_test) and len(complete_train) >= 10:
             others = [n for n in names if n != name]
-            given = others + ([COVARIATES] if COVARIATES in filled_train else [])  # what the model reads, the baselines read
-            x = {part: np.concatenate([rows[n] for n in given], axis=1) for part, rows in (("train", filled_train), ("test", filled_test))}
+            given = others + (
+                [COVARIATES] if COVARIATES in filled_train else []
+            )  # what the model reads, the baselines read
+            x = {
+                part: np.concatenate([rows[n] for n in given], axis=1)
+                for part, rows in (("train", filled_train), ("test", filled_test))
+            }
             y_train, y_test = filled_train[name], real_test[name]
             entry["mean"] = float(np.nanmean((y_test - y_train.mean(0)) ** 2))
             if tuned and len(complete_valid) >= 10:
                 x_valid = np.concatenate([filled_valid[n] for n in given], axis=1)
-                predictions, entry["baseline_settings"] = tuned_predictions(x["train"], y_train, x_valid, filled_valid[name], x["test"],
-                                                                            imputation_kind(model, name), seed)
+                predictions, entry["baseline_settings"] = tuned_predictions(
+                    x["train"], y_train, x_valid, filled_valid[name], x["test"], imputation_kind(model, name), seed
+                )
                 for baseline, predicted in predictions.items():
                     entry[baseline] = float(np.nanmean((predicted - y_test) ** 2))
             best = min((b for b in BASELINES if b in entry), key=entry.get)
@@ -508,7 +567,11 @@ def evaluate_model(
     probe_subsets = [s for size in sorted(subsets) for s in subsets[size]]
 
     test_codes = encode(model, test, [None, *singles, *probe_subsets], elbo=True)
-    joint_test, single_test, probe_test = test_codes[0], test_codes[1 : 1 + len(singles)], test_codes[1 + len(singles) :]
+    joint_test, single_test, probe_test = (
+        test_codes[0],
+        test_codes[1 : 1 + len(singles)],
+        test_codes[1 + len(singles) :],
+    )
     if data.label_modality is not None and test.labels is not None and multimodal:
         # the label's own posterior, for each test row's true class (its rows are missing from the test split)
         m = names.index(data.label_modality)
@@ -539,17 +602,32 @@ def evaluate_model(
         full = truncation_elbo(model, test, None)
         torch.manual_seed(0)
         cut = truncation_elbo(model, test, keep)
-    result["truncation_elbo_change"] = {"keep": keep, "of": int(len(mean_kl)), "elbo": full, "elbo_truncated": cut, "change": cut - full, "samples": 10}
+    result["truncation_elbo_change"] = {
+        "keep": keep,
+        "of": int(len(mean_kl)),
+        "elbo": full,
+        "elbo_truncated": cut,
+        "change": cut - full,
+        "samples": 10,
+    }
     stick = "weights" in joint_test
     if labelled:
-        result["knn_error"] = knn_errors(joint_train["representation"], train.labels, joint_test["representation"], test.labels)
+        result["knn_error"] = knn_errors(
+            joint_train["representation"], train.labels, joint_test["representation"], test.labels
+        )
         result["n_train_knn"] = int(len(train))
         if stick:
-            result["knn_error_decoder_input"] = knn_errors(joint_train["decoder_space"], train.labels, joint_test["decoder_space"], test.labels)
+            result["knn_error_decoder_input"] = knn_errors(
+                joint_train["decoder_space"], train.labels, joint_test["decoder_space"], test.labels
+            )
     else:
         result["knn_error"] = None
         result["notes"] = ["the data have no labels: kNN error, probes and coherence are not computed"]
-    result["kl_parts"] = {key.removeprefix("kl_part_"): float(value.mean()) for key, value in joint_test.items() if key.startswith("kl_part_")}
+    result["kl_parts"] = {
+        key.removeprefix("kl_part_"): float(value.mean())
+        for key, value in joint_test.items()
+        if key.startswith("kl_part_")
+    }
     if stick:
         result["truncation"] = int(model.latent.truncation)  # K: with --truncation auto, where training left it
     if stick and model.latent.mass_counts_dimensions:
@@ -560,13 +638,18 @@ def evaluate_model(
         if multimodal:
             result["per_modality_sticks_99"] = {
                 name: float(sticks_to_cover(torch.from_numpy(codes["weights"][codes["rows"]]), 0.99).float().mean())
-                for name, codes in zip(names, single_test) if codes["rows"].any()
+                for name, codes in zip(names, single_test)
+                if codes["rows"].any()
             }
     if multimodal:
         # modalities observed on some test row (a label modality is observed on none)
         seen = [(name, codes) for name, codes in zip(names, single_test) if codes["rows"].any()]
-        result["per_modality_kl_active"] = {name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in seen}
-        result["per_modality_kl_span_99"] = {name: kl_span(codes["kl_per_dim"][codes["rows"]].mean(0)) for name, codes in seen}
+        result["per_modality_kl_active"] = {
+            name: int((codes["kl_per_dim"][codes["rows"]].mean(0) > KL_ACTIVE_THRESHOLD).sum()) for name, codes in seen
+        }
+        result["per_modality_kl_span_99"] = {
+            name: kl_span(codes["kl_per_dim"][codes["rows"]].mean(0)) for name, codes in seen
+        }
         errors = prediction_errors(model, test, data.label_modality)
         if errors:
             result["prediction_error"] = errors
@@ -583,7 +666,9 @@ def evaluate_model(
             for subset, tr, te in zip(probe_subsets, probe_train_codes, probe_test):
                 train_rows, test_rows = np.flatnonzero(tr["rows"]), np.flatnonzero(te["rows"])
                 if len(train_rows) and len(test_rows):
-                    score = probe_accuracy(tr[space][train_rows], probe_labels[train_rows], te[space][test_rows], test.labels[test_rows])
+                    score = probe_accuracy(
+                        tr[space][train_rows], probe_labels[train_rows], te[space][test_rows], test.labels[test_rows]
+                    )
                     accuracy.setdefault(str(len(subset)), []).append(score)
             result[f"linear_probe_accuracy{suffix}"] = {k: float(np.mean(v)) for k, v in accuracy.items()}
         result["probe_train_rows"] = int(len(probe_rows))
@@ -593,8 +678,12 @@ def evaluate_model(
     if data.truth is not None and data.truth.get("shared", 0) > 0 and labelled:
         factors = data.truth["shared_factors"]
         test_factors = factors["test"][: len(test)]
-        result["shared_factor_r2"] = r2_of_factors(joint_train["representation"], factors["train"], joint_test["representation"], test_factors)
+        result["shared_factor_r2"] = r2_of_factors(
+            joint_train["representation"], factors["train"], joint_test["representation"], test_factors
+        )
         if stick:
-            result["shared_factor_r2_decoder_input"] = r2_of_factors(joint_train["decoder_space"], factors["train"], joint_test["decoder_space"], test_factors)
+            result["shared_factor_r2_decoder_input"] = r2_of_factors(
+                joint_train["decoder_space"], factors["train"], joint_test["decoder_space"], test_factors
+            )
         result["true_dims"] = int(data.truth["true_dims"])
     return result

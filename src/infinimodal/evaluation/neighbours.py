@@ -54,7 +54,9 @@ def _block_distances(queries: torch.Tensor, references: torch.Tensor, binary: to
     return distances
 
 
-def gower_neighbours(queries: np.ndarray, references: np.ndarray, k: int = 1, binary: np.ndarray | None = None) -> Neighbours:
+def gower_neighbours(
+    queries: np.ndarray, references: np.ndarray, k: int = 1, binary: np.ndarray | None = None
+) -> Neighbours:
     """The k nearest `references` of every row of `queries` (both range-scaled) over every reference row."""
     if k > len(references):
         raise ValueError(f"{k} neighbours asked of {len(references)} reference rows")
@@ -65,16 +67,18 @@ def gower_neighbours(queries: np.ndarray, references: np.ndarray, k: int = 1, bi
     nearest_query = torch.full((len(references),), torch.inf, dtype=torch.float64)
     with torch.no_grad():
         for q0 in range(0, len(queries), QUERY_BLOCK):
-            q = q_all[q0:q0 + QUERY_BLOCK]
+            q = q_all[q0 : q0 + QUERY_BLOCK]
             for r0 in range(0, len(references), REFERENCE_BLOCK):
-                block = _block_distances(q, r_all[r0:r0 + REFERENCE_BLOCK], mask)
-                nearest_query[r0:r0 + block.shape[1]] = torch.minimum(nearest_query[r0:r0 + block.shape[1]], block.min(0).values)
+                block = _block_distances(q, r_all[r0 : r0 + REFERENCE_BLOCK], mask)
+                nearest_query[r0 : r0 + block.shape[1]] = torch.minimum(
+                    nearest_query[r0 : r0 + block.shape[1]], block.min(0).values
+                )
                 width = min(k, block.shape[1])
                 values, where = block.topk(width, dim=1, largest=False)
-                merged = torch.cat([best[q0:q0 + len(q)], values], dim=1)
-                merged_index = torch.cat([best_index[q0:q0 + len(q)], where + r0], dim=1)
+                merged = torch.cat([best[q0 : q0 + len(q)], values], dim=1)
+                merged_index = torch.cat([best_index[q0 : q0 + len(q)], where + r0], dim=1)
                 order = merged.argsort(dim=1, stable=True)[:, :k]
-                best[q0:q0 + len(q)] = merged.gather(1, order)
-                best_index[q0:q0 + len(q)] = merged_index.gather(1, order)
+                best[q0 : q0 + len(q)] = merged.gather(1, order)
+                best_index[q0 : q0 + len(q)] = merged_index.gather(1, order)
     features = queries.shape[1]
     return Neighbours(best.numpy() / features, best_index.numpy(), nearest_query.numpy() / features)

@@ -89,12 +89,18 @@ def mosaic(images: np.ndarray, gap: int = 1) -> np.ndarray:
     for r in range(rows):
         for col in range(cols):
             image = images[r, col]
-            tile = np.broadcast_to(grey, (h, w, 3)) if np.isnan(image).all() else np.broadcast_to(np.nan_to_num(image, nan=1.0), (h, w, 3))
+            tile = (
+                np.broadcast_to(grey, (h, w, 3))
+                if np.isnan(image).all()
+                else np.broadcast_to(np.nan_to_num(image, nan=1.0), (h, w, 3))
+            )
             out[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = tile
     return out
 
 
-def _draw_column(fig, ax, modality: Modality, values: np.ndarray, title: str, scale: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def _draw_column(
+    fig, ax, modality: Modality, values: np.ndarray, title: str, scale: tuple[np.ndarray, np.ndarray] | None = None
+) -> None:
     """One modality's rows: images stacked top to bottom, or a rows x features heat map (NaN grey) of each feature in SDs
     from its mean, `scale` = (mean, SD) per feature, shared by every column of the modality so that data and generation
     compare, and features in large units (age in years) do not swamp the others; the features named where they are few."""
@@ -129,20 +135,27 @@ DIVERGING = "RdBu_r"
 MAX_NAMED_FEATURES = 40
 
 
-def columns_figure(columns: Sequence[tuple[str, Modality, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
+def columns_figure(
+    columns: Sequence[tuple[str, Modality, np.ndarray]], path: str | Path, title: str | None = None
+) -> Path:
     """Side by side columns (title, modality, values [n, *shape]) of the same n rows; NaN rows are missing."""
     n = len(columns[0][2])
     widths = [1.0 if is_image(m) else 2.2 for _, m, _ in columns]
     with _style():
         fig, axes = plt.subplots(
-            1, len(columns), figsize=(sum(widths) * 1.3 + 0.6, 0.45 * n + 1.4), squeeze=False,
+            1,
+            len(columns),
+            figsize=(sum(widths) * 1.3 + 0.6, 0.45 * n + 1.4),
+            squeeze=False,
             gridspec_kw={"width_ratios": widths},
         )
         scales = {}
         for name in {m.name for _, m, _ in columns}:
             rows = np.concatenate([v.reshape(len(v), -1).astype(np.float64) for _, m, v in columns if m.name == name])
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a feature with no finite value: its mean is NaN, drawn grey
+                warnings.simplefilter(
+                    "ignore", RuntimeWarning
+                )  # a feature with no finite value: its mean is NaN, drawn grey
                 mean, sd = np.nanmean(rows, axis=0), np.nanstd(rows, axis=0)
             scales[name] = (mean, np.where(sd > 0, sd, 1.0))
         for ax, (label, modality, values) in zip(axes[0], columns):
@@ -164,8 +177,11 @@ def observed_rows(split: Split, rows: np.ndarray, modalities: Sequence[Modality]
 
 
 def sample_figure(
-    modalities: Sequence[Modality], samples: dict[str, np.ndarray], path: str | Path,
-    inputs: Split | None = None, given: Sequence[str] = (),
+    modalities: Sequence[Modality],
+    samples: dict[str, np.ndarray],
+    path: str | Path,
+    inputs: Split | None = None,
+    given: Sequence[str] = (),
 ) -> Path:
     """Generated samples of every modality, preceded by the given inputs when there are any."""
     columns = []
@@ -176,7 +192,9 @@ def sample_figure(
     return columns_figure(columns, path)
 
 
-def image_grid_figure(modality: Modality, values: np.ndarray, path: str | Path, columns: int = 8, title: str | None = None) -> Path:
+def image_grid_figure(
+    modality: Modality, values: np.ndarray, path: str | Path, columns: int = 8, title: str | None = None
+) -> Path:
     """Many samples of one image modality as a grid, `columns` per row."""
     images = as_images(modality, values)
     rows = math.ceil(len(images) / columns)
@@ -199,15 +217,26 @@ def image_grid_figure(modality: Modality, values: np.ndarray, path: str | Path, 
 def curves_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
     """ELBO, reconstruction and KL per epoch, training and validation (keys `train_elbo`, `val_kl`, ...),
     with the KL weight of the warm-up on the KL panel's right axis."""
-    panels = [("elbo", "ELBO (nats)"), ("reconstruction", "reconstruction log-likelihood (nats)"), ("kl", "KL to the prior (nats)")]
+    panels = [
+        ("elbo", "ELBO (nats)"),
+        ("reconstruction", "reconstruction log-likelihood (nats)"),
+        ("kl", "KL to the prior (nats)"),
+    ]
     with _style():
         fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
         for ax, (key, label) in zip(axes, panels):
             for split, style in (("train", "-"), ("val", "--")):
                 values = curves.get(f"{split}_{key}")
                 if values is not None and np.isfinite(values).any():
-                    ax.plot(epochs, values, style, marker="o", markersize=3, color=JOINT_COLOUR if split == "train" else "tab:blue",
-                            label="training" if split == "train" else "validation")
+                    ax.plot(
+                        epochs,
+                        values,
+                        style,
+                        marker="o",
+                        markersize=3,
+                        color=JOINT_COLOUR if split == "train" else "tab:blue",
+                        label="training" if split == "train" else "validation",
+                    )
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.legend(loc="best")
@@ -243,7 +272,15 @@ def truncation_figure(epochs: np.ndarray, curves: dict[str, np.ndarray], path: s
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
         ax.step(epochs, curves["truncation"], where="mid", color=JOINT_COLOUR, label="dimensions (truncation)")
         if "truncation_span" in curves:
-            ax.plot(epochs, curves["truncation_span"], "--", marker="o", markersize=3, color="tab:blue", label="last used dimension")
+            ax.plot(
+                epochs,
+                curves["truncation_span"],
+                "--",
+                marker="o",
+                markersize=3,
+                color="tab:blue",
+                label="last used dimension",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("dimensions")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -273,12 +310,20 @@ def overlay_curves_figure(runs: dict[str, tuple[np.ndarray, dict[str, np.ndarray
 # --- latent space --------------------------------------------------------------------------------------
 
 
-def map_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path, class_names: Sequence[str] | None = None) -> Path:
+def map_figure(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """2-D maps (title, coordinates [n, 2], integer labels or None), coloured by label, one panel each."""
     n_panels = len(panels)
     n_cols = min(3, n_panels)
     n_rows = math.ceil(n_panels / n_cols)
-    all_labels = np.concatenate([lab for _, _, lab in panels if lab is not None]) if any(lab is not None for _, _, lab in panels) else None
+    all_labels = (
+        np.concatenate([lab for _, _, lab in panels if lab is not None])
+        if any(lab is not None for _, _, lab in panels)
+        else None
+    )
     classes = np.unique(all_labels) if all_labels is not None else None
     with _style():
         fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols + 1.2, 4.0 * n_rows), squeeze=False)
@@ -311,12 +356,17 @@ def map_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path
 
 
 def stick_usage_figure(
-    kl: dict[str, np.ndarray], weights: dict[str, np.ndarray] | None, path: str | Path, threshold: float = 0.05,
+    kl: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray] | None,
+    path: str | Path,
+    threshold: float = 0.05,
     unit: str = "stick",
 ) -> Path:
     """Mean stick weight E[pi_k] (stick families) and mean KL to the prior, per stick or dimension, for the
     joint posterior (first key, bars) and each modality's own posterior (lines)."""
-    panels = ([("weights", weights, "mean weight E[pi_k]", True)] if weights is not None else []) + [("kl", kl, "mean KL to the prior (nats)", False)]
+    panels = ([("weights", weights, "mean weight E[pi_k]", True)] if weights is not None else []) + [
+        ("kl", kl, "mean KL to the prior (nats)", False)
+    ]
     with _style():
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4), squeeze=False)
         for ax, (key, values, label, log) in zip(axes[0], panels):
@@ -325,7 +375,9 @@ def stick_usage_figure(
                 if i == 0:
                     ax.bar(index, vector, color="lightgray", edgecolor="gray", linewidth=0.5, label=name)
                 else:
-                    ax.plot(index, vector, marker="o", markersize=2.5, linewidth=1, color=modality_colour(i - 1), label=name)
+                    ax.plot(
+                        index, vector, marker="o", markersize=2.5, linewidth=1, color=modality_colour(i - 1), label=name
+                    )
             if key == "kl":
                 ax.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"active: KL > {threshold}")
             if log:
@@ -345,8 +397,16 @@ def sticks_99_figure(counts: dict[str, np.ndarray], truncation: int, path: str |
         for i, (name, values) in enumerate(counts.items()):
             colour = "lightgray" if i == 0 else modality_colour(i - 1)
             kind = "stepfilled" if i == 0 else "step"
-            ax.hist(values, bins=bins, histtype=kind, color=colour, edgecolor="gray" if i == 0 else colour, linewidth=1.2,
-                    density=True, label=f"{name} (mean {np.mean(values):.1f})")
+            ax.hist(
+                values,
+                bins=bins,
+                histtype=kind,
+                color=colour,
+                edgecolor="gray" if i == 0 else colour,
+                linewidth=1.2,
+                density=True,
+                label=f"{name} (mean {np.mean(values):.1f})",
+            )
         ax.set_xlabel("sticks holding 99 % of E[pi] (sticks_99)")
         ax.set_ylabel("fraction of test rows")
         ax.set_xlim(0.5, min(truncation, int(max(v.max() for v in counts.values())) + 2) + 0.5)
@@ -356,8 +416,13 @@ def sticks_99_figure(counts: dict[str, np.ndarray], truncation: int, path: str |
 
 
 def per_dimension_figure(
-    modality: Modality, alone: np.ndarray, first: np.ndarray, alone_dims: Sequence[int], first_dims: Sequence[int],
-    path: str | Path, unit: str = "stick",
+    modality: Modality,
+    alone: np.ndarray,
+    first: np.ndarray,
+    alone_dims: Sequence[int],
+    first_dims: Sequence[int],
+    path: str | Path,
+    unit: str = "stick",
 ) -> Path:
     """Decodes of one modality driven by one latent dimension at a time and by the first k dimensions.
 
@@ -368,7 +433,11 @@ def per_dimension_figure(
     dimension, or the first k, move that feature)."""
     panels = (
         (alone, [f"{unit} {d + 1}" for d in alone_dims], f"one {unit} alone, over its prior quantiles"),
-        (first, [f"first {r + 1}" if unit == "stick" else f"+ {unit} {d + 1}" for r, d in enumerate(first_dims)], f"first k {unit}s drawn from the prior"),
+        (
+            first,
+            [f"first {r + 1}" if unit == "stick" else f"+ {unit} {d + 1}" for r, d in enumerate(first_dims)],
+            f"first k {unit}s drawn from the prior",
+        ),
     )
     rows = max(len(alone_dims), len(first_dims))
     with _style():
@@ -394,7 +463,9 @@ def per_dimension_figure(
                     ax.set_xticks(range(len(features)), features, rotation=90, fontsize=6)
                 else:
                     ax.set_xlabel("feature")
-                ax.set_title(title + ": spread of each feature (model units: Gaussian features standardised)", fontsize=8)
+                ax.set_title(
+                    title + ": spread of each feature (model units: Gaussian features standardised)", fontsize=8
+                )
                 fig.colorbar(shown, ax=ax, fraction=0.05, label="std of E[x | z] across the row")
         fig.suptitle(f"modality {modality.name}")
         fig.tight_layout()
@@ -408,7 +479,9 @@ def sorted_kl_figure(runs: dict[str, np.ndarray], path: str | Path, threshold: f
         fig, ax = plt.subplots(figsize=(6.5, 3.4))
         for i, (name, kl) in enumerate(runs.items()):
             values = np.sort(np.asarray(kl))[::-1]
-            ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=2.5, color=modality_colour(i), label=name)
+            ax.plot(
+                np.arange(1, len(values) + 1), values, marker="o", markersize=2.5, color=modality_colour(i), label=name
+            )
         ax.axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"active: KL > {threshold}")
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_ylim(bottom=0)  # KLs are non-negative: no room for symlog's negative half
@@ -428,8 +501,16 @@ def score_figure(groups: dict[str, np.ndarray], path: str | Path) -> Path:
         fig, ax = plt.subplots(figsize=(6.4, 3.4))
         for i, (name, values) in enumerate(zip(groups, finite)):
             colour = "lightgray" if i == 0 else modality_colour(i - 1)
-            ax.hist(values, bins=bins, histtype="stepfilled" if i == 0 else "step", color=colour, edgecolor="gray" if i == 0 else colour,
-                    linewidth=1.2, density=True, label=f"{name} ({len(values)} rows, median {np.median(values):.2f})")
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="stepfilled" if i == 0 else "step",
+                color=colour,
+                edgecolor="gray" if i == 0 else colour,
+                linewidth=1.2,
+                density=True,
+                label=f"{name} ({len(values)} rows, median {np.median(values):.2f})",
+            )
         ax.set_xlabel("deviation score (standardised against the reference; higher: more atypical)")
         ax.set_ylabel("density")
         ax.legend(loc="upper right")
@@ -437,21 +518,45 @@ def score_figure(groups: dict[str, np.ndarray], path: str | Path) -> Path:
         return _save(fig, path)
 
 
-def variance_explained_figure(r2: dict[str, Sequence[float]], kl_share: Sequence[float], dims: Sequence[int], path: str | Path,
-                              measure: str = "R²") -> Path:
+def variance_explained_figure(
+    r2: dict[str, Sequence[float]],
+    kl_share: Sequence[float],
+    dims: Sequence[int],
+    path: str | Path,
+    measure: str = "R²",
+) -> Path:
     """MOFA's table as a figure: each shown dimension's variance explained (alone) in each modality, annotated, beside
     its share of the KL."""
     names = list(r2)
     values = np.array([[r2[name][j] for name in names] for j in dims], dtype=np.float64).reshape(len(dims), len(names))
     with _style():
-        fig, (bars, ax) = plt.subplots(1, 2, figsize=(2.0 + 0.9 * len(names) + 1.6, 0.8 + 0.32 * max(len(dims), 3)),
-                                       gridspec_kw={"width_ratios": [1.2, max(len(names), 1)]}, sharey=True)
+        fig, (bars, ax) = plt.subplots(
+            1,
+            2,
+            figsize=(2.0 + 0.9 * len(names) + 1.6, 0.8 + 0.32 * max(len(dims), 3)),
+            gridspec_kw={"width_ratios": [1.2, max(len(names), 1)]},
+            sharey=True,
+        )
         bars.barh(np.arange(len(dims)), [100 * kl_share[j] for j in dims], color="gray")
         bars.set_xlabel("share of KL (%)")
         bars.invert_xaxis()
-        image = ax.imshow(np.clip(values, 0, None), cmap="Blues", vmin=0, vmax=max(0.05, float(np.nanmax(values)) if values.size else 0.05), aspect="auto")
+        image = ax.imshow(
+            np.clip(values, 0, None),
+            cmap="Blues",
+            vmin=0,
+            vmax=max(0.05, float(np.nanmax(values)) if values.size else 0.05),
+            aspect="auto",
+        )
         for (i, k), v in np.ndenumerate(values):
-            ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 * image.get_clim()[1] else "black")
+            ax.text(
+                k,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > 0.6 * image.get_clim()[1] else "black",
+            )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         bars.set_yticks(range(len(dims)), [f"dim {j}" for j in dims])
         ax.set_title(f"variance explained by each dimension alone ({measure})")
@@ -465,7 +570,9 @@ MAX_COLOURED_PANELS = 9
 MAX_LEGEND_CLASSES = 10
 
 
-def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], path: str | Path, title: str = "joint posterior") -> Path:
+def coloured_maps_figure(
+    coords: np.ndarray, variables: dict[str, np.ndarray], path: str | Path, title: str = "joint posterior"
+) -> Path:
     """One 2-D map, drawn once per variable and coloured by it: classes with a legend (missing values light grey),
     numbers on a colour scale with a colour bar."""
     names = list(variables)[:MAX_COLOURED_PANELS]
@@ -473,12 +580,19 @@ def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], p
     n_rows = math.ceil(len(names) / n_cols)
     with _style():
         fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.4 * n_cols, 3.9 * n_rows), squeeze=False)
-        for ax in axes.flat[len(names):]:
+        for ax in axes.flat[len(names) :]:
             ax.axis("off")
         for ax, name in zip(axes.flat, names):
             values = np.asarray(variables[name], dtype=object)
             given = present(values)
-            ax.scatter(coords[~given, 0], coords[~given, 1], s=3, color="lightgray", linewidths=0, label="unknown" if (~given).any() else None)
+            ax.scatter(
+                coords[~given, 0],
+                coords[~given, 1],
+                s=3,
+                color="lightgray",
+                linewidths=0,
+                label="unknown" if (~given).any() else None,
+            )
             numbers = as_numbers(values[given])
             if numbers is not None and len(np.unique(numbers)) > MAX_LEGEND_CLASSES:
                 shown = ax.scatter(coords[given, 0], coords[given, 1], s=3, c=numbers, cmap=HEATMAP, linewidths=0)
@@ -490,7 +604,14 @@ def coloured_maps_figure(coords: np.ndarray, variables: dict[str, np.ndarray], p
                 cmap = plt.get_cmap("tab10")
                 for c, value in enumerate(sorted(kept)):
                     chosen = text == value
-                    ax.scatter(coords[given][chosen, 0], coords[given][chosen, 1], s=3, color=cmap(c % 10), linewidths=0, label=value)
+                    ax.scatter(
+                        coords[given][chosen, 0],
+                        coords[given][chosen, 1],
+                        s=3,
+                        color=cmap(c % 10),
+                        linewidths=0,
+                        label=value,
+                    )
                 ax.legend(loc="best", markerscale=4, fontsize=7, title=name)
             ax.set_title(f"{title}, coloured by {name}")
             ax.set_xticks([])

@@ -96,8 +96,14 @@ class RealRows:
     def build(cls, train: np.ndarray, holdout: np.ndarray, binary: np.ndarray) -> "RealRows":
         cut = min(MAX_NULL_ROWS, len(holdout) // 2)
         queries, reference = holdout[:cut], holdout[cut:]
-        return cls(train, holdout, reference, binary, gower_neighbours(queries, train, k=min(2, len(train)), binary=binary),
-                   gower_neighbours(queries, reference, k=1, binary=binary))
+        return cls(
+            train,
+            holdout,
+            reference,
+            binary,
+            gower_neighbours(queries, train, k=min(2, len(train)), binary=binary),
+            gower_neighbours(queries, reference, k=1, binary=binary),
+        )
 
     @property
     def neighbour_spacing(self) -> float:
@@ -143,7 +149,10 @@ def memorisation_measures(synthetic: np.ndarray, real: RealRows) -> dict:
     to_train = gower_neighbours(synthetic, real.train, k=min(2, len(real.train)), binary=real.binary)
     to_holdout = gower_neighbours(synthetic, real.holdout, k=1, binary=real.binary)
     to_reference = gower_neighbours(synthetic, real.reference, k=1, binary=real.binary)
-    closer, closer_null = _closer_to_train(to_train, to_reference), _closer_to_train(real.null_to_train, real.null_to_reference)
+    closer, closer_null = (
+        _closer_to_train(to_train, to_reference),
+        _closer_to_train(real.null_to_train, real.null_to_reference),
+    )
     copies, copies_null = to_train.distances[:, 0] < EXACT, real.null_to_train.distances[:, 0] < EXACT
     threshold = float(np.quantile(real.null_to_train.distances[:, 0], CLOSE_QUANTILE))
     close, close_null = to_train.distances[:, 0] <= threshold, real.null_to_train.distances[:, 0] <= threshold
@@ -163,17 +172,31 @@ def memorisation_measures(synthetic: np.ndarray, real: RealRows) -> dict:
         "membership": min(1.0, 2 * min(auc_p, tpr_p)),  # the AUC or the low-FPR attack (Bonferroni)
     }
     return {
-        "dcr_share": float(closer.mean()), "dcr_share_interval": _interval(closer),
-        "dcr_share_null": float(closer_null.mean()), "dcr_share_null_interval": _interval(closer_null),
-        "dcr_median_train": float(np.median(to_train.distances[:, 0])), "dcr_median_holdout": float(np.median(to_holdout.distances[:, 0])),
-        "dcr_close_share": float(close.mean()), "dcr_close_share_null": float(close_null.mean()), "dcr_close_threshold": threshold,
+        "dcr_share": float(closer.mean()),
+        "dcr_share_interval": _interval(closer),
+        "dcr_share_null": float(closer_null.mean()),
+        "dcr_share_null_interval": _interval(closer_null),
+        "dcr_median_train": float(np.median(to_train.distances[:, 0])),
+        "dcr_median_holdout": float(np.median(to_holdout.distances[:, 0])),
+        "dcr_close_share": float(close.mean()),
+        "dcr_close_share_null": float(close_null.mean()),
+        "dcr_close_threshold": threshold,
         "nndr": float(np.median(ratio)) if ratio is not None else None,
         "nndr_holdout": float(np.median(ratio_null)) if ratio_null is not None else None,
-        "exact_copies": int(copies.sum()), "exact_copies_holdout": int(copies_null.sum()),
-        "membership_auc": auc, "membership_tpr": float((member <= flagged_at).mean()), "membership_fpr": float((outsider <= flagged_at).mean()),
-        "tests": tests, "memorisation": [name for name in MEASURES if tests[name] < ALPHA],
-        "rows": {"synthetic": int(len(synthetic)), "train": int(len(real.train)), "holdout": int(len(real.holdout)),
-                 "holdout_null": int(len(real.null_to_train.distances)), "holdout_reference": int(len(real.reference))},
+        "exact_copies": int(copies.sum()),
+        "exact_copies_holdout": int(copies_null.sum()),
+        "membership_auc": auc,
+        "membership_tpr": float((member <= flagged_at).mean()),
+        "membership_fpr": float((outsider <= flagged_at).mean()),
+        "tests": tests,
+        "memorisation": [name for name in MEASURES if tests[name] < ALPHA],
+        "rows": {
+            "synthetic": int(len(synthetic)),
+            "train": int(len(real.train)),
+            "holdout": int(len(real.holdout)),
+            "holdout_null": int(len(real.null_to_train.distances)),
+            "holdout_reference": int(len(real.reference)),
+        },
     }
 
 
@@ -190,10 +213,14 @@ def planted_copiers(real: RealRows, n: int, seed: int) -> dict[str, np.ndarray]:
     return {"copier": copies, "noisy_copier": noisy}
 
 
-def privacy(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0, controls: bool = True) -> dict:
+def privacy(
+    synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed: int = 0, controls: bool = True
+) -> dict:
     """The privacy measures of the module docstring, with the planted copiers' results under `controls`."""
     if len(train) < 2 or len(holdout) < 2:
-        raise ValueError(f"the privacy measures need at least 2 training and 2 held-out rows, got {len(train)} and {len(holdout)}")
+        raise ValueError(
+            f"the privacy measures need at least 2 training and 2 held-out rows, got {len(train)} and {len(holdout)}"
+        )
     real_rows = np.concatenate([train, holdout])
     low, span = real_rows.min(0), np.ptp(real_rows, axis=0)
     span = np.where(span > 0, span, 1.0)
@@ -201,7 +228,10 @@ def privacy(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray, seed:
     real = RealRows.build(t, h, binary_columns(s, t, h))
     out = memorisation_measures(s, real)
     if controls:
-        out["controls"] = {name: memorisation_measures(rows, real)["memorisation"] for name, rows in planted_copiers(real, len(s), seed).items()}
+        out["controls"] = {
+            name: memorisation_measures(rows, real)["memorisation"]
+            for name, rows in planted_copiers(real, len(s), seed).items()
+        }
         missed = {m for m in MEASURES if m not in out["controls"]["copier"]}
         missed |= {m for m in MEASURES[1:] if m not in out["controls"]["noisy_copier"]}
         out["inconclusive"] = [m for m in MEASURES if m in missed]
@@ -213,7 +243,9 @@ def fidelity(synthetic: np.ndarray, holdout: np.ndarray, seed: int = 0, max_rows
     ks = np.array([ks_2samp(synthetic[:, j], holdout[:, j]).statistic for j in range(holdout.shape[1])])
     varying = (synthetic.std(0) > 1e-12) & (holdout.std(0) > 1e-12)
     if varying.sum() >= 2:
-        difference = np.abs(np.corrcoef(synthetic[:, varying], rowvar=False) - np.corrcoef(holdout[:, varying], rowvar=False))
+        difference = np.abs(
+            np.corrcoef(synthetic[:, varying], rowvar=False) - np.corrcoef(holdout[:, varying], rowvar=False)
+        )
         correlation_error = float(difference[np.triu_indices(int(varying.sum()), k=1)].mean())
     else:
         correlation_error = None
@@ -223,7 +255,10 @@ def fidelity(synthetic: np.ndarray, holdout: np.ndarray, seed: int = 0, max_rows
     is_synthetic = np.repeat([0, 1], n)
     out = {"ks_mean": float(ks.mean()), "ks_max": float(ks.max()), "correlation_error": correlation_error}
     if n < DETECTION_FOLDS:
-        return out | {"detection_auc": None, "detection_note": f"{n} held-out rows: too few for {DETECTION_FOLDS}-fold detection"}
+        return out | {
+            "detection_auc": None,
+            "detection_note": f"{n} held-out rows: too few for {DETECTION_FOLDS}-fold detection",
+        }
     detector = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     predicted = cross_val_predict(detector, rows, is_synthetic, cv=DETECTION_FOLDS, method="predict_proba")[:, 1]
     return out | {"detection_auc": float(roc_auc_score(is_synthetic, predicted))}
@@ -233,7 +268,9 @@ def fidelity(synthetic: np.ndarray, holdout: np.ndarray, seed: int = 0, max_rows
 DETECTION_FOLDS = 5
 
 
-def utility(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], holdout: dict[str, np.ndarray], target: str | None) -> dict:
+def utility(
+    synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], holdout: dict[str, np.ndarray], target: str | None
+) -> dict:
     """Train on synthetic, test on real (and the same model trained on the real training rows, for scale)."""
     names = list(holdout)
     if target is not None:
@@ -246,7 +283,11 @@ def utility(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], hold
             model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
             return float(model.score(np.concatenate([holdout[n] for n in features], axis=1), holdout[target].argmax(1)))
 
-        return {"utility_task": f"accuracy predicting {target} from {', '.join(features)}", "utility": score(synthetic), "utility_real": score(train)}
+        return {
+            "utility_task": f"accuracy predicting {target} from {', '.join(features)}",
+            "utility": score(synthetic),
+            "utility_real": score(train),
+        }
     if len(names) < 2:
         return {"utility_task": None, "utility": None, "utility_real": None}
 
@@ -258,7 +299,11 @@ def utility(synthetic: dict[str, np.ndarray], train: dict[str, np.ndarray], hold
             values.append(model.score(np.concatenate([holdout[n] for n in names if n != name], axis=1), holdout[name]))
         return float(np.mean(values))
 
-    return {"utility_task": "mean R^2 of each modality from the others (ridge)", "utility": r2(synthetic), "utility_real": r2(train)}
+    return {
+        "utility_task": "mean R^2 of each modality from the others (ridge)",
+        "utility": r2(synthetic),
+        "utility_real": r2(train),
+    }
 
 
 def flat(arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -71,8 +71,10 @@ SECTIONS = (
     ("prior", "Samples from the prior"),
 )
 #: What the heat maps of tabular rows show, said in every caption that has them.
-TABULAR_UNITS = (" Tabular modalities are heat maps of each feature in SDs from its mean over the rows drawn (red above, blue below, "
-                 "grey missing), so that a feature in large units (age in years) does not swamp the others.")
+TABULAR_UNITS = (
+    " Tabular modalities are heat maps of each feature in SDs from its mean over the rows drawn (red above, blue below, "
+    "grey missing), so that a feature in large units (age in years) does not swamp the others."
+)
 #: Sections folded under their title (details a reader opens when needed).
 FOLDED = ("config",)
 #: eval.json entries shown as figures rather than in the metrics table.
@@ -96,11 +98,14 @@ def tsne_map(points: np.ndarray, progress: bool = True, desc: str = "t-SNE", see
     every = 10
     total = 250 + 500  # openTSNE's early-exaggeration and main phases
     with tqdm(total=total, desc=desc, disable=not progress, leave=False) as bar:
+
         def tick(iteration, error, embedding):
             bar.update(every)
             return False
 
-        embedding = TSNE(perplexity=perplexity, n_jobs=2, random_state=seed, callbacks=tick, callbacks_every_iters=every).fit(points)
+        embedding = TSNE(
+            perplexity=perplexity, n_jobs=2, random_state=seed, callbacks=tick, callbacks_every_iters=every
+        ).fit(points)
     return np.asarray(embedding)
 
 
@@ -113,7 +118,9 @@ def prior_quantiles(latent, levels: np.ndarray, n_draws: int = 20_000) -> tuple[
     return np.quantile(draws, levels, axis=0), np.median(draws, axis=0)
 
 
-def dimension_sweeps(latent, alone_dims: Sequence[int], first_dims: Sequence[int], n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def dimension_sweeps(
+    latent, alone_dims: Sequence[int], first_dims: Sequence[int], n: int = 8, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent codes for the per-dimension figure: alone [len(alone_dims), n, D], first [len(first_dims), n, D].
 
     alone[r, j]: every dimension at its prior median but alone_dims[r], which takes prior quantile level j of
@@ -134,7 +141,9 @@ def dimension_sweeps(latent, alone_dims: Sequence[int], first_dims: Sequence[int
     return torch.from_numpy(alone).float(), torch.from_numpy(first).float()
 
 
-def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int, mass_counts_dimensions: bool = True) -> tuple[list[int], list[int], str]:
+def used_dimensions(
+    latent_is_stick: bool, joint: dict, max_dims: int, mass_counts_dimensions: bool = True
+) -> tuple[list[int], list[int], str]:
     """Which latent dimensions the per-dimension figure shows: (one alone, in order), (first k, in order), why.
 
     One alone: the dimensions (sticks) with mean KL above the threshold, at most `max_dims` of the largest KL,
@@ -160,7 +169,11 @@ def used_dimensions(latent_is_stick: bool, joint: dict, max_dims: int, mass_coun
         reason = f"as dimensions 1..{wanted} hold 99 % of the KL"
     first = int(np.clip(wanted, 2, min(max_dims, len(kl))))
     why += f"; first k: {unit} 1..{first}, {reason}"
-    return sorted(by_kl[:count]), list(range(first)), why + (f" (shown: at most {max_dims})" if wanted > max_dims else "")
+    return (
+        sorted(by_kl[:count]),
+        list(range(first)),
+        why + (f" (shown: at most {max_dims})" if wanted > max_dims else ""),
+    )
 
 
 @torch.no_grad()
@@ -170,9 +183,14 @@ def _decode(module, z: torch.Tensor, covariates: torch.Tensor | None = None, bat
     flat = z.reshape(-1, z.shape[-1])
     if covariates is not None and len(covariates) == 1:
         covariates = covariates.expand(len(flat), -1)
-    parts = [module.decode_mean(flat[i : i + batch], None if covariates is None else covariates[i : i + batch]) for i in range(0, len(flat), batch)]
-    return {name: torch.cat([p[name] for p in parts]).numpy().reshape(*z.shape[:-1], *m.shape)
-            for name, m in zip(module.names, module.modalities)}
+    parts = [
+        module.decode_mean(flat[i : i + batch], None if covariates is None else covariates[i : i + batch])
+        for i in range(0, len(flat), batch)
+    ]
+    return {
+        name: torch.cat([p[name] for p in parts]).numpy().reshape(*z.shape[:-1], *m.shape)
+        for name, m in zip(module.names, module.modalities)
+    }
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -288,7 +306,11 @@ def write_report(
     steps.close()
 
     title = f"{run.name}: {config.latent} latent, {config.aggregator} over {', '.join(ctx.names)}"
-    page = render_page(title, list(sections.values()), footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s from {run.resolve()}")
+    page = render_page(
+        title,
+        list(sections.values()),
+        footer=f"written by infinimodal in {time.perf_counter() - started:.0f} s from {run.resolve()}",
+    )
     out = run / REPORT
     out.write_text(page)
     log.info("report written: %s", out)
@@ -313,22 +335,31 @@ def _data(section: Section, ctx: _Run) -> None:
     from sklearn.linear_model import LogisticRegression, RidgeCV
 
     train = ctx.data.train.take(slice(0, COVARIATE_PROBE_ROWS))
-    z_train, z_test = encode(ctx.module, train)[0]["representation"], encode(ctx.module, ctx.sample)[0]["representation"]
+    z_train, z_test = (
+        encode(ctx.module, train)[0]["representation"],
+        encode(ctx.module, ctx.sample)[0]["representation"],
+    )
     known, held = encoding.decode(train.arrays[COVARIATES]), encoding.decode(ctx.sample.arrays[COVARIATES])
     rows = []
     for column in encoding.columns:
         y_train, y_test = known[column.name], held[column.name]
         if column.family == "categorical":
             chance = max(float(np.mean(y_test == c)) for c in np.unique(y_test))
-            accuracy = float((LogisticRegression(max_iter=2000).fit(z_train, y_train).predict(z_test) == y_test).mean()) if len(np.unique(y_train)) > 1 else chance
+            accuracy = (
+                float((LogisticRegression(max_iter=2000).fit(z_train, y_train).predict(z_test) == y_test).mean())
+                if len(np.unique(y_train)) > 1
+                else chance
+            )
             rows.append([column.name, column.describe(), f"accuracy {accuracy:.3f}", f"majority share {chance:.3f}"])
         else:
             predicted = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(z_train, y_train).predict(z_test)
             r2 = 1 - float(np.sum((predicted - y_test) ** 2) / np.sum((y_test - y_test.mean()) ** 2))
             rows.append([column.name, f"numeric (mean {column_mean(encoding, column):.4g})", f"R² {r2:.3f}", "0"])
-    section.intro = ("Every encoder and decoder reads these covariates, so the latent should hold what they do not explain. Below: how well "
-                     f"each is predicted from the test rows' embeddings (a classifier or ridge regression fitted on up to {COVARIATE_PROBE_ROWS} "
-                     "training rows' embeddings) against chance; near chance means the latent does not carry it.")
+    section.intro = (
+        "Every encoder and decoder reads these covariates, so the latent should hold what they do not explain. Below: how well "
+        f"each is predicted from the test rows' embeddings (a classifier or ridge regression fitted on up to {COVARIATE_PROBE_ROWS} "
+        "training rows' embeddings) against chance; near chance means the latent does not carry it."
+    )
     section.html.append(table(rows, ["covariate", "encoded as", "predicted from the embedding", "chance"]))
 
 
@@ -347,12 +378,18 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
         "reconstruction minus KL, always with KL weight 1; the dotted grey line is the KL weight the optimiser used "
         "(the warm-up), so the training loss differs from the training ELBO while it is below 1."
     )
-    section.figures.append(Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch"))
+    section.figures.append(
+        Figure(plots.curves_figure(epochs, curves, figures_dir / "curves.png"), "ELBO, reconstruction and KL per epoch")
+    )
     errors = class_error_curves(curves)
     if errors:
         series = {name: (epochs, values) for name, values in errors.items()}
-        section.figures.append(Figure(plots.class_error_figure(series, figures_dir / "class_errors.png"),
-                                      "validation error of imputing each categorical modality from the others, per epoch"))
+        section.figures.append(
+            Figure(
+                plots.class_error_figure(series, figures_dir / "class_errors.png"),
+                "validation error of imputing each categorical modality from the others, per epoch",
+            )
+        )
     if "truncation" in curves:
         _truncation_history(section, epochs, curves, figures_dir)
 
@@ -360,14 +397,25 @@ def _curves(section: Section, run: Path, figures_dir: Path) -> None:
 def _truncation_history(section: Section, epochs: np.ndarray, curves: dict[str, np.ndarray], figures_dir: Path) -> None:
     """`--truncation auto`: how many dimensions each epoch trained with (train.callbacks.AdaptTruncation)."""
     sizes = curves["truncation"]
-    changes = [f"epoch {int(e)}: {int(before)} -> {int(after)}" for e, before, after in zip(epochs[1:], sizes[:-1], sizes[1:])
-               if np.isfinite(before) and np.isfinite(after) and before != after]
-    section.html.append(note(
-        f"Truncation auto: the latent started with {int(sizes[0])} dimensions; at each epoch's start it grew when fewer than "
-        f"{SPARE_DIMENSIONS} were unused after the last used one (mean KL above {USED_DIMENSION_KL} nats on validation rows) and, "
-        "after the warm-up, trimmed unused trailing dimensions. " + ("Changes: " + "; ".join(changes) + "." if changes else "It never changed.")
-    ))
-    section.figures.append(Figure(plots.truncation_figure(epochs, curves, figures_dir / "truncation.png"), "dimensions per epoch (truncation auto)"))
+    changes = [
+        f"epoch {int(e)}: {int(before)} -> {int(after)}"
+        for e, before, after in zip(epochs[1:], sizes[:-1], sizes[1:])
+        if np.isfinite(before) and np.isfinite(after) and before != after
+    ]
+    section.html.append(
+        note(
+            f"Truncation auto: the latent started with {int(sizes[0])} dimensions; at each epoch's start it grew when fewer than "
+            f"{SPARE_DIMENSIONS} were unused after the last used one (mean KL above {USED_DIMENSION_KL} nats on validation rows) and, "
+            "after the warm-up, trimmed unused trailing dimensions. "
+            + ("Changes: " + "; ".join(changes) + "." if changes else "It never changed.")
+        )
+    )
+    section.figures.append(
+        Figure(
+            plots.truncation_figure(epochs, curves, figures_dir / "truncation.png"),
+            "dimensions per epoch (truncation auto)",
+        )
+    )
 
 
 def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
@@ -382,10 +430,12 @@ def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
     panels = [c for c in candidates if len(c[1]) >= MIN_MAP_ROWS and c[1].shape[1] >= 2]
     for title, points, _ in candidates:
         if len(points) < MIN_MAP_ROWS or points.shape[1] < 2:
-            section.html.append(note(
-                f"No map of the {title}: {len(points)} test rows of {points.shape[1]} latent values "
-                f"(a t-SNE map needs at least {MIN_MAP_ROWS} rows and 2 values)."
-            ))
+            section.html.append(
+                note(
+                    f"No map of the {title}: {len(points)} test rows of {points.shape[1]} latent values "
+                    f"(a t-SNE map needs at least {MIN_MAP_ROWS} rows and 2 values)."
+                )
+            )
     maps = []
     for title, points, colours in tqdm(panels, desc="latent maps", disable=not ctx.progress, leave=False):
         maps.append((title, tsne_map(points, progress=ctx.progress, desc=f"t-SNE, {title}", seed=ctx.seed), colours))
@@ -397,11 +447,21 @@ def _latent_maps(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
     if labels is None:
         section.html.append(note("The data have no labels: the maps are not coloured."))
     if maps:
-        section.figures.append(Figure(plots.map_figure(maps, ctx.figures / "maps.png"), f"t-SNE of {space_name}, joint and per modality"))
-        variables = {name: values for name, values in explanation_variables(ctx.modalities, ctx.sample, ctx.vae.covariates).items() if name != "label"}
+        section.figures.append(
+            Figure(plots.map_figure(maps, ctx.figures / "maps.png"), f"t-SNE of {space_name}, joint and per modality")
+        )
+        variables = {
+            name: values
+            for name, values in explanation_variables(ctx.modalities, ctx.sample, ctx.vae.covariates).items()
+            if name != "label"
+        }
         if variables and maps[0][0] == "joint posterior":
-            section.figures.append(Figure(plots.coloured_maps_figure(maps[0][1], variables, ctx.figures / "maps_coloured.png"),
-                                          "the joint map coloured by each covariate and categorical column (light grey: unknown)"))
+            section.figures.append(
+                Figure(
+                    plots.coloured_maps_figure(maps[0][1], variables, ctx.figures / "maps_coloured.png"),
+                    "the joint map coloured by each covariate and categorical column (light grey: unknown)",
+                )
+            )
 
 
 def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -> None:
@@ -410,7 +470,9 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
     mass = stick and latent.mass_counts_dimensions
     kl, weights, counts = latent_usage(joint, single, ctx.names, stick)
     if stick and not mass:
-        parts = {part[len("kl_part_"):]: float(value.mean()) for part, value in joint.items() if part.startswith("kl_part_")}
+        parts = {
+            part[len("kl_part_") :]: float(value.mean()) for part, value in joint.items() if part.startswith("kl_part_")
+        }
         section.intro = (
             "Which dimensions the model uses. Left: the mean weight E[pi_k] of each stick over the test rows; right: the mean KL "
             "of each dimension's posterior to its prior, values and stick together (a dimension with KL near 0 carries no information "
@@ -431,15 +493,39 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
             "(a dimension with KL near 0 is switched off). Bars: the joint posterior; lines: each modality's own posterior. "
             "Gaussian latents have no stick weights, so there is no sticks_99 distribution."
         )
-    section.figures.append(Figure(plots.stick_usage_figure(kl, weights, ctx.figures / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit), f"usage per {unit}"))
+    section.figures.append(
+        Figure(
+            plots.stick_usage_figure(kl, weights, ctx.figures / "stick_usage.png", KL_ACTIVE_THRESHOLD, unit),
+            f"usage per {unit}",
+        )
+    )
     if mass:
-        section.figures.append(Figure(plots.sticks_99_figure(counts, latent.truncation, ctx.figures / "sticks_99.png"), "sticks_99 over the test rows"))
-        usage = [[name, f"{np.mean(c):.2f}", str(int(np.median(c))), str(int(c.max())), str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum()))]
-                 for name, c in counts.items()]
-        section.html.append(table(usage, ["posterior", "mean sticks_99", "median", "max", f"sticks with KL > {KL_ACTIVE_THRESHOLD}"]))
+        section.figures.append(
+            Figure(
+                plots.sticks_99_figure(counts, latent.truncation, ctx.figures / "sticks_99.png"),
+                "sticks_99 over the test rows",
+            )
+        )
+        usage = [
+            [
+                name,
+                f"{np.mean(c):.2f}",
+                str(int(np.median(c))),
+                str(int(c.max())),
+                str(int((kl[name] > KL_ACTIVE_THRESHOLD).sum())),
+            ]
+            for name, c in counts.items()
+        ]
+        section.html.append(
+            table(usage, ["posterior", "mean sticks_99", "median", "max", f"sticks with KL > {KL_ACTIVE_THRESHOLD}"])
+        )
     else:
-        section.html.append(table([[name, str(int((v > KL_ACTIVE_THRESHOLD).sum())), f"{v.sum():.2f}"] for name, v in kl.items()],
-                                  ["posterior", f"dimensions with KL > {KL_ACTIVE_THRESHOLD}", "total KL (nats)"]))
+        section.html.append(
+            table(
+                [[name, str(int((v > KL_ACTIVE_THRESHOLD).sum())), f"{v.sum():.2f}"] for name, v in kl.items()],
+                ["posterior", f"dimensions with KL > {KL_ACTIVE_THRESHOLD}", "total KL (nats)"],
+            )
+        )
 
 
 def _typical_covariates(ctx: _Run) -> torch.Tensor | None:
@@ -461,11 +547,21 @@ def _per_dimension(section: Section, ctx: _Run, joint: dict, max_dims: int) -> N
         f"Decodes driven by one {unit} at a time (left: {unit} k swept over its prior quantiles 5 %..95 %, every other {unit} at its prior median) "
         f"and by the first k {unit}s (right: the first k drawn from the prior, the same draws in every row, the rest at their medians). "
         f"Shown: {why}. Image modalities show E[x | z]; tabular ones show, per feature, how much E[x | z] varies across the row."
-        + (" Decoded at typical covariates (the test rows' mean number, their most frequent class)." if typical is not None else "")
+        + (
+            " Decoded at typical covariates (the test rows' mean number, their most frequent class)."
+            if typical is not None
+            else ""
+        )
     )
     for modality in ctx.modalities:
         path = plots.per_dimension_figure(
-            modality, alone_x[modality.name], first_x[modality.name], alone_dims, first_dims, ctx.figures / f"per_dimension_{modality.name}.png", unit
+            modality,
+            alone_x[modality.name],
+            first_x[modality.name],
+            alone_dims,
+            first_dims,
+            ctx.figures / f"per_dimension_{modality.name}.png",
+            unit,
         )
         section.figures.append(Figure(path, f"modality {modality.name}: one {unit} alone and the first k {unit}s"))
 
@@ -478,30 +574,48 @@ def _generation(section: Section, ctx: _Run) -> None:
     batch = test.batch(shown)
     section.intro = (
         f"{len(shown)} test rows: the data (grey: missing), then every modality decoded (E[x | z] at one posterior sample z) "
-        "from all observed modalities (reconstruction)" + (" and from each modality alone (cross-modal generation)." if ctx.multimodal else ".") + TABULAR_UNITS
+        "from all observed modalities (reconstruction)"
+        + (" and from each modality alone (cross-modal generation)." if ctx.multimodal else ".")
+        + TABULAR_UNITS
     )
     for subset in [None, *ctx.singles]:
-        mask = batch["mask"] if subset is None else batch["mask"] & torch.from_numpy(np.isin(np.arange(len(names)), subset))[None, :]
+        mask = (
+            batch["mask"]
+            if subset is None
+            else batch["mask"] & torch.from_numpy(np.isin(np.arange(len(names)), subset))[None, :]
+        )
         usable = mask.any(dim=1)
         if subset is not None and not bool(usable.any()):
-            section.html.append(note(f"No test row shown has {names[subset[0]]} observed: nothing to generate from it here."))
+            section.html.append(
+                note(f"No test row shown has {names[subset[0]]} observed: nothing to generate from it here.")
+            )
             continue
         z = torch.zeros(len(shown), module.latent.latent_size)
         if bool(usable.any()):
             index = usable.nonzero().squeeze(-1)
-            q = module.posterior({k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index))
+            q = module.posterior(
+                {k: v.index_select(0, index) for k, v in batch["data"].items()}, mask.index_select(0, index)
+            )
             z[index] = module.latent.rsample(q)
         generated = _decode(module, z, batch["data"].get(COVARIATES))
-        label = ("all observed modalities" if ctx.multimodal else "reconstruction") if subset is None else f"{names[subset[0]]} only"
+        label = (
+            ("all observed modalities" if ctx.multimodal else "reconstruction")
+            if subset is None
+            else f"{names[subset[0]]} only"
+        )
         columns = [(f"{name}\n(data)", m, truth[name]) for name, m in zip(names, modalities)]
         for name, m in zip(names, modalities):
             values = generated[name].astype(np.float64)
             values[~usable.numpy()] = np.nan  # rows where the given subset is not observed: nothing to condition on
-            columns.append((f"{name}\n(reconstructed)" if label == "reconstruction" else f"{name}\n| {label}", m, values))
+            columns.append(
+                (f"{name}\n(reconstructed)" if label == "reconstruction" else f"{name}\n| {label}", m, values)
+            )
         stem = "reconstruction" if subset is None else f"given_{names[subset[0]]}"
         heading = "reconstruction" if label == "reconstruction" else f"generated from {label}"
         path = plots.columns_figure(columns, ctx.figures / f"{stem}.png", title=heading)
-        section.figures.append(Figure(path, heading if label == "reconstruction" else f"every modality generated from {label}"))
+        section.figures.append(
+            Figure(path, heading if label == "reconstruction" else f"every modality generated from {label}")
+        )
 
 
 #: Most classes of a categorical modality shown in the class-conditioned figures.
@@ -512,8 +626,12 @@ def _class_generation(section: Section, ctx: _Run) -> None:
     """Per categorical modality: each other modality generated from q(z | that class alone), a row per class."""
     categorical = [m for m in ctx.modalities if m.categorical]
     if not categorical or not ctx.multimodal:
-        section.html.append(note("The model has no categorical modality beside another one (a label, --data NAME:labels=F): "
-                                 "there is no class to generate from."))
+        section.html.append(
+            note(
+                "The model has no categorical modality beside another one (a label, --data NAME:labels=F): "
+                "there is no class to generate from."
+            )
+        )
         return
     section.intro = (
         f"Generation from a class: for each class of a categorical modality (rows), {ctx.examples} draws z from the posterior given "
@@ -528,12 +646,20 @@ def _class_generation(section: Section, ctx: _Run) -> None:
                 continue
             stem = f"class_{spec.name}_{other.name}"
             values = np.concatenate([d[other.name] for d in draws])
-            title = f"{other.name} generated from each class of {spec.name} ({', '.join(map(str, classes))}; " + ("one row each)" if plots.is_image(other) else "one panel each)")
+            title = f"{other.name} generated from each class of {spec.name} ({', '.join(map(str, classes))}; " + (
+                "one row each)" if plots.is_image(other) else "one panel each)"
+            )
             if plots.is_image(other):
                 path = plots.image_grid_figure(other, values, ctx.figures / f"{stem}.png", columns=ctx.examples)
             else:
-                path = plots.columns_figure([(f"{other.name}\n| {spec.name} = {value}", other, d[other.name]) for value, d in zip(classes, draws)],
-                                            ctx.figures / f"{stem}.png", title=title)
+                path = plots.columns_figure(
+                    [
+                        (f"{other.name}\n| {spec.name} = {value}", other, d[other.name])
+                        for value, d in zip(classes, draws)
+                    ],
+                    ctx.figures / f"{stem}.png",
+                    title=title,
+                )
             section.figures.append(Figure(path, title))
 
 
@@ -541,10 +667,12 @@ def _imputation(section: Section, ctx: _Run) -> None:
     modalities, names, test = ctx.modalities, ctx.names, ctx.data.test
     partial = np.flatnonzero(~test.mask.all(axis=1))
     if not len(partial):
-        section.html.append(note(
-            "The test set has no missing modalities, so there is nothing to impute. "
-            + ("Cross-modal generation above shows what the model would fill in." if ctx.multimodal else "")
-        ))
+        section.html.append(
+            note(
+                "The test set has no missing modalities, so there is nothing to impute. "
+                + ("Cross-modal generation above shows what the model would fill in." if ctx.multimodal else "")
+            )
+        )
         return
     chosen = partial[: ctx.examples]
     observed = plots.observed_rows(test, chosen, modalities)
@@ -568,9 +696,15 @@ def _imputation(section: Section, ctx: _Run) -> None:
     if label is not None and test.labels is not None:
         values = modalities[names.index(label)].class_values
         predicted = [values[i] for i in filled[label].argmax(axis=1)]
-        section.html.append(table([[str(r), str(int(test.labels[r])), str(value)] for r, value in zip(chosen, predicted)],
-                                  ["test row", "true class", f"predicted {label} (argmax of the imputed probabilities)"]))
-    section.figures.append(Figure(plots.columns_figure(columns, ctx.figures / "imputation.png"), "observed and imputed modalities"))
+        section.html.append(
+            table(
+                [[str(r), str(int(test.labels[r])), str(value)] for r, value in zip(chosen, predicted)],
+                ["test row", "true class", f"predicted {label} (argmax of the imputed probabilities)"],
+            )
+        )
+    section.figures.append(
+        Figure(plots.columns_figure(columns, ctx.figures / "imputation.png"), "observed and imputed modalities")
+    )
 
 
 #: Validation rows the deviation section standardises against, and as many again shown as the reference population.
@@ -589,8 +723,12 @@ def _deviation(section: Section, ctx: _Run) -> None:
     test = ctx.sample.take(slice(0, DEVIATION_TEST_ROWS))
     reference = Reference.fit(ctx.module, fitting, samples=DEVIATION_SAMPLES)
     # a figure of distributions: each batch drawn at once (a subject's own reproducible score is `infinimodal score`'s)
-    groups = {"reference (validation rows)": deviation_scores(ctx.module, shown, reference, DEVIATION_SAMPLES, by_row=False)["score"],
-              "test rows": deviation_scores(ctx.module, test, reference, DEVIATION_SAMPLES, by_row=False)["score"]}
+    groups = {
+        "reference (validation rows)": deviation_scores(ctx.module, shown, reference, DEVIATION_SAMPLES, by_row=False)[
+            "score"
+        ],
+        "test rows": deviation_scores(ctx.module, test, reference, DEVIATION_SAMPLES, by_row=False)["score"],
+    }
     section.intro = (
         f"Deviation scores (`infinimodal score`): how atypical each row is for the population the model was trained on. "
         f"Each observed modality's -log p(x_m | the other modalities), its -log p(x_m | the subject's own joint posterior) and the "
@@ -600,28 +738,45 @@ def _deviation(section: Section, ctx: _Run) -> None:
         f"rows (the reference population) and {len(test)} test rows. A test set like the training data overlaps the reference; "
         "atypical subjects form a tail to the right."
     )
-    section.figures.append(Figure(plots.score_figure(groups, ctx.figures / "deviation_scores.png"), "deviation scores, reference and test rows"))
+    section.figures.append(
+        Figure(
+            plots.score_figure(groups, ctx.figures / "deviation_scores.png"),
+            "deviation scores, reference and test rows",
+        )
+    )
     quantile = float(np.quantile(groups["reference (validation rows)"], 0.95))
-    section.html.append(table([[name, f"{np.median(v):.2f}", f"{100 * np.mean(v > quantile):.1f} %"] for name, v in groups.items()],
-                              ["rows", "median score", "share above the reference's 95th percentile"]))
+    section.html.append(
+        table(
+            [[name, f"{np.median(v):.2f}", f"{100 * np.mean(v > quantile):.1f} %"] for name, v in groups.items()],
+            ["rows", "median score", "share above the reference's 95th percentile"],
+        )
+    )
 
 
 def _prior(section: Section, ctx: _Run) -> None:
     modalities, names = ctx.modalities, ctx.names
     section.intro = "Random draws z from the prior, decoded (E[x | z]). " + (
-        "Each row is one draw decoded into every modality: a coherent model gives the same content in every column." if ctx.multimodal else ""
+        "Each row is one draw decoded into every modality: a coherent model gives the same content in every column."
+        if ctx.multimodal
+        else ""
     )
     if len(modalities) == 1 and plots.is_image(modalities[0]):
         samples = ctx.vae.sample(4 * ctx.examples)
-        path = plots.image_grid_figure(modalities[0], samples[names[0]], ctx.figures / "prior_samples.png", columns=ctx.examples)
+        path = plots.image_grid_figure(
+            modalities[0], samples[names[0]], ctx.figures / "prior_samples.png", columns=ctx.examples
+        )
     else:
         typical = _typical_covariates(ctx)
         samples = ctx.vae.sample(ctx.examples, covariates=None if typical is None else typical.numpy())
-        path = plots.columns_figure([(name, m, samples[name]) for name, m in zip(names, modalities)], ctx.figures / "prior_samples.png")
+        path = plots.columns_figure(
+            [(name, m, samples[name]) for name, m in zip(names, modalities)], ctx.figures / "prior_samples.png"
+        )
     section.figures.append(Figure(path, "samples from the prior"))
 
 
-def latent_usage(joint: dict, single: Sequence[dict], names: Sequence[str], stick: bool) -> tuple[dict, dict | None, dict | None]:
+def latent_usage(
+    joint: dict, single: Sequence[dict], names: Sequence[str], stick: bool
+) -> tuple[dict, dict | None, dict | None]:
     """Per posterior ("joint", then each modality over the rows where it is observed): mean KL per dimension,
     mean E[pi] per stick and each row's sticks_99 (the last two None for Gaussian latents)."""
     kl = {"joint": joint["kl_per_dim"].mean(0)}
@@ -644,62 +799,108 @@ def _summary(section: Section, record: dict, evaluation: dict | None, names: lis
         ["data", f"{record.get('data')} ({record.get('data_source', '')})"],
         ["modalities", ", ".join(names)],
         ["model", f"{latent} latent, {size}, {record.get('aggregator')} fusion"],
-        ["training", f"{record.get('epochs')} epochs on {record.get('n_train')} rows, {format_value(record.get('train_seconds'))} s; best validation ELBO {format_value(record.get('best_val_elbo'))}"],
+        [
+            "training",
+            f"{record.get('epochs')} epochs on {record.get('n_train')} rows, {format_value(record.get('train_seconds'))} s; best validation ELBO {format_value(record.get('best_val_elbo'))}",
+        ],
     ]
     if evaluation is not None:
         if evaluation.get("posterior_family") and evaluation["posterior_family"] != latent:
             rows.append(["posterior family", evaluation["posterior_family"]])
         rows.append([f"test ELBO (the {record.get('aggregator')} bound)", format_value(evaluation.get("elbo"))])
-        rows.append([f"test log p(x) ({evaluation.get('iw_samples')} samples)", format_value(evaluation.get("log_likelihood"))])
+        rows.append(
+            [f"test log p(x) ({evaluation.get('iw_samples')} samples)", format_value(evaluation.get("log_likelihood"))]
+        )
         if stick and "sticks_99" in evaluation:
             rows.append(["sticks holding 99 % of E[pi]", f"{evaluation['sticks_99']:.2f} of {family.truncation}"])
         if evaluation.get("kl_parts"):
-            rows.append(["KL per test row (nats)", ", ".join(f"{part} {value:.2f}" for part, value in evaluation["kl_parts"].items())])
+            rows.append(
+                [
+                    "KL per test row (nats)",
+                    ", ".join(f"{part} {value:.2f}" for part, value in evaluation["kl_parts"].items()),
+                ]
+            )
         rows.append(["dimensions with KL > 0.05", str(evaluation.get("kl_active"))])
         for name, errors in evaluation.get("prediction_error", {}).items():
             alone = ", ".join(f"from {other} alone {100 * e:.2f} %" for other, e in errors.items() if other != "all")
-            rows.append([f"error predicting {name}", f"{100 * errors['all']:.2f} % from all other modalities" + (f" ({alone})" if alone else "")
-                         if "all" in errors else alone or "-"])
+            rows.append(
+                [
+                    f"error predicting {name}",
+                    f"{100 * errors['all']:.2f} % from all other modalities" + (f" ({alone})" if alone else "")
+                    if "all" in errors
+                    else alone or "-",
+                ]
+            )
         for name, entries in evaluation.get("prediction_baselines", {}).items():
-            fitted = [(entry[entry["best_baseline"]], key, entry["best_baseline"], entry["train_rows"]) for key, entry in entries.items() if "best_baseline" in entry]
+            fitted = [
+                (entry[entry["best_baseline"]], key, entry["best_baseline"], entry["train_rows"])
+                for key, entry in entries.items()
+                if "best_baseline" in entry
+            ]
             if fitted:
                 error, key, classifier, labelled = min(fitted)
                 given = "all other modalities" if key == "all" else f"{key} alone"
-                rows.append([f"best classifier of {name} fitted on its labelled rows alone",
-                             f"{100 * error:.2f} % ({classifier} from {given}, {labelled} labelled training rows, tuned on the labelled validation rows)"])
+                rows.append(
+                    [
+                        f"best classifier of {name} fitted on its labelled rows alone",
+                        f"{100 * error:.2f} % ({classifier} from {given}, {labelled} labelled training rows, tuned on the labelled validation rows)",
+                    ]
+                )
         if "kl_span_99" in evaluation:
-            rows.append(["leading dimensions holding 99 % of the KL", f"{evaluation['kl_span_99']} of {family.n_dimensions}"])
-            rows.append(["Spearman correlation of dimension index and KL (-1: ordered)", format_value(evaluation.get("kl_order_spearman"))])
+            rows.append(
+                ["leading dimensions holding 99 % of the KL", f"{evaluation['kl_span_99']} of {family.n_dimensions}"]
+            )
+            rows.append(
+                [
+                    "Spearman correlation of dimension index and KL (-1: ordered)",
+                    format_value(evaluation.get("kl_order_spearman")),
+                ]
+            )
     section.html.append(table(rows))
 
 
 def _config(section: Section, record: dict, test, modalities) -> None:
     section.intro = "The run's config.json: every setting it was trained with, and its modalities."
-    settings = [[key, format_value(value) if not isinstance(value, dict) else json.dumps(value)] for key, value in record.items() if key != "modalities"]
+    settings = [
+        [key, format_value(value) if not isinstance(value, dict) else json.dumps(value)]
+        for key, value in record.items()
+        if key != "modalities"
+    ]
     section.html.append(tables_side_by_side(settings, ["setting", "value"], 3))
     observed = test.mask.mean(axis=0)
-    section.html.append(table(
-        [[m.name, " x ".join(map(str, m.shape)), m.likelihood, f"{100 * observed[i]:.1f} %"] for i, m in enumerate(modalities)],
-        ["modality", "shape", "likelihood", "observed in test rows"],
-    ))
+    section.html.append(
+        table(
+            [
+                [m.name, " x ".join(map(str, m.shape)), m.likelihood, f"{100 * observed[i]:.1f} %"]
+                for i, m in enumerate(modalities)
+            ],
+            ["modality", "shape", "likelihood", "observed in test rows"],
+        )
+    )
 
 
 def _metrics(section: Section, evaluation: dict | None, run: Path) -> None:
     if evaluation is None:
-        section.html.append(note(f"No eval.json: run `infinimodal evaluate {run}` for the test metrics, then this report again."))
+        section.html.append(
+            note(f"No eval.json: run `infinimodal evaluate {run}` for the test metrics, then this report again.")
+        )
         return
-    section.intro = ("The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below. "
-                     "First the declared metrics (`infinimodal.evaluation.catalogue`) with what each means and which way is better, then "
-                     "every other entry.")
+    section.intro = (
+        "The run's eval.json (see `infinimodal.evaluation.metrics` for each definition); per-dimension lists are drawn below. "
+        "First the declared metrics (`infinimodal.evaluation.catalogue`) with what each means and which way is better, then "
+        "every other entry."
+    )
     flat = flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
     declared = {k: v for k, v in flat.items() if metric_of(k) is not None and metric_of(k).key != "imputation_mse"}
     better = {1: "larger", -1: "smaller", 0: "-"}
-    section.html.append(table([[k, format_value(v), better[metric_of(k).direction], metric_of(k).meaning] for k, v in declared.items()],
-                              ["metric", "value", "better", "meaning"]))
+    section.html.append(
+        table(
+            [[k, format_value(v), better[metric_of(k).direction], metric_of(k).meaning] for k, v in declared.items()],
+            ["metric", "value", "better", "meaning"],
+        )
+    )
     rest = [[k, format_value(v)] for k, v in flat.items() if k not in declared]
     if rest:
         section.html.append(tables_side_by_side(rest, ["entry", "value"], 3))
     for line in evaluation.get("notes", []):
         section.html.append(note(line))
-
-

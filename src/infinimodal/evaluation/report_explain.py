@@ -27,9 +27,18 @@ def found_summary(result: dict) -> str:
     shared = [f"dim {d['index']} ({', '.join(d['modalities'])})" for d in used if d["sharing"] == "shared"]
     private = [f"dim {d['index']} ({d['modalities'][0]})" for d in used if d["sharing"] == "private"]
     total = result["variance_explained_total"]
-    rows = [["dimensions used", f"{result['n_used']} of {len(result['dimensions'])} (KL > {result['thresholds']['used_kl']} nats and an effect on some modality's fit)"],
-            ["shared by several modalities", ", ".join(shared) or "none"], ["private to one", ", ".join(private) or "none"],
-            ["variance explained by all dimensions", ", ".join(f"{name} {value:.2f}" for name, value in total.items() if value == value)]]
+    rows = [
+        [
+            "dimensions used",
+            f"{result['n_used']} of {len(result['dimensions'])} (KL > {result['thresholds']['used_kl']} nats and an effect on some modality's fit)",
+        ],
+        ["shared by several modalities", ", ".join(shared) or "none"],
+        ["private to one", ", ".join(private) or "none"],
+        [
+            "variance explained by all dimensions",
+            ", ".join(f"{name} {value:.2f}" for name, value in total.items() if value == value),
+        ],
+    ]
     return "<h3>What the model found (on the test rows; details below)</h3>" + table(rows)
 
 
@@ -50,21 +59,50 @@ def explain_section(section: Section, vae, rows, run_dir: Path, figures: Path) -
         "own values; and its strongest association with a covariate, a label or a categorical column "
         "(Spearman ρ, AUC or Kruskal-Wallis ε², with a Benjamini-Hochberg q-value). "
         f"A dimension is used when its KL exceeds {result['thresholds']['used_kl']} nats and it changes some modality's R² by "
-        f"{result['thresholds']['used_r2']} or more: {result['n_used']} of {len(result['dimensions'])} are.")
+        f"{result['thresholds']['used_r2']} or more: {result['n_used']} of {len(result['dimensions'])} are."
+    )
     if not used:
         section.html.append(note("No dimension is used: the model has learned nothing from these rows."))
         return result
-    path = plots.variance_explained_figure(result["variance_explained"], result["kl_share"], used, figures / "variance_explained.png",
-                                           "R²" if measures == ["squared error"] else "R², deviance for non-Gaussian features")
-    section.figures.append(Figure(path, "variance explained per dimension and modality (alone), and each dimension's share of the KL"))
+    path = plots.variance_explained_figure(
+        result["variance_explained"],
+        result["kl_share"],
+        used,
+        figures / "variance_explained.png",
+        "R²" if measures == ["squared error"] else "R², deviance for non-Gaussian features",
+    )
+    section.figures.append(
+        Figure(path, "variance explained per dimension and modality (alone), and each dimension's share of the KL")
+    )
     rows = []
     for j in used:
         d = result["dimensions"][j]
-        tops = "; ".join(f"{name}: " + ", ".join(f"{t['feature']} {t['effect']:+.3g}" for t in top[:REPORT_TOP_FEATURES])
-                         for name, top in d["top_features"].items() if name in d["modalities"])
-        rows.append([str(j), f"{d['kl']:.2f} ({100 * d['kl_share']:.0f} %)", f"{d['sharing']}: {', '.join(d['modalities']) or '-'}",
-                     tops or "-", _strongest_association(d["associations"])])
-    section.html.append(table(rows, ["dim", "KL, nats (share)", "explains", "top features (change of the mean, data units)", "strongest association"]))
+        tops = "; ".join(
+            f"{name}: " + ", ".join(f"{t['feature']} {t['effect']:+.3g}" for t in top[:REPORT_TOP_FEATURES])
+            for name, top in d["top_features"].items()
+            if name in d["modalities"]
+        )
+        rows.append(
+            [
+                str(j),
+                f"{d['kl']:.2f} ({100 * d['kl_share']:.0f} %)",
+                f"{d['sharing']}: {', '.join(d['modalities']) or '-'}",
+                tops or "-",
+                _strongest_association(d["associations"]),
+            ]
+        )
+    section.html.append(
+        table(
+            rows,
+            [
+                "dim",
+                "KL, nats (share)",
+                "explains",
+                "top features (change of the mean, data units)",
+                "strongest association",
+            ],
+        )
+    )
     return result
 
 
@@ -75,4 +113,8 @@ def _strongest_association(found: dict) -> str:
         return "-"
     q, name, a = min(tested, key=lambda t: t[0])
     label = {"spearman": "ρ", "auc": "AUC", "kruskal": "ε²"}.get(a["test"], a["test"])
-    return f"{name}: {label} {a['statistic']:.2f} (q {q:.1e})" if q > 0 else f"{name}: {label} {a['statistic']:.2f} (q < 1e-300)"
+    return (
+        f"{name}: {label} {a['statistic']:.2f} (q {q:.1e})"
+        if q > 0
+        else f"{name}: {label} {a['statistic']:.2f} (q < 1e-300)"
+    )

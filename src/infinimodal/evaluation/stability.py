@@ -37,10 +37,11 @@ TOP_FEATURES = 10
 def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[a columns, b columns] Pearson r, 0 for a column that does not vary (its SD below 1e-9 of its matrix's largest: a
     pruned factor's values near 1e-170 would otherwise overflow the ratio)."""
+
     def standardised(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         x = x - x.mean(0)
-        sd = np.sqrt((x ** 2).sum(0))
+        sd = np.sqrt((x**2).sum(0))
         varies = sd > 1e-9 * max(float(sd.max(initial=0.0)), 1e-300)
         return np.where(varies, x / np.where(varies, sd, 1.0), 0.0)
 
@@ -63,7 +64,9 @@ def effect_vectors(explanation: dict) -> np.ndarray:
 
 def patterns(explanation: dict) -> np.ndarray:
     """[D, modalities]: the variance each dimension explains alone in each modality, negatives as 0."""
-    return np.clip(np.nan_to_num(np.array(list(explanation["variance_explained"].values()), dtype=np.float64).T), 0, None)
+    return np.clip(
+        np.nan_to_num(np.array(list(explanation["variance_explained"].values()), dtype=np.float64).T), 0, None
+    )
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -111,31 +114,55 @@ def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
     per_run = []
     for k in range(1, len(codes)):
         matched, r, signs = match(codes[0], codes[k], used)
-        per_run.append({"matched": matched.tolist(), "abs_r": r.tolist(),
-                        "pattern": [_cosine(pattern[0][j], pattern[k][m]) if m >= 0 else float("nan") for j, m in zip(used, matched)],
-                        "features": [s * _corr(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan")
-                                     for j, m, s in zip(used, matched, signs)],
-                        "top": [_overlap(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan") for j, m in zip(used, matched)]})
-    canonical = [canonical_correlations(codes[0][:, used], codes[k][:, np.flatnonzero(explanations[k]["used"])]).tolist()
-                 for k in range(1, len(codes))]
+        per_run.append(
+            {
+                "matched": matched.tolist(),
+                "abs_r": r.tolist(),
+                "pattern": [
+                    _cosine(pattern[0][j], pattern[k][m]) if m >= 0 else float("nan") for j, m in zip(used, matched)
+                ],
+                "features": [
+                    s * _corr(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan")
+                    for j, m, s in zip(used, matched, signs)
+                ],
+                "top": [
+                    _overlap(effects[0][j], effects[k][m]) if m >= 0 and same_features else float("nan")
+                    for j, m in zip(used, matched)
+                ],
+            }
+        )
+    canonical = [
+        canonical_correlations(codes[0][:, used], codes[k][:, np.flatnonzero(explanations[k]["used"])]).tolist()
+        for k in range(1, len(codes))
+    ]
     worst_canonical = min((c[len(used) - 1] if len(c) >= len(used) else 0.0) for c in canonical) if len(used) else None
     dimensions = []
     for i, j in enumerate(used):
         rs = np.array([run["abs_r"][i] for run in per_run])
-        dimensions.append({
-            "index": int(j), "matches": [int(run["matched"][i]) for run in per_run], "abs_r": rs.tolist(),
-            "worst_abs_r": float(rs.min()), "median_abs_r": float(np.median(rs)),
-            "reproduced": bool(rs.min() >= MATCHED_R),
-            "keeps_index": all(run["matched"][i] == j for run in per_run),
-            "index_shift": float(np.median([abs(run["matched"][i] - j) for run in per_run])),
-            "pattern_agreement": _worst([run["pattern"][i] for run in per_run]),
-            "feature_agreement": _worst([run["features"][i] for run in per_run]),
-            "top_feature_overlap": _worst([run["top"][i] for run in per_run]),
-        })
-    return {"runs": len(codes), "rows": int(len(codes[0])), "dimensions": dimensions,
-            "subspace": {"canonical_correlations": canonical, "worst_canonical_r": worst_canonical},
-            "summary": summary(dimensions, explanations) | {"worst_canonical_r": worst_canonical, "order_spearman": _order(used, per_run)},
-            "thresholds": {"matched_r": MATCHED_R, "top_features": TOP_FEATURES}}
+        dimensions.append(
+            {
+                "index": int(j),
+                "matches": [int(run["matched"][i]) for run in per_run],
+                "abs_r": rs.tolist(),
+                "worst_abs_r": float(rs.min()),
+                "median_abs_r": float(np.median(rs)),
+                "reproduced": bool(rs.min() >= MATCHED_R),
+                "keeps_index": all(run["matched"][i] == j for run in per_run),
+                "index_shift": float(np.median([abs(run["matched"][i] - j) for run in per_run])),
+                "pattern_agreement": _worst([run["pattern"][i] for run in per_run]),
+                "feature_agreement": _worst([run["features"][i] for run in per_run]),
+                "top_feature_overlap": _worst([run["top"][i] for run in per_run]),
+            }
+        )
+    return {
+        "runs": len(codes),
+        "rows": int(len(codes[0])),
+        "dimensions": dimensions,
+        "subspace": {"canonical_correlations": canonical, "worst_canonical_r": worst_canonical},
+        "summary": summary(dimensions, explanations)
+        | {"worst_canonical_r": worst_canonical, "order_spearman": _order(used, per_run)},
+        "thresholds": {"matched_r": MATCHED_R, "top_features": TOP_FEATURES},
+    }
 
 
 def _order(used: np.ndarray, per_run: list[dict]) -> float | None:
@@ -159,15 +186,19 @@ def _worst(values: list[float]) -> float | None:
 
 def summary(dimensions: list[dict], explanations: list[dict]) -> dict:
     """Medians over the first run's used dimensions."""
+
     def median(key):
         values = [d[key] for d in dimensions if d[key] is not None]
         return float(np.median(values)) if values else None
 
     return {
         "used_per_run": [int(np.sum(e["used"])) for e in explanations],
-        "median_worst_abs_r": median("worst_abs_r"), "median_abs_r": median("median_abs_r"),
+        "median_worst_abs_r": median("worst_abs_r"),
+        "median_abs_r": median("median_abs_r"),
         "reproduced": int(sum(d["reproduced"] for d in dimensions)),
         "share_keep_index": float(np.mean([d["keeps_index"] for d in dimensions])) if dimensions else None,
-        "median_pattern_agreement": median("pattern_agreement"), "median_feature_agreement": median("feature_agreement"),
-        "median_top_feature_overlap": median("top_feature_overlap"), "median_index_shift": median("index_shift"),
+        "median_pattern_agreement": median("pattern_agreement"),
+        "median_feature_agreement": median("feature_agreement"),
+        "median_top_feature_overlap": median("top_feature_overlap"),
+        "median_index_shift": median("index_shift"),
     }

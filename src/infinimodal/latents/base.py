@@ -79,6 +79,7 @@ def averaged_over_components(method: Callable) -> Callable:
     """A family method of a posterior q (`method(self, q, ...)` returning [..., L]) that, for a mixture posterior
     (MoE, MoPoE), is the weighted average of its components' values: sum_c w_c method(q_c). Mixtures are handled here
     once, not by an isinstance in each method."""
+
     @functools.wraps(method)
     def per_mixture(self, q, *args, **kwargs):
         if isinstance(q, MixturePosterior):
@@ -186,7 +187,8 @@ class LatentFamily(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             prior_eta = self.natural(self.prior())
             fused = tuple(
-                p + torch.einsum("bsm,bml->bsl", subsets.to(q.dtype), q - p) for q, p in zip(self.natural(posteriors), prior_eta)
+                p + torch.einsum("bsm,bml->bsl", subsets.to(q.dtype), q - p)
+                for q, p in zip(self.natural(posteriors), prior_eta)
             )
         return self.from_natural(fused)
 
@@ -228,7 +230,9 @@ class LatentFamily(nn.Module):
             return MixturePosterior(self.truncated(q.components, keep), q.weights)
         prior = self.prior()
         kept = torch.arange(self.n_dimensions, device=q.mean.device) < keep
-        return type(q)(**{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints})
+        return type(q)(
+            **{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints}
+        )
 
     #: Whether the family's dimensions are ordered (used in index order) and can be exchanged during training
     #: (`value_head_rows`, `mean_gates`; `MultimodalModule.swap_dimensions`).
@@ -238,7 +242,9 @@ class LatentFamily(nn.Module):
         """The rows of an encoder head's output that parameterise dimension `dim`'s exchangeable part."""
         raise NotImplementedError
 
-    def exchange_scales(self, q: Distribution, j: int, k: int) -> tuple[float, float]:  # pragma: no cover - only families that order dimensions
+    def exchange_scales(
+        self, q: Distribution, j: int, k: int
+    ) -> tuple[float, float]:  # pragma: no cover - only families that order dimensions
         """How much the decoder columns of the dimensions moving k -> j and j -> k are scaled so that the decoders read in
         mean what they read before (`MultimodalModule.swap_dimensions`)."""
         raise NotImplementedError

@@ -55,7 +55,9 @@ class StableBeta(Beta):
         Dirichlet's gradient series was a tenth of the default model's training step; benchmarks/throughput.py)."""
         shape = self._extended_shape(sample_shape)
         a, b = (c.double().expand(shape) for c in (self.concentration1, self.concentration0))
-        x, y = (Gamma(c, torch.ones_like(c), validate_args=False).rsample() for c in (a, b))  # each clamped to tiny, not 0
+        x, y = (
+            Gamma(c, torch.ones_like(c), validate_args=False).rsample() for c in (a, b)
+        )  # each clamped to tiny, not 0
         return (x / (x + y)).to(self.concentration1.dtype)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -80,8 +82,13 @@ class _BetaKL(torch.autograd.Function):
     def forward(ctx, a1: Tensor, b1: Tensor, a2: Tensor, b2: Tensor) -> Tensor:
         psi_a1, psi_b1, psi_sum1 = torch.digamma(a1), torch.digamma(b1), torch.digamma(a1 + b1)
         ctx.save_for_backward(a1, b1, a2, b2, psi_a1, psi_b1, psi_sum1)
-        return (log_beta_function(a2, b2) - log_beta_function(a1, b1) + (a1 - a2) * psi_a1 + (b1 - b2) * psi_b1
-                + (a2 - a1 + b2 - b1) * psi_sum1)
+        return (
+            log_beta_function(a2, b2)
+            - log_beta_function(a1, b1)
+            + (a1 - a2) * psi_a1
+            + (b1 - b2) * psi_b1
+            + (a2 - a1 + b2 - b1) * psi_sum1
+        )
 
     @staticmethod
     @once_differentiable  # the saved digammas are constants here: a second derivative would come out wrong, so it is refused
@@ -106,7 +113,9 @@ class _BetaKL(torch.autograd.Function):
 def beta_kl_float64(p: Beta, q: Beta) -> Tensor:
     """KL(Beta(a1, b1) || Beta(a2, b2)) = log B(a2, b2) - log B(a1, b1) + (a1 - a2) psi(a1) + (b1 - b2) psi(b1)
     + (a2 - a1 + b2 - b1) psi(a1 + b1), evaluated in float64 and returned in the parameters' dtype."""
-    return _BetaKL.apply(p.concentration1.double(), p.concentration0.double(), q.concentration1.double(), q.concentration0.double()).to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
+    return _BetaKL.apply(
+        p.concentration1.double(), p.concentration0.double(), q.concentration1.double(), q.concentration0.double()
+    ).to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
 
 
 def beta_statistics(v: Tensor) -> Tensor:

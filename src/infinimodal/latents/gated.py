@@ -90,15 +90,21 @@ class GatedPosterior(_ValuesBesideSticks):
     """
 
     arg_constraints = {
-        "loc": constraints.real, "scale": constraints.positive,
-        "concentration1": constraints.positive, "concentration0": constraints.positive,
+        "loc": constraints.real,
+        "scale": constraints.positive,
+        "concentration1": constraints.positive,
+        "concentration0": constraints.positive,
     }
 
-    def __init__(self, loc: Tensor, scale: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
+    def __init__(
+        self, loc: Tensor, scale: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None
+    ) -> None:
         self.values = Normal(loc, scale, validate_args=validate_args)
         self.sticks = StableBeta(concentration1, concentration0, validate_args=validate_args)
         if self.values.batch_shape != self.sticks.batch_shape:
-            raise ValueError(f"values {tuple(self.values.batch_shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
+            raise ValueError(
+                f"values {tuple(self.values.batch_shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape"
+            )
         *batch, dims = self.values.batch_shape
         super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
 
@@ -131,17 +137,26 @@ class GatedPosterior(_ValuesBesideSticks):
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
         half = torch.Size([*shape[:-1], shape[-1] // 2])
-        return GatedPosterior(self.loc.expand(half), self.scale.expand(half), self.concentration1.expand(half), self.concentration0.expand(half))
+        return GatedPosterior(
+            self.loc.expand(half),
+            self.scale.expand(half),
+            self.concentration1.expand(half),
+            self.concentration0.expand(half),
+        )
 
     @classmethod
-    def from_expert(cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor) -> "GatedPosterior":
+    def from_expert(
+        cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor
+    ) -> "GatedPosterior":
         """The prior N(0, 1) times an expert of precision lambda on the value: precision 1 + lambda, mean `loc`."""
         return cls(loc, (1.0 + expert_precision).rsqrt(), concentration1, concentration0)
 
     def natural(self) -> tuple[Tensor, Tensor]:
         """(precision * mean, precision) of the values beside the sticks' (a, b): sums of these are products."""
         precision = self.scale.pow(-2)
-        return torch.cat([precision * self.loc, self.concentration1], -1), torch.cat([precision, self.concentration0], -1)
+        return torch.cat([precision * self.loc, self.concentration1], -1), torch.cat(
+            [precision, self.concentration0], -1
+        )
 
     @classmethod
     def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "GatedPosterior":
@@ -162,7 +177,9 @@ class GatedPosterior(_ValuesBesideSticks):
 @register_kl(GatedPosterior, GatedPosterior)
 def _kl_gated(p: GatedPosterior, q: GatedPosterior) -> Tensor:
     """Per scalar: the values' Gaussian KL beside the sticks' Beta KL (float64, see StableBeta)."""
-    return torch.cat(torch.broadcast_tensors(kl_divergence(p.values, q.values), kl_divergence(p.sticks, q.sticks)), dim=-1)
+    return torch.cat(
+        torch.broadcast_tensors(kl_divergence(p.values, q.values), kl_divergence(p.sticks, q.sticks)), dim=-1
+    )
 
 
 @register_linear_log_density(GatedPosterior)
@@ -200,15 +217,26 @@ class CodeGatedPosterior(_ValuesBesideSticks):
     terms whose sum is log q(g, v) (a value's term depends on the sticks before it)."""
 
     arg_constraints = {
-        "expert_loc": constraints.real, "expert_precision": constraints.nonnegative,
-        "concentration1": constraints.positive, "concentration0": constraints.positive,
+        "expert_loc": constraints.real,
+        "expert_precision": constraints.nonnegative,
+        "concentration1": constraints.positive,
+        "concentration0": constraints.positive,
     }
 
-    def __init__(self, expert_loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor, validate_args=None) -> None:
+    def __init__(
+        self,
+        expert_loc: Tensor,
+        expert_precision: Tensor,
+        concentration1: Tensor,
+        concentration0: Tensor,
+        validate_args=None,
+    ) -> None:
         self.expert_loc, self.expert_precision = torch.broadcast_tensors(expert_loc, expert_precision)
         self.sticks = StableBeta(concentration1, concentration0, validate_args=validate_args)
         if self.expert_loc.shape != self.sticks.batch_shape:
-            raise ValueError(f"experts {tuple(self.expert_loc.shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape")
+            raise ValueError(
+                f"experts {tuple(self.expert_loc.shape)} and sticks {tuple(self.sticks.batch_shape)} differ in shape"
+            )
         *batch, dims = self.expert_loc.shape
         super().__init__(torch.Size([*batch, 2 * dims]), validate_args=False)
 
@@ -227,13 +255,17 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         return torch.cat([self.values_given(v).rsample(), v], dim=-1)
 
     @classmethod
-    def from_expert(cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor) -> "CodeGatedPosterior":
+    def from_expert(
+        cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor
+    ) -> "CodeGatedPosterior":
         return cls(loc, expert_precision, concentration1, concentration0)
 
     def natural(self) -> tuple[Tensor, Tensor]:
         """(lambda m, lambda) of the code's expert (they add across modalities, given the sticks) beside (a, b)."""
-        return (torch.cat([self.expert_precision * self.expert_loc, self.concentration1], -1),
-                torch.cat([self.expert_precision, self.concentration0], -1))
+        return (
+            torch.cat([self.expert_precision * self.expert_loc, self.concentration1], -1),
+            torch.cat([self.expert_precision, self.concentration0], -1),
+        )
 
     @classmethod
     def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "CodeGatedPosterior":
@@ -241,7 +273,11 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         d = first.shape[-1] // 2
         precision = second[..., :d]
         # an expert of precision 0 (no modality, or the prior alone) has mean 0
-        loc = torch.where(precision > 0, first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny), torch.zeros_like(precision))
+        loc = torch.where(
+            precision > 0,
+            first[..., :d] / precision.clamp_min(torch.finfo(precision.dtype).tiny),
+            torch.zeros_like(precision),
+        )
         return cls(loc, precision, first[..., d:], second[..., d:])
 
     def gain(self, gates: Tensor) -> Tensor:
@@ -265,7 +301,10 @@ class CodeGatedPosterior(_ValuesBesideSticks):
 def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
     """KL(p(v) || q(v)) exactly, and KL(p(g | v) || q(g | v)) at one draw v ~ p(v) (unbiased for its mean over v)."""
     v = clamp_sticks(p.sticks.rsample())
-    return torch.cat(torch.broadcast_tensors(kl_divergence(p.values_given(v), q.values_given(v)), kl_divergence(p.sticks, q.sticks)), dim=-1)
+    return torch.cat(
+        torch.broadcast_tensors(kl_divergence(p.values_given(v), q.values_given(v)), kl_divergence(p.sticks, q.sticks)),
+        dim=-1,
+    )
 
 
 #: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
@@ -282,22 +321,42 @@ EXPERTS = tuple(POSTERIORS)
 class GatedSettings(Settings):
     owner = "gated"
     absent_means = {"alpha_start": "alpha"}  # runs saved before the gate warm-up existed trained at alpha throughout
-    latent_dim: int = setting(50, "the most dimensions D (each a value and a stick): with --truncation auto (the default) training "
-                              "starts with up to 16 and grows or trims them up to this bound; with --truncation fixed, exactly D",
-                              check=lambda v: v >= 1, requirement="at least 1")
-    alpha: float = setting(DEFAULT_GATE_ALPHA, "stick prior Beta(1, alpha): the prior gate of dimension k is (alpha / (1 + alpha))^k",
-                           check=positive, requirement="a positive number")
-    alpha_start: float = setting(DEFAULT_ALPHA_START, "gate warm-up: the sticks' prior alpha when training starts; it rises "
-                                 "geometrically to alpha over the KL warm-up, so that dimensions fill in index order (alpha: none)",
-                                 check=positive, requirement="a positive number")
+    latent_dim: int = setting(
+        50,
+        "the most dimensions D (each a value and a stick): with --truncation auto (the default) training "
+        "starts with up to 16 and grows or trims them up to this bound; with --truncation fixed, exactly D",
+        check=lambda v: v >= 1,
+        requirement="at least 1",
+    )
+    alpha: float = setting(
+        DEFAULT_GATE_ALPHA,
+        "stick prior Beta(1, alpha): the prior gate of dimension k is (alpha / (1 + alpha))^k",
+        check=positive,
+        requirement="a positive number",
+    )
+    alpha_start: float = setting(
+        DEFAULT_ALPHA_START,
+        "gate warm-up: the sticks' prior alpha when training starts; it rises "
+        "geometrically to alpha over the KL warm-up, so that dimensions fill in index order (alpha: none)",
+        check=positive,
+        requirement="a positive number",
+    )
     evidence: str = setting("exp", "how encoder outputs become the sticks' evidence", choices=EVIDENCE_LINKS)
     expert: str = setting("value", "experts on the values g (mean-field) or on the gated code g * r", choices=EXPERTS)
-    truncation: int | str = setting(AUTO, "auto: start with 16 dimensions (or --latent-dim, when fewer), grow and trim them during "
-                                    "training, at most --latent-dim (and --max-truncation - 1); fixed (or any integer, the stick "
-                                    "families' K): exactly --latent-dim dimensions",
-                                    check=lambda v: v in ("fixed", AUTO) or truncation_setting(v), requirement="fixed, auto or an integer")
-    max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
-                                  check=lambda v: v >= 3, requirement="at least 3")
+    truncation: int | str = setting(
+        AUTO,
+        "auto: start with 16 dimensions (or --latent-dim, when fewer), grow and trim them during "
+        "training, at most --latent-dim (and --max-truncation - 1); fixed (or any integer, the stick "
+        "families' K): exactly --latent-dim dimensions",
+        check=lambda v: v in ("fixed", AUTO) or truncation_setting(v),
+        requirement="fixed, auto or an integer",
+    )
+    max_truncation: int = setting(
+        DEFAULT_MAX_TRUNCATION,
+        "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
+        check=lambda v: v >= 3,
+        requirement="at least 3",
+    )
 
 
 class GatedSticks(LatentFamily):
@@ -312,12 +371,22 @@ class GatedSticks(LatentFamily):
 
     EXPERTS = EXPERTS
 
-    def __init__(self, latent_dim: int = 50, alpha: float = DEFAULT_GATE_ALPHA, evidence: str = "exp", expert: str = "value",
-                 alpha_start: float = DEFAULT_ALPHA_START, truncation: str = AUTO, max_truncation: int = DEFAULT_MAX_TRUNCATION) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 50,
+        alpha: float = DEFAULT_GATE_ALPHA,
+        evidence: str = "exp",
+        expert: str = "value",
+        alpha_start: float = DEFAULT_ALPHA_START,
+        truncation: str = AUTO,
+        max_truncation: int = DEFAULT_MAX_TRUNCATION,
+    ) -> None:
         if truncation == AUTO:  # latent_dim is the bound (and max_truncation's, kept from when it was the only one)
             latent_dim = become_adaptive(self, max_truncation, largest=latent_dim)
         elif not (truncation == "fixed" or truncation_setting(truncation)):
-            raise ValueError(f"the gated family's truncation is fixed (--latent-dim dimensions), auto or an integer, got {truncation!r}")
+            raise ValueError(
+                f"the gated family's truncation is fixed (--latent-dim dimensions), auto or an integer, got {truncation!r}"
+            )
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
         if not alpha > 0:
@@ -348,9 +417,15 @@ class GatedSticks(LatentFamily):
 
     def describe(self) -> str:
         warm_up = f", gate warm-up from alpha = {self.alpha_start:g}" if self.alpha_start != self.alpha else ""
-        adaptive = f", truncation auto: grown or trimmed during training, at most {self.max_dimensions}" if self.adaptive else ""
-        return (f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}{warm_up}, {self.describe_expert()}"
-                f"{adaptive})")
+        adaptive = (
+            f", truncation auto: grown or trimmed during training, at most {self.max_dimensions}"
+            if self.adaptive
+            else ""
+        )
+        return (
+            f"D = {self.latent_dim} values gated by {self.latent_dim} sticks (alpha = {self.alpha:g}{warm_up}, {self.describe_expert()}"
+            f"{adaptive})"
+        )
 
     @property
     def head_size(self) -> int:
@@ -429,7 +504,9 @@ class GatedSticks(LatentFamily):
         return self.prior_b if self.alpha_now == self.alpha else torch.full_like(self.prior_b, self.alpha_now)
 
     def prior(self) -> GatedPosterior | CodeGatedPosterior:
-        return self.posterior_class.from_expert(self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.stick_prior_b())
+        return self.posterior_class.from_expert(
+            self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.stick_prior_b()
+        )
 
     def posterior(self, raw: Tensor) -> GatedPosterior | CodeGatedPosterior:
         loc, log_expert_precision, raw_a, raw_b = self.raw_params(raw)

@@ -133,12 +133,7 @@ def kl_kumaraswamy_beta(q: TorchKumaraswamy, p: Beta) -> Tensor:
     a, b = q.concentration1, q.concentration0
     alpha, beta = p.concentration1, p.concentration0
     log_beta_fn = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)
-    return (
-        -q.entropy()
-        - (alpha - 1) * expected_log_v(a, b)
-        - (beta - 1) * expected_log_one_minus_v(a, b)
-        + log_beta_fn
-    )
+    return -q.entropy() - (alpha - 1) * expected_log_v(a, b) - (beta - 1) * expected_log_one_minus_v(a, b) + log_beta_fn
 
 
 # --- products, projected onto a Beta ---------------------------------------------------------------
@@ -183,7 +178,9 @@ def _node_weights(log_factor: Callable[[Tensor, Tensor], Tensor], log_v: Tensor,
     return torch.softmax(log_factor(log_v, log_1mv) + log_v + log_1mv, dim=-1)
 
 
-def _logit_moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+def _logit_moments_on_grid(
+    log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor
+) -> tuple[Tensor, Tensor]:
     """Mean and variance of logit v under the density ∝ exp(log_factor(log v, log(1 - v))), by the trapezoid rule;
     any centre and scale whose grid resolves the peak and covers the tails give the same answer."""
     x, log_v, log_1mv = _grid(center, scale)
@@ -192,7 +189,9 @@ def _logit_moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], cente
     return mean_x, (p * (x - mean_x.unsqueeze(-1)).square()).sum(-1)
 
 
-def _moments_on_grid(log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+def _moments_on_grid(
+    log_factor: Callable[[Tensor, Tensor], Tensor], center: Tensor, scale: Tensor
+) -> tuple[Tensor, Tensor]:
     """Mean and variance of v under the same density, by the same rule."""
     _, log_v, log_1mv = _grid(center, scale)
     p = _node_weights(log_factor, log_v, log_1mv)
@@ -261,7 +260,10 @@ def kumaraswamy_product(factors: Sequence[TorchKumaraswamy]) -> Beta:
                 total = total + kumaraswamy_log_density(log_v, ai, bi)
         return total
 
-    guesses = [(beta_logit_moments if isinstance(f, Beta) else logit_moments_approx)(ai, bi) for f, ai, bi in zip(factors, a, b)]
+    guesses = [
+        (beta_logit_moments if isinstance(f, Beta) else logit_moments_approx)(ai, bi)
+        for f, ai, bi in zip(factors, a, b)
+    ]
     precision = sum(p for _, p in guesses)
     center = sum(m * p for m, p in guesses) / precision
     return project_to_beta(log_factor, center.detach(), precision.detach())
@@ -292,7 +294,9 @@ class KumaraswamySticks(StickLatent):
             shape = (batch, n_subsets, a.shape[-1])
             return Kumaraswamy(a.expand(shape), b.expand(shape))
         if subsets.dtype != torch.bool and bool(((subsets != 0) & (subsets != 1)).any()):
-            raise ValueError("Kumaraswamy fusion takes 0/1 subsets (which modalities each holds), not fractional weights")
+            raise ValueError(
+                "Kumaraswamy fusion takes 0/1 subsets (which modalities each holds), not fractional weights"
+            )
         with torch.autocast(device_type=subsets.device.type, enabled=False):
             members = subsets.reshape(batch * n_subsets, n_modalities) > 0
             counts = members.sum(-1)
@@ -305,10 +309,16 @@ class KumaraswamySticks(StickLatent):
                     continue  # the prior
                 entries = (counts == k).nonzero().squeeze(-1)
                 # the member modalities of each entry, first k of a stable sort that puts members first
-                which = members.index_select(0, entries).to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :k]
+                which = (
+                    members.index_select(0, entries).to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :k]
+                )
                 owner = rows.index_select(0, entries).unsqueeze(-1)
                 expert_a, expert_b = a[owner, which], b[owner, which]  # [entries, k, L]
-                projected = kumaraswamy_beta_projection(expert_a[:, 0], expert_b[:, 0]) if k == 1 else self._grid_product(expert_a, expert_b)
+                projected = (
+                    kumaraswamy_beta_projection(expert_a[:, 0], expert_b[:, 0])
+                    if k == 1
+                    else self._grid_product(expert_a, expert_b)
+                )
                 fused_a = fused_a.index_copy(0, entries, projected.concentration1)
                 fused_b = fused_b.index_copy(0, entries, projected.concentration0)
             return Beta(fused_a.reshape(batch, n_subsets, latent), fused_b.reshape(batch, n_subsets, latent))

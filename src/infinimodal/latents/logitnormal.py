@@ -44,7 +44,9 @@ class LogitNormal(TransformedDistribution):
     has_rsample = True
 
     def __init__(self, loc: Tensor, scale: Tensor, validate_args: bool | None = None) -> None:
-        super().__init__(Normal(loc, scale, validate_args=validate_args), SigmoidTransform(), validate_args=validate_args)
+        super().__init__(
+            Normal(loc, scale, validate_args=validate_args), SigmoidTransform(), validate_args=validate_args
+        )
 
     @property
     def loc(self) -> Tensor:
@@ -156,7 +158,9 @@ class LogitNormalSticks(StickLatent):
     @property
     def decoder_space_name(self) -> str:
         # the latent is the logit: its posterior mean is E[logit v], not the logit of E[v]
-        return {"logitv": "E[logit v]", "logpi": "log pi at E[logit v]", "pi": "pi at E[logit v]"}[self.decoder_input_mode]
+        return {"logitv": "E[logit v]", "logpi": "log pi at E[logit v]", "pi": "pi at E[logit v]"}[
+            self.decoder_input_mode
+        ]
 
     def rsample(self, q, n_samples: int | None = None) -> Tensor:
         # logits are real numbers: nothing to clamp

@@ -55,20 +55,32 @@ def become_adaptive(family: LatentFamily, max_truncation: int, largest: int | No
 
 
 def auto_needs_logitv(decoder_input: str) -> str:
-    return (f"--truncation auto needs --decoder-input logitv: with {decoder_input} a new stick would split the last weight the "
-            "decoder reads, so growing could not keep what the model computes")
+    return (
+        f"--truncation auto needs --decoder-input logitv: with {decoder_input} a new stick would split the last weight the "
+        "decoder reads, so growing could not keep what the model computes"
+    )
 
 
 @dataclass
 class StickSettings(Settings):
     owner = "stick families"
-    truncation: int | str = setting(50, "truncation K: K weights from K - 1 sticks; auto: start with 16 sticks, grow and trim them "
-                                      "during training (needs --decoder-input logitv)", check=truncation_setting,
-                                      requirement="an integer of at least 2, or auto")
-    alpha: float = setting(5.0, "prior concentration of the sticks, Beta(1, alpha)", check=positive, requirement="a positive number")
+    truncation: int | str = setting(
+        50,
+        "truncation K: K weights from K - 1 sticks; auto: start with 16 sticks, grow and trim them "
+        "during training (needs --decoder-input logitv)",
+        check=truncation_setting,
+        requirement="an integer of at least 2, or auto",
+    )
+    alpha: float = setting(
+        5.0, "prior concentration of the sticks, Beta(1, alpha)", check=positive, requirement="a positive number"
+    )
     decoder_input: str = setting(DEFAULT_DECODER_INPUT, "what the decoder reads", choices=DECODER_INPUTS)
-    max_truncation: int = setting(DEFAULT_MAX_TRUNCATION, "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
-                                  check=lambda v: v >= 3, requirement="at least 3")
+    max_truncation: int = setting(
+        DEFAULT_MAX_TRUNCATION,
+        "with --truncation auto: the largest K (K - 1 sticks or dimensions)",
+        check=lambda v: v >= 3,
+        requirement="at least 3",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -121,7 +133,9 @@ class StickLatent(LatentFamily):
         return Beta(self.prior_a, self.prior_b)
 
     def can_resize(self) -> bool:
-        return self.decoder_input_mode == "logitv"  # one decoder column per stick; pi and log pi change with every stick
+        return (
+            self.decoder_input_mode == "logitv"
+        )  # one decoder column per stick; pi and log pi change with every stick
 
     def prior_head_output(self) -> Tensor:
         return torch.full((self.n_params,), CLOSED_EXPERT)  # evidence (or an expert's precision) of about 3e-7
@@ -132,7 +146,11 @@ class StickLatent(LatentFamily):
         self.prior_b = self.prior_b.new_full((n,), self.alpha)
 
     def describe(self) -> str:
-        adaptive = f", truncation auto: grown or trimmed during training, at most K = {self.max_dimensions + 1}" if self.adaptive else ""
+        adaptive = (
+            f", truncation auto: grown or trimmed during training, at most K = {self.max_dimensions + 1}"
+            if self.adaptive
+            else ""
+        )
         return f"K = {self.truncation} (alpha = {self.alpha:g}), decoder reads {self.decoder_input_mode}{adaptive}"
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:

@@ -17,7 +17,15 @@ from ..distributed import epoch_seed, is_rank_zero
 from ..model import MultimodalModule, kept_random_streams
 from ..runfiles import PROGRESS_FILE, class_error_key, write_json
 from ..truncation import (
-    GROW_PATIENCE, TRIM_DRAWS, TRIM_PATIENCE, USED_DIMENSION_KL, full, harmless, next_truncation, too_wide, used_span,
+    GROW_PATIENCE,
+    TRIM_DRAWS,
+    TRIM_PATIENCE,
+    USED_DIMENSION_KL,
+    full,
+    harmless,
+    next_truncation,
+    too_wide,
+    used_span,
 )
 from .data import validation_rows
 
@@ -37,8 +45,11 @@ class EpochSeeds(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         torch.manual_seed(epoch_seed(self.seed, trainer.current_epoch, 1))
 
+
 @torch.no_grad()
-def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimizer=None, seed: int = 0) -> list[tuple[int, int, float, float]]:
+def move_stragglers(
+    module: MultimodalModule, data: dict, mask: Tensor, optimizer=None, seed: int = 0
+) -> list[tuple[int, int, float, float]]:
     """While a used dimension (mean KL over these rows above USED_DIMENSION_KL) sits after an unused one, exchange the
     last used with the first unused (`MultimodalModule.swap_dimensions`), unless that makes the mean ELBO of these rows
     non-finite or lower than it was before the first exchange by more than EXCHANGE_TOLERANCE (the same random draws
@@ -60,7 +71,9 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
             if (j, k) in exchanged:
                 break
             exchanged.add((j, k))
-            into_j, into_k = module.latent.exchange_scales(q, j, k)  # the sticks stay at their positions, the experts move
+            into_j, into_k = module.latent.exchange_scales(
+                q, j, k
+            )  # the sticks stay at their positions, the experts move
             before = _fixed_draw_elbo(module, data, mask, seed)
             start = before if start is None else start
             module.swap_dimensions(j, k, (into_j, into_k), optimizer)
@@ -71,6 +84,7 @@ def move_stragglers(module: MultimodalModule, data: dict, mask: Tensor, optimize
             moves.append((k + 1, j + 1, before, after))
     return moves
 
+
 def _fixed_draw_elbo(module: MultimodalModule, data: dict, mask: Tensor, seed: int, draws: int = 1) -> float:
     """The mean ELBO of the rows over `draws` sets of draws seeded from `seed`: the model's own, not the training
     objective's terms (their values would be thrown away; the smoothness term's cost a backward pass)."""
@@ -79,6 +93,7 @@ def _fixed_draw_elbo(module: MultimodalModule, data: dict, mask: Tensor, seed: i
         torch.manual_seed(seed + draw)
         total += float(module.aggregator.loss(module, data, mask, 1.0).elbo.mean())
     return total / draws
+
 
 class OrderDimensions(Callback):
     """Move stragglers forward (`move_stragglers`) at the start of every training epoch after the first, where the latent
@@ -106,10 +121,23 @@ class OrderDimensions(Callback):
         started = time.perf_counter()
         moves = move_stragglers(module, data, mask, trainer.optimizers[0] if trainer.optimizers else None, self.seed)
         for moved, to, before, after in moves:
-            log.info("epoch %d: moved dimension %d to the unused position %d (ELBO of %d validation rows %.3f -> %.3f)",
-                     trainer.current_epoch + 1, moved, to, len(mask), before, after)
+            log.info(
+                "epoch %d: moved dimension %d to the unused position %d (ELBO of %d validation rows %.3f -> %.3f)",
+                trainer.current_epoch + 1,
+                moved,
+                to,
+                len(mask),
+                before,
+                after,
+            )
         if moves:
-            log.info("epoch %d: %d straggler move(s) in %.1f s", trainer.current_epoch + 1, len(moves), time.perf_counter() - started)
+            log.info(
+                "epoch %d: %d straggler move(s) in %.1f s",
+                trainer.current_epoch + 1,
+                len(moves),
+                time.perf_counter() - started,
+            )
+
 
 def truncation_statistics(module: MultimodalModule, data: dict, mask: Tensor) -> tuple[np.ndarray, float]:
     """Mean KL per dimension over these rows, and the mean mass left after the last stick (or the last gate)."""
@@ -118,6 +146,7 @@ def truncation_statistics(module: MultimodalModule, data: dict, mask: Tensor) ->
     weights = module.latent.expected_weights(q)
     mass = float(weights[..., -1].mean()) if weights is not None else float("nan")
     return kl, mass
+
 
 class AdaptTruncation(Callback):
     """`--truncation auto`: at the start of every epoch after the first (that is, after each epoch's training and
@@ -155,21 +184,40 @@ class AdaptTruncation(Callback):
             self.full_epochs = self.full_epochs + 1 if trained and full(span, current) else 0
             self.wide_epochs = self.wide_epochs + 1 if trained and too_wide(span, current) else 0
             warmed_up = trained and plan.warmup_progress() >= 1.0
-            target = next_truncation(span, current, largest, can_grow=self.full_epochs >= GROW_PATIENCE,
-                                     can_trim=warmed_up and self.wide_epochs >= TRIM_PATIENCE)
+            target = next_truncation(
+                span,
+                current,
+                largest,
+                can_grow=self.full_epochs >= GROW_PATIENCE,
+                can_trim=warmed_up and self.wide_epochs >= TRIM_PATIENCE,
+            )
             if target < current:
                 target = self._trim_if_harmless(module, data, mask, target, trainer)
         # every process measured the same rows with the same draws; rank 0's decision is the one all of them take
-        target, self.full_epochs, self.wide_epochs = trainer.strategy.broadcast((target, self.full_epochs, self.wide_epochs), src=0)
+        target, self.full_epochs, self.wide_epochs = trainer.strategy.broadcast(
+            (target, self.full_epochs, self.wide_epochs), src=0
+        )
         if target != current:
             module.resize_dimensions(target, trainer.optimizers[0] if trainer.optimizers else None)
             rebuild_data_parallel(trainer)
             self.full_epochs = self.wide_epochs = 0
-            log.info("epoch %d: %s the latent from %d to %d dimensions (last used %d; KL of the last %.3f nats)",
-                     trainer.current_epoch + 1, "grew" if target > current else "trimmed", current, target, span, float(kl[-1]))
+            log.info(
+                "epoch %d: %s the latent from %d to %d dimensions (last used %d; KL of the last %.3f nats)",
+                trainer.current_epoch + 1,
+                "grew" if target > current else "trimmed",
+                current,
+                target,
+                span,
+                float(kl[-1]),
+            )
         # the dimensions this epoch trains with; the last used one, the last dimension's KL and the mass (stick families:
         # mean E[pi] left after the last stick; gated: of its sticks) measured before the decision
-        for name, value in (("truncation", target), ("truncation_span", span), ("truncation_last_kl", kl[-1]), ("truncation_mass_left", mass)):
+        for name, value in (
+            ("truncation", target),
+            ("truncation_span", span),
+            ("truncation_last_kl", kl[-1]),
+            ("truncation_mass_left", mass),
+        ):
             # the same on every process (rank 0's decision); the mean over processes says so without Lightning's warning
             plan.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True)
 
@@ -182,8 +230,15 @@ class AdaptTruncation(Callback):
         # refused at -0.7 nats on 600 cohort rows, for 19 epochs in a row: the two estimates' own noise)
         before, after = (_fixed_draw_elbo(m, data, mask, self.seed, TRIM_DRAWS) for m in (module, trimmed))
         if not harmless(before, after):
-            log.info("epoch %d: kept %d dimensions: trimming to %d would lower the ELBO of %d validation rows from %.3f to %.3f",
-                     trainer.current_epoch + 1, module.latent.n_dimensions, target, len(mask), before, after)
+            log.info(
+                "epoch %d: kept %d dimensions: trimming to %d would lower the ELBO of %d validation rows from %.3f to %.3f",
+                trainer.current_epoch + 1,
+                module.latent.n_dimensions,
+                target,
+                len(mask),
+                before,
+                after,
+            )
             return module.latent.n_dimensions
         return target
 
@@ -193,6 +248,7 @@ class AdaptTruncation(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.full_epochs = int(state.get("full_epochs", 0))
         self.wide_epochs = int(state.get("wide_epochs", 0))
+
 
 def rebuild_data_parallel(trainer) -> None:
     """After a resize under DDP: wrap the module again, so that the gradient reducer holds today's parameters (its old
@@ -214,11 +270,16 @@ class RecordProgress(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         # after this epoch's validation and with this epoch's training means (at validation's end they are the last epoch's)
-        shown = {"train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight"} | {class_error_key(name) for name in pl_module.model.names}
+        shown = {"train_elbo", "train_kl", "val_elbo", "val_kl", "kl_weight"} | {
+            class_error_key(name) for name in pl_module.model.names
+        }
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in shown}
         if trainer.is_global_zero:
-            log.info("epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
+            log.info(
+                "epoch %d: %s", trainer.current_epoch + 1, ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items()))
+            )
             write_progress(self.out, trainer.current_epoch + 1, self.epochs, finished=False)
+
 
 def write_progress(out: Path, done: int, epochs: int, finished: bool, stopped: str | None = None) -> None:
     if not is_rank_zero():

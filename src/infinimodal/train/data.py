@@ -28,6 +28,7 @@ class _Rows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> int:
         return i
 
+
 class EpochShuffle(Sampler[int]):
     """A permutation of range(n) that depends only on (seed, epoch); Lightning calls `set_epoch`. Under
     multi-process training, rank r of R takes rows r, r + R, ... of it, padded (with its first rows) to the
@@ -49,8 +50,10 @@ class EpochShuffle(Sampler[int]):
         padded = order + order[: len(self) * world - self.n]
         return iter(padded[rank::world])
 
+
 #: A training batch's key: how many of its last rows `OversampledShuffle` appended (absent: none).
 APPENDED_ROWS = "appended_rows"
+
 
 class OversampledShuffle(Sampler[int]):
     """EpochShuffle's permutation of range(n) in blocks of `batch` rows, each block followed by `extra` rows drawn
@@ -79,18 +82,27 @@ class OversampledShuffle(Sampler[int]):
         order = torch.randperm(self.n, generator=generator).tolist()
         blocks = math.ceil(self.n / self.batch)
         laps = math.ceil(blocks * self.extra / len(self.rows))
-        stream = np.concatenate([self.rows[torch.randperm(len(self.rows), generator=generator).numpy()] for _ in range(laps)]).tolist()
+        stream = np.concatenate(
+            [self.rows[torch.randperm(len(self.rows), generator=generator).numpy()] for _ in range(laps)]
+        ).tolist()
         for b in range(blocks):
             yield from order[b * self.batch : (b + 1) * self.batch]
             yield from stream[b * self.extra : (b + 1) * self.extra]
+
 
 class MultimodalDataModule(L.LightningDataModule):
     """Train / validation loaders over a `MultimodalData`; dynamically binarised modalities are drawn per batch.
     `oversample` = (modality, k): each training batch also gets k rows where that modality is observed
     (`OversampledShuffle`)."""
 
-    def __init__(self, data: MultimodalData, batch_size: int = 100, seed: int = 0, valid_batch_size: int = 500,
-                 oversample: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        data: MultimodalData,
+        batch_size: int = 100,
+        seed: int = 0,
+        valid_batch_size: int = 500,
+        oversample: tuple[str, int] | None = None,
+    ) -> None:
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -98,11 +110,15 @@ class MultimodalDataModule(L.LightningDataModule):
         self.seed = seed
         self.oversample = oversample
 
-    def _loader(self, split: Split, batch_size: int, sampler: Sampler | None, binarize=(), appended: int = 0) -> DataLoader:
+    def _loader(
+        self, split: Split, batch_size: int, sampler: Sampler | None, binarize=(), appended: int = 0
+    ) -> DataLoader:
         """Batches of `split`; `appended`: the rows the sampler adds at the end of every batch (`APPENDED_ROWS`)."""
         marked = {APPENDED_ROWS: appended} if appended else {}
         return DataLoader(
-            _Rows(len(split)), batch_size, sampler=sampler,
+            _Rows(len(split)),
+            batch_size,
+            sampler=sampler,
             # a generator of its own: the loader's base seed must not draw from torch's global stream
             generator=torch.Generator().manual_seed(self.seed),
             collate_fn=lambda rows: split.batch(np.asarray(rows), binarize) | marked,
@@ -111,14 +127,19 @@ class MultimodalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         train = self.data.train
         if self.oversample is None:
-            return self._loader(train, self.batch_size, EpochShuffle(len(train), self.seed), binarize=self.data.dynamic_binarize)
+            return self._loader(
+                train, self.batch_size, EpochShuffle(len(train), self.seed), binarize=self.data.dynamic_binarize
+            )
         name, extra = self.oversample
         observed = np.flatnonzero(train.mask[:, [m.name for m in self.data.modalities].index(name)])
         sampler = OversampledShuffle(len(train), observed, self.batch_size, extra, self.seed)
-        return self._loader(train, self.batch_size + extra, sampler, binarize=self.data.dynamic_binarize, appended=extra)
+        return self._loader(
+            train, self.batch_size + extra, sampler, binarize=self.data.dynamic_binarize, appended=extra
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.data.valid, self.valid_batch_size, None)
+
 
 def validation_rows(trainer, plan, rows: int) -> tuple[dict, Tensor]:
     """The first `rows` validation rows as (data, mask) on the plan's device."""

@@ -12,11 +12,13 @@ from ..runfiles import atomic_write
 
 EARLIER_METRICS = "metrics.earlier.csv"
 
+
 def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
 
 def _combined(earlier: list[dict], later: list[dict]) -> list[dict]:
     """The earlier rows of the epochs before the later rows' first epoch, then the later rows: the rows of an
@@ -24,6 +26,7 @@ def _combined(earlier: list[dict], later: list[dict]) -> list[dict]:
     first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
     kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
     return kept + later
+
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     fields = sorted({k for r in rows for k in r})  # Lightning's CSV logger orders its columns by name: the same file
@@ -37,6 +40,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
     atomic_write(path, write)
 
+
 def _set_aside_metrics(out: Path) -> None:
     """Lightning's CSV logger starts metrics.csv afresh: move the earlier rows to metrics.earlier.csv (on disk, so
     that a kill during the resumed run loses nothing; a second resume first folds in what the killed one logged)."""
@@ -46,6 +50,7 @@ def _set_aside_metrics(out: Path) -> None:
         path.unlink(missing_ok=True)
     elif path.is_file():
         os.replace(path, earlier)
+
 
 def _merge_metrics(out: Path) -> None:
     """metrics.csv = the set-aside rows followed by the resumed run's; then the set-aside file goes."""

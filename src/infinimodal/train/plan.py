@@ -23,6 +23,7 @@ from .data import APPENDED_ROWS
 #: train_loss (the progress bar's figure) is logged every this many steps (a divisor of the 50 at which the CSV logger writes).
 LOSS_LOG_STEPS = 10
 
+
 class TrainingPlan(L.LightningModule):
     """Adam on the aggregator's objective, with the KL weight ramped linearly from 0 to `kl_weight` (beta of the
     beta-VAE; 1 is the ELBO) over `kl_warmup` epochs. Validation always reports the ELBO (weight 1), and for each
@@ -33,7 +34,9 @@ class TrainingPlan(L.LightningModule):
         super().__init__()
         options = options or TrainingOptions()
         self.model = model
-        for likelihood in model.likelihoods.values():  # tables: the cells hidden from the encoder in training (eval hides none)
+        for (
+            likelihood
+        ) in model.likelihoods.values():  # tables: the cells hidden from the encoder in training (eval hides none)
             if hasattr(likelihood, "cell_dropout"):
                 likelihood.cell_dropout = options.cell_dropout
         self.objective = TrainingObjective.from_options(model, options)  # the ELBO with the options' weights and terms
@@ -91,7 +94,9 @@ class TrainingPlan(L.LightningModule):
         means = self.epoch_sums / self.epoch_rows
         for name, value in zip(("train_elbo", "train_reconstruction", "train_kl"), means):
             self.log(name, value, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
-        self.log("kl_weight", self.epoch_weight / self.epoch_rows, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+        self.log(
+            "kl_weight", self.epoch_weight / self.epoch_rows, on_step=False, on_epoch=True, batch_size=1, sync_dist=True
+        )
 
     def on_validation_epoch_start(self) -> None:
         self.model.warm_up(1.0)  # validation scores the model itself, so the best checkpoint is chosen on it
@@ -115,14 +120,18 @@ class TrainingPlan(L.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        correct_young_entries(getattr(optimizer, "optimizer", optimizer))  # dimensions a resize added (--truncation auto)
+        correct_young_entries(
+            getattr(optimizer, "optimizer", optimizer)
+        )  # dimensions a resize added (--truncation auto)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Stop on a non-finite loss or gradient, naming it; then clip. One host sync a step: the loss and the
         gradient norm come back together (a NaN loss is reported as the cause of its NaN gradients)."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in parameters]) if parameters else torch.zeros(())
-        loss, norm_value = torch.stack([self.last_output.loss.detach().float(), norm.float().to(self.last_output.loss.device)]).tolist()
+        loss, norm_value = torch.stack(
+            [self.last_output.loss.detach().float(), norm.float().to(self.last_output.loss.device)]
+        ).tolist()
         if not math.isfinite(loss):
             raise InfinimodalError(
                 f"training diverged: loss is {loss} at epoch {self.current_epoch + 1}, step {self.global_step} "
@@ -130,7 +139,11 @@ class TrainingPlan(L.LightningModule):
                 "try a smaller --lr or a longer --kl-warmup"
             )
         if not math.isfinite(norm_value):
-            bad = [name for name, p in self.model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+            bad = [
+                name
+                for name, p in self.model.named_parameters()
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+            ]
             raise InfinimodalError(
                 f"training diverged: the gradient of {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} is NaN or infinite "
                 f"at epoch {self.current_epoch + 1}, step {self.global_step} with a finite loss; try a smaller --lr or a longer --kl-warmup"
@@ -145,18 +158,23 @@ class TrainingPlan(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # an adaptive latent (truncation auto) takes the checkpoint's number of dimensions before Lightning loads the
         # weights into it; the optimiser, built after this, then matches the saved state
-        self.model.match_dimensions({k.removeprefix(STATE_PREFIX): v for k, v in checkpoint.get("state_dict", {}).items()})
+        self.model.match_dimensions(
+            {k.removeprefix(STATE_PREFIX): v for k, v in checkpoint.get("state_dict", {}).items()}
+        )
         if self.clip is not None:
             state = checkpoint.get("gradient_clip_state") or {}
             self.clip.average, self.clip.steps = state.get("average"), int(state.get("steps", 0))
+
 
 #: Devices whose fused Adam kernel torch has: one kernel for every parameter instead of a dozen operations each (on two
 #: CPU cores about 3x faster on a 3-modality MLP: benchmarks/throughput.py, `adam_step_ms_3_tabular`).
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
+
 def fused_adam_supported(device: torch.device) -> bool:
     """Whether Adam's fused kernel runs on `device`."""
     return torch.device(device).type in FUSED_ADAM_DEVICES
+
 
 class RelativeClip:
     """Clip the gradient's norm at `factor` times its running average (an exponential average over about 100
@@ -191,6 +209,7 @@ class RelativeClip:
         self.average = norm if self.average is None else self.DECAY * self.average + (1 - self.DECAY) * norm
         return norm
 
+
 @contextmanager
 def arguments_unchecked():
     """torch.distributions' argument checks off for a training step.
@@ -206,6 +225,7 @@ def arguments_unchecked():
     finally:
         Distribution.set_default_validate_args(checked)
 
+
 def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
     """Which parts of the objective are NaN or infinite, in words: the reconstruction of which modality (found
     by scoring each observed modality under one posterior sample of the batch again), the KL of which family."""
@@ -217,6 +237,7 @@ def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
         parts.append(f"the KL of the {type(model.latent).__name__} latent (dimensions {bad_dims[:5]})")
     return "; ".join(parts) or "the loss itself"
 
+
 def _non_finite_modalities(model: MultimodalModule, batch: dict) -> str:
     with torch.no_grad():
         try:
@@ -226,4 +247,8 @@ def _non_finite_modalities(model: MultimodalModule, batch: dict) -> str:
         scores = model.log_likelihoods(model.latent.rsample(q), batch["data"], batch["mask"])
     bad = (~torch.isfinite(scores)).any(0).tolist()
     names = [name for name, is_bad in zip(model.names, bad) if is_bad]
-    return f"modality {', '.join(repr(n) for n in names)}" if names else "the modalities (not reproduced on a second sample)"
+    return (
+        f"modality {', '.join(repr(n) for n in names)}"
+        if names
+        else "the modalities (not reproduced on a second sample)"
+    )

@@ -44,10 +44,14 @@ log = logging.getLogger("infinimodal")
 
 
 _LIGHTNING_NOISE = (
-    ".*exists and is not empty.*", ".*does not have many workers.*", ".*LeafSpec.*", ".*smaller than the logging interval.*",
+    ".*exists and is not empty.*",
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+    ".*smaller than the logging interval.*",
 )
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # GPU/TPU availability lines, tips
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch.save into a temporary file, then a rename: a kill mid-write leaves the previous file."""
@@ -55,11 +59,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
+
 def determinism(accelerator: str) -> bool | str:
     """Lightning's `deterministic`: strict on the CPU; "warn" on an accelerator, where some kernels
     (index_add on CUDA, behind index_select's gradient) have no deterministic version and would stop the run."""
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
     return True if on_cpu else "warn"
+
 
 def divergence(exc: ValueError, trainer) -> Exception:
     """A distribution built from NaN or infinite parameters during training, as one line naming the step and the
@@ -74,6 +82,7 @@ def divergence(exc: ValueError, trainer) -> Exception:
         "or standardised inputs (data files are standardised unless --no-standardize)"
     )
 
+
 @dataclass
 class TrainingResult:
     best_checkpoint: Path
@@ -81,8 +90,16 @@ class TrainingResult:
     epochs_done: int
     seconds: float
 
-def run_training(module: MultimodalModule, data: MultimodalData, settings: TrainingOptions, out: Path, progress: bool = True,
-                 callbacks: Sequence[Callback] = (), resume: bool = False) -> TrainingResult:
+
+def run_training(
+    module: MultimodalModule,
+    data: MultimodalData,
+    settings: TrainingOptions,
+    out: Path,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+) -> TrainingResult:
     """Train `module` on `data` with Lightning into `out` (checkpoints, metrics.csv, progress.json); with
     `resume`, continue from out/last.ckpt. Raises `TrainingInterrupted` when a SIGTERM stops it early."""
     out.mkdir(parents=True, exist_ok=True)
@@ -90,13 +107,20 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
     ckpt_path = None
     if resume:
         if not last.is_file():
-            raise InfinimodalError(f"{out}: nothing to resume ({LAST_CHECKPOINT} is missing: the run was stopped before its first epoch ended)")
+            raise InfinimodalError(
+                f"{out}: nothing to resume ({LAST_CHECKPOINT} is missing: the run was stopped before its first epoch ended)"
+            )
         read_checkpoint(last)  # refuses anything but tensors and plain containers before Lightning opens it
         ckpt_path = last
     L.seed_everything(settings.seed, workers=True, verbose=False)
     checkpoint = ModelCheckpoint(
-        dirpath=out, filename=BEST_CHECKPOINT.removesuffix(".ckpt"), monitor=SELECTION_METRIC, mode="max", save_top_k=1,
-        save_last=True, enable_version_counter=False,
+        dirpath=out,
+        filename=BEST_CHECKPOINT.removesuffix(".ckpt"),
+        monitor=SELECTION_METRIC,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
     )
     plan = TrainingPlan(module, settings)  # refuses weights and terms the model cannot take before anything is moved
     try:
@@ -112,9 +136,17 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         with warnings.catch_warnings():
             for noise in _LIGHTNING_NOISE:
                 warnings.filterwarnings("ignore", message=noise)
-            trainer.fit(plan, datamodule=MultimodalDataModule(data, batch_size=settings.process_batch_size, seed=settings.seed,
-                                                                   oversample=next(iter(settings.oversample.items()), None)),
-                        ckpt_path=ckpt_path, weights_only=True)
+            trainer.fit(
+                plan,
+                datamodule=MultimodalDataModule(
+                    data,
+                    batch_size=settings.process_batch_size,
+                    seed=settings.seed,
+                    oversample=next(iter(settings.oversample.items()), None),
+                ),
+                ckpt_path=ckpt_path,
+                weights_only=True,
+            )
     except SIGTERMException:
         stopped = "stopped by SIGTERM"
     except ValueError as exc:
@@ -137,25 +169,41 @@ def run_training(module: MultimodalModule, data: MultimodalData, settings: Train
         )
     write_progress(out, done, settings.epochs, finished=True)
     score = checkpoint.best_model_score
-    return TrainingResult(Path(checkpoint.best_model_path), float(score) if score is not None else None, done, time.perf_counter() - started)
+    return TrainingResult(
+        Path(checkpoint.best_model_path),
+        float(score) if score is not None else None,
+        done,
+        time.perf_counter() - started,
+    )
+
 
 def _check_adaptive(module: MultimodalModule) -> bool:
     """Whether the latent adapts its truncation (`AdaptTruncation`); refuses what it cannot do yet, in words."""
     if not module.latent.adaptive:
         return False
     if not module.can_resize_dimensions():
-        raise InfinimodalError("--truncation auto (the gated family's default) resizes each decoder's input layer: it needs the "
-                               "default decoders, or custom ones with an `input_layer()` method returning their first nn.Linear "
-                               "(else give truncation='fixed'), and, for stick families, --decoder-input logitv")
+        raise InfinimodalError(
+            "--truncation auto (the gated family's default) resizes each decoder's input layer: it needs the "
+            "default decoders, or custom ones with an `input_layer()` method returning their first nn.Linear "
+            "(else give truncation='fixed'), and, for stick families, --decoder-input logitv"
+        )
     return True
+
 
 def _record_divergence(out: Path, trainer, settings: TrainingOptions, error: Exception) -> None:
     """progress.json of a run that diverged: resuming would diverge again (it repeats the same numbers)."""
     done = int(trainer.fit_loop.epoch_progress.current.completed)
     write_progress(out, done, settings.epochs, finished=False, stopped=f"{DIVERGED}: {str(error)[:300]}")
 
-def _trainer(settings: TrainingOptions, out: Path, checkpoint: ModelCheckpoint, progress: bool, callbacks: Sequence[Callback],
-             adaptive: bool = False) -> L.Trainer:
+
+def _trainer(
+    settings: TrainingOptions,
+    out: Path,
+    checkpoint: ModelCheckpoint,
+    progress: bool,
+    callbacks: Sequence[Callback],
+    adaptive: bool = False,
+) -> L.Trainer:
     return L.Trainer(
         max_epochs=settings.epochs,
         accelerator=settings.accelerator,
@@ -164,9 +212,14 @@ def _trainer(settings: TrainingOptions, out: Path, checkpoint: ModelCheckpoint, 
         use_distributed_sampler=False,  # EpochShuffle shards the rows itself, from (seed, epoch)
         precision=settings.precision,
         logger=CSVLogger(save_dir=out, name="", version=""),
-        callbacks=[checkpoint, EpochSeeds(settings.seed), RecordProgress(out, settings.epochs),
-                   *([OrderDimensions(seed=settings.seed)] if settings.order_dimensions else []),
-                   *([AdaptTruncation(seed=settings.seed)] if adaptive else []), *callbacks],
+        callbacks=[
+            checkpoint,
+            EpochSeeds(settings.seed),
+            RecordProgress(out, settings.epochs),
+            *([OrderDimensions(seed=settings.seed)] if settings.order_dimensions else []),
+            *([AdaptTruncation(seed=settings.seed)] if adaptive else []),
+            *callbacks,
+        ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
