@@ -548,9 +548,15 @@ def test_synthetic_values_outside_a_columns_range_or_type_are_reported(tmp_path)
     vae.fit(data, epochs=2, batch_size=100, progress=False)
     report = vae.synthesis_report(vae.synthesize(400, data=data), data)
     unlike = report["values_unlike_the_data"]
-    assert set(unlike) == {"clinical"} and {1, 2} <= set(
-        unlike["clinical"]
-    )  # the 0/1 column and the score, not the others
+    assert {1, 2} <= set(unlike["clinical"])  # the 0/1 column and the score
+    # no continuous column is called not whole (a 2-epoch model's Gaussian tails may reach past a column's range: that
+    # part of the report is about the model, measured at 2.75 % above one MRI column's range in one run, 0 % in another)
+    assert all(
+        entry["not_whole"] == 0.0
+        for name, columns in unlike.items()
+        for j, entry in columns.items()
+        if (name, j) not in {("clinical", 1), ("clinical", 2)}
+    )
     assert unlike["clinical"][1]["not_whole"] > 0.9 and unlike["clinical"][2]["not_whole"] > 0.9
     assert any(line.startswith("clinical: ") and "not whole" in line for line in report["warnings"])
 
@@ -603,3 +609,25 @@ def test_the_scaled_chi2_of_the_robust_distance_recovers_a_known_scale_and_df():
         np.random.default_rng(2).random(20_000) < 0.2, 4.0, 1.0
     )
     assert scaled_chi2(heavy, df=7)[0] < 5
+
+
+def test_the_robust_centre_resists_outliers_and_falls_back_to_the_classical_one_on_few_rows():
+    """On 400 reference rows with 5 % gross outliers the MCD centre stays at the bulk's (the classical mean moves); on 4
+    rows, too few to leave half out, the centre and covariance are numpy's mean and covariance, and scores come out."""
+    from infinimodal.deviation import MIN_ROBUST_ROWS, RobustCentre
+
+    rng = np.random.default_rng(0)
+    bulk = rng.standard_normal((400, 2)) * [1.0, 0.5]
+    bulk[:20] += 30.0
+    robust = RobustCentre.fit(bulk, bulk)
+    location = robust.centre + robust.basis @ robust.location
+    assert np.abs(location).max() < 0.3 and np.abs(bulk.mean(0)).max() > 1.0
+    few = rng.standard_normal((4, 3))
+    assert len(few) < MIN_ROBUST_ROWS
+    small = RobustCentre.fit(few, few)
+    projected = (few - small.centre) @ small.basis
+    np.testing.assert_allclose(small.location, projected.mean(0), atol=1e-12)
+    np.testing.assert_allclose(
+        np.linalg.pinv(small.precision), np.atleast_2d(np.cov(projected, rowvar=False)), atol=1e-10
+    )
+    assert np.isfinite(small.p_values(few)).all()

@@ -201,6 +201,11 @@ def _column_moments(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
 VARYING_SHARE = 1e-3
 
 
+#: Below this many fitting rows the centre and covariance are the classical ones: the minimum covariance determinant
+#: keeps about half the rows and reweights by a chi^2 cut, which on 4 rows of one direction kept none and failed.
+MIN_ROBUST_ROWS = 20
+
+
 @dataclass
 class RobustCentre:
     """The reference rows' representations summarised by the minimum covariance determinant (Rousseeuw 1984,
@@ -231,8 +236,13 @@ class RobustCentre:
             : max(1, len(fitting) // 3)
         ]
         basis = directions[kept].T
-        fitted = MinCovDet(random_state=seed).fit((fitting - centre) @ basis)
-        robust = cls(centre, basis, fitted.location_, np.linalg.pinv(fitted.covariance_), 1.0, float(len(kept)))
+        projected = (fitting - centre) @ basis
+        if len(fitting) >= MIN_ROBUST_ROWS:
+            fitted = MinCovDet(random_state=seed).fit(projected)
+            location, covariance = fitted.location_, fitted.covariance_
+        else:  # too few rows to leave any out: the classical mean and covariance
+            location, covariance = projected.mean(0), np.atleast_2d(np.cov(projected, rowvar=False))
+        robust = cls(centre, basis, location, np.linalg.pinv(covariance), 1.0, float(len(kept)))
         robust.df, robust.scale = scaled_chi2(robust.squared_distances(scaling), len(kept))
         return robust
 
