@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
-from .synthetic import read_settings
+from .synthetic import read_settings, refuse_invalid
 
 DEFAULTS = {
     "n": 6000,
@@ -68,9 +67,7 @@ def parse_spec(text: str) -> dict:
         "separation": settings["separation"] >= 0,
         "test": settings["test"] >= 0,
     }
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise DataError(f"cohort: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
+    refuse_invalid("cohort", settings, checks)
     return settings
 
 

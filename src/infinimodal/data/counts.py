@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
-from .synthetic import read_settings
+from .synthetic import read_settings, refuse_invalid
 
 DEFAULTS = {"genes": 300, "proteins": 30, "types": 6, "shared": 4, "private": 1, "n": 4000, "missing": 0.3, "seed": 0}
 _INTEGER_KEYS = ("genes", "proteins", "types", "shared", "private", "n", "seed")
@@ -41,9 +40,7 @@ def parse_spec(text: str) -> dict:
         "n": s["n"] >= 50,
         "missing": 0 <= s["missing"] < 1,
     }
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise DataError(f"counts: invalid {', '.join(f'{k}={s[k]}' for k in bad)}")
+    refuse_invalid("counts", s, checks)
     return s
 
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
 from ..modality import Modality
 from .multimodal import MultimodalData, Split
-from .synthetic import read_settings, standardized_on_training_rows
+from .synthetic import read_settings, refuse_invalid, standardized_on_training_rows
 
 DEFAULTS = {"modalities": 3, "features": 30, "n": 3000, "sparsity": 0.3, "noise": 0.5, "warp": 0.0, "seed": 0}
 _INTEGER_KEYS = ("modalities", "features", "n", "seed")
@@ -42,9 +41,7 @@ def parse_spec(text: str) -> dict:
         "noise": s["noise"] > 0,
         "warp": s["warp"] >= 0,
     }
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise DataError(f"factors: invalid {', '.join(f'{k}={s[k]}' for k in bad)}")
+    refuse_invalid("factors", s, checks)
     return s
 
 

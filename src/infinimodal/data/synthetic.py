@@ -50,6 +50,13 @@ def read_settings(name: str, text: str, defaults: dict, integer_keys: tuple[str,
     return settings
 
 
+def refuse_invalid(name: str, settings: dict, checks: dict[str, bool]) -> None:
+    """One DataError naming every setting of generated data set `name` whose check failed, with its value."""
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise DataError(f"{name}: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
+
+
 def parse_spec(text: str) -> dict:
     """'modalities=3,shared=8' -> the full settings dict; unknown keys and bad values are errors."""
     settings = read_settings("synthetic", text, DEFAULTS, _INTEGER_KEYS)
@@ -63,9 +70,7 @@ def parse_spec(text: str) -> dict:
         "noise": settings["noise"] >= 0,
         "missing": 0 <= settings["missing"] < 1,
     }
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise DataError(f"synthetic: invalid {', '.join(f'{k}={settings[k]}' for k in bad)}")
+    refuse_invalid("synthetic", settings, checks)
     if settings["shared"] + settings["private"] == 0:
         raise DataError("synthetic: needs at least one shared or private factor")
     return settings
