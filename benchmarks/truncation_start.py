@@ -3,6 +3,7 @@ PoE model with truncation auto starting from another number of dimensions, with 
 
     python benchmarks/truncation_start.py --start 8 --data synthetic:shared=12,private=1 --epochs 15 --out runs/auto/abl/s12_start8
     python benchmarks/truncation_start.py --start 8 --data mnist --epochs 10 --out runs/auto/abl/mnist_start8
+    python benchmarks/truncation_start.py --start 32 --aggregator mopoe --data cohort --epochs 30 --iw-samples 50 --out runs/default34/start32/cohort_s0
 
 The starting size is a constant of the library (`latents.sticks.AUTO_START_DIMENSIONS`), not an option: this script
 sets it for its own process only.
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--aggregator", default="poe", help="section 11 used poe; section 16 the default, mopoe")
+    parser.add_argument("--iw-samples", type=int, help="default: 50 for synthetic data, 100 otherwise")
     args = parser.parse_args()
     sticks.AUTO_START_DIMENSIONS = args.start
     out = Path(args.out)
@@ -36,14 +39,15 @@ def main() -> None:
         config = api.TrainConfig(
             data=args.data,
             latent="gated",
-            aggregator="poe",
+            aggregator=args.aggregator,
             epochs=args.epochs,
             seed=args.seed,
             truncation="auto",
             **extra,
         )
         api.train(config, out, progress=False)
-        api.evaluate(out, iw_samples=50 if synthetic else 100, coherence=False, progress=False)
+        iw_samples = args.iw_samples or (50 if synthetic else 100)
+        api.evaluate(out, iw_samples=iw_samples, coherence=False, progress=False)
     result = json.loads((out / "eval.json").read_text())
     config = json.loads((out / "config.json").read_text())
     with open(out / "metrics.csv", newline="") as handle:
