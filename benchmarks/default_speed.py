@@ -15,12 +15,13 @@ default: the gated family with exactly --latent-dim 50), `gaussian` (D = 50), an
 - `counts`: the built-in RNA + protein negative-binomial counts.
 
     python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled]
-        [--also a5code=alpha:5+expert:code] [--out FILE]
+        [--also a5code=alpha=5,expert=code] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -32,7 +33,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from infinimodal import MultimodalVAE
+from infinimodal.config import ModelConfig
 from infinimodal.data import load_dataset
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from compare import parse_settings  # noqa: E402  (benchmarks/compare.py: settings typed by TrainConfig's fields)
 
 DATA = {"tabular3": "synthetic:n=6000", "cohort": "cohort", "mnist": "mnist", "counts": "counts"}
 MODELS = {"default": {}, "fixed": {"truncation": "fixed"}, "gaussian": {"latent": "gaussian"}}
@@ -63,31 +71,20 @@ def load(name: str, mfeat: str | None):
 
 
 def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
+    """One fit of the default model with `settings` (TrainConfig values: the model's fields build it, the rest train it)."""
     clock = ValidationClock()
-    vae = MultimodalVAE(data.modalities, seed=seed, **settings)
+    model = {f.name for f in dataclasses.fields(ModelConfig)}
+    vae = MultimodalVAE(data.modalities, seed=seed, **{k: v for k, v in settings.items() if k in model})
+    training = {k: v for k, v in settings.items() if k not in model}
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        vae.fit(data, epochs=epochs, progress=False, out_dir=out, callbacks=[clock], seed=seed)
+        vae.fit(data, epochs=epochs, progress=False, out_dir=out, callbacks=[clock], seed=seed, **training)
         seconds = time.perf_counter() - started - clock.seconds
     return {
         "samples_per_second": len(data.train) * epochs / seconds,
         "seconds": seconds,
         "dimensions": int(vae.module.latent.n_dimensions),
     }
-
-
-def parse_settings(text: str) -> dict:
-    """'alpha:5+expert:code' -> {"alpha": 5.0, "expert": "code"} (integers, numbers, text)."""
-    settings = {}
-    for pair in filter(None, text.split("+")):
-        key, _, value = pair.partition(":")
-        for kind in (int, float, str):
-            try:
-                settings[key] = kind(value)
-                break
-            except ValueError:
-                continue
-    return settings
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,13 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--also",
         nargs="*",
         default=[],
-        metavar="NAME=KEY:VALUE+KEY:VALUE",
-        help="more models: the default with these settings (a5code=alpha:5+expert:code)",
+        metavar="NAME=KEY=VALUE,KEY=VALUE",
+        help="more models: the default with these settings, as compare.py takes them (a5code=alpha=5,expert=code)",
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    models = dict(MODELS) | {name: parse_settings(text) for name, _, text in (a.partition("=") for a in args.also)}
+    also = (spec.partition("=") for spec in args.also)  # name=key=value,key=value: compare.py's settings
+    models = dict(MODELS) | {name: parse_settings([p for p in text.split(",") if p]) for name, _, text in also}
     if args.sampled:
         models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in models.items()}
     result = {"epochs": args.epochs, "rounds": args.rounds, "threads": 1, "torch": torch.__version__, "data": {}}

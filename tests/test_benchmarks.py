@@ -579,7 +579,7 @@ def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     speed = load_script("default_speed")
     speed.DATA["tabular3"] = "synthetic:n=600,features=6"  # toy size
     result = speed.main(
-        ["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim:6"]
+        ["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim=6"]
     )
     entry = result["data"]["tabular3"]
     assert entry["rows"] == 480 and entry["ratio_to_gaussian"]["gaussian"] == 1.0

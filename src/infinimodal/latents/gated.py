@@ -84,6 +84,11 @@ class _ValuesBesideSticks(Distribution):
     def support(self):
         return constraints.real
 
+    def kl_given_sticks(self, other: "_ValuesBesideSticks", v: Tensor) -> Tensor:
+        """Per scalar [..., 2D]: KL(self || other) for a step that drew the sticks v ~ self; exact here, so v is unused
+        (`CodeGatedPosterior` reads its values' KL at v)."""
+        return kl_divergence(self, other)
+
 
 class GatedPosterior(_ValuesBesideSticks):
     """Independent N(loc, scale^2) values and StableBeta(concentration1, concentration0) sticks, side by side.
@@ -248,6 +253,12 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         precision = 1.0 + self.expert_precision * r.square()
         return Normal(self.expert_precision * self.expert_loc * r / precision, precision.rsqrt())
 
+    def kl_given_sticks(self, other: "CodeGatedPosterior", v: Tensor) -> Tensor:
+        """Per scalar [..., 2D]: KL(self(g | v) || other(g | v)) at the sticks v (a draw from self), beside the sticks'
+        exact KL."""
+        values = kl_divergence(self.values_given(v), other.values_given(v))
+        return torch.cat(torch.broadcast_tensors(values, kl_divergence(self.sticks, other.sticks)), dim=-1)
+
     def log_prob(self, value: Tensor) -> Tensor:
         g, v = value[..., : self.dims], value[..., self.dims :]
         return torch.cat(torch.broadcast_tensors(self.values_given(v).log_prob(g), self.sticks.log_prob(v)), dim=-1)
@@ -302,11 +313,7 @@ class CodeGatedPosterior(_ValuesBesideSticks):
 @register_kl(CodeGatedPosterior, CodeGatedPosterior)
 def _kl_code_gated(p: CodeGatedPosterior, q: CodeGatedPosterior) -> Tensor:
     """KL(p(v) || q(v)) exactly, and KL(p(g | v) || q(g | v)) at one draw v ~ p(v) (unbiased for its mean over v)."""
-    v = clamp_sticks(p.sticks.rsample())
-    return torch.cat(
-        torch.broadcast_tensors(kl_divergence(p.values_given(v), q.values_given(v)), kl_divergence(p.sticks, q.sticks)),
-        dim=-1,
-    )
+    return p.kl_given_sticks(q, clamp_sticks(p.sticks.rsample()))
 
 
 #: Chosen by measurement (docs/results.md section 7): the prior gate of dimension k is (alpha / (1 + alpha))^k.
@@ -466,10 +473,11 @@ class GatedSticks(LatentFamily):
 
     def mean_gates(self, q: Distribution) -> Tensor:
         """E[r_k] = prod_{j<=k} (1 - E[v_j]) (the sticks are independent), averaged over rows and mixture components."""
-        return self._gates(q).reshape(-1, self.latent_dim).mean(0)
+        return self.row_gates(q).reshape(-1, self.latent_dim).mean(0)
 
     @averaged_over_components
-    def _gates(self, q: Distribution) -> Tensor:
+    def row_gates(self, q: Distribution) -> Tensor:
+        """[..., D]: each row's E[r_k | x] (a mixture: its components' weighted sum); benchmarks/sticks.py reads it."""
         return torch.cumprod(1.0 - q.sticks.mean, dim=-1)
 
     def can_resize(self) -> bool:
@@ -532,20 +540,19 @@ class GatedSticks(LatentFamily):
         return z[..., :d] * remaining_stick(z[..., d:])
 
     def kl_per_dim(self, q: Distribution) -> Tensor:
-        kl = self._values_and_sticks_kl(q)
-        return kl[..., : self.latent_dim] + kl[..., self.latent_dim :]
+        return self._per_dimension(self._values_and_sticks_kl(q))
 
     def kl_per_dim_at(self, q: Distribution, z: Tensor) -> Tensor:
-        """With experts on the code, KL(q(g | v) || N(0, 1)) at the sticks v of the step's own draw z ~ q (unbiased for
-        its mean over v, as at a fresh draw, without a second Beta draw: the Gamma draws and their gradients were the
-        code expert's extra cost); the sticks' KL is exact. Value experts and mixtures: `kl_per_dim`."""
-        if not isinstance(q, CodeGatedPosterior):
+        """The KL at the sticks of the step's own draw z ~ q (`kl_given_sticks`): with experts on the code, the values'
+        KL is read there instead of at a second Beta draw (the Gamma draws and their gradients were the code expert's
+        extra cost), unbiased as before; value experts' KL is exact. A mixture: `kl_per_dim`."""
+        if not isinstance(q, _ValuesBesideSticks):
             return self.kl_per_dim(q)
-        d = self.latent_dim
-        prior = self.prior()
-        v = z[..., d:]
-        values = kl_divergence(q.values_given(v), prior.values_given(v))
-        return values + kl_divergence(q.sticks, prior.sticks)
+        return self._per_dimension(q.kl_given_sticks(self.prior(), z[..., self.latent_dim :]))
+
+    def _per_dimension(self, kl: Tensor) -> Tensor:
+        """[..., 2D] per scalar -> [..., D]: each dimension's value KL plus its stick's."""
+        return kl[..., : self.latent_dim] + kl[..., self.latent_dim :]
 
     def kl_parts(self, q: Distribution) -> dict[str, Tensor]:
         """The values' KL and the sticks' KL of each row: whether the sticks learn from the data (they carry KL) or
