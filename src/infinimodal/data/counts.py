@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..modality import Modality
-from .multimodal import MultimodalData, Split
+from .multimodal import MultimodalData, Split, split_rows
 from .synthetic import read_settings, refuse_invalid
 
 DEFAULTS = {"genes": 300, "proteins": 30, "types": 6, "shared": 4, "private": 1, "n": 4000, "missing": 0.3, "seed": 0}
@@ -93,12 +93,7 @@ def counts_dataset(spec: str = "") -> MultimodalData:
     s = parse_spec(spec)
     arrays, mask, labels, truth = generate(s)
     n = s["n"]
-    order = np.random.default_rng([s["seed"], 97]).permutation(n)
-    bounds = {
-        "train": order[: int(0.8 * n)],
-        "valid": order[int(0.8 * n) : int(0.9 * n)],
-        "test": order[int(0.9 * n) :],
-    }
+    bounds = split_rows(n, [s["seed"], 97])
     splits = {
         k: Split({name: a[rows] for name, a in arrays.items()}, mask[rows], labels[rows]) for k, rows in bounds.items()
     }

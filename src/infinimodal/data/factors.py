@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..modality import Modality
-from .multimodal import MultimodalData, Split
+from .multimodal import MultimodalData, Split, split_rows
 from .synthetic import read_settings, refuse_invalid, standardized_on_training_rows
 
 DEFAULTS = {"modalities": 3, "features": 30, "n": 3000, "sparsity": 0.3, "noise": 0.5, "warp": 0.0, "seed": 0}
@@ -84,12 +84,7 @@ def factors_dataset(spec: str = "") -> MultimodalData:
     n = s["n"]
     mask = np.ones((n, s["modalities"]), dtype=bool)
     labels = (factors[:, 0] > 0).astype(np.int64)
-    order = np.random.default_rng([s["seed"], 98]).permutation(n)
-    bounds = {
-        "train": order[: int(0.8 * n)],
-        "valid": order[int(0.8 * n) : int(0.9 * n)],
-        "test": order[int(0.9 * n) :],
-    }
+    bounds = split_rows(n, [s["seed"], 98])
     arrays = {
         name: standardized_on_training_rows(x, mask[:, m], bounds["train"])
         for m, (name, x) in enumerate(arrays.items())

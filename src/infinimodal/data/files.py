@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import DataError, format_rows
 from ..likelihoods import infer_likelihood, likelihood_class
 from ..modality import Modality
-from .multimodal import MultimodalData, Split
+from .multimodal import MultimodalData, Split, split_rows
 
 RESERVED = ("labels", "split")
 SPLIT_NAMES = ("train", "valid", "test")
@@ -358,12 +358,7 @@ def file_dataset(path: str | Path, likelihoods: dict[str, str] | None = None, se
             raise DataError(
                 f"{path}: {n} rows are too few to split into train/valid/test (need 10, or a 'split' array)"
             )
-        order = np.random.default_rng(seed).permutation(n)
-        parts = {
-            "train": order[: int(0.8 * n)],
-            "valid": order[int(0.8 * n) : int(0.9 * n)],
-            "test": order[int(0.9 * n) :],
-        }
+        parts = split_rows(n, seed)
     empty = [name for name, rows in parts.items() if len(rows) == 0]
     if empty:
         raise DataError(f"{path}: the {', '.join(empty)} split is empty")

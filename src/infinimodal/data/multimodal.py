@@ -28,6 +28,13 @@ def binarize_fixed(images: np.ndarray, seed: int = 0) -> np.ndarray:
     return (rng.random(images.shape, dtype=np.float32) < images).astype(np.float32)
 
 
+def split_rows(n: int, seed) -> dict[str, np.ndarray]:
+    """A seeded 80 / 10 / 10 split of n rows: {"train", "valid", "test"} -> row indices (`seed`: what numpy's
+    default_rng takes, an integer or a list of them)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
+
+
 @dataclass
 class Split:
     arrays: dict[str, np.ndarray]

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..modality import Modality
-from .multimodal import MultimodalData, Split
+from .multimodal import MultimodalData, Split, split_rows
 
 DEFAULTS = {
     "modalities": 3,
@@ -123,12 +123,7 @@ def synthetic_dataset(spec: str = "") -> MultimodalData:
     settings = parse_spec(spec)
     arrays, mask, labels, truth = generate(settings)
     n = settings["n"]
-    order = np.random.default_rng([settings["seed"], 99]).permutation(n)
-    bounds = {
-        "train": order[: int(0.8 * n)],
-        "valid": order[int(0.8 * n) : int(0.9 * n)],
-        "test": order[int(0.9 * n) :],
-    }
+    bounds = split_rows(n, [settings["seed"], 99])
     arrays = {
         name: standardized_on_training_rows(x, mask[:, m], bounds["train"])
         for m, (name, x) in enumerate(arrays.items())

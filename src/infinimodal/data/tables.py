@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..modality import Modality
 from .cells import MISSING_TOKENS, cell_texts, parse_numbers, shown
 from .covariates import CovariateEncoding, fit_covariates
-from .multimodal import MultimodalData, Split
+from .multimodal import MultimodalData, Split, split_rows
 
 #: Non-negative integer columns up to this value may be bounded scores (MMSE 0-30, a Likert item); larger are counts.
 SCORE_MAX = 100
@@ -469,8 +469,7 @@ def tables_dataset(
     n = len(joined.ids)
     if n < 10:
         raise DataError(f"--data {spec}: {n} subjects are too few to split into train/valid/test (need 10)")
-    order = np.random.default_rng(seed).permutation(n)
-    parts = {"train": order[: int(0.8 * n)], "valid": order[int(0.8 * n) : int(0.9 * n)], "test": order[int(0.9 * n) :]}
+    parts = split_rows(n, seed)
     for name in arrays:  # absent subjects hold zeros like any missing row; empty cells stay NaN
         arrays[name] = np.where(np.isnan(arrays[name]).all(axis=1, keepdims=True), 0.0, arrays[name]).astype(np.float32)
     encoding = None
