@@ -411,6 +411,7 @@ def test_evaluation_reports_imputation_error_against_regression_baselines(cohort
             "rows",
             "model",
             "model_all_rows",
+            "model_unweighted",
             "mean",
             "ridge",
             "mlp",
@@ -418,8 +419,10 @@ def test_evaluation_reports_imputation_error_against_regression_baselines(cohort
             "best_baseline",
             "model_interval",
             "model_all_rows_interval",
+            "model_unweighted_interval",
         }
         assert entry["model_interval"][0] < entry["model"] < entry["model_interval"][1]
+        assert entry["model"] != entry["model_unweighted"]  # the weighted conditional mean is another estimate
         assert entry["rows"] == complete.sum() and entry[entry["best_baseline"]] == min(
             entry[b] for b in ("mean", "ridge", "mlp")
         )

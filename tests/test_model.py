@@ -555,3 +555,51 @@ def test_relative_clip_cuts_spikes_to_a_multiple_of_the_running_norm_and_leaves_
     weight.grad = torch.tensor([float("nan"), 0.0, 0.0, 0.0])
     clip([weight])
     assert torch.isnan(weight.grad).any()  # a non-finite gradient is left for the non-finite check to name
+
+
+@pytest.mark.parametrize("aggregator", ["poe", "mopoe", "moe"])
+def test_the_weighted_conditional_mean_is_the_linear_gaussian_models_exact_one_whatever_the_encoders(aggregator):
+    """A linear-Gaussian model (z ~ N(0, I), x_m = W_m z + b_m + s_m eps) has E[x_b | x_a] in closed form. Its encoders
+    are left untrained, so q(z | x_a) is wrong: the plain average of decoded draws misses the conditional mean, the
+    importance-weighted one finds it (up to Monte Carlo error), also with a missing modality and a row seen twice."""
+    torch.manual_seed(0)
+    dims, scale_a, scale_b = 2, 0.5, 0.3
+    w_a, b_a, w_b, b_b = torch.randn(3, dims), torch.randn(3), torch.randn(2, dims), torch.randn(2)
+
+    def linear(weight, bias):
+        layer = torch.nn.Linear(dims, weight.shape[0])
+        layer.weight.data, layer.bias.data = weight.clone(), bias.clone()
+        return layer
+
+    mods = [
+        Modality("a", (3,), f"gaussian:{scale_a}", decoder=linear(w_a, b_a)),
+        Modality("b", (2,), f"gaussian:{scale_b}", decoder=linear(w_b, b_b)),
+    ]
+    module = MultimodalModule(mods, build_latent("gaussian", latent_dim=dims), build_aggregator(aggregator), hidden=[8])
+    module.eval()
+    z = torch.randn(6, dims)
+    data = {"a": z @ w_a.T + b_a + scale_a * torch.randn(6, 3), "b": z @ w_b.T + b_b + scale_b * torch.randn(6, 2)}
+    data["b"][:3] = 0.0  # rows 0-2: b is missing (the value there is never read)
+    mask = torch.tensor([[True, False]] * 6)
+    precision = torch.eye(dims, dtype=torch.float64) + (w_a.T @ w_a).double() / scale_a**2
+    posterior_mean = torch.linalg.solve(precision, (w_a.T.double() @ (data["a"] - b_a).T.double()) / scale_a**2).T
+    exact = (posterior_mean @ w_b.T.double() + b_b.double()).float()
+    weighted = module.conditional_means(data, mask, 20_000, weighted=True)
+    plain = module.conditional_means(data, mask, 20_000)
+    torch.testing.assert_close(weighted["b"], exact, atol=0.03, rtol=0)
+    assert float((plain["b"] - exact).abs().max()) > 0.2  # the encoders' own answer is far off
+    # the observed modality's conditional mean given itself is its posterior-weighted reconstruction, not the data
+    exact_a = (posterior_mean @ w_a.T.double() + b_a.double()).float()
+    torch.testing.assert_close(weighted["a"], exact_a, atol=0.03, rtol=0)
+
+
+def test_the_weighted_conditional_mean_refuses_rows_no_draw_can_explain():
+    module = small_model("gaussian", "poe", modalities=MODALITIES[:2]).eval()
+    data, mask = batch(4, modalities=MODALITIES[:2])
+    q = module.conditional_posterior(data, mask)
+    z = q.rsample((10,))
+    z[:, 2] = float("nan")  # no draw of row 2 has a weight: its answer would be NaN
+    with pytest.raises(ValueError, match=r"rows \[2\]: no draw has a finite importance weight"):
+        module.weighted_means(z, data, mask)
+    z[3:, 2] = 0.0  # one draw with a finite weight is an answer
+    assert all(bool(torch.isfinite(v).all()) for v in module.weighted_means(z, data, mask).values())

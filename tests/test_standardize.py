@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from infinimodal.model import WEIGHTED_IMPUTATION_SAMPLES
+
 from infinimodal import MultimodalVAE
 from infinimodal.train import run as training
 from infinimodal.cli import main
@@ -99,7 +101,9 @@ def test_training_on_the_file_announces_likelihoods_and_outputs_come_back_in_use
             "big"
         ].numpy()
         # each row's draws are seeded by its own values: these rows alone get what impute gives them among others
-        averaged = vae.module.conditional_means(batch["data"], batch["mask"], samples=20, by_row=True)["big"].numpy()
+        averaged = vae.module.conditional_means(
+            batch["data"], batch["mask"], samples=WEIGHTED_IMPUTATION_SAMPLES, by_row=True, weighted=True
+        )["big"].numpy()
     np.testing.assert_allclose(
         vae.impute(arrays, samples=0)["big"][missing],
         plug_in * np.array(stat["std"]) + np.array(stat["mean"]),

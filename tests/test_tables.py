@@ -468,13 +468,18 @@ def test_harmonising_at_the_subjects_own_site_keeps_their_values(covariate_run):
     split = vae.as_split(rows.arrays)
     batch = split.batch(np.arange(len(split)))
     own = vae.to_user_units(
-        {k: v.numpy() for k, v in vae.module.conditional_means(batch["data"], batch["mask"], 2, by_row=True).items()}
+        {
+            k: v.numpy()
+            for k, v in vae.module.conditional_means(
+                batch["data"], batch["mask"], 2, by_row=True, weighted=True
+            ).items()
+        }
     )
     there = vae.to_user_units(
         {
             k: v.numpy()
             for k, v in vae.module.conditional_means(
-                batch["data"], batch["mask"], 2, by_row=True, decode_at=torch.from_numpy(at_b)
+                batch["data"], batch["mask"], 2, by_row=True, decode_at=torch.from_numpy(at_b), weighted=True
             ).items()
         }
     )

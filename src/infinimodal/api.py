@@ -46,7 +46,7 @@ from .data.standardize import forward as standardize_values
 from .data.standardize import inverse as unstandardize_values
 from .errors import DataError, InfinimodalError, format_rows
 from .evaluation import encode, evaluate_model, load_classifiers
-from .evaluation.metrics import DEFAULT_IMPUTATION_SAMPLES
+from .model import imputation_draws
 from .evaluation.explain import MAX_ROWS as EXPLAIN_ROWS, explanation_variables, feature_names
 from .evaluation.explain import explain as explain_dimensions
 from .deviation import Reference, deviation_scores, empty_cells
@@ -315,25 +315,34 @@ class MultimodalVAE:
 
     @torch.no_grad()
     def impute(
-        self, arrays, batch_size: int = 500, source: str = "the input", samples: int = DEFAULT_IMPUTATION_SAMPLES
+        self,
+        arrays,
+        batch_size: int = 500,
+        source: str = "the input",
+        samples: int | None = None,
+        weighted: bool = True,
     ) -> dict[str, np.ndarray]:
         """Every modality's missing rows replaced by its conditional mean E[x_m | the row's observed modalities], in the
         data's own units; observed rows of arrays given by the user are returned unchanged (a data set's Split,
         already standardised, comes back mapped to the data's units). A categorical modality is filled with its
         class probabilities.
 
-        The conditional mean is (1 / samples) sum_s E[x_m | z_s], z_s ~ q(z | the observed modalities) (the posterior
-        of the observed set, `MultimodalModule.conditional_posterior`); samples = 0 decodes at that posterior's mean
-        instead (a plug-in, biased through the decoder's nonlinearity: docs/results.md section 10 measures both).
+        The conditional mean is the model's own: sum_s w_s E[x_m | z_s] over `samples` draws z_s of q(z | the observed
+        modalities) (`MultimodalModule.conditional_posterior`, default WEIGHTED_IMPUTATION_SAMPLES draws), weighted by
+        importance, w_s ∝ p(X_observed | z_s) p(z_s) / q(z_s | X_observed) (`MultimodalModule.weighted_means`), so that
+        the encoders' error does not enter it. `weighted=False` averages the draws with equal weights instead (the
+        encoders' approximation; default IMPUTATION_SAMPLES draws, faster); samples = 0 decodes at the posterior's mean
+        (a plug-in, biased through the decoder's nonlinearity). docs/results.md section 10 measures all three.
 
         Given pandas DataFrames indexed by subject ID (a model of tables), every output is a DataFrame indexed by ID with
         the tables' feature names (embed, impute, harmonize, score alike)."""
         tables = self._frames(arrays, source)
         if tables is not None:
-            return keyed(tables, self.impute(tables.arrays, batch_size, source, samples), self.modalities)
+            return keyed(tables, self.impute(tables.arrays, batch_size, source, samples, weighted), self.modalities)
         arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         filled = self._observed_copy(arrays, split)
+        samples = imputation_draws(samples, weighted)
         incomplete = np.flatnonzero(
             ~split.mask.all(axis=1) | empty_cells(self.module, split).any(axis=1)
         )  # rows with nothing missing need no decoding
@@ -341,7 +350,7 @@ class MultimodalVAE:
             rows = incomplete[start : start + batch_size]
             batch = split.batch(rows)
             means = self.module.conditional_means(
-                batch["data"], batch["mask"], samples, by_row=True
+                batch["data"], batch["mask"], samples, by_row=True, weighted=weighted
             )  # a row's answer is its own
             generated = self.to_user_units({k: v.numpy() for k, v in means.items()})
             for m, name in enumerate(self.names):
@@ -355,20 +364,25 @@ class MultimodalVAE:
         at: np.ndarray,
         batch_size: int = 500,
         source: str = "the input",
-        samples: int = DEFAULT_IMPUTATION_SAMPLES,
+        samples: int | None = None,
+        weighted: bool = True,
     ) -> dict[str, np.ndarray]:
         """Every subject as if measured at the covariates `at` (encoded, [rows, K] or one row for all;
         `CovariateEncoding.encode` / `set_values`): the encoders read each subject's own covariates, the decoders `at`.
         A Gaussian value that was observed keeps its residual, x + E[x | z, at] - E[x | z, own]; any other observed value
-        is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both)."""
+        is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both, weighted as
+        `impute` weighs them: by the observed values' likelihood at the subject's own covariates)."""
         if self.covariates is None:
             raise InfinimodalError("harmonisation needs a model conditioned on covariates (train with --covariates)")
         tables = self._frames(arrays, source)
         if tables is not None:
-            return keyed(tables, self.harmonize(tables.arrays, at, batch_size, source, samples), self.modalities)
+            return keyed(
+                tables, self.harmonize(tables.arrays, at, batch_size, source, samples, weighted), self.modalities
+            )
         arrays = self.read_rows(arrays, source)
         split = self.as_split(arrays, source)
         out = self._observed_copy(arrays, split)
+        samples = imputation_draws(samples, weighted)
         target_rows = np.broadcast_to(np.asarray(at, dtype=np.float32), (len(split), self.covariates.width))
         for start in range(0, len(split), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split)))
@@ -377,7 +391,7 @@ class MultimodalVAE:
                 {
                     k: v.numpy()
                     for k, v in self.module.conditional_means(
-                        batch["data"], batch["mask"], samples, by_row=True
+                        batch["data"], batch["mask"], samples, by_row=True, weighted=weighted
                     ).items()
                 }
             )
@@ -386,7 +400,7 @@ class MultimodalVAE:
                 {
                     k: v.numpy()
                     for k, v in self.module.conditional_means(
-                        batch["data"], batch["mask"], samples, by_row=True, decode_at=at_rows
+                        batch["data"], batch["mask"], samples, by_row=True, decode_at=at_rows, weighted=weighted
                     ).items()
                 }
             )

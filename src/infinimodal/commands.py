@@ -274,7 +274,7 @@ def run_impute(args: argparse.Namespace) -> None:
     vae, rows, ids = rows_of(args.data, "test", args.run_dir)
     split = vae.as_split(rows, args.data)
     given = rows if isinstance(rows, dict) else split  # raw rows: observed values come back exactly
-    settings = {} if args.samples is None else {"samples": args.samples}
+    settings = {"weighted": not args.unweighted} | ({} if args.samples is None else {"samples": args.samples})
     if args.set:
         if vae.covariates is None:
             raise InfinimodalError(

@@ -37,6 +37,21 @@ __all__ = ["COVARIATES", "MultimodalModule", "kept_random_streams"]
 #: Posterior draws whose decodes imputation averages: `impute`, `evaluate`'s prediction and imputation errors, and
 #: validation's `val_<modality>_error`.
 IMPUTATION_SAMPLES = 20
+#: Posterior draws of the importance-weighted conditional mean (`conditional_means(weighted=True)`), what `impute` and
+#: `evaluate`'s imputation errors use: about 30-450 effective draws on the cohort (docs/results.md section 10).
+WEIGHTED_IMPUTATION_SAMPLES = 1000
+
+
+def imputation_draws(samples: int | None, weighted: bool) -> int:
+    """The posterior draws a conditional mean takes: `samples` when given, else WEIGHTED_IMPUTATION_SAMPLES for the
+    importance-weighted mean and IMPUTATION_SAMPLES for the encoders' plain average."""
+    if samples is not None:
+        return samples
+    return WEIGHTED_IMPUTATION_SAMPLES if weighted else IMPUTATION_SAMPLES
+
+
+#: Draws the weighted conditional mean decodes at once (its memory: this many times the rows' decoder outputs).
+WEIGHTED_CHUNK = 100
 
 
 @contextmanager
@@ -344,19 +359,88 @@ class MultimodalModule(nn.Module):
         seed: int = 0,
         by_row: bool = False,
         decode_at: Tensor | None = None,
+        weighted: bool = False,
     ) -> dict[str, Tensor]:
-        """E[x_m | the observed modalities] for every modality: (1 / samples) sum_s E[x_m | z_s] with z_s drawn from
-        `conditional_posterior` (the draws seeded, so the same rows give the same answer; `by_row`: each row's own,
-        whatever else is in the call, `conditional_draws`); samples = 0 decodes at the posterior's mean instead (a
-        plug-in: E[x | E[z]] is not E[x] when the decoder is nonlinear). `decode_at`: covariates [rows, K] to decode at
-        instead of the rows' own (the encoders read their own): each subject as if measured at other covariates."""
+        """E[x_m | the observed modalities] for every modality from `samples` draws z_s of `conditional_posterior` (the
+        draws seeded, so the same rows give the same answer; `by_row`: each row's own, whatever else is in the call,
+        `conditional_draws`):
+        - `weighted`: the model's own conditional mean, sum_s w_s E[x_m | z_s] with self-normalised importance weights
+          w_s ∝ p(X_S | z_s) p(z_s) / q(z_s | X_S), which converges to E_p(z | X_S)[E[x_m | z]] as the draws grow,
+          whatever the encoders' error (`weighted_means`);
+        - otherwise the encoders' approximation, (1 / samples) sum_s E[x_m | z_s] (z from q, not from p(z | X_S)).
+        samples = 0 decodes at the posterior's mean instead, unweighted (a plug-in: E[x | E[z]] is not E[x] when the
+        decoder is nonlinear). `decode_at`: covariates [rows, K] to decode at instead of the rows' own (the encoders and
+        the weights read their own): each subject as if measured at other covariates."""
         covariates = self.covariates_of(data) if decode_at is None else decode_at
         if samples == 0:
             return self.decode_mean(self.conditional_posterior(data, mask).mean, covariates)
-        means = self.decode_mean(
-            self.conditional_draws(data, mask, samples, seed, by_row).flatten(0, 1), repeat_rows(covariates, samples)
-        )
+        draws = self.conditional_draws(data, mask, samples, seed, by_row)
+        if weighted:
+            return self.weighted_means(draws, data, mask, decode_at)
+        means = self.decode_mean(draws.flatten(0, 1), repeat_rows(covariates, samples))
         return {name: value.view(samples, mask.shape[0], *value.shape[1:]).mean(0) for name, value in means.items()}
+
+    @torch.no_grad()
+    def weighted_means(
+        self, z: Tensor, data: dict[str, Tensor], mask: Tensor, decode_at: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Self-normalised importance sampling of E[x_m | X_S] for every modality m from draws z [S, rows, latent] of
+        `conditional_posterior` (the proposal): log w_s = sum_{m in S} log p(x_m | z_s) + log p(z_s) - log q(z_s | X_S),
+        normalised over s per row, then sum_s w_s E[x_m | z_s] (decoded at `decode_at`, else at the rows' own
+        covariates). The draws are decoded WEIGHTED_CHUNK at a time and combined by a running log-sum-exp in float64,
+        so memory does not grow with S; each observed decoder runs once per draw for both its term and its mean."""
+        q = self.conditional_posterior(data, mask)
+        log_proposal = (self.latent.log_prior(z) - q.log_prob(z)).double()  # [S, rows]
+        own = self.covariates_of(data)
+        rows = mask.shape[0]
+        peak = torch.full((rows,), -math.inf, dtype=torch.float64, device=z.device)
+        total = torch.zeros(rows, dtype=torch.float64, device=z.device)
+        sums: dict[str, Tensor] = {}
+        start = 0
+        for chunk in z.split(WEIGHTED_CHUNK):
+            count = chunk.shape[0]
+            log_w, means = self._weighted_chunk(chunk, data, mask, own, decode_at)
+            log_w = torch.nan_to_num(log_w + log_proposal[start : start + count], nan=-math.inf)
+            start += count
+            new_peak = torch.maximum(peak, log_w.max(0).values)
+            shift = torch.exp(peak - new_peak).nan_to_num(0.0)  # exp(-inf - -inf): nothing was summed yet
+            w = torch.exp(log_w - new_peak)  # [count, rows]
+            total = total * shift + w.sum(0)
+            for name, value in means.items():
+                counted = (w > 0).view(
+                    *w.shape, *[1] * (value.dim() - 2)
+                )  # a draw of weight 0 adds nothing, NaN or not
+                weighted = torch.einsum("sr,sr...->r...", w, torch.where(counted, value.double(), 0.0))
+                sums[name] = weighted if name not in sums else sums[name] * _widen(shift, value.dim() - 2) + weighted
+            peak = new_peak
+        if not bool(torch.isfinite(peak).all()):
+            bad = torch.nonzero(~torch.isfinite(peak)).flatten().tolist()
+            raise ValueError(
+                f"rows {bad[:10]}: no draw has a finite importance weight (the observed values' likelihood)"
+            )
+        return {name: (value / _widen(total, value.dim() - 1)).to(z.dtype) for name, value in sums.items()}
+
+    def _weighted_chunk(
+        self, z: Tensor, data: dict[str, Tensor], mask: Tensor, own: Tensor | None, decode_at: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """For draws z [c, rows, latent]: sum over the observed modalities of log p(x_m | z) [c, rows], and E[x_m | z]
+        [c, rows, ...] for every modality (at `decode_at` when given)."""
+        count, rows = z.shape[:2]
+        code = self.latent.decoder_input(z.flatten(0, 1))
+        at_own = repeat_rows(own, count)
+        at = at_own if decode_at is None else repeat_rows(decode_at, count)
+        log_lik = torch.zeros(count * rows, dtype=torch.float64, device=z.device)
+        means = {}
+        for m, name in enumerate(self.names):
+            params = self._decoded_parameters(name, code, at_own)
+            observed = torch.nonzero(mask[:, m].repeat(count)).flatten()  # only observed values are scored
+            if len(observed):
+                x = data[name].repeat(count, *[1] * (data[name].dim() - 1)).index_select(0, observed)
+                term = self.likelihood(name)(params.index_select(0, observed)).log_prob(x)
+                log_lik.index_add_(0, observed, term.double())
+            mean = (self.likelihood(name)(params) if decode_at is None else self._observation(name, code, at)).mean
+            means[name] = mean.view(count, rows, *mean.shape[1:])
+        return log_lik.view(count, rows), means
 
     def conditional_draws(
         self, data: dict[str, Tensor], mask: Tensor, samples: int, seed: int, by_row: bool = False
@@ -444,10 +528,14 @@ class MultimodalModule(nn.Module):
         return self._observation(name, self.latent.decoder_input(z), covariates)
 
     def _observation(self, name: str, code: Tensor, covariates: Tensor | None = None) -> Distribution:
-        likelihood = self.likelihoods[_key(name)]
+        return self.likelihood(name)(self._decoded_parameters(name, code, covariates))
+
+    def _decoded_parameters(self, name: str, code: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """The likelihood parameters [n, n_params, *shape] modality `name`'s decoder gives for the codes [n, d]."""
+        likelihood = self.likelihood(name)
         decoder = self.decoders[_key(name)]
         params = decoder(code, covariates) if self.n_covariates else decoder(code)
-        return likelihood(params.reshape(code.shape[0], likelihood.n_params, *likelihood.shape))
+        return params.reshape(code.shape[0], likelihood.n_params, *likelihood.shape)
 
     def log_likelihoods(self, z: Tensor, data: dict[str, Tensor], select: Tensor, rows: Tensor | None = None) -> Tensor:
         """log p(x_m[rows[r]] | z[r]) for every r and modality m with select[r, m], 0 elsewhere: [R, M].
@@ -534,6 +622,11 @@ class MultimodalModule(nn.Module):
             .view(n_samples, batch)
         )
         return log_lik + self.latent.log_prior(z) - q.log_prob(z)
+
+
+def _widen(per_row: Tensor, trailing: int) -> Tensor:
+    """A per-row value [rows] shaped to scale a per-row array with `trailing` more axes ([rows, ...])."""
+    return per_row.view(-1, *[1] * trailing)
 
 
 def repeat_rows(covariates: Tensor | None, times: int) -> Tensor | None:

@@ -219,7 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=int,
         default=None,
-        help="posterior samples averaged in the conditional mean (0: decode at the posterior mean)",
+        help="posterior samples of the conditional mean (default 1000 importance-weighted, 20 with --unweighted; 0: "
+        "decode at the posterior mean)",
+    )
+    impute.add_argument(
+        "--unweighted",
+        action="store_true",
+        help="average the posterior samples with equal weights (the encoders' approximation, faster) instead of "
+        "weighing them by the observed values' likelihood (the model's own conditional mean)",
     )
     impute.add_argument(
         "--draws",

@@ -120,7 +120,7 @@ METRICS: tuple[Metric, ...] = (
     ),
 )
 #: eval.json's imputation_mse entries that are the model's own errors (beside them: baselines and row counts, not ranked).
-MODEL_IMPUTATION = ("model", "model_all_rows")
+MODEL_IMPUTATION = ("model", "model_all_rows", "model_unweighted")
 #: Metrics by key.
 BY_KEY = {metric.key: metric for metric in METRICS}
 

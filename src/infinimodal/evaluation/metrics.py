@@ -66,12 +66,12 @@ from tqdm.auto import tqdm
 
 from ..columns import COVARIATES
 from ..data import MultimodalData, Split
-from ..model import IMPUTATION_SAMPLES, MultimodalModule
+from ..model import IMPUTATION_SAMPLES, MultimodalModule, imputation_draws
 from ..stick_breaking import sticks_to_cover
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-#: Posterior samples whose decodes imputation averages (`MultimodalModule.conditional_means`; 0: decode at the
-#: posterior mean), chosen by measurement (docs/results.md section 10); the same number validation uses.
+#: Posterior draws whose decoded class probabilities `prediction_errors` averages (`class_probabilities`, unweighted:
+#: the same number validation's `val_<modality>_error` uses); imputation weighs its own draws (`imputation_draws`).
 DEFAULT_IMPUTATION_SAMPLES = IMPUTATION_SAMPLES
 KL_ACTIVE_THRESHOLD = 0.05
 KNN_K = (3, 5, 10)
@@ -432,17 +432,19 @@ def imputation_errors(
     model: MultimodalModule,
     train: Split,
     test: Split,
-    samples: int = DEFAULT_IMPUTATION_SAMPLES,
+    samples: int | None = None,
     batch_size: int = 500,
     seed: int = 0,
     valid: Split | None = None,
     tuned: bool = True,
+    weighted: bool = True,
 ) -> dict:
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
     Brier score; a table's empty cells are not scored, and the baselines read them as the training mean; a model's
     covariates are read by the baselines too) of imputing it on
     test rows with every modality observed, m hidden on purpose: the model's conditional
-    mean (what `impute` gives) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
+    mean (what `impute` gives: importance-weighted unless `weighted` is False; `model_unweighted`: the encoders' plain
+    average of IMPUTATION_SAMPLES draws, on the same rows) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
     logistic regression for binary and categorical values), fitted on the complete training rows with their settings
     chosen on the complete `valid` rows (`baseline_settings`), and the best of them (`best_baseline`, by test error, so
     the model is held to the strongest). `model_all_rows`: the model on every test row with m observed, from whatever
@@ -454,6 +456,7 @@ def imputation_errors(
     names = model.names
     if len(names) < 2:
         return {}
+    samples = imputation_draws(samples, weighted)
     complete_test = np.flatnonzero(test.mask.all(axis=1))
     complete_train = np.flatnonzero(train.mask.all(axis=1))
     complete_train = np.sort(np.random.default_rng(seed).permutation(complete_train)[:BASELINE_ROWS])
@@ -479,9 +482,15 @@ def imputation_errors(
     out = {}
     for m, name in enumerate(names):
         entry: dict = {"rows": int(len(complete_test))}
-        for key, rows in (
-            ("model", complete_test),
-            ("model_all_rows", np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1))),
+        for key, rows, draws, weigh in (
+            ("model", complete_test, samples, weighted),
+            (
+                "model_all_rows",
+                np.flatnonzero(test.mask[:, m] & np.delete(test.mask, m, axis=1).any(axis=1)),
+                samples,
+                weighted,
+            ),
+            ("model_unweighted", complete_test if weighted else [], IMPUTATION_SAMPLES, False),
         ):
             if not len(rows):
                 continue
@@ -490,7 +499,7 @@ def imputation_errors(
                 batch = test.batch(rows[start : start + batch_size])
                 hidden = batch["mask"].clone()
                 hidden[:, m] = False
-                predicted = model.conditional_means(batch["data"], hidden, samples)[name]
+                predicted = model.conditional_means(batch["data"], hidden, draws, weighted=weigh)[name]
                 per_row.append(np.nanmean((predicted - batch["data"][name]).pow(2).flatten(1).double().numpy(), axis=1))
             per_row = np.concatenate(per_row)
             entry[key] = float(per_row.mean())
