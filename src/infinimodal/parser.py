@@ -139,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run directory; writes DIR/eval.json")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--iw-samples", type=flagtypes.positive_int, default=1000)
+    evaluate.add_argument(
+        "--iw-samples",
+        type=flagtypes.positive_int,
+        default=1000,
+        help="importance samples per row: of log p(x), and of the weighted conditional mean imputation is scored with",
+    )
     evaluate.add_argument(
         "--max-test",
         type=flagtypes.positive_int,

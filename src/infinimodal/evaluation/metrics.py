@@ -560,7 +560,8 @@ def evaluate_model(
     progress: bool = True,
     baselines: bool = True,
 ) -> dict:
-    """All metrics of the module docstring. Coherence is computed when classifiers are given; `baselines` False skips the
+    """All metrics of the module docstring; `iw_samples`: importance samples per row, of log p(x) and of the weighted
+    conditional mean imputation is scored with. Coherence is computed when classifiers are given; `baselines` False skips the
     tuned baselines of imputation and prediction (`evaluate --no-baselines`: the training mean stays), which are most of
     an evaluation's time on small data."""
     test = data.test if max_test is None else data.test.take(slice(0, max_test))
@@ -665,7 +666,7 @@ def evaluate_model(
         fitted = prediction_baselines(data, test) if baselines else None
         if fitted:
             result["prediction_baselines"] = fitted
-        imputation = imputation_errors(model, data.train, test, valid=data.valid, tuned=baselines)
+        imputation = imputation_errors(model, data.train, test, samples=iw_samples, valid=data.valid, tuned=baselines)
         if imputation:
             result["imputation_mse"] = imputation
     if multimodal and labelled:
