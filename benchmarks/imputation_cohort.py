@@ -9,8 +9,7 @@ on about 0.6 N complete subjects, with `metrics.imputation_errors` (the model's 
 logistic baselines fitted on the complete training rows and tuned on the complete validation rows).
 
 Besides the test figures: `valid`, the model's own error on the complete validation rows (what a choice between
-trained models reads: never the test rows), `typical`, the model's and the best baseline's errors on the test subjects
-without a planted deviation (`truth["kinds"]`), and `model_unweighted`, the encoders' plain average of posterior draws
+trained models reads: never the test rows), and `model_unweighted`, the encoders' plain average of posterior draws
 instead of the importance-weighted conditional mean.
 """
 
@@ -21,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from infinimodal import api
@@ -37,12 +35,9 @@ def score(run: Path, rows: int) -> dict:
     data = load_dataset(with_test_rows(config.data, rows), seed=config.data_seed, progress=False)
     errors = imputation_errors(vae.module, data.train, data.test, valid=data.valid)
     valid = imputation_errors(vae.module, data.train, data.valid, tuned=False)
-    typical = data.test.take(np.flatnonzero(data.truth["kinds"] == 0))
-    typical_errors = imputation_errors(vae.module, data.train, typical, valid=data.valid)
     out = {"run": str(run), "data": config.data, "test_rows": len(data.test)}
     for name, entry in errors.items():
         best = entry["best_baseline"]
-        plain = typical_errors[name]
         out[name] = {
             "rows": entry["rows"],
             "model": entry["model"],
@@ -53,12 +48,6 @@ def score(run: Path, rows: int) -> dict:
             "model_over_baseline": entry["model"] / entry[best],
             **{b: entry[b] for b in BASELINES if b in entry},
             "valid": {"rows": valid[name]["rows"], "model": valid[name]["model"]},
-            "typical": {
-                "rows": plain["rows"],
-                "model": plain["model"],
-                "baseline": plain[plain["best_baseline"]],
-                "model_over_baseline": plain["model"] / plain[plain["best_baseline"]],
-            },
         }
     return out
 
