@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import numpy as np
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -471,6 +472,27 @@ def test_the_imputation_benchmark_scores_a_cohort_run_on_more_complete_subjects(
             entry["model"] / entry[entry["best_baseline"]]
         )
         assert entry["baseline"] == min(entry[b] for b in ("mean", "ridge", "mlp", "logistic") if b in entry)
+        assert entry["valid"]["rows"] > 0 and entry["valid"]["model"] > 0  # what a choice between runs reads
+        assert entry["model_unweighted"] != entry["model"]
+
+
+def test_the_cohort_oracle_imputes_near_the_noise_floor_and_knows_the_generator():
+    oracle_script = load_script("cohort_oracle")
+    from infinimodal.data import load_dataset
+    from infinimodal.data.cohort import parse_spec
+
+    settings = parse_spec("n=600,test=60")
+    oracle = oracle_script.Oracle(settings)  # replays the generator: refuses if its draws changed
+    data = load_dataset("cohort:n=600,test=60", progress=False)
+    rows = np.flatnonzero(data.test.mask.all(1) & (data.truth["kinds"] == 0))[:4]
+    rng = np.random.default_rng(0)
+    errors = []
+    for r in rows:
+        row = {name: data.test.arrays[name][r].astype(np.float64) for name in oracle_script.NAMES}
+        errors.append(((oracle.conditional_mean(row, "mri", 4000, rng) - row["mri"]) ** 2).mean())
+        assert np.isfinite(oracle.log_density(row, 4000, rng))
+    # MRI from the other modalities: well below the features' variance (1, standardised), above the noise's share
+    assert 0.1 < np.mean(errors) < 0.8
 
 
 def test_stability_benchmark_scores_seeds_against_the_truth_at_toy_size(tmp_path):
