@@ -332,8 +332,10 @@ def class_truth(split: Split, name: str, c: int, label_modality: str | None) -> 
 def prediction_errors(
     model: MultimodalModule, split: Split, label_modality: str | None = None, batch_size: int = 500
 ) -> dict:
-    """For every categorical modality c: the error of predicting it, the argmax of E[x_c | the other modalities] (what
-    `impute` fills in), from all of them ("all") and from each one alone.
+    """For every categorical modality c: the error of predicting it, the argmax of E[x_c | the other modalities] (the
+    equal-weight average of posterior draws, `class_probabilities`, what `impute --unweighted` fills in and validation's
+    `val_<c>_error` reads; the weighted mean `impute` gives by default is not yet measured for labels), from all of
+    them ("all") and from each one alone.
 
     The truth is c's own value on the rows where it is observed; for the data set's label modality, whose test rows
     are missing by construction, it is the split's labels on every row. Rows without any of the given modalities
