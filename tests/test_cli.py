@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from infinimodal import api
+from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
 from infinimodal.errors import InfinimodalError
 
@@ -432,6 +432,24 @@ def test_impute_fills_the_missing_rows_of_a_file(multimodal_run, tmp_path):
         np.testing.assert_array_equal(filled["x1"][[0, 1, 3, 4, 6, 7]], x1[[0, 1, 3, 4, 6, 7]].astype(np.float32))
         np.testing.assert_array_equal(filled["x0"], x0.astype(np.float32))
         np.testing.assert_array_equal(filled["labels"], np.arange(8))
+        weighted = filled["x1"][[2, 5]]
+    # --unweighted: the encoders' equal-weight average, what the Python API gives with weighted=False
+    unweighted = tmp_path / "unweighted.npz"
+    args = [
+        "impute",
+        str(multimodal_run),
+        "--data",
+        str(tmp_path / "gaps.npz"),
+        "--unweighted",
+        "--out",
+        str(unweighted),
+    ]
+    assert main(args) == 0
+    vae = MultimodalVAE.load(multimodal_run)
+    expected = vae.impute({"x0": x0, "x1": x1, "x2": x2}, weighted=False)["x1"][[2, 5]]
+    with np.load(unweighted) as filled:
+        np.testing.assert_allclose(filled["x1"][[2, 5]], expected, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(filled["x1"][[2, 5]], weighted)
     x0[3, 1] = np.nan
     np.savez(tmp_path / "bad.npz", x0=x0, x1=x1, x2=x2)
     assert (
