@@ -25,7 +25,7 @@ from .aggregators import Aggregator
 from .columns import COVARIATES
 from .latents import LatentFamily
 from .likelihoods import Likelihood
-from .mixture import MixturePosterior
+from .mixture import NO_FLOAT64_DEVICES, MixturePosterior
 from .adam_state import births, moments, replace_parameter
 from .modality import Modality
 from .nets import default_decoder, default_encoder, full_precision
@@ -387,19 +387,21 @@ class MultimodalModule(nn.Module):
         """Self-normalised importance sampling of E[x_m | X_S] for every modality m from draws z [S, rows, latent] of
         `conditional_posterior` (the proposal): log w_s = sum_{m in S} log p(x_m | z_s) + log p(z_s) - log q(z_s | X_S),
         normalised over s per row, then sum_s w_s E[x_m | z_s] (decoded at `decode_at`, else at the rows' own
-        covariates). The draws are decoded WEIGHTED_CHUNK at a time and combined by a running log-sum-exp in float64,
+        covariates). The draws are decoded WEIGHTED_CHUNK at a time and combined by a running log-sum-exp in float64 (float32
+        on devices without it, `NO_FLOAT64_DEVICES`),
         so memory does not grow with S; each observed decoder runs once per draw for both its term and its mean."""
+        wide = torch.float32 if z.device.type in NO_FLOAT64_DEVICES else torch.float64
         q = self.conditional_posterior(data, mask)
-        log_proposal = (self.latent.log_prior(z) - q.log_prob(z)).double()  # [S, rows]
+        log_proposal = (self.latent.log_prior(z) - q.log_prob(z)).to(wide)  # [S, rows]
         own = self.covariates_of(data)
         rows = mask.shape[0]
-        peak = torch.full((rows,), -math.inf, dtype=torch.float64, device=z.device)
-        total = torch.zeros(rows, dtype=torch.float64, device=z.device)
+        peak = torch.full((rows,), -math.inf, dtype=wide, device=z.device)
+        total = torch.zeros(rows, dtype=wide, device=z.device)
         sums: dict[str, Tensor] = {}
         start = 0
         for chunk in z.split(WEIGHTED_CHUNK):
             count = chunk.shape[0]
-            log_w, means = self._weighted_chunk(chunk, data, mask, own, decode_at)
+            log_w, means = self._weighted_chunk(chunk, data, mask, own, decode_at, wide)
             log_w = torch.nan_to_num(log_w + log_proposal[start : start + count], nan=-math.inf)
             start += count
             new_peak = torch.maximum(peak, log_w.max(0).values)
@@ -410,7 +412,7 @@ class MultimodalModule(nn.Module):
                 counted = (w > 0).view(
                     *w.shape, *[1] * (value.dim() - 2)
                 )  # a draw of weight 0 adds nothing, NaN or not
-                weighted = torch.einsum("sr,sr...->r...", w, torch.where(counted, value.double(), 0.0))
+                weighted = torch.einsum("sr,sr...->r...", w, torch.where(counted, value.to(wide), 0.0))
                 sums[name] = weighted if name not in sums else sums[name] * _widen(shift, value.dim() - 2) + weighted
             peak = new_peak
         if not bool(torch.isfinite(peak).all()):
@@ -421,7 +423,13 @@ class MultimodalModule(nn.Module):
         return {name: (value / _widen(total, value.dim() - 1)).to(z.dtype) for name, value in sums.items()}
 
     def _weighted_chunk(
-        self, z: Tensor, data: dict[str, Tensor], mask: Tensor, own: Tensor | None, decode_at: Tensor | None
+        self,
+        z: Tensor,
+        data: dict[str, Tensor],
+        mask: Tensor,
+        own: Tensor | None,
+        decode_at: Tensor | None,
+        wide: torch.dtype = torch.float64,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """For draws z [c, rows, latent]: sum over the observed modalities of log p(x_m | z) [c, rows], and E[x_m | z]
         [c, rows, ...] for every modality (at `decode_at` when given)."""
@@ -429,7 +437,7 @@ class MultimodalModule(nn.Module):
         code = self.latent.decoder_input(z.flatten(0, 1))
         at_own = repeat_rows(own, count)
         at = at_own if decode_at is None else repeat_rows(decode_at, count)
-        log_lik = torch.zeros(count * rows, dtype=torch.float64, device=z.device)
+        log_lik = torch.zeros(count * rows, dtype=wide, device=z.device)
         means = {}
         for m, name in enumerate(self.names):
             params = self._decoded_parameters(name, code, at_own)
@@ -437,7 +445,7 @@ class MultimodalModule(nn.Module):
             if len(observed):
                 x = data[name].repeat(count, *[1] * (data[name].dim() - 1)).index_select(0, observed)
                 term = self.likelihood(name)(params.index_select(0, observed)).log_prob(x)
-                log_lik.index_add_(0, observed, term.double())
+                log_lik.index_add_(0, observed, term.to(wide))
             mean = (self.likelihood(name)(params) if decode_at is None else self._observation(name, code, at)).mean
             means[name] = mean.view(count, rows, *mean.shape[1:])
         return log_lik.view(count, rows), means
