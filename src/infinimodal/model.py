@@ -34,8 +34,8 @@ from .outputs import LossOutput
 __all__ = ["COVARIATES", "MultimodalModule", "kept_random_streams"]
 
 
-#: Posterior draws whose decodes imputation averages: `impute`, `evaluate`'s prediction and imputation errors, and
-#: validation's `val_<modality>_error`.
+#: Posterior draws averaged with equal weights: class predictions (`evaluate`'s prediction errors, validation's
+#: `val_<modality>_error`) and `impute --unweighted`.
 IMPUTATION_SAMPLES = 20
 #: Posterior draws of the importance-weighted conditional mean (`conditional_means(weighted=True)`), what `impute` and
 #: `evaluate`'s imputation errors use: about 30-450 effective draws on the cohort (docs/results.md section 10).
@@ -387,9 +387,9 @@ class MultimodalModule(nn.Module):
         """Self-normalised importance sampling of E[x_m | X_S] for every modality m from draws z [S, rows, latent] of
         `conditional_posterior` (the proposal): log w_s = sum_{m in S} log p(x_m | z_s) + log p(z_s) - log q(z_s | X_S),
         normalised over s per row, then sum_s w_s E[x_m | z_s] (decoded at `decode_at`, else at the rows' own
-        covariates). The draws are decoded WEIGHTED_CHUNK at a time and combined by a running log-sum-exp in float64 (float32
-        on devices without it, `NO_FLOAT64_DEVICES`),
-        so memory does not grow with S; each observed decoder runs once per draw for both its term and its mean."""
+        covariates). The draws are decoded WEIGHTED_CHUNK at a time and combined by a running log-sum-exp in float64
+        (float32 on `NO_FLOAT64_DEVICES`), so memory does not grow with S; each decoder runs once per draw for both its
+        likelihood term and its mean (`log_likelihoods` would run the observed ones a second time)."""
         wide = torch.float32 if z.device.type in NO_FLOAT64_DEVICES else torch.float64
         q = self.conditional_posterior(data, mask)
         log_proposal = (self.latent.log_prior(z) - q.log_prob(z)).to(wide)  # [S, rows]
@@ -409,9 +409,8 @@ class MultimodalModule(nn.Module):
             w = torch.exp(log_w - new_peak)  # [count, rows]
             total = total * shift + w.sum(0)
             for name, value in means.items():
-                counted = (w > 0).view(
-                    *w.shape, *[1] * (value.dim() - 2)
-                )  # a draw of weight 0 adds nothing, NaN or not
+                # a draw of weight 0 adds nothing, even where its decoded mean is NaN
+                counted = (w > 0).view(*w.shape, *[1] * (value.dim() - 2))
                 weighted = torch.einsum("sr,sr...->r...", w, torch.where(counted, value.to(wide), 0.0))
                 sums[name] = weighted if name not in sums else sums[name] * _widen(shift, value.dim() - 2) + weighted
             peak = new_peak

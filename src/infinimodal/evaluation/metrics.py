@@ -444,10 +444,10 @@ def imputation_errors(
     """Per modality m, the mean squared error (per feature, in the model's units; for binary and categorical values the
     Brier score; a table's empty cells are not scored, and the baselines read them as the training mean; a model's
     covariates are read by the baselines too) of imputing it on
-    test rows with every modality observed, m hidden on purpose: the model's conditional
-    mean (what `impute` gives: importance-weighted unless `weighted` is False; `model_unweighted`: the encoders' plain
-    average of IMPUTATION_SAMPLES draws, on the same rows) beside the baselines of `infinimodal.evaluation.baselines` (training mean, ridge, MLP,
-    logistic regression for binary and categorical values), fitted on the complete training rows with their settings
+    test rows with every modality observed, m hidden on purpose: the model's conditional mean (what `impute` gives:
+    importance-weighted unless `weighted` is False; `model_unweighted`: the encoders' plain average of
+    IMPUTATION_SAMPLES draws, on the same rows) beside the baselines of `infinimodal.evaluation.baselines` (training
+    mean, ridge, MLP, logistic regression for binary and categorical values), fitted on the complete training rows with their settings
     chosen on the complete `valid` rows (`baseline_settings`), and the best of them (`best_baseline`, by test error, so
     the model is held to the strongest). `model_all_rows`: the model on every test row with m observed, from whatever
     else the row has. Each model figure has a 95 % interval over rows (`model_interval`, `model_all_rows_interval`),
@@ -563,8 +563,8 @@ def evaluate_model(
     baselines: bool = True,
 ) -> dict:
     """All metrics of the module docstring; `iw_samples`: importance samples per row, of log p(x) and of the weighted
-    conditional mean imputation is scored with. Coherence is computed when classifiers are given; `baselines` False skips the
-    tuned baselines of imputation and prediction (`evaluate --no-baselines`: the training mean stays), which are most of
+    conditional mean imputation is scored with. Coherence is computed when classifiers are given; `baselines` False
+    skips the tuned baselines of imputation and prediction (`evaluate --no-baselines`: the training mean stays), which are most of
     an evaluation's time on small data."""
     test = data.test if max_test is None else data.test.take(slice(0, max_test))
     train = data.train_for_evaluation()
