@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import scipy.integrate as si
 import torch
+from torch import Tensor
+from torch.distributions import kl_divergence
 
 from infinimodal.aggregators import AGGREGATORS, MoE, MoPoE, PoE, build_aggregator
 from infinimodal.latents import DECODER_INPUTS, LATENT_FAMILIES, STICK_FAMILIES, build_latent
@@ -322,10 +324,80 @@ def test_mopoe_sampled_kl_is_the_weighted_kl_of_every_subset_in_expectation():
     assert len({round(float(v), 3) for v in draws[:, 1]}) == 3  # the row's three subsets, nothing else
 
 
-@pytest.mark.parametrize("family", list(LATENT_FAMILIES))
-def test_mopoe_sampled_kl_trains_every_family_with_missing_modalities(family):
+def sticks_sampled_model():
+    """A gated MoPoE model (value experts) on six rows with one, two and three modalities: what `sticks-sampled` acts on."""
     torch.manual_seed(0)
-    model = MultimodalModule(MODALITIES, latent(family), MoPoE(mopoe_kl="sampled"), hidden=[16])
+    model = MultimodalModule(MODALITIES, latent("gated"), MoPoE(mopoe_kl="sticks-sampled"), hidden=[8])
+    data, mask = batch(n=6)
+    mask[1, 0] = mask[2, 2] = False  # two available: three subsets each
+    mask[3, :2] = False  # one available
+    return model, data, mask
+
+
+def test_mopoe_sticks_sampled_kl_is_every_subsets_value_kl_plus_the_drawn_subsets_stick_kl():
+    """A training step's KL under sticks-sampled is, for each row, the subsets' weighted value KL plus the sticks' KL of
+    one of the row's subsets, and averages to the weighted KL of every subset; evaluation gives that exact KL. The
+    reference is `kl_parts` and `kl_divergence` of the mixture's components, not the aggregator's code path."""
+    model, data, mask = sticks_sampled_model()
+    with torch.no_grad():
+        q = model.aggregator.posterior(model, model.unimodal_posteriors(data, mask), mask)
+        parts = model.latent.kl_parts(q)  # each weighted over the subsets
+        exact = (parts["values"] + parts["sticks"]).double()
+        prior = model.latent.prior()
+        stick_kl = kl_divergence(q.components.sticks, prior.sticks).sum(-1).double()  # [rows, subsets]
+        candidates = parts["values"].double().unsqueeze(-1) + stick_kl  # each subset's possible draw
+        possible = q.weights > 0
+        torch.testing.assert_close(model.eval()(data, mask).kl.double(), exact, rtol=1e-6, atol=1e-6)
+        model.train()
+        repeats = 3000
+        copies = {name: x.repeat(repeats, *[1] * (x.dim() - 1)) for name, x in data.items()}
+        draws = model(copies, mask.repeat(repeats, 1)).kl.double().view(repeats, len(mask))
+    distance = (draws.unsqueeze(-1) - candidates).abs() + torch.where(
+        possible, 0.0, math.inf
+    )  # [repeats, rows, subsets]
+    assert bool((distance.min(-1).values <= 1e-4 * candidates.abs().amax(-1)).all())  # always one of the row's subsets
+    mean, error = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+    assert bool(((mean - exact).abs() <= 4 * error + 1e-5 * exact.abs()).all()), (mean, exact, error)
+    assert len({round(float(v), 4) for v in draws[:, 1]}) == 3  # the row's three subsets' stick KLs differ
+
+
+def test_mopoe_sticks_sampled_kl_gradient_averages_to_the_exact_kls():
+    """The encoders' gradient of the sticks-sampled KL, averaged over 3,000 draws of each row's subset, is the gradient of
+    the exact weighted KL (to 4 % of its norm)."""
+    model, data, mask = sticks_sampled_model()
+
+    def kl_gradient(training: bool, repeats: int) -> Tensor:
+        model.train(training)
+        model.zero_grad()
+        copies = {name: x.repeat(repeats, *[1] * (x.dim() - 1)) for name, x in data.items()}
+        model(copies, mask.repeat(repeats, 1)).kl.mean().backward()
+        return torch.cat([p.grad.flatten() for name, p in model.named_parameters() if p.grad is not None])
+
+    exact, sampled = kl_gradient(False, 1), kl_gradient(True, 3000)
+    assert float((sampled - exact).norm()) < 0.04 * float(exact.norm())
+
+
+def test_mopoe_sticks_sampled_changes_nothing_for_a_family_without_sticks():
+    torch.manual_seed(0)
+    model = MultimodalModule(MODALITIES, latent("gaussian"), MoPoE(), hidden=[8])
+    data, mask = batch(n=6)
+    mask[1, 0] = False
+    torch.manual_seed(1)
+    every = model(data, mask)
+    model.aggregator = MoPoE(mopoe_kl="sticks-sampled")
+    torch.manual_seed(1)
+    sticks = model(data, mask)
+    torch.testing.assert_close(sticks.loss, every.loss, rtol=0, atol=0)
+    torch.testing.assert_close(sticks.kl_per_dim, every.kl_per_dim, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", [*LATENT_FAMILIES, "gated/code"])
+@pytest.mark.parametrize("estimate", ["sampled", "sticks-sampled"])
+def test_mopoe_sampled_kl_trains_every_family_with_missing_modalities(family, estimate):
+    torch.manual_seed(0)
+    family, _, expert = family.partition("/")
+    settings = {"expert": expert} if expert else {}
+    model = MultimodalModule(MODALITIES, latent(family, **settings), MoPoE(mopoe_kl=estimate), hidden=[16])
     data, mask = batch()
     mask[::3, 1] = False
     mask[1::4, 0] = False
@@ -365,7 +437,7 @@ def test_mopoe_posteriors_given_subsets_from_one_fusion_match_fusing_each(family
 
 
 def test_mopoe_refuses_an_unknown_kl_estimate():
-    with pytest.raises(ValueError, match="mopoe_kl must be one of all, sampled"):
+    with pytest.raises(ValueError, match="mopoe_kl must be one of all, sampled, sticks-sampled"):
         MoPoE(mopoe_kl="some")
     with pytest.raises(ValueError, match="--mopoe-kl"):
         build_aggregator("mopoe", mopoe_kl="some")

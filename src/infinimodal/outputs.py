@@ -34,6 +34,9 @@ class Encodes(Protocol):
     (`model.MultimodalModule` is one)."""
 
     latent: object
+    #: Whether the model is training (an `nn.Module`'s flag): a training step may estimate a part of the objective
+    #: that evaluation computes exactly (MoPoE's "sticks-sampled" KL).
+    training: bool
 
     def unimodal_posteriors(self, data: dict[str, Tensor], mask: Tensor) -> Distribution: ...
 

@@ -220,6 +220,12 @@ class LatentFamily(nn.Module):
         exact KL ignores z."""
         return self.kl_per_dim(q)
 
+    def mixture_kl_per_dim(self, q: MixturePosterior, drawn: Distribution, z: Tensor) -> Tensor:
+        """`kl_per_dim(q)` of a mixture for a training step whose rows drew z ([B, 1, L]) from the components `drawn`
+        ([B, 1, L], one per row, chosen by q's weights): exact here (every component's KL, weighted); a family with a
+        costly part may estimate that part at the drawn component, which is unbiased for the weighted sum."""
+        return self.kl_per_dim(q)
+
     def truncated(self, q: Distribution, keep: int) -> Distribution:
         """q with every dimension from index `keep` on replaced by the prior (all of a dimension's scalars).
 
