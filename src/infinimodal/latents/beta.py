@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.distributions import Beta, Gamma, register_kl
+from torch.distributions import Beta, Dirichlet, Gamma, register_kl
+from torch.distributions.exp_family import ExponentialFamily
+from torch.distributions.utils import broadcast_all
 
 from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import setting
@@ -47,7 +49,38 @@ class StableBeta(Beta):
     sum stays O(log a), so float32 loses everything past a ~ 1e6. Samples are drawn in float64 too: torch's
     implicit-reparameterisation gradient in float32 is half the true d E[logit v] / d b at b = 1e5, zero at
     1e7 and NaN at 1e9 (float64 holds to 1e7, beyond the evidence cap). Moments and entropy are torch's.
+
+    It holds its two concentrations as they are given: torch's Beta stacks them into a two-class Dirichlet at every
+    construction and selects them back at every read (a copy each way and two autograd nodes, about 0.14 ms for a
+    [128, 7, 22] posterior, built several times per training step); the Dirichlet is built only for the mode and the
+    entropy.
     """
+
+    def __init__(self, concentration1: Tensor, concentration0: Tensor, validate_args: bool | None = None) -> None:
+        self._concentration1, self._concentration0 = broadcast_all(concentration1, concentration0)
+        ExponentialFamily.__init__(self, self._concentration1.shape, validate_args=validate_args)
+
+    @property
+    def concentration1(self) -> Tensor:
+        return self._concentration1
+
+    @property
+    def concentration0(self) -> Tensor:
+        return self._concentration0
+
+    def expand(self, batch_shape, _instance=None) -> "StableBeta":
+        shape = torch.Size(batch_shape)
+        return StableBeta(self._concentration1.expand(shape), self._concentration0.expand(shape), validate_args=False)
+
+    def _as_dirichlet(self) -> Dirichlet:
+        return Dirichlet(torch.stack([self._concentration1, self._concentration0], -1), validate_args=False)
+
+    @property
+    def mode(self) -> Tensor:
+        return self._as_dirichlet().mode[..., 0]
+
+    def entropy(self) -> Tensor:
+        return self._as_dirichlet().entropy()
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         """v = x / (x + y) with x ~ Gamma(a), y ~ Gamma(b), each with torch's implicit-reparameterisation gradient: the
