@@ -173,11 +173,19 @@ def test_grown_entries_take_the_steps_a_fresh_adam_would_take(fused):
     )
     fresh = torch.zeros(layer.weight.shape[0], 4, requires_grad=True)
     reference = torch.optim.Adam([fresh], lr=1e-2)
+    kept = layer.weight.detach()[:, :old].clone().requires_grad_()  # the old columns: Adam as if nothing had grown
+    kept_reference = torch.optim.Adam([kept], lr=1e-2)
+    kept_reference.state[kept] = {k: v.clone() for k, v in optimizer.state[layer.weight].items() if k != BORN}
+    for name in ("exp_avg", "exp_avg_sq"):
+        kept_reference.state[kept][name] = kept_reference.state[kept][name][:, :old].contiguous()
     for gradient in gradients:  # the new columns start at zero, as the fresh tensor does
         step(gradient)
         fresh.grad = gradient[: layer.weight.shape[0]].expand(-1, 4).clone()
         reference.step()
+        kept.grad = torch.full_like(kept, 0.01)
+        kept_reference.step()
         torch.testing.assert_close(layer.weight.detach()[:, old:], fresh.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(layer.weight.detach()[:, :old], kept.detach(), rtol=1e-6, atol=1e-8)
     assert float(fresh.detach().abs().max()) > 0.02  # three steps of about lr each, not 3-6 times more
 
 

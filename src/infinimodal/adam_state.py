@@ -9,6 +9,8 @@ decay or amsgrad.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor, nn
 
@@ -32,13 +34,37 @@ BORN = "born_at_step"
 BIAS_CORRECTION_STEPS = 20_000
 
 
+#: Each births tensor's young entries, by the tensor's id, with a weak reference to it (an id can be reused once it is
+#: gone) and its version (a swap exchanges births in place).
+_YOUNG: dict[int, tuple[weakref.ref, int, Tensor, Tensor, float]] = {}
+
+
+def young_entries(born: Tensor) -> tuple[Tensor, Tensor, float]:
+    """(flat indices of the entries born after the run's first step, their births, the latest birth), worked out once
+    for each births tensor and recomputed only when it changes."""
+    cached = _YOUNG.get(id(born))
+    if cached is None or cached[0]() is not born or cached[1] != born._version:
+        for key in [key for key, value in _YOUNG.items() if value[0]() is None]:
+            del _YOUNG[key]
+        flat = born.reshape(-1)
+        young = torch.nonzero(flat > 0).squeeze(-1)
+        births = flat[young]
+        cached = (weakref.ref(born), born._version, young, births, float(births.max()) if young.numel() else 0.0)
+        _YOUNG[id(born)] = cached
+    return cached[2:]
+
+
 @torch.no_grad()
 def correct_young_entries(optimizer: torch.optim.Optimizer) -> None:
     """After an Adam step: move the entries born after the run's first step (rows and columns a resize added) to where
     Adam with their own step count would have put them. Their moments started at zero while the run's step count went
     on, so the step's bias correction treated their young moments as old ones: 3 to 6 times too large a step for
     hundreds of steps (m / sqrt(v) is 0.1 / sqrt(0.001) = 3.2 after one step, where Adam's corrected step is 1).
-    Exact for torch's Adam without weight decay or amsgrad (the step is undone and redone with the entry's age)."""
+    Exact for torch's Adam without weight decay or amsgrad (the step is undone and redone with the entry's age).
+
+    Only the young entries are touched (an entry as old as the run needs nothing), in the parameter's dtype: the
+    difference of the two steps is at most a few lr, so float32's rounding of it is far below Adam's own. (Done on every
+    entry in float64 it took a sixth of a small model's training time for 20,000 steps after each resize.)"""
     for group in optimizer.param_groups:
         (beta1, beta2), eps, lr = group["betas"], group["eps"], group["lr"]
         for parameter in group["params"]:
@@ -46,13 +72,15 @@ def correct_young_entries(optimizer: torch.optim.Optimizer) -> None:
             if BORN not in entry:
                 continue
             step = float(entry["step"])
-            age = (step - entry[BORN]).clamp(min=1.0).double()
-            m, v = entry["exp_avg"].double(), entry["exp_avg_sq"].double()
+            young, births_of_young, youngest = young_entries(entry[BORN])
+            if young.numel() == 0 or step - youngest > BIAS_CORRECTION_STEPS:
+                del entry[BORN]
+                continue
+            age = (step - births_of_young).clamp(min=1.0).to(parameter.dtype)
+            m, v = (entry[moment].reshape(-1)[young] for moment in ("exp_avg", "exp_avg_sq"))
             applied = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
             wanted = (m / (1 - beta1**age)) / ((v / (1 - beta2**age)).sqrt() + eps)
-            parameter.add_((lr * (applied - wanted)).to(parameter.dtype))
-            if bool((age > BIAS_CORRECTION_STEPS).all()):
-                del entry[BORN]
+            parameter.view(-1).index_add_(0, young, lr * (applied - wanted))
 
 
 def replace_parameter(module: nn.Module, name: str, resized, optimizer: torch.optim.Optimizer | None) -> None:
