@@ -58,6 +58,7 @@ bench: install
 	mkdir -p runs/bench
 	$(PY) benchmarks/vs_multivae.py --out runs/bench/vs_multivae.json
 	$(PY) benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --out runs/bench/vs_multivae_mfeat.json
+	$(PY) benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --mopoe-kl sticks-sampled --out runs/bench/vs_multivae_mfeat_sticks.json
 	$(PY) benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --mopoe-kl sampled --out runs/bench/vs_multivae_mfeat_sampled.json
 	$(PY) benchmarks/scaling.py --out runs/bench/scaling.json
 	$(PY) benchmarks/throughput.py > runs/bench/throughput.json

@@ -246,7 +246,7 @@ class ChildSpec(NamedTuple):
     threads: int
     latent: str = "gaussian"  # ours only
     seed: int = SEED
-    mopoe_kl: str = "all"  # ours only, for mopoe: the KL of every subset or of each row's sampled one
+    mopoe_kl: str = "all"  # ours only, for mopoe: `--mopoe-kl` (aggregators.MoPoE_KL_ESTIMATES)
 
 
 def record(
@@ -781,6 +781,8 @@ def summarise(models: dict[str, dict], aggregators: list[str], latents: list[str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from infinimodal.aggregators import DEFAULT_MOPOE_KL, MoPoE_KL_ESTIMATES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and OMP/MKL threads) on both sides")
@@ -795,9 +797,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mopoe-kl",
-        choices=("all", "sampled"),
-        default="all",
-        help="our MoPoE's KL: every subset's (as MultiVae's MoPoE), or each row's sampled subset's (--mopoe-kl sampled)",
+        choices=MoPoE_KL_ESTIMATES,
+        default=DEFAULT_MOPOE_KL,
+        help="our MoPoE's KL: every subset's (all, the default, as MultiVae's MoPoE), each row's sampled subset's "
+        "(sampled), or every subset's but the gated family's sticks', taken at each row's drawn subset (sticks-sampled)",
     )
     parser.add_argument(
         "--aggregators", nargs="+", choices=tuple(PAIRS), default=list(PAIRS), help="the pairings to run"

@@ -222,6 +222,12 @@ def test_the_six_view_section_shows_the_mopoe_pairing_and_the_kl_estimate(tmp_pa
         and "--mopoe-kl sampled" in section
     )
     assert "| gated/mopoe vs MoPoE | 2,500 | 1,000 | 2.50x |" in section and "MVAE" not in section
+    (bench / "vs_multivae_mfeat_sticks.json").write_text(json.dumps(result | {"mopoe_kl": "sticks-sampled"}))
+    page = load_script("benchmarks_md").main([str(bench)])
+    section = page[page.index("our KL: sticks-sampled") : page.index("our KL: sampled")]
+    assert "gated family's sticks' at each row's drawn subset (--mopoe-kl sticks-sampled;" in section
+    assert "| gated/mopoe vs MoPoE | 2,500 | 1,000 | 2.50x |" in section
+    assert "Not run (`python benchmarks/vs_multivae.py --data mfeat --aggregators mopoe --mopoe-kl all" in page
 
 
 @pytest.mark.slow
