@@ -623,3 +623,28 @@ def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     }
     assert entry["dimensions_at_the_end"]["default"] == [16] and entry["dimensions_at_the_end"]["fixed"] == [50]
     assert entry["dimensions_at_the_end"]["small"] == [6]  # --also: the default with latent_dim 6 (a bound of 6)
+
+
+def test_the_factor_alignment_benchmark_counts_found_and_one_to_one_factors(tmp_path):
+    script = load_script("factor_alignment")
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(500, 3))
+    # factor 0 alone in a dimension; 2 found (|r| 0.77) in a dimension that also carries 1 (|r| 0.64, not found)
+    mixed = np.stack([factors[:, 0], factors[:, 1] + 1.2 * factors[:, 2], rng.normal(size=500)], 1)
+    assert script.alignment(mixed, factors) == {"found": 2, "one_to_one": 1, "factors": 3}
+    assert script.alignment(factors[:, ::-1].copy(), factors) == {"found": 3, "one_to_one": 3, "factors": 3}
+    result = script.main(
+        [
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--settings",
+            "sticks=--mopoe-kl sticks-sampled",
+            "--out",
+            str(tmp_path / "a.json"),
+        ]
+    )
+    run = result["settings"]["sticks"]["runs"]["0"]
+    assert run["factors"] == 6 and 0 <= run["one_to_one"] <= run["found"] <= 6
+    assert json.loads((tmp_path / "a.json").read_text()) == result
