@@ -780,9 +780,12 @@ def summarise(models: dict[str, dict], aggregators: list[str], latents: list[str
     return {"ours_over_multivae": pairings, "stick_over_our_gaussian": sticks}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from infinimodal.aggregators import DEFAULT_MOPOE_KL, MoPoE_KL_ESTIMATES
+#: Our `--mopoe-kl` choices and default (`infinimodal.aggregators`), written out: MultiVae's child processes parse these
+#: arguments in an environment without infinimodal (tests/test_benchmarks.py checks that they agree).
+MOPOE_KL_CHOICES, MOPOE_KL_DEFAULT = ("all", "sampled", "sticks-sampled"), "all"
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and OMP/MKL threads) on both sides")
@@ -797,8 +800,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mopoe-kl",
-        choices=MoPoE_KL_ESTIMATES,
-        default=DEFAULT_MOPOE_KL,
+        choices=MOPOE_KL_CHOICES,
+        default=MOPOE_KL_DEFAULT,
         help="our MoPoE's KL: every subset's (all, the default, as MultiVae's MoPoE), each row's sampled subset's "
         "(sampled), or every subset's but the gated family's sticks', taken at each row's drawn subset (sticks-sampled)",
     )

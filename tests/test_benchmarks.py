@@ -190,6 +190,13 @@ def test_benchmarks_page_is_written_from_the_json(tmp_path):
     )
 
 
+def test_the_multivae_comparison_offers_our_mopoe_kl_choices_and_default():
+    from infinimodal.aggregators import DEFAULT_MOPOE_KL, MoPoE_KL_ESTIMATES
+
+    script = load_script("vs_multivae")
+    assert script.MOPOE_KL_CHOICES == MoPoE_KL_ESTIMATES and script.MOPOE_KL_DEFAULT == DEFAULT_MOPOE_KL
+
+
 def test_the_six_view_section_shows_the_mopoe_pairing_and_the_kl_estimate(tmp_path):
     def model(sps, probe):
         return {"samples_per_second": sps, "peak_over_import_mib": 50.0, "probe_accuracy": probe}
