@@ -16,6 +16,7 @@ default: the gated family with exactly --latent-dim 50), `gaussian` (D = 50), an
 
     python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled]
         [--also a5code=alpha=5,expert=code] [--out FILE]
+    python benchmarks/default_speed.py --table FILE   # the markdown table of a JSON it wrote
 """
 
 from __future__ import annotations
@@ -87,6 +88,22 @@ def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
     }
 
 
+def markdown(result: dict) -> str:
+    """The JSON as a table for docs/results.md: samples per second of each model, each one's ratio to the Gaussian (taken
+    from the medians), and the dimensions the default ended with."""
+    models = list(next(iter(result["data"].values()))["samples_per_second"])
+    others = [m for m in models if m != "gaussian"]
+    header = ["data", "rows", "modalities", *models, *(f"{m} / Gaussian" for m in others), "dimensions at the end"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in result["data"].items():
+        rates, ratios = entry["samples_per_second"], entry["ratio_to_gaussian"]
+        cells = [name, f"{entry['rows']:,}", str(entry["modalities"]), *(f"{rates[m]:,.0f}" for m in models)]
+        cells += [f"{ratios[m]:.2f}x" for m in others]
+        cells.append(" / ".join(str(d) for d in entry["dimensions_at_the_end"]["default"]) + " (default)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -104,7 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="more models: the default with these settings, as compare.py takes them (a5code=alpha=5,expert=code)",
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--table", type=Path, metavar="JSON", help="print the markdown table of a written JSON and stop"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return {}
     torch.set_num_threads(1)
     also = (spec.partition("=") for spec in args.also)  # name=key=value,key=value: compare.py's settings
     models = dict(MODELS) | {name: parse_settings([p for p in text.split(",") if p]) for name, _, text in also}

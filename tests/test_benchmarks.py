@@ -630,6 +630,10 @@ def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     }
     assert entry["dimensions_at_the_end"]["default"] == [16] and entry["dimensions_at_the_end"]["fixed"] == [50]
     assert entry["dimensions_at_the_end"]["small"] == [6]  # --also: the default with latent_dim 6 (a bound of 6)
+    table = speed.markdown(result).splitlines()
+    assert table[0].startswith("| data | rows | modalities | default | fixed | gaussian |") and len(table) == 3
+    rate, ratio = entry["samples_per_second"]["default"], entry["ratio_to_gaussian"]["default"]
+    assert table[2].startswith(f"| tabular3 | 480 | 3 | {rate:,.0f} |") and f"| {ratio:.2f}x |" in table[2]
 
 
 def test_the_factor_alignment_benchmark_counts_found_and_one_to_one_factors(tmp_path):
