@@ -15,7 +15,7 @@ default: the gated family with exactly --latent-dim 50), `gaussian` (D = 50), an
 - `counts`: the built-in RNA + protein negative-binomial counts.
 
     python benchmarks/default_speed.py [--data tabular3 cohort] [--epochs 4] [--rounds 3] [--sampled]
-        [--also a5code=alpha=5,expert=code] [--out FILE]
+        [--also a5code=alpha=5,expert=code] [--float64-kl] [--out FILE]
     python benchmarks/default_speed.py --table FILE   # the markdown table of a JSON it wrote
 """
 
@@ -29,11 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from infinimodal import MultimodalVAE
+from infinimodal.latents import beta
 from infinimodal.config import ModelConfig
 from infinimodal.data import load_dataset
 
@@ -71,8 +73,17 @@ def load(name: str, mfeat: str | None):
     return data
 
 
+#: A model setting of this benchmark's own (not a TrainConfig field): the Beta KL in float64 in training steps too.
+FLOAT64_KL = "float64_kl"
+
+
 def training_rate(data, settings: dict, epochs: int, seed: int) -> dict:
-    """One fit of the default model with `settings` (TrainConfig values: the model's fields build it, the rest train it)."""
+    """One fit of the default model with `settings` (TrainConfig values: the model's fields build it, the rest train it;
+    `FLOAT64_KL`: training steps keep the Beta KL in float64, as before `latents.beta.float32_beta_kl`)."""
+    settings = dict(settings)
+    if settings.pop(FLOAT64_KL, False):
+        with mock.patch.object(beta, "FLOAT32_KL_LIMIT", 0.0):
+            return training_rate(data, settings, epochs, seed)
     clock = ValidationClock()
     model = {f.name for f in dataclasses.fields(ModelConfig)}
     vae = MultimodalVAE(data.modalities, seed=seed, **{k: v for k, v in settings.items() if k in model})
@@ -120,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="NAME=KEY=VALUE,KEY=VALUE",
         help="more models: the default with these settings, as compare.py takes them (a5code=alpha=5,expert=code)",
     )
+    parser.add_argument(
+        "--float64-kl", action="store_true", help="also each model with the Beta KL in float64 in training steps too"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--table", type=Path, metavar="JSON", help="print the markdown table of a written JSON and stop"
@@ -133,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = dict(MODELS) | {name: parse_settings([p for p in text.split(",") if p]) for name, _, text in also}
     if args.sampled:
         models |= {f"{name}, mopoe_kl sampled": settings | {"mopoe_kl": "sampled"} for name, settings in models.items()}
+    if args.float64_kl:
+        models |= {f"{name}, float64 KL": settings | {FLOAT64_KL: True} for name, settings in models.items()}
     result = {"epochs": args.epochs, "rounds": args.rounds, "threads": 1, "torch": torch.__version__, "data": {}}
     for name in args.data:
         data = load(name, args.mfeat)

@@ -613,9 +613,21 @@ def test_the_sticks_benchmark_measures_each_subjects_open_gates(tmp_path):
 def test_the_default_speed_benchmark_times_whole_fits_of_each_model():
     speed = load_script("default_speed")
     speed.DATA["tabular3"] = "synthetic:n=600,features=6"  # toy size
+    seen = []
+    original = speed.training_rate
+
+    def recording(data, settings, epochs, seed):
+        seen.append((speed.FLOAT64_KL in settings, speed.beta.FLOAT32_KL_LIMIT))
+        return original(data, settings, epochs, seed)
+
+    speed.training_rate = recording
     result = speed.main(
         ["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--sampled", "--also", "small=latent_dim=6"]
     )
+    assert {limit for _, limit in seen} == {speed.beta.FLOAT32_KL_LIMIT} and speed.beta.FLOAT32_KL_LIMIT > 0
+    both = speed.main(["--data", "tabular3", "--epochs", "1", "--rounds", "1", "--float64-kl"])["data"]["tabular3"]
+    assert set(both["samples_per_second"]) == {*speed.MODELS, *(f"{m}, float64 KL" for m in speed.MODELS)}
+    assert (False, 0.0) in seen  # the float64 runs trained with the limit at 0 (the recursive call)
     entry = result["data"]["tabular3"]
     assert entry["rows"] == 480 and entry["ratio_to_gaussian"]["gaussian"] == 1.0
     assert set(entry["samples_per_second"]) == {

@@ -583,3 +583,19 @@ def test_every_training_and_data_option_is_one_declaration_read_by_the_parser_th
             assert getattr(config.training_options(), name) == value, name
     with pytest.raises(TypeError, match="not options of training"):
         TrainingOptions.from_keywords({"epoch": 3})
+
+
+def test_training_steps_take_the_float32_beta_kl_and_validation_does_not(tmp_path, monkeypatch):
+    import infinimodal.latents.beta as beta
+    from infinimodal.model import MultimodalModule
+
+    original = MultimodalModule.forward
+    seen = set()
+
+    def recording(self, data, mask, kl_weight=1.0, weights=None):
+        seen.add((self.training, beta._float32_kl))
+        return original(self, data, mask, kl_weight, weights)
+
+    monkeypatch.setattr(MultimodalModule, "forward", recording)
+    api.train(api.TrainConfig(latent_dim=4, hidden=[16], epochs=1, max_train=100), tmp_path / "run", progress=False)
+    assert seen == {(True, True), (False, False)} and beta._float32_kl is False

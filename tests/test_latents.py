@@ -393,3 +393,41 @@ def test_stable_beta_moments_mode_entropy_and_expand_are_the_beta_laws():
     torch.testing.assert_close(wide.concentration0[2], q.concentration0)
     (grad,) = torch.autograd.grad(q.mean.sum() + q.entropy().sum(), a)
     assert bool(torch.isfinite(grad).all()) and bool((grad != 0).all())
+
+
+def scipy_beta_kl(a1, b1, a2, b2):
+    """KL(Beta(a1, b1) || Beta(a2, b2)) from scipy's gammaln and digamma in float64."""
+    log_b = lambda a, b: sp.gammaln(a) + sp.gammaln(b) - sp.gammaln(a + b)  # noqa: E731
+    return (
+        log_b(a2, b2)
+        - log_b(a1, b1)
+        + (a1 - a2) * sp.digamma(a1)
+        + (b1 - b2) * sp.digamma(b1)
+        + (a2 - a1 + b2 - b1) * sp.digamma(a1 + b1)
+    )
+
+
+@pytest.mark.parametrize("largest", [30.0, 99.0, 5e3])
+def test_the_beta_kl_works_in_float32_only_inside_a_training_step_and_below_the_limit(largest):
+    """Within `float32_beta_kl` (training steps) float32 laws whose concentrations are all below FLOAT32_KL_LIMIT take
+    the float32 KL, within 3e-4 nats of scipy's; a law above the limit, and every law outside the context, take
+    float64 (to 1e-9 of scipy's, relative)."""
+    from infinimodal.latents.beta import FLOAT32_KL_LIMIT, StableBeta, float32_beta_kl, kl_dtype
+
+    grid = np.geomspace(1.0, largest, 40)
+    a1, b1 = (torch.tensor(v, dtype=torch.float32) for v in np.meshgrid(grid, grid))
+    prior = StableBeta(torch.ones(()), torch.full((), 30.0))
+    expected = scipy_beta_kl(a1.double().numpy(), b1.double().numpy(), 1.0, 30.0)
+    outside = kl_divergence(StableBeta(a1, b1), prior).double().numpy()
+    assert kl_dtype(a1, b1) == torch.float64
+    with float32_beta_kl():
+        inside = kl_divergence(StableBeta(a1, b1), prior).double().numpy()
+        below = largest < FLOAT32_KL_LIMIT
+        assert kl_dtype(a1, b1, prior.concentration0) == (torch.float32 if below else torch.float64)
+        assert kl_dtype(a1.double(), b1.double()) == torch.float64  # float64 laws stay float64
+    np.testing.assert_allclose(outside, expected, rtol=1e-6, atol=1e-6)  # returned in float32
+    if below:
+        np.testing.assert_allclose(inside, expected, rtol=0, atol=3e-4)
+        assert not np.array_equal(inside, outside)  # it did work in float32, not in float64 rounded to float32
+    else:
+        np.testing.assert_array_equal(inside, outside)

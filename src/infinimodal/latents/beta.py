@@ -20,6 +20,7 @@ without changing torch's own Beta for anyone else.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -149,12 +150,44 @@ class _BetaKL(torch.autograd.Function):
         return tuple(grads)
 
 
+#: Inside a training step (`float32_beta_kl`), a Beta KL whose concentrations are all below this is computed in float32:
+#: measured against float64 over a, b in [1, 100] (prior Beta(1, 30)), float32 is off by at most 2e-4 nats per stick, a
+#: training step's noise; above it float32's lgamma and digamma lose the KL (2e-3 nats at 1e3, 0.03 at 1e4, 0.36 at
+#: 1e5). The float32 KL and its gradient take 0.64 of float64's time on the CPU.
+FLOAT32_KL_LIMIT = 100.0
+_float32_kl = False
+
+
+@contextmanager
+def float32_beta_kl():
+    """Within it, `beta_kl_float64` may work in float32 where every concentration is below FLOAT32_KL_LIMIT. The training
+    plan enters it for its training steps only: validation, evaluation and everything a user calls keep float64."""
+    global _float32_kl
+    before, _float32_kl = _float32_kl, True
+    try:
+        yield
+    finally:
+        _float32_kl = before
+
+
+def kl_dtype(*concentrations: Tensor) -> torch.dtype:
+    """float32 inside `float32_beta_kl` for float32 laws whose concentrations are all below FLOAT32_KL_LIMIT (one host
+    sync), else float64."""
+    if not _float32_kl or any(c.dtype != torch.float32 for c in concentrations):
+        return torch.float64
+    largest = torch.stack([c.detach().max() for c in concentrations]).max()
+    return torch.float32 if float(largest) < FLOAT32_KL_LIMIT else torch.float64
+
+
 def beta_kl_float64(p: Beta, q: Beta) -> Tensor:
     """KL(Beta(a1, b1) || Beta(a2, b2)) = log B(a2, b2) - log B(a1, b1) + (a1 - a2) psi(a1) + (b1 - b2) psi(b1)
-    + (a2 - a1 + b2 - b1) psi(a1 + b1), evaluated in float64 and returned in the parameters' dtype."""
-    return _BetaKL.apply(
-        p.concentration1.double(), p.concentration0.double(), q.concentration1.double(), q.concentration0.double()
-    ).to(torch.promote_types(p.concentration1.dtype, q.concentration1.dtype))
+    + (a2 - a1 + b2 - b1) psi(a1 + b1), evaluated in float64 (float32 within a training step where that is exact
+    enough: `kl_dtype`) and returned in the parameters' dtype."""
+    concentrations = (p.concentration1, p.concentration0, q.concentration1, q.concentration0)
+    dtype = kl_dtype(*concentrations)
+    return _BetaKL.apply(*(c.to(dtype) for c in concentrations)).to(
+        torch.promote_types(p.concentration1.dtype, q.concentration1.dtype)
+    )
 
 
 def beta_statistics(v: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..errors import InfinimodalError
+from ..latents.beta import float32_beta_kl
 from ..adam_state import correct_young_entries
 from ..model import MultimodalModule
 from ..options import TrainingOptions
@@ -61,7 +62,7 @@ class TrainingPlan(L.LightningModule):
         progress = self.warmup_progress()
         self.model.warm_up(progress)  # a prior with a warm-up schedule (the gated family's sticks) follows it
         weight = self.final_kl_weight * progress
-        with arguments_unchecked():
+        with arguments_unchecked(), float32_beta_kl():
             out = self.objective(self.model, batch["data"], batch["mask"], kl_weight=weight, warm_up=progress)
         self.last_output, self.last_batch, self.last_kl_weight = out, batch, weight
         n = batch["mask"].shape[0]
