@@ -94,7 +94,7 @@ def _redo_young_steps(members: list[tuple[Tensor, dict, Tensor, Tensor, Tensor]]
     )
     offsets = [0, *itertools.accumulate(len(births) for *_, births, _ in members)][:-1]
     which = torch.cat([which + offset for (*_, which), offset in zip(members, offsets)])
-    age = (step - torch.cat([births for *_, births, _ in members])).clamp(min=1.0).double()
+    age = (step - torch.cat([births for *_, births, _ in members])).clamp(min=1.0)  # float32: exact step counts
     first, second = (
         (1 - beta1**age).to(m.dtype).index_select(0, which),
         (1 - beta2**age).rsqrt().to(m.dtype).index_select(0, which),
