@@ -89,6 +89,12 @@ class _ValuesBesideSticks(Distribution):
         (`CodeGatedPosterior` reads its values' KL at v)."""
         return kl_divergence(self, other)
 
+    def kl_at_drawn(self, mixture: MixturePosterior, other: "_ValuesBesideSticks", v: Tensor) -> Tensor:
+        """Per scalar [..., 1, 2D]: the KL to `other` of a MoPoE step whose rows drew the sticks v from this component of
+        `mixture` (one per row): here `kl_given_sticks` of the drawn component (the code expert's values' KL is read at a
+        stick draw, which only the drawn component has)."""
+        return self.kl_given_sticks(other, v)
+
 
 class GatedPosterior(_ValuesBesideSticks):
     """Independent N(loc, scale^2) values and StableBeta(concentration1, concentration0) sticks, side by side.
@@ -171,6 +177,13 @@ class GatedPosterior(_ValuesBesideSticks):
         d = first.shape[-1] // 2
         precision = second[..., :d]
         return cls(first[..., :d] / precision, precision.rsqrt(), first[..., d:], second[..., d:])
+
+    def kl_at_drawn(self, mixture: MixturePosterior, other: "GatedPosterior", v: Tensor) -> Tensor:
+        """Every component's value KL (Gaussian, closed form), weighted, beside the drawn component's sticks' KL alone:
+        unbiased for the mixture's weighted KL, and the Beta KL's lgamma, digamma and trigamma run on one component per
+        row instead of all of them."""
+        values = mixture.average(lambda components: kl_divergence(components.values, other.values)).unsqueeze(-2)
+        return torch.cat(torch.broadcast_tensors(values, kl_divergence(self.sticks, other.sticks)), dim=-1)
 
     def gain(self, gates: Tensor) -> Tensor:
         """How much of each value expert reaches the decoder at these gates: the gate itself (the decoder reads g r)."""
@@ -551,15 +564,10 @@ class GatedSticks(LatentFamily):
         return self._per_dimension(q.kl_given_sticks(self.prior(), z[..., self.latent_dim :]))
 
     def mixture_kl_per_dim(self, q: MixturePosterior, drawn: Distribution, z: Tensor) -> Tensor:
-        """Value experts: every component's value KL (Gaussian, closed form), weighted, plus the sticks' KL of the row's
-        drawn component alone (unbiased for the weighted sum over components; its lgamma, digamma and trigamma were a
-        fifth of MoPoE's step). Experts on the code: `kl_per_dim_at` of the drawn component, as with mopoe_kl
-        "sampled" (their values' KL is read at a stick draw, which only the drawn component has)."""
-        if not isinstance(drawn, GatedPosterior):
-            return self.kl_per_dim_at(drawn, z)[..., 0, :]
-        prior = self.prior()
-        values = q.average(lambda components: kl_divergence(components.values, prior.values))
-        return values + kl_divergence(drawn.sticks, prior.sticks)[..., 0, :]
+        """The posterior's `kl_at_drawn`: value experts weigh every component's value KL and take the sticks' KL at the
+        drawn component (its special functions were a fifth of MoPoE's step); experts on the code take the drawn
+        component's KL, as with mopoe_kl "sampled"."""
+        return self._per_dimension(drawn.kl_at_drawn(q, self.prior(), z[..., self.latent_dim :]))[..., 0, :]
 
     def _per_dimension(self, kl: Tensor) -> Tensor:
         """[..., 2D] per scalar -> [..., D]: each dimension's value KL plus its stick's."""
