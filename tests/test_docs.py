@@ -21,6 +21,19 @@ def test_the_readme_is_short_and_its_links_exist():
     ]
 
 
+def test_every_document_the_code_cites_is_in_the_repository():
+    """Comments and docstrings cite docs/<page>.md; each exists, and none cites a file kept outside the repository."""
+    cited = {}
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
+        text = path.read_text()
+        assert "DESIGN.md" not in text or path.name == "test_docs.py", f"{path} cites DESIGN.md: cite docs/design.md"
+        for page in re.findall(r"docs/[\w/-]+\.md", text):
+            cited.setdefault(page, path)
+    missing = {page: str(path) for page, path in cited.items() if not (ROOT / page).is_file()}
+    assert cited and not missing, missing
+    assert (ROOT / "LICENSE").is_file()
+
+
 def test_the_readme_python_quickstart_runs(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
     assert "epochs=40" in code

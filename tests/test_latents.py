@@ -57,7 +57,7 @@ def reference_kl_kuma_beta(a, b, alpha, beta):
 
 
 def test_kumaraswamy_kl_reproduces_the_design_examples():
-    # DESIGN.md: true 8.33 at a=5, b=1 and 16.7 at a=10, b=0.5 against Beta(1, 5).
+    # docs/design.md: true 8.33 at a=5, b=1 and 16.7 at a=10, b=0.5 against Beta(1, 5).
     for (a, b), expected in [((5.0, 1.0), 8.33), ((10.0, 0.5), 16.7)]:
         kl = kl_divergence(Kumaraswamy(torch.tensor(a), torch.tensor(b)), Beta(torch.tensor(1.0), torch.tensor(5.0)))
         assert kl.item() == pytest.approx(reference_kl_kuma_beta(a, b, 1.0, 5.0), rel=1e-4)
