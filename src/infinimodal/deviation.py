@@ -405,9 +405,21 @@ def deviation_scores(
     z_maps: dict[str, np.ndarray] | None = None,
     by_row: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The columns of the module docstring, one entry per row of `split`, in its order (`z_maps`: the rows' feature
-    z-maps, `Reference.features().z_maps`, when the caller has them already; `by_row` as for `deviation_parts`: False
-    draws each batch at once, for figures of many rows where a row's exact value need not be reproducible alone)."""
+    """How atypical each row of `split` is for the reference population (the module docstring defines each column).
+
+    Args:
+        module: the trained model.
+        split: the rows to score, with their missing modalities and empty cells.
+        reference: the reference population's statistics (`Reference`, built from held-out reference rows).
+        samples: posterior draws per row for the conditional and reconstruction likelihoods.
+        z_maps: the rows' feature z-maps (`Reference.features().z_maps`) when the caller has them already.
+        by_row: True draws each row with its own seed, so that a row's value does not depend on the rows scored with
+            it; False draws each batch at once (faster, for figures of many rows).
+
+    Returns:
+        {column: [rows]} in the rows' order: `score`, `latent_deviation`, `deviation_<m>`, `reconstruction_<m>`,
+        `latent_distance_robust`, `latent_p`, `extreme_features` and `observed_<m>`; NaN where a modality is missing.
+    """
     parts = deviation_parts(module, split, reference, samples, by_row)
     if z_maps is None:
         z_maps = reference.features().z_maps(module, split, by_row=by_row)

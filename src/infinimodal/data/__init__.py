@@ -129,12 +129,30 @@ def load_dataset(
     id_column: str | None = None,
     covariates: list[str] | None = None,
 ) -> MultimodalData:
-    """The data set named by `spec` (see the module docstring; from Python also a dict {modality: pandas DataFrame
-    indexed by subject ID}), validated.
+    """The data set named by `spec`, validated.
 
-    data_dir: where the MNIST files are (default: search); seed: of the data set's construction
-    (PolyMNIST textures and pairings, Noisy-MNIST angles and noise, a file's split); id_column: the tables' ID
-    column (default: each table's first); covariates: the tables' columns the model is conditioned on.
+    Args:
+        spec: a built-in data set (`mnist`, `cohort:n=3000`, ...: the module docstring lists them), a .npz or .h5mu
+            file, a folder of subject-keyed tables or `name=FILE,name=FILE`, or from Python a dict
+            {modality: pandas DataFrame indexed by subject ID}.
+        data_dir: where the MNIST IDX files are (default: search `$INFINIMODAL_DATA`, then `~/.cache/infinimodal`).
+        binarize: MNIST's training binarisation, `dynamic` (a fresh draw each epoch) or `static`.
+        likelihoods: {modality: likelihood} overriding what was inferred (`gaussian:0.1` fixes a scale; `*` means every
+            modality).
+        seed: the seed of the data set's construction or split (PolyMNIST textures and pairings, Noisy-MNIST angles
+            and noise, a file's split).
+        progress: whether building a cached image data set (PolyMNIST, Noisy-MNIST) says so once.
+        standardize: whether Gaussian and Laplace features of files and tables are standardised on the training rows
+            (the scaling is kept, and outputs return to the data's units).
+        id_column: the tables' column of subject IDs (default: each table's first column).
+        covariates: the tables' columns every encoder and decoder is conditioned on (age, sex, site), not modelled.
+
+    Returns:
+        The modalities and their train / validation / test splits (`MultimodalData`); tables also keep their subject
+        IDs and feature names, generated data its true factors (`truth`).
+
+    Raises:
+        DataError: a file, table, column or value that cannot be read, naming the modality, the file and the problem.
     """
     if isinstance(spec, str) and spec.partition(":")[0] in TABLE_BUILTINS:
         name, _, options = spec.partition(":")

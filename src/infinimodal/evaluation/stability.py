@@ -103,8 +103,18 @@ def match(reference: np.ndarray, other: np.ndarray, used: np.ndarray) -> tuple[n
 
 
 def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
-    """The table of the module docstring for runs whose codes of the same rows are `codes` ([rows, D_r] each) and
-    whose `explain` of those rows are `explanations`."""
+    """Whether each used dimension of the first run comes back in the others (the module docstring defines each entry).
+
+    Args:
+        codes: per run, its codes of the same rows, [rows, D_r] (posterior means of what the decoders read), the
+            first run first.
+        explanations: per run, `explain` of those rows, in the same order.
+
+    Returns:
+        `runs`, `rows`, `dimensions` (per used dimension of the first run: its matches' |r|, whether it keeps its
+        index, the agreement of its modality pattern and features), `subspace` (canonical correlations), `summary`
+        (medians, the number reproduced, the order's rank correlation, each run's used dimensions) and `thresholds`.
+    """
     if len(codes) < 2:
         raise ValueError("stability needs two runs or more")
     used = np.flatnonzero(explanations[0]["used"])
