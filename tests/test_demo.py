@@ -29,6 +29,17 @@ def test_demo_ends_with_the_report_of_its_run(tmp_path, capsys):
         f"a classifier without the model: {100 * baseline[baseline['best_baseline']]:.2f} % ({baseline['best_baseline']} on the pixels"
         in "\n".join(printed)
     )
+    # the default sizes its own latent: the demo names the size it ended with, not the bound
+    record = json.loads((out / "eval.json").read_text())
+    assert (
+        any(
+            line.startswith(
+                f"dimensions with KL > 0.05:   {record['kl_active']} of the {record['latent_dimensions']} it ended"
+            )
+            for line in printed
+        )
+        and "dimensions sized during training, at most 50" in printed[0]
+    )
     page = (out / "report.html").read_text()
     assert all(f'<section id="{key}">' in page for key, _ in SECTIONS)
     assert "report written" in (out / "infinimodal.log").read_text()

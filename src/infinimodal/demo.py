@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     )
     config.validate()
     print(
-        f"infinimodal demo: {config.latent} latent (D = {config.latent_dim} dimensions gated by stick-breaking, alpha = {config.alpha:g}), "
+        f"infinimodal demo: {config.latent} latent ({latent_size(config)}, gated by stick-breaking, alpha = {config.alpha:g}), "
         f"{config.aggregator} over the MNIST image and its label, the label seen for {100 * args.labels:g} % of the training digits; "
         f"{config.epochs} epochs"
     )
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"test log p(x), {result['iw_samples']} samples: {result['log_likelihood']:.2f} nats")
     print(f"kNN error on E[g r]:         {knn} (the gated code the decoder reads)")
     print(
-        f"dimensions with KL > 0.05:   {result['kl_active']} of {config.latent_dim} "
+        f"dimensions with KL > 0.05:   {result['kl_active']} of the {result['latent_dimensions']} it ended with "
         f"(the image alone: {result['per_modality_kl_active']['image']}, the label alone: {result['per_modality_kl_active']['label']})"
     )
     spans = result["per_modality_kl_span_99"]
@@ -104,6 +104,13 @@ def run(args: argparse.Namespace) -> None:
     report = write_report(out, api.load_run, progress=not args.quiet)
     print(f"total time:                  {time.perf_counter() - started:.0f} s")
     print(f"report (open in a browser): {report.resolve()}")
+
+
+def latent_size(config) -> str:
+    """How many dimensions the model has: a fixed D, or (`--truncation auto`, the default) the size training chooses."""
+    if config.truncation == "auto":
+        return f"dimensions sized during training, at most {config.latent_dim}"
+    return f"D = {config.latent_dim} dimensions"
 
 
 def _format_or_none(value: float | None) -> str:
