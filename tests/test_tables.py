@@ -340,6 +340,18 @@ def test_a_category_the_model_never_saw_is_refused_naming_the_subjects(table_run
     assert done.returncode != 0 and "classes X (subjects s007)" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_text_where_the_model_has_a_numeric_column_is_refused_in_one_line():
+    from infinimodal.data.tables import Table, encode_table
+
+    table = Table(
+        Path("new/clinical.csv"), np.array(["s1", "s2"]), {"age": np.array(["old", "young"], dtype=object)}, "id"
+    )
+    with pytest.raises(
+        DataError, match="column 'age' of new/clinical.csv: holds text, but the model's column is gaussian"
+    ):
+        encode_table(table, (Column("age", "gaussian"),), "new/clinical.csv")
+
+
 # --- covariates -------------------------------------------------------------------------------------------
 
 

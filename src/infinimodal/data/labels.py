@@ -55,6 +55,11 @@ def add_label_modality(data: MultimodalData, fraction: float, seed: int = 0) -> 
         raise DataError(f"{data.source}: has no labels to turn into a modality ({OPTION}=)")
     if LABEL_MODALITY in data.names:
         raise DataError(f"{data.source}: already has a modality called {LABEL_MODALITY!r}")
+    unlabelled = [name for name in ("valid", "test") if data.split(name).labels is None]
+    if unlabelled:
+        raise DataError(
+            f"{data.source}: its {' and '.join(unlabelled)} rows have no labels to turn into a modality ({OPTION}=)"
+        )
     n_classes = int(max(split.labels.max() for split in (data.train, data.valid, data.test))) + 1
     rng = np.random.default_rng(seed)
     for name in ("train", "valid", "test"):

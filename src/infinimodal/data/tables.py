@@ -238,6 +238,8 @@ def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray
                 f"model's ({shown(column.classes)}); refused rather than mapped: correct them, or leave the cells empty"
             )
         return
+    if values is None:  # text where a trained model's column holds numbers (`encode_table`)
+        raise DataError(f"{where}: holds text, but the model's column is {column.family} (numbers)")
     observed = ~np.isnan(values)
     if np.isinf(values).any():
         raise DataError(f"{where}: infinite values for subjects {shown(ids[np.isinf(values)])}")

@@ -88,7 +88,8 @@ def train_classifier(
         accuracy = _accuracy(net, xv, yv)
         if accuracy > best:
             best, best_state = accuracy, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    if best_state is not None:  # None: no validation row to choose an epoch by (accuracy NaN); the last one stays
+        net.load_state_dict(best_state)
     xt, yt = _observed(data.test, m, modality.name, False)
     return ModalityClassifier(modality.name, net, _accuracy(net, xt, yt))
 
