@@ -5,8 +5,8 @@ family or aggregator declares in its `Settings`), `DataOptions`, and `TrainConfi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Sequence
+from dataclasses import Field, dataclass, field, fields, make_dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence, TypeVar, cast
 
 from . import flagtypes
 from .aggregators import AGGREGATORS, build_aggregator
@@ -18,6 +18,9 @@ from .modality import Modality
 from .model import MultimodalModule
 from .options import TrainingOptions
 from .settings import Settings, field_default, merged_fields, setting
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def _check(condition: bool, message: str) -> None:
@@ -78,6 +81,21 @@ def _option_fields() -> list[tuple]:
 class _ModelConfigMethods:
     """The behaviour of `ModelConfig`, whose fields are generated from the registered settings classes."""
 
+    if TYPE_CHECKING:
+        # The type checker's view of the fields `make_dataclass` adds below: the fixed ones typed, the options
+        # generated from the registered settings classes (and `TrainConfig`'s) through __getattr__ / __setattr__
+        # (declared for the checker only).
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+        latent: str
+        aggregator: str
+        hidden: list[int]
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     def validate(self) -> None:
         _check(
             self.latent in LATENT_FAMILIES,
@@ -113,11 +131,12 @@ class _ModelConfigMethods:
         return {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls, values: dict[str, Any]) -> Self:
         """The configuration a saved record describes; an option the record predates takes the value the run
         trained with (the component's `absent_means`), not today's default."""
         values = dict(values)
-        for component in (LATENT_FAMILIES.get(values.get("latent")), AGGREGATORS.get(values.get("aggregator"))):
+        # a record without the name finds no component ("" names none)
+        for component in (LATENT_FAMILIES.get(values.get("latent", "")), AGGREGATORS.get(values.get("aggregator", ""))):
             for name, source in component.Settings.absent_means.items() if component is not None else ():
                 if name not in values and source in values:
                     values[name] = values[source]
@@ -125,17 +144,23 @@ class _ModelConfigMethods:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-ModelConfig = make_dataclass(
-    "ModelConfig",
-    [
-        ("latent", "str", field(default=DEFAULT_LATENT)),
-        ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)),
-        *_option_fields(),
-        ("hidden", "list[int]", field(default_factory=lambda: [500])),
-    ],
-    bases=(_ModelConfigMethods,),
-    namespace={"__module__": __name__},
-)
+if TYPE_CHECKING:
+
+    class ModelConfig(_ModelConfigMethods):
+        pass
+
+else:
+    ModelConfig = make_dataclass(
+        "ModelConfig",
+        [
+            ("latent", "str", field(default=DEFAULT_LATENT)),
+            ("aggregator", "str", field(default=DEFAULT_AGGREGATOR)),
+            *_option_fields(),
+            ("hidden", "list[int]", field(default_factory=lambda: [500])),
+        ],
+        bases=(_ModelConfigMethods,),
+        namespace={"__module__": __name__},
+    )
 ModelConfig.__doc__ = """Everything that defines the network besides the modalities: the latent family, the aggregator, the
 hidden layers, and one field per option that a family or aggregator declares in its `Settings` (generated,
 so a new family's options appear here, in config.json and on the command line without editing this file)."""
@@ -200,15 +225,19 @@ class DataOptions(Settings):
 RUN_OPTIONS: tuple[type[Settings], ...] = (DataOptions, TrainingOptions)
 
 
+_Options = TypeVar("_Options", bound=Settings)
+
+
 class _TrainConfigMethods:
     """The behaviour of `TrainConfig`, whose fields are the model's and those of `RUN_OPTIONS`."""
 
     def validate(self) -> None:
-        ModelConfig.validate(self)
+        # self is a TrainConfig, whose bases include ModelConfig (the checker sees only this mixin)
+        ModelConfig.validate(cast(ModelConfig, self))
         for options in RUN_OPTIONS:
             self.options(options).validate()
 
-    def options(self, options: type[Settings]):
+    def options(self, options: type[_Options]) -> _Options:
         """This run's values of one option class (`TrainingOptions`, `DataOptions`)."""
         return options(**{f.name: getattr(self, f.name) for f in fields(options)})
 
@@ -216,16 +245,22 @@ class _TrainConfigMethods:
         return self.options(TrainingOptions)
 
 
-TrainConfig = make_dataclass(
-    "TrainConfig",
-    [
-        (f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
-        for options in RUN_OPTIONS
-        for f in fields(options)
-    ],
-    bases=(_TrainConfigMethods, ModelConfig),
-    namespace={"__module__": __name__},
-)
+if TYPE_CHECKING:
+
+    class TrainConfig(_TrainConfigMethods, ModelConfig):
+        pass
+
+else:
+    TrainConfig = make_dataclass(
+        "TrainConfig",
+        [
+            (f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
+            for options in RUN_OPTIONS
+            for f in fields(options)
+        ],
+        bases=(_TrainConfigMethods, ModelConfig),
+        namespace={"__module__": __name__},
+    )
 TrainConfig.__doc__ = """A training run: the model (`ModelConfig`), its data (`DataOptions`) and its training (`TrainingOptions`),
 one field per option; saved as a run's config.json."""
 
