@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 import torch
 from torch import Tensor
@@ -48,6 +48,7 @@ from torch.distributions import Distribution
 from .mixture import MixturePosterior, detach_distribution, gather_components
 from .outputs import Encodes, LossOutput, weigh
 from .settings import Settings, setting
+from .settings import Settings as _Settings  # the base class, inside classes whose `Settings` is an attribute
 
 
 # --- subsets ---------------------------------------------------------------------------------------
@@ -161,10 +162,10 @@ class Aggregator:
     """Base class: `loss` trains, `posterior` is q(z | the modalities in `mask`) for evaluation and generation."""
 
     name = ""
-    Settings: type[Settings] = Settings
+    Settings: type[_Settings] = _Settings
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Aggregator":
+    def from_settings(cls, settings: _Settings) -> "Aggregator":
         return cls(**asdict(settings))
 
     #: Whether the aggregator multiplies experts into fused subset posteriors (PoE, MoPoE) or mixes them (MoE).
@@ -243,7 +244,8 @@ class MoE(Aggregator):
     fuses = False
 
     @classmethod
-    def from_settings(cls, settings: MoESettings) -> "MoE":
+    def from_settings(cls, settings: _Settings) -> "MoE":
+        settings = cast(MoESettings, settings)  # `build_aggregator` passes this class's own `Settings`
         return cls(iw_samples=settings.moe_samples, estimator=settings.moe_estimator)
 
     ESTIMATORS = ("stratified", "iwae", "dreg")
@@ -264,14 +266,16 @@ class MoE(Aggregator):
     def loss(self, model, data, mask, kl_weight=1.0, weights=None):
         unimodal = model.unimodal_posteriors(data, mask)  # [B, M, L]
         if self.estimator == "stratified":
-            out = self._stratified(model, data, mask, unimodal, kl_weight, weights)
+            loss, elbo, recon = self._stratified(model, data, mask, unimodal, kl_weight, weights)
         else:
             dreg = self.estimator == "dreg" and torch.is_grad_enabled()
-            out = self._from_mixture(model, data, mask, unimodal, kl_weight, dreg, weights)
-        out.kl_per_dim = model.latent.kl_per_dim(MixturePosterior(unimodal, mask.float()))
-        return out
+            loss, elbo, recon = self._from_mixture(model, data, mask, unimodal, kl_weight, dreg, weights)
+        kl_per_dim = model.latent.kl_per_dim(MixturePosterior(unimodal, mask.float()))
+        return LossOutput(loss, elbo, recon, recon - elbo, kl_per_dim)
 
-    def _stratified(self, model, data, mask, unimodal, kl_weight, modality_weights=None) -> LossOutput:
+    def _stratified(
+        self, model, data, mask, unimodal, kl_weight, modality_weights=None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Every expert samples K times; each stratum's samples reconstruct every available modality and are
         weighted against the mixture. K = 1: the MMVAE ELBO; K > 1: the stratified IWAE bound, plain gradient."""
         batch, n_modalities = mask.shape
@@ -292,9 +296,11 @@ class MoE(Aggregator):
         with torch.no_grad():
             elbo = (strata * (reconstruction + log_p - log_q).mean(0)).sum(-1) / n_available  # single-sample ELBO
             recon = (strata * reconstruction.mean(0)).sum(-1) / n_available
-        return LossOutput(loss, elbo, recon, recon - elbo, None)
+        return loss, elbo, recon  # the loss, the ELBO and its reconstruction part per row
 
-    def _from_mixture(self, model, data, mask, unimodal, kl_weight, dreg: bool, modality_weights=None) -> LossOutput:
+    def _from_mixture(
+        self, model, data, mask, unimodal, kl_weight, dreg: bool, modality_weights=None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The IWAE bound with K samples drawn from the mixture itself; with `dreg`, its DReG gradient
         (Tucker et al. 2019), else the plain reparameterised one.
 
@@ -330,7 +336,7 @@ class MoE(Aggregator):
         with torch.no_grad():
             elbo = (reconstruction + log_p - log_q).mean(0)
             recon = reconstruction.mean(0)
-        return LossOutput(loss, elbo, recon, recon - elbo, None)
+        return loss, elbo, recon  # the loss, the ELBO and its reconstruction part per row
 
     def posterior(self, model, unimodal, mask):
         return MixturePosterior(unimodal, mask.float())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, cast
 
 import numpy as np
 import torch
@@ -82,7 +83,13 @@ class Likelihood(nn.Module):
         return None
 
     #: What `deviance` is, for reports: variance explained is 1 - sum deviance(x, model) / sum deviance(x, mean of x).
-    deviance_name = "squared error"
+    if TYPE_CHECKING:  # read-only: a class attribute here, a property where it depends on the columns (a table's)
+
+        @property
+        def deviance_name(self) -> str: ...
+
+    else:
+        deviance_name = "squared error"
 
     def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
         """Elementwise unit deviance of values x from predicted means (float64): the squared error by default (R^2 of a
@@ -158,7 +165,10 @@ class _LocationScale(Likelihood):
     """Location from the decoder; one learned scale per feature (softplus, floored at MIN_SCALE), or a fixed
     scale for every feature ("laplace:0.75", as the MoPoE PolyMNIST experiments use)."""
 
-    family: type[Distribution]
+    #: The distribution of each feature, from its location and scale (a `torch.distributions` class).
+    family: Callable[[Tensor, Tensor], Distribution]
+    #: The fixed scale's buffer, registered only when a fixed scale is given.
+    fixed_scale: Tensor
 
     def __init__(self, shape: tuple[int, ...], scale: float | None = None) -> None:
         super().__init__(shape)
@@ -348,7 +358,10 @@ class LikelihoodSpec:
         return LIKELIHOODS[self.family]
 
     def build(self, shape: tuple[int, ...]) -> Likelihood:
-        return self.cls(shape) if self.scale is None else self.cls(shape, scale=self.scale)
+        if self.scale is None:
+            return self.cls(shape)
+        # a fixed scale is parsed for the location-scale families only (WITH_FIXED_SCALE)
+        return cast(type[_LocationScale], self.cls)(shape, scale=self.scale)
 
 
 def likelihood_class(spec: str) -> type[Likelihood]:

@@ -21,11 +21,14 @@ evaluates this for every subset at every one of its thousand samples. A family r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
+
+if TYPE_CHECKING:
+    from torch.types import _size  # the sample shapes torch.distributions accept
 
 
 @dataclass
@@ -129,14 +132,14 @@ class MixturePosterior(Distribution):
         log_w = torch.log(self.weights)  # -inf for absent components, which logsumexp ignores
         return torch.logsumexp(self.component_log_prob(value) + log_w, dim=-1)
 
-    def choose(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def choose(self, sample_shape: _size = torch.Size()) -> Tensor:
         """Component index per row: [*sample_shape, *batch]."""
         flat = self.weights.reshape(-1, self.n_components)
         n = int(torch.Size(sample_shape).numel())
         idx = torch.multinomial(flat, n, replacement=True).T  # [n, rows]
         return idx.reshape(*sample_shape, *self.batch_shape)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
         """One draw per row (and sample) from its chosen component only: the chosen component's parameters are
         gathered first and only they are sampled (drawing from every component and keeping one cost C times as
         much, with implicit-reparameterisation gradients for each Beta or Gamma draw)."""
@@ -144,7 +147,7 @@ class MixturePosterior(Distribution):
         idx = self.choose(sample_shape)  # [*s, *batch]
         return gather_components(self.components, idx.unsqueeze(-1), sample_shape).rsample().squeeze(-2)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: _size = torch.Size()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -161,7 +164,7 @@ class MixturePosterior(Distribution):
         return self.components.support
 
 
-def gather_components(components: Distribution, index: Tensor, sample_shape: torch.Size = torch.Size()) -> Distribution:
+def gather_components(components: Distribution, index: Tensor, sample_shape: _size = torch.Size()) -> Distribution:
     """The components at `index` ([*sample_shape, *batch, K] positions along the component dimension) of components with
     batch shape [*batch, C, L]: the same family with batch shape [*sample_shape, *batch, K, L], rebuilt from its
     `arg_constraints` parameters."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Protocol, Sequence, cast
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, OneHotCategorical
 
 from .aggregators import Aggregator
 from .columns import COVARIATES
@@ -98,6 +98,12 @@ def hidden_in_rows(data: dict[str, Tensor], mask: Tensor, c: int, rows: Tensor) 
     given = mask.index_select(0, rows).clone()
     given[:, c] = False
     return select_rows(data, rows), given
+
+
+class _ReadsCode(Protocol):
+    """A decoder whose layer that reads the latent code is known (the default ones: `nets.Conditioned`)."""
+
+    def input_layer(self) -> nn.Linear: ...
 
 
 class MultimodalModule(nn.Module):
@@ -193,7 +199,7 @@ class MultimodalModule(nn.Module):
         into_j, into_k = scales
         state = optimizer.state if optimizer is not None else {}
         for key in self.names:
-            head = self.heads[_key(key)]
+            head = cast(nn.Linear, self.heads[_key(key)])  # built as a Linear in __init__
             for tensor in (
                 head.weight,
                 head.bias,
@@ -203,12 +209,12 @@ class MultimodalModule(nn.Module):
                 *births(state, head.bias),
             ):
                 _swap_rows(tensor, rows_j, rows_k)
-            layer = self.decoders[_key(key)].input_layer()
+            layer = cast(_ReadsCode, self.decoders[_key(key)]).input_layer()  # `can_swap_dimensions`
             _swap_columns(layer.weight, j, k, into_j, into_k)
             for born in births(state, layer.weight):
                 _swap_columns(born, j, k, 1.0, 1.0)
             first, second = moments(state, layer.weight) or (None, None)
-            if first is not None:
+            if first is not None and second is not None:  # both or neither: Adam has stepped with the layer
                 _swap_columns(first, j, k, 1.0 / into_j, 1.0 / into_k)
                 _swap_columns(second, j, k, 1.0 / into_j**2, 1.0 / into_k**2)
 
@@ -237,7 +243,7 @@ class MultimodalModule(nn.Module):
         blocks = self.latent.n_params
         fill = self.latent.prior_head_output()
         for key in self.names:
-            head = self.heads[_key(key)]
+            head = cast(nn.Linear, self.heads[_key(key)])  # built as a Linear in __init__
             replace_parameter(
                 head, "weight", lambda t, moment: _resized_blocks(t, blocks, old, n, keep, 0.0), optimizer
             )
@@ -248,7 +254,7 @@ class MultimodalModule(nn.Module):
                 optimizer,
             )
             head.out_features = blocks * n
-            layer = self.decoders[_key(key)].input_layer()
+            layer = cast(_ReadsCode, self.decoders[_key(key)]).input_layer()  # `can_resize_dimensions`
             replace_parameter(layer, "weight", lambda t, moment: _resized_columns(t, n, keep), optimizer)
             layer.in_features = n
         self.latent.resize(n)
@@ -264,9 +270,9 @@ class MultimodalModule(nn.Module):
         if self.latent.adaptive and n is not None and n >= 1 and n != self.latent.n_dimensions:
             self.resize_dimensions(n)
 
-    def likelihood(self, name: str):
+    def likelihood(self, name: str) -> Likelihood:
         """The likelihood module of modality `name`."""
-        return self.likelihoods[_key(name)]
+        return cast(Likelihood, self.likelihoods[_key(name)])  # built from `Modality.observation_model`
 
     # --- encoding ------------------------------------------------------------------------------------
 
@@ -275,7 +281,7 @@ class MultimodalModule(nn.Module):
         (counts as log(1 + x), everything else as given); `shift` is added to what the encoder reads (a
         perturbation, `infinimodal.semisupervised.smoothness_term`)."""
         key = _key(name)
-        inputs = self.likelihoods[key].encoder_input(values)
+        inputs = cast(Likelihood, self.likelihoods[key]).encoder_input(values)
         return self.encoders[key](inputs if shift is None else inputs + shift)
 
     def unimodal_posteriors(
@@ -294,7 +300,7 @@ class MultimodalModule(nn.Module):
         for m, name in enumerate(self.names):
             observed = mask[:, m]
             shift = shifts.get(name)
-            head = self.heads[_key(name)]
+            head = cast(nn.Linear, self.heads[_key(name)])  # built as a Linear in __init__
             if bool(observed.all()):
                 raws.append(
                     full_precision(
@@ -514,7 +520,7 @@ class MultimodalModule(nn.Module):
         the rows where c and another modality are observed, c hidden: the argmax of `class_probabilities` from the
         others against c's own value. What validation reports each epoch (`val_<c>_error`); modalities with no such
         row are left out."""
-        errors = {}
+        errors: dict[str, tuple[Tensor, int]] = {}
         if self.n_modalities < 2:
             return errors
         for c, name in enumerate(self.names):
@@ -599,7 +605,9 @@ class MultimodalModule(nn.Module):
 
     def class_logits(self, name: str, z: Tensor, covariates: Tensor | None = None) -> Tensor:
         """The logits of categorical modality `name` given z (and a conditional model's covariates): [R, C]."""
-        return self._observation(name, self.latent.decoder_input(z), covariates).logits
+        # a categorical modality's likelihood is a OneHotCategorical (`CategoricalLikelihood`)
+        observation = cast(OneHotCategorical, self._observation(name, self.latent.decoder_input(z), covariates))
+        return observation.logits
 
     @torch.no_grad()
     def log_likelihood(self, data: dict[str, Tensor], mask: Tensor, n_samples: int = 1000, chunk: int = 100) -> Tensor:

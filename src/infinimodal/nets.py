@@ -8,7 +8,7 @@ likelihood parameters [n, n_params, *shape].
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -76,15 +76,15 @@ class MLPDecoder(Conditioned):
         self.shape = tuple(shape)
         self.n_params = n_params
         self.net = mlp(in_features, list(reversed(hidden)), n_params * math.prod(shape))
-        self._condition(conditions, self.net[0].out_features)
+        self._condition(conditions, self.input_layer().out_features)
 
     def forward(self, code: Tensor, covariates: Tensor | None = None) -> Tensor:
-        out = self.net[1:](self._read_code(self.net[0], code, covariates))
+        out = self.net[1:](self._read_code(self.input_layer(), code, covariates))
         return out.view(code.shape[0], self.n_params, *self.shape)
 
     def input_layer(self) -> nn.Linear:
         """The layer that reads the latent code (one weight column per latent dimension)."""
-        return self.net[0]
+        return cast(nn.Linear, self.net[0])  # `mlp` starts with a Linear
 
 
 class ConvEncoder(nn.Module):
@@ -130,11 +130,11 @@ class ConvDecoder(Conditioned):
 
     def input_layer(self) -> nn.Linear:
         """The layer that reads the latent code (one weight column per latent dimension)."""
-        return self.dense[0]
+        return cast(nn.Linear, self.dense[0])  # built so in __init__
 
     def forward(self, code: Tensor, covariates: Tensor | None = None) -> Tensor:
         out = self.deconv(
-            self.dense[1:](self._read_code(self.dense[0], code, covariates)).view(
+            self.dense[1:](self._read_code(self.input_layer(), code, covariates)).view(
                 code.shape[0], CONV_CHANNELS[1], *self.grid
             )
         )

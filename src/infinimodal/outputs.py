@@ -33,7 +33,9 @@ class Encodes(Protocol):
     """What an aggregator reads of the model: its latent family, its experts and its decoders' log-likelihoods
     (`model.MultimodalModule` is one)."""
 
-    latent: object
+    @property
+    def latent(self) -> object: ...  # a `latents.LatentFamily` (a layer above this one); read-only
+
     #: Whether the model is training (an `nn.Module`'s flag): a training step may estimate a part of the objective
     #: that evaluation computes exactly (MoPoE's "sticks-sampled" KL).
     training: bool

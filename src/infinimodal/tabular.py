@@ -16,6 +16,7 @@ cells are something the encoder has seen.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from .likelihoods import (
 )
 from .nets import full_precision
 from .options import CELL_DROPOUT
+
+if TYPE_CHECKING:
+    from torch.types import _size  # the sample shapes torch.distributions accept
 
 #: Starting inverse dispersion of negative-binomial columns and concentration a + b of bounded scores.
 START_CONCENTRATION = 10.0
@@ -79,7 +83,7 @@ class BetaBinomial(Distribution):
     def mean(self) -> Tensor:
         return torch.sigmoid(self.logit) * self.trials
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: _size = torch.Size()) -> Tensor:
         with torch.no_grad():
             mean = torch.sigmoid(self.logit).double().clamp(1e-6, 1 - 1e-6)
             c = self.concentration.double()
@@ -95,6 +99,9 @@ class BetaBinomialLikelihood(Likelihood):
 
     def deviance(self, x: Tensor, mean: Tensor) -> Tensor:
         return poisson_deviance(x, mean)
+
+    #: Each feature's number of trials, high - low (a buffer: it moves with the module).
+    trials: Tensor
 
     def __init__(self, shape: tuple[int, ...], trials: list[int]) -> None:
         super().__init__(shape)
@@ -173,7 +180,7 @@ class TableDistribution(Distribution):
             out = out.index_copy(-1, index, part.mean.to(out.dtype))
         return out
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: _size = torch.Size()) -> Tensor:
         with torch.no_grad():
             out = torch.empty(*sample_shape, *self.params.shape, dtype=self.params.dtype, device=self.params.device)
             for index, part in self._parts(self.params):
@@ -188,6 +195,9 @@ class TableLikelihood(Likelihood):
     own `CategoricalLikelihood`."""
 
     name = "table"
+    #: Buffers: each column's first position, and each position's column.
+    first_positions: Tensor
+    position_columns: Tensor
 
     def __init__(self, columns: tuple[Column, ...] | list[Column]) -> None:
         self.columns = tuple(columns)

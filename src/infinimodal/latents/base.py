@@ -31,6 +31,7 @@ from torch.distributions import Distribution, kl_divergence
 
 from ..mixture import MixturePosterior, linear_log_density
 from ..nets import full_precision
+from ..settings import Settings as _Settings  # the base class, inside LatentFamily whose `Settings` is an attribute
 
 _PRODUCT_RULES: dict[type, Callable[[Sequence[Distribution]], Distribution]] = {}
 #: Other classes a rule multiplies in (a Kumaraswamy rule accepts the Beta prior).
@@ -107,7 +108,7 @@ class LatentFamily(nn.Module):
     #: (0.19 at alpha = 30, D = 50), so sticks_99 is D + 1 for every gated model.
     mass_counts_dimensions: bool = True
     #: The family's typed options (`infinimodal.settings.Settings`): config fields and command-line flags.
-    Settings: type = None  # type: ignore[assignment]
+    Settings: type[_Settings] = None  # type: ignore[assignment]
 
     def __init__(self, latent_size: int) -> None:
         super().__init__()
@@ -236,7 +237,9 @@ class LatentFamily(nn.Module):
             return MixturePosterior(self.truncated(q.components, keep), q.weights)
         prior = self.prior()
         kept = torch.arange(self.n_dimensions, device=q.mean.device) < keep
-        return type(q)(
+        # the posterior's own class, built from its parameters by name (not Distribution's shape arguments)
+        posterior_class: Callable[..., Distribution] = type(q)
+        return posterior_class(
             **{name: torch.where(kept, getattr(q, name), getattr(prior, name)) for name in q.arg_constraints}
         )
 

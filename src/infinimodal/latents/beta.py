@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.distributions import Beta, Dirichlet, register_kl
+from torch.distributions import Beta, Dirichlet, Distribution, register_kl
 from torch.distributions.exp_family import ExponentialFamily
 from torch.distributions.utils import broadcast_all
 
@@ -37,6 +37,9 @@ from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import setting
 from .base import register_product
 from .sticks import StickLatent, StickSettings
+
+if TYPE_CHECKING:
+    from torch.types import _size  # the sample shapes torch.distributions accept
 
 
 def log_beta_function(a: Tensor, b: Tensor) -> Tensor:
@@ -93,7 +96,7 @@ class StableBeta(Beta):
     def entropy(self) -> Tensor:
         return self._as_dirichlet().entropy()
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
         """v = x / (x + y) with x ~ Gamma(a), y ~ Gamma(b), each with torch's implicit-reparameterisation gradient: the
         same law and an unbiased pathwise gradient as torch's Beta (a two-class Dirichlet), at half its cost (the
         Dirichlet's gradient series was a tenth of the default model's training step; benchmarks/throughput.py)."""
@@ -214,8 +217,9 @@ register_kl(Beta, StableBeta)(beta_kl_float64)
 @register_product(Beta)
 def beta_product(factors: Sequence[Beta]) -> Beta:
     """prod_m Beta(a_m, b_m) ∝ Beta(1 + sum(a_m - 1), 1 + sum(b_m - 1)), when both stay positive."""
-    a = 1 + sum(f.concentration1 - 1 for f in factors)
-    b = 1 + sum(f.concentration0 - 1 for f in factors)
+    # Tensors: `product` passes at least one factor
+    a = 1 + cast(Tensor, sum(f.concentration1 - 1 for f in factors))
+    b = 1 + cast(Tensor, sum(f.concentration0 - 1 for f in factors))
     if bool((a <= 0).any()) or bool((b <= 0).any()):
         raise ValueError(
             "the product of these Beta experts is not normalisable (a concentration would be <= 0); "
@@ -250,7 +254,7 @@ class BetaSticks(StickLatent):
         super().__init__(**settings)
         self.evidence_link = evidence
 
-    def evidence(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+    def evidence(self, raw: Tensor) -> tuple[Tensor, ...]:
         """The expert's pseudo-counts (e_a, e_b) >= 0 from a head's raw output."""
         return evidence_from_raw(self.raw_params(raw), self.evidence_link)
 
@@ -261,12 +265,14 @@ class BetaSticks(StickLatent):
     def prior(self) -> StableBeta:
         return StableBeta(self.prior_a, self.prior_b)
 
-    def natural(self, q: Beta) -> tuple[Tensor, Tensor]:
+    def natural(self, q: Distribution) -> tuple[Tensor, Tensor]:
         # (a - 1, b - 1) are Beta's natural parameters; the constant offset cancels in fuse's differences.
+        q = cast(Beta, q)  # the family's own posteriors and prior (`fuse`)
         return q.concentration1, q.concentration0
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> StableBeta:
-        return StableBeta(*eta)
+    def from_natural(self, eta: tuple[Tensor, ...]) -> StableBeta:
+        concentration1, concentration0 = eta
+        return StableBeta(concentration1, concentration0)
 
 
 def evidence_from_raw(raw: tuple[Tensor, ...], link: str) -> tuple[Tensor, ...]:

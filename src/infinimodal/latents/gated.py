@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -60,6 +60,10 @@ from .base import LatentFamily, averaged_over_components, register_product
 from .beta import EVIDENCE_LINKS, StableBeta, beta_product, evidence_from_raw
 from .gaussian import MAX_LOG_PRECISION, normal_product
 from .sticks import AUTO, CLOSED_EXPERT, DEFAULT_MAX_TRUNCATION, become_adaptive, truncation_setting
+
+if TYPE_CHECKING:
+    from torch.types import _size  # the sample shapes torch.distributions accept
+    from typing_extensions import Self
 
 
 class _ValuesBesideSticks(Distribution):
@@ -84,12 +88,28 @@ class _ValuesBesideSticks(Distribution):
     def support(self):
         return constraints.real
 
-    def kl_given_sticks(self, other: "_ValuesBesideSticks", v: Tensor) -> Tensor:
+    if TYPE_CHECKING:
+        # What each gated posterior defines (declared for the type checker; `GatedSticks` calls them on either).
+        @classmethod
+        def from_expert(
+            cls, loc: Tensor, expert_precision: Tensor, concentration1: Tensor, concentration0: Tensor
+        ) -> Self: ...
+
+        @classmethod
+        def from_natural(cls, eta: tuple[Tensor, ...]) -> Self: ...
+
+        def natural(self) -> tuple[Tensor, Tensor]: ...
+
+        def gain(self, gates: Tensor) -> Tensor: ...
+
+        def expected_code(self) -> Tensor: ...
+
+    def kl_given_sticks(self, other: Self, v: Tensor) -> Tensor:
         """Per scalar [..., 2D]: KL(self || other) for a step that drew the sticks v ~ self; exact here, so v is unused
         (`CodeGatedPosterior` reads its values' KL at v)."""
         return kl_divergence(self, other)
 
-    def kl_at_drawn(self, mixture: MixturePosterior, other: "_ValuesBesideSticks", v: Tensor) -> Tensor:
+    def kl_at_drawn(self, mixture: MixturePosterior, other: Self, v: Tensor) -> Tensor:
         """Per scalar [..., 1, 2D]: the KL to `other` of a MoPoE step whose rows drew the sticks v from this component of
         `mixture` (one per row): here `kl_given_sticks` of the drawn component (the code expert's values' KL is read at a
         stick draw, which only the drawn component has)."""
@@ -136,7 +156,7 @@ class GatedPosterior(_ValuesBesideSticks):
         g, v = self.split(value)
         return torch.cat(torch.broadcast_tensors(self.values.log_prob(g), self.sticks.log_prob(v)), dim=-1)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
         return torch.cat([self.values.rsample(sample_shape), self.sticks.rsample(sample_shape)], dim=-1)
 
     @property
@@ -172,7 +192,7 @@ class GatedPosterior(_ValuesBesideSticks):
         )
 
     @classmethod
-    def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "GatedPosterior":
+    def from_natural(cls, eta: tuple[Tensor, ...]) -> "GatedPosterior":
         first, second = eta
         d = first.shape[-1] // 2
         precision = second[..., :d]
@@ -182,7 +202,9 @@ class GatedPosterior(_ValuesBesideSticks):
         """Every component's value KL (Gaussian, closed form), weighted, beside the drawn component's sticks' KL alone:
         unbiased for the mixture's weighted KL, and the Beta KL's lgamma, digamma and trigamma run on one component per
         row instead of all of them."""
-        values = mixture.average(lambda components: kl_divergence(components.values, other.values)).unsqueeze(-2)
+        values = mixture.average(
+            lambda components: kl_divergence(cast(GatedPosterior, components).values, other.values)
+        ).unsqueeze(-2)  # the mixture's components are GatedPosteriors like this one
         return torch.cat(torch.broadcast_tensors(values, kl_divergence(self.sticks, other.sticks)), dim=-1)
 
     def gain(self, gates: Tensor) -> Tensor:
@@ -206,6 +228,7 @@ def _kl_gated(p: GatedPosterior, q: GatedPosterior) -> Tensor:
 def gated_linear_log_density(q: GatedPosterior) -> LinearLogDensity:
     """The values' Gaussian terms beside the sticks' Beta terms (both linear in their statistics)."""
     values, sticks = linear_log_density(q.values), linear_log_density(q.sticks)
+    assert values is not None and sticks is not None  # Normal and Beta have linear forms, and no device is named
     d = q.dims
 
     def statistics(z: Tensor) -> Tensor:
@@ -276,7 +299,7 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         g, v = value[..., : self.dims], value[..., self.dims :]
         return torch.cat(torch.broadcast_tensors(self.values_given(v).log_prob(g), self.sticks.log_prob(v)), dim=-1)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
         v = clamp_sticks(self.sticks.rsample(sample_shape))
         return torch.cat([self.values_given(v).rsample(), v], dim=-1)
 
@@ -294,7 +317,7 @@ class CodeGatedPosterior(_ValuesBesideSticks):
         )
 
     @classmethod
-    def from_natural(cls, eta: tuple[Tensor, Tensor]) -> "CodeGatedPosterior":
+    def from_natural(cls, eta: tuple[Tensor, ...]) -> "CodeGatedPosterior":
         first, second = eta
         d = first.shape[-1] // 2
         precision = second[..., :d]
@@ -335,7 +358,7 @@ DEFAULT_GATE_ALPHA = 30.0
 #: prior gate of dimension 8 is (2/3)^8 = 0.04, so the first epochs can only use the leading dimensions.
 DEFAULT_ALPHA_START = 2.0
 #: The gated posteriors by the setting `expert`: where each modality's expert sits.
-POSTERIORS = {"value": GatedPosterior, "code": CodeGatedPosterior}
+POSTERIORS: dict[str, type[_ValuesBesideSticks]] = {"value": GatedPosterior, "code": CodeGatedPosterior}
 EXPERTS = tuple(POSTERIORS)
 
 
@@ -390,6 +413,10 @@ class GatedSticks(LatentFamily):
     Settings = GatedSettings
     representation_name = "E[g r]"
     n_params = 4  # value mean, value expert log-precision, stick evidence e_a, e_b: per dimension
+    #: The prior's value means and Beta(1, alpha) sticks (buffers: they move with the module and are saved).
+    prior_loc: Tensor
+    prior_a: Tensor
+    prior_b: Tensor
 
     EXPERTS = EXPERTS
 
@@ -475,7 +502,7 @@ class GatedSticks(LatentFamily):
         return ratio(k), ratio(j)
 
     @averaged_over_components
-    def _gains(self, q: Distribution, swapped: tuple[int, int] | None) -> Tensor:
+    def _gains(self, q: _ValuesBesideSticks, swapped: tuple[int, int] | None) -> Tensor:
         """Each expert's gain at its position's gates, or (swapped = (j, k)) at the gates of j and k exchanged."""
         gates = torch.cumprod(1.0 - q.sticks.mean, dim=-1)
         if swapped is not None:
@@ -489,7 +516,7 @@ class GatedSticks(LatentFamily):
         return self.row_gates(q).reshape(-1, self.latent_dim).mean(0)
 
     @averaged_over_components
-    def row_gates(self, q: Distribution) -> Tensor:
+    def row_gates(self, q: _ValuesBesideSticks) -> Tensor:
         """[..., D]: each row's E[r_k | x] (a mixture: its components' weighted sum); benchmarks/sticks.py reads it."""
         return torch.cumprod(1.0 - q.sticks.mean, dim=-1)
 
@@ -526,21 +553,21 @@ class GatedSticks(LatentFamily):
         """The sticks' prior concentration0 now: alpha, or alpha_t during the gate warm-up."""
         return self.prior_b if self.alpha_now == self.alpha else torch.full_like(self.prior_b, self.alpha_now)
 
-    def prior(self) -> GatedPosterior | CodeGatedPosterior:
+    def prior(self) -> _ValuesBesideSticks:
         return self.posterior_class.from_expert(
             self.prior_loc, torch.zeros_like(self.prior_loc), self.prior_a, self.stick_prior_b()
         )
 
-    def posterior(self, raw: Tensor) -> GatedPosterior | CodeGatedPosterior:
+    def posterior(self, raw: Tensor) -> _ValuesBesideSticks:
         loc, log_expert_precision, raw_a, raw_b = self.raw_params(raw)
         expert_precision = torch.exp(log_expert_precision.clamp_max(MAX_LOG_PRECISION))
         e_a, e_b = evidence_from_raw((raw_a, raw_b), self.evidence_link)
         return self.posterior_class.from_expert(loc, expert_precision, self.prior_a + e_a, self.stick_prior_b() + e_b)
 
-    def natural(self, q: GatedPosterior | CodeGatedPosterior) -> tuple[Tensor, Tensor]:
-        return q.natural()
+    def natural(self, q: Distribution) -> tuple[Tensor, Tensor]:
+        return cast(_ValuesBesideSticks, q).natural()  # the family's own posteriors and prior (`fuse`)
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> GatedPosterior | CodeGatedPosterior:
+    def from_natural(self, eta: tuple[Tensor, ...]) -> _ValuesBesideSticks:
         return self.posterior_class.from_natural(eta)
 
     def rsample(self, q: Distribution, n_samples: int | None = None) -> Tensor:
@@ -567,7 +594,8 @@ class GatedSticks(LatentFamily):
         """The posterior's `kl_at_drawn`: value experts weigh every component's value KL and take the sticks' KL at the
         drawn component (its special functions were a fifth of MoPoE's step); experts on the code take the drawn
         component's KL, as with mopoe_kl "sampled"."""
-        return self._per_dimension(drawn.kl_at_drawn(q, self.prior(), z[..., self.latent_dim :]))[..., 0, :]
+        drawn_posterior = cast(_ValuesBesideSticks, drawn)  # a component of this family's mixture
+        return self._per_dimension(drawn_posterior.kl_at_drawn(q, self.prior(), z[..., self.latent_dim :]))[..., 0, :]
 
     def _per_dimension(self, kl: Tensor) -> Tensor:
         """[..., 2D] per scalar -> [..., D]: each dimension's value KL plus its stick's."""
@@ -588,7 +616,7 @@ class GatedSticks(LatentFamily):
         return "experts on the gated code" if self.expert == "code" else "experts on the values"
 
     @averaged_over_components
-    def representation(self, q: Distribution) -> Tensor:
+    def representation(self, q: _ValuesBesideSticks) -> Tensor:
         """The posterior mean of the gated code, E[g r] (see each posterior's `expected_code`); a mixture averages
         its components'."""
         return q.expected_code()
@@ -597,5 +625,5 @@ class GatedSticks(LatentFamily):
         return self.representation(q)
 
     @averaged_over_components
-    def expected_weights(self, q: Distribution) -> Tensor:
+    def expected_weights(self, q: _ValuesBesideSticks) -> Tensor:
         return expected_stick_weights(q.sticks.mean)

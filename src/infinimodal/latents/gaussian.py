@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor
-from torch.distributions import Normal
+from torch.distributions import Distribution, Normal
 
 from ..mixture import LinearLogDensity, register_linear_log_density
 from ..settings import Settings, setting
@@ -57,7 +57,7 @@ def normal_natural(q: Normal) -> tuple[Tensor, Tensor]:
     return precision * q.loc, precision
 
 
-def normal_from_natural(eta: tuple[Tensor, Tensor]) -> Normal:
+def normal_from_natural(eta: tuple[Tensor, ...]) -> Normal:
     weighted_mean, precision = eta
     return Normal(weighted_mean / precision, precision.rsqrt())
 
@@ -73,6 +73,9 @@ class GaussianLatent(LatentFamily):
 
     name = "gaussian"
     Settings = GaussianSettings
+    #: The N(0, I) prior's parameters (buffers: they move with the module and are saved).
+    prior_loc: Tensor
+    prior_scale: Tensor
 
     def __init__(self, latent_dim: int = 50) -> None:
         super().__init__(latent_dim)
@@ -88,10 +91,10 @@ class GaussianLatent(LatentFamily):
     def prior(self) -> Normal:
         return Normal(self.prior_loc, self.prior_scale)
 
-    def natural(self, q: Normal) -> tuple[Tensor, Tensor]:
-        return normal_natural(q)
+    def natural(self, q: Distribution) -> tuple[Tensor, Tensor]:
+        return normal_natural(cast(Normal, q))  # the family's own posteriors and prior (`fuse`)
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> Normal:
+    def from_natural(self, eta: tuple[Tensor, ...]) -> Normal:
         return normal_from_natural(eta)
 
     def decoder_input(self, z: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ the encoder's Kumaraswamy itself, as in the SB-VAE.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from .base import register_product
 from .beta import log_beta_function
 from .sticks import StickLatent
 
+if TYPE_CHECKING:
+    from torch.types import _size  # the sample shapes torch.distributions accept
+
 #: Evidence is exp(head output) capped at 1e4 pseudo-counts, the range the KL is verified on.
 MAX_LOG_EVIDENCE = math.log(1e4)
 
@@ -57,7 +60,7 @@ MAX_LOG_EVIDENCE = math.log(1e4)
 class Kumaraswamy(TorchKumaraswamy):
     """torch's Kumaraswamy with log-space sampling and density (same parameters, same law)."""
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         a = self.concentration1.expand(shape)
         b = self.concentration0.expand(shape)
@@ -67,7 +70,7 @@ class Kumaraswamy(TorchKumaraswamy):
         log_v = torch.log(-torch.expm1(torch.log(u) / b)) / a
         return torch.exp(log_v)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: _size = torch.Size()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -242,8 +245,9 @@ def kumaraswamy_product(factors: Sequence[TorchKumaraswamy]) -> Beta:
     """
     a = [f.concentration1 for f in factors]
     b = [f.concentration0 for f in factors]
-    near_zero = sum(x - 1 for x in a)
-    near_one = sum(x - 1 for x in b)
+    # Tensors, not the int start of `sum`: `product` passes at least one factor
+    near_zero = cast(Tensor, sum(x - 1 for x in a))
+    near_one = cast(Tensor, sum(x - 1 for x in b))
     if bool((near_zero <= -1).any()) or bool((near_one <= -1).any()):
         raise ValueError(
             "the product of these Kumaraswamy experts is not normalisable (it diverges at 0 or 1); "
@@ -251,20 +255,20 @@ def kumaraswamy_product(factors: Sequence[TorchKumaraswamy]) -> Beta:
         )
 
     def log_factor(log_v: Tensor, log_1mv: Tensor) -> Tensor:
-        total = 0.0
+        total: Tensor | float = 0.0
         for f in factors:
             ai, bi = f.concentration1.unsqueeze(-1), f.concentration0.unsqueeze(-1)
             if isinstance(f, Beta):
                 total = total + beta_log_density(log_v, log_1mv, ai, bi)
             else:
                 total = total + kumaraswamy_log_density(log_v, ai, bi)
-        return total
+        return cast(Tensor, total)  # a Tensor: there is at least one factor
 
     guesses = [
         (beta_logit_moments if isinstance(f, Beta) else logit_moments_approx)(ai, bi)
         for f, ai, bi in zip(factors, a, b)
     ]
-    precision = sum(p for _, p in guesses)
+    precision = cast(Tensor, sum(p for _, p in guesses))
     center = sum(m * p for m, p in guesses) / precision
     return project_to_beta(log_factor, center.detach(), precision.detach())
 
@@ -289,7 +293,8 @@ class KumaraswamySticks(StickLatent):
         by subset size), never a weight-0 expert's.
         """
         batch, n_subsets, n_modalities = subsets.shape
-        a, b = posteriors.concentration1, posteriors.concentration0  # [batch, M, L]
+        experts = cast(Kumaraswamy, posteriors)  # the unimodal posteriors, this family's own
+        a, b = experts.concentration1, experts.concentration0  # [batch, M, L]
         if n_modalities == 1:
             shape = (batch, n_subsets, a.shape[-1])
             return Kumaraswamy(a.expand(shape), b.expand(shape))

@@ -20,12 +20,12 @@ clamp(1e-6) -> logit made the decoder read 13.8 for every logit from 14 to 20, z
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Normal, SigmoidTransform, TransformedDistribution, constraints
+from torch.distributions import Distribution, Normal, SigmoidTransform, TransformedDistribution, constraints
 
 from ..stick_breaking import clamp_sticks, log_stick_weights_from_logits, stick_weights
 from .base import averaged_over_components, register_product
@@ -50,11 +50,11 @@ class LogitNormal(TransformedDistribution):
 
     @property
     def loc(self) -> Tensor:
-        return self.base_dist.loc
+        return cast(Normal, self.base_dist).loc  # the Normal that __init__ transforms
 
     @property
     def scale(self) -> Tensor:
-        return self.base_dist.scale
+        return cast(Normal, self.base_dist).scale
 
     def log_prob(self, value: Tensor) -> Tensor:
         value = clamp_sticks(value)
@@ -123,6 +123,9 @@ class LogitNormalSticks(StickLatent):
     """
 
     name = "logitnormal"
+    #: The logit-normal prior's parameters, matched to Beta(1, alpha) (buffers: they move with the module and are saved).
+    prior_loc: Tensor
+    prior_scale: Tensor
 
     def __init__(self, **settings) -> None:
         super().__init__(**settings)
@@ -148,10 +151,10 @@ class LogitNormalSticks(StickLatent):
     def prior(self) -> StickLogits:
         return StickLogits(self.prior_loc, self.prior_scale)
 
-    def natural(self, q: StickLogits) -> tuple[Tensor, Tensor]:
-        return normal_natural(q)
+    def natural(self, q: Distribution) -> tuple[Tensor, Tensor]:
+        return normal_natural(cast(StickLogits, q))  # the family's own posteriors and prior (`fuse`)
 
-    def from_natural(self, eta: tuple[Tensor, Tensor]) -> StickLogits:
+    def from_natural(self, eta: tuple[Tensor, ...]) -> StickLogits:
         logits = normal_from_natural(eta)
         return StickLogits(logits.loc, logits.scale)
 

@@ -99,6 +99,9 @@ class StickLatent(LatentFamily):
     Settings = StickSettings
     representation_name = "E[pi]"
     unit_name = "stick"
+    #: The Beta(1, alpha) prior's parameters, one per stick (buffers: they move with the module and are saved).
+    prior_a: Tensor
+    prior_b: Tensor
 
     @property
     def decoder_space_name(self) -> str:
@@ -115,6 +118,8 @@ class StickLatent(LatentFamily):
             if decoder_input != "logitv":
                 raise ValueError(auto_needs_logitv(decoder_input))
             truncation = become_adaptive(self, max_truncation) + 1
+        if isinstance(truncation, str):  # the TypeError that comparing it with 2 raised, said in words
+            raise TypeError(f"truncation K must be an integer or {AUTO!r}, got {truncation!r}")
         if truncation < 2:
             raise ValueError(f"truncation K must be at least 2 (one stick), got {truncation}")
         if not alpha > 0:
