@@ -274,15 +274,17 @@ class MultimodalVAE:
 
     def _covariate_rows(self, arrays: dict, n: int, source: str) -> np.ndarray:
         """The encoded covariates of the rows (tables read for this model carry them; `CovariateEncoding.encode`)."""
+        covariates = self.covariates
+        assert covariates is not None  # asked for a conditional model only
         values = arrays.get(COVARIATES)
         if values is None:
             raise DataError(
-                f"{source}: this model is conditioned on covariates ({', '.join(self.covariates.names)}): give tables that hold them"
+                f"{source}: this model is conditioned on covariates ({', '.join(covariates.names)}): give tables that hold them"
             )
         values = np.asarray(values, dtype=np.float32)
-        if values.shape != (n, self.covariates.width) or not np.isfinite(values).all():
+        if values.shape != (n, covariates.width) or not np.isfinite(values).all():
             raise DataError(
-                f"{source}: covariates must be {self.covariates.width} finite encoded values per row, got shape {values.shape}"
+                f"{source}: covariates must be {covariates.width} finite encoded values per row, got shape {values.shape}"
             )
         return values
 
@@ -570,11 +572,10 @@ class MultimodalVAE:
             )
         if at and self.covariates is None:
             raise InfinimodalError("--set gives covariate values, and this model has no covariates")
-        change = (lambda encoded: self.covariates.set_values(encoded, at)) if at else None
-        if change is not None:
-            change(
-                np.zeros((1, self.covariates.width), dtype=np.float32)
-            )  # unknown names and classes refused before any work
+        encoding = self.covariates  # not None where `at` is given (refused above)
+        change = (lambda encoded: encoding.set_values(encoded, at)) if at and encoding is not None else None
+        if change is not None and encoding is not None:
+            change(np.zeros((1, encoding.width), dtype=np.float32))  # unknown names and classes refused before any work
         return self.to_user_units(
             synthesize(
                 self.module,
@@ -726,7 +727,7 @@ def gaussian_positions(modality: Modality) -> np.ndarray:
     """Which positions of a modality's rows hold Gaussian (or Laplace) values: a table's Gaussian columns, or every
     position of a Gaussian modality."""
     if modality.is_table:
-        return np.concatenate([np.full(c.width, c.family == "gaussian") for c in modality.columns])
+        return np.concatenate([np.full(c.width, c.family == "gaussian") for c in modality.table_columns])
     return np.full(modality.shape, modality.law.family in ("gaussian", "laplace"))
 
 

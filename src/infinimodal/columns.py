@@ -60,19 +60,28 @@ class Column:
             )
 
     @property
+    def categories(self) -> tuple[str, ...]:
+        """A categorical column's classes, in one-hot order (`classes`, which __post_init__ makes sure it has)."""
+        if self.classes is None:
+            raise ValueError(f"column {self.name!r} is not categorical: it has no classes")
+        return self.classes
+
+    @property
     def width(self) -> int:
         """Positions of the column in its modality's rows."""
-        return len(self.classes) if self.family == "categorical" else 1
+        return len(self.categories) if self.family == "categorical" else 1
 
     @property
     def trials(self) -> int:
         """A bounded score's number of trials, high - low."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"column {self.name!r} is not a bounded score: it has no range")
         return int(self.high - self.low)
 
     def describe(self) -> str:
         if self.family == "categorical":
-            shown = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
-            return f"categorical ({len(self.classes)} classes: {shown})"
+            shown = ", ".join(self.categories[:6]) + (", ..." if len(self.categories) > 6 else "")
+            return f"categorical ({len(self.categories)} classes: {shown})"
         if self.family == "beta_binomial":
             return f"beta_binomial on {self.low}..{self.high}"
         return self.family
@@ -81,7 +90,7 @@ class Column:
         record: dict = {"name": self.name, "family": self.family}
         if self.classes is not None:
             record["classes"] = list(self.classes)
-        if self.family == "beta_binomial":
+        if self.family == "beta_binomial" and self.low is not None and self.high is not None:  # (__post_init__: both)
             record["low"], record["high"] = int(self.low), int(self.high)
         return record
 

@@ -48,8 +48,14 @@ def rows_of(spec: str, split: str, run_dir: str):
         return vae, arrays, None
     config.data = spec
     data = api.load_data(config, progress=False)
-    rows = data.split(split)
-    return vae, rows, None if rows.ids is None else Subjects(rows.ids, data.id_column or "id")
+    chosen = data.split(split)
+    return vae, chosen, None if chosen.ids is None else Subjects(chosen.ids, data.id_column or "id")
+
+
+def _save_npz(path: str | Path, /, **arrays: np.ndarray) -> None:
+    """`np.savez`: one array per name."""
+    # numpy's stubs match a ** dict against savez's own keyword allow_pickle (bool); the names here are the arrays'
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 class Subjects(NamedTuple):
@@ -228,7 +234,7 @@ def run_sample(args: argparse.Namespace) -> None:
             "--set gives the covariates of samples from the prior; rows given with --data are decoded at their own"
         )
     if out.suffix == ".npz":
-        np.savez(out, **samples)
+        _save_npz(out, **samples)
     else:
         from .evaluation.plots import sample_figure
 
@@ -422,7 +428,10 @@ def run_synthesize(args: argparse.Namespace) -> int:
     samples = vae.synthesize(args.n, source=source, data=data, seed=args.seed, at=dict(args.set or []))
     report = {"source": source, "seed": args.seed} | vae.synthesis_report(samples, data, seed=args.seed)
     encoded = samples.pop(COVARIATES, None)
-    covariates = vae.covariates.decode(encoded) if encoded is not None else {}
+    covariates: dict[str, np.ndarray] = {}
+    if encoded is not None:
+        assert vae.covariates is not None  # synthetic covariates come from a conditional model
+        covariates = vae.covariates.decode(encoded)
     if tables:
         ids = [f"synthetic-{i + 1:0{len(str(args.n))}d}" for i in range(args.n)]
         written = write_imputed_tables(vae, samples, ids, Path(args.out), data.id_column or "id")
@@ -449,7 +458,7 @@ def run_synthesize(args: argparse.Namespace) -> int:
             f"covariate_{name}": np.asarray(values).astype(str if np.asarray(values).dtype == object else np.float64)
             for name, values in covariates.items()
         }
-        np.savez(args.out, **samples, **labels, **text)
+        _save_npz(args.out, **samples, **labels, **text)
         report_path, where = Path(args.out).with_suffix(".privacy.json"), args.out
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.n} synthetic rows ({source}) to {where}; privacy, fidelity and utility in {report_path.name}")

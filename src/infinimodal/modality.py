@@ -77,12 +77,19 @@ class Modality:
     def observation_model(self) -> Likelihood:
         """A new likelihood module for this modality: its columns' (`infinimodal.tabular.TableLikelihood`) for a table,
         else the one its likelihood names."""
-        return TableLikelihood(self.columns) if self.is_table else self.law.build(self.shape)
+        return TableLikelihood(self.columns) if self.columns is not None else self.law.build(self.shape)
 
     @property
     def law(self) -> LikelihoodSpec:
         """The likelihood, parsed (`LikelihoodSpec`); a table modality's is the family "table" (its columns have theirs)."""
         return LikelihoodSpec(TABLE_LIKELIHOOD) if self.is_table else LikelihoodSpec.parse(self.likelihood)
+
+    @property
+    def table_columns(self) -> tuple[Column, ...]:
+        """A table modality's columns (`columns`: a table modality has them)."""
+        if self.columns is None:
+            raise ValueError(f"modality {self.name!r} is not a table: it has no columns")
+        return self.columns
 
     @property
     def is_table(self) -> bool:

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any, Callable
 
 from . import __version__, flagtypes
 
 #: The Python types a flag of each annotated type reads, where the declaration names no parser of its own.
-_FLAG_TYPES = {"int": int, "float": float, "str": str, "int | str": flagtypes.int_or_word, "str | None": str}
+_FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "int | str": flagtypes.int_or_word,
+    "str | None": str,
+}
 
 #: train's flags that --resume accepts besides --out (the rest are the run's own settings)
 RESUME_FLAGS = ("out", "resume", "quiet", "command", "debug")
@@ -36,7 +43,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> list[str]:
         parser.add_argument(
             flag(name),
             dest=name,
-            type=_FLAG_TYPES[first.type],
+            type=_FLAG_TYPES[str(first.type)],  # the annotation's text (the settings modules defer annotations)
             default=None,
             choices=first.metadata.get("choices"),
             help=text,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 log = logging.getLogger("infinimodal")
 
@@ -44,10 +45,11 @@ class log_to:
         return self
 
     def _already_logging(self) -> bool:
+        assert self.directory is not None  # __enter__ asks only with a directory
         path = str((self.directory / "infinimodal.log").resolve())
         return any(getattr(handler, "baseFilename", None) == path for handler in log.handlers)
 
-    def __exit__(self, kind, value, traceback) -> bool:
+    def __exit__(self, kind, value, traceback) -> Literal[False]:
         if self.handler is not None:
             if value is not None:
                 log.error("failed: %s: %s", type(value).__name__, value)

@@ -13,6 +13,8 @@ warns where they are too few to conclude.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -32,6 +34,7 @@ def _prior_codes(module: MultimodalModule, n: int, rows: Split | None, chosen: n
 
 
 def _aggregate_codes(module: MultimodalModule, n: int, rows: Split | None, chosen: np.ndarray | None) -> torch.Tensor:
+    assert rows is not None and chosen is not None  # `synthesize` draws rows for this source (needs_rows)
     batch = rows.batch(chosen)
     with torch.no_grad():
         return module.latent.rsample(module.conditional_posterior(batch["data"], batch["mask"]))
@@ -71,10 +74,11 @@ def synthesize(
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            chosen = generator.integers(0, len(rows), count) if needs_rows else None
+            chosen = generator.integers(0, len(rows), count) if needs_rows and rows is not None else None
             z = SOURCES[source](module, count, rows, chosen)
             covariates = None
             if module.n_covariates:
+                assert rows is not None  # a conditional model needs rows (checked above)
                 drawn = rows.arrays[COVARIATES][chosen]
                 covariates = torch.from_numpy(
                     np.ascontiguousarray(set_covariates(drawn) if set_covariates is not None else drawn)
@@ -100,10 +104,11 @@ def fill_empty_cells(train: dict[str, np.ndarray], holdout: dict[str, np.ndarray
     if not any(np.isnan(v).any() for part in (train, holdout) for v in part.values() if v.dtype.kind == "f"):
         return train, holdout
     means = {name: np.nan_to_num(np.nanmean(values, axis=0)) for name, values in train.items()}
-    return tuple(
+    train_filled, holdout_filled = (
         {name: np.where(np.isnan(values), means[name], values) for name, values in part.items()}
         for part in (train, holdout)
     )
+    return train_filled, holdout_filled
 
 
 def _row_count(rows: dict[str, np.ndarray]) -> int:
@@ -160,7 +165,7 @@ def synthesis_report(
     train, holdout = fill_empty_cells(
         observed_rows(train_split, names, names), observed_rows(holdout_split, names, names)
     )
-    out = {
+    out: dict[str, Any] = {
         "synthetic_rows": _row_count(synthetic),
         "real_rows": "every row with every modality observed",
         "training_rows": _row_count(train),

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
 
-DEFAULTS = {"n": 1500, "atypical": 0.05, "seed": 0, "dir": "cohort-tables"}
+DEFAULTS: dict[str, Any] = {"n": 1500, "atypical": 0.05, "seed": 0, "dir": "cohort-tables"}
 SITES = ("A", "B", "C")
 SITE_SHARES = (0.5, 0.3, 0.2)
 FILES = ("mri.csv", "pet.csv", "eeg.csv", "clinical.csv", "covariates.csv", "truth/atypical.csv")

@@ -50,7 +50,7 @@ class CovariateEncoding:
                 texts = cell_texts(values)
                 empty = texts == ""
                 _refuse_empty(here, ids, empty)
-                unseen = ~np.isin(texts, list(column.classes))
+                unseen = ~np.isin(texts, list(column.categories))
                 if unseen.any():
                     raise DataError(
                         f"{here}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
@@ -92,12 +92,12 @@ class CovariateEncoding:
             if column.name in values:
                 text = str(values[column.name])
                 if column.family == "categorical":
-                    if text not in column.classes:
+                    if text not in column.categories:
                         raise DataError(
-                            f"--set {column.name}={text}: not a class the model was trained with ({', '.join(column.classes)})"
+                            f"--set {column.name}={text}: not a class the model was trained with ({', '.join(column.categories)})"
                         )
                     out[:, start : start + column.width] = 0.0
-                    out[:, start + column.classes.index(text)] = 1.0
+                    out[:, start + column.categories.index(text)] = 1.0
                 else:
                     try:
                         out[:, start] = (float(text) - mean) / std

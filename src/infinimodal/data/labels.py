@@ -9,6 +9,8 @@ class is cross-modal generation from the label (Wu & Goodman 2018 trained MVAE s
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from ..errors import DataError
@@ -60,14 +62,15 @@ def add_label_modality(data: MultimodalData, fraction: float, seed: int = 0) -> 
         raise DataError(
             f"{data.source}: its {' and '.join(unlabelled)} rows have no labels to turn into a modality ({OPTION}=)"
         )
-    n_classes = int(max(split.labels.max() for split in (data.train, data.valid, data.test))) + 1
+    labels = {name: cast(np.ndarray, data.split(name).labels) for name in ("train", "valid", "test")}  # (checked)
+    n_classes = int(max(split_labels.max() for split_labels in labels.values())) + 1
     rng = np.random.default_rng(seed)
     for name in ("train", "valid", "test"):
         split = data.split(name)
         observed = (
-            observed_fraction(split.labels, fraction, rng) if name != "test" else np.zeros(len(split), dtype=bool)
+            observed_fraction(labels[name], fraction, rng) if name != "test" else np.zeros(len(split), dtype=bool)
         )
-        one_hot = np.eye(n_classes, dtype=np.float32)[split.labels] * observed[:, None]  # missing rows hold zeros
+        one_hot = np.eye(n_classes, dtype=np.float32)[labels[name]] * observed[:, None]  # missing rows hold zeros
         arrays = split.arrays | {LABEL_MODALITY: one_hot}
         setattr(
             data, name, Split(arrays, np.concatenate([split.mask, observed[:, None]], axis=1), split.labels, split.ids)

@@ -215,13 +215,11 @@ def mnist_dataset(path: str | os.PathLike | None = None, binarize: str = "dynami
         raise DataError(f"unknown binarisation {binarize!r}: choose {' or '.join(BINARIZATIONS)}")
     mnist = load_mnist(path)
     if transform is not None:
-        mnist = MNIST(
-            *(
-                DigitSplit(transform(part.images, name), part.labels)
-                for name, part in zip(("train", "valid", "test"), (mnist.train, mnist.valid, mnist.test))
-            ),
-            mnist.source,
+        train_digits, valid_digits, test_digits = (
+            DigitSplit(transform(part.images, name), part.labels)
+            for name, part in zip(("train", "valid", "test"), (mnist.train, mnist.valid, mnist.test))
         )
+        mnist = MNIST(train_digits, valid_digits, test_digits, mnist.source)
     train = mnist.train.images if binarize == "dynamic" else binarize_fixed(mnist.train.images, TRAIN_BINARIZATION_SEED)
 
     def split(images: np.ndarray, labels: np.ndarray) -> Split:

@@ -9,13 +9,16 @@ are observed, and nothing downstream reads the others. Arrays of dtype uint8 are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError, format_rows
 from ..modality import Modality
+
+if TYPE_CHECKING:
+    from .covariates import CovariateEncoding
 
 
 #: Seed of the one fixed binarisation of dynamically binarised training data, used by evaluation (kNN, probes).
@@ -107,7 +110,7 @@ class MultimodalData:
     trained_rows: int | None = None
     #: how covariate columns are encoded (`--covariates`, `infinimodal.data.covariates.CovariateEncoding`); their values
     #: are each split's `arrays[COVARIATES]`; None without covariates
-    covariates: object | None = None
+    covariates: CovariateEncoding | None = None
     #: the name of the ID column of tables (the splits' `ids`), for the tables written back; None for other data
     id_column: str | None = None
 

@@ -67,10 +67,10 @@ def table_paths(spec: str) -> dict[str, Path]:
         return {path.stem: path}
     pairs: dict[str, Path] = {}
     for part in (p for p in spec.split(",") if p):
-        name, _, file = part.partition("=")
+        name, _, file_name = part.partition("=")
         if name in pairs:
             raise DataError(f"--data {spec}: modality {name!r} is given twice")
-        pairs[name.strip()] = Path(file.strip())
+        pairs[name.strip()] = Path(file_name.strip())
     return pairs
 
 
@@ -231,7 +231,7 @@ def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray
     """The column's cells within its family's support; errors name the subjects."""
     if column.family == "categorical":
         texts = cell_texts(cells)
-        unseen = (texts != "") & ~np.isin(texts, list(column.classes))
+        unseen = (texts != "") & ~np.isin(texts, list(column.categories))
         if unseen.any():
             raise DataError(
                 f"{where}: classes {shown(sorted(set(texts[unseen])))} (subjects {shown(ids[unseen])}) are not among the "
@@ -266,10 +266,11 @@ def check_column(where: str, ids: np.ndarray, column: Column, values: np.ndarray
 def encode_column(column: Column, values: np.ndarray | None, cells: np.ndarray) -> np.ndarray:
     """[rows, width] floats: the value (one-hot for a categorical column), NaN where the cell is empty."""
     if column.family != "categorical":
+        assert values is not None  # numbers: `check_column` refuses text in a numeric column
         return values[:, None].astype(np.float64)
     texts = cell_texts(cells)
     out = np.full((len(texts), column.width), np.nan)
-    lookup = {c: i for i, c in enumerate(column.classes)}
+    lookup = {c: i for i, c in enumerate(column.categories)}
     for row, text in enumerate(texts):
         if text in lookup:
             out[row] = 0.0
@@ -300,11 +301,11 @@ def table_columns(name: str, table: Table, overrides: dict[str, str]) -> list[Co
             ):
                 raise DataError(f"{where}: every cell is empty; remove the column")
             column = infer_column(column_name, values, cells, where)
-            if column.family == "categorical" and len(column.classes) > max(
+            if column.family == "categorical" and len(column.categories) > max(
                 FREE_TEXT_CLASSES, FREE_TEXT_SHARE * len(cells)
             ):
                 raise DataError(
-                    f"{where}: {len(column.classes)} distinct texts in {len(cells)} rows look like free text or IDs, not "
+                    f"{where}: {len(column.categories)} distinct texts in {len(cells)} rows look like free text or IDs, not "
                     "categories; remove the column (or give --id-column if it is the subjects' ID)"
                 )
         check_column(where, table.ids, column, values, cells)
@@ -426,7 +427,9 @@ def overview(
     if len(patterns) > 8:
         lines.append(f"  ... and {len(patterns) - 8} rarer patterns")
     for modality in modalities:
-        lines.append(f"modality {modality.name!r}: " + "; ".join(f"{c.name} {c.describe()}" for c in modality.columns))
+        lines.append(
+            f"modality {modality.name!r}: " + "; ".join(f"{c.name} {c.describe()}" for c in modality.table_columns)
+        )
     return lines
 
 
@@ -565,7 +568,7 @@ def user_tables(
             raise DataError(
                 f"{table.path}: modality {name!r} of this model is not a table (it was trained from {modality.likelihood} arrays)"
             )
-        arrays[name] = joined.gather(name, encode_table(table, modality.columns, str(table.path)))
+        arrays[name] = joined.gather(name, encode_table(table, modality.table_columns, str(table.path)))
     if covariates is not None:
         arrays[COVARIATES] = covariates.encode(cells, joined.ids, str(source))
     return TableRows(arrays, joined.ids, next(iter(tables.values())).id_name if tables else "id", cells)
@@ -597,14 +600,14 @@ def table_rows(where: str, values: np.ndarray, modality: Modality) -> tuple[np.n
     if values.ndim != 2 or values.shape[1] != modality.shape[0]:
         raise DataError(
             f"{where}: rows of shape {values.shape[1:]}, the model's table takes {modality.shape} (its columns: "
-            f"{shown([c.name for c in modality.columns])})"
+            f"{shown([c.name for c in modality.table_columns])})"
         )
     if np.isinf(values).any():
         raise DataError(f"{where}: rows {shown(np.flatnonzero(np.isinf(values).any(axis=1)))} hold infinite values")
     missing = np.isnan(values).all(axis=1)
     ids = np.arange(len(values)).astype(str)
     start = 0
-    for column in modality.columns:
+    for column in modality.table_columns:
         block = values[:, start : start + column.width]
         if column.family == "categorical":
             filled = ~np.isnan(block).any(axis=1)
@@ -628,14 +631,14 @@ def decoded_frame(modality: Modality, values: np.ndarray, ids, id_name: str):
 
     index = pd.Index(np.asarray(ids).astype(str), name=id_name)
     columns, probabilities, start = {}, {}, 0
-    for column in modality.columns:
+    for column in modality.table_columns:
         block = np.asarray(values[:, start : start + column.width], dtype=np.float64)
         if column.family == "categorical":
             known = ~np.isnan(block).any(axis=1)
             columns[column.name] = np.where(
                 known, np.asarray(column.classes, dtype=object)[np.nan_to_num(block).argmax(axis=1)], ""
             )
-            for j, label in enumerate(column.classes):
+            for j, label in enumerate(column.categories):
                 probabilities[f"{column.name}={label}"] = block[:, j]
         else:
             columns[column.name] = block[:, 0]

@@ -21,6 +21,7 @@ several points; the log loss ranks settings on every row's confidence).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -106,7 +107,7 @@ def _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_
         )  # early stopping ends most MLP fits; the rest stop at max_iter
         fitted = {setting: build(setting).fit(x_train[tuning_rows], y_train[tuning_rows]) for setting in settings}
         errors = {setting: _squared_error(predict(model, x_valid), y_valid) for setting, model in fitted.items()}
-        best = min(errors, key=errors.get)
+        best = min(errors, key=errors.__getitem__)
         if len(tuning_rows) == len(x_train):  # the tuning rows are every training row, in order: that fit is the refit
             return best, fitted[best]
         return best, build(best).fit(x_train, y_train)
@@ -134,7 +135,7 @@ def tuned_predictions(
 
     tuning_rows = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:TUNING_ROWS])
     predictions = {"mean": np.broadcast_to(y_train.mean(0), (len(x_test), y_train.shape[1])).copy()}
-    chosen: dict[str, object] = {}
+    chosen: dict[str, Any] = {}  # each model's setting: a number or a list of numbers
     candidates = {"ridge": (_ridge, RIDGE_PENALTIES), "mlp": (lambda setting: _mlp(setting, seed), MLP_SETTINGS)}
     if kind == "categorical" or (kind == "binary" and y_train.shape[1] <= MAX_LOGISTIC_FEATURES):
         candidates["logistic"] = (_PerFeatureLogistic if kind == "binary" else _Multinomial, LOGISTIC_C)
@@ -143,7 +144,9 @@ def tuned_predictions(
         chosen[name], model = _tuned(build, settings, predict, x_train, y_train, x_valid, y_valid, tuning_rows)
         predictions[name] = predict(model, x_test)
     chosen = {
-        name: (float(value) if np.isscalar(value) else [float(v) for v in value]) for name, value in chosen.items()
+        # numpy's isscalar narrows to every scalar type, complex and text among them: the settings are real numbers
+        name: (float(value) if np.isscalar(value) else [float(v) for v in value])  # type: ignore[arg-type]
+        for name, value in chosen.items()
     }
     return predictions, chosen
 
@@ -198,7 +201,8 @@ def tuned_classifiers(
     if len(np.unique(y_train)) < 2:
         frequencies = np.bincount(y_train, minlength=n_classes) / len(y_train)
         return {"logistic": np.tile(frequencies, (len(x_test), 1))}, {"logistic": "training frequencies (one class)"}
-    predictions, chosen = {}, {}
+    predictions: dict[str, np.ndarray] = {}
+    chosen: dict[str, object] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, settings in CLASSIFIERS.items():
@@ -209,7 +213,8 @@ def tuned_classifiers(
                 setting: log_loss(y_valid, _class_probabilities(model, x_valid, n_classes), labels=range(n_classes))
                 for setting, model in fitted.items()
             }
-            best = min(losses, key=losses.get)
+            best = min(losses, key=losses.__getitem__)
             predictions[name] = _class_probabilities(fitted[best], x_test, n_classes)
-            chosen[name] = float(best) if np.isscalar(best) else [float(v) for v in best]
+            # numpy's isscalar narrows to every scalar type, complex and text among them: the settings are real numbers
+            chosen[name] = float(best) if np.isscalar(best) else [float(v) for v in best]  # type: ignore[arg-type]
     return predictions, chosen

@@ -61,11 +61,18 @@ def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((pred == y).float().mean()) if len(y) else float("nan")
 
 
+def _train_and_test_labels(data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
+    if data.train.labels is None or data.test.labels is None:
+        raise ValueError(f"{data.source}: coherence needs labels")
+    return data.train.labels, data.test.labels
+
+
 def train_classifier(
     data: MultimodalData, m: int, epochs: int = 5, batch_size: int = 128, seed: int = 0, progress: bool = True
 ) -> ModalityClassifier:
     modality = data.modalities[m]
-    n_classes = int(max(data.train.labels.max(), data.test.labels.max())) + 1
+    train_labels, test_labels = _train_and_test_labels(data)
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
     torch.manual_seed(seed)
     net = _network(modality, n_classes)
     binarize = modality.name in data.dynamic_binarize
@@ -95,7 +102,7 @@ def train_classifier(
 
 
 def data_fingerprint(data: MultimodalData) -> str:
-    arrays = [data.train.labels, data.test.labels, data.train.mask]
+    arrays = [*_train_and_test_labels(data), data.train.mask]
     arrays += [np.asarray(data.train.arrays[m.name][:64]) for m in data.modalities]
     # names and shapes only: a likelihood chosen for the model does not change what a classifier learns
     spec = json.dumps([[m.name, list(m.shape)] for m in data.modalities]) + data.source
@@ -104,10 +111,9 @@ def data_fingerprint(data: MultimodalData) -> str:
 
 def load_classifiers(data: MultimodalData, progress: bool = True) -> list[ModalityClassifier]:
     """One classifier per modality for this data set: from the cache, or trained now and cached."""
-    if data.train.labels is None or data.test.labels is None:
-        raise ValueError(f"{data.source}: coherence needs labels")
+    train_labels, test_labels = _train_and_test_labels(data)
     folder = cache_root() / "classifiers" / data_fingerprint(data)
-    n_classes = int(max(data.train.labels.max(), data.test.labels.max())) + 1
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
     classifiers = []
     for m, modality in enumerate(data.modalities):
         if modality.name == data.label_modality:

@@ -48,7 +48,8 @@ def _ranked_rows(flat: list[dict], records: list[dict]) -> tuple[list[list[str]]
     for r, key in enumerate(dict.fromkeys(k for f in flat for k in f)):
         values = [f.get(key) for f in flat]
         rows.append([key, *(format_value(v) for v in values)])
-        bound = metric_of(key) is not None and metric_of(key).per_aggregator
+        metric = metric_of(key)
+        bound = metric is not None and metric.per_aggregator
         sign = 0 if bound and several_aggregators else _direction(key)
         numbers = [
             v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None for v in values
@@ -77,7 +78,9 @@ def _validation_section(
         epochs, curves = runs_curves.get(label, (None, {}))
         index = saved_model_index(curves)
         values.append(
-            {} if index is None else {"epoch of the saved model": int(epochs[index]), **saved_model_values(curves)}
+            {}
+            if index is None or epochs is None  # (epochs is None only without curves, where index is None too)
+            else {"epoch of the saved model": int(epochs[index]), **saved_model_values(curves)}
         )
     for label, run_values in zip(labels, values):
         if not run_values:

@@ -142,8 +142,8 @@ def variance_explained(
     null_code = np.broadcast_to(prior, code.shape).astype(np.float32)
     total = fit.r2(decoded(module, code, covariates))
     at_prior = fit.r2(decoded(module, null_code, covariates))
-    alone = {name: [] for name in module.names}
-    loo = {name: [] for name in module.names}
+    alone: dict[str, list[float]] = {name: [] for name in module.names}
+    loo: dict[str, list[float]] = {name: [] for name in module.names}
     for j in range(dims):
         only_j = fit.r2(decoded(module, _with_column(null_code, j, code[:, j]), covariates))
         without_j = fit.r2(decoded(module, _with_column(code, j, prior[j]), covariates))
@@ -288,7 +288,8 @@ def explanation_variables(modalities, split: Split, covariates=None) -> dict[str
         values = split.arrays[modality.name]
         if modality.categorical:
             classes = np.asarray(modality.class_values, dtype=object)[values.argmax(1)]
-            out[modality.name] = np.where(split.mask[:, m], classes, None)
+            # numpy's stubs take a None y for the one-argument where (a tuple of indices); here it is the value None
+            out[modality.name] = np.where(split.mask[:, m], classes, None)  # type: ignore[assignment]
         elif modality.is_table:
             for column, (start, width) in zip(modality.columns, positions(modality.columns)):
                 if column.family != "categorical":
@@ -296,5 +297,6 @@ def explanation_variables(modalities, split: Split, covariates=None) -> dict[str
                 block = values[:, start : start + width]
                 given = split.mask[:, m] & np.isfinite(block).all(1)
                 classes = np.asarray(column.classes, dtype=object)[np.nan_to_num(block).argmax(1)]
-                out[f"{modality.name}.{column.name}"] = np.where(given, classes, None)
+                # numpy's stubs take a None y for the one-argument where (as above)
+                out[f"{modality.name}.{column.name}"] = np.where(given, classes, None)  # type: ignore[assignment]
     return out

@@ -8,7 +8,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import AbstractSet, Sequence
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Section:
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
+    out: dict[str, object] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
@@ -52,7 +52,7 @@ def format_value(value) -> str:
 
 
 def table(
-    rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, bold: set[tuple[int, int]] = frozenset()
+    rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, bold: AbstractSet[tuple[int, int]] = frozenset()
 ) -> str:
     lines = ["<table>"]
     if header:

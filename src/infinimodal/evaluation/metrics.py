@@ -56,9 +56,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.distributions import Distribution
 from scipy.stats import spearmanr
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -87,7 +89,7 @@ def subsets_by_size(n_modalities: int, max_subsets: int = 10, seed: int = 0) -> 
         if math.comb(n_modalities, size) <= max_subsets or n_modalities <= 5:
             out[size] = list(itertools.combinations(range(n_modalities), size))
         else:
-            chosen = set()
+            chosen: set[tuple[int, ...]] = set()
             while len(chosen) < max_subsets:
                 chosen.add(tuple(sorted(rng.choice(n_modalities, size, replace=False).tolist())))
             out[size] = sorted(chosen)
@@ -110,7 +112,7 @@ def _restricted(mask: torch.Tensor, subset: tuple[int, ...] | None) -> tuple[tor
 def encode(
     model: MultimodalModule,
     split: Split,
-    subsets: list[tuple[int, ...] | None] = (None,),
+    subsets: Sequence[tuple[int, ...] | None] = (None,),
     batch_size: int = 500,
     elbo: bool = False,
 ) -> list[dict]:
@@ -173,7 +175,7 @@ def truncation_elbo(
     for start in range(0, len(split), batch_size):
         batch = split.batch(np.arange(start, min(start + batch_size, len(split))))
         data, mask = batch["data"], batch["mask"]
-        q = model.posterior(data, mask)
+        q: Distribution = model.posterior(data, mask)
         if keep is not None:
             q = model.latent.truncated(q, keep)
         total += float(model.log_importance_weights(q, data, mask, n_samples).mean(0).sum())
@@ -383,6 +385,7 @@ def baseline_class_predictions(data: MultimodalData, test: Split, given: list[in
 
     names = [m.name for m in data.modalities]
     label = data.label_modality
+    assert label is not None  # asked for a data set with a label modality only
     c = names.index(label)
     entry: dict = {}
     fits = {}
@@ -464,8 +467,10 @@ def imputation_errors(
     complete_train = np.sort(np.random.default_rng(seed).permutation(complete_train)[:BASELINE_ROWS])
     complete_valid = np.flatnonzero(valid.mask.all(axis=1)) if valid is not None else np.array([], dtype=int)
 
-    def rows_of(split: Split, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()} if len(rows) else {}
+    def rows_of(split: Split | None, rows: np.ndarray) -> dict[str, np.ndarray]:  # (no rows where split is None)
+        if not len(rows) or split is None:
+            return {}
+        return {k: v.numpy().reshape(len(rows), -1) for k, v in split.batch(rows)["data"].items()}
 
     real_train, real_valid, real_test = (
         rows_of(train, complete_train),
@@ -492,18 +497,18 @@ def imputation_errors(
                 samples,
                 weighted,
             ),
-            ("model_unweighted", complete_test if weighted else [], IMPUTATION_SAMPLES, False),
+            ("model_unweighted", complete_test if weighted else np.array([], dtype=int), IMPUTATION_SAMPLES, False),
         ):
             if not len(rows):
                 continue
-            per_row = []
+            chunks = []
             for start in range(0, len(rows), batch_size):
                 batch = test.batch(rows[start : start + batch_size])
                 hidden = batch["mask"].clone()
                 hidden[:, m] = False
                 predicted = model.conditional_means(batch["data"], hidden, draws, weighted=weigh)[name]
-                per_row.append(np.nanmean((predicted - batch["data"][name]).pow(2).flatten(1).double().numpy(), axis=1))
-            per_row = np.concatenate(per_row)
+                chunks.append(np.nanmean((predicted - batch["data"][name]).pow(2).flatten(1).double().numpy(), axis=1))
+            per_row = np.concatenate(chunks)
             entry[key] = float(per_row.mean())
             half = 1.96 * per_row.std() / np.sqrt(len(per_row))
             entry[f"{key}_interval"] = [float(per_row.mean() - half), float(per_row.mean() + half)]
@@ -530,9 +535,9 @@ def imputation_errors(
                 predictions, entry["baseline_settings"] = tuned_predictions(
                     x["train"], y_train, x_valid, filled_valid[name], x["test"], imputation_kind(model, name), seed
                 )
-                for baseline, predicted in predictions.items():
-                    entry[baseline] = float(np.nanmean((predicted - y_test) ** 2))
-            best = min((b for b in BASELINES if b in entry), key=entry.get)
+                for baseline, guessed in predictions.items():
+                    entry[baseline] = float(np.nanmean((guessed - y_test) ** 2))
+            best = min((b for b in BASELINES if b in entry), key=entry.__getitem__)
             entry["best_baseline"] = best
         out[name] = entry
     return out
@@ -595,7 +600,7 @@ def evaluate_model(
     probe_train_codes = encode(model, train.take(probe_rows), probe_subsets) if labelled and multimodal else []
 
     mean_kl = joint_test["kl_per_dim"].mean(0)
-    result = {
+    result: dict[str, Any] = {
         "elbo": float(joint_test["elbo"].mean()),
         "log_likelihood": float(importance_log_likelihood(model, test, iw_samples, progress=progress).mean()),
         "iw_samples": int(iw_samples),
@@ -624,6 +629,7 @@ def evaluate_model(
     }
     stick = "weights" in joint_test
     if labelled:
+        assert joint_train is not None and train.labels is not None and test.labels is not None  # labelled
         result["knn_error"] = knn_errors(
             joint_train["representation"], train.labels, joint_test["representation"], test.labels
         )
@@ -641,7 +647,9 @@ def evaluate_model(
         if key.startswith("kl_part_")
     }
     if stick:
-        result["truncation"] = int(model.latent.truncation)  # K: with --truncation auto, where training left it
+        result["truncation"] = int(
+            getattr(model.latent, "truncation")
+        )  # K: with --truncation auto, where training left it
     if stick and model.latent.mass_counts_dimensions:
         covered = sticks_to_cover(torch.from_numpy(joint_test["weights"]), 0.99).numpy()
         result["sticks_99"] = float(covered.mean())
@@ -672,6 +680,7 @@ def evaluate_model(
         if imputation:
             result["imputation_mse"] = imputation
     if multimodal and labelled:
+        assert train.labels is not None and test.labels is not None  # labelled
         probe_labels = train.labels[probe_rows]
         for space, suffix in [("representation", "")] + ([("decoder_space", "_decoder_input")] if stick else []):
             accuracy: dict[str, list[float]] = {}
@@ -688,6 +697,7 @@ def evaluate_model(
         result["coherence"] = coherence(model, test, coherence_classifiers, subsets, progress=progress)
         result["coherence_classifier_accuracy"] = {c.name: c.test_accuracy for c in coherence_classifiers}
     if data.truth is not None and data.truth.get("shared", 0) > 0 and labelled:
+        assert joint_train is not None  # labelled
         factors = data.truth["shared_factors"]
         test_factors = factors["test"][: len(test)]
         result["shared_factor_r2"] = r2_of_factors(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import matplotlib
 
@@ -23,8 +23,11 @@ from ..data import Split  # noqa: E402
 from ..modality import Modality  # noqa: E402
 from .associations import as_numbers, present  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 #: One look for every figure of a report.
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
     "font.size": 9,
@@ -47,7 +50,7 @@ def _style():
     return plt.rc_context(STYLE)
 
 
-def modality_colour(index: int) -> str:
+def modality_colour(index: int) -> tuple[float, float, float, float]:
     return plt.get_cmap("tab10")(index % 10)
 
 
@@ -197,6 +200,7 @@ def image_grid_figure(
 ) -> Path:
     """Many samples of one image modality as a grid, `columns` per row."""
     images = as_images(modality, values)
+    assert images is not None  # callers draw image modalities only (`is_image`)
     rows = math.ceil(len(images) / columns)
     padded = np.full((rows * columns, *images.shape[1:]), np.nan)
     padded[: len(images)] = images
@@ -332,7 +336,7 @@ def map_figure(
         for ax, (title, coords, labels) in zip(axes.flat, panels):
             if labels is None:
                 ax.scatter(coords[:, 0], coords[:, 1], s=3, color="tab:gray", linewidths=0)
-            elif len(classes) <= 20:
+            elif classes is not None and len(classes) <= 20:  # (classes is None only where every panel has no labels)
                 cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
                 for c, value in enumerate(classes):
                     chosen = labels == value
@@ -396,10 +400,10 @@ def sticks_99_figure(counts: dict[str, np.ndarray], truncation: int, path: str |
         fig, ax = plt.subplots(figsize=(6, 3.4))
         for i, (name, values) in enumerate(counts.items()):
             colour = "lightgray" if i == 0 else modality_colour(i - 1)
-            kind = "stepfilled" if i == 0 else "step"
+            kind: Literal["stepfilled", "step"] = "stepfilled" if i == 0 else "step"
             ax.hist(
                 values,
-                bins=bins,
+                bins=bins,  # type: ignore[arg-type]  # matplotlib's stubs take a Sequence, not the array it accepts
                 histtype=kind,
                 color=colour,
                 edgecolor="gray" if i == 0 else colour,
@@ -446,6 +450,7 @@ def per_dimension_figure(
             fig, axes = plt.subplots(1, 2, figsize=(2 * (0.55 * n + 1.3), 0.55 * rows + 1.2))
             for ax, (values, names, title) in zip(axes, panels):
                 flat = as_images(modality, values.reshape(-1, *modality.shape))
+                assert flat is not None  # an image modality (`is_image`)
                 images = flat.reshape(len(names), n, *flat.shape[1:])
                 ax.imshow(mosaic(images), vmin=0, vmax=1)
                 h = images.shape[2] + 1
@@ -503,7 +508,7 @@ def score_figure(groups: dict[str, np.ndarray], path: str | Path) -> Path:
             colour = "lightgray" if i == 0 else modality_colour(i - 1)
             ax.hist(
                 values,
-                bins=bins,
+                bins=bins,  # type: ignore[arg-type]  # matplotlib's stubs take a Sequence, not the array it accepts
                 histtype="stepfilled" if i == 0 else "step",
                 color=colour,
                 edgecolor="gray" if i == 0 else colour,

@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .explain import explanation_variables
 from .report_explain import explain_section, found_summary
 from .catalogue import metric_of
 from .metrics import KL_ACTIVE_THRESHOLD, encode, kl_span
+
+if TYPE_CHECKING:
+    from ..data import MultimodalData, Split
 
 #: Posterior samples per likelihood estimate in the report's deviation scores.
 DEVIATION_SAMPLES = 20
@@ -201,9 +204,9 @@ class _Run:
     """What every section of one report reads: the run's model and data, the test rows drawn, where figures go."""
 
     path: Path
-    vae: object  # the MultimodalVAE facade
-    data: object  # MultimodalData
-    sample: object  # Split: the test rows the maps and stick statistics use
+    vae: Any  # the MultimodalVAE facade, which `write_report`'s load_run gives (a layer above: not imported)
+    data: MultimodalData
+    sample: Split  # the test rows the maps and stick statistics use
     figures: Path
     examples: int
     seed: int
@@ -259,7 +262,7 @@ def write_report(
     ctx = _Run(run, vae, data, data.test.take(rows), figures_dir, examples, seed, progress)
     sections = {key: Section(key, title, folded=key in FOLDED) for key, title in SECTIONS}
     steps = tqdm(total=10, desc="report", disable=not progress)
-    started_steps = []
+    started_steps: list[str] = []
 
     def step(name: str | None) -> None:
         """The previous step is done; `name` starts (None: all done)."""
@@ -500,6 +503,7 @@ def _stick_usage(section: Section, ctx: _Run, joint: dict, single: list[dict]) -
         )
     )
     if mass:
+        assert counts is not None  # mass: a stick family, whose counts `latent_usage` gives
         section.figures.append(
             Figure(
                 plots.sticks_99_figure(counts, latent.truncation, ctx.figures / "sticks_99.png"),
@@ -788,6 +792,7 @@ def latent_usage(
             continue
         kl[name] = part["kl_per_dim"][chosen].mean(0)
         if stick:
+            assert weights is not None and counts is not None  # made above for stick families
             weights[name] = part["weights"][chosen].mean(0)
             counts[name] = sticks_to_cover(torch.from_numpy(part["weights"][chosen]), 0.99).numpy()
     return kl, weights, counts
@@ -891,11 +896,15 @@ def _metrics(section: Section, evaluation: dict | None, run: Path) -> None:
         "every other entry."
     )
     flat = flatten({k: v for k, v in evaluation.items() if k not in LONG_METRICS})
-    declared = {k: v for k, v in flat.items() if metric_of(k) is not None and metric_of(k).key != "imputation_mse"}
+    declared = {
+        k: (v, metric)
+        for k, v in flat.items()
+        if (metric := metric_of(k)) is not None and metric.key != "imputation_mse"
+    }
     better = {1: "larger", -1: "smaller", 0: "-"}
     section.html.append(
         table(
-            [[k, format_value(v), better[metric_of(k).direction], metric_of(k).meaning] for k, v in declared.items()],
+            [[k, format_value(v), better[metric.direction], metric.meaning] for k, (v, metric) in declared.items()],
             ["metric", "value", "better", "meaning"],
         )
     )

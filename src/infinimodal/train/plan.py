@@ -39,7 +39,7 @@ class TrainingPlan(L.LightningModule):
             likelihood
         ) in model.likelihoods.values():  # tables: the cells hidden from the encoder in training (eval hides none)
             if hasattr(likelihood, "cell_dropout"):
-                likelihood.cell_dropout = options.cell_dropout
+                setattr(likelihood, "cell_dropout", options.cell_dropout)  # a table's float (the checker sees a Module)
         self.objective = TrainingObjective.from_options(model, options)  # the ELBO with the options' weights and terms
         self.lr = options.lr
         self.kl_warmup = options.kl_warmup
@@ -129,7 +129,8 @@ class TrainingPlan(L.LightningModule):
         """Stop on a non-finite loss or gradient, naming it; then clip. One host sync a step: the loss and the
         gradient norm come back together (a NaN loss is reported as the cause of its NaN gradients)."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters]) if parameters else torch.zeros(())
+        gradients = [p.grad for p in parameters if p.grad is not None]  # all of them (said again for the type checker)
+        norm = torch.nn.utils.get_total_norm(gradients) if parameters else torch.zeros(())
         loss, norm_value = torch.stack(
             [self.last_output.loss.detach().float(), norm.float().to(self.last_output.loss.device)]
         ).tolist()

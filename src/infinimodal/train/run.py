@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, cast
 
 import lightning as L
 import torch
@@ -60,7 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def determinism(accelerator: str) -> bool | str:
+def determinism(accelerator: str) -> bool | Literal["warn"]:
     """Lightning's `deterministic`: strict on the CPU; "warn" on an accelerator, where some kernels
     (index_add on CUDA, behind index_select's gradient) have no deterministic version and would stop the run."""
     on_cpu = accelerator == "cpu" or (
@@ -210,7 +210,7 @@ def _trainer(
         devices=settings.devices,
         strategy=settings.process_strategy,
         use_distributed_sampler=False,  # EpochShuffle shards the rows itself, from (seed, epoch)
-        precision=settings.precision,
+        precision=cast(Literal["32", "bf16-mixed"], settings.precision),  # one of PRECISIONS (validated)
         logger=CSVLogger(save_dir=out, name="", version=""),
         callbacks=[
             checkpoint,
