@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m infinimodal.demo
 
-# pyflakes and syntax errors ([tool.ruff] in pyproject.toml); tests/test_structure.py runs it too
+# pyflakes and syntax errors ([tool.ruff] in pyproject.toml), then the package's types ([tool.mypy]);
+# tests/test_structure.py runs both too
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks docs/hooks.py
+	$(VENV)/bin/mypy
 
 # The documentation site (MkDocs Material) from docs/ into site/: the command-line reference is generated from the
 # parser at every build (docs/hooks.py), the API reference from the docstrings; --strict fails on a broken link.
@@ -75,4 +77,4 @@ bench-polymnist: install
 	$(PY) benchmarks/polymnist.py --accelerator $(ACCELERATOR) --out runs/polymnist $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache site
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache site

@@ -64,6 +64,20 @@ def test_ruff_finds_no_defect():
     )
 
 
+def test_mypy_finds_no_type_error():
+    """`make lint`: the package's types ([tool.mypy] in pyproject.toml, which names the files and the checks)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    assert mypy is not None, "mypy is a dev dependency: pip install -e '.[dev]'"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([mypy], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
 def test_compare_ranks_and_evaluate_prints_what_the_metric_catalogue_declares():
     from infinimodal.evaluation.catalogue import METRICS, summary_keys
     from infinimodal.evaluation.compare import _direction
