@@ -3,7 +3,7 @@
 The latent variable is the vector of K - 1 sticks v in (0, 1)^(K-1); the stick weights pi follow
 from `infinimodal.stick_breaking`. The generative model is "decoder(f(pi))" for a fixed bijection f,
 so the choice of f does not change the model class, only how well-conditioned the decoder's input is
-(DESIGN.md section 5 found raw pi, mostly tiny entries, halves the ELBO):
+(docs/design.md section 5: raw pi, mostly tiny entries, halves the ELBO):
 
 - ``pi``: the weights themselves (K values, as in Nalisnick & Smyth 2017);
 - ``logpi``: log pi (K values);
