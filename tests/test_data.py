@@ -412,3 +412,11 @@ def test_the_counts_data_set_is_over_dispersed_negative_binomial_counts_with_mis
 
 def split_name(data, split) -> str:
     return next(name for name in ("train", "valid", "test") if getattr(data, name) is split)
+
+
+def test_a_dict_of_arrays_given_as_a_data_set_is_refused_with_what_a_data_set_is():
+    # a dict that is not of DataFrames reached Path(dict) and stopped with a TypeError traceback
+    with pytest.raises(DataError, match="got a dict of ndarray .*embed, impute"):
+        load_dataset({"mri": np.zeros((4, 3)), "pet": np.zeros((4, 2))})
+    with pytest.raises(DataError, match="got int"):
+        load_dataset(3)

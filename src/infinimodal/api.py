@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypeAlias
 
 import numpy as np
 import torch
@@ -73,14 +73,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("infinimodal")
 
+#: Rows a user passes: arrays keyed by modality (rows of NaN = missing), pandas DataFrames keyed by subject ID (a model
+#: of tables), AnnData objects, a MuData, an .npz / .h5mu path, or a `Split` (`MultimodalVAE.as_split` reads them).
+UserRows: TypeAlias = Any
+
 
 class MultimodalVAE:
     """A multimodal VAE over any latent family and aggregator: the Python facade.
 
-    modalities: the `Modality` specs (their order is the model's modality order);
-    latent: gated (the default: the stick-gated Gaussian, ordered and adaptive), gaussian, beta, kumaraswamy or
-    logitnormal (`infinimodal.latents.LATENT_FAMILIES`); aggregator: poe, moe or mopoe (the default);
-    seed: of the initial weights; settings: any other `ModelConfig` field (truncation, alpha, latent_dim, hidden, ...).
+    Args:
+        modalities: the `Modality` specs; their order is the model's modality order.
+        latent: the latent family (`infinimodal.latents.LATENT_FAMILIES`): `gated` (the default: the stick-gated
+            Gaussian, ordered and sizing itself), `gaussian`, `beta`, `kumaraswamy` or `logitnormal`.
+        aggregator: how modalities are fused: `poe`, `moe` or `mopoe` (the default).
+        seed: the seed of the initial weights (the caller's random state is left as it was).
+        covariates: the encoding of the covariates every encoder and decoder reads (a conditional VAE;
+            `infinimodal.data.covariates`), or None.
+        **settings: any other `ModelConfig` field: `latent_dim` (the bound of a self-sizing latent, or D), `truncation`,
+            `alpha`, `hidden`, and each family's and aggregator's options (`infinimodal train --help` lists them).
     """
 
     def __init__(
@@ -90,7 +100,7 @@ class MultimodalVAE:
         aggregator: str = DEFAULT_AGGREGATOR,
         seed: int = 0,
         covariates: CovariateEncoding | None = None,
-        **settings,
+        **settings: Any,
     ) -> None:
         self.config = ModelConfig(latent=latent, aggregator=aggregator, **settings)
         self.config.validate()
@@ -114,7 +124,15 @@ class MultimodalVAE:
 
     def check_training_options(self, data: MultimodalData, options: TrainingOptions) -> None:
         """Refuse, with the flag's name, training options that do not fit this model and these data (see `fit`);
-        `train` asks before it clears an old run from the run directory, so a mistake loses nothing."""
+        `train` asks before it clears an old run from the run directory, so a mistake loses nothing.
+
+        Args:
+            data: the data the model is to be trained on.
+            options: the training options, as `fit` reads them.
+
+        Raises:
+            InfinimodalError: naming the option and the modalities it does not fit.
+        """
         options.validate()
         for flag, values in (
             ("--weight", options.weights),
@@ -151,22 +169,35 @@ class MultimodalVAE:
         progress: bool = True,
         callbacks: Sequence[Callback] = (),
         resume: bool = False,
-        **options,
+        **options: Any,
     ) -> "MultimodalVAE":
-        """Train with Lightning, keep the weights of the best validation ELBO. Writes model.ckpt and metrics.csv
-        into `out_dir` (a temporary folder when None). `callbacks` are extra Lightning callbacks (their
-        `pl_module.model` is this model's module). `resume`: continue `out_dir`'s run from its last.ckpt (see
-        `infinimodal.train`); a SIGTERM raises `TrainingInterrupted`.
-
-        `options`: any field of `infinimodal.options.TrainingOptions`, each documented there (and by `infinimodal train
-        --help`): epochs, batch_size, lr, kl_warmup, kl_weight, seed, precision, accelerator, devices, strategy,
-        grad_clip, weights, predict, infomax, vat, vat_radius, oversample, order_dimensions. For example
-        `vae.fit(data, epochs=50, predict={"label": 10})`.
+        """Train with Lightning and keep the weights of the best validation ELBO.
 
         Runs are deterministic on the CPU; on accelerators, operations without a deterministic kernel warn instead of
         stopping the run. `devices` > 1 trains with Lightning's DDP; `batch_size` is the batch of all processes
         together, so results match one process with that batch. The training objective's weights and terms belong to
-        training: the ELBO that validation and evaluation report is never weighted."""
+        training: the ELBO that validation and evaluation report is never weighted.
+
+        Args:
+            data: the modalities and splits to train on (`infinimodal.data.load_dataset`); validation rows choose the
+                kept weights.
+            out_dir: where model.ckpt, last.ckpt, metrics.csv and the log are written (a temporary folder when None).
+            progress: whether Lightning shows progress bars.
+            callbacks: extra Lightning callbacks (their `pl_module.model` is this model's module).
+            resume: continue `out_dir`'s run from its last.ckpt (`infinimodal.train`).
+            **options: any field of `infinimodal.options.TrainingOptions`, each documented there and by
+                `infinimodal train --help`: epochs, batch_size, lr, kl_warmup, kl_weight, seed, precision,
+                accelerator, devices, strategy, grad_clip, weights, predict, infomax, vat, vat_radius, oversample,
+                order_dimensions, cell_dropout. For example `vae.fit(data, epochs=50, predict={"label": 10})`.
+
+        Returns:
+            This model, trained.
+
+        Raises:
+            InfinimodalError: options that do not fit the model or the data, or data whose modalities differ from the
+                model's.
+            TrainingInterrupted: on SIGTERM (resume with `resume=True`).
+        """
         settings = TrainingOptions.from_keywords(options)
         self.check_training_options(data, settings)
         if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
@@ -201,10 +232,21 @@ class MultimodalVAE:
 
     # --- inputs ------------------------------------------------------------------------------------------
 
-    def as_split(self, arrays: dict[str, np.ndarray] | Split, source: str = "the input") -> Split:
-        """Arrays keyed by modality (rows of NaN = missing; an absent key = missing everywhere) as a Split; also a dict of
-        DataFrames or AnnData objects, a MuData, an AnnData for a one-modality model, or an .npz / .h5mu path
-        (`data.files.user_arrays`)."""
+    def as_split(self, arrays: UserRows, source: str = "the input") -> Split:
+        """The rows a user passes, checked against the model's modalities, as a `Split`.
+
+        Args:
+            arrays: arrays keyed by modality (rows of NaN = missing; an absent key = missing everywhere); also a dict of
+                DataFrames or AnnData objects, a MuData, an AnnData for a one-modality model, or an .npz / .h5mu path
+                (`data.files.user_arrays`). A `Split` is returned as it is.
+            source: how error messages name the input.
+
+        Returns:
+            The rows in the model's units (standardised where the model was trained standardised), with their mask.
+
+        Raises:
+            DataError: naming the modality, the source and the rows that cannot be read.
+        """
         if isinstance(arrays, Split):
             return arrays
         tables = self._frames(arrays, source)
@@ -218,9 +260,17 @@ class MultimodalVAE:
             return user_tables(arrays, self.modalities, None, source, self.covariates)
         return None
 
-    def read_rows(self, arrays, source: str = "the input"):
-        """What a user passes for rows, read once: a Split as it is; pandas DataFrames of a table model as the arrays of
-        its tables (`infinimodal.data.tables.user_tables`); anything else as `data.files.user_arrays` reads it."""
+    def read_rows(self, arrays: UserRows, source: str = "the input") -> Split | dict[str, np.ndarray]:
+        """What a user passes for rows, read once.
+
+        Args:
+            arrays: a `Split` (returned as it is); pandas DataFrames of a table model (read as the arrays of its tables,
+                `infinimodal.data.tables.user_tables`); anything else as `data.files.user_arrays` reads it.
+            source: how error messages name the input.
+
+        Returns:
+            The `Split`, or the arrays keyed by modality.
+        """
         if isinstance(arrays, Split):
             return arrays
         tables = self._frames(arrays, source)
@@ -305,9 +355,18 @@ class MultimodalVAE:
     # --- using a trained model ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def embed(self, arrays, given: Sequence[str] | None = None, decoder_space: bool = False) -> np.ndarray:
-        """Posterior means given the observed modalities (only those in `given`, when set): E[pi] for stick
-        families, E[z] for Gaussians; `decoder_space=True` gives what the decoder reads (logit E[v], ...)."""
+    def embed(self, arrays: UserRows, given: Sequence[str] | None = None, decoder_space: bool = False) -> np.ndarray:
+        """Posterior means given the observed modalities.
+
+        Args:
+            arrays: the rows (as `as_split` reads them; DataFrames of a table model give a DataFrame keyed by ID).
+            given: use only these modalities (default: every observed one).
+            decoder_space: give what the decoder reads (the gated code E[g r], logit E[v], ...) instead of the
+                representation (E[pi] for stick families, E[z] for Gaussians).
+
+        Returns:
+            [rows, dimensions], in the rows' order.
+        """
         tables = self._frames(arrays, "the input")
         if tables is not None:
             return keyed(tables, self.embed(tables.arrays, given, decoder_space))
@@ -318,26 +377,35 @@ class MultimodalVAE:
     @torch.no_grad()
     def impute(
         self,
-        arrays,
+        arrays: UserRows,
         batch_size: int = 500,
         source: str = "the input",
         samples: int | None = None,
         weighted: bool = True,
     ) -> dict[str, np.ndarray]:
-        """Every modality's missing rows replaced by its conditional mean E[x_m | the row's observed modalities], in the
-        data's own units; observed rows of arrays given by the user are returned unchanged (a data set's Split,
-        already standardised, comes back mapped to the data's units). A categorical modality is filled with its
-        class probabilities.
+        """Every modality's missing rows replaced by its conditional mean E[x_m | the row's observed modalities].
+
+        Values are in the data's own units; observed rows of arrays given by the user are returned unchanged (a data
+        set's Split, already standardised, comes back mapped to the data's units). A categorical modality is filled
+        with its class probabilities.
 
         The conditional mean is the model's own: sum_s w_s E[x_m | z_s] over `samples` draws z_s of q(z | the observed
-        modalities) (`MultimodalModule.conditional_posterior`, default WEIGHTED_IMPUTATION_SAMPLES draws), weighted by
-        importance, w_s ∝ p(X_observed | z_s) p(z_s) / q(z_s | X_observed) (`MultimodalModule.weighted_means`), so that
-        the encoders' error does not enter it. `weighted=False` averages the draws with equal weights instead (the
-        encoders' approximation; default IMPUTATION_SAMPLES draws, faster); samples = 0 decodes at the posterior's mean
-        (a plug-in, biased through the decoder's nonlinearity). docs/results.md section 10 measures all three.
+        modalities) (`MultimodalModule.conditional_posterior`), weighted by importance,
+        w_s ∝ p(X_observed | z_s) p(z_s) / q(z_s | X_observed) (`MultimodalModule.weighted_means`), so that the
+        encoders' error does not enter it. docs/results.md section 10 measures it against the alternatives.
 
-        Given pandas DataFrames indexed by subject ID (a model of tables), every output is a DataFrame indexed by ID with
-        the tables' feature names (embed, impute, harmonize, score alike)."""
+        Args:
+            arrays: the rows (as `as_split` reads them). Given pandas DataFrames indexed by subject ID (a model of
+                tables), every output is a DataFrame indexed by ID with the tables' feature names.
+            batch_size: rows decoded at once.
+            source: how error messages name the input.
+            samples: posterior draws per row (default WEIGHTED_IMPUTATION_SAMPLES, or IMPUTATION_SAMPLES unweighted);
+                0 decodes at the posterior's mean (a plug-in, biased through the decoder's nonlinearity).
+            weighted: False averages the draws with equal weights instead (the encoders' approximation, faster).
+
+        Returns:
+            {modality: values} with every row filled.
+        """
         tables = self._frames(arrays, source)
         if tables is not None:
             return keyed(tables, self.impute(tables.arrays, batch_size, source, samples, weighted), self.modalities)
@@ -362,18 +430,35 @@ class MultimodalVAE:
     @torch.no_grad()
     def harmonize(
         self,
-        arrays,
+        arrays: UserRows,
         at: np.ndarray,
         batch_size: int = 500,
         source: str = "the input",
         samples: int | None = None,
         weighted: bool = True,
     ) -> dict[str, np.ndarray]:
-        """Every subject as if measured at the covariates `at` (encoded, [rows, K] or one row for all;
-        `CovariateEncoding.encode` / `set_values`): the encoders read each subject's own covariates, the decoders `at`.
-        A Gaussian value that was observed keeps its residual, x + E[x | z, at] - E[x | z, own]; any other observed value
-        is kept; absent rows and empty cells are filled with E[x | z, at] (z from the same draws for both, weighted as
-        `impute` weighs them: by the observed values' likelihood at the subject's own covariates)."""
+        """Every subject as if measured at the covariates `at`.
+
+        The encoders read each subject's own covariates, the decoders `at`. A Gaussian value that was observed keeps
+        its residual, x + E[x | z, at] - E[x | z, own]; any other observed value is kept; absent rows and empty cells
+        are filled with E[x | z, at] (z from the same draws for both, weighted as `impute` weighs them: by the observed
+        values' likelihood at the subject's own covariates).
+
+        Args:
+            arrays: the rows (as `impute` reads them; DataFrames give DataFrames).
+            at: the target covariates, encoded ([rows, K] or one row for all; `CovariateEncoding.encode` /
+                `set_values`).
+            batch_size: rows decoded at once.
+            source: how error messages name the input.
+            samples: posterior draws per row, as for `impute`.
+            weighted: as for `impute`.
+
+        Returns:
+            {modality: values} in the data's units.
+
+        Raises:
+            InfinimodalError: the model is not conditioned on covariates.
+        """
         if self.covariates is None:
             raise InfinimodalError("harmonisation needs a model conditioned on covariates (train with --covariates)")
         tables = self._frames(arrays, source)
@@ -417,13 +502,25 @@ class MultimodalVAE:
 
     @torch.no_grad()
     def impute_draws(
-        self, arrays, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0
+        self, arrays: UserRows, draws: int, batch_size: int = 500, source: str = "the input", seed: int = 0
     ) -> dict[str, np.ndarray]:
-        """Multiple imputation: `draws` arrays per modality ([draws, rows, ...]) whose missing rows are independent
-        draws from the model's predictive distribution, x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the
-        data's units (binary features 0/1, counts integers, categories one-hot); observed rows as `impute` leaves them.
-        Their spread is the uncertainty of the imputation. Each row is drawn from its own seed: a subject's draws are
-        the same alone or in any batch."""
+        """Multiple imputation: independent draws of every missing value from the model's predictive distribution.
+
+        The missing rows are drawn as x_m ~ p(x_m | z), z ~ q(z | the observed modalities), in the data's units
+        (binary features 0/1, counts integers, categories one-hot); observed rows are as `impute` leaves them. Their
+        spread is the uncertainty of the imputation. Each row is drawn from its own seed: a subject's draws are the
+        same alone or in any batch.
+
+        Args:
+            arrays: the rows (as `as_split` reads them).
+            draws: how many imputed data sets.
+            batch_size: rows decoded at once.
+            source: how error messages name the input.
+            seed: the seed the rows' own seeds derive from.
+
+        Returns:
+            {modality: [draws, rows, ...]}.
+        """
         arrays = self.read_rows(arrays, source)  # read once: a path, a MuData, tables
         split = self.as_split(arrays, source)
         observed = self._observed_copy(arrays, split)
@@ -461,7 +558,14 @@ class MultimodalVAE:
         return filled
 
     def to_user_units(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Model-space values (decoder means, samples) of standardised modalities mapped back to the data's units."""
+        """Model-space values (decoder means, samples) of standardised modalities mapped back to the data's units.
+
+        Args:
+            values: {modality: values in the model's units}.
+
+        Returns:
+            {modality: values in the data's units}; modalities the model does not standardise are returned as given.
+        """
         return {
             name: unstandardize_values(self.standardization[name], v) if name in self.standardization else v
             for name, v in values.items()
@@ -469,12 +573,24 @@ class MultimodalVAE:
 
     @torch.no_grad()
     def sample(
-        self, n: int, arrays=None, given: Sequence[str] | None = None, covariates: np.ndarray | None = None
+        self,
+        n: int,
+        arrays: UserRows | None = None,
+        given: Sequence[str] | None = None,
+        covariates: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """E[x_m | z] for every modality, z from the prior (n draws) or, with `arrays`, from the posterior given
-        the first n rows' observed modalities (only those in `given`, when set). A model conditioned on covariates
-        decodes prior draws at `covariates` (encoded, one row for all or one per draw; `CovariateEncoding`), rows of
-        `arrays` at their own."""
+        """E[x_m | z] for every modality, z from the prior or from the posterior of given rows.
+
+        Args:
+            n: prior draws, or with `arrays` the number of leading rows to encode.
+            arrays: rows whose posterior z is drawn from (default: the prior).
+            given: with `arrays`, use only these modalities.
+            covariates: a model conditioned on covariates decodes prior draws at these (encoded, one row for all or
+                one per draw; `CovariateEncoding`); rows of `arrays` are decoded at their own.
+
+        Returns:
+            {modality: [n, ...]} in the data's units.
+        """
         if arrays is None:
             at = (
                 None
@@ -501,9 +617,20 @@ class MultimodalVAE:
         )
 
     @torch.no_grad()
-    def sample_class(self, n: int, modality: str, value) -> dict[str, np.ndarray]:
-        """E[x_m | z] for every modality, z drawn n times from q(z | x_modality = value): generation from one class of a
-        categorical modality (its code as the data gave it, e.g. a digit's label), the other modalities unseen."""
+    def sample_class(self, n: int, modality: str, value: int | float | str) -> dict[str, np.ndarray]:
+        """Generation from one class of a categorical modality, the other modalities unseen.
+
+        Args:
+            n: draws of z ~ q(z | x_modality = value).
+            modality: a categorical modality.
+            value: its class as the data gave it (e.g. a digit's label).
+
+        Returns:
+            {modality: [n, ...]}: E[x_m | z] for every modality, in the data's units.
+
+        Raises:
+            InfinimodalError: an unknown or non-categorical modality.
+        """
         if modality not in self.names:
             raise InfinimodalError(f"unknown modality {modality!r}: this model has {', '.join(self.names)}")
         spec = self.modalities[self.names.index(modality)]
@@ -518,11 +645,19 @@ class MultimodalVAE:
             {k: v.numpy() for k, v in self.module.decode_mean(self.module.latent.rsample(q)).items()}
         )
 
-    def explain(self, arrays, max_rows: int = EXPLAIN_ROWS, source: str = "the input") -> dict:
-        """What each latent dimension does on these rows (held-out rows: a data set's test split), in index order: its
-        KL, the variance it explains in each modality, each feature's change as it moves (in the data's units), whether
-        it is shared or private, and its associations with the covariates, labels and categorical columns
-        (`infinimodal.evaluation.explain`; a JSON-ready dict)."""
+    def explain(self, arrays: UserRows, max_rows: int = EXPLAIN_ROWS, source: str = "the input") -> dict:
+        """What each latent dimension does on these rows, in index order (`infinimodal.evaluation.explain`).
+
+        Args:
+            arrays: the rows (held-out rows: a data set's test split).
+            max_rows: rows used at most.
+            source: how error messages name the input.
+
+        Returns:
+            A JSON-ready dict: per dimension its KL, the variance it explains in each modality, each feature's change
+            as it moves (in the data's units), whether it is shared or private, and its associations with the
+            covariates, labels and categorical columns.
+        """
         split = self.as_split(arrays, source)
         variables = explanation_variables(self.modalities, split, self.covariates)
         return explain_dimensions(
@@ -531,20 +666,41 @@ class MultimodalVAE:
 
     # --- clinical uses: deviation scores and synthetic cohorts -----------------------------------------------
 
-    def score(self, arrays, reference: Split, samples: int = 50, source: str = "the input") -> dict[str, np.ndarray]:
-        """How atypical each row is for the population `reference` (rows of the data the model was trained on, e.g. its
-        validation split) comes from: `score` and its parts, one value per row in input order (`infinimodal.deviation`)."""
+    def score(
+        self, arrays: UserRows, reference: Split, samples: int = 50, source: str = "the input"
+    ) -> dict[str, np.ndarray]:
+        """How atypical each row is for the population `reference` comes from (`infinimodal.deviation`).
+
+        Args:
+            arrays: the rows to score (DataFrames of a table model give a DataFrame keyed by ID).
+            reference: rows of the population the model was trained on (e.g. its validation split).
+            samples: posterior draws per row.
+            source: how error messages name the input.
+
+        Returns:
+            `score` and its parts, {column: [rows]} in input order.
+        """
         tables = self._frames(arrays, source)
         if tables is not None:
             return keyed(tables, self.score(tables.arrays, reference, samples, source))
         return self.score_with_maps(arrays, reference, samples, source)[0]
 
     def score_with_maps(
-        self, arrays, reference: Split, samples: int = 50, source: str = "the input"
+        self, arrays: UserRows, reference: Split, samples: int = 50, source: str = "the input"
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """(`score`'s columns, the rows' per-feature deviation z-maps {modality: [rows, features]}): each observed
-        feature minus the model's prediction of it from the row's other modalities (and covariates), in reference
-        SDs of that residual (`infinimodal.feature_deviation`)."""
+        """`score`'s columns and the rows' per-feature deviation z-maps.
+
+        Args:
+            arrays: the rows to score.
+            reference: rows of the population the model was trained on.
+            samples: posterior draws per row.
+            source: how error messages name the input.
+
+        Returns:
+            (`score`'s columns, {modality: [rows, features]}): each observed feature minus the model's prediction of
+            it from the row's other modalities (and covariates), in reference SDs of that residual
+            (`infinimodal.feature_deviation`).
+        """
         split = self.as_split(arrays, source)
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -560,10 +716,22 @@ class MultimodalVAE:
         seed: int = 0,
         at: dict[str, str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """n synthetic subjects with every modality, drawn from the likelihoods, in the data's units (`infinimodal.synthesis`);
-        source "aggregate" draws latent codes from the posteriors of `data`'s training rows. A model conditioned on
-        covariates gives each subject the covariates of a random training subject, with those named in `at` set
-        ({"site": "A"}), returned as `COVARIATES` (encoded; `self.covariates.decode` gives their values)."""
+        """n synthetic subjects with every modality, drawn from the likelihoods, in the data's units (`infinimodal.synthesis`).
+
+        Args:
+            n: subjects.
+            source: where latent codes come from: `prior`, or `aggregate` (the posteriors of `data`'s training rows).
+            data: the training data (needed for `aggregate` and for a model with covariates).
+            seed: the draws' seed.
+            at: covariate values every subject gets ({"site": "A"}); the others come from a random training subject.
+
+        Returns:
+            {modality: [n, ...]}, and for a model with covariates `COVARIATES` (encoded; `self.covariates.decode`
+            gives their values).
+
+        Raises:
+            InfinimodalError: an unknown source, missing training data, or covariates for a model without them.
+        """
         if source not in SOURCES:
             raise InfinimodalError(f"unknown source {source!r}: choose {' or '.join(SOURCES)}")
         if (source == "aggregate" or self.covariates is not None) and data is None:
@@ -588,8 +756,17 @@ class MultimodalVAE:
         )
 
     def synthesis_report(self, synthetic: dict[str, np.ndarray], data: MultimodalData, seed: int = 0) -> dict:
-        """Privacy, fidelity and utility of synthetic rows (as `synthesize` returns them) against `data`'s training and
-        held-out rows (`infinimodal.evaluation.privacy`)."""
+        """Privacy, fidelity and utility of synthetic rows against `data` (`infinimodal.evaluation.privacy`).
+
+        Args:
+            synthetic: the synthetic rows, as `synthesize` returns them.
+            data: the training data (the rows a copier would copy) and its held-out rows.
+            seed: the seed of the privacy, fidelity and utility checks' draws.
+
+        Returns:
+            A JSON-ready dict: `privacy` (distances to the training rows against held-out rows, with the memorisation
+            verdict that a planted copier fails), `fidelity`, `utility` and a one-line `verdict`.
+        """
         model_units = {
             name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
             if name in self.standardization
@@ -609,10 +786,28 @@ class MultimodalVAE:
         seed: int = 0,
         baselines: bool = True,
     ) -> dict:
-        """The metrics of `infinimodal.evaluation.metrics` on `data.test` (coherence when labelled and multimodal).
+        """The metrics of `infinimodal.evaluation.metrics` on `data.test`, as eval.json holds them.
+
         Standardised modalities are scored in standardised units (eval.json's `standardized_modalities`).
-        Deterministic: the metrics draw from torch's generator seeded with `seed` (after the coherence classifiers
-        are loaded or trained, so a cached classifier gives the same figures as a fresh one)."""
+        Deterministic: the metrics draw from torch's generator seeded with `seed` (after the coherence classifiers are
+        loaded or trained, so a cached classifier gives the same figures as a fresh one).
+
+        Args:
+            data: the data set the model was trained on (its test split is scored).
+            iw_samples: importance samples for log p(x).
+            max_test: score the first rows of the test split only.
+            coherence: whether coherence is measured (labelled multimodal data; trains or loads classifiers).
+            progress: whether progress bars are shown.
+            seed: the seed of every draw.
+            baselines: whether the tuned imputation and prediction baselines (`evaluate --no-baselines`: the
+                training mean only) are fitted beside the model.
+
+        Returns:
+            {metric: value}: `infinimodal.evaluation.catalogue` declares each.
+
+        Raises:
+            InfinimodalError: data standardised otherwise than the model's training data.
+        """
         if self.standardization != data.standardization:
             raise InfinimodalError(
                 "the data are standardised differently from the data this model was trained on "
@@ -639,7 +834,15 @@ class MultimodalVAE:
     # --- files ------------------------------------------------------------------------------------------
 
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`."""
+        """Write config.json (model settings and modalities) and model.ckpt (weights) into `directory`.
+
+        Args:
+            directory: the run directory (created if needed).
+            extra: entries added to config.json.
+
+        Returns:
+            The directory.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         record = (
@@ -659,8 +862,19 @@ class MultimodalVAE:
 
     @classmethod
     def load(cls, directory: str | Path, modalities: Sequence[Modality] | None = None) -> "MultimodalVAE":
-        """Rebuild a saved model. Models with custom networks need the same `modalities` passed again; the loaded
-        model holds copies of their networks, so the modules passed in (and models built on them) are untouched."""
+        """Rebuild a saved model; nothing in the directory can run code (JSON and tensors only).
+
+        Args:
+            directory: a run directory (config.json and model.ckpt).
+            modalities: for models with custom networks, the same modalities again. The loaded model holds copies of
+                their networks, so the modules passed in (and models built on them) are untouched.
+
+        Returns:
+            The model with its saved weights, standardisation and covariates.
+
+        Raises:
+            InfinimodalError: a missing file, malformed settings, or modalities that differ from the saved ones.
+        """
         run = Path(directory)
         for name in ("config.json", "model.ckpt"):
             if not (run / name).is_file():

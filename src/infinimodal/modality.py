@@ -17,16 +17,18 @@ from .tabular import TableLikelihood
 class Modality:
     """One kind of measurement of the subjects.
 
-    shape: of one observation, e.g. (784,) for a flat image, (3, 28, 28) for an RGB image (the default
-        networks are then a small CNN), (20,) for 20 tabular features, (C,) one-hot for a categorical.
-    likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`, or gaussian:S / laplace:S for a fixed scale S.
-    classes: for a categorical modality, the value each one-hot position stands for (the codes or names a data file
-        used; None: 0..C-1), so that predictions come back as the user's values.
-    columns: for a table modality (likelihood "table"), its columns, each with its own likelihood
-        (`infinimodal.columns`); the shape is then the sum of their widths.
-    encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
-    decoder: optional module mapping the latent code [n, d] to likelihood parameters with
-        n_params * prod(shape) values per row (any shape that reshapes to [n, n_params, *shape]).
+    Args:
+        name: the modality's name (a table's name, "image", "label", ...).
+        shape: of one observation, e.g. (784,) for a flat image, (3, 28, 28) for an RGB image (the default networks are
+            then a small CNN), (20,) for 20 tabular features, (C,) one-hot for a categorical.
+        likelihood: one of `infinimodal.likelihoods.LIKELIHOODS`, or gaussian:S / laplace:S for a fixed scale S.
+        classes: for a categorical modality, the value each one-hot position stands for (the codes or names a data file
+            used; None: 0..C-1), so that predictions come back as the user's values.
+        columns: for a table modality (likelihood "table"), its columns, each with its own likelihood
+            (`infinimodal.columns`); the shape is then the sum of their widths.
+        encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
+        decoder: optional module mapping the latent code [n, d] to likelihood parameters with n_params * prod(shape)
+            values per row (any shape that reshapes to [n, n_params, *shape]).
     """
 
     name: str
@@ -75,8 +77,12 @@ class Modality:
             raise ValueError(f"modality {self.name!r}: a table modality's classes belong to its categorical columns")
 
     def observation_model(self) -> Likelihood:
-        """A new likelihood module for this modality: its columns' (`infinimodal.tabular.TableLikelihood`) for a table,
-        else the one its likelihood names."""
+        """A new likelihood module for this modality.
+
+        Returns:
+            Its columns' likelihood (`infinimodal.tabular.TableLikelihood`) for a table, else the one its likelihood
+            names.
+        """
         return TableLikelihood(self.columns) if self.columns is not None else self.law.build(self.shape)
 
     @property
@@ -121,14 +127,27 @@ class Modality:
         return self.encoder is not None or self.decoder is not None
 
     def signature(self) -> tuple:
-        """What data must agree on with a model: name, shape, likelihood and columns (not the networks)."""
+        """What data must agree on with a model (not the networks).
+
+        Returns:
+            (name, shape, likelihood, columns).
+        """
         return self.name, self.shape, self.likelihood, self.columns
 
     def with_copied_networks(self) -> "Modality":
-        """The same modality with deep copies of its custom encoder and decoder (None stays None)."""
+        """The same modality with deep copies of its custom encoder and decoder.
+
+        Returns:
+            A new `Modality` (None networks stay None).
+        """
         return dataclasses.replace(self, encoder=copy.deepcopy(self.encoder), decoder=copy.deepcopy(self.decoder))
 
     def to_dict(self) -> dict:
+        """The modality as config.json records it (its networks only as `custom_networks`).
+
+        Returns:
+            A JSON-ready dict.
+        """
         record = {
             "name": self.name,
             "shape": list(self.shape),
@@ -145,6 +164,14 @@ class Modality:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Modality":
+        """The modality a config.json record describes (`to_dict`'s inverse, without custom networks).
+
+        Args:
+            values: the record.
+
+        Returns:
+            The `Modality`.
+        """
         classes, columns = values.get("classes"), values.get("columns")
         return cls(
             values["name"],

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, p
 
 
 def load_dataset(
-    spec,
+    spec: str | dict[str, Any],
     data_dir: str | None = None,
     binarize: str = "dynamic",
     likelihoods: dict[str, str] | None = None,
@@ -157,6 +157,13 @@ def load_dataset(
     if isinstance(spec, str) and spec.partition(":")[0] in TABLE_BUILTINS:
         name, _, options = spec.partition(":")
         spec = str(TABLE_BUILTINS[name](options))
+    if not isinstance(spec, str) and not (isinstance(spec, dict) and is_table_spec(spec)):
+        kinds = sorted({type(v).__name__ for v in spec.values()}) if isinstance(spec, dict) else [type(spec).__name__]
+        raise DataError(
+            f"a data set is a spec (a name, a file, a folder of tables) or {{modality: pandas DataFrame indexed by "
+            f"subject ID}}; got {'a dict of ' if isinstance(spec, dict) else ''}{', '.join(kinds)} (arrays of a "
+            "trained model's modalities go to its methods: embed, impute, ...)"
+        )
     if covariates and not is_table_spec(spec):
         raise DataError(
             f"--covariates {','.join(covariates)}: covariates are columns of tables (--data DIR); {spec} is not"
@@ -165,6 +172,7 @@ def load_dataset(
         data = tables_dataset(spec, id_column, likelihoods, seed=seed, covariates=covariates)
         data.validate()
         return standardize_data(data, scale=standardize)
+    assert isinstance(spec, str)  # a dict of DataFrames is a table spec; anything else was refused above
     if Path(spec).suffix in SUFFIXES:
         data = file_dataset(spec, {k: v for k, v in (likelihoods or {}).items() if k != "*"}, seed=seed)
     else:

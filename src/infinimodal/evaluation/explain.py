@@ -183,12 +183,24 @@ def explain(
     variables: dict[str, np.ndarray] | None = None,
     max_rows: int = MAX_ROWS,
 ) -> dict:
-    """The explanation of every dimension on the rows of `split` (the first `max_rows`), as a JSON-ready dict (module
-    docstring): `dimensions` (one record per dimension, in index order), `used`, `kl`, `kl_share`, `kl_by_modality`,
-    `variance_explained` and `variance_explained_leave_one_out` ({modality: [R^2 per dimension]}),
-    `variance_explained_total`, `variance_explained_measure`, `feature_effects` ({modality: {"features": names,
-    "effects": [[per feature] per dimension]}}) and `associations` with `variables` ({name: a value per row}).
-    `feature_names`: a name per feature of each modality."""
+    """The explanation of every dimension on the rows of `split`, as a JSON-ready dict (the module docstring).
+
+    Args:
+        module: the trained model.
+        split: held-out rows (the first `max_rows` are used).
+        feature_names: a name per feature of each modality.
+        to_user_units: maps model-space values to the data's units (`MultimodalVAE.to_user_units`), so that feature
+            effects read in the data's units.
+        variables: {name: a value per row} whose associations with each dimension are measured (covariates, labels,
+            categorical columns).
+        max_rows: rows used at most.
+
+    Returns:
+        `dimensions` (one record per dimension, in index order), `used`, `kl`, `kl_share`, `kl_by_modality`,
+        `variance_explained` and `variance_explained_leave_one_out` ({modality: [R^2 per dimension]}),
+        `variance_explained_total`, `variance_explained_measure`, `feature_effects` ({modality: {"features": names,
+        "effects": [[per feature] per dimension]}}) and `associations` with `variables`.
+    """
     split = split.take(slice(0, max_rows)) if len(split) > max_rows else split
     variables = {name: np.asarray(values)[: len(split)] for name, values in (variables or {}).items()}
     module.eval()
