@@ -53,7 +53,7 @@ from infinimodal.config import DEFAULT_AGGREGATOR, DEFAULT_LATENT  # noqa: E402
 from infinimodal.latents import LATENT_FAMILIES  # noqa: E402
 from infinimodal.modality import Modality  # noqa: E402
 
-from infinimodal.train.plan import arguments_unchecked, fused_adam_supported  # noqa: E402  (the step as training runs it)
+from infinimodal.train.plan import fused_adam_supported, training_step_context  # noqa: E402  (the step as training runs it)
 
 FUSED_ADAM = fused_adam_supported(torch.device("cpu"))
 
@@ -88,7 +88,7 @@ class Trainer:
     def step(self) -> float:
         started = time.perf_counter()
         self.optimiser.zero_grad()
-        with arguments_unchecked():  # as training_step
+        with training_step_context():  # as training_step
             loss = self.forward(self.data, self.mask).loss
         loss.backward()
         self.optimiser.step()

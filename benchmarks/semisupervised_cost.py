@@ -23,7 +23,7 @@ from infinimodal.latents import build_latent
 from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
 from infinimodal.semisupervised import TrainingObjective
-from infinimodal.train.plan import arguments_unchecked
+from infinimodal.train.plan import training_step_context
 
 #: setting -> (information weights, smoothness weights, labelled rows added to the batch by --oversample), each
 #: beside the prediction term
@@ -62,7 +62,7 @@ def step_ms(modelled: tuple[MultimodalModule, TrainingObjective], data, mask, st
     for i in range(steps + 2):
         started = time.perf_counter()
         optimiser.zero_grad()
-        with arguments_unchecked():  # as training_step
+        with training_step_context():  # as training_step
             loss = objective(module, data, mask).loss
         loss.backward()
         optimiser.step()

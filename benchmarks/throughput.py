@@ -31,7 +31,7 @@ from infinimodal.aggregators import build_aggregator
 from infinimodal.latents import LATENT_FAMILIES, Kumaraswamy, build_latent
 from infinimodal.modality import Modality
 from infinimodal.model import MultimodalModule
-from infinimodal.train.plan import arguments_unchecked
+from infinimodal.train.plan import training_step_context
 
 
 #: Aggregators with settings other than their defaults, by the name the benchmarks give them
@@ -66,7 +66,7 @@ def step_times(model, data, mask, steps: int, autocast: bool = False) -> list[fl
         started = time.perf_counter()
         optimiser.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            with arguments_unchecked():  # as training_step
+            with training_step_context():  # as training_step
                 loss = model(data, mask).loss
         loss.backward()
         optimiser.step()

@@ -671,3 +671,30 @@ def test_the_factor_alignment_benchmark_counts_found_and_one_to_one_factors(tmp_
     run = result["settings"]["sticks"]["runs"]["0"]
     assert run["factors"] == 6 and 0 <= run["one_to_one"] <= run["found"] <= 6
     assert json.loads((tmp_path / "a.json").read_text()) == result
+
+
+def test_the_step_benchmarks_time_the_step_as_training_runs_it():
+    """throughput.py and scaling.py time the objective in the training step's context: argument checks off and the
+    sticks' Beta KL in float32 (before, they timed float64 KLs, overstating the stick families' cost)."""
+    import torch
+    from torch import nn
+    from torch.distributions import Distribution
+
+    from infinimodal.latents import beta
+
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, data, mask):
+            seen.append((beta._float32_kl, Distribution._validate_args))
+            return type("Out", (), {"loss": self.w.sum()})()
+
+    throughput, scaling = load_script("throughput"), load_script("scaling")
+    throughput.step_times(Recorder(), {}, torch.ones(1, 1, dtype=torch.bool), steps=1)
+    scaling.Trainer(Recorder(), {}, torch.ones(1, 1, dtype=torch.bool)).step()
+    assert seen and all(flags == (True, False) for flags in seen), seen
+    assert (beta._float32_kl, Distribution._validate_args) != (True, False)  # restored after each step

@@ -62,7 +62,7 @@ class TrainingPlan(L.LightningModule):
         progress = self.warmup_progress()
         self.model.warm_up(progress)  # a prior with a warm-up schedule (the gated family's sticks) follows it
         weight = self.final_kl_weight * progress
-        with arguments_unchecked(), float32_beta_kl():
+        with training_step_context():
             out = self.objective(self.model, batch["data"], batch["mask"], kl_weight=weight, warm_up=progress)
         self.last_output, self.last_batch, self.last_kl_weight = out, batch, weight
         n = batch["mask"].shape[0]
@@ -226,6 +226,15 @@ def arguments_unchecked():
         yield
     finally:
         Distribution.set_default_validate_args(checked)
+
+
+@contextmanager
+def training_step_context():
+    """What a training step's objective runs in: argument checks off (`arguments_unchecked`) and the sticks' Beta KL in
+    float32 where that is exact enough (`latents.beta.float32_beta_kl`). The training plan and the benchmarks that time
+    a step (benchmarks/throughput.py, scaling.py) enter this one context, so that they time the step training runs."""
+    with arguments_unchecked(), float32_beta_kl():
+        yield
 
 
 def non_finite_terms(out, model: MultimodalModule, batch: dict) -> str:
