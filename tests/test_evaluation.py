@@ -128,3 +128,18 @@ def test_every_declared_metric_names_the_function_that_computes_it():
         catalogue.direction("imputation_mse / mri / model") == -1
         and catalogue.direction("imputation_mse / mri / ridge") == 0
     )
+
+
+def test_a_coherence_classifier_without_validation_rows_says_it_kept_the_last_epoch():
+    data = load_dataset("synthetic:modalities=2,shared=2,private=1,features=5,n=300")
+    data.valid.mask[:, 0] = False  # no validation row observes x0: no epoch can be chosen on validation rows
+    with pytest.warns(UserWarning, match="no validation row observes x0; .* keeps the last of 2 epochs"):
+        trained = classifier_module.train_classifier(data, 0, epochs=2, progress=False)
+    assert 0 <= trained.test_accuracy <= 1
+
+
+def test_coherence_refuses_data_without_validation_labels_by_name():
+    data = load_dataset("synthetic:modalities=2,shared=2,private=1,features=5,n=300")
+    data.valid.labels = None
+    with pytest.raises(ValueError, match="coherence needs labels; its valid rows have none"):
+        classifier_module.train_classifier(data, 0, epochs=1, progress=False)

@@ -663,3 +663,12 @@ def test_the_report_summary_names_the_best_classifier_fitted_on_the_labels_alone
         "<td>best classifier of label fitted on its labelled rows alone</td><td>14.00 % (logistic from mri alone, 120 labelled "
         "training rows"
     ) in page
+
+
+def test_labels_as_a_modality_need_labels_on_every_split_and_say_which_lack_them():
+    from infinimodal.data.labels import add_label_modality
+
+    data = load_dataset("synthetic:modalities=2,shared=2,private=1,features=5,n=300")
+    data.test.labels = None
+    with pytest.raises(DataError, match="its test rows have no labels to turn into a modality"):
+        add_label_modality(data, 0.1)

@@ -11,6 +11,7 @@ cached under `$INFINIMODAL_CACHE/classifiers/<data fingerprint>/`, with its test
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,15 +56,19 @@ def _observed(split: Split, m: int, name: str, binarize: bool) -> tuple[torch.Te
 
 
 def _accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The share of rows classified right; NaN for no rows."""
+    if not len(y):
+        return float("nan")
     net.eval()
     with torch.no_grad():
         pred = torch.cat([net(x[i : i + 1000]).argmax(-1) for i in range(0, len(x), 1000)])
-    return float((pred == y).float().mean()) if len(y) else float("nan")
+    return float((pred == y).float().mean())
 
 
 def _train_and_test_labels(data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
-    if data.train.labels is None or data.test.labels is None:
-        raise ValueError(f"{data.source}: coherence needs labels")
+    unlabelled = [name for name in ("train", "valid", "test") if data.split(name).labels is None]
+    if unlabelled:
+        raise ValueError(f"{data.source}: coherence needs labels; its {' and '.join(unlabelled)} rows have none")
     return data.train.labels, data.test.labels
 
 
@@ -95,8 +100,14 @@ def train_classifier(
         accuracy = _accuracy(net, xv, yv)
         if accuracy > best:
             best, best_state = accuracy, {k: v.clone() for k, v in net.state_dict().items()}
-    if best_state is not None:  # None: no validation row to choose an epoch by (accuracy NaN); the last one stays
+    if best_state is not None:
         net.load_state_dict(best_state)
+    else:  # no validation row observes the modality (accuracy NaN): no epoch can be chosen, and the user is told
+        warnings.warn(
+            f"{data.source}: no validation row observes {modality.name}; its coherence classifier keeps the last of "
+            f"{epochs} epochs instead of the best on validation rows",
+            stacklevel=2,
+        )
     xt, yt = _observed(data.test, m, modality.name, False)
     return ModalityClassifier(modality.name, net, _accuracy(net, xt, yt))
 
