@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def _train_and_test_labels(data: MultimodalData) -> tuple[np.ndarray, np.ndarray
     unlabelled = [name for name in ("train", "valid", "test") if data.split(name).labels is None]
     if unlabelled:
         raise ValueError(f"{data.source}: coherence needs labels; its {' and '.join(unlabelled)} rows have none")
-    return data.train.labels, data.test.labels
+    return cast(np.ndarray, data.train.labels), cast(np.ndarray, data.test.labels)  # (checked above)
 
 
 def train_classifier(
