@@ -246,9 +246,9 @@ class _TrainConfigMethods:
 
 
 if TYPE_CHECKING:
-
-    class TrainConfig(_TrainConfigMethods, ModelConfig):
-        pass
+    # the run options' fields typed as declared (the generated component options stay ModelConfig's Any)
+    class TrainConfig(_TrainConfigMethods, ModelConfig, DataOptions, TrainingOptions):
+        def __init__(self, **values: Any) -> None: ...
 
 else:
     TrainConfig = make_dataclass(
