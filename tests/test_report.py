@@ -546,3 +546,11 @@ def test_pages_render_in_headless_chromium(which, image_run, gaussian_run, tmp_p
     assert (
         pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 100
     )  # not blank: text, figures, colour
+
+
+def test_an_image_grid_of_a_modality_that_is_not_an_image_is_refused_by_name(tmp_path):
+    from infinimodal.evaluation.plots import image_grid_figure
+    from infinimodal.modality import Modality
+
+    with pytest.raises(ValueError, match="'clinical' is not an image modality"):
+        image_grid_figure(Modality("clinical", (5,), "gaussian"), np.zeros((4, 5)), tmp_path / "grid.png")

@@ -200,7 +200,8 @@ def image_grid_figure(
 ) -> Path:
     """Many samples of one image modality as a grid, `columns` per row."""
     images = as_images(modality, values)
-    assert images is not None  # callers draw image modalities only (`is_image`)
+    if images is None:
+        raise ValueError(f"modality {modality.name!r} is not an image modality: its samples cannot be drawn as a grid")
     rows = math.ceil(len(images) / columns)
     padded = np.full((rows * columns, *images.shape[1:]), np.nan)
     padded[: len(images)] = images
