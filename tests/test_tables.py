@@ -136,6 +136,7 @@ def test_a_folder_of_tables_is_joined_on_the_id_with_types_inferred(tmp_path):
     frames = write_cohort(tmp_path / "tables")
     data = load_dataset(str(tmp_path / "tables"))
     assert data.names == ["clinical", "mri", "pet"]
+    assert load_dataset(tmp_path / "tables").names == data.names  # a pathlib.Path reads the same folder
     clinical = data.modalities[0]
     assert [(c.name, c.family) for c in clinical.columns] == [
         ("sex", "categorical"),

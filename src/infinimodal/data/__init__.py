@@ -23,6 +23,7 @@ training rows and for no test row (`infinimodal.data.labels`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,7 +120,7 @@ def builtin_dataset(spec: str, data_dir: str | None, binarize: str, seed: int, p
 
 
 def load_dataset(
-    spec: str | dict[str, Any],
+    spec: str | os.PathLike[str] | dict[str, Any],
     data_dir: str | None = None,
     binarize: str = "dynamic",
     likelihoods: dict[str, str] | None = None,
@@ -133,12 +134,13 @@ def load_dataset(
 
     Args:
         spec: a built-in data set (`mnist`, `cohort:n=3000`, ...: the module docstring lists them), a .npz or .h5mu
-            file, a folder of subject-keyed tables or `name=FILE,name=FILE`, or from Python a dict
-            {modality: pandas DataFrame indexed by subject ID}.
+            file, a folder of subject-keyed tables or `name=FILE,name=FILE` (a string or a path), or from Python a
+            dict {modality: pandas DataFrame indexed by subject ID}.
         data_dir: where the MNIST IDX files are (default: search `$INFINIMODAL_DATA`, then `~/.cache/infinimodal`).
         binarize: MNIST's training binarisation, `dynamic` (a fresh draw each epoch) or `static`.
-        likelihoods: {modality: likelihood} overriding what was inferred (`gaussian:0.1` fixes a scale; `*` means every
-            modality).
+        likelihoods: overrides of what was inferred: for files and built-in sets {modality: likelihood}
+            (`gaussian:0.1` fixes a scale; `*` means every modality); for tables {table.column: family}, one column
+            at a time.
         seed: the seed of the data set's construction or split (PolyMNIST textures and pairings, Noisy-MNIST angles
             and noise, a file's split).
         progress: whether building a cached image data set (PolyMNIST, Noisy-MNIST) says so once.
@@ -154,6 +156,8 @@ def load_dataset(
     Raises:
         DataError: a file, table, column or value that cannot be read, naming the modality, the file and the problem.
     """
+    if isinstance(spec, os.PathLike):  # a pathlib.Path of a file or a folder of tables
+        spec = os.fspath(spec)
     if isinstance(spec, str) and spec.partition(":")[0] in TABLE_BUILTINS:
         name, _, options = spec.partition(":")
         spec = str(TABLE_BUILTINS[name](options))
