@@ -60,7 +60,9 @@ def _undocumented_parameters(name: str, obj) -> list[str]:
     doc = inspect.getdoc(obj) or ""
     signature = inspect.signature(function)
     parameters = [p for p in signature.parameters if p not in ("self", "cls")]
-    args = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+    args = (
+        re.split(r"^\s*(?:Returns|Raises|Yields):", doc.split("Args:", 1)[1], flags=re.M)[0] if "Args:" in doc else ""
+    )
     missing = [
         f"{name}: parameter {p}" for p in parameters if not re.search(rf"^\s+\**{re.escape(p)}( \(.*\))?:", args, re.M)
     ]
@@ -77,16 +79,6 @@ def test_the_public_python_api_documents_every_parameter_and_return_value():
     assert len(objects) > 20
     missing = [gap for name, obj in objects.items() for gap in _undocumented_parameters(name, obj)]
     assert not missing, "\n".join(missing)
-
-
-def test_fit_documents_every_training_option():
-    from dataclasses import fields
-
-    from infinimodal.api import MultimodalVAE
-    from infinimodal.options import TrainingOptions
-
-    options = MultimodalVAE.fit.__doc__.split("**options:", 1)[1].split("Returns:", 1)[0]
-    assert [f.name for f in fields(TrainingOptions) if not re.search(rf"\b{f.name}\b", options)] == []
 
 
 def test_the_readme_python_quickstart_runs(tmp_path, monkeypatch):

@@ -118,6 +118,7 @@ class MultimodalVAE:
 
     @property
     def names(self) -> list[str]:
+        """The modalities' names, in the model's order."""
         return [m.name for m in self.modalities]
 
     # --- training --------------------------------------------------------------------------------------
@@ -185,17 +186,17 @@ class MultimodalVAE:
             progress: whether Lightning shows progress bars.
             callbacks: extra Lightning callbacks (their `pl_module.model` is this model's module).
             resume: continue `out_dir`'s run from its last.ckpt (`infinimodal.train`).
-            **options: any field of `infinimodal.options.TrainingOptions`, each documented there and by
-                `infinimodal train --help`: epochs, batch_size, lr, kl_warmup, kl_weight, seed, precision,
-                accelerator, devices, strategy, grad_clip, weights, predict, infomax, vat, vat_radius, oversample,
-                order_dimensions, cell_dropout. For example `vae.fit(data, epochs=50, predict={"label": 10})`.
+            **options: any field of `infinimodal.options.TrainingOptions`, where each is declared with its default
+                and help (the training flags of `infinimodal train --help` and of the command-line reference are the
+                same fields). For example `vae.fit(data, epochs=50, predict={"label": 10})`.
 
         Returns:
             This model, trained.
 
         Raises:
-            InfinimodalError: options that do not fit the model or the data, or data whose modalities differ from the
-                model's.
+            TypeError: a keyword that is not a training option.
+            InfinimodalError: options that do not fit the model or the data, data whose modalities differ from the
+                model's, or data standardised with other statistics than the model's.
             TrainingInterrupted: on SIGTERM (resume with `resume=True`).
         """
         settings = TrainingOptions.from_keywords(options)
@@ -361,11 +362,16 @@ class MultimodalVAE:
         Args:
             arrays: the rows (as `as_split` reads them; DataFrames of a table model give a DataFrame keyed by ID).
             given: use only these modalities (default: every observed one).
-            decoder_space: give what the decoder reads (the gated code E[g r], logit E[v], ...) instead of the
-                representation (E[pi] for stick families, E[z] for Gaussians).
+            decoder_space: give what the decoder reads instead of the representation: for the stick families logit
+                E[v] (or pi / log pi at E[v], as the family's decoder input says) instead of E[pi]; for the gated family
+                and the Gaussian both are the same (E[g r], E[z]).
 
         Returns:
             [rows, dimensions], in the rows' order.
+
+        Raises:
+            InfinimodalError: a name in `given` that is not a modality of the model.
+            DataError: rows that cannot be read, or that have none of the `given` modalities observed.
         """
         tables = self._frames(arrays, "the input")
         if tables is not None:
@@ -589,7 +595,8 @@ class MultimodalVAE:
                 one per draw; `CovariateEncoding`); rows of `arrays` are decoded at their own.
 
         Returns:
-            {modality: [n, ...]} in the data's units.
+            {modality: [rows, ...]} in the data's units: n rows from the prior, or with `arrays` its first n rows (all
+            of them when it has fewer).
         """
         if arrays is None:
             at = (
@@ -761,11 +768,13 @@ class MultimodalVAE:
         Args:
             synthetic: the synthetic rows, as `synthesize` returns them.
             data: the training data (the rows a copier would copy) and its held-out rows.
-            seed: the seed of the privacy, fidelity and utility checks' draws.
+            seed: the seed of the privacy and fidelity checks' draws.
 
         Returns:
-            A JSON-ready dict: `privacy` (distances to the training rows against held-out rows, with the memorisation
-            verdict that a planted copier fails), `fidelity`, `utility` and a one-line `verdict`.
+            A JSON-ready dict: the row counts; `privacy` (distances to the training rows against held-out rows; with
+            missing modalities also `privacy_by_modality`); `memorisation` (what copies training rows, which a
+            planted copier fails); a one-line `verdict`; `warnings`; `values_unlike_the_data`; and, where there
+            are training and held-out rows with every modality, `fidelity` and `utility`.
         """
         model_units = {
             name: standardize_values(self.standardization[name], values, np.ones(len(values), dtype=bool))
@@ -794,7 +803,7 @@ class MultimodalVAE:
 
         Args:
             data: the data set the model was trained on (its test split is scored).
-            iw_samples: importance samples for log p(x).
+            iw_samples: importance samples for log p(x), and the draws of the weighted imputation.
             max_test: score the first rows of the test split only.
             coherence: whether coherence is measured (labelled multimodal data; trains or loads classifiers).
             progress: whether progress bars are shown.

@@ -29,6 +29,9 @@ class Modality:
         encoder: optional module mapping a batch [n, *shape] to features [n, F] (F is found by a dry run).
         decoder: optional module mapping the latent code [n, d] to likelihood parameters with n_params * prod(shape)
             values per row (any shape that reshapes to [n, n_params, *shape]).
+
+    Raises:
+        ValueError: a name, shape, likelihood, class list or column list that does not describe a modality, naming it.
     """
 
     name: str

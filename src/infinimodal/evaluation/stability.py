@@ -114,6 +114,9 @@ def stability(codes: list[np.ndarray], explanations: list[dict]) -> dict:
         `runs`, `rows`, `dimensions` (per used dimension of the first run: its matches' |r|, whether it keeps its
         index, the agreement of its modality pattern and features), `subspace` (canonical correlations), `summary`
         (medians, the number reproduced, the order's rank correlation, each run's used dimensions) and `thresholds`.
+
+    Raises:
+        ValueError: fewer than two runs.
     """
     if len(codes) < 2:
         raise ValueError("stability needs two runs or more")
