@@ -12,9 +12,10 @@ prior's expected remaining stick (alpha / (1 + alpha))^k sets how fast unused di
 (docs/results.md sections 7 and 16, `kl_parts`, benchmarks/sticks.py), at the default alpha = 30 trained models leave
 the sticks at their prior (under 2 % of the KL): the order comes from the prior gates' shrinkage, the same for every
 row, not from sticks learned per row; at alpha = 5 they learn (3-13 % of the KL; subjects that need more dimensions
-open more gates), best with experts on the code (docs/design.md section 5; the remaining-stick gate plays the role of the
-IBP's gate probability prod_{j<=k} nu_j with nu_j = 1 - v_j ~ Beta(alpha, 1): Teh et al. 2007, Singh et al.
-2017). A dimension whose gate is closed has g_k at its prior too, so unused dimensions carry no KL.
+open more gates), best with experts on the code (docs/results.md section 16, "Do the sticks learn?"). The
+remaining-stick gate plays the role of the IBP's gate probability prod_{j<=k} nu_j with nu_j = 1 - v_j ~ Beta(alpha, 1)
+(Teh et al. 2007, Singh et al. 2017; docs/design.md section 5). A dimension whose gate is closed has g_k at its prior
+too, so unused dimensions carry no KL.
 
 Both factors keep exact products of experts: the values' precisions add (Gaussian experts, as in the
 `gaussian` family) and the sticks' evidence adds (Beta experts written as evidence, as in the `beta`
