@@ -674,14 +674,23 @@ def test_the_factor_alignment_benchmark_counts_found_and_one_to_one_factors(tmp_
 
 
 def test_the_step_benchmarks_time_the_step_as_training_runs_it():
-    """throughput.py and scaling.py time the objective in the training step's context: argument checks off and the
-    sticks' Beta KL in float32 (before, they timed float64 KLs, overstating the stick families' cost)."""
+    """throughput.py, scaling.py and semisupervised_cost.py time the objective in the training step's own context
+    (`training_step_context`, which the training plan enters): before, they timed float64 Beta KLs, overstating the
+    stick families' cost."""
     import torch
     from torch import nn
     from torch.distributions import Distribution
 
     from infinimodal.latents import beta
+    from infinimodal.train.plan import training_step_context
 
+    def flags():
+        return beta._float32_kl, Distribution._validate_args
+
+    with training_step_context():
+        expected = flags()
+    before = flags()
+    assert expected != before  # the context changes both flags, so the check below can tell
     seen = []
 
     class Recorder(nn.Module):
@@ -690,11 +699,22 @@ def test_the_step_benchmarks_time_the_step_as_training_runs_it():
             self.w = nn.Parameter(torch.ones(1))
 
         def forward(self, data, mask):
-            seen.append((beta._float32_kl, Distribution._validate_args))
+            seen.append(flags())
             return type("Out", (), {"loss": self.w.sum()})()
 
-    throughput, scaling = load_script("throughput"), load_script("scaling")
-    throughput.step_times(Recorder(), {}, torch.ones(1, 1, dtype=torch.bool), steps=1)
-    scaling.Trainer(Recorder(), {}, torch.ones(1, 1, dtype=torch.bool)).step()
-    assert seen and all(flags == (True, False) for flags in seen), seen
-    assert (beta._float32_kl, Distribution._validate_args) != (True, False)  # restored after each step
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    throughput, scaling, cost = load_script("throughput"), load_script("scaling"), load_script("semisupervised_cost")
+    throughput.step_times(Recorder(), {}, mask, steps=1)
+    scaling.Trainer(Recorder(), {}, mask).step()
+    recorder = Recorder()
+    cost.step_ms((recorder, lambda module, data, mask: module(data, mask)), {}, mask, steps=1)
+    assert len(seen) == 3 + 1 + 3 and all(flag == expected for flag in seen), seen
+    assert flags() == before  # both restored after each step
+
+
+def test_the_step_context_benchmark_times_each_family_in_both_contexts():
+    context = load_script("step_context")
+    result = context.main(["--steps", "1", "--rounds", "1"])
+    assert set(result["ms_per_step"]) == {f"{f}/{c}" for f in context.FAMILIES for c in context.CONTEXTS}
+    assert result["over_gaussian"]["gaussian/training_step"] == 1.0
+    assert all(value > 0 for value in result["training_step_speed_up"].values())

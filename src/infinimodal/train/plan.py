@@ -232,7 +232,8 @@ def arguments_unchecked():
 def training_step_context():
     """What a training step's objective runs in: argument checks off (`arguments_unchecked`) and the sticks' Beta KL in
     float32 where that is exact enough (`latents.beta.float32_beta_kl`). The training plan and the benchmarks that time
-    a step (benchmarks/throughput.py, scaling.py) enter this one context, so that they time the step training runs."""
+    a step (benchmarks/throughput.py, scaling.py, semisupervised_cost.py, step_context.py) enter this one context, so
+    that they time the step training runs."""
     with arguments_unchecked(), float32_beta_kl():
         yield
 
