@@ -16,6 +16,7 @@ from pathlib import Path
 from . import api
 from .commands import print_validation_errors
 from .evaluation.report import write_report
+from .latents.sticks import AUTO
 
 #: The demo's data: MNIST digits, and their label as a second modality observed for a tenth of the training rows.
 DEMO_LABELS = 0.1
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
 
 def latent_size(config) -> str:
     """How many dimensions the model has: a fixed D, or (`--truncation auto`, the default) the size training chooses."""
-    if config.truncation == "auto":
+    if config.truncation == AUTO:
         return f"dimensions sized during training, at most {config.latent_dim}"
     return f"D = {config.latent_dim} dimensions"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from typing import cast
 
 import lightning as L
 import torch
@@ -129,8 +130,9 @@ class TrainingPlan(L.LightningModule):
         """Stop on a non-finite loss or gradient, naming it; then clip. One host sync a step: the loss and the
         gradient norm come back together (a NaN loss is reported as the cause of its NaN gradients)."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
-        gradients = [p.grad for p in parameters if p.grad is not None]  # all of them (said again for the type checker)
-        norm = torch.nn.utils.get_total_norm(gradients) if parameters else torch.zeros(())
+        norm = (
+            torch.nn.utils.get_total_norm([cast(Tensor, p.grad) for p in parameters]) if parameters else torch.zeros(())
+        )
         loss, norm_value = torch.stack(
             [self.last_output.loss.detach().float(), norm.float().to(self.last_output.loss.device)]
         ).tolist()
