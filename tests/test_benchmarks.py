@@ -718,3 +718,21 @@ def test_the_step_context_benchmark_times_each_family_in_both_contexts():
     assert set(result["ms_per_step"]) == {f"{f}/{c}" for f in context.FAMILIES for c in context.CONTEXTS}
     assert result["over_gaussian"]["gaussian/training_step"] == 1.0
     assert all(value > 0 for value in result["training_step_speed_up"].values())
+
+
+def test_the_factor_extreme_benchmark_rescores_a_cohort_run_on_new_subjects(tmp_path, capsys):
+    from infinimodal.cli import main
+
+    out = tmp_path / "run"
+    command = ["train", "--data", "cohort:n=800", "--epochs", "2", "--latent-dim", "4", "--hidden", "8", "--quiet"]
+    assert main([*command, "--out", str(out)]) == 0
+    capsys.readouterr()
+    report = load_script("factor_extreme").main([str(out), "--test", "1200", "--samples", "4"])
+    (run,) = report["runs"]
+    assert (
+        report["test_rows"] == 1200 and run["extreme_subjects"]["all"] == 60
+    )  # a tenth atypical, half of them extreme
+    complete = run["complete"]
+    # the benchmark's own shrunk Mahalanobis distance ranks rows as the deviation score's latent part does
+    assert complete["latent"] == complete["latent_shrunk_covariance"]
+    assert all(0.0 <= value <= 1.0 for value in complete.values()) and run["factors_read_out_r2"] <= 1.0

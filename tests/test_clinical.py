@@ -530,6 +530,11 @@ def test_the_cohort_data_set_plants_its_atypical_subjects_in_the_test_rows_only(
     )  # standardised on the reference
     off = kinds == 1  # off the map: a few regions moved by 4 SD
     assert np.abs(data.test.arrays["mri"][off]).max(axis=1).min() > 2.5
+    # the truth holds each split's shared factors; the extreme subjects have one of them at exactly 4 SD
+    factors = data.truth["shared_factors"]
+    assert {k: v.shape for k, v in factors.items()} == {"train": (800, 4), "valid": (100, 4), "test": (100, 4)}
+    at_shift = np.isclose(np.abs(factors["test"]), 4.0).sum(axis=1)
+    assert (at_shift[kinds == 2] == 1).all() and (at_shift[kinds != 2] == 0).all()
     for bad, message in (
         ("cohort:foo=1", "cannot read 'foo=1'"),
         ("cohort:n=x", "n must be a number"),
@@ -634,3 +639,22 @@ def test_the_robust_centre_resists_outliers_and_falls_back_to_the_classical_one_
         np.linalg.pinv(small.precision), np.atleast_2d(np.cov(projected, rowvar=False)), atol=1e-10
     )
     assert np.isfinite(small.p_values(few)).all()
+
+
+def test_the_latent_centre_shrinks_a_covariance_estimated_from_few_rows():
+    """Fresh rows of the reference's own population have a mean squared Mahalanobis distance equal to the dimension
+    under the true covariance. Estimated from 30 rows in 20 dimensions, the inverse sample covariance inflates it about
+    3.6 times (d (n - 1) / (n - d - 2)); the shrunk one stays near it. With many rows the shrinkage vanishes and the
+    precision is the true covariance's inverse."""
+    from infinimodal.deviation import _mahalanobis, shrunk_centre
+
+    rng = np.random.default_rng(0)
+    few, fresh = rng.standard_normal((30, 20)), rng.standard_normal((5000, 20))
+    mean, precision = shrunk_centre(few)
+    np.testing.assert_allclose(mean, few.mean(0))
+    shrunk = np.mean(_mahalanobis(fresh, mean, precision) ** 2)
+    unshrunk = np.mean(_mahalanobis(fresh, mean, np.linalg.inv(np.cov(few, rowvar=False))) ** 2)
+    assert shrunk < 1.5 * 20 < 2.5 * 20 < unshrunk, (shrunk, unshrunk)
+    scales = np.array([3.0, 1.0, 0.1])
+    _, precision = shrunk_centre(rng.standard_normal((200_000, 3)) * scales)
+    np.testing.assert_allclose(precision * np.outer(scales, scales), np.eye(3), atol=0.02)

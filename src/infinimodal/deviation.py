@@ -10,8 +10,8 @@ reference population and asks how far each new subject lies from it. `deviation_
   through the row's own missingness pattern, `Reference`, empty cells of tables included). A subject whose measurements disagree with each other, off the map
   from latent factors to measurements, has a high value;
 - `latent_deviation`: how far the subject's posterior mean (the family's representation, given every observed
-  modality) lies from the reference rows' posterior means, as a Mahalanobis distance (centre and covariance from half
-  of the reference rows), standardised against the distances of the other half. A subject coherent in every measure but far out in the population has a high value;
+  modality) lies from the reference rows' posterior means, as a Mahalanobis distance (centre and Ledoit-Wolf shrunk
+  covariance from half of the reference rows, `shrunk_centre`), standardised against the distances of the other half. A subject coherent in every measure but far out in the population has a high value;
 - `reconstruction_<m>`: -log p(x_m | z from the row's own joint posterior), m included, standardised the same way:
   a shift in a modality's private variance, which the other modalities cannot predict, still shows here;
 - `latent_distance_robust`, `latent_p`: the squared robust (minimum covariance determinant) Mahalanobis distance of
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 
 from .data import Split
 from .feature_deviation import FeatureReference, extreme_counts
@@ -160,9 +161,7 @@ class Standardisation:
         # the centre and covariance from one half of the rows, the distances' scale from the other: distances of the
         # rows a covariance was fitted on are smaller than those of new rows (by a lot with many dimensions)
         fitting, scaling = codes[::2], codes[1::2]
-        mean = fitting.mean(0)
-        covariance = np.cov(fitting, rowvar=False) + 1e-6 * np.eye(codes.shape[1])
-        precision = np.linalg.pinv(covariance)
+        mean, precision = shrunk_centre(fitting)
         distances = _mahalanobis(scaling, mean, precision)
         modality_mean, modality_std = _column_moments(nll, rows.mask)
         worst = _largest((nll - modality_mean) / modality_std)  # NaN where a row misses a modality
@@ -183,6 +182,18 @@ class Standardisation:
             float(recon_worst.std() + 1e-8),
             RobustCentre.fit(fitting, scaling),
         )
+
+
+def shrunk_centre(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference codes' mean and the precision of their Ledoit-Wolf covariance: the sample covariance shrunk
+    towards a multiple of the identity by the amount that minimises its expected error (Ledoit and Wolf 2004).
+
+    A few hundred reference rows estimate the directions in which the codes barely vary poorly, and an unshrunk inverse
+    weights noise there most: on the cohort (docs/results.md section 10) the self-sizing default's 10 dimensions
+    ranked subjects at 4 SD of one factor at AUC 0.80-0.83 with the sample covariance and 0.88 with this one, level
+    with 50-dimensional models, although a linear read-out of the true factors from the codes was as good (0.95)."""
+    shrunk = LedoitWolf().fit(codes)
+    return shrunk.location_, shrunk.precision_
 
 
 def _column_moments(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

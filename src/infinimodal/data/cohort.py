@@ -17,7 +17,8 @@ deviates from it, half in each of two ways (the kinds of Lawry Aguila et al. 202
   so the subject is off the map from factors to measurements;
 - `latent_extreme`: one shared factor at 4 standard deviations, pushed through the same maps, so every measure is
   coherent with the others but the subject sits far out in the population.
-`truth["kinds"]` holds each test row's kind (0 typical, 1 off_manifold, 2 latent_extreme).
+`truth["kinds"]` holds each test row's kind (0 typical, 1 off_manifold, 2 latent_extreme), and
+`truth["shared_factors"]` each split's shared factors ({split: [rows, shared]}, as `synthetic` gives them).
 
 With `groups=G` (G >= 2) every subject belongs to one of G diagnostic groups, drawn with equal probability, and its
 shared factors are centred on its group's centre (drawn once, N(0, separation^2) per factor): the groups are the
@@ -104,17 +105,21 @@ class _Groups:
 def generate(
     s: dict,
 ) -> tuple[
-    dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray] | None
+    dict[str, dict[str, np.ndarray]],
+    dict[str, np.ndarray],
+    dict[str, np.ndarray],
+    dict[str, np.ndarray] | None,
+    dict[str, np.ndarray],
 ]:
-    """Per split: the raw arrays, the availability mask, each row's kind (0 typical, 1 off-manifold, 2 extreme) and,
-    with groups, each row's group (else None)."""
+    """Per split: the raw arrays, the availability mask, each row's kind (0 typical, 1 off-manifold, 2 extreme),
+    with groups each row's group (else None), and the shared factors (the extreme subjects' shifted one included)."""
     rng = np.random.default_rng([s["seed"], 4321])
     maps = _Maps(s["shared"], rng)
     groups = _Groups(s) if s["groups"] else None
     n = s["n"]
     sizes = {"train": int(0.8 * n), "valid": int(0.1 * n)}
     sizes["test"] = s["test"] or n - sizes["train"] - sizes["valid"]
-    arrays, masks, kinds, labels = {}, {}, {}, {}
+    arrays, masks, kinds, labels, factors = {}, {}, {}, {}, {}
     for split, rows in sizes.items():
         shared = rng.standard_normal((rows, s["shared"]))
         if groups is not None:
@@ -134,7 +139,7 @@ def generate(
                 out[name] = (rng.random((rows, features)) < 1 / (1 + np.exp(-2.0 * signal))).astype(np.float32)
             else:
                 out[name] = signal + s["noise"] * rng.standard_normal((rows, features))
-        arrays[split], kinds[split] = out, kind
+        arrays[split], kinds[split], factors[split] = out, kind, shared
         mask = np.ones((rows, len(SHAPES)), dtype=bool)
         mask[:, list(SHAPES).index("pet")] = rng.random(rows) >= s["missing"]
         masks[split] = mask
@@ -151,12 +156,12 @@ def generate(
     for split in sizes:
         missing = ~masks[split][:, list(SHAPES).index("pet")]
         arrays[split]["pet"][missing] = 0.0
-    return arrays, masks, kinds, (labels or None)
+    return arrays, masks, kinds, (labels or None), factors
 
 
 def cohort_dataset(spec: str = "") -> MultimodalData:
     settings = parse_spec(spec)
-    arrays, masks, kinds, labels = generate(settings)
+    arrays, masks, kinds, labels, factors = generate(settings)
     splits = {
         name: Split(arrays[name], masks[name], None if labels is None else labels[name])
         for name in ("train", "valid", "test")
@@ -165,5 +170,5 @@ def cohort_dataset(spec: str = "") -> MultimodalData:
         Modality(name, (size,), "bernoulli" if name == "genetics" else "gaussian") for name, size in SHAPES.items()
     ]
     text = ",".join(f"{k}={v}" for k, v in settings.items())
-    truth = {"kind_names": KINDS, "kinds": kinds["test"], "settings": settings}
+    truth = {"kind_names": KINDS, "kinds": kinds["test"], "shared_factors": factors, "settings": settings}
     return MultimodalData(modalities, splits["train"], splits["valid"], splits["test"], f"cohort:{text}", truth=truth)
