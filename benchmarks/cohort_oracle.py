@@ -53,7 +53,7 @@ def training_statistics(settings: dict, maps: _Maps) -> dict[str, tuple[np.ndarr
         else:
             raw[name] = signal + settings["noise"] * rng.standard_normal((rows, features))
     stats = {name: (raw[name].mean(0), raw[name].std(0) + 1e-8) for name in CONTINUOUS}
-    held, masks, _, _ = generate(settings)
+    held, masks, *_ = generate(settings)
     for name in CONTINUOUS:
         replayed = (raw[name] - stats[name][0]) / stats[name][1]
         observed = masks["train"][:, NAMES.index(name)]  # a missing row holds zeros

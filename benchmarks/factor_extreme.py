@@ -14,7 +14,11 @@ typical test subjects, ROC AUC of:
 - `factors_read_out`: a ceiling that uses the truth, the Ledoit-Wolf Mahalanobis distance of the shared factors
   read out linearly from the codes (the regression fitted on the reference rows' true factors): what the codes know
   about the factors;
-- `factors_read_out_r2`: that regression's R^2 on the typical test rows.
+- `codes_beyond_factors`: the Ledoit-Wolf Mahalanobis distance of what the codes hold beyond those read-out factors
+  (whether the rest of the code carries the signal);
+- `score_sample_covariance`: `score` with the latent part computed with the sample covariance;
+- `factors_read_out_r2`: that regression's R^2 on the typical test rows; `shrinkage`: the Ledoit-Wolf shrinkage of the
+  reference codes' covariance; `off_map_complete`: the AUCs of subjects off the map, for the cost of shrinking.
 """
 
 from __future__ import annotations
@@ -32,21 +36,41 @@ from infinimodal import api
 from infinimodal.data import load_dataset
 from infinimodal.deviation import COMBINATION, Reference, combine, deviation_parts, representations, shrunk_centre
 
-EXTREME = 2  # the cohort's kind for a subject at an extreme of one factor
+OFF_MAP, EXTREME = 1, 2  # the cohort's kinds of atypical subject: off the map, at an extreme of one factor
 
 
-def auc(kinds: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> float:
-    chosen = rows & ((kinds == 0) | (kinds == EXTREME))
-    return round(float(roc_auc_score(kinds[chosen] == EXTREME, scores[chosen])), 4)
+def auc(kinds: np.ndarray, scores: np.ndarray, rows: np.ndarray, kind: int = EXTREME) -> float:
+    chosen = rows & ((kinds == 0) | (kinds == kind))
+    return round(float(roc_auc_score(kinds[chosen] == kind, scores[chosen])), 4)
 
 
 def distances(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     centred = codes - mean
-    return np.einsum("nd,de,ne->n", centred, precision, centred)
+    return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
 
 
 def with_test_rows(spec: str, rows: int) -> str:
     return f"{spec}{',' if ':' in spec else ':'}test={rows}"
+
+
+def sample_centre(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The estimator before `shrunk_centre`: the mean and the pseudo-inverse of the sample covariance."""
+    return codes.mean(0), np.linalg.pinv(np.cov(codes, rowvar=False) + 1e-6 * np.eye(codes.shape[1]))
+
+
+def standardised(codes: np.ndarray, fitting: np.ndarray, scaling: np.ndarray, centre) -> np.ndarray:
+    """The latent deviation as `deviation.Standardisation` computes it, with the centre estimator `centre`."""
+    mean, precision = centre(fitting)
+    reference = distances(scaling, mean, precision)
+    return (distances(codes, mean, precision) - reference.mean()) / (reference.std() + 1e-8)
+
+
+def residual_beyond_factors(codes: np.ndarray, fitting: np.ndarray, read_out: LinearRegression) -> np.ndarray:
+    """Ledoit-Wolf Mahalanobis distance of what the codes hold beyond the factors read out of them: each code minus
+    its linear prediction from the read-out, the prediction and the covariance fitted on the reference rows."""
+    back = LinearRegression().fit(read_out.predict(fitting), fitting)
+    centre = LedoitWolf().fit(fitting - back.predict(read_out.predict(fitting)))
+    return centre.mahalanobis(codes - back.predict(read_out.predict(codes)))
 
 
 def measure(run: str, test_rows: int, samples: int) -> dict:
@@ -57,9 +81,12 @@ def measure(run: str, test_rows: int, samples: int) -> dict:
     torch.manual_seed(0)
     parts = deviation_parts(module, data.test, Reference.fit(module, data.valid, samples), samples, by_row=False)
     reference = np.flatnonzero(data.valid.mask.all(1))
-    codes, fitting = representations(module, data.test), representations(module, data.valid)[reference]
-    half = fitting[::2]
-    sample_precision = np.linalg.pinv(np.cov(half, rowvar=False) + 1e-6 * np.eye(half.shape[1]))
+    codes = representations(module, data.test).astype(np.float64)
+    fitting = representations(module, data.valid)[reference].astype(np.float64)
+    half, other_half = fitting[::2], fitting[1::2]  # as `deviation.Standardisation` splits the reference rows
+    before = standardised(codes, half, other_half, sample_centre)
+    now = standardised(codes, half, other_half, shrunk_centre)
+    score_before = np.maximum(np.maximum(before, parts.worst), parts.reconstruction_worst)
     typical = complete & (kinds == 0)
     true_factors = data.truth["shared_factors"]
     read_out = LinearRegression().fit(fitting, true_factors["valid"][reference])
@@ -67,19 +94,28 @@ def measure(run: str, test_rows: int, samples: int) -> dict:
     return {
         "run": run,
         "dimensions": int(codes.shape[1]),
+        "reference_rows_fitted": len(half),
+        "shrinkage": round(float(LedoitWolf().fit(half).shrinkage_), 4),
         "extreme_subjects": {
             "complete": int((complete & (kinds == EXTREME)).sum()),
             "all": int((kinds == EXTREME).sum()),
         },
         "complete": {
             "score": auc(kinds, combine(parts, COMBINATION), complete),
+            "score_sample_covariance": auc(kinds, score_before, complete),
             "latent": auc(kinds, parts.latent, complete),
             "reconstruction": auc(kinds, parts.reconstruction_worst, complete),
-            "latent_sample_covariance": auc(kinds, distances(codes, half.mean(0), sample_precision), complete),
-            "latent_shrunk_covariance": auc(kinds, distances(codes, *shrunk_centre(half)), complete),
+            "latent_sample_covariance": auc(kinds, before, complete),
+            "latent_shrunk_covariance": auc(kinds, now, complete),
             "factors_read_out": auc(kinds, centre.mahalanobis(read_out.predict(codes)), complete),
+            "codes_beyond_factors": auc(kinds, residual_beyond_factors(codes, fitting, read_out), complete),
         },
         "all_rows": {"score": auc(kinds, combine(parts, COMBINATION), np.ones_like(complete))},
+        "off_map_complete": {
+            "score": auc(kinds, combine(parts, COMBINATION), complete, OFF_MAP),
+            "latent_sample_covariance": auc(kinds, before, complete, OFF_MAP),
+            "latent_shrunk_covariance": auc(kinds, now, complete, OFF_MAP),
+        },
         "factors_read_out_r2": round(float(read_out.score(codes[typical], true_factors["test"][typical])), 3),
     }
 

@@ -535,6 +535,13 @@ def test_the_cohort_data_set_plants_its_atypical_subjects_in_the_test_rows_only(
     assert {k: v.shape for k, v in factors.items()} == {"train": (800, 4), "valid": (100, 4), "test": (100, 4)}
     at_shift = np.isclose(np.abs(factors["test"]), 4.0).sum(axis=1)
     assert (at_shift[kinds == 2] == 1).all() and (at_shift[kinds != 2] == 0).all()
+    # ... and belong to their rows: MRI, a smooth map of them plus noise, predicts them on every split
+    from sklearn.linear_model import LinearRegression
+
+    mri = {split: getattr(data, split).arrays["mri"] for split in factors}
+    fitted = LinearRegression().fit(mri["train"], factors["train"])
+    assert min(fitted.score(mri[split], factors[split]) for split in ("valid", "test")) > 0.5
+    assert fitted.score(mri["valid"], factors["valid"][::-1]) < 0.1  # rows out of order: nothing
     for bad, message in (
         ("cohort:foo=1", "cannot read 'foo=1'"),
         ("cohort:n=x", "n must be a number"),
@@ -658,3 +665,6 @@ def test_the_latent_centre_shrinks_a_covariance_estimated_from_few_rows():
     scales = np.array([3.0, 1.0, 0.1])
     _, precision = shrunk_centre(rng.standard_normal((200_000, 3)) * scales)
     np.testing.assert_allclose(precision * np.outer(scales, scales), np.eye(3), atol=0.02)
+    # codes that never vary (a collapsed latent) carry no deviation, rather than dividing by zero
+    mean, precision = shrunk_centre(np.ones((40, 3), dtype=np.float32))
+    assert precision.dtype == np.float64 and (_mahalanobis(fresh[:, :3], mean, precision) == 0).all()
