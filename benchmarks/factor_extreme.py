@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +36,18 @@ from sklearn.metrics import roc_auc_score
 
 from infinimodal import api
 from infinimodal.data import load_dataset
-from infinimodal.deviation import COMBINATION, Reference, combine, deviation_parts, representations, shrunk_centre
+from infinimodal.deviation import (
+    COMBINATION,
+    Reference,
+    _mahalanobis,
+    combine,
+    deviation_parts,
+    representations,
+    shrunk_centre,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from semisupervised_cohort import with_test_rows  # noqa: E402  (the same cohort:test=N spec)
 
 OFF_MAP, EXTREME = 1, 2  # the cohort's kinds of atypical subject: off the map, at an extreme of one factor
 
@@ -42,15 +55,6 @@ OFF_MAP, EXTREME = 1, 2  # the cohort's kinds of atypical subject: off the map, 
 def auc(kinds: np.ndarray, scores: np.ndarray, rows: np.ndarray, kind: int = EXTREME) -> float:
     chosen = rows & ((kinds == 0) | (kinds == kind))
     return round(float(roc_auc_score(kinds[chosen] == kind, scores[chosen])), 4)
-
-
-def distances(codes: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    centred = codes - mean
-    return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, precision, centred), 0.0))
-
-
-def with_test_rows(spec: str, rows: int) -> str:
-    return f"{spec}{',' if ':' in spec else ':'}test={rows}"
 
 
 def sample_centre(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,16 +65,19 @@ def sample_centre(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def standardised(codes: np.ndarray, fitting: np.ndarray, scaling: np.ndarray, centre) -> np.ndarray:
     """The latent deviation as `deviation.Standardisation` computes it, with the centre estimator `centre`."""
     mean, precision = centre(fitting)
-    reference = distances(scaling, mean, precision)
-    return (distances(codes, mean, precision) - reference.mean()) / (reference.std() + 1e-8)
+    reference = _mahalanobis(scaling, mean, precision)
+    return (_mahalanobis(codes, mean, precision) - reference.mean()) / (reference.std() + 1e-8)
 
 
-def residual_beyond_factors(codes: np.ndarray, fitting: np.ndarray, read_out: LinearRegression) -> np.ndarray:
-    """Ledoit-Wolf Mahalanobis distance of what the codes hold beyond the factors read out of them: each code minus
-    its linear prediction from the read-out, the prediction and the covariance fitted on the reference rows."""
-    back = LinearRegression().fit(read_out.predict(fitting), fitting)
-    centre = LedoitWolf().fit(fitting - back.predict(read_out.predict(fitting)))
-    return centre.mahalanobis(codes - back.predict(read_out.predict(codes)))
+def residual_beyond_factors(
+    codes: np.ndarray, fitting: np.ndarray, factors: np.ndarray, fitting_factors: np.ndarray
+) -> np.ndarray:
+    """Ledoit-Wolf Mahalanobis distance of what the codes hold beyond the factors read out of them (`factors`, and
+    `fitting_factors` for the reference rows): each code minus its linear prediction from them, the prediction and the
+    covariance fitted on the reference rows."""
+    back = LinearRegression().fit(fitting_factors, fitting)
+    centre = LedoitWolf().fit(fitting - back.predict(fitting_factors))
+    return centre.mahalanobis(codes - back.predict(factors))
 
 
 def measure(run: str, test_rows: int, samples: int) -> dict:
@@ -86,11 +93,12 @@ def measure(run: str, test_rows: int, samples: int) -> dict:
     half, other_half = fitting[::2], fitting[1::2]  # as `deviation.Standardisation` splits the reference rows
     before = standardised(codes, half, other_half, sample_centre)
     now = standardised(codes, half, other_half, shrunk_centre)
+    score = combine(parts, COMBINATION)
     score_before = np.maximum(np.maximum(before, parts.worst), parts.reconstruction_worst)
     typical = complete & (kinds == 0)
     true_factors = data.truth["shared_factors"]
     read_out = LinearRegression().fit(fitting, true_factors["valid"][reference])
-    centre = LedoitWolf().fit(read_out.predict(fitting))
+    factors, fitting_factors = read_out.predict(codes), read_out.predict(fitting)
     return {
         "run": run,
         "dimensions": int(codes.shape[1]),
@@ -101,18 +109,20 @@ def measure(run: str, test_rows: int, samples: int) -> dict:
             "all": int((kinds == EXTREME).sum()),
         },
         "complete": {
-            "score": auc(kinds, combine(parts, COMBINATION), complete),
+            "score": auc(kinds, score, complete),
             "score_sample_covariance": auc(kinds, score_before, complete),
             "latent": auc(kinds, parts.latent, complete),
             "reconstruction": auc(kinds, parts.reconstruction_worst, complete),
             "latent_sample_covariance": auc(kinds, before, complete),
             "latent_shrunk_covariance": auc(kinds, now, complete),
-            "factors_read_out": auc(kinds, centre.mahalanobis(read_out.predict(codes)), complete),
-            "codes_beyond_factors": auc(kinds, residual_beyond_factors(codes, fitting, read_out), complete),
+            "factors_read_out": auc(kinds, LedoitWolf().fit(fitting_factors).mahalanobis(factors), complete),
+            "codes_beyond_factors": auc(
+                kinds, residual_beyond_factors(codes, fitting, factors, fitting_factors), complete
+            ),
         },
-        "all_rows": {"score": auc(kinds, combine(parts, COMBINATION), np.ones_like(complete))},
+        "all_rows": {"score": auc(kinds, score, np.ones_like(complete))},
         "off_map_complete": {
-            "score": auc(kinds, combine(parts, COMBINATION), complete, OFF_MAP),
+            "score": auc(kinds, score, complete, OFF_MAP),
             "latent_sample_covariance": auc(kinds, before, complete, OFF_MAP),
             "latent_shrunk_covariance": auc(kinds, now, complete, OFF_MAP),
         },
