@@ -310,6 +310,15 @@ def test_score_on_the_command_line_writes_one_csv_row_per_input_row(cohort_run, 
     assert int(rows[3]["extreme_features"]) >= 30
 
 
+def test_a_built_in_data_set_of_other_modalities_is_refused_in_one_line(cohort_run, tmp_path, capsys):
+    """`score --data synthetic` on a cohort model used to end in a KeyError traceback deep in the feature z-maps."""
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(cohort_run), "--data", "synthetic", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [error[0]] and "synthetic's modalities" in error[0] and "differ from the model's" in error[0]
+    assert not out.exists()
+
+
 def test_synthesize_draws_every_modality_from_its_likelihood_and_reports_privacy(cohort_run, tmp_path):
     out = tmp_path / "synthetic.npz"
     assert main(["synthesize", str(cohort_run), "--n", "300", "--out", str(out)]) == 0

@@ -201,11 +201,7 @@ class MultimodalVAE:
         """
         settings = TrainingOptions.from_keywords(options)
         self.check_training_options(data, settings)
-        if [m.signature() for m in data.modalities] != [m.signature() for m in self.modalities]:
-            raise InfinimodalError(
-                f"the data's modalities {[m.signature() for m in data.modalities]} differ from the model's "
-                f"{[m.signature() for m in self.modalities]}"
-            )
+        refuse_other_modalities("the data", data.modalities, self.modalities)
         if self.standardization and data.standardization and self.standardization != data.standardization:
             raise InfinimodalError(
                 "the data are standardised with other statistics than this model's; fit on the data set it was built for"
@@ -926,6 +922,15 @@ class MultimodalVAE:
         vae.standardization = read_standardization(record, run / "config.json", vae.modalities)
         vae._load_weights(run / "model.ckpt")
         return vae
+
+
+def refuse_other_modalities(source: str, given: Sequence[Modality], model: Sequence[Modality]) -> None:
+    """An error naming both lists where a data set's modalities (names, shapes, likelihoods) are not the model's."""
+    if [m.signature() for m in given] != [m.signature() for m in model]:
+        raise InfinimodalError(
+            f"{source}'s modalities {[m.signature() for m in given]} differ from the model's "
+            f"{[m.signature() for m in model]}"
+        )
 
 
 def keyed(tables, result, modalities: Sequence[Modality] = ()):

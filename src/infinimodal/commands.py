@@ -48,6 +48,7 @@ def rows_of(spec: str, split: str, run_dir: str):
         return vae, arrays, None
     config.data = spec
     data = api.load_data(config, progress=False)
+    api.refuse_other_modalities(spec, data.modalities, vae.modalities)
     chosen = data.split(split)
     return vae, chosen, None if chosen.ids is None else Subjects(chosen.ids, data.id_column or "id")
 
