@@ -12,6 +12,7 @@ from sklearn.neural_network import MLPRegressor
 from infinimodal import MultimodalVAE, api
 from infinimodal.cli import main
 from infinimodal.data import Split, load_dataset
+from infinimodal.deviation import MIN_REFERENCE_ROWS
 from infinimodal.errors import InfinimodalError
 from infinimodal.evaluation import privacy
 
@@ -583,6 +584,19 @@ def test_synthetic_values_outside_a_columns_range_or_type_are_reported(tmp_path)
     )
     assert unlike["clinical"][1]["not_whole"] > 0.9 and unlike["clinical"][2]["not_whole"] > 0.9
     assert any(line.startswith("clinical: ") and "not whole" in line for line in report["warnings"])
+
+
+def test_a_reference_too_small_to_standardise_against_is_refused(cohort_run):
+    """With 1 to 3 reference rows the scores came out NaN or in the millions without a word; now a clear error, and the
+    smallest reference allowed scores finitely."""
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    rows = data.test.take(np.arange(5))
+    for n in (1, 3, MIN_REFERENCE_ROWS - 1):
+        with pytest.raises(InfinimodalError, match=f"at least {MIN_REFERENCE_ROWS} reference rows.*has {n}\\."):
+            vae.score(rows, data.valid.take(np.arange(n)), samples=5)
+    scores = vae.score(rows, data.valid.take(np.arange(MIN_REFERENCE_ROWS)), samples=5)
+    assert np.isfinite(scores["score"]).all()
 
 
 def test_a_subject_gets_the_same_score_and_imputation_alone_as_in_any_batch(cohort_run):
