@@ -593,10 +593,28 @@ def test_a_reference_too_small_to_standardise_against_is_refused(cohort_run):
     data = api.load_run_data(cohort_run, config, progress=False)
     rows = data.test.take(np.arange(5))
     for n in (1, 3, MIN_REFERENCE_ROWS - 1):
-        with pytest.raises(InfinimodalError, match=f"at least {MIN_REFERENCE_ROWS} reference rows.*has {n}\\."):
+        with pytest.raises(InfinimodalError, match=f"at least {MIN_REFERENCE_ROWS} reference rows.*has {n}:"):
             vae.score(rows, data.valid.take(np.arange(n)), samples=5)
     scores = vae.score(rows, data.valid.take(np.arange(MIN_REFERENCE_ROWS)), samples=5)
     assert np.isfinite(scores["score"]).all()
+
+
+def test_the_reference_size_benchmark_compares_small_references_with_the_full_one(cohort_run):
+    """benchmarks/reference_size.py (the figures behind MIN_REFERENCE_ROWS): a reference as large as the full one ranks
+    the rows exactly as it does, and the scores it reports are `score`'s own."""
+    from tests.test_benchmarks import load_script
+
+    script = load_script("reference_size")
+    result = script.main([str(cohort_run), "--sizes", "8", "40", "--full", "40", "--rows", "30", "--samples", "2"])
+    assert result["full_reference"] == 40 and result["rows"] == 30
+    assert result["sizes"]["40"]["score"]["spearman_with_full"] == 1.0
+    assert -1.0 <= result["sizes"]["8"]["latent_deviation"]["spearman_with_full"] < 1.0
+    vae, config = api.load(cohort_run)
+    data = api.load_run_data(cohort_run, config, progress=False)
+    rows, reference = data.test.take(np.arange(30)), data.valid.take(np.arange(40))
+    np.testing.assert_allclose(
+        script.scores_against(vae, rows, reference, 2)["score"], vae.score(rows, reference, samples=2)["score"]
+    )
 
 
 def test_a_subject_gets_the_same_score_and_imputation_alone_as_in_any_batch(cohort_run):

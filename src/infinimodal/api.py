@@ -676,7 +676,8 @@ class MultimodalVAE:
 
         Args:
             arrays: the rows to score (DataFrames of a table model give a DataFrame keyed by ID).
-            reference: rows of the population the model was trained on (e.g. its validation split).
+            reference: rows of the population the model was trained on (e.g. its validation split); at least
+                `deviation.MIN_REFERENCE_ROWS` (8), or InfinimodalError.
             samples: posterior draws per row.
             source: how error messages name the input.
 

@@ -131,11 +131,11 @@ def representations(module: MultimodalModule, split: Split, batch_size: int = 50
     )
 
 
-#: Fewer reference rows than this are refused (`Reference.fit`): the latent centre is fitted on one half and its distances
-#: scaled on the other. Measured on a cohort model: with 1 to 3 rows the scores came out NaN or in the millions; 200 test
-#: subjects scored against 4, 6, 8 and 10 rows ranked as against 500 at Spearman 0.59, 0.61, 0.73 and 0.81 (the latent
-#: deviation alone 0.15, 0.50, 0.61, 0.57). Eight rows (four a half) keeps a study of 80 subjects, whose validation split
-#: has 8, able to score.
+#: Fewer reference rows than this are refused (`Reference.fit`): the latent centre is fitted on one half and its
+#: distances scaled on the other. On a cohort model, 1 to 3 rows gave scores that were NaN or in the millions, and 200
+#: test subjects scored against 4, 6, 8 and 10 rows ranked as against 500 at Spearman 0.59, 0.61, 0.73 and 0.81 (the
+#: latent deviation alone 0.15, 0.50, 0.61, 0.57; `python benchmarks/reference_size.py RUN`). Eight rows (four a
+#: half) keeps a study of about 80 subjects, whose validation split has 8, able to score.
 MIN_REFERENCE_ROWS = 8
 
 #: A missingness pattern needs at least this many reference rows observing all of its modalities to get its own
@@ -320,8 +320,8 @@ class Reference:
         if len(reference) < MIN_REFERENCE_ROWS:
             raise InfinimodalError(
                 f"deviation scores need at least {MIN_REFERENCE_ROWS} reference rows to standardise against (half fit "
-                f"the latent centre, half scale its distances); the reference has {len(reference)}. With `infinimodal "
-                "score` the reference is the run's validation rows: train on more subjects"
+                f"the latent centre, half scale its distances); the reference has {len(reference)}: pass more reference "
+                "rows (with `infinimodal score` they are the run's validation rows: train on more subjects)"
             )
         return cls(module, reference, samples, {})
 
