@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
     vae, config = api.load(args.run)
     data = api.load_run_data(args.run, config, progress=False)
     rows = data.test.take(np.arange(min(args.rows, len(data.test))))
-    full = scores_against(vae, rows, data.valid.take(np.arange(min(args.full, len(data.valid)))), args.samples)
-    result: dict = {"run": args.run, "rows": len(rows), "full_reference": min(args.full, len(data.valid)), "sizes": {}}
+    full_rows = min(args.full, len(data.valid))
+    full = scores_against(vae, rows, data.valid.take(np.arange(full_rows)), args.samples)
+    result: dict = {"run": args.run, "rows": len(rows), "full_reference": full_rows, "sizes": {}}
     for n in args.sizes:
         small = scores_against(vae, rows, data.valid.take(np.arange(n)), args.samples)
         result["sizes"][str(n)] = {
